@@ -1,0 +1,208 @@
+use super::*;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("kubeconfig"), "apiVersion: v1\nkind: Config\n").expect("write");
+        std::fs::write(dir.path().join("token"), "s3cr3t-token\n").expect("write");
+        Fixture { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("pontoon.yaml")
+    }
+
+    fn load(&self, text: &str) -> Result<Config, ConfigError> {
+        Config::from_str(text, &self.path())
+    }
+
+    fn problems(&self, text: &str) -> Vec<String> {
+        let file = self.path().display().to_string();
+        match self.load(text) {
+            Ok(_) => panic!("expected errors for:\n{text}"),
+            Err(e) => e
+                .problems()
+                .iter()
+                .map(|p| p.to_string().replace(&file, "pontoon.yaml"))
+                .collect(),
+        }
+    }
+}
+
+const GOOD: &str = "\
+source:
+  url: https://git.example.com/platform.git
+  ref:
+    branch: main
+  pollInterval: 30s
+  auth:
+    token:
+      file: token
+clusters:
+  - name: staging
+    kubeconfig: kubeconfig
+    context: staging
+  - name: prod
+    inCluster: true
+listen:
+  http: 127.0.0.1:9090
+sync:
+  resyncInterval: 5m
+";
+
+#[test]
+fn loads_a_complete_config_with_defaults_filled() {
+    let f = Fixture::new();
+    let cfg = f.load(GOOD).expect("valid config");
+    assert_eq!(cfg.source.poll_interval, Duration::from_secs(30));
+    assert_eq!(cfg.sync.resync_interval, Duration::from_secs(300));
+    assert_eq!(cfg.sync.namespace, DEFAULT_NAMESPACE);
+    assert_eq!(cfg.sync.health_timeout, DEFAULT_HEALTH_TIMEOUT);
+    assert!(cfg.sync.force_conflicts);
+    assert_eq!(cfg.listen.http, "127.0.0.1:9090".parse().expect("addr"));
+    assert_eq!(cfg.clusters.len(), 2);
+    assert_eq!(
+        cfg.clusters[0].connection,
+        ClusterConnection::Kubeconfig {
+            path: f.dir.path().join("kubeconfig"),
+            context: Some("staging".into())
+        }
+    );
+    assert_eq!(cfg.clusters[1].connection, ClusterConnection::InCluster);
+    match &cfg.source.location {
+        SourceLocation::Git { url, git_ref, auth } => {
+            assert_eq!(url, "https://git.example.com/platform.git");
+            assert_eq!(git_ref, &GitRef::Branch("main".into()));
+            let token = auth.token.as_ref().expect("token ref").read().expect("token");
+            assert_eq!(token.expose(), "s3cr3t-token");
+        }
+        other => panic!("unexpected source {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_field_names_file_line_and_field() {
+    let f = Fixture::new();
+    let text = GOOD.replace("  pollInterval: 30s\n", "  pollInterval: 30s\n  pollEvery: 1m\n");
+    let p = f.problems(&text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("pontoon.yaml:6:3: "), "{}", p[0]);
+    assert!(p[0].contains("pollEvery"), "{}", p[0]);
+}
+
+#[test]
+fn wrong_type_names_the_line() {
+    let f = Fixture::new();
+    let text = GOOD.replace("  resyncInterval: 5m\n", "  concurrency: lots\n");
+    let p = f.problems(&text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("pontoon.yaml:18:16: "), "{}", p[0]);
+}
+
+#[test]
+fn bad_duration_explains_the_format() {
+    let f = Fixture::new();
+    let text = GOOD.replace("pollInterval: 30s", "pollInterval: 30 parsecs");
+    let p = f.problems(&text);
+    assert!(p[0].starts_with("pontoon.yaml:5:17: "), "{}", p[0]);
+    assert!(p[0].contains("invalid duration \"30 parsecs\""), "{}", p[0]);
+    assert!(p[0].contains("\"30s\""), "{}", p[0]);
+}
+
+#[test]
+fn missing_kubeconfig_and_env_var_are_all_reported_in_one_round() {
+    let f = Fixture::new();
+    let text = GOOD
+        .replace("kubeconfig: kubeconfig", "kubeconfig: nowhere/kubeconfig")
+        .replace("      file: token", "      env: PONTOON_TEST_SURELY_UNSET_VARIABLE");
+    let p = f.problems(&text);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].starts_with("pontoon.yaml:8:7: source.auth.token: environment variable PONTOON_TEST_SURELY_UNSET_VARIABLE is not set"), "{}", p[0]);
+    assert!(p[1].starts_with("pontoon.yaml:11:17: clusters[0].kubeconfig: kubeconfig file "), "{}", p[1]);
+    assert!(p[1].contains("nowhere/kubeconfig does not exist"), "{}", p[1]);
+}
+
+#[test]
+fn inline_secret_is_refused_without_echoing_it() {
+    let f = Fixture::new();
+    let text = GOOD.replace("    token:\n      file: token\n", "    token: ghp_verysecretvalue\n");
+    let p = f.problems(&text);
+    assert!(p[0].starts_with("pontoon.yaml:7:12: "), "{}", p[0]);
+    assert!(p[0].contains("secrets are never written inline"), "{}", p[0]);
+    assert!(!p[0].contains("ghp_verysecretvalue"), "secret leaked: {}", p[0]);
+}
+
+#[test]
+fn credentials_in_url_are_refused_without_echoing_them() {
+    let f = Fixture::new();
+    let text = GOOD.replace("https://git.example.com", "https://bot:hunter2@git.example.com");
+    let p = f.problems(&text);
+    assert!(p[0].contains("source.url: credentials must not be written in the URL"), "{}", p[0]);
+    assert!(!p[0].contains("hunter2"), "secret leaked: {}", p[0]);
+}
+
+#[test]
+fn cluster_names_must_be_unique_and_valid() {
+    let f = Fixture::new();
+    let text = GOOD.replace("name: prod", "name: staging").replace("context: staging", "context: x\n  - name: Prod_1\n    inCluster: true");
+    let p = f.problems(&text);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].contains("clusters[1].name: \"Prod_1\" is not a valid cluster name"), "{}", p[0]);
+    assert!(p[1].contains("clusters[2].name: cluster \"staging\" is listed twice"), "{}", p[1]);
+}
+
+#[test]
+fn cluster_needs_exactly_one_connection() {
+    let f = Fixture::new();
+    let text = GOOD.replace("    inCluster: true\n", "");
+    let p = f.problems(&text);
+    assert!(p[0].contains("clusters[1]: missing `kubeconfig`"), "{}", p[0]);
+}
+
+#[test]
+fn source_needs_url_or_path() {
+    let f = Fixture::new();
+    let text = "source:\n  pollInterval: 1m\nclusters:\n  - name: a\n    inCluster: true\n";
+    let p = f.problems(text);
+    assert!(p[0].contains("source: missing `url`"), "{}", p[0]);
+}
+
+#[test]
+fn ref_must_name_one_thing() {
+    let f = Fixture::new();
+    let text = GOOD.replace("    branch: main\n", "    branch: main\n    tag: v1\n");
+    let p = f.problems(&text);
+    assert!(p[0].contains("source.ref: set exactly one of"), "{}", p[0]);
+}
+
+#[test]
+fn malformed_yaml_names_the_position() {
+    let f = Fixture::new();
+    let p = f.problems("source:\n  url: [unclosed\nclusters: []\n");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("pontoon.yaml:"), "{}", p[0]);
+    assert!(!p[0].starts_with("pontoon.yaml:1:1:"), "position should be the broken spot: {}", p[0]);
+}
+
+#[test]
+fn directory_source_resolves_relative_to_the_config_file() {
+    let f = Fixture::new();
+    std::fs::create_dir(f.dir.path().join("platform")).expect("mkdir");
+    let cfg = f
+        .load("source:\n  path: platform\nclusters:\n  - name: a\n    inCluster: true\n")
+        .expect("valid");
+    match cfg.source.location {
+        SourceLocation::Directory(p) => assert_eq!(p, f.dir.path().join("platform")),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn unreadable_file_is_a_read_error() {
+    let err = Config::load(Path::new("/nonexistent/pontoon.yaml")).expect_err("must fail");
+    assert!(err.to_string().contains("cannot read config file /nonexistent/pontoon.yaml"), "{err}");
+}

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Builds the real servers pontoon's tests talk to (kube-apiserver, kubectl, etcd, gitea)
+# from the Go module proxy, the way any Go program depends on a Go module: a throwaway
+# consumer go.mod under the cache that requires the module at its tag and repeats the
+# `replace` lines that module's own release needs. Nothing is vendored into this repository.
+#
+#   tests/support/go-build.sh control-plane   # kube-apiserver, kubectl, etcd
+#   tests/support/go-build.sh gitea
+#   tests/support/go-build.sh bin-dir         # prints where the binaries are
+#
+# Binaries are cached under $PONTOON_CACHE (default ~/.cache/pontoon): a second run only
+# checks that they exist.
+set -euo pipefail
+
+K8S_VERSION=1.37.2
+ETCD_VERSION=3.6.16
+GITEA_VERSION=1.27.3
+
+CACHE=${PONTOON_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pontoon}
+BIN="$CACHE/bin"
+export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOFLAGS=-mod=mod GOTOOLCHAIN=local
+export CGO_ENABLED=${CGO_ENABLED:-0}
+mkdir -p "$BIN"
+
+log() { printf 'go-build: %s\n' "$*" >&2; }
+
+# consumer DIR MODULE VERSION STAGING_VERSION
+# Writes DIR/go.mod requiring MODULE@VERSION. Each `replace X => ./path` of the module's
+# own go.mod becomes `replace X => X STAGING_VERSION` (Kubernetes publishes its staging
+# directories as modules of that version); other replace lines are copied unchanged.
+consumer() {
+  local dir=$1 module=$2 version=$3 staging=${4:-}
+  mkdir -p "$dir"
+  local modfile
+  modfile=$(cd "$dir" && go mod download -json "$module@$version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  [ -f "$modfile" ] || { log "cannot download $module@$version"; exit 1; }
+  {
+    echo "module pontoon.test/build/$(basename "$dir")"
+    echo
+    sed -n 's/^go \(.*\)$/go \1/p' "$modfile" | head -1
+    grep -E '^godebug ' "$modfile" || true
+    echo
+    echo "require $module $version"
+    echo
+    echo "replace ("
+    # single-line and block forms of replace
+    awk '
+      /^replace \(/ { inblock=1; next }
+      inblock && /^\)/ { inblock=0; next }
+      inblock { print; next }
+      /^replace / { sub(/^replace /, ""); print }
+    ' "$modfile" | while read -r line; do
+      [ -n "$line" ] || continue
+      case "$line" in //*) continue ;; esac
+      lhs=${line%%=>*}; rhs=${line#*=>}
+      lhs=$(echo "$lhs" | xargs); rhs=$(echo "$rhs" | xargs)
+      case "$rhs" in
+        ./*|../*) [ -n "$staging" ] && echo "	$lhs => $lhs $staging" ;;
+        *) echo "	$lhs => $rhs" ;;
+      esac
+    done
+    echo ")"
+  } > "$dir/go.mod"
+}
+
+k8s_ldflags() {
+  local v=v$K8S_VERSION major minor
+  major=${K8S_VERSION%%.*}; minor=${K8S_VERSION#*.}; minor=${minor%%.*}
+  echo "-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$v -X k8s.io/client-go/pkg/version.gitMajor=$major -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+}
+
+build_control_plane() {
+  local out="$BIN/k8s-$K8S_VERSION"
+  if [ ! -x "$out/kube-apiserver" ] || [ ! -x "$out/kubectl" ]; then
+    local dir="$CACHE/consumers/kubernetes-$K8S_VERSION"
+    log "building kube-apiserver and kubectl v$K8S_VERSION (first time: several minutes)"
+    consumer "$dir" k8s.io/kubernetes "v$K8S_VERSION" "v0.${K8S_VERSION#*.}"
+    (cd "$dir" && go mod download k8s.io/kubernetes \
+      && go build -trimpath -ldflags "$(k8s_ldflags)" -o "$out.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver \
+      && go build -trimpath -ldflags "$(k8s_ldflags)" -o "$out.tmp/kubectl" k8s.io/kubernetes/cmd/kubectl)
+    rm -rf "$out"; mv "$out.tmp" "$out"
+  fi
+  local eout="$BIN/etcd-$ETCD_VERSION"
+  if [ ! -x "$eout/etcd" ]; then
+    local dir="$CACHE/consumers/etcd-$ETCD_VERSION"
+    log "building etcd v$ETCD_VERSION"
+    consumer "$dir" go.etcd.io/etcd/server/v3 "v$ETCD_VERSION" ""
+    (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$eout.tmp/etcd" go.etcd.io/etcd/server/v3)
+    rm -rf "$eout"; mv "$eout.tmp" "$eout"
+  fi
+  ln -sfn "$out/kube-apiserver" "$BIN/kube-apiserver"
+  ln -sfn "$out/kubectl" "$BIN/kubectl"
+  ln -sfn "$eout/etcd" "$BIN/etcd"
+}
+
+build_gitea() {
+  local out="$BIN/gitea-$GITEA_VERSION"
+  if [ ! -x "$out/gitea" ]; then
+    local dir="$CACHE/consumers/gitea-$GITEA_VERSION"
+    log "building gitea v$GITEA_VERSION (first time: several minutes)"
+    consumer "$dir" code.gitea.io/gitea "v$GITEA_VERSION" ""
+    (cd "$dir" && go build -trimpath -tags 'sqlite sqlite_unlock_notify' -ldflags "-s -w -X main.Version=$GITEA_VERSION" \
+      -o "$out.tmp/gitea" code.gitea.io/gitea)
+    rm -rf "$out"; mv "$out.tmp" "$out"
+  fi
+  ln -sfn "$out/gitea" "$BIN/gitea"
+  # Without the bindata tag gitea reads templates/ and options/ from its work path.
+  (cd "$CACHE/consumers/gitea-$GITEA_VERSION" && go list -m -f '{{.Dir}}' code.gitea.io/gitea) > "$BIN/gitea.workpath"
+}
+
+case "${1:-}" in
+  control-plane) build_control_plane ;;
+  gitea) build_gitea ;;
+  bin-dir) echo "$BIN" ;;
+  *) echo "usage: $0 control-plane|gitea|bin-dir" >&2; exit 2 ;;
+esac
