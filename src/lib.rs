@@ -6,4 +6,5 @@
 //! `main.rs` only wires the CLI to this library, so tests and benchmarks reach everything.
 
 pub mod config;
+pub mod desired;
 pub mod yaml;

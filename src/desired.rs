@@ -1,0 +1,255 @@
+//! The desired state: what `render` produces and what `sync` and `drift` consume.
+//!
+//! These are plain data types with no Kubernetes client in sight, so the renderer stays
+//! pure and the sync engine can be tested with hand-built desired states.
+//!
+//! Invariants the renderer guarantees and the sync engine relies on:
+//! * every object carries `app.kubernetes.io/managed-by: pontoon` and `pontoon.dev/team`;
+//! * within one unit no two objects share a [`ObjectKey`];
+//! * a team with any error is in [`DesiredState::failed_teams`] and has no units: its
+//!   clusters keep what they have (nothing is pruned after a render error).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Label every object pontoon applies carries.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "pontoon";
+/// Label naming the team an object belongs to.
+pub const LABEL_TEAM: &str = "pontoon.dev/team";
+/// Annotation: `<file>:<line>` the object came from in the platform repo.
+pub const ANNOTATION_SOURCE: &str = "pontoon.dev/source";
+/// Annotation: the commit the object was rendered from.
+pub const ANNOTATION_REVISION: &str = "pontoon.dev/revision";
+/// Annotation or label `pontoon.dev/prune: disabled` keeps an object when it leaves the repo.
+pub const ANNOTATION_PRUNE: &str = "pontoon.dev/prune";
+/// The field manager of every apply.
+pub const FIELD_MANAGER: &str = "pontoon";
+
+/// A team's name, as its folder under `teams/` says.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TeamName(pub String);
+
+/// A cluster's name, as `platform.yaml` says; the daemon config maps it to a connection.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClusterName(pub String);
+
+impl fmt::Display for TeamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for ClusterName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One unit of work, status and commit status: a team on a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UnitId {
+    pub team: TeamName,
+    pub cluster: ClusterName,
+}
+
+impl fmt::Display for UnitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.cluster, self.team)
+    }
+}
+
+/// Identity an object is applied with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Applier {
+    /// pontoon's own identity: the team's base (Namespaces, quota, RBAC, NetworkPolicy)
+    /// and anything else the platform itself defines.
+    Platform,
+    /// The team's impersonated identity (`pontoon:team:<team>`, group `pontoon:teams`):
+    /// objects from the team's own files, so the API server enforces the boundary too.
+    Team,
+}
+
+/// What to do when a managed object drifts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftMode {
+    /// Re-apply the desired state; recreate deleted objects; remove fields people added.
+    #[default]
+    Correct,
+    /// Leave it; mark the unit OutOfSync and count it.
+    Report,
+}
+
+/// Identifies one object on one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ObjectKey {
+    /// API group, empty for the core group.
+    pub group: String,
+    pub kind: String,
+    /// Empty for cluster-scoped objects.
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let gk = if self.group.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        };
+        if self.namespace.is_empty() {
+            write!(f, "{gk}/{}", self.name)
+        } else {
+            write!(f, "{gk} {}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+impl ObjectKey {
+    /// The key of a manifest; `None` when apiVersion, kind or metadata.name is missing.
+    pub fn of(object: &serde_json::Value) -> Option<ObjectKey> {
+        let api_version = object.get("apiVersion")?.as_str()?;
+        let kind = object.get("kind")?.as_str()?;
+        let meta = object.get("metadata")?;
+        let name = meta.get("name")?.as_str()?;
+        let namespace = meta.get("namespace").and_then(|n| n.as_str()).unwrap_or("");
+        let group = match api_version.rsplit_once('/') {
+            Some((g, _)) => g,
+            None => "",
+        };
+        Some(ObjectKey {
+            group: group.to_owned(),
+            kind: kind.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// Where in the platform repo something came from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SourceRef {
+    /// Path relative to the repo root, with `/` separators.
+    pub file: String,
+    /// 1-based line of the document (or instance) that produced the object.
+    pub line: u64,
+}
+
+impl fmt::Display for SourceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// One object to apply, with what the sync and drift engines need to know about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredObject {
+    /// The full manifest: apiVersion, kind, metadata (with pontoon's labels and
+    /// annotations), and the rest. Key order is deterministic.
+    pub object: serde_json::Value,
+    pub source: SourceRef,
+    pub applier: Applier,
+    pub drift: DriftMode,
+    /// JSON pointers (RFC 6901, e.g. `/spec/replicas`) that drift detection leaves alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore_fields: Vec<String>,
+}
+
+impl DesiredObject {
+    pub fn key(&self) -> Option<ObjectKey> {
+        ObjectKey::of(&self.object)
+    }
+}
+
+/// Safety rules for a unit's pruning, from the platform's policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrunePolicy {
+    /// Whether Namespaces may be deleted when they leave the repo.
+    pub namespaces: bool,
+    /// Whether CustomResourceDefinitions may be deleted when they leave the repo.
+    pub crds: bool,
+    /// A sync that would delete more than this share (0.0–1.0) of a unit's objects is held.
+    /// `1.0` disables the hold.
+    pub max_share: f64,
+}
+
+impl Default for PrunePolicy {
+    fn default() -> Self {
+        PrunePolicy {
+            namespaces: false,
+            crds: false,
+            max_share: 0.5,
+        }
+    }
+}
+
+/// Everything one unit should hold on its cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitDesired {
+    pub unit: UnitId,
+    /// Namespaces the team owns on this cluster.
+    pub namespaces: Vec<String>,
+    /// Sorted by [`ObjectKey`]; no duplicates.
+    pub objects: Vec<DesiredObject>,
+    pub prune: PrunePolicy,
+}
+
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+/// A problem found in the platform repo, located precisely enough to fix without asking.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    /// The team whose files (or render) it concerns; `None` for platform-wide files.
+    pub team: Option<TeamName>,
+    pub severity: Severity,
+    /// Stable rule id, e.g. `parse`, `unknown-field`, `namespace-not-owned`.
+    pub rule: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sev = match self.severity {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        };
+        write!(f, "{}:{}:{}: {sev}[{}]: ", self.file, self.line, self.column, self.rule)?;
+        if let Some(team) = &self.team {
+            write!(f, "team {team}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// The render of one commit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DesiredState {
+    /// The commit (or content hash for a directory source) it was rendered from.
+    pub revision: String,
+    /// Every unit of every team that rendered without error.
+    pub units: BTreeMap<UnitId, UnitDesired>,
+    /// Teams whose render failed, with at least one error each. Their clusters are left
+    /// exactly as they are.
+    pub failed_teams: BTreeMap<TeamName, Vec<Diagnostic>>,
+    /// Set when `platform.yaml` itself is broken: nothing syncs,
+    /// nothing is pruned.
+    pub platform_failed: bool,
+    /// Every diagnostic, errors and warnings, sorted by file, line, column.
+    pub diagnostics: Vec<Diagnostic>,
+}

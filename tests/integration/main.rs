@@ -1,0 +1,5 @@
+//! Integration tests against real servers. One binary, so one link step and one shared
+//! control plane; each test works in namespaces of its own.
+
+#[path = "../support/mod.rs"]
+mod support;

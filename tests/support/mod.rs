@@ -1,0 +1,2 @@
+//! Starts the real servers the integration tests talk to, and stops every process it
+//! started when the test binary exits, also when a test panics.
