@@ -24,15 +24,16 @@ mkdir -p "$BIN"
 
 log() { printf 'go-build: %s\n' "$*" >&2; }
 
-# consumer DIR MODULE VERSION STAGING_VERSION
+# consumer DIR MODULE VERSION [SIBLING_VERSION]
 # Writes DIR/go.mod requiring MODULE@VERSION. Each `replace X => ./path` of the module's
-# own go.mod becomes `replace X => X STAGING_VERSION` (Kubernetes publishes its staging
-# directories as modules of that version); other replace lines are copied unchanged.
+# own go.mod points into the module's own repository; it becomes `replace X => X
+# SIBLING_VERSION` (default VERSION: etcd tags its modules together; Kubernetes publishes
+# its staging directories as v0.Y.Z). Other replace lines are copied unchanged.
 consumer() {
-  local dir=$1 module=$2 version=$3 staging=${4:-}
+  local dir=$1 module=$2 version=$3 staging=${4:-$3}
   mkdir -p "$dir"
   local modfile
-  modfile=$(cd "$dir" && go mod download -json "$module@$version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  modfile=$(cd "$CACHE" && go mod download -json "$module@$version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   [ -f "$modfile" ] || { log "cannot download $module@$version"; exit 1; }
   {
     echo "module pontoon.test/build/$(basename "$dir")"
@@ -55,7 +56,9 @@ consumer() {
       lhs=${line%%=>*}; rhs=${line#*=>}
       lhs=$(echo "$lhs" | xargs); rhs=$(echo "$rhs" | xargs)
       case "$rhs" in
-        ./*|../*) [ -n "$staging" ] && echo "	$lhs => $lhs $staging" ;;
+        # etcd marks modules it must never depend on this way; nothing to resolve.
+        *FORBIDDEN_DEPENDENCY*) ;;
+        ./*|../*) echo "	$lhs => $lhs $staging" ;;
         *) echo "	$lhs => $rhs" ;;
       esac
     done
@@ -84,7 +87,7 @@ build_control_plane() {
   if [ ! -x "$eout/etcd" ]; then
     local dir="$CACHE/consumers/etcd-$ETCD_VERSION"
     log "building etcd v$ETCD_VERSION"
-    consumer "$dir" go.etcd.io/etcd/server/v3 "v$ETCD_VERSION" ""
+    consumer "$dir" go.etcd.io/etcd/server/v3 "v$ETCD_VERSION"
     (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$eout.tmp/etcd" go.etcd.io/etcd/server/v3)
     rm -rf "$eout"; mv "$eout.tmp" "$eout"
   fi
@@ -98,7 +101,7 @@ build_gitea() {
   if [ ! -x "$out/gitea" ]; then
     local dir="$CACHE/consumers/gitea-$GITEA_VERSION"
     log "building gitea v$GITEA_VERSION (first time: several minutes)"
-    consumer "$dir" code.gitea.io/gitea "v$GITEA_VERSION" ""
+    consumer "$dir" code.gitea.io/gitea "v$GITEA_VERSION"
     (cd "$dir" && go build -trimpath -tags 'sqlite sqlite_unlock_notify' -ldflags "-s -w -X main.Version=$GITEA_VERSION" \
       -o "$out.tmp/gitea" code.gitea.io/gitea)
     rm -rf "$out"; mv "$out.tmp" "$out"
