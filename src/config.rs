@@ -218,7 +218,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let s = String::deserialize(d)?;
         humantime::parse_duration(s.trim())
             .map(HumanDuration)
-            .map_err(|e| de::Error::custom(format!("invalid duration {s:?} ({e}); write it like \"30s\", \"5m\" or \"1h 30m\"")))
+            .map_err(|e| {
+                de::Error::custom(format!(
+                    "invalid duration {s:?} ({e}); write it like \"30s\", \"5m\" or \"1h 30m\""
+                ))
+            })
     }
 }
 
@@ -494,7 +498,12 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn problem<T>(&mut self, at: &Spanned<T>, field: impl Into<String>, message: impl Into<String>) {
+    fn problem<T>(
+        &mut self,
+        at: &Spanned<T>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.problems.push(ConfigProblem {
             file: self.file.to_owned(),
             line: at.referenced.line(),
@@ -536,7 +545,10 @@ impl<'a> Validator<'a> {
             self.problem(
                 at,
                 field,
-                format!("{what} {} does not exist or is not a file", resolved.display()),
+                format!(
+                    "{what} {} does not exist or is not a file",
+                    resolved.display()
+                ),
             );
         }
         resolved
@@ -550,7 +562,10 @@ impl<'a> Validator<'a> {
                     self.problem(
                         at,
                         field,
-                        format!("secret file {} does not exist or is not a file", resolved.display()),
+                        format!(
+                            "secret file {} does not exist or is not a file",
+                            resolved.display()
+                        ),
                     );
                 }
                 SecretRef::File(resolved)
@@ -595,9 +610,10 @@ impl<'a> Validator<'a> {
     }
 
     fn source(&mut self, raw: RawSource) -> SourceConfig {
-        let cache_dir = raw.cache_dir.map(|p| self.resolve(&p)).unwrap_or_else(|| {
-            std::env::temp_dir().join("pontoon-cache")
-        });
+        let cache_dir = raw
+            .cache_dir
+            .map(|p| self.resolve(&p))
+            .unwrap_or_else(|| std::env::temp_dir().join("pontoon-cache"));
         let webhook_secret = raw
             .webhook
             .map(|w| self.check_secret(&w.secret, "source.webhook.secret"));
@@ -634,16 +650,27 @@ impl<'a> Validator<'a> {
                     );
                 }
                 if let Some(r) = raw.git_ref {
-                    self.problem(&r, "source.ref", "a directory source has no ref; remove it or use source.url");
+                    self.problem(
+                        &r,
+                        "source.ref",
+                        "a directory source has no ref; remove it or use source.url",
+                    );
                 }
                 SourceLocation::Directory(resolved)
             }
             (Some(url), Some(_)) => {
-                self.problem(&url, "source", "set either `url` (a Git repository) or `path` (a local directory), not both");
+                self.problem(
+                    &url,
+                    "source",
+                    "set either `url` (a Git repository) or `path` (a local directory), not both",
+                );
                 SourceLocation::Directory(PathBuf::new())
             }
             (None, None) => {
-                self.problem_at_top("source", "missing `url` (a Git repository) or `path` (a local directory)");
+                self.problem_at_top(
+                    "source",
+                    "missing `url` (a Git repository) or `path` (a local directory)",
+                );
                 SourceLocation::Directory(PathBuf::new())
             }
         };
@@ -663,19 +690,29 @@ impl<'a> Validator<'a> {
             (None, Some(t), None) => GitRef::Tag(t.clone()),
             (None, None, Some(c)) => {
                 if c.len() != 40 || !c.chars().all(|ch| ch.is_ascii_hexdigit()) {
-                    self.problem(r, "source.ref.commit", "a commit must be a full 40-character hex id");
+                    self.problem(
+                        r,
+                        "source.ref.commit",
+                        "a commit must be a full 40-character hex id",
+                    );
                 }
                 GitRef::Commit(c.to_ascii_lowercase())
             }
             _ => {
-                self.problem(r, "source.ref", "set exactly one of `branch`, `tag` or `commit`");
+                self.problem(
+                    r,
+                    "source.ref",
+                    "set exactly one of `branch`, `tag` or `commit`",
+                );
                 GitRef::Branch("main".to_owned())
             }
         }
     }
 
     fn git_auth(&mut self, raw: RawGitAuth) -> GitAuth {
-        let token = raw.token.map(|t| self.check_secret(&t, "source.auth.token"));
+        let token = raw
+            .token
+            .map(|t| self.check_secret(&t, "source.auth.token"));
         let password = raw
             .password
             .map(|t| self.check_secret(&t, "source.auth.password"));
@@ -714,7 +751,11 @@ impl<'a> Validator<'a> {
                 );
             }
             if !seen.insert(c.name.value.clone()) {
-                self.problem(&c.name, format!("{field}.name"), format!("cluster {:?} is listed twice", c.name.value));
+                self.problem(
+                    &c.name,
+                    format!("{field}.name"),
+                    format!("cluster {:?} is listed twice", c.name.value),
+                );
             }
             let in_cluster = c.in_cluster.as_ref().is_some_and(|b| b.value);
             let connection = match (c.kubeconfig, in_cluster) {
@@ -724,16 +765,28 @@ impl<'a> Validator<'a> {
                 },
                 (None, true) => {
                     if c.context.is_some() {
-                        self.problem(&c.name, format!("{field}.context"), "`context` needs `kubeconfig`");
+                        self.problem(
+                            &c.name,
+                            format!("{field}.context"),
+                            "`context` needs `kubeconfig`",
+                        );
                     }
                     ClusterConnection::InCluster
                 }
                 (Some(k), true) => {
-                    self.problem(&k, format!("{field}"), "set either `kubeconfig` or `inCluster: true`, not both");
+                    self.problem(
+                        &k,
+                        format!("{field}"),
+                        "set either `kubeconfig` or `inCluster: true`, not both",
+                    );
                     ClusterConnection::InCluster
                 }
                 (None, false) => {
-                    self.problem(&c.name, field, "missing `kubeconfig` (with optional `context`) or `inCluster: true`");
+                    self.problem(
+                        &c.name,
+                        field,
+                        "missing `kubeconfig` (with optional `context`) or `inCluster: true`",
+                    );
                     ClusterConnection::InCluster
                 }
             };
@@ -747,13 +800,26 @@ impl<'a> Validator<'a> {
 
     fn commit_status(&mut self, raw: RawCommitStatus) -> CommitStatusConfig {
         let token = self.check_secret(&raw.token, "commitStatus.token");
-        if !(raw.api_url.value.starts_with("http://") || raw.api_url.value.starts_with("https://")) {
-            self.problem(&raw.api_url, "commitStatus.apiUrl", "must be an http:// or https:// URL");
+        if !(raw.api_url.value.starts_with("http://") || raw.api_url.value.starts_with("https://"))
+        {
+            self.problem(
+                &raw.api_url,
+                "commitStatus.apiUrl",
+                "must be an http:// or https:// URL",
+            );
         }
         if raw.repository.value.trim().is_empty() {
-            self.problem(&raw.repository, "commitStatus.repository", "must not be empty");
+            self.problem(
+                &raw.repository,
+                "commitStatus.repository",
+                "must not be empty",
+            );
         } else if raw.provider != Provider::Gitlab && raw.repository.value.split('/').count() != 2 {
-            self.problem(&raw.repository, "commitStatus.repository", "must be OWNER/NAME");
+            self.problem(
+                &raw.repository,
+                "commitStatus.repository",
+                "must be OWNER/NAME",
+            );
         }
         CommitStatusConfig {
             provider: raw.provider,
@@ -768,7 +834,11 @@ impl<'a> Validator<'a> {
         let namespace = match raw.namespace {
             Some(ns) => {
                 if !is_dns_label(&ns.value) {
-                    self.problem(&ns, "sync.namespace", format!("{:?} is not a valid namespace name", ns.value));
+                    self.problem(
+                        &ns,
+                        "sync.namespace",
+                        format!("{:?} is not a valid namespace name", ns.value),
+                    );
                 }
                 ns.value
             }

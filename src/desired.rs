@@ -76,7 +76,9 @@ pub enum Applier {
 }
 
 /// What to do when a managed object drifts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DriftMode {
     /// Re-apply the desired state; recreate deleted objects; remove fields people added.
@@ -229,7 +231,11 @@ impl fmt::Display for Diagnostic {
             Severity::Warning => "warning",
             Severity::Error => "error",
         };
-        write!(f, "{}:{}:{}: {sev}[{}]: ", self.file, self.line, self.column, self.rule)?;
+        write!(
+            f,
+            "{}:{}:{}: {sev}[{}]: ",
+            self.file, self.line, self.column, self.rule
+        )?;
         if let Some(team) = &self.team {
             write!(f, "team {team}: ")?;
         }

@@ -7,7 +7,11 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("kubeconfig"), "apiVersion: v1\nkind: Config\n").expect("write");
+        std::fs::write(
+            dir.path().join("kubeconfig"),
+            "apiVersion: v1\nkind: Config\n",
+        )
+        .expect("write");
         std::fs::write(dir.path().join("token"), "s3cr3t-token\n").expect("write");
         Fixture { dir }
     }
@@ -77,7 +81,12 @@ fn loads_a_complete_config_with_defaults_filled() {
         SourceLocation::Git { url, git_ref, auth } => {
             assert_eq!(url, "https://git.example.com/platform.git");
             assert_eq!(git_ref, &GitRef::Branch("main".into()));
-            let token = auth.token.as_ref().expect("token ref").read().expect("token");
+            let token = auth
+                .token
+                .as_ref()
+                .expect("token ref")
+                .read()
+                .expect("token");
             assert_eq!(token.expose(), "s3cr3t-token");
         }
         other => panic!("unexpected source {other:?}"),
@@ -87,7 +96,10 @@ fn loads_a_complete_config_with_defaults_filled() {
 #[test]
 fn unknown_field_names_file_line_and_field() {
     let f = Fixture::new();
-    let text = GOOD.replace("  pollInterval: 30s\n", "  pollInterval: 30s\n  pollEvery: 1m\n");
+    let text = GOOD.replace(
+        "  pollInterval: 30s\n",
+        "  pollInterval: 30s\n  pollEvery: 1m\n",
+    );
     let p = f.problems(&text);
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(p[0].starts_with("pontoon.yaml:6:3: "), "{}", p[0]);
@@ -118,41 +130,81 @@ fn missing_kubeconfig_and_env_var_are_all_reported_in_one_round() {
     let f = Fixture::new();
     let text = GOOD
         .replace("kubeconfig: kubeconfig", "kubeconfig: nowhere/kubeconfig")
-        .replace("      file: token", "      env: PONTOON_TEST_SURELY_UNSET_VARIABLE");
+        .replace(
+            "      file: token",
+            "      env: PONTOON_TEST_SURELY_UNSET_VARIABLE",
+        );
     let p = f.problems(&text);
     assert_eq!(p.len(), 2, "{p:?}");
     assert!(p[0].starts_with("pontoon.yaml:8:7: source.auth.token: environment variable PONTOON_TEST_SURELY_UNSET_VARIABLE is not set"), "{}", p[0]);
-    assert!(p[1].starts_with("pontoon.yaml:11:17: clusters[0].kubeconfig: kubeconfig file "), "{}", p[1]);
-    assert!(p[1].contains("nowhere/kubeconfig does not exist"), "{}", p[1]);
+    assert!(
+        p[1].starts_with("pontoon.yaml:11:17: clusters[0].kubeconfig: kubeconfig file "),
+        "{}",
+        p[1]
+    );
+    assert!(
+        p[1].contains("nowhere/kubeconfig does not exist"),
+        "{}",
+        p[1]
+    );
 }
 
 #[test]
 fn inline_secret_is_refused_without_echoing_it() {
     let f = Fixture::new();
-    let text = GOOD.replace("    token:\n      file: token\n", "    token: ghp_verysecretvalue\n");
+    let text = GOOD.replace(
+        "    token:\n      file: token\n",
+        "    token: ghp_verysecretvalue\n",
+    );
     let p = f.problems(&text);
     assert!(p[0].starts_with("pontoon.yaml:7:12: "), "{}", p[0]);
-    assert!(p[0].contains("secrets are never written inline"), "{}", p[0]);
-    assert!(!p[0].contains("ghp_verysecretvalue"), "secret leaked: {}", p[0]);
+    assert!(
+        p[0].contains("secrets are never written inline"),
+        "{}",
+        p[0]
+    );
+    assert!(
+        !p[0].contains("ghp_verysecretvalue"),
+        "secret leaked: {}",
+        p[0]
+    );
 }
 
 #[test]
 fn credentials_in_url_are_refused_without_echoing_them() {
     let f = Fixture::new();
-    let text = GOOD.replace("https://git.example.com", "https://bot:hunter2@git.example.com");
+    let text = GOOD.replace(
+        "https://git.example.com",
+        "https://bot:hunter2@git.example.com",
+    );
     let p = f.problems(&text);
-    assert!(p[0].contains("source.url: credentials must not be written in the URL"), "{}", p[0]);
+    assert!(
+        p[0].contains("source.url: credentials must not be written in the URL"),
+        "{}",
+        p[0]
+    );
     assert!(!p[0].contains("hunter2"), "secret leaked: {}", p[0]);
 }
 
 #[test]
 fn cluster_names_must_be_unique_and_valid() {
     let f = Fixture::new();
-    let text = GOOD.replace("name: prod", "name: staging").replace("context: staging", "context: x\n  - name: Prod_1\n    inCluster: true");
+    let text = GOOD.replace("name: prod", "name: staging").replace(
+        "context: staging",
+        "context: x\n  - name: Prod_1\n    inCluster: true",
+    );
     let p = f.problems(&text);
     assert_eq!(p.len(), 2, "{p:?}");
-    assert!(p[0].contains("clusters[1].name: \"Prod_1\" is not a valid cluster name"), "{}", p[0]);
-    assert!(p[1].contains("clusters[2].name: cluster \"staging\" is listed twice"), "{}", p[1]);
+    assert!(
+        p[0].contains("clusters[1].name: \"Prod_1\" is not a valid cluster name"),
+        "{}",
+        p[0]
+    );
+    assert!(
+        p[1].contains("clusters[2].name: cluster \"staging\" is listed twice"),
+        "{}",
+        p[1]
+    );
 }
 
 #[test]
@@ -160,7 +212,11 @@ fn cluster_needs_exactly_one_connection() {
     let f = Fixture::new();
     let text = GOOD.replace("    inCluster: true\n", "");
     let p = f.problems(&text);
-    assert!(p[0].contains("clusters[1]: missing `kubeconfig`"), "{}", p[0]);
+    assert!(
+        p[0].contains("clusters[1]: missing `kubeconfig`"),
+        "{}",
+        p[0]
+    );
 }
 
 #[test]
@@ -185,7 +241,11 @@ fn malformed_yaml_names_the_position() {
     let p = f.problems("source:\n  url: [unclosed\nclusters: []\n");
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(p[0].starts_with("pontoon.yaml:"), "{}", p[0]);
-    assert!(!p[0].starts_with("pontoon.yaml:1:1:"), "position should be the broken spot: {}", p[0]);
+    assert!(
+        !p[0].starts_with("pontoon.yaml:1:1:"),
+        "position should be the broken spot: {}",
+        p[0]
+    );
 }
 
 #[test]
@@ -204,5 +264,36 @@ fn directory_source_resolves_relative_to_the_config_file() {
 #[test]
 fn unreadable_file_is_a_read_error() {
     let err = Config::load(Path::new("/nonexistent/pontoon.yaml")).expect_err("must fail");
-    assert!(err.to_string().contains("cannot read config file /nonexistent/pontoon.yaml"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("cannot read config file /nonexistent/pontoon.yaml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/pontoon.yaml"))
+            .expect("config/pontoon.yaml");
+    let f = Fixture::new();
+    // Its secrets and kubeconfigs live under /var/run/pontoon in a deployment.
+    let root = f.dir.path().join("run");
+    for file in [
+        "git/token",
+        "webhook/secret",
+        "kubeconfigs/staging",
+        "forge/token",
+    ] {
+        let p = root.join(file);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, "x").expect("write");
+    }
+    let text = example.replace("/var/run/pontoon", &root.display().to_string());
+    let cfg = f.load(&text).expect("example config must be valid");
+    assert_eq!(cfg.clusters.len(), 2);
+    assert_eq!(
+        cfg.commit_status.as_ref().map(|c| c.provider),
+        Some(Provider::Gitea)
+    );
 }

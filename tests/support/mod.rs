@@ -1,2 +1,5 @@
 //! Starts the real servers the integration tests talk to, and stops every process it
 //! started when the test binary exits, also when a test panics.
+#![allow(dead_code)]
+
+pub mod control_plane;

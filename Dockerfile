@@ -1,0 +1,22 @@
+# pontoon daemon image: build in a full Rust image, run in a slim one as a non-root user.
+# The entrypoint is exec-form, so no shell is involved at run time.
+FROM rust:1.95-slim-bookworm AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends cmake pkg-config libssl-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin pontoon \
+ && install -D -m 0755 target/release/pontoon /out/pontoon
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 65532 pontoon \
+ && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin pontoon
+COPY --from=build /out/pontoon /usr/local/bin/pontoon
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/pontoon", "run"]
+CMD ["--config", "/etc/pontoon/pontoon.yaml"]

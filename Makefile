@@ -1,0 +1,22 @@
+# pontoon — the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: test deps lint demo bench
+
+## test: install what is missing, then formatting, lints and every test (real servers included)
+test: deps lint
+	$(CARGO) test --locked
+
+## deps: install the tools and servers the tests need (idempotent; cached outside the tree)
+deps:
+	tests/support/install-deps.sh
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+	hadolint Dockerfile
+
+## bench: the benchmarks that back the README's figures
+bench: deps
+	$(CARGO) bench --locked

@@ -1,0 +1,181 @@
+//! A real Kubernetes control plane (etcd + kube-apiserver, built from the Go module proxy
+//! by `go-build.sh`) per test binary, started on first use by `control-plane.sh`.
+//!
+//! The script runs until its standard input closes. We keep the write end of that pipe
+//! in a static for the life of the test binary, so when the binary exits — normally, by
+//! a panic, or killed — the kernel closes it and the script stops etcd and the
+//! apiserver. No test has to remember to stop anything.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+pub struct ControlPlane {
+    pub name: &'static str,
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub api_server: String,
+    pub admin_token: String,
+    pub kubectl: PathBuf,
+    // Held, never written: closing it stops the servers.
+    _stdin: Mutex<ChildStdin>,
+    _child: Mutex<Child>,
+}
+
+static FIRST: OnceLock<ControlPlane> = OnceLock::new();
+static SECOND: OnceLock<ControlPlane> = OnceLock::new();
+
+/// The control plane every test of this binary shares (each test uses its own namespaces).
+pub fn shared() -> &'static ControlPlane {
+    FIRST.get_or_init(|| ControlPlane::start("one"))
+}
+
+/// A second, separate control plane for multi-cluster tests.
+pub fn second() -> &'static ControlPlane {
+    SECOND.get_or_init(|| ControlPlane::start("two"))
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl ControlPlane {
+    fn start(name: &'static str) -> ControlPlane {
+        let dir = std::env::temp_dir().join(format!("pontoon-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let script = repo_root().join("tests/support/control-plane.sh");
+        let started = Instant::now();
+        let mut child = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(&dir)
+            .env("PONTOON_CP_CLEANUP", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = stdout
+                .read_line(&mut line)
+                .expect("read control-plane.sh output");
+            if n == 0 {
+                let mut rest = String::new();
+                let _ = stdout.read_to_string(&mut rest);
+                panic!(
+                    "control plane {name} failed to start (see the output above; logs in {}); \
+                     it needs Go to build kube-apiserver and etcd, plus openssl, curl and python3",
+                    dir.display()
+                );
+            }
+            if line.trim() == "ready" {
+                break;
+            }
+        }
+        // Keep draining stdout so the script never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            let _ = stdout.read_to_string(&mut sink);
+        });
+        let env = std::fs::read_to_string(dir.join("env")).expect("control plane env file");
+        let get = |key: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("{key} missing from control plane env"))
+                .to_owned()
+        };
+        eprintln!(
+            "control plane {name} ready in {:.1?} at {}",
+            started.elapsed(),
+            get("API_SERVER")
+        );
+        ControlPlane {
+            name,
+            kubeconfig: dir.join("kubeconfig"),
+            api_server: get("API_SERVER"),
+            admin_token: get("ADMIN_TOKEN"),
+            kubectl: PathBuf::from(get("KUBECTL")),
+            dir,
+            _stdin: Mutex::new(stdin),
+            _child: Mutex::new(child),
+        }
+    }
+
+    /// An admin client (group `system:masters`).
+    pub async fn client(&self) -> kube::Client {
+        let config = self.config().await;
+        kube::Client::try_from(config).expect("kube client")
+    }
+
+    pub async fn config(&self) -> kube::Config {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig")
+    }
+
+    /// Runs the harness-built kubectl against this control plane.
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.kubectl)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
+    /// The apiserver's own metrics text (`/metrics`), e.g. to count write requests.
+    pub fn metrics(&self) -> String {
+        let out = Command::new("curl")
+            .args(["-sf", "--cacert"])
+            .arg(self.dir.join("certs/apiserver.crt"))
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {}", self.admin_token))
+            .arg(format!("{}/metrics", self.api_server))
+            .output()
+            .expect("run curl");
+        assert!(out.status.success(), "GET /metrics failed");
+        String::from_utf8(out.stdout).expect("utf-8 metrics")
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// A namespace name unique to one test, so tests sharing a control plane never meet.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
