@@ -776,7 +776,7 @@ impl<'a> Validator<'a> {
                 (Some(k), true) => {
                     self.problem(
                         &k,
-                        format!("{field}"),
+                        field.clone(),
                         "set either `kubeconfig` or `inCluster: true`, not both",
                     );
                     ClusterConnection::InCluster
