@@ -256,6 +256,9 @@ pub struct DesiredState {
     /// Set when `platform.yaml` itself is broken: nothing syncs,
     /// nothing is pruned.
     pub platform_failed: bool,
+    /// The platform's pruning rules, for teams that left the repo (and so have no unit).
+    #[serde(default)]
+    pub default_prune: PrunePolicy,
     /// Every diagnostic, errors and warnings, sorted by file, line, column.
     pub diagnostics: Vec<Diagnostic>,
 }

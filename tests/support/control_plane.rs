@@ -179,3 +179,35 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+static QUIET: OnceLock<ControlPlane> = OnceLock::new();
+
+/// A control plane that only one test writes to, for tests that count the apiserver's
+/// own request metrics and must not see other tests' traffic.
+pub fn quiet() -> &'static ControlPlane {
+    QUIET.get_or_init(|| ControlPlane::start("quiet"))
+}
+
+impl ControlPlane {
+    /// Sum of `apiserver_request_total` for write verbs (dry runs excluded).
+    pub fn write_requests(&self) -> u64 {
+        let text = self.metrics();
+        text.lines()
+            .filter(|l| l.starts_with("apiserver_request_total{"))
+            .filter(|l| {
+                [
+                    "verb=\"POST\"",
+                    "verb=\"PUT\"",
+                    "verb=\"PATCH\"",
+                    "verb=\"APPLY\"",
+                    "verb=\"DELETE\"",
+                    "verb=\"DELETECOLLECTION\"",
+                ]
+                .iter()
+                .any(|v| l.contains(v))
+            })
+            .filter(|l| !l.contains("dry_run=\"All\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+}

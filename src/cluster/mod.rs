@@ -1,0 +1,231 @@
+//! Connections to the clusters the platform repo names: one admin client per cluster
+//! (pontoon's own identity), impersonating clients per team, and a discovery cache that
+//! maps a group/version/kind to its REST resource and scope.
+//!
+//! Every request a caller makes through a [`Cluster`] should take a permit from
+//! [`Cluster::permit`]: that is the per-cluster concurrency limit, so a thousand objects
+//! never become a thousand simultaneous requests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::discovery::Scope;
+use kube::{Api, Client};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::{ClusterConfig, ClusterConnection};
+use crate::desired::{Applier, ClusterName, TeamName};
+
+/// The group every team identity belongs to.
+pub const TEAM_GROUP: &str = "pontoon:teams";
+
+/// The user a team's objects are applied as.
+pub fn team_user(team: &TeamName) -> String {
+    format!("pontoon:team:{team}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster {cluster}: cannot load kubeconfig {path}: {source}")]
+    Kubeconfig {
+        cluster: String,
+        path: String,
+        source: Box<kube::config::KubeconfigError>,
+    },
+    #[error("cluster {cluster}: in-cluster configuration unavailable: {source}")]
+    InCluster {
+        cluster: String,
+        source: Box<kube::config::InClusterError>,
+    },
+    #[error("cluster {cluster}: cannot build client: {source}")]
+    Client {
+        cluster: String,
+        source: Box<kube::Error>,
+    },
+    #[error("cluster {cluster}: kind {kind} ({api_version}) is not served: {source}")]
+    UnknownKind {
+        cluster: String,
+        api_version: String,
+        kind: String,
+        source: Box<kube::Error>,
+    },
+}
+
+/// A REST resource with its scope, as discovery found it.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub resource: ApiResource,
+    pub namespaced: bool,
+}
+
+/// One cluster: clients, discovery cache and the concurrency limit.
+pub struct Cluster {
+    pub name: ClusterName,
+    client: Client,
+    config: kube::Config,
+    resources: RwLock<HashMap<GroupVersionKind, Resolved>>,
+    team_clients: Mutex<HashMap<TeamName, Client>>,
+    limit: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects as the daemon config says. Nothing is requested from the server yet.
+    pub async fn connect(cfg: &ClusterConfig, concurrency: usize) -> Result<Cluster, ClusterError> {
+        let config = match &cfg.connection {
+            ClusterConnection::Kubeconfig { path, context } => {
+                let kubeconfig =
+                    Kubeconfig::read_from(path).map_err(|source| ClusterError::Kubeconfig {
+                        cluster: cfg.name.clone(),
+                        path: path.display().to_string(),
+                        source: Box::new(source),
+                    })?;
+                let options = KubeConfigOptions {
+                    context: context.clone(),
+                    ..KubeConfigOptions::default()
+                };
+                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|source| ClusterError::Kubeconfig {
+                        cluster: cfg.name.clone(),
+                        path: path.display().to_string(),
+                        source: Box::new(source),
+                    })?
+            }
+            ClusterConnection::InCluster => {
+                kube::Config::incluster().map_err(|source| ClusterError::InCluster {
+                    cluster: cfg.name.clone(),
+                    source: Box::new(source),
+                })?
+            }
+        };
+        Cluster::from_config(ClusterName(cfg.name.clone()), config, concurrency)
+    }
+
+    pub fn from_config(
+        name: ClusterName,
+        mut config: kube::Config,
+        concurrency: usize,
+    ) -> Result<Cluster, ClusterError> {
+        // Every call to the API server has a limit; a hung connection must not hang a unit.
+        config
+            .connect_timeout
+            .get_or_insert(std::time::Duration::from_secs(10));
+        config
+            .read_timeout
+            .get_or_insert(std::time::Duration::from_secs(60));
+        config
+            .write_timeout
+            .get_or_insert(std::time::Duration::from_secs(60));
+        let client = Client::try_from(config.clone()).map_err(|source| ClusterError::Client {
+            cluster: name.0.clone(),
+            source: Box::new(source),
+        })?;
+        Ok(Cluster {
+            name,
+            client,
+            config,
+            resources: RwLock::new(HashMap::new()),
+            team_clients: Mutex::new(HashMap::new()),
+            limit: Arc::new(Semaphore::new(concurrency.max(1))),
+        })
+    }
+
+    /// pontoon's own client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The client an object is applied with: pontoon's own, or the team's impersonated one.
+    pub fn client_for(&self, applier: Applier, team: &TeamName) -> Result<Client, ClusterError> {
+        match applier {
+            Applier::Platform => Ok(self.client.clone()),
+            Applier::Team => self.team_client(team),
+        }
+    }
+
+    /// A client that acts as the team (`pontoon:team:<team>`, group `pontoon:teams`), so
+    /// the API server's RBAC enforces the team's boundary whatever the renderer allowed.
+    pub fn team_client(&self, team: &TeamName) -> Result<Client, ClusterError> {
+        let mut clients = self.team_clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(team) {
+            return Ok(c.clone());
+        }
+        let mut config = self.config.clone();
+        config.auth_info.impersonate = Some(team_user(team));
+        config.auth_info.impersonate_groups = Some(vec![TEAM_GROUP.to_owned()]);
+        let client = Client::try_from(config).map_err(|source| ClusterError::Client {
+            cluster: self.name.0.clone(),
+            source: Box::new(source),
+        })?;
+        clients.insert(team.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// A permit of the per-cluster request limit; hold it for the duration of one request.
+    pub async fn permit(&self) -> OwnedSemaphorePermit {
+        // The semaphore is never closed, so acquiring cannot fail.
+        match self.limit.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => unreachable!("the cluster semaphore is never closed"),
+        }
+    }
+
+    /// Resource and scope of a kind; asks the server on a cache miss (a CRD applied a
+    /// moment ago becomes resolvable without a restart).
+    pub async fn resolve(&self, gvk: &GroupVersionKind) -> Result<Resolved, ClusterError> {
+        if let Some(r) = self
+            .resources
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(gvk)
+        {
+            return Ok(r.clone());
+        }
+        let (resource, caps) = {
+            let _permit = self.permit().await;
+            kube::discovery::pinned_kind(&self.client, gvk).await
+        }
+        .map_err(|source| ClusterError::UnknownKind {
+            cluster: self.name.0.clone(),
+            api_version: gvk.api_version(),
+            kind: gvk.kind.clone(),
+            source: Box::new(source),
+        })?;
+        let resolved = Resolved {
+            resource,
+            namespaced: caps.scope == Scope::Namespaced,
+        };
+        self.resources
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(gvk.clone(), resolved.clone());
+        Ok(resolved)
+    }
+
+    /// An API handle for one resource, in a namespace or cluster-wide.
+    pub fn api(client: Client, r: &Resolved, namespace: &str) -> Api<DynamicObject> {
+        if r.namespaced && !namespace.is_empty() {
+            Api::namespaced_with(client, namespace, &r.resource)
+        } else {
+            Api::all_with(client, &r.resource)
+        }
+    }
+}
+
+/// Splits an apiVersion into group and version (`v1` is the core group).
+pub fn gvk_of(api_version: &str, kind: &str) -> GroupVersionKind {
+    match api_version.rsplit_once('/') {
+        Some((g, v)) => GroupVersionKind::gvk(g, v, kind),
+        None => GroupVersionKind::gvk("", api_version, kind),
+    }
+}

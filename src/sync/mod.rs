@@ -1,0 +1,1184 @@
+//! The sync engine: makes one unit (a team on a cluster) equal to its desired state.
+//!
+//! Order of one sync, and why:
+//! 1. read the unit's inventory and list its live objects (one list per kind, filtered by
+//!    the team's label) — reads only;
+//! 2. if the desired objects and the live resourceVersions are what the last sync left,
+//!    stop: no write request at all;
+//! 3. refuse a sync that would delete more than the platform's share (held, reported);
+//! 4. record `previous ∪ desired` in the inventory *before* applying, so a crash can
+//!    never orphan an object;
+//! 5. server-side apply in a safe order — CRDs (then wait until Established), Namespaces,
+//!    other cluster-scoped objects, namespaced objects — concurrently within a phase,
+//!    bounded by the cluster's request limit; team objects as the team's identity;
+//! 6. prune what the previous inventory holds and the desired state does not, unless
+//!    anything failed (a failed apply never deletes), respecting `pontoon.dev/prune:
+//!    disabled` and the platform's rules for Namespaces and CRDs;
+//! 7. shrink the inventory to what is desired; read health from what the apply returned.
+//!
+//! The engine never panics on server answers and never holds a lock across an await.
+
+pub mod health;
+pub mod inventory;
+pub mod plan;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::{Api, Client};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cluster::{Cluster, ClusterError, Resolved, gvk_of};
+use crate::config::SyncConfig;
+use crate::desired::{
+    ANNOTATION_PRUNE, Applier, DesiredObject, DesiredState, FIELD_MANAGER, LABEL_MANAGED_BY,
+    LABEL_TEAM, MANAGED_BY_VALUE, ObjectKey, PrunePolicy, TeamName, UnitDesired, UnitId,
+};
+use health::Health;
+use inventory::{Entry, Inventory};
+
+/// Settings of the sync engine (from the daemon config's `sync` section).
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub namespace: String,
+    pub concurrency: usize,
+    pub force_conflicts: bool,
+    pub apply_timeout: Duration,
+}
+
+impl From<&SyncConfig> for SyncOptions {
+    fn from(c: &SyncConfig) -> Self {
+        SyncOptions {
+            namespace: c.namespace.clone(),
+            concurrency: c.concurrency,
+            force_conflicts: c.force_conflicts,
+            apply_timeout: c.apply_timeout,
+        }
+    }
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            namespace: crate::config::DEFAULT_NAMESPACE.to_owned(),
+            concurrency: crate::config::DEFAULT_CONCURRENCY as usize,
+            force_conflicts: true,
+            apply_timeout: crate::config::DEFAULT_APPLY_TIMEOUT,
+        }
+    }
+}
+
+/// The state of a unit after a sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum UnitState {
+    Synced,
+    OutOfSync,
+    Progressing,
+    Failed,
+}
+
+impl UnitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitState::Synced => "Synced",
+            UnitState::OutOfSync => "OutOfSync",
+            UnitState::Progressing => "Progressing",
+            UnitState::Failed => "Failed",
+        }
+    }
+}
+
+/// A problem with one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectError {
+    pub object: String,
+    pub message: String,
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitResult {
+    pub unit: UnitId,
+    pub revision: String,
+    pub state: UnitState,
+    pub created: Vec<ObjectKey>,
+    pub updated: Vec<ObjectKey>,
+    pub unchanged: usize,
+    pub pruned: Vec<ObjectKey>,
+    /// Objects that would have been pruned but were held (mass-deletion rule) or kept
+    /// (`prune: disabled`, Namespaces or CRDs the platform does not let pontoon delete).
+    pub held: Vec<ObjectKey>,
+    pub kept: Vec<ObjectKey>,
+    pub errors: Vec<ObjectError>,
+    /// Fields taken from other field managers (or refused, when forcing is off).
+    pub conflicts: Vec<ObjectError>,
+    /// Objects still rolling out, with what they wait for.
+    pub not_ready: Vec<(ObjectKey, String)>,
+    /// Why the unit is not Synced, in one line.
+    pub message: Option<String>,
+    /// Requests that could change the cluster (apply, delete, inventory writes).
+    pub writes: usize,
+    pub duration: Duration,
+}
+
+impl UnitResult {
+    fn new(unit: UnitId, revision: &str) -> Self {
+        UnitResult {
+            unit,
+            revision: revision.to_owned(),
+            state: UnitState::Synced,
+            created: Vec::new(),
+            updated: Vec::new(),
+            unchanged: 0,
+            pruned: Vec::new(),
+            held: Vec::new(),
+            kept: Vec::new(),
+            errors: Vec::new(),
+            conflicts: Vec::new(),
+            not_ready: Vec::new(),
+            message: None,
+            writes: 0,
+            duration: Duration::ZERO,
+        }
+    }
+
+    fn error(&mut self, object: impl ToString, message: impl Into<String>) {
+        self.errors.push(ObjectError {
+            object: object.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Decides the state from what happened.
+    fn finish(&mut self, started: Instant) {
+        self.duration = started.elapsed();
+        self.state = if !self.errors.is_empty() {
+            if self.message.is_none() {
+                self.message = Some(format!(
+                    "{} object{} failed; first: {}: {}",
+                    self.errors.len(),
+                    if self.errors.len() == 1 { "" } else { "s" },
+                    self.errors[0].object,
+                    self.errors[0].message
+                ));
+            }
+            UnitState::Failed
+        } else if !self.held.is_empty() {
+            UnitState::OutOfSync
+        } else if let Some((key, why)) = self.not_ready.first() {
+            if self.message.is_none() {
+                self.message = Some(format!("waiting for {key}: {why}"));
+            }
+            UnitState::Progressing
+        } else {
+            UnitState::Synced
+        };
+    }
+
+    /// Number of objects the unit holds after this sync.
+    pub fn applied(&self) -> usize {
+        self.created.len() + self.updated.len() + self.unchanged
+    }
+
+    /// A one-line summary, e.g. `applied 12 (+2 ~1), pruned 1`.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "applied {} (+{} ~{}), pruned {}",
+            self.applied(),
+            self.created.len(),
+            self.updated.len(),
+            self.pruned.len()
+        );
+        if !self.held.is_empty() {
+            s.push_str(&format!(", held {}", self.held.len()));
+        }
+        if !self.errors.is_empty() {
+            s.push_str(&format!(", {} errors", self.errors.len()));
+        }
+        s
+    }
+}
+
+/// What the engine remembers about a unit's last complete apply, per object: the hash of
+/// the desired manifest and the resourceVersion the apply produced.
+#[derive(Debug, Clone, Default)]
+struct Memo {
+    objects: HashMap<ObjectKey, (u64, String)>,
+    inventory: BTreeSet<ObjectKey>,
+    healthy: bool,
+}
+
+/// An object as last applied, for the drift engine.
+#[derive(Debug, Clone)]
+pub struct AppliedObject {
+    pub desired: DesiredObject,
+    pub resolved: Resolved,
+    pub resource_version: String,
+}
+
+/// Syncs units on one cluster.
+pub struct Syncer {
+    cluster: Arc<Cluster>,
+    options: SyncOptions,
+    memo: Mutex<HashMap<TeamName, Memo>>,
+    applied: Mutex<HashMap<TeamName, Arc<BTreeMap<ObjectKey, AppliedObject>>>>,
+    namespace_ready: tokio::sync::OnceCell<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error("cannot reach the cluster: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// A desired object with what discovery found about it.
+struct Planned<'a> {
+    key: ObjectKey,
+    object: &'a DesiredObject,
+    resolved: Option<Resolved>,
+    hash: u64,
+}
+
+/// Live facts about an object, from the per-kind lists.
+#[derive(Debug, Clone)]
+struct Live {
+    resource_version: String,
+    prune_disabled: bool,
+}
+
+fn object_hash(o: &DesiredObject) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    // serde_json's output for the same Value is deterministic.
+    serde_json::to_string(&o.object)
+        .unwrap_or_default()
+        .hash(&mut h);
+    o.applier.hash(&mut h);
+    h.finish()
+}
+
+/// Apply order: CRDs, Namespaces, other cluster-scoped objects, the platform's namespaced
+/// objects (the team's RBAC among them), and last the team's own objects, which need
+/// that RBAC to exist.
+fn phase(key: &ObjectKey, namespaced: bool, applier: Applier) -> u8 {
+    match (key.group.as_str(), key.kind.as_str()) {
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => 0,
+        ("", "Namespace") => 1,
+        _ if !namespaced => 2,
+        _ if applier == Applier::Platform => 3,
+        _ => 4,
+    }
+}
+
+const LAST_PHASE: u8 = 4;
+
+fn api_version_of(o: &Value) -> &str {
+    o.get("apiVersion").and_then(Value::as_str).unwrap_or("")
+}
+
+fn prune_disabled(meta: &kube::api::ObjectMeta) -> bool {
+    let disabled = |m: &Option<BTreeMap<String, String>>| {
+        m.as_ref()
+            .and_then(|m| m.get(ANNOTATION_PRUNE))
+            .is_some_and(|v| v == "disabled")
+    };
+    disabled(&meta.annotations) || disabled(&meta.labels)
+}
+
+impl Syncer {
+    pub fn new(cluster: Arc<Cluster>, options: SyncOptions) -> Self {
+        Syncer {
+            cluster,
+            options,
+            memo: Mutex::new(HashMap::new()),
+            applied: Mutex::new(HashMap::new()),
+            namespace_ready: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// What the last sync of `team` applied (for drift detection).
+    pub fn applied(&self, team: &TeamName) -> Option<Arc<BTreeMap<ObjectKey, AppliedObject>>> {
+        self.applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(team)
+            .cloned()
+    }
+
+    /// Forgets what was applied, so the next sync re-checks every object.
+    pub fn forget(&self, team: &TeamName) {
+        self.memo
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(team);
+    }
+
+    fn inventory_api(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.cluster.client().clone(), &self.options.namespace)
+    }
+
+    async fn ensure_namespace(&self) -> Result<(), kube::Error> {
+        self.namespace_ready
+            .get_or_try_init(|| {
+                inventory::ensure_namespace(self.cluster.client(), &self.options.namespace)
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Teams with an inventory on this cluster.
+    pub async fn teams_on_cluster(&self) -> Result<Vec<TeamName>, kube::Error> {
+        self.ensure_namespace().await?;
+        inventory::teams_with_inventory(&self.inventory_api()).await
+    }
+
+    /// Makes the unit equal to `desired`. Never panics; every failure is in the result.
+    pub async fn sync(&self, desired: &UnitDesired, revision: &str) -> UnitResult {
+        let started = Instant::now();
+        let mut result = UnitResult::new(desired.unit.clone(), revision);
+        if let Err(e) = self.sync_inner(desired, revision, &mut result).await {
+            result.message = Some(e.to_string());
+            result.error(&desired.unit, e.to_string());
+        }
+        result.finish(started);
+        result
+    }
+
+    /// Syncs every unit of `state` on this cluster and removes teams that left the repo
+    /// (or stopped targeting this cluster). Teams whose render failed are not touched, and
+    /// a broken `platform.yaml` touches nothing at all. Units run concurrently; the
+    /// cluster's request limit bounds them together.
+    pub async fn sync_cluster(&self, state: &DesiredState) -> Vec<UnitResult> {
+        if state.platform_failed {
+            return Vec::new();
+        }
+        let units = state
+            .units
+            .values()
+            .filter(|u| u.unit.cluster == self.cluster.name);
+        let mut results: Vec<UnitResult> =
+            futures::future::join_all(units.map(|u| self.sync(u, &state.revision))).await;
+        let present: BTreeSet<&TeamName> = results.iter().map(|r| &r.unit.team).collect();
+        let on_cluster = match self.teams_on_cluster().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(cluster = %self.cluster.name, error = %e, "cannot list inventories; removed teams are not pruned this time");
+                return results;
+            }
+        };
+        let removed: Vec<TeamName> = on_cluster
+            .into_iter()
+            .filter(|t| !present.contains(t) && !state.failed_teams.contains_key(t))
+            .collect();
+        for team in removed {
+            results.push(
+                self.remove_team(&team, &state.default_prune, &state.revision)
+                    .await,
+            );
+        }
+        results
+    }
+
+    /// Removes everything a team that left the repo had on this cluster, under the same
+    /// pruning rules as any sync (the mass-deletion hold included).
+    pub async fn remove_team(
+        &self,
+        team: &TeamName,
+        policy: &PrunePolicy,
+        revision: &str,
+    ) -> UnitResult {
+        let started = Instant::now();
+        let unit = UnitId {
+            team: team.clone(),
+            cluster: self.cluster.name.clone(),
+        };
+        let desired = UnitDesired {
+            unit: unit.clone(),
+            namespaces: Vec::new(),
+            objects: Vec::new(),
+            prune: policy.clone(),
+        };
+        let mut result = UnitResult::new(unit, revision);
+        match self.sync_inner(&desired, revision, &mut result).await {
+            Ok(()) if result.errors.is_empty() && result.held.is_empty() => {
+                match Inventory::delete(&self.inventory_api(), team).await {
+                    Ok(()) => result.writes += 1,
+                    Err(e) => result.error("inventory", e.to_string()),
+                }
+                self.memo
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(team);
+                self.applied
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(team);
+            }
+            Ok(()) => {}
+            Err(e) => result.error(result.unit.clone(), e.to_string()),
+        }
+        result.finish(started);
+        result
+    }
+
+    async fn sync_inner(
+        &self,
+        desired: &UnitDesired,
+        revision: &str,
+        r: &mut UnitResult,
+    ) -> Result<(), SyncError> {
+        let team = &desired.unit.team;
+        self.ensure_namespace().await?;
+        let previous = Inventory::load(&self.inventory_api(), team).await?;
+
+        // Resolve every desired object. Kinds whose CRD is in this very sync resolve later.
+        let crd_groups: BTreeSet<String> = desired
+            .objects
+            .iter()
+            .filter(|o| {
+                o.object.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition")
+            })
+            .filter_map(|o| {
+                o.object
+                    .pointer("/spec/group")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .collect();
+        let mut planned = Vec::with_capacity(desired.objects.len());
+        for object in &desired.objects {
+            let Some(key) = object.key() else {
+                r.error(
+                    format!("{}", object.source),
+                    "object has no apiVersion, kind or metadata.name",
+                );
+                continue;
+            };
+            let gvk = gvk_of(api_version_of(&object.object), &key.kind);
+            let resolved = match self.cluster.resolve(&gvk).await {
+                Ok(res) => Some(res),
+                Err(_) if crd_groups.contains(&key.group) => None,
+                Err(e) => {
+                    r.error(&key, format!("{e} (from {})", object.source));
+                    continue;
+                }
+            };
+            planned.push(Planned {
+                hash: object_hash(object),
+                key,
+                object,
+                resolved,
+            });
+        }
+        let desired_keys: BTreeSet<ObjectKey> = planned.iter().map(|p| p.key.clone()).collect();
+
+        // Live state of everything this unit holds or will hold: one list per kind.
+        let mut kinds: BTreeMap<(String, String), Resolved> = BTreeMap::new();
+        for p in &planned {
+            if let Some(res) = &p.resolved {
+                kinds.insert(
+                    (
+                        api_version_of(&p.object.object).to_owned(),
+                        p.key.kind.clone(),
+                    ),
+                    res.clone(),
+                );
+            }
+        }
+        for e in previous.entries.values() {
+            if let Ok(res) = self.cluster.resolve(&gvk_of(&e.api_version, &e.kind)).await {
+                kinds.insert((e.api_version.clone(), e.kind.clone()), res);
+            }
+        }
+        let live = self.list_live(team, kinds.values()).await?;
+
+        // Nothing changed since the last sync: no writes at all.
+        let memo = self
+            .memo
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(team)
+            .cloned();
+        let unchanged_since_memo = |p: &Planned| {
+            memo.as_ref()
+                .and_then(|m| m.objects.get(&p.key))
+                .zip(live.get(&p.key))
+                .is_some_and(|((hash, rv), l)| *hash == p.hash && *rv == l.resource_version)
+        };
+        if r.errors.is_empty()
+            && memo.as_ref().is_some_and(|m| {
+                m.healthy && m.inventory == desired_keys && previous.keys() == desired_keys
+            })
+            && planned.iter().all(unchanged_since_memo)
+        {
+            r.unchanged = planned.len();
+            return Ok(());
+        }
+
+        // Pruning candidates and the mass-deletion hold, decided before anything is written.
+        let to_prune: Vec<Entry> = previous
+            .entries
+            .iter()
+            .filter(|(k, _)| !desired_keys.contains(*k))
+            .map(|(_, e)| e.clone())
+            .collect();
+        if !to_prune.is_empty() && desired.prune.max_share < 1.0 {
+            let share = to_prune.len() as f64 / previous.entries.len().max(1) as f64;
+            if share > desired.prune.max_share {
+                r.held = to_prune.iter().map(Entry::key).collect();
+                r.message = Some(format!(
+                    "held: this revision would delete {} of {} objects ({:.0}% > the platform's limit of {:.0}%); nothing was applied",
+                    to_prune.len(),
+                    previous.entries.len(),
+                    share * 100.0,
+                    desired.prune.max_share * 100.0
+                ));
+                return Ok(());
+            }
+        }
+
+        // Never take over another team's object.
+        let mut owned_elsewhere = BTreeSet::new();
+        for p in planned.iter().filter(|p| !live.contains_key(&p.key)) {
+            let Some(res) = &p.resolved else { continue };
+            if let Some(owner) = self.foreign_owner(res, &p.key, team).await? {
+                r.error(
+                    &p.key,
+                    format!("belongs to team {owner}; pontoon does not take over another team's object (from {})", p.object.source),
+                );
+                owned_elsewhere.insert(p.key.clone());
+            }
+        }
+        planned.retain(|p| !owned_elsewhere.contains(&p.key));
+
+        // Record everything that may exist before creating anything.
+        let mut union = previous.clone();
+        for p in &planned {
+            union
+                .entries
+                .entry(p.key.clone())
+                .or_insert_with(|| entry_of(p));
+        }
+        union.revision = revision.to_owned();
+        if !previous.exists || union.entries.len() != previous.entries.len() {
+            union.store(&self.inventory_api(), team).await?;
+            r.writes += 1;
+        }
+
+        // Apply, phase by phase.
+        let no_memo = memo.is_none();
+        let mut applied: BTreeMap<ObjectKey, AppliedObject> = BTreeMap::new();
+        let mut healthy = true;
+        let mut phases: BTreeMap<u8, Vec<Planned>> = BTreeMap::new();
+        let mut deferred = Vec::new();
+        for p in planned {
+            match &p.resolved {
+                Some(res) => phases
+                    .entry(phase(&p.key, res.namespaced, p.object.applier))
+                    .or_default()
+                    .push(p),
+                None => deferred.push(p),
+            }
+        }
+        let mut rbac_changed = false;
+        for ph in 0u8..=LAST_PHASE {
+            if ph == 2 {
+                // CRDs are established by now: resolve the custom resources that came with them.
+                for mut p in std::mem::take(&mut deferred) {
+                    let gvk = gvk_of(api_version_of(&p.object.object), &p.key.kind);
+                    match self.cluster.resolve(&gvk).await {
+                        Ok(res) => {
+                            let to = phase(&p.key, res.namespaced, p.object.applier);
+                            p.resolved = Some(res);
+                            phases.entry(to).or_default().push(p);
+                        }
+                        Err(e) => r.error(&p.key, format!("{e} (from {})", p.object.source)),
+                    }
+                }
+            }
+            let Some(batch) = phases.remove(&ph) else {
+                continue;
+            };
+            let outcomes: Vec<(Planned, Result<Applied, String>)> = futures::stream::iter(batch)
+                .map(|p| async {
+                    let out = self
+                        .apply_one(
+                            &p,
+                            team,
+                            live.get(&p.key),
+                            memo.as_ref(),
+                            no_memo,
+                            rbac_changed,
+                        )
+                        .await;
+                    (p, out)
+                })
+                .buffer_unordered(self.options.concurrency.max(1))
+                .collect()
+                .await;
+            let mut crds = Vec::new();
+            for (p, out) in outcomes {
+                match out {
+                    Ok(a) => {
+                        r.writes += a.writes;
+                        if let Some(c) = a.conflict {
+                            r.conflicts.push(ObjectError {
+                                object: p.key.to_string(),
+                                message: c,
+                            });
+                        }
+                        if p.key.group == "rbac.authorization.k8s.io"
+                            && !matches!(a.change, Change::Unchanged)
+                        {
+                            rbac_changed = true;
+                        }
+                        match a.change {
+                            Change::Created => r.created.push(p.key.clone()),
+                            Change::Updated => r.updated.push(p.key.clone()),
+                            Change::Unchanged => r.unchanged += 1,
+                        }
+                        match health::of(&a.live) {
+                            Health::Healthy => {}
+                            Health::Progressing(why) => {
+                                healthy = false;
+                                if ph == 0 {
+                                    crds.push(p.key.clone());
+                                } else {
+                                    r.not_ready.push((p.key.clone(), why));
+                                }
+                            }
+                            Health::Failed(why) => {
+                                healthy = false;
+                                r.error(&p.key, why);
+                            }
+                        }
+                        let resolved = p
+                            .resolved
+                            .clone()
+                            .unwrap_or_else(|| unreachable_resolved(&p.key));
+                        applied.insert(
+                            p.key.clone(),
+                            AppliedObject {
+                                desired: p.object.clone(),
+                                resolved,
+                                resource_version: a.resource_version,
+                            },
+                        );
+                    }
+                    Err(message) => {
+                        r.error(&p.key, format!("{message} (from {})", p.object.source))
+                    }
+                }
+            }
+            for crd in crds {
+                if let Err(why) = self.wait_established(&crd.name).await {
+                    r.error(&crd, why);
+                }
+            }
+        }
+        sort_keys(&mut r.created);
+        sort_keys(&mut r.updated);
+
+        // Prune, only after a clean apply.
+        let mut final_inventory = Inventory {
+            entries: BTreeMap::new(),
+            revision: revision.to_owned(),
+            desired_hash: String::new(),
+            exists: true,
+        };
+        for (k, a) in &applied {
+            final_inventory
+                .entries
+                .insert(k.clone(), entry_of_applied(k, a));
+        }
+        if r.errors.is_empty() {
+            let mut ordered = to_prune;
+            ordered.sort_by_key(|e| std::cmp::Reverse(prune_rank(e)));
+            for e in ordered {
+                let key = e.key();
+                let is_ns = key.group.is_empty() && key.kind == "Namespace";
+                let is_crd =
+                    key.group == "apiextensions.k8s.io" && key.kind == "CustomResourceDefinition";
+                if live.get(&key).is_some_and(|l| l.prune_disabled)
+                    || (is_ns && !desired.prune.namespaces)
+                    || (is_crd && !desired.prune.crds)
+                {
+                    r.kept.push(key);
+                    continue;
+                }
+                match self.delete(&e, team).await {
+                    Ok(()) => {
+                        r.writes += 1;
+                        r.pruned.push(key);
+                    }
+                    Err(message) => {
+                        r.error(&key, format!("prune failed: {message}"));
+                        final_inventory.entries.insert(key, e);
+                    }
+                }
+            }
+        } else {
+            // Keep every previous entry: a later clean sync prunes them.
+            for (k, e) in &previous.entries {
+                final_inventory
+                    .entries
+                    .entry(k.clone())
+                    .or_insert_with(|| e.clone());
+            }
+        }
+        if final_inventory.entries != union.entries
+            || !union.exists && !previous.exists
+            || previous.revision != revision
+        {
+            final_inventory.store(&self.inventory_api(), team).await?;
+            r.writes += 1;
+        }
+
+        if r.errors.is_empty() {
+            self.memo.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                team.clone(),
+                Memo {
+                    objects: applied
+                        .iter()
+                        .map(|(k, a)| {
+                            (
+                                k.clone(),
+                                (object_hash(&a.desired), a.resource_version.clone()),
+                            )
+                        })
+                        .collect(),
+                    inventory: applied.keys().cloned().collect(),
+                    healthy,
+                },
+            );
+        } else {
+            self.forget(team);
+        }
+        self.applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(team.clone(), Arc::new(applied));
+        Ok(())
+    }
+
+    /// Lists the unit's live objects of the given kinds, page by page.
+    async fn list_live<'a>(
+        &self,
+        team: &TeamName,
+        kinds: impl Iterator<Item = &'a Resolved>,
+    ) -> Result<HashMap<ObjectKey, Live>, kube::Error> {
+        let selector = format!("{LABEL_TEAM}={team},{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
+        let mut live = HashMap::new();
+        for res in kinds {
+            let api: Api<DynamicObject> =
+                Api::all_with(self.cluster.client().clone(), &res.resource);
+            let mut params = ListParams::default().labels(&selector).limit(500);
+            loop {
+                let page = {
+                    let _permit = self.cluster.permit().await;
+                    api.list_metadata(&params).await?
+                };
+                for item in page.items {
+                    let m = item.metadata;
+                    let key = ObjectKey {
+                        group: res.resource.group.clone(),
+                        kind: res.resource.kind.clone(),
+                        namespace: m.namespace.clone().unwrap_or_default(),
+                        name: m.name.clone().unwrap_or_default(),
+                    };
+                    live.insert(
+                        key,
+                        Live {
+                            resource_version: m.resource_version.clone().unwrap_or_default(),
+                            prune_disabled: prune_disabled(&m),
+                        },
+                    );
+                }
+                match page.metadata.continue_ {
+                    Some(c) if !c.is_empty() => params = params.continue_token(&c),
+                    _ => break,
+                }
+            }
+        }
+        Ok(live)
+    }
+
+    /// The team that owns an existing object, when it is not `team`.
+    async fn foreign_owner(
+        &self,
+        res: &Resolved,
+        key: &ObjectKey,
+        team: &TeamName,
+    ) -> Result<Option<String>, kube::Error> {
+        let api = Cluster::api(self.cluster.client().clone(), res, &key.namespace);
+        let found = {
+            let _permit = self.cluster.permit().await;
+            api.get_metadata_opt(&key.name).await?
+        };
+        Ok(found.and_then(|o| {
+            let labels = o.metadata.labels.unwrap_or_default();
+            let managed = labels
+                .get(LABEL_MANAGED_BY)
+                .is_some_and(|v| v == MANAGED_BY_VALUE);
+            match labels.get(LABEL_TEAM) {
+                Some(owner) if managed && owner != &team.0 => Some(owner.clone()),
+                _ => None,
+            }
+        }))
+    }
+
+    async fn apply_one(
+        &self,
+        p: &Planned<'_>,
+        team: &TeamName,
+        live: Option<&Live>,
+        memo: Option<&Memo>,
+        no_memo: bool,
+        rbac_changed: bool,
+    ) -> Result<Applied, String> {
+        let Some(res) = &p.resolved else {
+            return Err("kind could not be resolved".to_owned());
+        };
+        let client = self
+            .cluster
+            .client_for(p.object.applier, team)
+            .map_err(|e| e.to_string())?;
+        let api = Cluster::api(client, res, &p.key.namespace);
+        if res.namespaced && p.key.namespace.is_empty() {
+            return Err(format!(
+                "{} is namespaced but the object has no metadata.namespace",
+                p.key.kind
+            ));
+        }
+        if !res.namespaced && !p.key.namespace.is_empty() {
+            return Err(format!(
+                "{} is cluster-scoped but the object has metadata.namespace",
+                p.key.kind
+            ));
+        }
+        // The same manifest and the same live version as our last apply: nothing to do.
+        if let (Some(m), Some(l)) = (memo, live)
+            && m.objects
+                .get(&p.key)
+                .is_some_and(|(h, rv)| *h == p.hash && *rv == l.resource_version)
+        {
+            let current = self.get(&api, &p.key.name).await?;
+            return Ok(Applied {
+                change: Change::Unchanged,
+                resource_version: l.resource_version.clone(),
+                live: current,
+                conflict: None,
+                writes: 0,
+            });
+        }
+        // After a restart nothing is remembered: ask the server whether an apply would
+        // change anything before writing.
+        if no_memo && let Some(l) = live {
+            let dry = self
+                .patch(
+                    &api,
+                    &p.key.name,
+                    &p.object.object,
+                    PatchParams::apply(FIELD_MANAGER).force().dry_run(),
+                )
+                .await?;
+            let current = self.get(&api, &p.key.name).await?;
+            if plan::comparable(&dry) == plan::comparable(&current) {
+                return Ok(Applied {
+                    change: Change::Unchanged,
+                    resource_version: l.resource_version.clone(),
+                    live: current,
+                    conflict: None,
+                    writes: 0,
+                });
+            }
+        }
+        let mut conflict = None;
+        let mut writes = 1;
+        let apply = || {
+            self.patch(
+                &api,
+                &p.key.name,
+                &p.object.object,
+                PatchParams::apply(FIELD_MANAGER),
+            )
+        };
+        let mut first = apply().await;
+        // RBAC granted a moment ago in this sync reaches the authorizer's cache a little
+        // later: a team's request may be refused for that moment, so retry briefly.
+        if rbac_changed && p.object.applier == Applier::Team {
+            let mut delay = Duration::from_millis(50);
+            while matches!(&first, Err(m) if m.ends_with("(Forbidden)"))
+                && delay < Duration::from_secs(3)
+            {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                writes += 1;
+                first = apply().await;
+            }
+        }
+        let out = match first {
+            Ok(o) => o,
+            Err(message) if message.starts_with(CONFLICT) => {
+                let detail = message.trim_start_matches(CONFLICT).to_owned();
+                if !self.options.force_conflicts {
+                    return Err(format!("conflict with another field manager: {detail}"));
+                }
+                conflict = Some(format!("took ownership: {detail}"));
+                writes += 1;
+                self.patch(
+                    &api,
+                    &p.key.name,
+                    &p.object.object,
+                    PatchParams::apply(FIELD_MANAGER).force(),
+                )
+                .await?
+            }
+            Err(message) => return Err(message),
+        };
+        let rv = out
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let change = match live {
+            None => Change::Created,
+            Some(l) if l.resource_version == rv => Change::Unchanged,
+            Some(_) => Change::Updated,
+        };
+        Ok(Applied {
+            change,
+            resource_version: rv,
+            live: out,
+            conflict,
+            writes,
+        })
+    }
+
+    async fn patch(
+        &self,
+        api: &Api<DynamicObject>,
+        name: &str,
+        object: &Value,
+        params: PatchParams,
+    ) -> Result<Value, String> {
+        let _permit = self.cluster.permit().await;
+        match tokio::time::timeout(
+            self.options.apply_timeout,
+            api.patch(name, &params, &Patch::Apply(object)),
+        )
+        .await
+        {
+            Err(_) => Err(format!(
+                "apply timed out after {:?}",
+                self.options.apply_timeout
+            )),
+            Ok(Err(kube::Error::Api(s))) if s.code == 409 => {
+                Err(format!("{CONFLICT}{}", s.message))
+            }
+            Ok(Err(kube::Error::Api(s))) => Err(format!("{} ({})", s.message, s.reason)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(o)) => serde_json::to_value(o).map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn get(&self, api: &Api<DynamicObject>, name: &str) -> Result<Value, String> {
+        let _permit = self.cluster.permit().await;
+        match api.get(name).await {
+            Ok(o) => serde_json::to_value(o).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn delete(&self, e: &Entry, team: &TeamName) -> Result<(), String> {
+        let res = self
+            .cluster
+            .resolve(&gvk_of(&e.api_version, &e.kind))
+            .await
+            .map_err(|err| err.to_string())?;
+        let client = self
+            .cluster
+            .client_for(e.applier, team)
+            .map_err(|err| err.to_string())?;
+        let api = Cluster::api(client, &res, &e.namespace);
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        let _permit = self.cluster.permit().await;
+        match api.delete(&e.name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(kube::Error::Api(s)) => Err(format!("{} ({})", s.message, s.reason)),
+            Err(err) => Err(err.to_string()),
+        }
+    }
+
+    async fn wait_established(&self, name: &str) -> Result<(), String> {
+        let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+            Api::all(self.cluster.client().clone());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let crd = api.get(name).await.map_err(|e| e.to_string())?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("CRD not Established after 60s".to_owned());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Re-reads the health of the objects a Progressing result waits for.
+    pub async fn check_health(&self, result: &UnitResult) -> Vec<(ObjectKey, Health)> {
+        let applied = self.applied(&result.unit.team);
+        let mut out = Vec::new();
+        for (key, _) in &result.not_ready {
+            let Some(a) = applied.as_ref().and_then(|m| m.get(key)) else {
+                continue;
+            };
+            let api = Cluster::api(self.cluster.client().clone(), &a.resolved, &key.namespace);
+            let h = match self.get(&api, &key.name).await {
+                Ok(v) => health::of(&v),
+                Err(e) => Health::Progressing(format!("cannot read: {e}")),
+            };
+            out.push((key.clone(), h));
+        }
+        out
+    }
+
+    /// Waits until a Progressing unit is healthy, or fails it after `timeout` (counted
+    /// from `since`, the first time this revision was seen Progressing).
+    pub async fn wait_healthy(
+        &self,
+        mut result: UnitResult,
+        since: Instant,
+        timeout: Duration,
+        every: Duration,
+    ) -> UnitResult {
+        while result.state == UnitState::Progressing {
+            let checks = self.check_health(&result).await;
+            result.not_ready.clear();
+            for (key, h) in checks {
+                match h {
+                    Health::Healthy => {}
+                    Health::Progressing(why) => result.not_ready.push((key, why)),
+                    Health::Failed(why) => result.error(&key, why),
+                }
+            }
+            result.message = None;
+            let d = result.duration;
+            result.finish(Instant::now() - d);
+            if result.state == UnitState::Progressing && since.elapsed() >= timeout {
+                let (key, why) = result.not_ready[0].clone();
+                result.message = Some(format!(
+                    "not healthy after {}: {key}: {why}",
+                    humantime::format_duration(timeout)
+                ));
+                result.state = UnitState::Failed;
+                break;
+            }
+            if result.state == UnitState::Progressing {
+                tokio::time::sleep(every).await;
+            }
+        }
+        if result.state == UnitState::Synced
+            && let Some(m) = self
+                .memo
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&result.unit.team)
+        {
+            m.healthy = true;
+        }
+        result
+    }
+
+    /// pontoon's own client, for callers that need raw access (drift, plan).
+    pub fn client(&self) -> &Client {
+        self.cluster.client()
+    }
+}
+
+const CONFLICT: &str = "conflict: ";
+
+enum Change {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+struct Applied {
+    change: Change,
+    resource_version: String,
+    live: Value,
+    conflict: Option<String>,
+    writes: usize,
+}
+
+fn entry_of(p: &Planned) -> Entry {
+    Entry {
+        api_version: api_version_of(&p.object.object).to_owned(),
+        kind: p.key.kind.clone(),
+        namespace: p.key.namespace.clone(),
+        name: p.key.name.clone(),
+        applier: p.object.applier,
+    }
+}
+
+fn entry_of_applied(k: &ObjectKey, a: &AppliedObject) -> Entry {
+    Entry {
+        api_version: api_version_of(&a.desired.object).to_owned(),
+        kind: k.kind.clone(),
+        namespace: k.namespace.clone(),
+        name: k.name.clone(),
+        applier: a.desired.applier,
+    }
+}
+
+/// Namespaced objects go first, then cluster-scoped ones, Namespaces, and CRDs last.
+fn prune_rank(e: &Entry) -> u8 {
+    match (e.api_version.as_str(), e.kind.as_str()) {
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => 0,
+        ("v1", "Namespace") => 1,
+        _ if e.namespace.is_empty() => 2,
+        _ => 3,
+    }
+}
+
+fn sort_keys(v: &mut [ObjectKey]) {
+    v.sort();
+}
+
+fn unreachable_resolved(key: &ObjectKey) -> Resolved {
+    // apply_one refuses unresolved objects, so an applied object always has one; this
+    // keeps the type total without a panic.
+    Resolved {
+        resource: kube::api::ApiResource {
+            group: key.group.clone(),
+            version: String::new(),
+            api_version: String::new(),
+            kind: key.kind.clone(),
+            plural: String::new(),
+        },
+        namespaced: !key.namespace.is_empty(),
+    }
+}

@@ -1,0 +1,488 @@
+//! The sync engine against a real kube-apiserver: create, update, no-op, prune and every
+//! safety rule, impersonation, and health.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use pontoon::cluster::Cluster;
+use pontoon::desired::*;
+use pontoon::sync::{SyncOptions, Syncer, UnitState};
+use serde_json::json;
+
+use crate::support::control_plane::{self, ControlPlane, unique_name};
+use crate::support::fixtures::*;
+
+async fn syncer(cp: &ControlPlane) -> Syncer {
+    let cluster =
+        Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 16).expect("cluster");
+    Syncer::new(Arc::new(cluster), SyncOptions::default())
+}
+
+fn keys(v: &[ObjectKey]) -> Vec<String> {
+    v.iter().map(|k| k.to_string()).collect()
+}
+
+async fn cm_data(cp: &ControlPlane, ns: &str, name: &str) -> Option<String> {
+    let api: Api<ConfigMap> = Api::namespaced(cp.client().await, ns);
+    api.get_opt(name)
+        .await
+        .expect("get configmap")
+        .map(|c| serde_json::to_string(&c.data).expect("json"))
+}
+
+#[tokio::test]
+async fn create_update_prune_and_rollback() {
+    let cp = control_plane::shared();
+    let s = syncer(cp).await;
+    let team = unique_name("orders");
+    let ns = team.clone();
+    let mut v1 = team_base(&team, &[&ns]);
+    v1.push(configmap(&team, &ns, "a", json!({"k": "1"})));
+    v1.push(configmap(&team, &ns, "b", json!({"k": "1"})));
+    v1.push(configmap(&team, &ns, "c", json!({"k": "1"})));
+    let v1 = unit_desired(&team, cp.name, &[&ns], v1);
+
+    let r = s.sync(&v1, "rev1").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    assert_eq!(r.created.len(), 6, "{r:?}");
+    assert_eq!(cm_data(cp, &ns, "a").await.as_deref(), Some(r#"{"k":"1"}"#));
+
+    // v2: change a, drop c.
+    let mut v2 = team_base(&team, &[&ns]);
+    v2.push(configmap(&team, &ns, "a", json!({"k": "2"})));
+    v2.push(configmap(&team, &ns, "b", json!({"k": "1"})));
+    let v2 = unit_desired(&team, cp.name, &[&ns], v2);
+    let r = s.sync(&v2, "rev2").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    assert_eq!(keys(&r.updated), [format!("ConfigMap {ns}/a")]);
+    assert_eq!(keys(&r.pruned), [format!("ConfigMap {ns}/c")]);
+    assert_eq!(r.unchanged, 4);
+    assert_eq!(cm_data(cp, &ns, "a").await.as_deref(), Some(r#"{"k":"2"}"#));
+    assert_eq!(cm_data(cp, &ns, "c").await, None);
+
+    // Rollback to rev1: c comes back, a returns to 1.
+    let r = s.sync(&v1, "rev1").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    assert_eq!(keys(&r.created), [format!("ConfigMap {ns}/c")]);
+    assert_eq!(keys(&r.updated), [format!("ConfigMap {ns}/a")]);
+    assert_eq!(cm_data(cp, &ns, "a").await.as_deref(), Some(r#"{"k":"1"}"#));
+    assert!(cm_data(cp, &ns, "c").await.is_some());
+
+    // The inventory records the revision and every object.
+    let inv: Api<ConfigMap> = Api::namespaced(cp.client().await, "pontoon-system");
+    let inv = inv
+        .get(&format!("pontoon-inventory-{team}"))
+        .await
+        .expect("inventory");
+    let data = inv.data.expect("data");
+    assert_eq!(data["revision"], "rev1");
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&data["objects"])
+            .expect("json")
+            .len(),
+        6
+    );
+}
+
+#[tokio::test]
+async fn a_resync_with_nothing_changed_sends_no_write_request() {
+    let cp = control_plane::quiet();
+    let s = syncer(cp).await;
+    let team = unique_name("quiet");
+    let mut objects = team_base(&team, &[&team]);
+    for i in 0..20 {
+        objects.push(configmap(
+            &team,
+            &team,
+            &format!("cm{i}"),
+            json!({"i": i.to_string()}),
+        ));
+    }
+    // A Service: the apiserver defaults and allocates fields we never wrote.
+    objects.push(obj(
+        &team,
+        Applier::Team,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": team},
+               "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+    ));
+    let desired = unit_desired(&team, cp.name, &[&team], objects);
+    let first = s.sync(&desired, "r1").await;
+    assert_eq!(first.state, UnitState::Synced, "{first:?}");
+    assert!(first.writes >= 24, "{}", first.writes);
+
+    // Give the apiserver's own bookkeeping writes (none expected) a moment, then count.
+    let before = cp.write_requests();
+    for _ in 0..3 {
+        let r = s.sync(&desired, "r1").await;
+        assert_eq!(r.state, UnitState::Synced, "{r:?}");
+        assert_eq!(r.writes, 0, "{r:?}");
+        assert_eq!(r.unchanged, 24);
+    }
+    let after = cp.write_requests();
+    assert_eq!(
+        after - before,
+        0,
+        "kube-apiserver counted {} write requests during no-op resyncs",
+        after - before
+    );
+
+    // A new Syncer (a restarted daemon) remembers nothing but still writes nothing:
+    // it asks with dry runs, which the apiserver does not count as writes.
+    let fresh = syncer(cp).await;
+    let before = cp.write_requests();
+    let r = fresh.sync(&desired, "r1").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    assert_eq!(
+        (r.created.len(), r.updated.len(), r.unchanged),
+        (0, 0, 24),
+        "{r:?}"
+    );
+    assert_eq!(cp.write_requests() - before, 0);
+}
+
+#[tokio::test]
+async fn team_removed_from_the_repo_loses_its_objects_but_a_failed_team_keeps_them() {
+    // sync_cluster owns every inventory on its cluster, so it gets a cluster of its own.
+    let cp = control_plane::second();
+    let s = syncer(cp).await;
+    let (gone, broken) = (unique_name("gone"), unique_name("broken"));
+    let mut state = DesiredState {
+        revision: "r1".into(),
+        default_prune: PrunePolicy {
+            max_share: 1.0,
+            ..PrunePolicy::default()
+        },
+        ..DesiredState::default()
+    };
+    for t in [&gone, &broken] {
+        let mut objects = team_base(t, &[t]);
+        objects.push(configmap(t, t, "app", json!({"x": "1"})));
+        let mut u = unit_desired(t, cp.name, &[t], objects);
+        u.prune.namespaces = true;
+        state.units.insert(u.unit.clone(), u);
+    }
+    let results = s.sync_cluster(&state).await;
+    assert!(
+        results.iter().all(|r| r.state == UnitState::Synced),
+        "{results:?}"
+    );
+
+    // Next commit: `gone` was deleted from the repo, `broken` fails to render.
+    let mut next = DesiredState {
+        revision: "r2".into(),
+        default_prune: PrunePolicy {
+            max_share: 1.0,
+            namespaces: true,
+            crds: false,
+        },
+        ..DesiredState::default()
+    };
+    next.failed_teams.insert(
+        TeamName(broken.clone()),
+        vec![Diagnostic {
+            file: format!("teams/{broken}/app.yaml"),
+            line: 3,
+            column: 1,
+            team: Some(TeamName(broken.clone())),
+            severity: Severity::Error,
+            rule: "parse".into(),
+            message: "broken".into(),
+        }],
+    );
+    let results = s.sync_cluster(&next).await;
+    let removed = results
+        .iter()
+        .find(|r| r.unit.team.0 == gone)
+        .expect("gone team handled");
+    assert_eq!(removed.state, UnitState::Synced, "{removed:?}");
+    assert!(
+        removed.pruned.iter().any(|k| k.kind == "ConfigMap"),
+        "{removed:?}"
+    );
+    assert_eq!(cm_data(cp, &gone, "app").await, None);
+    assert!(
+        results.iter().all(|r| r.unit.team.0 != broken),
+        "a failed team must not be synced: {results:?}"
+    );
+    assert!(
+        cm_data(cp, &broken, "app").await.is_some(),
+        "render error must not prune"
+    );
+}
+
+#[tokio::test]
+async fn a_mass_deletion_is_held_and_nothing_is_applied() {
+    let cp = control_plane::shared();
+    let s = syncer(cp).await;
+    let team = unique_name("mass");
+    let mut objects = team_base(&team, &[&team]);
+    for i in 0..6 {
+        objects.push(configmap(&team, &team, &format!("cm{i}"), json!({})));
+    }
+    let r = s
+        .sync(&unit_desired(&team, cp.name, &[&team], objects), "r1")
+        .await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+
+    // Keep only the base and one new object: 6 of 9 would go (67% > 50%).
+    let mut objects = team_base(&team, &[&team]);
+    objects.push(configmap(&team, &team, "new", json!({})));
+    let r = s
+        .sync(&unit_desired(&team, cp.name, &[&team], objects), "r2")
+        .await;
+    assert_eq!(r.state, UnitState::OutOfSync, "{r:?}");
+    assert_eq!(r.held.len(), 6);
+    let msg = r.message.as_deref().unwrap_or("");
+    assert!(
+        msg.contains("would delete 6 of 9 objects") && msg.contains("nothing was applied"),
+        "{msg}"
+    );
+    assert!(cm_data(cp, &team, "cm0").await.is_some());
+    assert_eq!(
+        cm_data(cp, &team, "new").await,
+        None,
+        "a held sync applies nothing"
+    );
+}
+
+#[tokio::test]
+async fn prune_disabled_objects_and_namespaces_are_kept() {
+    let cp = control_plane::shared();
+    let s = syncer(cp).await;
+    let team = unique_name("keep");
+    let extra = format!("{team}-x");
+    let mut objects = team_base(&team, &[&team, &extra]);
+    let mut kept = configmap(&team, &team, "kept", json!({}));
+    kept.object["metadata"]["annotations"] = json!({ANNOTATION_PRUNE: "disabled"});
+    objects.push(kept);
+    objects.push(configmap(&team, &team, "gone", json!({})));
+    let mut d = unit_desired(&team, cp.name, &[&team, &extra], objects);
+    d.prune.max_share = 1.0;
+    assert_eq!(s.sync(&d, "r1").await.state, UnitState::Synced);
+
+    let mut d2 = unit_desired(&team, cp.name, &[&team], team_base(&team, &[&team]));
+    d2.prune.max_share = 1.0;
+    let r = s.sync(&d2, "r2").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    assert!(
+        keys(&r.kept).contains(&format!("ConfigMap {team}/kept")),
+        "{r:?}"
+    );
+    assert!(
+        keys(&r.kept).contains(&format!("Namespace/{extra}")),
+        "namespaces are not pruned by default: {r:?}"
+    );
+    assert!(
+        keys(&r.pruned).contains(&format!("ConfigMap {team}/gone")),
+        "{r:?}"
+    );
+    assert!(cm_data(cp, &team, "kept").await.is_some());
+    assert_eq!(cm_data(cp, &team, "gone").await, None);
+}
+
+#[tokio::test]
+async fn a_crd_and_its_custom_resource_sync_in_one_pass() {
+    let cp = control_plane::shared();
+    let s = syncer(cp).await;
+    let team = unique_name("crd");
+    let plural = format!("widgets{}", team.replace('-', ""));
+    let group = "example.pontoon.dev";
+    let mut objects = team_base(&team, &[&team]);
+    objects.push(obj(
+        &team,
+        Applier::Platform,
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("{plural}.{group}")},
+            "spec": {
+                "group": group, "scope": "Namespaced",
+                "names": {"plural": plural, "singular": plural, "kind": format!("W{}", team.replace('-', ""))},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
+            }
+        }),
+    ));
+    objects.push(obj(
+        &team,
+        Applier::Team,
+        json!({"apiVersion": format!("{group}/v1"), "kind": format!("W{}", team.replace('-', "")),
+               "metadata": {"name": "w1", "namespace": team}, "spec": {"size": 3}}),
+    ));
+    let r = s
+        .sync(&unit_desired(&team, cp.name, &[&team], objects), "r1")
+        .await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    assert_eq!(r.created.len(), 5, "{r:?}");
+}
+
+#[tokio::test]
+async fn another_teams_object_is_never_taken_over() {
+    let cp = control_plane::shared();
+    let s = syncer(cp).await;
+    let (owner, thief) = (unique_name("owner"), unique_name("thief"));
+    let mut objects = team_base(&owner, &[&owner]);
+    objects.push(configmap(&owner, &owner, "shared", json!({"who": "owner"})));
+    assert_eq!(
+        s.sync(&unit_desired(&owner, cp.name, &[&owner], objects), "r1")
+            .await
+            .state,
+        UnitState::Synced
+    );
+
+    // The thief's desired state names the owner's object (render checks bypassed), as
+    // pontoon's own identity so that only the ownership check can stop it.
+    let mut stolen = configmap(&thief, &owner, "shared", json!({"who": "thief"}));
+    stolen.applier = Applier::Platform;
+    let r = s
+        .sync(&unit_desired(&thief, cp.name, &[], vec![stolen]), "r1")
+        .await;
+    assert_eq!(r.state, UnitState::Failed, "{r:?}");
+    assert!(
+        r.errors[0]
+            .message
+            .contains(&format!("belongs to team {owner}")),
+        "{r:?}"
+    );
+    assert_eq!(
+        cm_data(cp, &owner, "shared").await.as_deref(),
+        Some(r#"{"who":"owner"}"#)
+    );
+}
+
+#[tokio::test]
+async fn impersonation_lets_the_apiserver_refuse_a_team_outside_its_namespaces() {
+    let cp = control_plane::shared();
+    let s = syncer(cp).await;
+    let (a, b) = (unique_name("team-a"), unique_name("team-b"));
+    for t in [&a, &b] {
+        let r = s
+            .sync(&unit_desired(t, cp.name, &[t], team_base(t, &[t])), "r1")
+            .await;
+        assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    }
+    // A crafted desired state: team a's object in team b's namespace, applied as team a.
+    let mut objects = team_base(&a, &[&a]);
+    objects.push(configmap(&a, &b, "intruder", json!({})));
+    objects.push(configmap(&a, &a, "fine", json!({})));
+    let r = s
+        .sync(&unit_desired(&a, cp.name, &[&a], objects), "r2")
+        .await;
+    assert_eq!(r.state, UnitState::Failed, "{r:?}");
+    let err = r
+        .errors
+        .iter()
+        .find(|e| e.object.contains("intruder"))
+        .expect("intruder refused");
+    assert!(
+        err.message.contains("forbidden") && err.message.contains(&format!("pontoon:team:{a}")),
+        "{err:?}"
+    );
+    assert_eq!(cm_data(cp, &b, "intruder").await, None);
+    assert!(
+        cm_data(cp, &a, "fine").await.is_some(),
+        "the team's own objects still apply"
+    );
+}
+
+#[tokio::test]
+async fn health_goes_progressing_then_synced_or_failed_on_timeout() {
+    let cp = control_plane::shared();
+    let s = syncer(cp).await;
+    let team = unique_name("rollout");
+    let mut objects = team_base(&team, &[&team]);
+    objects.push(deployment(&team, &team, "web", "nginx:1.27", 2));
+    objects.push(deployment(&team, &team, "stuck", "nginx:1.27", 1));
+    let d = unit_desired(&team, cp.name, &[&team], objects);
+    let r = s.sync(&d, "r1").await;
+    assert_eq!(r.state, UnitState::Progressing, "{r:?}");
+    assert_eq!(r.not_ready.len(), 2);
+
+    // No controller manager runs: play the Deployment controller for `web` only.
+    let deployments: Api<Deployment> = Api::namespaced(cp.client().await, &team);
+    let status = json!({"status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+                                   "readyReplicas": 2, "availableReplicas": 2}});
+    deployments
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("status");
+    let since = Instant::now();
+    let r = s
+        .wait_healthy(r, since, Duration::from_secs(2), Duration::from_millis(200))
+        .await;
+    assert_eq!(r.state, UnitState::Failed, "{r:?}");
+    let msg = r.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("not healthy after 2s") && msg.contains("stuck"),
+        "{msg}"
+    );
+
+    deployments
+        .patch_status("stuck", &PatchParams::default(), &Patch::Merge(&json!({"status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}})))
+        .await
+        .expect("status");
+    let r = s.sync(&d, "r1").await;
+    let r = s
+        .wait_healthy(
+            r,
+            Instant::now(),
+            Duration::from_secs(10),
+            Duration::from_millis(200),
+        )
+        .await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+}
+
+#[tokio::test]
+async fn plan_reports_creates_updates_and_prunes_without_writing() {
+    let cp = control_plane::shared();
+    let s = syncer(cp).await;
+    let team = unique_name("plan");
+    let mut objects = team_base(&team, &[&team]);
+    objects.push(configmap(&team, &team, "a", json!({"k": "1"})));
+    objects.push(configmap(&team, &team, "b", json!({})));
+    assert_eq!(
+        s.sync(&unit_desired(&team, cp.name, &[&team], objects), "r1")
+            .await
+            .state,
+        UnitState::Synced
+    );
+
+    let mut objects = team_base(&team, &[&team]);
+    objects.push(configmap(&team, &team, "a", json!({"k": "2"})));
+    objects.push(configmap(&team, &team, "c", json!({})));
+    let plan = s
+        .plan(&unit_desired(&team, cp.name, &[&team], objects))
+        .await
+        .expect("plan");
+    assert_eq!(plan.summary(), "+1 ~1 -1", "{plan:?}");
+    let update = plan
+        .objects
+        .iter()
+        .find(|o| o.object.ends_with("/a"))
+        .expect("a planned");
+    match &update.action {
+        pontoon::sync::plan::Action::Update { changes } => {
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            assert_eq!(changes[0].path, "data.k");
+        }
+        other => panic!("expected an update, got {other:?}"),
+    }
+    assert_eq!(
+        cm_data(cp, &team, "a").await.as_deref(),
+        Some(r#"{"k":"1"}"#),
+        "plan must not write"
+    );
+    assert_eq!(cm_data(cp, &team, "c").await, None);
+    // Creating through the API directly still works: the namespace is untouched by plan.
+    let api: Api<ConfigMap> = Api::namespaced(cp.client().await, &team);
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "probe"}})).expect("cm"),
+    )
+    .await
+    .expect("create");
+}
