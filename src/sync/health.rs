@@ -13,6 +13,16 @@ pub enum Health {
     Failed(String),
 }
 
+/// Whether a kind's health is read from its status (others are healthy once applied).
+pub fn has_rule(api_version: &str, kind: &str) -> bool {
+    matches!(
+        (api_version, kind),
+        ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet")
+            | ("batch/v1", "Job")
+            | ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+    )
+}
+
 /// Health of one live object. Kinds without a rule are healthy once applied.
 pub fn of(object: &Value) -> Health {
     let api_version = object

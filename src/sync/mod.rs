@@ -549,13 +549,20 @@ impl Syncer {
         }
 
         // Never take over another team's object.
+        let new: Vec<&Planned> = planned
+            .iter()
+            .filter(|p| !live.contains_key(&p.key))
+            .collect();
+        let foreign = self.foreign_owners(&new, team).await?;
         let mut owned_elsewhere = BTreeSet::new();
-        for p in planned.iter().filter(|p| !live.contains_key(&p.key)) {
-            let Some(res) = &p.resolved else { continue };
-            if let Some(owner) = self.foreign_owner(res, &p.key, team).await? {
+        for p in &new {
+            if let Some(owner) = foreign.get(&p.key) {
                 r.error(
                     &p.key,
-                    format!("belongs to team {owner}; pontoon does not take over another team's object (from {})", p.object.source),
+                    format!(
+                        "belongs to team {owner}; pontoon does not take over another team's object (from {})",
+                        p.object.source
+                    ),
                 );
                 owned_elsewhere.insert(p.key.clone());
             }
@@ -814,28 +821,77 @@ impl Syncer {
         Ok(live)
     }
 
-    /// The team that owns an existing object, when it is not `team`.
-    async fn foreign_owner(
+    /// Owners (other than `team`) of the objects about to be created, from one list of
+    /// other teams' pontoon objects per kind and namespace instead of one read per object.
+    async fn foreign_owners(
         &self,
-        res: &Resolved,
-        key: &ObjectKey,
+        new: &[&Planned<'_>],
         team: &TeamName,
-    ) -> Result<Option<String>, kube::Error> {
-        let api = Cluster::api(self.cluster.client().clone(), res, &key.namespace);
-        let found = {
-            let _permit = self.cluster.permit().await;
-            api.get_metadata_opt(&key.name).await?
-        };
-        Ok(found.and_then(|o| {
-            let labels = o.metadata.labels.unwrap_or_default();
-            let managed = labels
-                .get(LABEL_MANAGED_BY)
-                .is_some_and(|v| v == MANAGED_BY_VALUE);
-            match labels.get(LABEL_TEAM) {
-                Some(owner) if managed && owner != &team.0 => Some(owner.clone()),
-                _ => None,
-            }
-        }))
+    ) -> Result<HashMap<ObjectKey, String>, kube::Error> {
+        let mut groups: BTreeMap<(String, String, String), (Resolved, BTreeSet<ObjectKey>)> =
+            BTreeMap::new();
+        for p in new {
+            let Some(res) = &p.resolved else { continue };
+            groups
+                .entry((
+                    res.resource.api_version.clone(),
+                    res.resource.kind.clone(),
+                    p.key.namespace.clone(),
+                ))
+                .or_insert_with(|| (res.clone(), BTreeSet::new()))
+                .1
+                .insert(p.key.clone());
+        }
+        let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE},{LABEL_TEAM}!={team}");
+        let lists = futures::stream::iter(groups.into_values())
+            .map(|(res, keys)| {
+                let selector = selector.clone();
+                async move {
+                    let namespace = keys
+                        .first()
+                        .map(|k| k.namespace.clone())
+                        .unwrap_or_default();
+                    let api = Cluster::api(self.cluster.client().clone(), &res, &namespace);
+                    let mut found = Vec::new();
+                    let mut params = ListParams::default().labels(&selector).limit(500);
+                    loop {
+                        let page = {
+                            let _permit = self.cluster.permit().await;
+                            api.list_metadata(&params).await?
+                        };
+                        for o in page.items {
+                            let key = ObjectKey {
+                                group: res.resource.group.clone(),
+                                kind: res.resource.kind.clone(),
+                                namespace: o.metadata.namespace.clone().unwrap_or_default(),
+                                name: o.metadata.name.clone().unwrap_or_default(),
+                            };
+                            let owner = o
+                                .metadata
+                                .labels
+                                .as_ref()
+                                .and_then(|l| l.get(LABEL_TEAM))
+                                .cloned();
+                            if let (true, Some(owner)) = (keys.contains(&key), owner) {
+                                found.push((key, owner));
+                            }
+                        }
+                        match page.metadata.continue_ {
+                            Some(c) if !c.is_empty() => params = params.continue_token(&c),
+                            _ => break,
+                        }
+                    }
+                    Ok::<_, kube::Error>(found)
+                }
+            })
+            .buffer_unordered(self.options.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
+        let mut out = HashMap::new();
+        for l in lists {
+            out.extend(l?);
+        }
+        Ok(out)
     }
 
     async fn apply_one(
@@ -873,7 +929,12 @@ impl Syncer {
                 .get(&p.key)
                 .is_some_and(|(h, rv)| *h == p.hash && *rv == l.resource_version)
         {
-            let current = self.get(&api, &p.key.name).await?;
+            // Only objects whose health is read from status need a fresh look.
+            let current = if health::has_rule(api_version_of(&p.object.object), &p.key.kind) {
+                self.get(&api, &p.key.name).await?
+            } else {
+                Value::Null
+            };
             return Ok(Applied {
                 change: Change::Unchanged,
                 resource_version: l.resource_version.clone(),

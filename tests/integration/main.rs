@@ -6,4 +6,5 @@ mod support;
 
 mod cli;
 mod control_plane;
+mod deploy;
 mod sync;
