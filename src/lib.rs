@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod daemon;
 pub mod desired;
 pub mod sync;
 pub mod yaml;

@@ -27,7 +27,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::{Api, Client};
@@ -617,23 +616,20 @@ impl Syncer {
             let Some(batch) = phases.remove(&ph) else {
                 continue;
             };
-            let outcomes: Vec<(Planned, Result<Applied, String>)> = futures::stream::iter(batch)
-                .map(|p| async {
+            // Futures built in a loop rather than by a closure: the cluster's request
+            // limit (a semaphore inside every call) bounds how many run at once.
+            let mut pending = Vec::with_capacity(batch.len());
+            for p in batch {
+                let (live, memo) = (live.get(&p.key), memo.as_ref());
+                pending.push(async move {
                     let out = self
-                        .apply_one(
-                            &p,
-                            team,
-                            live.get(&p.key),
-                            memo.as_ref(),
-                            no_memo,
-                            rbac_changed,
-                        )
+                        .apply_one(&p, team, live, memo, no_memo, rbac_changed)
                         .await;
                     (p, out)
-                })
-                .buffer_unordered(self.options.concurrency.max(1))
-                .collect()
-                .await;
+                });
+            }
+            let outcomes: Vec<(Planned, Result<Applied, String>)> =
+                futures::future::join_all(pending).await;
             let mut crds = Vec::new();
             for (p, out) in outcomes {
                 match out {
@@ -843,55 +839,59 @@ impl Syncer {
                 .insert(p.key.clone());
         }
         let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE},{LABEL_TEAM}!={team}");
-        let lists = futures::stream::iter(groups.into_values())
-            .map(|(res, keys)| {
-                let selector = selector.clone();
-                async move {
-                    let namespace = keys
-                        .first()
-                        .map(|k| k.namespace.clone())
-                        .unwrap_or_default();
-                    let api = Cluster::api(self.cluster.client().clone(), &res, &namespace);
-                    let mut found = Vec::new();
-                    let mut params = ListParams::default().labels(&selector).limit(500);
-                    loop {
-                        let page = {
-                            let _permit = self.cluster.permit().await;
-                            api.list_metadata(&params).await?
-                        };
-                        for o in page.items {
-                            let key = ObjectKey {
-                                group: res.resource.group.clone(),
-                                kind: res.resource.kind.clone(),
-                                namespace: o.metadata.namespace.clone().unwrap_or_default(),
-                                name: o.metadata.name.clone().unwrap_or_default(),
-                            };
-                            let owner = o
-                                .metadata
-                                .labels
-                                .as_ref()
-                                .and_then(|l| l.get(LABEL_TEAM))
-                                .cloned();
-                            if let (true, Some(owner)) = (keys.contains(&key), owner) {
-                                found.push((key, owner));
-                            }
-                        }
-                        match page.metadata.continue_ {
-                            Some(c) if !c.is_empty() => params = params.continue_token(&c),
-                            _ => break,
-                        }
-                    }
-                    Ok::<_, kube::Error>(found)
-                }
-            })
-            .buffer_unordered(self.options.concurrency.max(1))
-            .collect::<Vec<_>>()
-            .await;
+        let mut pending = Vec::new();
+        for (res, keys) in groups.into_values() {
+            pending.push(self.list_foreign(res, keys, selector.clone()));
+        }
+        let lists = futures::future::join_all(pending).await;
         let mut out = HashMap::new();
         for l in lists {
             out.extend(l?);
         }
         Ok(out)
+    }
+
+    async fn list_foreign(
+        &self,
+        res: Resolved,
+        keys: BTreeSet<ObjectKey>,
+        selector: String,
+    ) -> Result<Vec<(ObjectKey, String)>, kube::Error> {
+        let namespace = keys
+            .first()
+            .map(|k| k.namespace.clone())
+            .unwrap_or_default();
+        let api = Cluster::api(self.cluster.client().clone(), &res, &namespace);
+        let mut found = Vec::new();
+        let mut params = ListParams::default().labels(&selector).limit(500);
+        loop {
+            let page = {
+                let _permit = self.cluster.permit().await;
+                api.list_metadata(&params).await?
+            };
+            for o in page.items {
+                let key = ObjectKey {
+                    group: res.resource.group.clone(),
+                    kind: res.resource.kind.clone(),
+                    namespace: o.metadata.namespace.clone().unwrap_or_default(),
+                    name: o.metadata.name.clone().unwrap_or_default(),
+                };
+                let owner = o
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_TEAM))
+                    .cloned();
+                if let (true, Some(owner)) = (keys.contains(&key), owner) {
+                    found.push((key, owner));
+                }
+            }
+            match page.metadata.continue_ {
+                Some(c) if !c.is_empty() => params = params.continue_token(&c),
+                _ => break,
+            }
+        }
+        Ok(found)
     }
 
     async fn apply_one(

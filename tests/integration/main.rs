@@ -7,4 +7,5 @@ mod support;
 mod cli;
 mod control_plane;
 mod deploy;
+mod scheduler;
 mod sync;

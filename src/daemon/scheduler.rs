@@ -1,0 +1,384 @@
+//! The scheduler: one worker per unit (team × cluster), each with a queue of length one
+//! that coalesces triggers, so a burst of webhooks, resync ticks and drift reports becomes
+//! one sync of the newest desired state. A slow or failing unit never delays another:
+//! every worker runs on its own task, and the only thing units share is their cluster's
+//! request limit. Failed units retry with capped, jittered exponential backoff; a new
+//! trigger cuts a backoff short.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::desired::{ClusterName, DesiredState, PrunePolicy, UnitDesired, UnitId};
+use crate::sync::{Syncer, UnitResult, UnitState};
+
+/// What a unit's worker should do next. Only the newest is kept.
+#[derive(Debug, Clone)]
+enum Work {
+    Sync {
+        desired: Arc<UnitDesired>,
+        revision: String,
+        /// Bumped by every trigger, so an identical desired state still resyncs.
+        generation: u64,
+    },
+    Remove {
+        policy: PrunePolicy,
+        revision: String,
+        generation: u64,
+    },
+}
+
+/// Timing of retries and health waits.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    pub health_timeout: Duration,
+    pub health_poll: Duration,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions {
+            backoff_base: Duration::from_secs(2),
+            backoff_cap: Duration::from_secs(300),
+            health_timeout: crate::config::DEFAULT_HEALTH_TIMEOUT,
+            health_poll: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A finished sync attempt, with whether it was the unit's first.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub result: UnitResult,
+    pub first_attempt: bool,
+}
+
+struct Worker {
+    tx: watch::Sender<Work>,
+    task: JoinHandle<()>,
+}
+
+/// Runs the units of every cluster.
+pub struct Scheduler {
+    syncers: BTreeMap<ClusterName, Arc<Syncer>>,
+    options: SchedulerOptions,
+    workers: Mutex<HashMap<UnitId, Worker>>,
+    reports: mpsc::Sender<Report>,
+    generation: std::sync::atomic::AtomicU64,
+    shutdown: watch::Sender<bool>,
+    /// Units that must have been attempted once before the daemon is ready.
+    expected: Mutex<BTreeSet<UnitId>>,
+    attempted: Arc<Mutex<BTreeSet<UnitId>>>,
+}
+
+/// Capped exponential backoff with ±20% jitter; `failures` counts from 1.
+pub fn backoff(base: Duration, cap: Duration, failures: u32) -> Duration {
+    let exp = base.saturating_mul(
+        1u32.checked_shl(failures.saturating_sub(1).min(20))
+            .unwrap_or(u32::MAX),
+    );
+    let d = exp.min(cap);
+    // Cheap jitter without a random number generator: the clock's nanoseconds.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let factor = 0.8 + 0.4 * (nanos % 1000) as f64 / 1000.0;
+    d.mul_f64(factor).min(cap)
+}
+
+impl Scheduler {
+    /// `reports` receives every finished attempt; it is bounded, so a slow consumer slows
+    /// reporting, never syncing (workers use `try_send` and count what they drop).
+    pub fn new(
+        syncers: BTreeMap<ClusterName, Arc<Syncer>>,
+        options: SchedulerOptions,
+        reports: mpsc::Sender<Report>,
+    ) -> Self {
+        Scheduler {
+            syncers,
+            options,
+            workers: Mutex::new(HashMap::new()),
+            reports,
+            generation: std::sync::atomic::AtomicU64::new(0),
+            shutdown: watch::Sender::new(false),
+            expected: Mutex::new(BTreeSet::new()),
+            attempted: Arc::new(Mutex::new(BTreeSet::new())),
+        }
+    }
+
+    fn next_generation(&self) -> u64 {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
+    }
+
+    /// Hands a newly rendered state to the units: changed units sync, units of teams that
+    /// left the repo (or a cluster) are removed, teams that failed to render are left
+    /// exactly as they are. A broken platform.yaml changes nothing.
+    pub async fn apply(&self, state: &DesiredState) {
+        if state.platform_failed {
+            return;
+        }
+        let mut expected: BTreeSet<UnitId> = BTreeSet::new();
+        for (id, unit) in &state.units {
+            if !self.syncers.contains_key(&id.cluster) {
+                tracing::warn!(unit = %id, "the platform names a cluster this daemon has no connection for");
+                continue;
+            }
+            expected.insert(id.clone());
+            let generation = self.next_generation();
+            self.send(
+                id,
+                Work::Sync {
+                    desired: Arc::new(unit.clone()),
+                    revision: state.revision.clone(),
+                    generation,
+                },
+            );
+        }
+        for (cluster, syncer) in &self.syncers {
+            let teams = match syncer.teams_on_cluster().await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(%cluster, error = %e, "cannot list inventories; removed teams wait for the next pass");
+                    continue;
+                }
+            };
+            for team in teams {
+                let id = UnitId {
+                    team: team.clone(),
+                    cluster: cluster.clone(),
+                };
+                if expected.contains(&id) || state.failed_teams.contains_key(&team) {
+                    continue;
+                }
+                let generation = self.next_generation();
+                self.send(
+                    &id,
+                    Work::Remove {
+                        policy: state.default_prune.clone(),
+                        revision: state.revision.clone(),
+                        generation,
+                    },
+                );
+            }
+        }
+        *self.expected.lock().unwrap_or_else(|e| e.into_inner()) = expected;
+    }
+
+    /// Syncs one unit again with its current desired state (drift, resync).
+    pub fn trigger(&self, unit: &UnitId) {
+        let generation = self.next_generation();
+        let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = workers.get(unit) {
+            w.tx.send_modify(|work| bump(work, generation));
+        }
+    }
+
+    /// Syncs every unit again (the periodic safety net).
+    pub fn trigger_all(&self) {
+        let generation = self.next_generation();
+        let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        for w in workers.values() {
+            w.tx.send_modify(|work| bump(work, generation));
+        }
+    }
+
+    /// True once every expected unit has finished its first attempt.
+    pub fn ready(&self) -> bool {
+        let expected = self
+            .expected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let attempted = self.attempted.lock().unwrap_or_else(|e| e.into_inner());
+        !expected.is_empty() && expected.iter().all(|u| attempted.contains(u))
+    }
+
+    pub fn units(&self) -> Vec<UnitId> {
+        let mut v: Vec<UnitId> = self
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn send(&self, id: &UnitId, work: Work) {
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = workers.get(id)
+            && !w.task.is_finished()
+        {
+            w.tx.send_replace(work);
+            return;
+        }
+        let Some(syncer) = self.syncers.get(&id.cluster).cloned() else {
+            return;
+        };
+        let (tx, rx) = watch::channel(work);
+        let task = tokio::spawn(run_worker(
+            id.clone(),
+            syncer,
+            rx,
+            self.shutdown.subscribe(),
+            self.reports.clone(),
+            self.options.clone(),
+            self.attempted.clone(),
+        ));
+        workers.insert(id.clone(), Worker { tx, task });
+    }
+
+    /// Stops taking work and waits for in-flight syncs, at most `deadline`. Returns the
+    /// units still running when the deadline passed (they are abandoned).
+    pub async fn shutdown(&self, deadline: Duration) -> Vec<UnitId> {
+        self.shutdown.send_replace(true);
+        let tasks: Vec<(UnitId, JoinHandle<()>)> = self
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(id, w)| (id, w.task))
+            .collect();
+        let until = tokio::time::Instant::now() + deadline;
+        let mut abandoned = Vec::new();
+        for (id, mut task) in tasks {
+            if tokio::time::timeout_at(until, &mut task).await.is_err() {
+                task.abort();
+                abandoned.push(id);
+            }
+        }
+        abandoned
+    }
+}
+
+fn bump(work: &mut Work, generation: u64) {
+    match work {
+        Work::Sync { generation: g, .. } | Work::Remove { generation: g, .. } => *g = generation,
+    }
+}
+
+async fn run_worker(
+    id: UnitId,
+    syncer: Arc<Syncer>,
+    mut rx: watch::Receiver<Work>,
+    mut shutdown: watch::Receiver<bool>,
+    reports: mpsc::Sender<Report>,
+    options: SchedulerOptions,
+    attempted: Arc<Mutex<BTreeSet<UnitId>>>,
+) {
+    let mut failures: u32 = 0;
+    let mut progressing_since: Option<(String, Instant)> = None;
+    let mut first = true;
+    // The value present at spawn counts as new work.
+    rx.mark_changed();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let work = rx.borrow_and_update().clone();
+        let result = match &work {
+            Work::Sync {
+                desired, revision, ..
+            } => {
+                let mut result = syncer.sync(desired, revision).await;
+                if result.state == UnitState::Progressing {
+                    let since = match &progressing_since {
+                        Some((rev, at)) if rev == revision => *at,
+                        _ => {
+                            let now = Instant::now();
+                            progressing_since = Some((revision.clone(), now));
+                            now
+                        }
+                    };
+                    // Report Progressing now, then wait for health unless new work comes.
+                    emit(&reports, &attempted, &result, &mut first);
+                    tokio::select! {
+                        r = syncer.wait_healthy(result.clone(), since, options.health_timeout, options.health_poll) => result = r,
+                        _ = rx.changed() => { rx.mark_changed(); continue; }
+                        _ = shutdown.changed() => return,
+                    }
+                }
+                if result.state != UnitState::Progressing {
+                    progressing_since = None;
+                }
+                result
+            }
+            Work::Remove {
+                policy, revision, ..
+            } => syncer.remove_team(&id.team, policy, revision).await,
+        };
+        emit(&reports, &attempted, &result, &mut first);
+        if result.state == UnitState::Failed {
+            failures += 1;
+            let wait = backoff(options.backoff_base, options.backoff_cap, failures);
+            tracing::warn!(unit = %id, failures, retry_in = ?wait, message = result.message.as_deref().unwrap_or(""), "sync failed");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => rx.mark_changed(),
+                changed = rx.changed() => { if changed.is_err() { return } rx.mark_changed(); }
+                _ = shutdown.changed() => return,
+            }
+        } else {
+            failures = 0;
+            if matches!(work, Work::Remove { .. }) && result.state == UnitState::Synced {
+                // The team is gone from this cluster; the worker has nothing left to do.
+                return;
+            }
+        }
+    }
+}
+
+fn emit(
+    reports: &mpsc::Sender<Report>,
+    attempted: &Mutex<BTreeSet<UnitId>>,
+    result: &UnitResult,
+    first: &mut bool,
+) {
+    attempted
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(result.unit.clone());
+    let report = Report {
+        result: result.clone(),
+        first_attempt: std::mem::take(first),
+    };
+    if reports.try_send(report).is_err() {
+        tracing::warn!(unit = %result.unit, "status queue full; a report was dropped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_secs(2);
+        let cap = Duration::from_secs(60);
+        let b1 = backoff(base, cap, 1);
+        assert!(
+            b1 >= Duration::from_millis(1600) && b1 <= Duration::from_millis(2400),
+            "{b1:?}"
+        );
+        let b3 = backoff(base, cap, 3);
+        assert!(
+            b3 >= Duration::from_millis(6400) && b3 <= Duration::from_millis(9600),
+            "{b3:?}"
+        );
+        assert!(backoff(base, cap, 30) <= cap);
+        assert!(backoff(base, cap, 30) >= Duration::from_secs(48));
+    }
+}
