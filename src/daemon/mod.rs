@@ -2,4 +2,5 @@
 //! feed one scheduler of per-unit workers; results feed status, metrics and commit
 //! statuses.
 
+pub mod leader;
 pub mod scheduler;

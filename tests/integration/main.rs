@@ -7,5 +7,6 @@ mod support;
 mod cli;
 mod control_plane;
 mod deploy;
+mod leader;
 mod scheduler;
 mod sync;
