@@ -651,7 +651,7 @@ impl Syncer {
                             Change::Updated => r.updated.push(p.key.clone()),
                             Change::Unchanged => r.unchanged += 1,
                         }
-                        match health::of(&a.live) {
+                        match a.health {
                             Health::Healthy => {}
                             Health::Progressing(why) => {
                                 healthy = false;
@@ -938,7 +938,7 @@ impl Syncer {
             return Ok(Applied {
                 change: Change::Unchanged,
                 resource_version: l.resource_version.clone(),
-                live: current,
+                health: health::of(&current),
                 conflict: None,
                 writes: 0,
             });
@@ -959,7 +959,7 @@ impl Syncer {
                 return Ok(Applied {
                     change: Change::Unchanged,
                     resource_version: l.resource_version.clone(),
-                    live: current,
+                    health: health::of(&current),
                     conflict: None,
                     writes: 0,
                 });
@@ -1021,7 +1021,7 @@ impl Syncer {
         Ok(Applied {
             change,
             resource_version: rv,
-            live: out,
+            health: health::of(&out),
             conflict,
             writes,
         })
@@ -1190,7 +1190,9 @@ enum Change {
 struct Applied {
     change: Change,
     resource_version: String,
-    live: Value,
+    /// Read from the object the server returned; the object itself is not kept, so a
+    /// phase of ten thousand applies does not hold ten thousand responses.
+    health: Health,
     conflict: Option<String>,
     writes: usize,
 }
