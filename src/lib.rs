@@ -9,5 +9,6 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod desired;
+pub mod server;
 pub mod sync;
 pub mod yaml;
