@@ -92,6 +92,18 @@ struct RawConfig {
     drift: RawDrift,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    leader_election: Option<RawLeaderElection>,
+    #[serde(default)]
+    shutdown_timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawLeaderElection {
+    cluster: Spanned<String>,
+    lease_name: Option<String>,
+    lease_duration: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -345,6 +357,18 @@ pub struct Config {
     pub sync: SyncConfig,
     pub drift: DriftConfig,
     pub log: LogConfig,
+    /// When set, only the replica holding the Lease syncs.
+    pub leader_election: Option<LeaderElectionConfig>,
+    /// How long shutdown waits for in-flight syncs and owed statuses.
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LeaderElectionConfig {
+    /// The cluster (by name) that holds the Lease, in `sync.namespace`.
+    pub cluster: String,
+    pub lease_name: String,
+    pub lease_duration: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -448,6 +472,8 @@ pub const DEFAULT_CONCURRENCY: u32 = 16;
 pub const DEFAULT_APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(600);
+pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Config {
     /// Reads, parses and validates one config file.
@@ -584,6 +610,20 @@ impl<'a> Validator<'a> {
         let clusters = self.clusters(raw.clusters);
         let commit_status = raw.commit_status.map(|c| self.commit_status(c));
         let sync = self.sync(raw.sync);
+        let leader_election = raw.leader_election.map(|l| {
+            if !clusters.iter().any(|c| c.name == l.cluster.value) {
+                self.problem(
+                    &l.cluster,
+                    "leaderElection.cluster",
+                    format!("no cluster named {:?} in `clusters`", l.cluster.value),
+                );
+            }
+            LeaderElectionConfig {
+                cluster: l.cluster.value,
+                lease_name: l.lease_name.unwrap_or_else(|| "pontoon".to_owned()),
+                lease_duration: l.lease_duration.map_or(DEFAULT_LEASE_DURATION, |d| d.0),
+            }
+        });
         let log = LogConfig {
             format: raw.log.format,
             level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
@@ -602,6 +642,10 @@ impl<'a> Validator<'a> {
                     human_managers: raw.drift.human_managers,
                 },
                 log,
+                leader_election,
+                shutdown_timeout: raw
+                    .shutdown_timeout
+                    .map_or(DEFAULT_SHUTDOWN_TIMEOUT, |d| d.0),
             })
         } else {
             self.problems.sort_by_key(|p| (p.line, p.column));

@@ -297,3 +297,30 @@ fn the_shipped_example_config_is_valid() {
         Some(Provider::Gitea)
     );
 }
+
+#[test]
+fn leader_election_must_name_a_configured_cluster() {
+    let f = Fixture::new();
+    let cfg = f
+        .load(&format!(
+            "{GOOD}leaderElection:\n  cluster: prod\n  leaseDuration: 20s\n"
+        ))
+        .expect("valid");
+    let le = cfg.leader_election.expect("leader election");
+    assert_eq!(
+        (
+            le.cluster.as_str(),
+            le.lease_name.as_str(),
+            le.lease_duration
+        ),
+        ("prod", "pontoon", Duration::from_secs(20))
+    );
+    let p = f.problems(&format!("{GOOD}leaderElection:\n  cluster: elsewhere\n"));
+    assert!(
+        p[0].starts_with(
+            "pontoon.yaml:20:12: leaderElection.cluster: no cluster named \"elsewhere\""
+        ),
+        "{}",
+        p[0]
+    );
+}

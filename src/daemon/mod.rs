@@ -1,6 +1,242 @@
-//! The long-running process: triggers (poll timer, webhooks, local watch, drift, resync)
-//! feed one scheduler of per-unit workers; results feed status, metrics and commit
-//! statuses.
+//! The long-running process: a feed of rendered desired states (from the Git or
+//! directory source), a resync timer and drift reports feed one scheduler of per-unit
+//! workers; results feed the status board, metrics and commit statuses. Only the leader
+//! schedules; every replica serves HTTP.
+//!
+//! Shutdown: stop taking work, let in-flight syncs finish within the configured
+//! deadline, say what was abandoned, release the lease.
 
+pub mod board;
 pub mod leader;
+pub mod metrics;
 pub mod scheduler;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::desired::{ClusterName, DesiredState};
+use crate::sync::{SyncOptions, Syncer};
+use board::Board;
+use scheduler::{Report, Scheduler, SchedulerOptions};
+
+/// What the daemon is fed with from outside: rendered states and extra HTTP routes.
+pub struct Inputs {
+    /// The newest render (None until the first one).
+    pub desired: watch::Receiver<Option<Arc<DesiredState>>>,
+    /// Mounted next to the daemon's own routes (webhooks).
+    pub routes: axum::Router,
+}
+
+/// Handles a caller (tests, `main`) keeps on a running daemon.
+#[derive(Clone)]
+pub struct Handles {
+    pub board: Arc<Board>,
+    pub registry: prometheus::Registry,
+    pub syncers: BTreeMap<ClusterName, Arc<Syncer>>,
+}
+
+/// Connects to every configured cluster. Nothing is requested from the servers yet, so
+/// an unreachable cluster is reported by its units, not here.
+pub async fn connect(config: &Config) -> anyhow::Result<BTreeMap<ClusterName, Arc<Syncer>>> {
+    let mut out = BTreeMap::new();
+    for c in &config.clusters {
+        let cluster = Cluster::connect(c, config.sync.concurrency).await?;
+        out.insert(
+            ClusterName(c.name.clone()),
+            Arc::new(Syncer::new(
+                Arc::new(cluster),
+                SyncOptions::from(&config.sync),
+            )),
+        );
+    }
+    Ok(out)
+}
+
+/// Runs until `shutdown` resolves, then drains.
+pub async fn run(
+    config: Config,
+    inputs: Inputs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let syncers = connect(&config).await?;
+    let handles = Handles {
+        board: Arc::new(Board::new()),
+        registry: prometheus::Registry::new(),
+        syncers,
+    };
+    run_with(config, inputs, handles, shutdown).await
+}
+
+/// [`run`] with the handles made by the caller, so tests can watch the board.
+pub async fn run_with(
+    config: Config,
+    inputs: Inputs,
+    handles: Handles,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let Handles {
+        board,
+        registry,
+        syncers,
+    } = handles;
+    let metrics = Arc::new(metrics::Metrics::register(&registry).context("registering metrics")?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // HTTP first: probes and metrics answer while everything else starts.
+    let router = crate::server::router(registry.clone(), board.clone(), inputs.routes);
+    let mut http_stop = stop_rx.clone();
+    let addr = config.listen.http;
+    let http = tokio::spawn(async move {
+        let until = async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        };
+        crate::server::serve(addr, router, until).await
+    });
+
+    // Leadership: without election this replica always leads.
+    let (leading_tx, leading_rx) = watch::channel(config.leader_election.is_none());
+    let election = match &config.leader_election {
+        Some(le) => {
+            let syncer = syncers
+                .get(&ClusterName(le.cluster.clone()))
+                .context("leader election cluster is not configured")?;
+            let settings = leader::LeaseSettings::new(
+                &config.sync.namespace,
+                &le.lease_name,
+                &leader::default_identity(),
+                le.lease_duration,
+            );
+            Some(tokio::spawn(leader::run(
+                syncer.client().clone(),
+                settings,
+                leading_tx,
+                stop_rx.clone(),
+            )))
+        }
+        None => {
+            drop(leading_tx);
+            None
+        }
+    };
+
+    // Reports → board and metrics.
+    let (report_tx, mut report_rx) = mpsc::channel::<Report>(4096);
+    let reporting = {
+        let (board, metrics) = (board.clone(), metrics.clone());
+        tokio::spawn(async move {
+            while let Some(r) = report_rx.recv().await {
+                board.record(&r.result, r.removal);
+                metrics.observe(&r.result, r.removal);
+                tracing::info!(
+                    unit = %r.result.unit,
+                    state = r.result.state.as_str(),
+                    revision = %r.result.revision,
+                    summary = %r.result.summary(),
+                    message = r.result.message.as_deref().unwrap_or(""),
+                    "sync finished"
+                );
+            }
+        })
+    };
+
+    let options = SchedulerOptions {
+        health_timeout: config.sync.health_timeout,
+        ..SchedulerOptions::default()
+    };
+    let clusters: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
+    let terms = tokio::spawn(leadership_terms(
+        syncers,
+        options,
+        report_tx,
+        inputs.desired,
+        leading_rx,
+        stop_rx.clone(),
+        board.clone(),
+        clusters,
+        config.sync.resync_interval,
+        config.shutdown_timeout,
+    ));
+
+    shutdown.await;
+    tracing::info!(deadline = ?config.shutdown_timeout, "shutting down: finishing in-flight syncs");
+    stop_tx.send_replace(true);
+    match tokio::time::timeout(config.shutdown_timeout + Duration::from_secs(1), terms).await {
+        Ok(Ok(abandoned)) if !abandoned.is_empty() => {
+            let names: Vec<String> = abandoned.iter().map(ToString::to_string).collect();
+            tracing::warn!(units = %names.join(", "), "shutdown deadline passed; these syncs were abandoned");
+        }
+        Ok(_) => {}
+        Err(_) => tracing::warn!("shutdown deadline passed while stopping the scheduler"),
+    }
+    if let Some(e) = election {
+        let _ = tokio::time::timeout(Duration::from_secs(5), e).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), reporting).await;
+    match http.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e).context("HTTP server"),
+        Err(e) => Err(e).context("HTTP server task"),
+    }
+}
+
+/// One scheduler per term of leadership: created when this replica starts leading,
+/// drained when it stops. Returns the units abandoned at shutdown.
+#[allow(clippy::too_many_arguments)]
+async fn leadership_terms(
+    syncers: BTreeMap<ClusterName, Arc<Syncer>>,
+    options: SchedulerOptions,
+    reports: mpsc::Sender<Report>,
+    mut desired: watch::Receiver<Option<Arc<DesiredState>>>,
+    mut leading: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+    board: Arc<Board>,
+    clusters: Vec<String>,
+    resync: Duration,
+    shutdown_timeout: Duration,
+) -> Vec<crate::desired::UnitId> {
+    loop {
+        board.set_leading(*leading.borrow());
+        tokio::select! {
+            _ = until(&mut stop, true) => return Vec::new(),
+            open = until(&mut leading, true) => if !open { return Vec::new() },
+        }
+        board.set_leading(true);
+        tracing::info!("leading: scheduling units");
+        let scheduler = Scheduler::new(syncers.clone(), options.clone(), reports.clone());
+        let mut tick = tokio::time::interval(resync);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        desired.mark_changed();
+        let ended_by_stop = loop {
+            tokio::select! {
+                _ = until(&mut stop, true) => break true,
+                open = until(&mut leading, false) => break !open,
+                changed = desired.changed() => {
+                    if changed.is_err() { break true }
+                    let state = desired.borrow_and_update().clone();
+                    if let Some(state) = state {
+                        board.rendered(&state, &clusters);
+                        scheduler.apply(&state).await;
+                    }
+                }
+                _ = tick.tick() => scheduler.trigger_all(),
+            }
+        };
+        let abandoned = scheduler.shutdown(shutdown_timeout).await;
+        if ended_by_stop {
+            return abandoned;
+        }
+        tracing::warn!("lost leadership: stopped scheduling");
+    }
+}
+
+/// Waits until a watched flag has `value`; false when the sender is gone.
+async fn until(rx: &mut watch::Receiver<bool>, value: bool) -> bool {
+    rx.wait_for(|v| *v == value).await.is_ok()
+}

@@ -56,6 +56,8 @@ impl Default for SchedulerOptions {
 pub struct Report {
     pub result: UnitResult,
     pub first_attempt: bool,
+    /// The unit's team left the repo (or this cluster): this was its removal.
+    pub removal: bool,
 }
 
 struct Worker {
@@ -305,7 +307,7 @@ async fn run_worker(
                         }
                     };
                     // Report Progressing now, then wait for health unless new work comes.
-                    emit(&reports, &attempted, &result, &mut first);
+                    emit(&reports, &attempted, &result, &mut first, false);
                     tokio::select! {
                         r = syncer.wait_healthy(result.clone(), since, options.health_timeout, options.health_poll) => result = r,
                         _ = rx.changed() => { rx.mark_changed(); continue; }
@@ -321,7 +323,13 @@ async fn run_worker(
                 policy, revision, ..
             } => syncer.remove_team(&id.team, policy, revision).await,
         };
-        emit(&reports, &attempted, &result, &mut first);
+        emit(
+            &reports,
+            &attempted,
+            &result,
+            &mut first,
+            matches!(work, Work::Remove { .. }),
+        );
         if result.state == UnitState::Failed {
             failures += 1;
             let wait = backoff(options.backoff_base, options.backoff_cap, failures);
@@ -346,6 +354,7 @@ fn emit(
     attempted: &Mutex<BTreeSet<UnitId>>,
     result: &UnitResult,
     first: &mut bool,
+    removal: bool,
 ) {
     attempted
         .lock()
@@ -354,6 +363,7 @@ fn emit(
     let report = Report {
         result: result.clone(),
         first_attempt: std::mem::take(first),
+        removal,
     };
     if reports.try_send(report).is_err() {
         tracing::warn!(unit = %result.unit, "status queue full; a report was dropped");

@@ -1,0 +1,153 @@
+//! Sync metrics, registered in one place. Labels are `team` and `cluster` (and `status`
+//! for the state set) — never revisions, object names or error text.
+
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+
+use crate::sync::{UnitResult, UnitState};
+
+const STATES: [UnitState; 4] = [
+    UnitState::Synced,
+    UnitState::OutOfSync,
+    UnitState::Progressing,
+    UnitState::Failed,
+];
+
+pub struct Metrics {
+    pub sync_status: IntGaugeVec,
+    pub last_attempt: GaugeVec,
+    pub last_success: GaugeVec,
+    pub duration: HistogramVec,
+    pub managed_objects: IntGaugeVec,
+    pub apply_errors: IntCounterVec,
+    pub pruned: IntCounterVec,
+    pub prune_held: IntGaugeVec,
+    pub build_info: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn register(r: &Registry) -> prometheus::Result<Metrics> {
+        let unit = ["team", "cluster"];
+        let m = Metrics {
+            sync_status: IntGaugeVec::new(
+                Opts::new(
+                    "pontoon_sync_status",
+                    "1 for the unit's current sync status, 0 for the others",
+                ),
+                &["team", "cluster", "status"],
+            )?,
+            last_attempt: GaugeVec::new(
+                Opts::new(
+                    "pontoon_sync_last_attempt_timestamp_seconds",
+                    "When the unit's last sync attempt finished",
+                ),
+                &unit,
+            )?,
+            last_success: GaugeVec::new(
+                Opts::new(
+                    "pontoon_sync_last_success_timestamp_seconds",
+                    "When the unit last finished Synced",
+                ),
+                &unit,
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new("pontoon_sync_duration_seconds", "Duration of one unit sync")
+                    .buckets(vec![
+                        0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    ]),
+                &unit,
+            )?,
+            managed_objects: IntGaugeVec::new(
+                Opts::new(
+                    "pontoon_managed_objects",
+                    "Objects the unit holds after its last sync",
+                ),
+                &unit,
+            )?,
+            apply_errors: IntCounterVec::new(
+                Opts::new(
+                    "pontoon_apply_errors_total",
+                    "Objects the API server refused or that failed health",
+                ),
+                &unit,
+            )?,
+            pruned: IntCounterVec::new(
+                Opts::new("pontoon_pruned_objects_total", "Objects pruned"),
+                &unit,
+            )?,
+            prune_held: IntGaugeVec::new(
+                Opts::new(
+                    "pontoon_prune_held",
+                    "Objects whose deletion is held by the mass-deletion rule",
+                ),
+                &unit,
+            )?,
+            build_info: IntGaugeVec::new(
+                Opts::new("pontoon_build_info", "Always 1; the version as a label"),
+                &["version"],
+            )?,
+        };
+        r.register(Box::new(m.sync_status.clone()))?;
+        r.register(Box::new(m.last_attempt.clone()))?;
+        r.register(Box::new(m.last_success.clone()))?;
+        r.register(Box::new(m.duration.clone()))?;
+        r.register(Box::new(m.managed_objects.clone()))?;
+        r.register(Box::new(m.apply_errors.clone()))?;
+        r.register(Box::new(m.pruned.clone()))?;
+        r.register(Box::new(m.prune_held.clone()))?;
+        r.register(Box::new(m.build_info.clone()))?;
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Ok(m)
+    }
+
+    /// Records one finished attempt; a completed removal drops the unit's series.
+    pub fn observe(&self, r: &UnitResult, removal: bool) {
+        let (team, cluster) = (r.unit.team.0.as_str(), r.unit.cluster.0.as_str());
+        let unit = [team, cluster];
+        if removal && r.state == UnitState::Synced {
+            for s in STATES {
+                let _ = self
+                    .sync_status
+                    .remove_label_values(&[team, cluster, s.as_str()]);
+            }
+            let _ = self.last_attempt.remove_label_values(&unit);
+            let _ = self.last_success.remove_label_values(&unit);
+            let _ = self.managed_objects.remove_label_values(&unit);
+            let _ = self.prune_held.remove_label_values(&unit);
+            return;
+        }
+        for s in STATES {
+            self.sync_status
+                .with_label_values(&[team, cluster, s.as_str()])
+                .set(i64::from(s == r.state));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.last_attempt.with_label_values(&unit).set(now);
+        if r.state == UnitState::Synced {
+            self.last_success.with_label_values(&unit).set(now);
+        }
+        self.duration
+            .with_label_values(&unit)
+            .observe(r.duration.as_secs_f64());
+        if r.errors.is_empty() {
+            self.managed_objects
+                .with_label_values(&unit)
+                .set(r.applied() as i64);
+        }
+        self.apply_errors
+            .with_label_values(&unit)
+            .inc_by(r.errors.len() as u64);
+        self.pruned
+            .with_label_values(&unit)
+            .inc_by(r.pruned.len() as u64);
+        self.prune_held
+            .with_label_values(&unit)
+            .set(r.held.len() as i64);
+    }
+}
