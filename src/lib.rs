@@ -10,5 +10,6 @@ pub mod config;
 pub mod daemon;
 pub mod desired;
 pub mod server;
+pub mod source;
 pub mod sync;
 pub mod yaml;

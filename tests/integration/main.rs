@@ -9,4 +9,5 @@ mod control_plane;
 mod deploy;
 mod leader;
 mod scheduler;
+mod source;
 mod sync;
