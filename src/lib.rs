@@ -9,6 +9,8 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod desired;
+pub mod model;
+pub mod render;
 pub mod server;
 pub mod source;
 pub mod sync;

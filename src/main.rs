@@ -1,8 +1,11 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
-use pontoon::config::Config;
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use pontoon::config::{Config, GitRef, LogFormat, SourceLocation};
+use pontoon::desired::{DesiredState, Severity};
 
 /// GitOps reconciliation daemon for platform teams.
 #[derive(Debug, Parser)]
@@ -14,6 +17,49 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon: poll the platform repo and keep every cluster equal to it.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Sync every unit once and exit: 0 when all are Synced, 1 otherwise.
+    Sync {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// One pass (the only mode; kept explicit for scripts).
+        #[arg(long, required = true)]
+        once: bool,
+    },
+    /// Show what a sync would do, without writing: exit 0 when nothing would change,
+    /// 2 when something would, 1 on errors.
+    Plan {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long)]
+        team: Option<String>,
+        /// Plan a given commit of the configured repo.
+        #[arg(long, conflicts_with = "dir")]
+        revision: Option<String>,
+        /// Plan a local folder instead of the configured repo.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Print the objects a platform repo renders to, as YAML.
+    Render {
+        repo: PathBuf,
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Check a platform repo and print every diagnostic. Exit 1 on errors.
+    Validate {
+        repo: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Work with the daemon's config file.
     Config {
         #[command(subcommand)]
@@ -21,6 +67,14 @@ enum Command {
     },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+    /// GitHub workflow annotations, for pull-request checks.
+    Github,
 }
 
 #[derive(Debug, Subcommand)]
@@ -31,27 +85,346 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Config {
             command: ConfigCommand::Check { file },
-        } => match Config::load(&file) {
-            Ok(cfg) => {
-                println!(
-                    "{}: ok ({} cluster{})",
-                    file.display(),
-                    cfg.clusters.len(),
-                    if cfg.clusters.len() == 1 { "" } else { "s" }
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        } => config_check(&file),
         Command::Version => {
             println!("pontoon {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Render {
+            repo,
+            team,
+            cluster,
+        } => render_cmd(&repo, team.as_deref(), cluster.as_deref()),
+        Command::Validate { repo, format } => validate_cmd(&repo, format),
+        Command::Run { config } => runtime().and_then(|rt| rt.block_on(run_cmd(config))),
+        Command::Sync { config, .. } => runtime().and_then(|rt| rt.block_on(sync_once(config))),
+        Command::Plan {
+            config,
+            cluster,
+            team,
+            revision,
+            dir,
+        } => runtime().and_then(|rt| rt.block_on(plan_cmd(config, cluster, team, revision, dir))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn config_check(file: &Path) -> anyhow::Result<ExitCode> {
+    match Config::load(file) {
+        Ok(cfg) => {
+            println!(
+                "{}: ok ({} cluster{})",
+                file.display(),
+                cfg.clusters.len(),
+                if cfg.clusters.len() == 1 { "" } else { "s" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn load_config(file: &Path) -> anyhow::Result<Config> {
+    Config::load(file).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn read_repo(repo: &Path) -> anyhow::Result<pontoon::source::Snapshot> {
+    pontoon::source::dir::read(repo).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn render_cmd(repo: &Path, team: Option<&str>, cluster: Option<&str>) -> anyhow::Result<ExitCode> {
+    let snapshot = read_repo(repo)?;
+    let state = pontoon::render::render(&snapshot.files, &snapshot.revision);
+    for d in state.diagnostics.iter() {
+        eprintln!("{d}");
+    }
+    let mut out = String::new();
+    for (id, unit) in &state.units {
+        if team.is_some_and(|t| t != id.team.0) || cluster.is_some_and(|c| c != id.cluster.0) {
+            continue;
+        }
+        for o in &unit.objects {
+            out.push_str(&format!(
+                "---\n# cluster: {}, team: {}, from {}\n",
+                id.cluster, id.team, o.source
+            ));
+            out.push_str(&serde_saphyr::to_string(&o.object).context("writing YAML")?);
+        }
+    }
+    print!("{out}");
+    Ok(
+        if state
+            .diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
+        {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
+}
+
+fn validate_cmd(repo: &Path, format: Format) -> anyhow::Result<ExitCode> {
+    let snapshot = read_repo(repo)?;
+    let state = pontoon::render::render(&snapshot.files, &snapshot.revision);
+    match format {
+        Format::Text => {
+            print!("{}", pontoon::render::format_text(&state.diagnostics));
+            let errors = state
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
+            eprintln!(
+                "{} error{}, {} warning{}; {} units from {} teams",
+                errors,
+                if errors == 1 { "" } else { "s" },
+                state.diagnostics.len() - errors,
+                if state.diagnostics.len() - errors == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                state.units.len(),
+                state
+                    .units
+                    .keys()
+                    .map(|u| &u.team)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len()
+            );
+        }
+        Format::Json => println!("{}", serde_json::to_string_pretty(&state.diagnostics)?),
+        Format::Github => print!("{}", pontoon::render::format_github(&state.diagnostics)),
+    }
+    Ok(
+        if state
+            .diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
+        {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PONTOON_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Renders off the async runtime (rendering is CPU work).
+async fn render_async(snapshot: Arc<pontoon::source::Snapshot>) -> DesiredState {
+    let revision = snapshot.revision.clone();
+    tokio::task::spawn_blocking(move || {
+        pontoon::render::render(&snapshot.files, &snapshot.revision)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        tracing::error!(error = %e, "render task failed");
+        DesiredState {
+            revision,
+            platform_failed: true,
+            ..DesiredState::default()
+        }
+    })
+}
+
+async fn run_cmd(config_path: PathBuf) -> anyhow::Result<ExitCode> {
+    let mut config = load_config(&config_path)?;
+    init_tracing(&config);
+    loop {
+        let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<Config>(1);
+        let _config_watch = pontoon::daemon::watch_config(&config_path, reload_tx)?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(pontoon::daemon::run_from_source(
+            config.clone(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let next = tokio::select! {
+            _ = pontoon::daemon::signal() => None,
+            new = reload_rx.recv() => new,
+        };
+        let _ = stop_tx.send(());
+        running.await.context("daemon task")??;
+        match next {
+            None => return Ok(ExitCode::SUCCESS),
+            Some(new) => {
+                tracing::info!(file = %config_path.display(), "config changed and is valid: restarting with it");
+                config = new;
+            }
+        }
+    }
+}
+
+async fn snapshot_for(
+    config: &Config,
+    revision: Option<String>,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<Arc<pontoon::source::Snapshot>> {
+    let mut source_cfg = config.source.clone();
+    if let Some(d) = dir {
+        source_cfg.location = SourceLocation::Directory(d);
+    } else if let (Some(rev), SourceLocation::Git { git_ref, .. }) =
+        (revision, &mut source_cfg.location)
+    {
+        *git_ref = GitRef::Commit(rev);
+    }
+    let mut source =
+        pontoon::source::Source::from_config(&source_cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let polled = source.poll().await;
+    if let Some(e) = polled.error {
+        anyhow::bail!("cannot read the platform repo: {e}");
+    }
+    source.last().context("the platform repo gave no snapshot")
+}
+
+async fn sync_once(config_path: PathBuf) -> anyhow::Result<ExitCode> {
+    let config = load_config(&config_path)?;
+    init_tracing(&config);
+    let snapshot = snapshot_for(&config, None, None).await?;
+    let state = render_async(snapshot).await;
+    for d in &state.diagnostics {
+        eprintln!("{d}");
+    }
+    if state.platform_failed {
+        eprintln!("platform.yaml is broken: nothing synced");
+        return Ok(ExitCode::FAILURE);
+    }
+    let syncers = pontoon::daemon::connect(&config).await?;
+    let mut all_synced = state.failed_teams.is_empty();
+    for syncer in syncers.values() {
+        for r in syncer.sync_cluster(&state).await {
+            let r = if r.state == pontoon::sync::UnitState::Progressing {
+                syncer
+                    .wait_healthy(
+                        r,
+                        std::time::Instant::now(),
+                        config.sync.health_timeout,
+                        std::time::Duration::from_secs(2),
+                    )
+                    .await
+            } else {
+                r
+            };
+            println!(
+                "{:<24} {:<12} {}{}",
+                r.unit.to_string(),
+                r.state.as_str(),
+                r.summary(),
+                r.message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            );
+            all_synced &= r.state == pontoon::sync::UnitState::Synced;
+        }
+    }
+    for team in state.failed_teams.keys() {
+        println!(
+            "{:<24} {:<12} render failed; clusters left as they were",
+            format!("*/{team}"),
+            "Failed"
+        );
+    }
+    Ok(if all_synced {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn plan_cmd(
+    config_path: PathBuf,
+    cluster: Option<String>,
+    team: Option<String>,
+    revision: Option<String>,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let config = load_config(&config_path)?;
+    let snapshot = snapshot_for(&config, revision, dir).await?;
+    let state = render_async(snapshot).await;
+    for d in &state.diagnostics {
+        eprintln!("{d}");
+    }
+    if state.platform_failed {
+        return Ok(ExitCode::FAILURE);
+    }
+    let syncers = pontoon::daemon::connect(&config).await?;
+    let mut changes = false;
+    let mut errors = !state.failed_teams.is_empty();
+    for (id, unit) in &state.units {
+        if cluster.as_ref().is_some_and(|c| c != &id.cluster.0)
+            || team.as_ref().is_some_and(|t| t != &id.team.0)
+        {
+            continue;
+        }
+        let Some(syncer) = syncers.get(&id.cluster) else {
+            println!("{id}: no connection configured for cluster {}", id.cluster);
+            errors = true;
+            continue;
+        };
+        let plan = syncer
+            .plan(unit)
+            .await
+            .with_context(|| format!("planning {id}"))?;
+        println!("{id}: {}", plan.summary());
+        for o in &plan.objects {
+            use pontoon::sync::plan::Action;
+            match &o.action {
+                Action::Create => println!("  + {}", o.object),
+                Action::Prune => println!("  - {}", o.object),
+                Action::Update { changes } => {
+                    println!("  ~ {}", o.object);
+                    for c in changes {
+                        let show = |v: &Option<serde_json::Value>| {
+                            v.as_ref().map_or("(none)".to_owned(), |v| v.to_string())
+                        };
+                        println!("      {}: {} → {}", c.path, show(&c.old), show(&c.new));
+                    }
+                }
+                Action::Error { message } => println!("  ! {}: {message}", o.object),
+                Action::Unchanged => {}
+            }
+        }
+        changes |= plan.changes_anything();
+        errors |= plan.counts().3 > 0;
+    }
+    Ok(if errors {
+        ExitCode::FAILURE
+    } else if changes {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -7,6 +7,7 @@
 //! deadline, say what was abandoned, release the lease.
 
 pub mod board;
+pub mod feed;
 pub mod leader;
 pub mod metrics;
 pub mod scheduler;
@@ -183,6 +184,104 @@ pub async fn run_with(
         Ok(Err(e)) => Err(e).context("HTTP server"),
         Err(e) => Err(e).context("HTTP server task"),
     }
+}
+
+/// The whole daemon from its config: source, webhooks, render, scheduler, HTTP.
+pub async fn run_from_source(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let syncers = connect(&config).await?;
+    let handles = Handles {
+        board: Arc::new(Board::new()),
+        registry: prometheus::Registry::new(),
+        syncers,
+    };
+    let source_metrics =
+        feed::SourceMetrics::register(&handles.registry).context("registering metrics")?;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let source = crate::source::Source::from_config(&config.source)
+        .map_err(|e| anyhow::anyhow!("source: {e}"))?;
+    let _dir_watch = match source.directory() {
+        Some(dir) => {
+            Some(crate::source::dir::watch(dir, wake.clone()).map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
+        None => None,
+    };
+    let routes = feed::webhook_routes(&config.source, wake.clone(), &source_metrics)?;
+    let (desired_tx, desired_rx) = watch::channel(None);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let poller = tokio::spawn(feed::poll_loop(
+        source,
+        config.source.clone(),
+        wake,
+        source_metrics,
+        desired_tx,
+        stop_rx,
+    ));
+    let result = run_with(
+        config,
+        Inputs {
+            desired: desired_rx,
+            routes,
+        },
+        handles,
+        shutdown,
+    )
+    .await;
+    stop_tx.send_replace(true);
+    let _ = poller.await;
+    result
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    }
+}
+
+/// Watches the config file; a change that validates is sent on `tx`, an invalid one is
+/// logged and the running config kept.
+pub fn watch_config(
+    path: &std::path::Path,
+    tx: mpsc::Sender<Config>,
+) -> anyhow::Result<impl Drop + use<>> {
+    let file = path.to_path_buf();
+    let mut debouncer = notify_debouncer_mini::new_debouncer(Duration::from_millis(500), move |res: notify_debouncer_mini::DebounceEventResult| {
+        if res.is_err() {
+            return;
+        }
+        match Config::load(&file) {
+            Ok(c) => {
+                let _ = tx.try_send(c);
+            }
+            Err(e) => tracing::error!(file = %file.display(), "the changed config is invalid; keeping the running one:\n{e}"),
+        }
+    })
+    .context("watching the config file")?;
+    // Watch the folder: editors replace files rather than write them in place.
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    debouncer
+        .watcher()
+        .watch(
+            dir,
+            notify_debouncer_mini::notify::RecursiveMode::NonRecursive,
+        )
+        .context("watching the config file")?;
+    Ok(debouncer)
 }
 
 /// One scheduler per term of leadership: created when this replica starts leading,

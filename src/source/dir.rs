@@ -81,7 +81,7 @@ pub fn read(root: &Path) -> Result<Snapshot, SourceError> {
 pub fn watch(
     root: &Path,
     wake: std::sync::Arc<tokio::sync::Notify>,
-) -> Result<impl Drop, SourceError> {
+) -> Result<impl Drop + use<>, SourceError> {
     let mut debouncer =
         notify_debouncer_mini::new_debouncer(Duration::from_millis(300), move |res| {
             if let Ok(events) = res

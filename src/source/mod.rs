@@ -8,6 +8,7 @@
 
 pub mod dir;
 pub mod git;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

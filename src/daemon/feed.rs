@@ -1,0 +1,219 @@
+//! From the source to rendered desired states: polls on a timer that webhooks and the
+//! directory watch cut short, renders each new revision off the async runtime, and
+//! publishes it. A failed poll keeps the last state; a render that breaks platform.yaml is
+//! published too (it changes nothing, and the board shows why).
+
+use std::sync::Arc;
+
+use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use tokio::sync::{Notify, watch};
+
+use crate::config::{GitRef, SourceConfig, SourceLocation};
+use crate::desired::DesiredState;
+use crate::source::{Snapshot, Source, webhook};
+
+/// Source metrics, registered in one place.
+#[derive(Clone)]
+pub struct SourceMetrics {
+    pub last_fetch: GaugeVec,
+    pub fetches: IntCounterVec,
+    pub duration: Histogram,
+    pub errors: IntCounterVec,
+    pub revision: GaugeVec,
+    pub webhooks: IntCounterVec,
+    pub diagnostics: GaugeVec,
+}
+
+impl SourceMetrics {
+    pub fn register(r: &Registry) -> prometheus::Result<SourceMetrics> {
+        let m = SourceMetrics {
+            last_fetch: GaugeVec::new(
+                Opts::new(
+                    "pontoon_source_last_fetch_timestamp_seconds",
+                    "When the source was last polled, by result",
+                ),
+                &["result"],
+            )?,
+            fetches: IntCounterVec::new(
+                Opts::new(
+                    "pontoon_source_fetches_total",
+                    "Polls of the source, by result",
+                ),
+                &["result"],
+            )?,
+            duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "pontoon_source_fetch_duration_seconds",
+                    "Duration of one poll (ref check, and fetch when it moved)",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ]),
+            )?,
+            errors: IntCounterVec::new(
+                Opts::new(
+                    "pontoon_source_errors_total",
+                    "Failed polls, by kind of error",
+                ),
+                &["kind"],
+            )?,
+            revision: GaugeVec::new(
+                Opts::new(
+                    "pontoon_source_revision_info",
+                    "1 for the revision currently rendered",
+                ),
+                &["revision"],
+            )?,
+            webhooks: IntCounterVec::new(
+                Opts::new(
+                    "pontoon_webhook_requests_total",
+                    "Webhook requests, by provider and result",
+                ),
+                &["provider", "result"],
+            )?,
+            diagnostics: GaugeVec::new(
+                Opts::new(
+                    "pontoon_render_diagnostics",
+                    "Diagnostics of the last render, by severity",
+                ),
+                &["severity"],
+            )?,
+        };
+        r.register(Box::new(m.last_fetch.clone()))?;
+        r.register(Box::new(m.fetches.clone()))?;
+        r.register(Box::new(m.duration.clone()))?;
+        r.register(Box::new(m.errors.clone()))?;
+        r.register(Box::new(m.revision.clone()))?;
+        r.register(Box::new(m.webhooks.clone()))?;
+        r.register(Box::new(m.diagnostics.clone()))?;
+        Ok(m)
+    }
+}
+
+/// Renders off the async runtime (rendering is CPU work).
+pub async fn render(snapshot: Arc<Snapshot>) -> DesiredState {
+    let revision = snapshot.revision.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut state = crate::render::render(&snapshot.files, &snapshot.revision);
+        for skipped in &snapshot.skipped {
+            tracing::warn!(entry = %skipped, "not read from the platform repo");
+        }
+        state.revision = snapshot.revision.clone();
+        state
+    })
+    .await
+    .unwrap_or_else(|e| {
+        tracing::error!(error = %e, "render task failed");
+        DesiredState {
+            revision,
+            platform_failed: true,
+            ..DesiredState::default()
+        }
+    })
+}
+
+/// The webhook routes for this source.
+pub fn webhook_routes(
+    cfg: &SourceConfig,
+    wake: Arc<Notify>,
+    metrics: &SourceMetrics,
+) -> anyhow::Result<axum::Router> {
+    let secret = match &cfg.webhook_secret {
+        Some(r) => Some(
+            r.read()
+                .map_err(|e| anyhow::anyhow!("webhook secret: {e}"))?,
+        ),
+        None => None,
+    };
+    let tracked_ref = match &cfg.location {
+        SourceLocation::Git {
+            git_ref: GitRef::Branch(b),
+            ..
+        } => Some(format!("refs/heads/{b}")),
+        SourceLocation::Git {
+            git_ref: GitRef::Tag(t),
+            ..
+        } => Some(format!("refs/tags/{t}")),
+        _ => None,
+    };
+    Ok(webhook::router(webhook::WebhookState {
+        secret,
+        tracked_ref,
+        wake,
+        requests: metrics.webhooks.clone(),
+    }))
+}
+
+/// Polls until `stop` turns true, publishing each new render on `out`.
+pub async fn poll_loop(
+    mut source: Source,
+    cfg: SourceConfig,
+    wake: Arc<Notify>,
+    metrics: SourceMetrics,
+    out: watch::Sender<Option<Arc<DesiredState>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(cfg.poll_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut current: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+            _ = wake.notified() => tracing::debug!("woken early by a webhook or a file change"),
+        }
+        let polled = match tokio::time::timeout(cfg.timeout, source.poll()).await {
+            Ok(p) => p,
+            Err(_) => {
+                metrics.fetches.with_label_values(&["error"]).inc();
+                metrics.errors.with_label_values(&["timeout"]).inc();
+                tracing::warn!(timeout = ?cfg.timeout, "poll timed out; serving the last good revision");
+                continue;
+            }
+        };
+        metrics.duration.observe(polled.duration.as_secs_f64());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        if let Some(e) = &polled.error {
+            metrics.fetches.with_label_values(&["error"]).inc();
+            metrics.errors.with_label_values(&[e.kind()]).inc();
+            metrics.last_fetch.with_label_values(&["error"]).set(now);
+            tracing::warn!(error = %e, "poll failed; serving the last good revision");
+            continue;
+        }
+        metrics.fetches.with_label_values(&["success"]).inc();
+        metrics.last_fetch.with_label_values(&["success"]).set(now);
+        let Some(snapshot) = polled.new else { continue };
+        if polled.forced {
+            tracing::warn!(revision = %snapshot.revision, "the tracked ref moved to a commit that does not descend from the last one (force push or rollback)");
+        }
+        tracing::info!(revision = %snapshot.revision, author = %snapshot.author, message = %snapshot.message, "new revision");
+        let state = render(snapshot).await;
+        let errors = state
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == crate::desired::Severity::Error)
+            .count();
+        metrics
+            .diagnostics
+            .with_label_values(&["error"])
+            .set(errors as f64);
+        metrics
+            .diagnostics
+            .with_label_values(&["warning"])
+            .set((state.diagnostics.len() - errors) as f64);
+        for d in &state.diagnostics {
+            tracing::warn!(diagnostic = %d, "platform repo");
+        }
+        if let Some(old) = current.replace(state.revision.clone()) {
+            let _ = metrics.revision.remove_label_values(&[&old]);
+        }
+        metrics
+            .revision
+            .with_label_values(&[&state.revision])
+            .set(1.0);
+        out.send_replace(Some(Arc::new(state)));
+    }
+}

@@ -1,0 +1,252 @@
+//! Table-driven tests: one small repo per rule, each checking file, line, team and
+//! message; plus the example platform and determinism.
+
+use super::*;
+
+const PLATFORM: &str = "\
+apiVersion: pontoon.dev/v1alpha1
+kind: Platform
+metadata: {name: p}
+spec:
+  clusters:
+    - {name: staging, labels: {env: staging}}
+    - {name: prod, labels: {env: prod}}
+  policy:
+    allowedKinds:
+      - {group: \"\", kind: ConfigMap}
+";
+
+const KIND: &str = "\
+apiVersion: pontoon.dev/v1alpha1
+kind: Kind
+metadata: {name: App}
+spec:
+  parameters:
+    image: {type: string, required: true}
+    replicas: {type: integer, default: 1, maximum: 5}
+  resources:
+    - id: deploy
+      template:
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: \"${name}\"}
+        spec:
+          replicas: ${spec.replicas}
+          template: {spec: {containers: [{name: app, image: \"${spec.image}\"}]}}
+";
+
+fn team(name: &str, ns: &str) -> String {
+    format!(
+        "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {name}}}\nspec:\n  namespaces: [{ns}]\n  clusters: {{names: [staging, prod]}}\n"
+    )
+}
+
+fn repo(extra: &[(&str, &str)]) -> Files {
+    let mut f: Files = BTreeMap::new();
+    f.insert("platform.yaml".into(), PLATFORM.into());
+    f.insert("kinds/app.yaml".into(), KIND.into());
+    f.insert("teams/a/team.yaml".into(), team("a", "a").into());
+    f.insert("teams/b/team.yaml".into(), team("b", "b").into());
+    for (p, c) in extra {
+        f.insert((*p).into(), c.as_bytes().to_vec());
+    }
+    f
+}
+
+/// Renders and returns the diagnostics as `file:line:col: error[rule]: message` lines.
+fn diags(extra: &[(&str, &str)]) -> (DesiredState, Vec<String>) {
+    let s = render(&repo(extra), "rev");
+    let d = s.diagnostics.iter().map(|d| d.to_string()).collect();
+    (s, d)
+}
+
+#[test]
+fn a_good_repo_renders_every_unit() {
+    let (s, d) = diags(&[(
+        "teams/a/app.yaml",
+        "apiVersion: pontoon.dev/v1alpha1\nkind: App\nmetadata: {name: web}\nspec: {image: 'x:1'}\n",
+    )]);
+    assert!(d.is_empty(), "{d:?}");
+    assert_eq!(s.units.len(), 4);
+    let u = &s.units[&UnitId {
+        team: TeamName("a".into()),
+        cluster: ClusterName("prod".into()),
+    }];
+    let deploy = u
+        .objects
+        .iter()
+        .find(|o| o.object["kind"] == "Deployment")
+        .expect("deployment");
+    assert_eq!(
+        deploy.object["spec"]["replicas"],
+        json!(1),
+        "a lone ${{}} keeps its integer type"
+    );
+    assert_eq!(deploy.object["metadata"]["namespace"], json!("a"));
+    assert_eq!(deploy.object["metadata"]["labels"][LABEL_TEAM], json!("a"));
+    assert_eq!(
+        deploy.object["metadata"]["annotations"][ANNOTATION_SOURCE],
+        json!("teams/a/app.yaml:1")
+    );
+    assert_eq!(deploy.applier, Applier::Team);
+    let role = u
+        .objects
+        .iter()
+        .find(|o| o.object["kind"] == "Role")
+        .expect("team role");
+    assert_eq!(role.object["rules"][0]["resources"], json!(["deployments"]));
+    assert_eq!(role.applier, Applier::Platform);
+}
+
+#[test]
+fn one_bad_repo_per_rule() {
+    let inst = |body: &str| {
+        format!("apiVersion: pontoon.dev/v1alpha1\nkind: App\nmetadata: {{name: web}}\n{body}")
+    };
+    let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
+        (vec![("teams/a/x.yaml", "a: [unclosed\n".into())], "teams/a/x.yaml:1:4: error[parse]: team a:"),
+        (vec![("teams/a/x.yaml", inst("spec: {image: 'x', colour: red}\n"))], "teams/a/x.yaml:1:1: error[invalid-spec]: team a: App web on prod: spec.colour is not a parameter"),
+        (vec![("teams/a/x.yaml", inst("spec: {image: 3}\n"))], "error[invalid-spec]: team a: App web on prod: spec.image must be a string, not an integer"),
+        (vec![("teams/a/x.yaml", inst("spec: {image: x, replicas: 9}\n"))], "spec.replicas is 9, more than the maximum 5"),
+        (vec![("teams/a/x.yaml", inst("spec: {}\nsurprise: 1\n"))], "teams/a/x.yaml:5:1: error[unknown-field]: team a: unknown field `surprise`"),
+        (vec![("teams/a/x.yaml", "apiVersion: pontoon.dev/v1alpha1\nkind: Nope\nmetadata: {name: n}\n".into())], "error[unknown-kind]: team a: kind Nope is not defined under kinds/"),
+        (vec![("teams/a/x.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: b}\n".into())], "teams/a/x.yaml:1:1: error[namespace-not-owned]: team a: ConfigMap in namespace b, which belongs to team b"),
+        (vec![("teams/a/x.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n".into())], "error[kind-not-allowed]: team a: teams may not write Secret (v1) by hand; the platform allows: ConfigMap"),
+        (vec![("teams/a/x.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n".into())], "teams/a/x.yaml:5:1: error[duplicate-object]: team a: ConfigMap a/c on prod is also produced by teams/a/x.yaml:1"),
+        (vec![("teams/c/team.yaml", team("c", "a"))], "teams/c/team.yaml:1:1: error[namespace-claimed]: team c: namespace a belongs to team a"),
+        (vec![("teams/c/team.yaml", team("c", "c").replace("[staging, prod]", "[moon]"))], "error[unknown-cluster]: team c: cluster moon is not defined in platform.yaml"),
+        (vec![("teams/c/app.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n".into())], "teams/c/team.yaml:1:1: error[missing-team-file]: team c: team folder teams/c/ has no team.yaml"),
+        (vec![("teams/a/x.yaml", "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: x}\n".into())], "error[kind-not-allowed]"),
+        (vec![("teams/a/x.yaml", "\u{0}\u{0}".into())], ""),
+    ];
+    for (extra, want) in cases {
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(p, c)| (*p, c.as_str())).collect();
+        let (s, d) = diags(&extra);
+        if want.is_empty() {
+            continue;
+        }
+        assert!(
+            d.iter().any(|l| l.contains(want)),
+            "want {want:?} in {d:#?}"
+        );
+        // The other team is never affected by this team's mistake.
+        assert!(
+            s.units.keys().any(|u| u.team.0 == "b"),
+            "team b must still render: {d:?}"
+        );
+    }
+}
+
+#[test]
+fn non_utf8_and_huge_files_are_refused_clearly() {
+    let mut f = repo(&[]);
+    f.insert(
+        "teams/a/bin.yaml".into(),
+        vec![b'a', b':', b' ', 0xff, 0xfe, b'\n'],
+    );
+    let s = render(&f, "r");
+    assert!(
+        s.diagnostics
+            .iter()
+            .any(|d| d.rule == "not-utf8" && d.file == "teams/a/bin.yaml"),
+        "{:?}",
+        s.diagnostics
+    );
+    let mut f = repo(&[]);
+    f.insert("teams/a/big.yaml".into(), vec![b'#'; 50 * 1024 * 1024]);
+    let s = render(&f, "r");
+    assert!(
+        s.diagnostics.iter().any(|d| d.rule == "file-too-large"),
+        "{:?}",
+        s.diagnostics
+    );
+}
+
+#[test]
+fn alias_bombs_are_refused() {
+    let bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]\n";
+    let (s, d) = diags(&[("teams/a/bomb.yaml", bomb)]);
+    assert!(
+        d.iter()
+            .any(|l| l.starts_with("teams/a/bomb.yaml:") && l.contains("error[parse]")),
+        "{d:?}"
+    );
+    assert!(s.failed_teams.contains_key(&TeamName("a".into())));
+}
+
+#[test]
+fn a_broken_platform_stops_everything_and_a_broken_team_only_itself() {
+    let mut f = repo(&[]);
+    f.insert("platform.yaml".into(), b"apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {name: p}\nspec: {clusters: [], extra: 1}\n".to_vec());
+    let s = render(&f, "r");
+    assert!(s.platform_failed);
+    assert!(s.units.is_empty());
+    assert!(
+        s.diagnostics[0].to_string().starts_with("platform.yaml:4:"),
+        "{}",
+        s.diagnostics[0]
+    );
+}
+
+#[test]
+fn rendering_is_deterministic_byte_for_byte() {
+    let files = example();
+    let out = |s: DesiredState| {
+        serde_json::to_string(&(s.units.values().collect::<Vec<_>>(), s.diagnostics)).expect("json")
+    };
+    let a = out(render(&files, "r"));
+    assert!(a.len() > 10_000);
+    for _ in 0..3 {
+        assert_eq!(a, out(render(&files, "r")));
+    }
+}
+
+fn example() -> Files {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example-platform");
+    crate::source::dir::read(&root)
+        .expect("example platform")
+        .files
+}
+
+#[test]
+fn the_example_platform_validates_clean() {
+    let s = render(&example(), "r");
+    assert!(s.diagnostics.is_empty(), "{:#?}", s.diagnostics);
+    let teams: BTreeSet<&str> = s.units.keys().map(|u| u.team.0.as_str()).collect();
+    assert_eq!(teams, BTreeSet::from(["data", "payments", "search"]));
+    // search targets prod only (by label); overrides apply per cluster.
+    assert!(
+        !s.units
+            .keys()
+            .any(|u| u.team.0 == "search" && u.cluster.0 == "staging")
+    );
+    let hpa = |cluster: &str| {
+        s.units[&UnitId {
+            team: TeamName("payments".into()),
+            cluster: ClusterName(cluster.into()),
+        }]
+            .objects
+            .iter()
+            .find(|o| o.object["kind"] == "HorizontalPodAutoscaler")
+            .map(|o| o.object["spec"]["maxReplicas"].clone())
+    };
+    assert_eq!(hpa("staging"), Some(json!(6)));
+    assert_eq!(hpa("prod"), Some(json!(20)));
+}
+
+#[test]
+fn github_annotations_escape_their_fields() {
+    let d = Diagnostic {
+        file: "teams/a/x,y.yaml".into(),
+        line: 3,
+        column: 1,
+        team: Some(TeamName("a".into())),
+        severity: Severity::Error,
+        rule: "parse".into(),
+        message: "bad\nthing".into(),
+    };
+    assert_eq!(
+        format_github(&[d]),
+        "::error file=teams/a/x%2Cy.yaml,line=3,col=1,title=parse::team a: bad%0Athing\n"
+    );
+}
