@@ -102,6 +102,7 @@ pub async fn run_with(
 
     // Leadership: without election this replica always leads.
     let (leading_tx, leading_rx) = watch::channel(config.leader_election.is_none());
+    let leading_tx_keep = leading_tx.clone();
     let election = match &config.leader_election {
         Some(le) => {
             let syncer = syncers
@@ -120,11 +121,10 @@ pub async fn run_with(
                 stop_rx.clone(),
             )))
         }
-        None => {
-            drop(leading_tx);
-            None
-        }
+        None => None,
     };
+    // Without election the sender lives as long as the daemon: this replica leads.
+    let _always_leading = config.leader_election.is_none().then_some(leading_tx_keep);
 
     // Reports → board and metrics.
     let (report_tx, mut report_rx) = mpsc::channel::<Report>(4096);
@@ -134,14 +134,22 @@ pub async fn run_with(
             while let Some(r) = report_rx.recv().await {
                 board.record(&r.result, r.removal);
                 metrics.observe(&r.result, r.removal);
-                tracing::info!(
-                    unit = %r.result.unit,
-                    state = r.result.state.as_str(),
-                    revision = %r.result.revision,
-                    summary = %r.result.summary(),
-                    message = r.result.message.as_deref().unwrap_or(""),
-                    "sync finished"
-                );
+                let quiet =
+                    r.result.state == crate::sync::UnitState::Synced && r.result.writes == 0;
+                let summary = r.result.summary();
+                let message = r.result.message.as_deref().unwrap_or("");
+                if quiet {
+                    tracing::debug!(unit = %r.result.unit, revision = %r.result.revision, "resync: nothing to do");
+                } else {
+                    tracing::info!(
+                        unit = %r.result.unit,
+                        state = r.result.state.as_str(),
+                        revision = %r.result.revision,
+                        summary = %summary,
+                        message,
+                        "sync finished"
+                    );
+                }
             }
         })
     };
@@ -320,8 +328,10 @@ async fn leadership_terms(
                     if changed.is_err() { break true }
                     let state = desired.borrow_and_update().clone();
                     if let Some(state) = state {
+                        tracing::debug!(revision = %state.revision, units = state.units.len(), "scheduling a render");
                         board.rendered(&state, &clusters);
                         scheduler.apply(&state).await;
+                        tracing::debug!(revision = %state.revision, "scheduled");
                     }
                 }
                 _ = tick.tick() => scheduler.trigger_all(),

@@ -6,7 +6,9 @@ mod support;
 
 mod cli;
 mod control_plane;
+mod daemon;
 mod deploy;
+mod example;
 mod leader;
 mod scheduler;
 mod source;

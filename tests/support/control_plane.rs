@@ -213,3 +213,16 @@ impl ControlPlane {
             .sum::<f64>() as u64
     }
 }
+
+/// A control plane of its own for one test (started on first use, shared by name), for
+/// tests whose daemon owns every inventory on its cluster.
+pub fn dedicated(name: &'static str) -> &'static ControlPlane {
+    static PLANES: std::sync::Mutex<Vec<&'static ControlPlane>> = std::sync::Mutex::new(Vec::new());
+    let mut planes = PLANES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(cp) = planes.iter().find(|c| c.name == name) {
+        return cp;
+    }
+    let cp: &'static ControlPlane = Box::leak(Box::new(ControlPlane::start(name)));
+    planes.push(cp);
+    cp
+}

@@ -1,0 +1,253 @@
+//! The daemon end to end: a commit in a real Git repository, a signed webhook, the unit
+//! applied to the control plane, status in /api/status and /metrics, and a hand edit
+//! corrected by the next resync.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use hmac::{KeyInit, Mac};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+
+use crate::support::control_plane::{self, eventually};
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn write(root: &Path, path: &str, text: &str) {
+    let p = root.join(path);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, text).expect("write");
+}
+
+const PLATFORM: &str = "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {name: e2e}\nspec:\n  clusters: [{name: e2e}]\n  policy:\n    allowedKinds: [{group: \"\", kind: ConfigMap}]\n";
+const TEAM: &str = "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {name: shop}\nspec:\n  namespaces: [shop]\n  clusters: {names: [e2e]}\n";
+
+fn app(colour: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings}}\ndata: {{colour: {colour}}}\n"
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+async fn status(http: &reqwest::Client, base: &str) -> Value {
+    http.get(format!("{base}/api/status"))
+        .send()
+        .await
+        .expect("GET /api/status")
+        .json()
+        .await
+        .expect("json")
+}
+
+fn unit<'a>(s: &'a Value, team: &str) -> Option<&'a Value> {
+    s["units"].as_array()?.iter().find(|u| u["team"] == team)
+}
+
+#[tokio::test]
+async fn a_pushed_commit_reaches_the_cluster_and_its_status_is_reported() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("pontoon=info")
+        .with_test_writer()
+        .try_init();
+    let cp = control_plane::dedicated("e2e");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).expect("mkdir");
+    git(&work, &["init", "-q"]);
+    write(&work, "platform.yaml", PLATFORM);
+    write(&work, "teams/shop/team.yaml", TEAM);
+    write(&work, "teams/shop/app.yaml", &app("blue"));
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "first"]);
+    git(
+        tmp.path(),
+        &["clone", "-q", "--bare", "work", "platform.git"],
+    );
+    let bare = tmp.path().join("platform.git");
+    let first = git(&work, &["rev-parse", "HEAD"]);
+
+    std::fs::write(tmp.path().join("hook-secret"), "s3cret\n").expect("secret");
+    let port = free_port();
+    let config_text = format!(
+        "source:\n  url: file://{}\n  pollInterval: 1h\n  cacheDir: {}\n  webhook:\n    secret: {{file: hook-secret}}\nclusters:\n  - name: e2e\n    kubeconfig: {}\nlisten:\n  http: 127.0.0.1:{port}\nsync:\n  resyncInterval: 2s\n",
+        bare.display(),
+        tmp.path().join("cache").display(),
+        cp.kubeconfig.display()
+    );
+    let config_path = tmp.path().join("pontoon.yaml");
+    std::fs::write(&config_path, config_text).expect("config");
+    let config = pontoon::config::Config::load(&config_path).expect("valid config");
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(pontoon::daemon::run_from_source(config, async move {
+        let _ = stopped.await;
+    }));
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+
+    // First revision: applied, Synced, ready.
+    eventually(
+        "the first revision Synced",
+        Duration::from_secs(60),
+        || async {
+            let s = http
+                .get(format!("{base}/api/status"))
+                .send()
+                .await
+                .ok()?
+                .json::<Value>()
+                .await
+                .ok()?;
+            let u = unit(&s, "shop")?;
+            (u["state"] == "Synced" && u["revision"] == first.as_str()).then_some(())
+        },
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(cp.client().await, "shop");
+    let cm = cms.get("settings").await.expect("configmap applied");
+    assert_eq!(
+        cm.data
+            .as_ref()
+            .and_then(|d| d.get("colour"))
+            .map(String::as_str),
+        Some("blue")
+    );
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status(),
+        200
+    );
+
+    // A new commit and a signed Gitea push webhook: picked up long before the 1h poll.
+    write(&work, "teams/shop/app.yaml", &app("green"));
+    git(&work, &["commit", "-q", "-am", "green"]);
+    git(&work, &["push", "-q", bare.to_str().expect("path"), "main"]);
+    let second = git(&work, &["rev-parse", "HEAD"]);
+    let body =
+        serde_json::to_vec(&json!({"ref": "refs/heads/main", "after": second})).expect("json");
+    let sign = |secret: &str| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(&body);
+        hex::encode(mac.finalize().into_bytes())
+    };
+    let bad = http
+        .post(format!("{base}/webhooks/gitea"))
+        .header("X-Gitea-Event", "push")
+        .header("X-Gitea-Signature", sign("wrong"))
+        .body(body.clone())
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(bad.status(), 401);
+    let good = http
+        .post(format!("{base}/webhooks/gitea"))
+        .header("X-Gitea-Event", "push")
+        .header("X-Gitea-Signature", sign("s3cret"))
+        .body(body)
+        .send()
+        .await
+        .expect("webhook");
+    assert_eq!(good.status(), 202);
+    eventually(
+        "the second revision Synced",
+        Duration::from_secs(30),
+        || async {
+            let s = status(&http, &base).await;
+            let u = unit(&s, "shop")?;
+            (u["state"] == "Synced" && u["revision"] == second.as_str()).then_some(())
+        },
+    )
+    .await;
+    let cm = cms.get("settings").await.expect("configmap");
+    assert_eq!(
+        cm.data
+            .as_ref()
+            .and_then(|d| d.get("colour"))
+            .map(String::as_str),
+        Some("green")
+    );
+
+    // Someone edits the object by hand; the resync (every 2s here) puts it back.
+    cms.patch("settings", &PatchParams::apply("kubectl-edit").force(), &Patch::Apply(json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"colour": "red"}})))
+        .await
+        .expect("hand edit");
+    eventually(
+        "the hand edit corrected",
+        Duration::from_secs(20),
+        || async {
+            let cm = cms.get("settings").await.ok()?;
+            (cm.data.as_ref()?.get("colour")? == "green").then_some(())
+        },
+    )
+    .await;
+
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for want in [
+        "pontoon_sync_status{cluster=\"e2e\",status=\"Synced\",team=\"shop\"} 1",
+        "pontoon_source_fetches_total{result=\"success\"}",
+        "pontoon_webhook_requests_total{provider=\"gitea\",result=\"unauthorized\"} 1",
+        "pontoon_managed_objects{cluster=\"e2e\",team=\"shop\"}",
+    ] {
+        assert!(metrics.contains(want), "missing {want} in\n{metrics}");
+    }
+    let page = http
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        page.contains("data-team=\"shop\"") && page.contains("Synced"),
+        "{page}"
+    );
+
+    stop.send(()).expect("daemon still running");
+    tokio::time::timeout(Duration::from_secs(40), daemon)
+        .await
+        .expect("daemon stops within its deadline")
+        .expect("daemon task")
+        .expect("daemon exits cleanly");
+}
