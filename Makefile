@@ -20,3 +20,7 @@ lint:
 ## bench: the benchmarks that back the README's figures
 bench: deps
 	$(CARGO) bench --locked
+
+## demo: a local control plane (staging and prod), the example platform repo, and pontoon syncing it
+demo:
+	scripts/demo.sh

@@ -146,6 +146,7 @@ pub async fn run_with(
                         state = r.result.state.as_str(),
                         revision = %r.result.revision,
                         summary = %summary,
+                        conflicts = r.result.conflicts.len(),
                         message,
                         "sync finished"
                     );
@@ -265,17 +266,32 @@ pub fn watch_config(
     tx: mpsc::Sender<Config>,
 ) -> anyhow::Result<impl Drop + use<>> {
     let file = path.to_path_buf();
-    let mut debouncer = notify_debouncer_mini::new_debouncer(Duration::from_millis(500), move |res: notify_debouncer_mini::DebounceEventResult| {
-        if res.is_err() {
-            return;
-        }
-        match Config::load(&file) {
-            Ok(c) => {
-                let _ = tx.try_send(c);
+    let name = file.file_name().map(|n| n.to_owned());
+    // Only a change of the file's content counts; the folder may hold logs and caches.
+    let mut last = std::fs::read(&file).ok();
+    let mut debouncer = notify_debouncer_mini::new_debouncer(
+        Duration::from_millis(500),
+        move |res: notify_debouncer_mini::DebounceEventResult| {
+            let Ok(events) = res else { return };
+            if !events.iter().any(|e| e.path.file_name() == name.as_deref()) {
+                return;
             }
-            Err(e) => tracing::error!(file = %file.display(), "the changed config is invalid; keeping the running one:\n{e}"),
-        }
-    })
+            let now = std::fs::read(&file).ok();
+            if now == last {
+                return;
+            }
+            last = now;
+            match Config::load(&file) {
+                Ok(c) => {
+                    let _ = tx.try_send(c);
+                }
+                Err(e) => tracing::error!(
+                    file = %file.display(),
+                    "the changed config is invalid; keeping the running one:\n{e}"
+                ),
+            }
+        },
+    )
     .context("watching the config file")?;
     // Watch the folder: editors replace files rather than write them in place.
     let dir = path

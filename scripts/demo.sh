@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# `make demo`: two local control planes (staging and prod), the example platform repo as
+# a local Git repository, and pontoon syncing it. Prints what to look at; Ctrl-C stops
+# everything this script started.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=${PONTOON_DEMO_DIR:-$root/.cache/demo}
+port=${PONTOON_DEMO_PORT:-8080}
+
+say() { printf '\033[1m%s\033[0m\n' "$*"; }
+
+"$root/tests/support/install-deps.sh"
+say "building pontoon"
+cargo build --release --locked --bin pontoon --manifest-path "$root/Cargo.toml"
+pontoon="$root/target/release/pontoon"
+
+rm -rf "$work"
+mkdir -p "$work"
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  say "stopping"
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 0' INT TERM
+
+# Each control plane runs until its stdin closes: give it a pipe that we hold open.
+for cluster in staging prod; do
+  mkfifo "$work/$cluster.in"
+  "$root/tests/support/control-plane.sh" start "$work/$cluster" < "$work/$cluster.in" > "$work/$cluster.out" 2>"$work/$cluster.err" &
+  pids+=($!)
+  exec {fd}>"$work/$cluster.in"
+  eval "fd_$cluster=$fd"
+done
+for cluster in staging prod; do
+  for _ in $(seq 600); do grep -q '^ready$' "$work/$cluster.out" 2>/dev/null && break; sleep 0.2; done
+  grep -q '^ready$' "$work/$cluster.out" || { cat "$work/$cluster.err" >&2; echo "control plane $cluster did not start" >&2; exit 1; }
+done
+kubectl=$("$root/tests/support/go-build.sh" bin-dir)/kubectl
+
+# The operators' CRDs the example's kinds build on are the platform's, installed first.
+for cluster in staging prod; do
+  for crd in "$root"/tests/fixtures/crds/*.yaml; do
+    KUBECONFIG="$work/$cluster/kubeconfig" "$kubectl" apply --server-side -f "$crd" >/dev/null
+  done
+done
+
+# The example platform repo as a Git repository, as a platform team would have it.
+repo="$work/platform.git"
+git init -q -b main "$work/platform"
+cp -r "$root/config/example-platform/." "$work/platform/"
+git -C "$work/platform" add -A
+git -C "$work/platform" -c user.name=demo -c user.email=demo@example.com commit -q -m "example platform"
+git clone -q --bare "$work/platform" "$repo"
+
+cat > "$work/pontoon.yaml" <<YAML
+source:
+  url: file://$repo
+  ref:
+    branch: main
+  pollInterval: 5s
+  cacheDir: $work/cache
+clusters:
+  - name: staging
+    kubeconfig: $work/staging/kubeconfig
+  - name: prod
+    kubeconfig: $work/prod/kubeconfig
+listen:
+  http: 127.0.0.1:$port
+sync:
+  resyncInterval: 10s
+  healthTimeout: 2m
+YAML
+"$pontoon" config check "$work/pontoon.yaml"
+
+"$pontoon" run --config "$work/pontoon.yaml" > "$work/pontoon.log" 2>&1 &
+pids+=($!)
+
+# The local control plane has no controller manager and no nodes, so nothing would ever
+# roll a Deployment out. This loop stands in for them: it reports each Deployment's
+# current generation as rolled out, so health checks can pass as in a real cluster.
+(
+  while sleep 2; do
+    for cluster in staging prod; do
+      KUBECONFIG="$work/$cluster/kubeconfig" "$kubectl" get deployments -A -o jsonpath='{range .items[*]}{.metadata.namespace} {.metadata.name} {.metadata.generation} {.spec.replicas}{"\n"}{end}' 2>/dev/null |
+        while read -r ns name gen replicas; do
+          [ -n "$name" ] || continue
+          KUBECONFIG="$work/$cluster/kubeconfig" "$kubectl" -n "$ns" patch deployment "$name" --subresource=status --type=merge \
+            -p "{\"status\":{\"observedGeneration\":$gen,\"replicas\":$replicas,\"updatedReplicas\":$replicas,\"readyReplicas\":$replicas,\"availableReplicas\":$replicas}}" >/dev/null 2>&1 || true
+        done
+    done
+  done
+) &
+pids+=($!)
+
+cat <<TEXT
+
+$(say "pontoon is running")
+  status page     http://127.0.0.1:$port/
+  status as JSON  http://127.0.0.1:$port/api/status
+  metrics         http://127.0.0.1:$port/metrics
+  daemon log      $work/pontoon.log
+
+Make drift and watch pontoon correct it within the resync interval (10s here):
+  KUBECONFIG=$work/staging/kubeconfig $kubectl -n payments set image deployment/checkout app=registry.example.com/payments/checkout:hotfix
+  KUBECONFIG=$work/staging/kubeconfig $kubectl -n payments get deployment checkout -o jsonpath='{.spec.template.spec.containers[0].image}{"\n"}' 
+
+Change the platform: commit to $work/platform and push to $repo
+  (git -C $work/platform push $repo main); pontoon picks it up within 5s.
+
+Ctrl-C stops everything.
+TEXT
+wait "${pids[2]}"
