@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod desired;
+pub mod drift;
 pub mod model;
 pub mod render;
 pub mod server;

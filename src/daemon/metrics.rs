@@ -5,6 +5,7 @@ use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
+use crate::drift::DriftEvent;
 use crate::sync::{UnitResult, UnitState};
 
 const STATES: [UnitState; 4] = [
@@ -24,6 +25,9 @@ pub struct Metrics {
     pub pruned: IntCounterVec,
     pub prune_held: IntGaugeVec,
     pub build_info: IntGaugeVec,
+    pub drift_detected: IntCounterVec,
+    pub drift_corrected: IntCounterVec,
+    pub drift_correction: HistogramVec,
 }
 
 impl Metrics {
@@ -87,6 +91,30 @@ impl Metrics {
                 Opts::new("pontoon_build_info", "Always 1; the version as a label"),
                 &["version"],
             )?,
+            drift_detected: IntCounterVec::new(
+                Opts::new(
+                    "pontoon_drift_detected_total",
+                    "Managed objects found changed by someone else",
+                ),
+                &["team", "cluster", "kind"],
+            )?,
+            drift_corrected: IntCounterVec::new(
+                Opts::new(
+                    "pontoon_drift_corrected_total",
+                    "Drifted objects seen back to what pontoon applied",
+                ),
+                &["team", "cluster", "kind"],
+            )?,
+            drift_correction: HistogramVec::new(
+                HistogramOpts::new(
+                    "pontoon_drift_correction_duration_seconds",
+                    "From detecting drift to seeing it corrected",
+                )
+                .buckets(vec![
+                    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                ]),
+                &["cluster"],
+            )?,
         };
         r.register(Box::new(m.sync_status.clone()))?;
         r.register(Box::new(m.last_attempt.clone()))?;
@@ -97,6 +125,9 @@ impl Metrics {
         r.register(Box::new(m.pruned.clone()))?;
         r.register(Box::new(m.prune_held.clone()))?;
         r.register(Box::new(m.build_info.clone()))?;
+        r.register(Box::new(m.drift_detected.clone()))?;
+        r.register(Box::new(m.drift_corrected.clone()))?;
+        r.register(Box::new(m.drift_correction.clone()))?;
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -149,5 +180,70 @@ impl Metrics {
         self.prune_held
             .with_label_values(&unit)
             .set(r.held.len() as i64);
+    }
+
+    pub fn drift(&self, e: &DriftEvent) {
+        let labels = [
+            e.unit.team.0.as_str(),
+            e.unit.cluster.0.as_str(),
+            e.key.kind.as_str(),
+        ];
+        if e.corrected {
+            self.drift_corrected.with_label_values(&labels).inc();
+            self.drift_correction
+                .with_label_values(&[e.unit.cluster.0.as_str()])
+                .observe(e.detected.elapsed().as_secs_f64());
+        } else {
+            self.drift_detected.with_label_values(&labels).inc();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_registers_once_and_a_sync_fills_the_state_set() {
+        let r = Registry::new();
+        let m = Metrics::register(&r).expect("register");
+        let source = crate::daemon::feed::SourceMetrics::register(&r).expect("source metrics");
+        source.fetches.with_label_values(&["success"]).inc();
+        let result = sample();
+        m.observe(&result, false);
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&r.gather())
+            .expect("encode");
+        assert!(
+            text.contains(
+                "pontoon_sync_status{cluster=\"prod\",status=\"Synced\",team=\"shop\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "pontoon_sync_status{cluster=\"prod\",status=\"Failed\",team=\"shop\"} 0"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("pontoon_build_info{version="), "{text}");
+        m.observe(&result, true);
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&r.gather())
+            .expect("encode");
+        assert!(
+            !text.contains("team=\"shop\"} 1\npontoon_sync_status"),
+            "a removed unit's state set is dropped"
+        );
+    }
+
+    fn sample() -> UnitResult {
+        crate::sync::UnitResult::for_tests(
+            crate::desired::UnitId {
+                team: crate::desired::TeamName("shop".into()),
+                cluster: crate::desired::ClusterName("prod".into()),
+            },
+            UnitState::Synced,
+        )
     }
 }

@@ -161,16 +161,19 @@ pub async fn run_with(
     };
     let clusters: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
     let terms = tokio::spawn(leadership_terms(
-        syncers,
-        options,
-        report_tx,
+        TermContext {
+            syncers,
+            options,
+            reports: report_tx,
+            board: board.clone(),
+            metrics: metrics.clone(),
+            clusters,
+            resync: config.sync.resync_interval,
+            shutdown_timeout: config.shutdown_timeout,
+        },
         inputs.desired,
         leading_rx,
         stop_rx.clone(),
-        board.clone(),
-        clusters,
-        config.sync.resync_interval,
-        config.shutdown_timeout,
     ));
 
     shutdown.await;
@@ -308,31 +311,79 @@ pub fn watch_config(
     Ok(debouncer)
 }
 
-/// One scheduler per term of leadership: created when this replica starts leading,
-/// drained when it stops. Returns the units abandoned at shutdown.
-#[allow(clippy::too_many_arguments)]
-async fn leadership_terms(
+/// What every term of leadership needs.
+struct TermContext {
     syncers: BTreeMap<ClusterName, Arc<Syncer>>,
     options: SchedulerOptions,
     reports: mpsc::Sender<Report>,
-    mut desired: watch::Receiver<Option<Arc<DesiredState>>>,
-    mut leading: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
     board: Arc<Board>,
+    metrics: Arc<metrics::Metrics>,
     clusters: Vec<String>,
     resync: Duration,
     shutdown_timeout: Duration,
+}
+
+/// One scheduler (and one set of drift watches) per term of leadership: created when
+/// this replica starts leading, drained when it stops. Returns the units abandoned at
+/// shutdown.
+async fn leadership_terms(
+    ctx: TermContext,
+    mut desired: watch::Receiver<Option<Arc<DesiredState>>>,
+    mut leading: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) -> Vec<crate::desired::UnitId> {
     loop {
-        board.set_leading(*leading.borrow());
+        ctx.board.set_leading(*leading.borrow());
         tokio::select! {
             _ = until(&mut stop, true) => return Vec::new(),
             open = until(&mut leading, true) => if !open { return Vec::new() },
         }
-        board.set_leading(true);
+        ctx.board.set_leading(true);
         tracing::info!("leading: scheduling units");
-        let scheduler = Scheduler::new(syncers.clone(), options.clone(), reports.clone());
-        let mut tick = tokio::time::interval(resync);
+        let scheduler = Arc::new(Scheduler::new(
+            ctx.syncers.clone(),
+            ctx.options.clone(),
+            ctx.reports.clone(),
+        ));
+        let (drift_tx, mut drift_rx) = mpsc::channel::<crate::drift::DriftEvent>(4096);
+        let watches: BTreeMap<ClusterName, Arc<crate::drift::DriftWatch>> = ctx
+            .syncers
+            .iter()
+            .map(|(name, s)| {
+                (
+                    name.clone(),
+                    crate::drift::DriftWatch::new(s.clone(), drift_tx.clone()),
+                )
+            })
+            .collect();
+        drop(drift_tx);
+        let drift_loop = {
+            let (scheduler, board, metrics) =
+                (scheduler.clone(), ctx.board.clone(), ctx.metrics.clone());
+            tokio::spawn(async move {
+                while let Some(e) = drift_rx.recv().await {
+                    metrics.drift(&e);
+                    let view = crate::server::DriftView {
+                        object: e.key.to_string(),
+                        manager: e.manager.clone(),
+                        at: e.at.clone(),
+                        corrected: e.corrected,
+                    };
+                    let report = e.mode == crate::desired::DriftMode::Report;
+                    board.drift(&e.unit, view, report && !e.corrected);
+                    if e.corrected {
+                        tracing::info!(unit = %e.unit, object = %e.key, after = ?e.detected.elapsed(), "drift corrected");
+                    } else {
+                        tracing::warn!(unit = %e.unit, object = %e.key, manager = %e.manager, at = %e.at, fields = %e.paths.join(", "),
+                            mode = if report { "report" } else { "correct" }, "drift detected");
+                        if !report {
+                            scheduler.trigger(&e.unit);
+                        }
+                    }
+                }
+            })
+        };
+        let mut tick = tokio::time::interval(ctx.resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         desired.mark_changed();
@@ -344,16 +395,23 @@ async fn leadership_terms(
                     if changed.is_err() { break true }
                     let state = desired.borrow_and_update().clone();
                     if let Some(state) = state {
-                        tracing::debug!(revision = %state.revision, units = state.units.len(), "scheduling a render");
-                        board.rendered(&state, &clusters);
+                        ctx.board.rendered(&state, &ctx.clusters);
                         scheduler.apply(&state).await;
-                        tracing::debug!(revision = %state.revision, "scheduled");
+                        if !state.platform_failed {
+                            for (name, w) in &watches {
+                                w.ensure(crate::drift::kinds_of(&state, name)).await;
+                            }
+                        }
                     }
                 }
                 _ = tick.tick() => scheduler.trigger_all(),
             }
         };
-        let abandoned = scheduler.shutdown(shutdown_timeout).await;
+        for w in watches.values() {
+            w.stop();
+        }
+        drift_loop.abort();
+        let abandoned = scheduler.shutdown(ctx.shutdown_timeout).await;
         if ended_by_stop {
             return abandoned;
         }

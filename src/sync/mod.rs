@@ -114,6 +114,8 @@ pub struct UnitResult {
     /// (`prune: disabled`, Namespaces or CRDs the platform does not let pontoon delete).
     pub held: Vec<ObjectKey>,
     pub kept: Vec<ObjectKey>,
+    /// Objects changed by someone else and left so, because their drift mode is `report`.
+    pub drifted: Vec<ObjectKey>,
     pub errors: Vec<ObjectError>,
     /// Fields taken from other field managers (or refused, when forcing is off).
     pub conflicts: Vec<ObjectError>,
@@ -138,6 +140,7 @@ impl UnitResult {
             pruned: Vec::new(),
             held: Vec::new(),
             kept: Vec::new(),
+            drifted: Vec::new(),
             errors: Vec::new(),
             conflicts: Vec::new(),
             not_ready: Vec::new(),
@@ -170,6 +173,16 @@ impl UnitResult {
             UnitState::Failed
         } else if !self.held.is_empty() {
             UnitState::OutOfSync
+        } else if !self.drifted.is_empty() {
+            if self.message.is_none() {
+                self.message = Some(format!(
+                    "{} object{} drifted and left as they are (drift mode report); first: {}",
+                    self.drifted.len(),
+                    if self.drifted.len() == 1 { "" } else { "s" },
+                    self.drifted[0]
+                ));
+            }
+            UnitState::OutOfSync
         } else if let Some((key, why)) = self.not_ready.first() {
             if self.message.is_none() {
                 self.message = Some(format!("waiting for {key}: {why}"));
@@ -178,6 +191,13 @@ impl UnitResult {
         } else {
             UnitState::Synced
         };
+    }
+
+    /// A result with the given state and nothing done, for tests of what consumes results.
+    pub fn for_tests(unit: UnitId, state: UnitState) -> Self {
+        let mut r = UnitResult::new(unit, "rev");
+        r.state = state;
+        r
     }
 
     /// Number of objects the unit holds after this sync.
@@ -650,6 +670,10 @@ impl Syncer {
                             Change::Created => r.created.push(p.key.clone()),
                             Change::Updated => r.updated.push(p.key.clone()),
                             Change::Unchanged => r.unchanged += 1,
+                            Change::LeftDrifted => {
+                                r.unchanged += 1;
+                                r.drifted.push(p.key.clone());
+                            }
                         }
                         match a.health {
                             Health::Healthy => {}
@@ -943,6 +967,26 @@ impl Syncer {
                 writes: 0,
             });
         }
+        // Drift in `report` mode: the desired state did not change since our last apply,
+        // but the live object did. Leave it; the unit reports OutOfSync.
+        if p.object.drift == crate::desired::DriftMode::Report
+            && let (Some(m), Some(l)) = (memo, live)
+            && m.objects
+                .get(&p.key)
+                .is_some_and(|(h, rv)| *h == p.hash && *rv != l.resource_version)
+        {
+            return Ok(Applied {
+                change: Change::LeftDrifted,
+                resource_version: m
+                    .objects
+                    .get(&p.key)
+                    .map(|(_, rv)| rv.clone())
+                    .unwrap_or_default(),
+                health: Health::Healthy,
+                conflict: None,
+                writes: 0,
+            });
+        }
         // After a restart nothing is remembered: ask the server whether an apply would
         // change anything before writing.
         if no_memo && let Some(l) = live {
@@ -1185,6 +1229,8 @@ enum Change {
     Created,
     Updated,
     Unchanged,
+    /// Changed by someone else; drift mode `report` says leave it.
+    LeftDrifted,
 }
 
 struct Applied {

@@ -8,6 +8,7 @@ mod cli;
 mod control_plane;
 mod daemon;
 mod deploy;
+mod drift;
 mod example;
 mod leader;
 mod scheduler;

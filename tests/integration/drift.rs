@@ -1,0 +1,168 @@
+//! Drift against the real control plane: the watch sees hand edits to fields pontoon
+//! applied and names who made them; controllers' fields and pontoon's own writes are not
+//! drift; `correct` re-applies, `report` leaves the object and marks the unit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use pontoon::cluster::Cluster;
+use pontoon::desired::*;
+use pontoon::drift::{DriftEvent, DriftWatch, kinds_of};
+use pontoon::sync::{SyncOptions, Syncer, UnitState};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::support::control_plane::{self, unique_name};
+use crate::support::fixtures::*;
+
+async fn next(rx: &mut mpsc::Receiver<DriftEvent>, what: &str) -> DriftEvent {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no drift event for {what} within 10s"))
+        .expect("channel open")
+}
+
+async fn quiet(rx: &mut mpsc::Receiver<DriftEvent>, what: &str) {
+    if let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+        panic!("{what} must not be drift, got {e:?}");
+    }
+}
+
+#[tokio::test]
+async fn hand_edits_are_detected_named_and_corrected_and_controller_fields_are_not() {
+    let cp = control_plane::shared();
+    let cluster =
+        Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 8).expect("cluster");
+    let syncer = Arc::new(Syncer::new(Arc::new(cluster), SyncOptions::default()));
+    let team = unique_name("drift");
+    let mut objects = team_base(&team, &[&team]);
+    // Like the WebService kind: no replicas, so an HPA can own them.
+    let mut web = deployment(&team, &team, "web", "shop:1.0", 1);
+    web.object["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("replicas");
+    objects.push(web);
+    let mut state = DesiredState {
+        revision: "r1".into(),
+        ..DesiredState::default()
+    };
+    let u = unit_desired(&team, cp.name, &[&team], objects);
+    state.units.insert(u.unit.clone(), u.clone());
+    assert_eq!(syncer.sync(&u, "r1").await.state, UnitState::Progressing);
+
+    let (tx, mut rx) = mpsc::channel(64);
+    let watch = DriftWatch::new(syncer.clone(), tx);
+    watch
+        .ensure(kinds_of(&state, &ClusterName(cp.name.into())))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deployments: Api<Deployment> = Api::namespaced(cp.client().await, &team);
+
+    // pontoon's own apply is not drift.
+    let _ = syncer.sync(&u, "r1").await;
+    quiet(&mut rx, "pontoon's own apply").await;
+
+    // A controller's field (the HPA's replicas) and status: not drift.
+    deployments
+        .patch("web", &PatchParams::apply("horizontal-pod-autoscaler").force(), &Patch::Apply(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 5}})))
+        .await
+        .expect("hpa scales");
+    deployments
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observedGeneration": 9}})),
+        )
+        .await
+        .expect("status");
+    quiet(&mut rx, "the HPA's replicas and a status update").await;
+
+    // A person changes the image: detected, with who did it.
+    deployments
+        .patch("web", &PatchParams { field_manager: Some("kubectl-set".into()), ..Default::default() },
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "evil:6.6.6"}]}}}})))
+        .await
+        .expect("hand edit");
+    let e = next(&mut rx, "the image change").await;
+    assert!(!e.corrected);
+    assert_eq!(e.manager, "kubectl-set");
+    assert_eq!(e.paths, ["/spec/template/spec/containers/0/image"]);
+    assert!(!e.at.is_empty());
+
+    // Correct mode: the unit's sync puts it back, and the watch sees it corrected.
+    let r = syncer.sync(&u, "r1").await;
+    assert!(
+        r.conflicts
+            .iter()
+            .any(|c| c.message.contains("took ownership")),
+        "{r:?}"
+    );
+    let e = next(&mut rx, "the correction").await;
+    assert!(e.corrected, "{e:?}");
+    let live = deployments.get("web").await.expect("get");
+    assert_eq!(live.spec.replicas, Some(5), "the HPA keeps its replicas");
+    let image = live
+        .spec
+        .template
+        .spec
+        .map(|p| p.containers[0].image.clone().unwrap_or_default());
+    assert_eq!(image.as_deref(), Some("shop:1.0"));
+
+    // Deleted: detected and recreated by the next sync.
+    deployments
+        .delete("web", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let e = next(&mut rx, "the deletion").await;
+    assert_eq!(e.paths, ["(deleted)"]);
+    let r = syncer.sync(&u, "r1").await;
+    assert!(r.created.iter().any(|k| k.name == "web"), "{r:?}");
+    watch.stop();
+}
+
+#[tokio::test]
+async fn report_mode_leaves_the_object_and_marks_the_unit_out_of_sync() {
+    let cp = control_plane::shared();
+    let cluster =
+        Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 8).expect("cluster");
+    let syncer = Syncer::new(Arc::new(cluster), SyncOptions::default());
+    let team = unique_name("report");
+    let mut objects = team_base(&team, &[&team]);
+    let mut cm = configmap(&team, &team, "settings", json!({"mode": "safe"}));
+    cm.drift = DriftMode::Report;
+    objects.push(cm);
+    let u = unit_desired(&team, cp.name, &[&team], objects);
+    assert_eq!(syncer.sync(&u, "r1").await.state, UnitState::Synced);
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(cp.client().await, &team);
+    cms.patch(
+        "settings",
+        &PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..Default::default()
+        },
+        &Patch::Merge(json!({"data": {"mode": "yolo"}})),
+    )
+    .await
+    .expect("hand edit");
+    let r = syncer.sync(&u, "r1").await;
+    assert_eq!(r.state, UnitState::OutOfSync, "{r:?}");
+    assert_eq!(r.drifted.len(), 1);
+    assert!(
+        r.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("drift mode report"),
+        "{r:?}"
+    );
+    let live = cms.get("settings").await.expect("get");
+    assert_eq!(
+        live.data.and_then(|d| d.get("mode").cloned()).as_deref(),
+        Some("yolo"),
+        "report mode leaves it"
+    );
+}
