@@ -31,8 +31,7 @@ impl Scope {
         if expr.len() > MAX_EXPR_LEN {
             return Err(format!("expression longer than {MAX_EXPR_LEN} characters"));
         }
-        let program = cel::Program::compile(expr)
-            .map_err(|e| format!("cannot parse `{expr}`: {}", first_line(&e.to_string())))?;
+        let program = compiled(expr)?;
         let value = program
             .execute(&self.context)
             .map_err(|e| format!("`{expr}`: {e}"))?;
@@ -111,6 +110,33 @@ impl Scope {
         out.push_str(rest);
         Ok(Value::String(out))
     }
+}
+
+thread_local! {
+    /// Compiled expressions. Only kinds' templates hold expressions, so the set is small;
+    /// it is cleared if it ever grows past a bound.
+    static PROGRAMS: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<cel::Program>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+const MAX_CACHED_PROGRAMS: usize = 10_000;
+
+fn compiled(expr: &str) -> Result<std::rc::Rc<cel::Program>, String> {
+    if let Some(p) = PROGRAMS.with(|c| c.borrow().get(expr).cloned()) {
+        return Ok(p);
+    }
+    let program = std::rc::Rc::new(
+        cel::Program::compile(expr)
+            .map_err(|e| format!("cannot parse `{expr}`: {}", first_line(&e.to_string())))?,
+    );
+    PROGRAMS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= MAX_CACHED_PROGRAMS {
+            c.clear();
+        }
+        c.insert(expr.to_owned(), program.clone());
+    });
+    Ok(program)
 }
 
 /// JSON to CEL. Whole numbers become `int` (CEL's default integer type) so `spec.n * 2`

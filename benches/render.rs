@@ -1,0 +1,94 @@
+//! Rendering 1,000 teams × 10 instances (about 30,000 objects) with the example
+//! platform's kinds. Prints the median of several runs and the process's peak RSS.
+//!
+//!     cargo bench --bench render
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const TEAMS: usize = 1000;
+
+fn repo() -> BTreeMap<String, Vec<u8>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example-platform");
+    let example = pontoon::source::dir::read(&root)
+        .expect("example platform")
+        .files;
+    let mut files: BTreeMap<String, Vec<u8>> = example
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with("teams/"))
+        .collect();
+    for t in 0..TEAMS {
+        let team = format!("team-{t:04}");
+        files.insert(
+            format!("teams/{team}/team.yaml"),
+            format!(
+                "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  owners: [owner@example.com]\n  namespaces: [{team}]\n  clusters: {{names: [prod]}}\n  quota: {{pods: \"50\"}}\n"
+            )
+            .into_bytes(),
+        );
+        let mut apps = String::new();
+        for i in 0..10 {
+            let doc = match i % 3 {
+                0 => format!(
+                    "apiVersion: pontoon.dev/v1alpha1\nkind: WebService\nmetadata: {{name: web-{i}}}\nspec:\n  image: registry.example.com/{team}/web:{i}.0\n  replicas: 2\n"
+                ),
+                1 => format!(
+                    "apiVersion: pontoon.dev/v1alpha1\nkind: Worker\nmetadata: {{name: worker-{i}}}\nspec:\n  image: registry.example.com/{team}/worker:{i}.0\n  args: [\"--shard\", \"{i}\"]\n"
+                ),
+                _ => format!(
+                    "apiVersion: pontoon.dev/v1alpha1\nkind: Topic\nmetadata: {{name: topic-{i}}}\nspec:\n  partitions: 6\n"
+                ),
+            };
+            apps.push_str("---\n");
+            apps.push_str(&doc);
+        }
+        files.insert(format!("teams/{team}/apps.yaml"), apps.into_bytes());
+    }
+    files
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let files = repo();
+    let mut times: Vec<Duration> = Vec::new();
+    let mut objects = 0;
+    for _ in 0..7 {
+        let t = Instant::now();
+        let state = pontoon::render::render(&files, "bench");
+        times.push(t.elapsed());
+        assert!(
+            state.diagnostics.is_empty(),
+            "{:?}",
+            state.diagnostics.first()
+        );
+        objects = state.units.values().map(|u| u.objects.len()).sum();
+    }
+    times.sort();
+    println!("render: {TEAMS} teams x 10 instances = {objects} objects");
+    println!(
+        "render median {:.3} s (min {:.3} s, max {:.3} s) over {} runs, one thread",
+        times[times.len() / 2].as_secs_f64(),
+        times[0].as_secs_f64(),
+        times[times.len() - 1].as_secs_f64(),
+        times.len()
+    );
+    println!(
+        "peak RSS {:.1} MiB (input files and one rendered state held)",
+        peak_rss_mib()
+    );
+}
