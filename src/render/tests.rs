@@ -250,3 +250,26 @@ fn github_annotations_escape_their_fields() {
         "::error file=teams/a/x%2Cy.yaml,line=3,col=1,title=parse::team a: bad%0Athing\n"
     );
 }
+
+/// The JSON Schemas under `schemas/` are generated from the model; this fails when they
+/// are stale. `PONTOON_UPDATE_SCHEMAS=1 cargo test schemas` rewrites them.
+#[test]
+fn checked_in_json_schemas_match_the_model() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let update = std::env::var_os("PONTOON_UPDATE_SCHEMAS").is_some();
+    for (name, schema) in crate::model::schemas() {
+        let text = serde_json::to_string_pretty(&schema).expect("json") + "\n";
+        let path = dir.join(name);
+        if update {
+            std::fs::create_dir_all(&dir).expect("mkdir schemas");
+            std::fs::write(&path, &text).expect("write schema");
+        }
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            on_disk,
+            text,
+            "{} is stale: run PONTOON_UPDATE_SCHEMAS=1 cargo test schemas",
+            path.display()
+        );
+    }
+}
