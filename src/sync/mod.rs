@@ -200,6 +200,11 @@ impl UnitResult {
         r
     }
 
+    /// Sets the message of a result built with [`UnitResult::for_tests`].
+    pub fn message_for_tests(&mut self, message: &str) {
+        self.message = Some(message.to_owned());
+    }
+
     /// Number of objects the unit holds after this sync.
     pub fn applied(&self) -> usize {
         self.created.len() + self.updated.len() + self.unchanged

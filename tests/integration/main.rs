@@ -11,6 +11,7 @@ mod deploy;
 mod drift;
 mod example;
 mod leader;
+mod page;
 mod scheduler;
 mod source;
 mod sync;
