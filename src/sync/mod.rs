@@ -638,9 +638,28 @@ impl Syncer {
                     }
                 }
             }
-            let Some(batch) = phases.remove(&ph) else {
+            let Some(mut batch) = phases.remove(&ph) else {
                 continue;
             };
+            // RBAC granted a moment ago reaches the authorizer a little later: the first
+            // team object goes alone (retrying while it is refused), so the rest are not
+            // all refused and retried together.
+            let mut outcomes: Vec<(Planned, Result<Applied, String>)> =
+                Vec::with_capacity(batch.len());
+            if rbac_changed && ph == LAST_PHASE && batch.len() > 1 {
+                let p = batch.remove(0);
+                let out = self
+                    .apply_one(
+                        &p,
+                        team,
+                        live.get(&p.key),
+                        memo.as_ref(),
+                        no_memo,
+                        rbac_changed,
+                    )
+                    .await;
+                outcomes.push((p, out));
+            }
             // Futures built in a loop rather than by a closure: the cluster's request
             // limit (a semaphore inside every call) bounds how many run at once.
             let mut pending = Vec::with_capacity(batch.len());
@@ -653,8 +672,7 @@ impl Syncer {
                     (p, out)
                 });
             }
-            let outcomes: Vec<(Planned, Result<Applied, String>)> =
-                futures::future::join_all(pending).await;
+            outcomes.extend(futures::future::join_all(pending).await);
             let mut crds = Vec::new();
             for (p, out) in outcomes {
                 match out {
