@@ -5,6 +5,8 @@
 //!
 //!     cargo bench --bench drift
 
+#[allow(dead_code)]
+mod common;
 #[path = "../tests/support/control_plane.rs"]
 #[allow(dead_code)]
 mod control_plane;
@@ -31,17 +33,6 @@ use tokio::sync::mpsc;
 const TEAMS: usize = 10;
 const PER_TEAM: usize = 100;
 const EDITS: usize = 200;
-
-fn cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-        })
-        .unwrap_or(f64::NAN)
-}
 
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -97,7 +88,7 @@ fn main() {
         tokio::time::sleep(Duration::from_secs(2)).await;
 
         let client = cp.client().await;
-        let cpu0 = cpu_seconds();
+        let cpu0 = common::cpu_seconds();
         let started = Instant::now();
         let mut waits = Vec::new();
         let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -138,7 +129,7 @@ fn main() {
         for w in waits {
             lat.push(w.await.expect("wait task"));
         }
-        let cpu = cpu_seconds() - cpu0;
+        let cpu = common::cpu_seconds() - cpu0;
         lat.sort();
         let pct = |p: f64| {
             lat[((lat.len() as f64 * p).ceil() as usize)

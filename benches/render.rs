@@ -3,6 +3,8 @@
 //!
 //!     cargo bench --bench render
 
+#[allow(dead_code)]
+mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -47,22 +49,6 @@ fn repo() -> BTreeMap<String, Vec<u8>> {
     files
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 fn main() {
     let files = repo();
     let mut times: Vec<Duration> = Vec::new();
@@ -89,6 +75,6 @@ fn main() {
     );
     println!(
         "peak RSS {:.1} MiB (input files and one rendered state held)",
-        peak_rss_mib()
+        common::peak_rss_mib()
     );
 }

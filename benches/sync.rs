@@ -7,6 +7,8 @@
 //!
 //! Each tool gets a fresh control plane of its own so neither pays for the other's data.
 
+#[allow(dead_code)]
+mod common;
 #[path = "../tests/support/control_plane.rs"]
 #[allow(dead_code)]
 mod control_plane;
@@ -52,35 +54,6 @@ fn state(cluster: &str) -> DesiredState {
     s
 }
 
-/// User + system CPU of this process, from /proc (clock ticks of 1/100 s).
-fn cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name, which is in parentheses and may hold spaces.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-        })
-        .unwrap_or(f64::NAN)
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let one = control_plane::shared();
@@ -92,10 +65,10 @@ fn main() {
         let cluster = Cluster::from_config(ClusterName(one.name.into()), one.config().await, 16)
             .expect("cluster");
         let syncer = Syncer::new(Arc::new(cluster), SyncOptions::default());
-        let cpu0 = cpu_seconds();
+        let cpu0 = common::cpu_seconds();
         let t = Instant::now();
         let results = syncer.sync_cluster(&desired).await;
-        let first = (t.elapsed(), cpu_seconds() - cpu0);
+        let first = (t.elapsed(), common::cpu_seconds() - cpu0);
         let failed: Vec<_> = results
             .iter()
             .filter(|r| r.state == UnitState::Failed)
@@ -107,12 +80,12 @@ fn main() {
         );
 
         let writes0 = one.write_requests();
-        let cpu0 = cpu_seconds();
+        let cpu0 = common::cpu_seconds();
         let t = Instant::now();
         let results = syncer.sync_cluster(&desired).await;
         let noop = (
             t.elapsed(),
-            cpu_seconds() - cpu0,
+            common::cpu_seconds() - cpu0,
             one.write_requests() - writes0,
         );
         assert!(results.iter().all(|r| r.writes == 0), "no-op resync wrote");
@@ -130,7 +103,7 @@ fn main() {
         noop.1,
         noop.2
     );
-    println!("pontoon peak RSS: {:.1} MiB", peak_rss_mib());
+    println!("pontoon peak RSS: {:.1} MiB", common::peak_rss_mib());
 
     // kubectl on a fresh control plane of its own, same objects, namespaces first.
     let two = control_plane::second();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use pontoon::config::{Config, GitRef, LogFormat, SourceLocation};
-use pontoon::desired::{DesiredState, Severity};
+use pontoon::desired::Severity;
 
 /// GitOps reconciliation daemon for platform teams.
 #[derive(Debug, Parser)]
@@ -241,23 +241,6 @@ fn init_tracing(config: &Config) {
     };
 }
 
-/// Renders off the async runtime (rendering is CPU work).
-async fn render_async(snapshot: Arc<pontoon::source::Snapshot>) -> DesiredState {
-    let revision = snapshot.revision.clone();
-    tokio::task::spawn_blocking(move || {
-        pontoon::render::render(&snapshot.files, &snapshot.revision)
-    })
-    .await
-    .unwrap_or_else(|e| {
-        tracing::error!(error = %e, "render task failed");
-        DesiredState {
-            revision,
-            platform_failed: true,
-            ..DesiredState::default()
-        }
-    })
-}
-
 async fn run_cmd(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     let mut config = load_config(&config_path)?;
     init_tracing(&config);
@@ -313,7 +296,7 @@ async fn sync_once(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     let config = load_config(&config_path)?;
     init_tracing(&config);
     let snapshot = snapshot_for(&config, None, None).await?;
-    let state = render_async(snapshot).await;
+    let state = pontoon::daemon::feed::render(snapshot).await;
     for d in &state.diagnostics {
         eprintln!("{d}");
     }
@@ -373,7 +356,7 @@ async fn plan_cmd(
 ) -> anyhow::Result<ExitCode> {
     let config = load_config(&config_path)?;
     let snapshot = snapshot_for(&config, revision, dir).await?;
-    let state = render_async(snapshot).await;
+    let state = pontoon::daemon::feed::render(snapshot).await;
     for d in &state.diagnostics {
         eprintln!("{d}");
     }

@@ -3,7 +3,6 @@
 //! corrected by the next resync.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
@@ -13,28 +12,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 use crate::support::control_plane::{self, eventually};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use crate::support::git::git;
 
 fn write(root: &Path, path: &str, text: &str) {
     let p = root.join(path);

@@ -1,7 +1,6 @@
 //! The Git source against real repositories over file://, and the directory source.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,27 +8,7 @@ use pontoon::config::GitRef;
 use pontoon::source::git::{GitTarget, ResolvedAuth};
 use pontoon::source::{Source, SourceError};
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use crate::support::git::git;
 
 struct Remote {
     _tmp: tempfile::TempDir,
