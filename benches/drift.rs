@@ -73,7 +73,7 @@ fn main() {
 
         // The daemon's wiring: a drift event triggers its unit.
         let (dtx, mut drx) = mpsc::channel(4096);
-        let watch = DriftWatch::new(syncer.clone(), dtx);
+        let watch = DriftWatch::new(syncer.clone(), dtx, &[]);
         watch
             .ensure(kinds_of(&state, &ClusterName(cp.name.into())))
             .await;

@@ -170,6 +170,7 @@ pub async fn run_with(
             clusters,
             resync: config.sync.resync_interval,
             shutdown_timeout: config.shutdown_timeout,
+            human_managers: config.drift.human_managers.clone(),
         },
         inputs.desired,
         leading_rx,
@@ -321,6 +322,7 @@ struct TermContext {
     clusters: Vec<String>,
     resync: Duration,
     shutdown_timeout: Duration,
+    human_managers: Vec<String>,
 }
 
 /// One scheduler (and one set of drift watches) per term of leadership: created when
@@ -352,7 +354,7 @@ async fn leadership_terms(
             .map(|(name, s)| {
                 (
                     name.clone(),
-                    crate::drift::DriftWatch::new(s.clone(), drift_tx.clone()),
+                    crate::drift::DriftWatch::new(s.clone(), drift_tx.clone(), &ctx.human_managers),
                 )
             })
             .collect();
@@ -374,7 +376,7 @@ async fn leadership_terms(
                     if e.corrected {
                         tracing::info!(unit = %e.unit, object = %e.key, after = ?e.detected.elapsed(), "drift corrected");
                     } else {
-                        tracing::warn!(unit = %e.unit, object = %e.key, manager = %e.manager, at = %e.at, fields = %e.paths.join(", "),
+                        tracing::warn!(unit = %e.unit, object = %e.key, manager = %e.manager, by_person = e.by_person, at = %e.at, fields = %e.paths.join(", "),
                             mode = if report { "report" } else { "correct" }, "drift detected");
                         if !report {
                             scheduler.trigger(&e.unit);

@@ -49,6 +49,8 @@ pub struct DriftEvent {
     pub manager: String,
     pub at: String,
     pub mode: DriftMode,
+    /// The manager stands for a person (kubectl's managers, or one the config names).
+    pub by_person: bool,
     pub detected: Instant,
     /// Set on the follow-up event once the object is back to what pontoon applied.
     pub corrected: bool,
@@ -135,6 +137,7 @@ pub fn last_writer(live: &Value) -> (String, String) {
 /// The drift watches of one cluster.
 pub struct DriftWatch {
     syncer: Arc<Syncer>,
+    human_managers: Vec<String>,
     events: mpsc::Sender<DriftEvent>,
     watches: Mutex<HashMap<(String, String), JoinHandle<()>>>,
     /// Objects reported drifted and not yet seen corrected.
@@ -142,9 +145,19 @@ pub struct DriftWatch {
 }
 
 impl DriftWatch {
-    pub fn new(syncer: Arc<Syncer>, events: mpsc::Sender<DriftEvent>) -> Arc<DriftWatch> {
+    /// `human_managers` adds to [`HUMAN_MANAGERS`] (the config's `drift.humanManagers`).
+    pub fn new(
+        syncer: Arc<Syncer>,
+        events: mpsc::Sender<DriftEvent>,
+        human_managers: &[String],
+    ) -> Arc<DriftWatch> {
         Arc::new(DriftWatch {
             syncer,
+            human_managers: HUMAN_MANAGERS
+                .iter()
+                .map(|m| (*m).to_owned())
+                .chain(human_managers.iter().cloned())
+                .collect(),
             events,
             watches: Mutex::new(HashMap::new()),
             open: Arc::new(Mutex::new(BTreeMap::new())),
@@ -278,10 +291,12 @@ impl DriftWatch {
             team,
             cluster: self.syncer.cluster().name.clone(),
         };
+        let by_person = self.human_managers.contains(&manager);
         let event = DriftEvent {
             unit,
             key: key.clone(),
             paths,
+            by_person,
             manager,
             at,
             mode: a.desired.drift,

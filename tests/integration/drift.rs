@@ -55,7 +55,7 @@ async fn hand_edits_are_detected_named_and_corrected_and_controller_fields_are_n
     assert_eq!(syncer.sync(&u, "r1").await.state, UnitState::Progressing);
 
     let (tx, mut rx) = mpsc::channel(64);
-    let watch = DriftWatch::new(syncer.clone(), tx);
+    let watch = DriftWatch::new(syncer.clone(), tx, &[]);
     watch
         .ensure(kinds_of(&state, &ClusterName(cp.name.into())))
         .await;
@@ -91,6 +91,7 @@ async fn hand_edits_are_detected_named_and_corrected_and_controller_fields_are_n
     let e = next(&mut rx, "the image change").await;
     assert!(!e.corrected);
     assert_eq!(e.manager, "kubectl-set");
+    assert!(e.by_person, "kubectl-set stands for a person");
     assert_eq!(e.paths, ["/spec/template/spec/containers/0/image"]);
     assert!(!e.at.is_empty());
 
