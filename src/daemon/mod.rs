@@ -42,6 +42,17 @@ pub struct Handles {
     pub syncers: BTreeMap<ClusterName, Arc<Syncer>>,
 }
 
+impl Handles {
+    /// Fresh handles with a connection to every configured cluster.
+    pub async fn connect(config: &Config) -> anyhow::Result<Handles> {
+        Ok(Handles {
+            board: Arc::new(Board::new()),
+            registry: prometheus::Registry::new(),
+            syncers: connect(config).await?,
+        })
+    }
+}
+
 /// Connects to every configured cluster. Nothing is requested from the servers yet, so
 /// an unreachable cluster is reported by its units, not here.
 pub async fn connect(config: &Config) -> anyhow::Result<BTreeMap<ClusterName, Arc<Syncer>>> {
@@ -65,12 +76,7 @@ pub async fn run(
     inputs: Inputs,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let syncers = connect(&config).await?;
-    let handles = Handles {
-        board: Arc::new(Board::new()),
-        registry: prometheus::Registry::new(),
-        syncers,
-    };
+    let handles = Handles::connect(&config).await?;
     run_with(config, inputs, handles, shutdown).await
 }
 
@@ -204,12 +210,7 @@ pub async fn run_from_source(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let syncers = connect(&config).await?;
-    let handles = Handles {
-        board: Arc::new(Board::new()),
-        registry: prometheus::Registry::new(),
-        syncers,
-    };
+    let handles = Handles::connect(&config).await?;
     let source_metrics =
         feed::SourceMetrics::register(&handles.registry).context("registering metrics")?;
     let wake = Arc::new(tokio::sync::Notify::new());
