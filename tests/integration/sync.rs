@@ -486,3 +486,77 @@ async fn plan_reports_creates_updates_and_prunes_without_writing() {
     .await
     .expect("create");
 }
+
+#[tokio::test]
+async fn a_sync_killed_midway_leaves_no_orphans_after_a_restart() {
+    let cp = control_plane::shared();
+    let team = unique_name("crash");
+    let all = |n: usize| {
+        let mut objects = team_base(&team, &[&team]);
+        for i in 0..n {
+            objects.push(configmap(
+                &team,
+                &team,
+                &format!("cm{i:03}"),
+                json!({"i": i.to_string()}),
+            ));
+        }
+        let mut d = unit_desired(&team, cp.name, &[&team], objects);
+        d.prune.max_share = 1.0;
+        d
+    };
+    let v1 = all(600);
+    let first = Arc::new(syncer(cp).await);
+    let task = {
+        let (s, d) = (first.clone(), v1.clone());
+        tokio::spawn(async move { s.sync(&d, "r1").await })
+    };
+    // Stop it (as kill -9 would) once part of the unit exists.
+    let cms: Api<ConfigMap> = Api::namespaced(cp.client().await, &team);
+    crate::support::control_plane::eventually(
+        "a partial apply",
+        Duration::from_secs(30),
+        || async {
+            let n = cms
+                .list(&Default::default())
+                .await
+                .map(|l| l.items.len())
+                .unwrap_or(0);
+            (n >= 1).then_some(())
+        },
+    )
+    .await;
+    task.abort();
+    let partial = cms
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .len();
+    assert!(
+        partial < 200,
+        "the sync finished before it was stopped ({partial} objects)"
+    );
+
+    // A restarted pontoon (nothing in memory) syncs the next revision, which dropped
+    // most of the objects: everything the killed sync created is accounted for.
+    let restarted = syncer(cp).await;
+    let v2 = all(100);
+    let r = restarted.sync(&v2, "r2").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    let names: Vec<String> = cms
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .filter(|n| n.starts_with("cm"))
+        .collect();
+    assert_eq!(
+        names.len(),
+        100,
+        "no orphan from the killed sync survives: {names:?}"
+    );
+    assert!(names.iter().all(|n| n.as_str() < "cm100"), "{names:?}");
+}
