@@ -9,6 +9,8 @@ use serde_json::Value;
 pub const MAX_EXPR_LEN: usize = 1024;
 /// Largest value one expression may produce (as JSON).
 pub const MAX_RESULT_BYTES: usize = 64 * 1024;
+/// Most list macros (`map`, `filter`, …) one expression may use.
+pub const MAX_MACROS: usize = 3;
 /// Largest string a template may produce by interpolation.
 pub const MAX_STRING_BYTES: usize = 64 * 1024;
 
@@ -30,6 +32,17 @@ impl Scope {
     pub fn eval(&self, expr: &str) -> Result<Value, String> {
         if expr.len() > MAX_EXPR_LEN {
             return Err(format!("expression longer than {MAX_EXPR_LEN} characters"));
+        }
+        // CEL has no loops, but list macros nest: ten elements mapped inside ten mapped
+        // inside ten grows as 10^n before any result limit can see it. Bound the nesting.
+        let macros = ["map(", "filter(", "all(", "exists(", "exists_one("]
+            .iter()
+            .map(|m| expr.matches(m).count())
+            .sum::<usize>();
+        if macros > MAX_MACROS {
+            return Err(format!(
+                "`{expr}` uses {macros} list macros; at most {MAX_MACROS} are allowed in one expression"
+            ));
         }
         let program = compiled(expr)?;
         let value = program
@@ -273,6 +286,12 @@ mod tests {
         // A list that multiplies itself: refused by the result limit, not built forever.
         let big = "${[1,2,3,4,5,6,7,8,9,10].map(a, [1,2,3,4,5,6,7,8,9,10].map(b, [1,2,3,4,5,6,7,8,9,10].map(c, [1,2,3,4,5,6,7,8,9,10].map(d, 'xxxxxxxx'))))}";
         let e = scope().render(&json!(big)).expect_err("too big");
+        assert!(e.contains("list macros; at most 3"), "{e}");
+        let wide = "${[1,2,3,4,5,6,7,8,9,10].map(a, [1,2,3,4,5,6,7,8,9,10].map(b, [1,2,3,4,5,6,7,8,9,10].map(c, 'x'.repeat(1))))}";
+        assert!(scope().render(&json!(wide)).is_err());
+        let e = scope()
+            .render(&json!("${[1,2,3,4,5,6,7,8,9,10].map(a, [1,2,3,4,5,6,7,8,9,10].map(b, [1,2,3,4,5,6,7,8,9,10].map(c, 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx')))}"))
+            .expect_err("big result");
         assert!(e.contains("more than the limit"), "{e}");
     }
 }
