@@ -151,6 +151,15 @@ fn read_repo(repo: &Path) -> anyhow::Result<pontoon::source::Snapshot> {
     pontoon::source::dir::read(repo).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// Exit 1 when any diagnostic is an error; warnings alone do not fail.
+fn exit_for(diagnostics: &[pontoon::desired::Diagnostic]) -> ExitCode {
+    if diagnostics.iter().any(|d| d.severity == Severity::Error) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn render_cmd(repo: &Path, team: Option<&str>, cluster: Option<&str>) -> anyhow::Result<ExitCode> {
     let snapshot = read_repo(repo)?;
     let state = pontoon::render::render(&snapshot.files, &snapshot.revision);
@@ -171,17 +180,7 @@ fn render_cmd(repo: &Path, team: Option<&str>, cluster: Option<&str>) -> anyhow:
         }
     }
     print!("{out}");
-    Ok(
-        if state
-            .diagnostics
-            .iter()
-            .any(|d| d.severity == Severity::Error)
-        {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        },
-    )
+    Ok(exit_for(&state.diagnostics))
 }
 
 fn validate_cmd(repo: &Path, format: Format) -> anyhow::Result<ExitCode> {
@@ -217,17 +216,7 @@ fn validate_cmd(repo: &Path, format: Format) -> anyhow::Result<ExitCode> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&state.diagnostics)?),
         Format::Github => print!("{}", pontoon::render::format_github(&state.diagnostics)),
     }
-    Ok(
-        if state
-            .diagnostics
-            .iter()
-            .any(|d| d.severity == Severity::Error)
-        {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        },
-    )
+    Ok(exit_for(&state.diagnostics))
 }
 
 fn init_tracing(config: &Config) {

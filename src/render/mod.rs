@@ -660,21 +660,15 @@ fn render_team(
                             file: path.to_string(),
                             line: doc.line,
                         };
-                        if let Some(d) = place(&mut object, &ns, tn, ctx, path, doc.line, None) {
-                            errs.push(d);
-                            continue;
+                        match place(&mut object, &ns, tn, ctx, path, doc.line) {
+                            Ok(group_kind) => {
+                                kinds_used.insert(group_kind);
+                            }
+                            Err(d) => {
+                                errs.push(d);
+                                continue;
+                            }
                         }
-                        let av = object
-                            .get("apiVersion")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_owned();
-                        let k2 = object
-                            .get("kind")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_owned();
-                        kinds_used.insert((group_of(&av).to_owned(), k2));
                         stamp(&mut object, tn, &source);
                         per_cluster
                             .entry(c.name.clone())
@@ -690,9 +684,8 @@ fn render_team(
                 }
             } else {
                 // A plain manifest, within the team's boundary.
-                let group = group_of(&api_version).to_owned();
                 if !allowed.contains(&GroupKind {
-                    group: group.clone(),
+                    group: group_of(&api_version).to_owned(),
                     kind: kind.clone(),
                 }) {
                     let allowed_list: Vec<String> = allowed
@@ -712,11 +705,15 @@ fn render_team(
                     continue;
                 }
                 let mut object = doc.value.clone();
-                if let Some(d) = place(&mut object, &default_ns, tn, ctx, path, doc.line, None) {
-                    errs.push(d);
-                    continue;
+                match place(&mut object, &default_ns, tn, ctx, path, doc.line) {
+                    Ok(group_kind) => {
+                        kinds_used.insert(group_kind);
+                    }
+                    Err(d) => {
+                        errs.push(d);
+                        continue;
+                    }
                 }
-                kinds_used.insert((group, kind));
                 let source = SourceRef {
                     file: path.to_string(),
                     line: doc.line,
@@ -792,7 +789,7 @@ fn render_team(
 }
 
 /// Puts a team object in a namespace it owns: fills the default namespace, refuses other
-/// teams' namespaces and cluster-scoped kinds.
+/// teams' namespaces and cluster-scoped kinds. Returns the object's group and kind.
 fn place(
     object: &mut Value,
     default_ns: &str,
@@ -800,8 +797,7 @@ fn place(
     ctx: &Ctx,
     file: &str,
     line: u64,
-    _: Option<()>,
-) -> Option<Diagnostic> {
+) -> Result<(String, String), Diagnostic> {
     let api_version = object
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -813,7 +809,7 @@ fn place(
         .unwrap_or("")
         .to_owned();
     if is_cluster_scoped(group_of(&api_version), &kind) {
-        return Some(diag(
+        return Err(diag(
             file,
             line,
             1,
@@ -822,16 +818,23 @@ fn place(
             format!("{kind} is cluster-scoped; teams produce only namespaced objects"),
         ));
     }
-    let meta = object
-        .as_object_mut()?
-        .entry("metadata")
-        .or_insert_with(|| json!({}));
+    let Some(obj) = object.as_object_mut() else {
+        return Err(diag(
+            file,
+            line,
+            1,
+            Some(tn),
+            "schema",
+            "a document must be a mapping",
+        ));
+    };
+    let meta = obj.entry("metadata").or_insert_with(|| json!({}));
     let name_ok = meta
         .get("name")
         .and_then(Value::as_str)
         .is_some_and(|n| !n.is_empty());
     if !name_ok {
-        return Some(diag(
+        return Err(diag(
             file,
             line,
             1,
@@ -850,8 +853,8 @@ fn place(
         }
     };
     match ctx.namespace_owner.get(&ns) {
-        Some(owner) if owner == tn => None,
-        Some(owner) => Some(diag(
+        Some(owner) if owner == tn => Ok((group_of(&api_version).to_owned(), kind)),
+        Some(owner) => Err(diag(
             file,
             line,
             1,
@@ -859,7 +862,7 @@ fn place(
             "namespace-not-owned",
             format!("{kind} in namespace {ns}, which belongs to team {owner}"),
         )),
-        None => Some(diag(
+        None => Err(diag(
             file,
             line,
             1,

@@ -833,32 +833,21 @@ impl Syncer {
         for res in kinds {
             let api: Api<DynamicObject> =
                 Api::all_with(self.cluster.client().clone(), &res.resource);
-            let mut params = ListParams::default().labels(&selector).limit(500);
-            loop {
-                let page = {
-                    let _permit = self.cluster.permit().await;
-                    api.list_metadata(&params).await?
+            for item in self.list_metadata(&api, &selector).await? {
+                let m = item.metadata;
+                let key = ObjectKey {
+                    group: res.resource.group.clone(),
+                    kind: res.resource.kind.clone(),
+                    namespace: m.namespace.clone().unwrap_or_default(),
+                    name: m.name.clone().unwrap_or_default(),
                 };
-                for item in page.items {
-                    let m = item.metadata;
-                    let key = ObjectKey {
-                        group: res.resource.group.clone(),
-                        kind: res.resource.kind.clone(),
-                        namespace: m.namespace.clone().unwrap_or_default(),
-                        name: m.name.clone().unwrap_or_default(),
-                    };
-                    live.insert(
-                        key,
-                        Live {
-                            resource_version: m.resource_version.clone().unwrap_or_default(),
-                            prune_disabled: prune_disabled(&m),
-                        },
-                    );
-                }
-                match page.metadata.continue_ {
-                    Some(c) if !c.is_empty() => params = params.continue_token(&c),
-                    _ => break,
-                }
+                live.insert(
+                    key,
+                    Live {
+                        resource_version: m.resource_version.clone().unwrap_or_default(),
+                        prune_disabled: prune_disabled(&m),
+                    },
+                );
             }
         }
         Ok(live)
@@ -898,6 +887,28 @@ impl Syncer {
         Ok(out)
     }
 
+    /// Metadata of every object matching `selector`, page by page, each page under the
+    /// cluster's request limit.
+    async fn list_metadata(
+        &self,
+        api: &Api<DynamicObject>,
+        selector: &str,
+    ) -> Result<Vec<kube::core::PartialObjectMeta<DynamicObject>>, kube::Error> {
+        let mut out = Vec::new();
+        let mut params = ListParams::default().labels(selector).limit(500);
+        loop {
+            let page = {
+                let _permit = self.cluster.permit().await;
+                api.list_metadata(&params).await?
+            };
+            out.extend(page.items);
+            match page.metadata.continue_ {
+                Some(c) if !c.is_empty() => params = params.continue_token(&c),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     async fn list_foreign(
         &self,
         res: Resolved,
@@ -910,32 +921,21 @@ impl Syncer {
             .unwrap_or_default();
         let api = Cluster::api(self.cluster.client().clone(), &res, &namespace);
         let mut found = Vec::new();
-        let mut params = ListParams::default().labels(&selector).limit(500);
-        loop {
-            let page = {
-                let _permit = self.cluster.permit().await;
-                api.list_metadata(&params).await?
+        for o in self.list_metadata(&api, &selector).await? {
+            let key = ObjectKey {
+                group: res.resource.group.clone(),
+                kind: res.resource.kind.clone(),
+                namespace: o.metadata.namespace.clone().unwrap_or_default(),
+                name: o.metadata.name.clone().unwrap_or_default(),
             };
-            for o in page.items {
-                let key = ObjectKey {
-                    group: res.resource.group.clone(),
-                    kind: res.resource.kind.clone(),
-                    namespace: o.metadata.namespace.clone().unwrap_or_default(),
-                    name: o.metadata.name.clone().unwrap_or_default(),
-                };
-                let owner = o
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(LABEL_TEAM))
-                    .cloned();
-                if let (true, Some(owner)) = (keys.contains(&key), owner) {
-                    found.push((key, owner));
-                }
-            }
-            match page.metadata.continue_ {
-                Some(c) if !c.is_empty() => params = params.continue_token(&c),
-                _ => break,
+            let owner = o
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_TEAM))
+                .cloned();
+            if let (true, Some(owner)) = (keys.contains(&key), owner) {
+                found.push((key, owner));
             }
         }
         Ok(found)
