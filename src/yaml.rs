@@ -26,5 +26,11 @@ pub fn error_message(e: &serde_saphyr::Error) -> String {
         Some(i) if text[i..].contains("column") => text[..i].to_owned(),
         _ => text,
     };
+    // Advice aimed at programs using the parser ("set … in Options") means nothing to
+    // the person editing the file.
+    let text = match text.find(", set ") {
+        Some(i) if text[i..].contains("Options") => text[..i].to_owned(),
+        _ => text,
+    };
     text.trim().to_owned()
 }

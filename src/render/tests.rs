@@ -117,6 +117,7 @@ fn one_bad_repo_per_rule() {
         (vec![("teams/c/team.yaml", team("c", "c").replace("[staging, prod]", "[moon]"))], "error[unknown-cluster]: team c: cluster moon is not defined in platform.yaml"),
         (vec![("teams/c/app.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n".into())], "teams/c/team.yaml:1:1: error[missing-team-file]: team c: team folder teams/c/ has no team.yaml"),
         (vec![("teams/a/x.yaml", "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: x}\n".into())], "error[kind-not-allowed]"),
+        (vec![("teams/a/x.yaml", "a: 1\na: 2\n".into())], "teams/a/x.yaml:2:1: error[parse]: team a: duplicate mapping key: a"),
         (vec![("teams/a/x.yaml", "\u{0}\u{0}".into())], ""),
     ];
     for (extra, want) in cases {
@@ -135,6 +136,16 @@ fn one_bad_repo_per_rule() {
             "team b must still render: {d:?}"
         );
     }
+}
+
+#[test]
+fn parser_advice_for_programmers_is_not_shown_to_users() {
+    let (_, d) = diags(&[("teams/a/x.yaml", "a: 1\na: 2\n")]);
+    let line = d
+        .iter()
+        .find(|l| l.contains("duplicate mapping key"))
+        .expect("duplicate key reported");
+    assert!(line.ends_with("duplicate mapping key: a"), "{line}");
 }
 
 #[test]
