@@ -14,5 +14,6 @@ pub mod model;
 pub mod render;
 pub mod server;
 pub mod source;
+pub mod status;
 pub mod sync;
 pub mod yaml;

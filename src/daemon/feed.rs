@@ -117,6 +117,7 @@ pub fn webhook_routes(
     cfg: &SourceConfig,
     wake: Arc<Notify>,
     metrics: &SourceMetrics,
+    reviews: Option<tokio::sync::mpsc::Sender<webhook::PullRequest>>,
 ) -> anyhow::Result<axum::Router> {
     let secret = match &cfg.webhook_secret {
         Some(r) => Some(
@@ -141,6 +142,7 @@ pub fn webhook_routes(
         tracked_ref,
         wake,
         requests: metrics.webhooks.clone(),
+        reviews,
     }))
 }
 

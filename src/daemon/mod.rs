@@ -10,6 +10,7 @@ pub mod board;
 pub mod feed;
 pub mod leader;
 pub mod metrics;
+pub mod review;
 pub mod scheduler;
 
 use std::collections::BTreeMap;
@@ -40,15 +41,43 @@ pub struct Handles {
     pub board: Arc<Board>,
     pub registry: prometheus::Registry,
     pub syncers: BTreeMap<ClusterName, Arc<Syncer>>,
+    /// Commit statuses, when configured (and the source has commits).
+    pub statuses: Option<Arc<crate::status::Notifier>>,
 }
 
 impl Handles {
     /// Fresh handles with a connection to every configured cluster.
     pub async fn connect(config: &Config) -> anyhow::Result<Handles> {
+        let registry = prometheus::Registry::new();
+        let statuses = match &config.commit_status {
+            Some(cs)
+                if matches!(
+                    config.source.location,
+                    crate::config::SourceLocation::Git { .. }
+                ) =>
+            {
+                Some(Arc::new(
+                    crate::status::Notifier::start(
+                        cs,
+                        &registry,
+                        config.clusters.iter().map(|c| c.name.clone()),
+                    )
+                    .context("commit statuses")?,
+                ))
+            }
+            Some(_) => {
+                tracing::warn!(
+                    "commitStatus is set but the source is a directory, which has no commits: no statuses are posted"
+                );
+                None
+            }
+            None => None,
+        };
         Ok(Handles {
             board: Arc::new(Board::new()),
-            registry: prometheus::Registry::new(),
+            registry,
             syncers: connect(config).await?,
+            statuses,
         })
     }
 }
@@ -91,6 +120,7 @@ pub async fn run_with(
         board,
         registry,
         syncers,
+        statuses,
     } = handles;
     let metrics = Arc::new(metrics::Metrics::register(&registry).context("registering metrics")?);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -135,11 +165,14 @@ pub async fn run_with(
     // Reports → board and metrics.
     let (report_tx, mut report_rx) = mpsc::channel::<Report>(4096);
     let reporting = {
-        let (board, metrics) = (board.clone(), metrics.clone());
+        let (board, metrics, statuses) = (board.clone(), metrics.clone(), statuses.clone());
         tokio::spawn(async move {
             while let Some(r) = report_rx.recv().await {
                 board.record(&r.result, r.removal);
                 metrics.observe(&r.result, r.removal);
+                if let Some(s) = &statuses {
+                    s.reported(&r);
+                }
                 let quiet =
                     r.result.state == crate::sync::UnitState::Synced && r.result.writes == 0;
                 let summary = r.result.summary();
@@ -177,6 +210,7 @@ pub async fn run_with(
             resync: config.sync.resync_interval,
             shutdown_timeout: config.shutdown_timeout,
             human_managers: config.drift.human_managers.clone(),
+            statuses: statuses.clone(),
         },
         inputs.desired,
         leading_rx,
@@ -184,6 +218,7 @@ pub async fn run_with(
     ));
 
     shutdown.await;
+    let shutdown_started = tokio::time::Instant::now();
     tracing::info!(deadline = ?config.shutdown_timeout, "shutting down: finishing in-flight syncs");
     stop_tx.send_replace(true);
     match tokio::time::timeout(config.shutdown_timeout + Duration::from_secs(1), terms).await {
@@ -198,6 +233,20 @@ pub async fn run_with(
         let _ = tokio::time::timeout(Duration::from_secs(5), e).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), reporting).await;
+    if let Some(s) = &statuses {
+        // The statuses owed get what is left of the deadline, and a moment at least.
+        let left = config
+            .shutdown_timeout
+            .saturating_sub(shutdown_started.elapsed())
+            .max(Duration::from_secs(2));
+        let unposted = s.finish(left).await;
+        if unposted > 0 {
+            tracing::warn!(
+                unposted,
+                "shutdown deadline passed with commit statuses still owed"
+            );
+        }
+    }
     match http.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e).context("HTTP server"),
@@ -222,7 +271,23 @@ pub async fn run_from_source(
         }
         None => None,
     };
-    let routes = feed::webhook_routes(&config.source, wake.clone(), &source_metrics)?;
+    // Pull-request plans, for a Git source: planned wherever the webhook lands (they
+    // only read), posted when commit statuses are configured.
+    let (reviews, review_task) = match source.git_target() {
+        Some(target) => {
+            let (tx, rx) = mpsc::channel(64);
+            let task = tokio::spawn(review::review_loop(
+                target.clone(),
+                handles.syncers.clone(),
+                config.clusters.iter().map(|c| c.name.clone()).collect(),
+                handles.statuses.clone(),
+                rx,
+            ));
+            (Some(tx), Some(task))
+        }
+        None => (None, None),
+    };
+    let routes = feed::webhook_routes(&config.source, wake.clone(), &source_metrics, reviews)?;
     let (desired_tx, desired_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
     let poller = tokio::spawn(feed::poll_loop(
@@ -245,6 +310,9 @@ pub async fn run_from_source(
     .await;
     stop_tx.send_replace(true);
     let _ = poller.await;
+    if let Some(t) = review_task {
+        t.abort();
+    }
     result
 }
 
@@ -324,6 +392,7 @@ struct TermContext {
     resync: Duration,
     shutdown_timeout: Duration,
     human_managers: Vec<String>,
+    statuses: Option<Arc<crate::status::Notifier>>,
 }
 
 /// One scheduler (and one set of drift watches) per term of leadership: created when
@@ -399,6 +468,9 @@ async fn leadership_terms(
                     let state = desired.borrow_and_update().clone();
                     if let Some(state) = state {
                         ctx.board.rendered(&state, &ctx.clusters);
+                        if let Some(s) = &ctx.statuses {
+                            s.rendered(&state);
+                        }
                         scheduler.apply(&state).await;
                         if !state.platform_failed {
                             for (name, w) in &watches {

@@ -318,3 +318,37 @@ pub fn read_commit(repo: &Repository, commit: &git2::Commit) -> Result<Snapshot,
         message: commit.summary().ok().flatten().unwrap_or("").to_owned(),
     })
 }
+
+/// Fetches a pull request's head (`refname` on the same remote, e.g. `refs/pull/7/head`)
+/// and reads commit `sha`. The commit must be what the ref points to or an ancestor of it,
+/// so a webhook cannot name an arbitrary object; nothing of the tracked ref changes.
+pub fn fetch_review(target: &GitTarget, refname: &str, sha: &str) -> Result<Snapshot, SourceError> {
+    let wanted = Oid::from_str(sha).map_err(|e| SourceError::Ref(e.message().to_owned()))?;
+    let repo = open_cache(&target.cache_dir)?;
+    let local = format!("refs/pontoon/review/{}", refname.replace('/', "-"));
+    let mut remote = repo
+        .remote_anonymous(&target.url)
+        .map_err(|e| SourceError::Remote(clean(&e)))?;
+    let mut fo = FetchOptions::new();
+    fo.remote_callbacks(callbacks(&target.auth));
+    fo.download_tags(AutotagOption::None);
+    remote
+        .fetch(
+            &[format!("+{refname}:{local}").as_str()],
+            Some(&mut fo),
+            None,
+        )
+        .map_err(|e| classify(&e))?;
+    let head = repo
+        .refname_to_id(&local)
+        .map_err(|_| SourceError::Ref(format!("{refname} does not exist on the remote")))?;
+    if head != wanted && !repo.graph_descendant_of(head, wanted).unwrap_or(false) {
+        return Err(SourceError::Ref(format!(
+            "{refname} points to {head}, which does not contain {sha} (updated since the event?)"
+        )));
+    }
+    let commit = repo
+        .find_commit(wanted)
+        .map_err(|e| SourceError::Ref(format!("commit {sha}: {}", e.message())))?;
+    read_commit(&repo, &commit)
+}

@@ -110,6 +110,14 @@ impl Source {
         self.last.clone()
     }
 
+    /// Where a Git source fetches from (None for a directory).
+    pub fn git_target(&self) -> Option<&git::GitTarget> {
+        match &self.kind {
+            Kind::Git(t) => Some(t),
+            Kind::Dir(_) => None,
+        }
+    }
+
     /// The folder a directory source watches.
     pub fn directory(&self) -> Option<&std::path::Path> {
         match &self.kind {

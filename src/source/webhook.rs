@@ -1,8 +1,9 @@
 //! Webhooks that make the next poll happen now: GitHub (`X-Hub-Signature-256`), Gitea
 //! (`X-Gitea-Signature`) and GitLab (`X-Gitlab-Token`) push events. Signatures are
-//! checked in constant time. A push to the tracked branch wakes the poller; anything
-//! else is answered and ignored. Polling stays the ground truth: a lost webhook only
-//! means the change arrives at the next poll.
+//! checked in constant time. A push to the tracked branch wakes the poller; a pull
+//! (merge) request opened or updated against it asks for a plan of its head commit;
+//! anything else is answered and ignored. Polling stays the ground truth: a lost webhook
+//! only means the change arrives at the next poll.
 
 use std::sync::Arc;
 
@@ -24,6 +25,82 @@ pub struct WebhookState {
     pub tracked_ref: Option<String>,
     pub wake: Arc<tokio::sync::Notify>,
     pub requests: prometheus::IntCounterVec,
+    /// Where pull-request plans are asked for; `None` ignores pull requests.
+    pub reviews: Option<tokio::sync::mpsc::Sender<PullRequest>>,
+}
+
+/// A pull (merge) request whose head commit should be planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    pub number: u64,
+    /// The head commit.
+    pub sha: String,
+    /// Where the base repository keeps the head: `refs/pull/7/head` (GitHub, Gitea),
+    /// `refs/merge-requests/7/head` (GitLab).
+    pub head_ref: String,
+}
+
+/// Which forge sent an event: their pull-request payloads differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forge {
+    Github,
+    Gitea,
+    Gitlab,
+}
+
+/// The pull request an event asks to plan: opened, reopened or updated, against the
+/// tracked branch (any branch when pontoon tracks a tag or a commit).
+pub fn pull_request(forge: Forge, body: &[u8], tracked_ref: Option<&str>) -> Option<PullRequest> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let str_at = |p: &str| v.pointer(p).and_then(|x| x.as_str());
+    let (action, number, sha, base, head_ref) = match forge {
+        Forge::Github | Forge::Gitea => {
+            let number = v.get("number").and_then(|n| n.as_u64())?;
+            (
+                str_at("/action")?,
+                number,
+                str_at("/pull_request/head/sha")?,
+                str_at("/pull_request/base/ref")?,
+                format!("refs/pull/{number}/head"),
+            )
+        }
+        Forge::Gitlab => {
+            let number = v
+                .pointer("/object_attributes/iid")
+                .and_then(|n| n.as_u64())?;
+            (
+                str_at("/object_attributes/action")?,
+                number,
+                str_at("/object_attributes/last_commit/id")?,
+                str_at("/object_attributes/target_branch")?,
+                format!("refs/merge-requests/{number}/head"),
+            )
+        }
+    };
+    // GitHub says `synchronize`, Gitea `synchronized`, GitLab `update`.
+    let planned = matches!(
+        action,
+        "opened" | "reopened" | "synchronize" | "synchronized" | "open" | "reopen" | "update"
+    );
+    if !planned {
+        return None;
+    }
+    if let Some(tracked) = tracked_ref.and_then(|r| r.strip_prefix("refs/heads/")) {
+        if base != tracked {
+            return None;
+        }
+    } else if tracked_ref.is_some() {
+        // A tag is tracked: pull requests do not change what is deployed.
+        return None;
+    }
+    if sha.len() < 40 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(PullRequest {
+        number,
+        sha: sha.to_owned(),
+        head_ref,
+    })
 }
 
 /// Routes under `/webhooks/`.
@@ -56,6 +133,7 @@ enum Verdict {
     Unauthorized,
     Ignored,
     Poll,
+    Plan(PullRequest),
 }
 
 fn push_ref(body: &[u8]) -> Option<String> {
@@ -66,11 +144,28 @@ fn push_ref(body: &[u8]) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn decide(s: &WebhookState, authorized: bool, is_push: bool, body: &[u8]) -> Verdict {
+/// What kind of event a request carries.
+#[derive(PartialEq, Eq)]
+enum Event {
+    Push,
+    PullRequest(Forge),
+    Other,
+}
+
+fn decide(s: &WebhookState, authorized: bool, event: Event, body: &[u8]) -> Verdict {
     if !authorized {
         return Verdict::Unauthorized;
     }
-    if !is_push {
+    if let Event::PullRequest(forge) = event {
+        return match (
+            &s.reviews,
+            pull_request(forge, body, s.tracked_ref.as_deref()),
+        ) {
+            (Some(_), Some(pr)) => Verdict::Plan(pr),
+            _ => Verdict::Ignored,
+        };
+    }
+    if event != Event::Push {
         return Verdict::Ignored;
     }
     match (&s.tracked_ref, push_ref(body)) {
@@ -92,6 +187,14 @@ fn answer(s: &WebhookState, provider: &str, v: Verdict) -> (StatusCode, &'static
             s.wake.notify_one();
             (StatusCode::ACCEPTED, "polling", "poll")
         }
+        Verdict::Plan(pr) => match s.reviews.as_ref().map(|tx| tx.try_send(pr)) {
+            Some(Ok(())) => (StatusCode::ACCEPTED, "planning", "plan"),
+            _ => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many plans queued; retry later",
+                "busy",
+            ),
+        },
     };
     s.requests.with_label_values(&[provider, result]).inc();
     (code, text)
@@ -109,12 +212,12 @@ async fn github(
         (None, _) => true,
         (Some(_), None) => false,
     };
-    let v = decide(
-        &s,
-        authorized,
-        header(&h, "x-github-event") == Some("push"),
-        &body,
-    );
+    let event = match header(&h, "x-github-event") {
+        Some("push") => Event::Push,
+        Some("pull_request") => Event::PullRequest(Forge::Github),
+        _ => Event::Other,
+    };
+    let v = decide(&s, authorized, event, &body);
     answer(&s, "github", v)
 }
 
@@ -128,12 +231,12 @@ async fn gitea(
         (None, _) => true,
         (Some(_), None) => false,
     };
-    let v = decide(
-        &s,
-        authorized,
-        header(&h, "x-gitea-event") == Some("push"),
-        &body,
-    );
+    let event = match header(&h, "x-gitea-event") {
+        Some("push") => Event::Push,
+        Some("pull_request") => Event::PullRequest(Forge::Gitea),
+        _ => Event::Other,
+    };
+    let v = decide(&s, authorized, event, &body);
     answer(&s, "gitea", v)
 }
 
@@ -147,11 +250,76 @@ async fn gitlab(
         (None, _) => true,
         (Some(_), None) => false,
     };
-    let v = decide(
-        &s,
-        authorized,
-        header(&h, "x-gitlab-event") == Some("Push Hook"),
-        &body,
-    );
+    let event = match header(&h, "x-gitlab-event") {
+        Some("Push Hook") => Event::Push,
+        Some("Merge Request Hook") => Event::PullRequest(Forge::Gitlab),
+        _ => Event::Other,
+    };
+    let v = decide(&s, authorized, event, &body);
     answer(&s, "gitlab", v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "6dcb09b5b57875f334f61aebed695e2e4193db5e";
+
+    #[test]
+    fn gitea_and_github_pull_requests_against_the_tracked_branch() {
+        for (forge, action) in [
+            (Forge::Gitea, "synchronized"),
+            (Forge::Github, "synchronize"),
+        ] {
+            let body = serde_json::json!({
+                "action": action,
+                "number": 7,
+                "pull_request": {"head": {"ref": "feature", "sha": SHA}, "base": {"ref": "main"}},
+            })
+            .to_string();
+            assert_eq!(
+                pull_request(forge, body.as_bytes(), Some("refs/heads/main")),
+                Some(PullRequest {
+                    number: 7,
+                    sha: SHA.into(),
+                    head_ref: "refs/pull/7/head".into()
+                })
+            );
+            // Against another branch, or closed: nothing to plan.
+            assert_eq!(
+                pull_request(forge, body.as_bytes(), Some("refs/heads/release")),
+                None
+            );
+            let closed = body.replace(action, "closed");
+            assert_eq!(
+                pull_request(forge, closed.as_bytes(), Some("refs/heads/main")),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn gitlab_merge_requests() {
+        let body = serde_json::json!({
+            "object_kind": "merge_request",
+            "object_attributes": {"iid": 3, "action": "update", "target_branch": "main",
+                "last_commit": {"id": SHA}},
+        })
+        .to_string();
+        let pr = pull_request(Forge::Gitlab, body.as_bytes(), Some("refs/heads/main"));
+        assert_eq!(
+            pr.map(|p| p.head_ref),
+            Some("refs/merge-requests/3/head".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_head_that_is_not_a_commit_id_is_refused() {
+        let body = serde_json::json!({
+            "action": "opened", "number": 1,
+            "pull_request": {"head": {"sha": "--upload-pack=evil"}, "base": {"ref": "main"}},
+        })
+        .to_string();
+        assert_eq!(pull_request(Forge::Github, body.as_bytes(), None), None);
+    }
 }

@@ -129,7 +129,7 @@ pub struct UnitResult {
 }
 
 impl UnitResult {
-    fn new(unit: UnitId, revision: &str) -> Self {
+    pub fn new(unit: UnitId, revision: &str) -> Self {
         UnitResult {
             unit,
             revision: revision.to_owned(),

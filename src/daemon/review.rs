@@ -1,0 +1,204 @@
+//! Pull-request plans: a pull (merge) request opened or updated against the tracked
+//! branch gets its head commit fetched, rendered and planned against the live clusters
+//! (server-side dry runs, nothing written), and the answer posted as `pontoon/plan` on
+//! that commit: `staging +3 ~1 -0, prod +3 ~1 -0`, or the first errors.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::desired::{ClusterName, DesiredState, Severity};
+use crate::source::git::GitTarget;
+use crate::source::webhook::PullRequest;
+use crate::status::{Notifier, State, Status};
+use crate::sync::Syncer;
+
+/// How many diagnostics a failed plan's description names.
+const SHOWN_ERRORS: usize = 2;
+
+/// Plans pull requests one at a time until the channel closes. Requests for a pull
+/// request that is already queued again are planned once, for the newest head.
+pub async fn review_loop(
+    target: GitTarget,
+    syncers: BTreeMap<ClusterName, Arc<Syncer>>,
+    clusters: Vec<String>,
+    statuses: Option<Arc<Notifier>>,
+    mut requests: mpsc::Receiver<PullRequest>,
+) {
+    while let Some(first) = requests.recv().await {
+        let mut batch: BTreeMap<u64, PullRequest> = BTreeMap::new();
+        batch.insert(first.number, first);
+        while let Ok(more) = requests.try_recv() {
+            batch.insert(more.number, more);
+        }
+        for pr in batch.into_values() {
+            let post = |s: Status| {
+                tracing::info!(pull_request = pr.number, sha = %pr.sha, state = s.state.as_str(), description = %s.description, "pull request plan");
+                if let Some(n) = &statuses {
+                    n.post(vec![s]);
+                }
+            };
+            post(Status::plan(&pr.sha, State::Pending, "planning"));
+            let status = plan_pull_request(&target, &syncers, &clusters, &pr).await;
+            post(status);
+        }
+    }
+}
+
+async fn plan_pull_request(
+    target: &GitTarget,
+    syncers: &BTreeMap<ClusterName, Arc<Syncer>>,
+    clusters: &[String],
+    pr: &PullRequest,
+) -> Status {
+    let fetched = {
+        let (t, r, s) = (target.clone(), pr.head_ref.clone(), pr.sha.clone());
+        tokio::task::spawn_blocking(move || crate::source::git::fetch_review(&t, &r, &s)).await
+    };
+    let snapshot = match fetched {
+        Ok(Ok(s)) => Arc::new(s),
+        Ok(Err(e)) => {
+            return Status::plan(
+                &pr.sha,
+                State::Error,
+                format!("cannot fetch the pull request: {e}"),
+            );
+        }
+        Err(e) => return Status::plan(&pr.sha, State::Error, format!("fetch task failed: {e}")),
+    };
+    let state = super::feed::render(snapshot).await;
+    if let Some(description) = render_errors(&state) {
+        return Status::plan(&pr.sha, State::Failure, description);
+    }
+    plan_state(&state, syncers, clusters)
+        .await
+        .into_status(&pr.sha)
+}
+
+/// `3 errors: teams/a/web.yaml:4:3: error[unknown-field]: …; …`, or None when it renders.
+fn render_errors(state: &DesiredState) -> Option<String> {
+    let errors: Vec<String> = state
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.to_string())
+        .collect();
+    if errors.is_empty() && !state.platform_failed && state.failed_teams.is_empty() {
+        return None;
+    }
+    let n = errors.len().max(1);
+    let shown: Vec<&str> = errors
+        .iter()
+        .take(SHOWN_ERRORS)
+        .map(String::as_str)
+        .collect();
+    Some(format!(
+        "{n} error{}: {}",
+        if n == 1 { "" } else { "s" },
+        if shown.is_empty() {
+            "the platform does not render".to_owned()
+        } else {
+            shown.join("; ")
+        }
+    ))
+}
+
+/// Totals per cluster.
+#[derive(Debug, Default)]
+struct PlanTotals {
+    per_cluster: Vec<(String, [usize; 4])>,
+    /// Objects the API server would refuse, or clusters that cannot be planned.
+    problems: Vec<String>,
+}
+
+impl PlanTotals {
+    fn into_status(self, sha: &str) -> Status {
+        let summary: Vec<String> = self
+            .per_cluster
+            .iter()
+            .map(|(c, [add, change, del, refused])| {
+                let mut s = format!("{c} +{add} ~{change} -{del}");
+                if *refused > 0 {
+                    s.push_str(&format!(" !{refused}"));
+                }
+                s
+            })
+            .collect();
+        let summary = summary.join(", ");
+        if self.problems.is_empty() {
+            Status::plan(sha, State::Success, summary)
+        } else {
+            Status::plan(
+                sha,
+                State::Failure,
+                format!("{summary}; {}", self.problems.join("; ")),
+            )
+        }
+    }
+}
+
+async fn plan_state(
+    state: &DesiredState,
+    syncers: &BTreeMap<ClusterName, Arc<Syncer>>,
+    clusters: &[String],
+) -> PlanTotals {
+    let mut totals = PlanTotals::default();
+    for cluster in clusters {
+        let name = ClusterName(cluster.clone());
+        let Some(syncer) = syncers.get(&name) else {
+            continue;
+        };
+        let mut counts = [0usize; 4];
+        for (id, unit) in state.units.iter().filter(|(id, _)| id.cluster == name) {
+            match syncer.plan(unit).await {
+                Ok(plan) => {
+                    let (a, c, d, e) = plan.counts();
+                    for (slot, n) in counts.iter_mut().zip([a, c, d, e]) {
+                        *slot += n;
+                    }
+                    for o in &plan.objects {
+                        if let crate::sync::plan::Action::Error { message } = &o.action {
+                            totals
+                                .problems
+                                .push(format!("{id}: {}: {message}", o.object));
+                        }
+                    }
+                }
+                Err(e) => totals.problems.push(format!("{id}: cannot plan: {e}")),
+            }
+        }
+        totals.per_cluster.push((cluster.clone(), counts));
+    }
+    totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_and_failure_descriptions() {
+        let ok = PlanTotals {
+            per_cluster: vec![
+                ("staging".into(), [3, 1, 0, 0]),
+                ("prod".into(), [3, 1, 0, 0]),
+            ],
+            problems: vec![],
+        }
+        .into_status("abc");
+        assert_eq!(ok.state, State::Success);
+        assert_eq!(ok.description, "staging +3 ~1 -0, prod +3 ~1 -0");
+        assert_eq!(ok.context, "pontoon/plan");
+        let bad = PlanTotals {
+            per_cluster: vec![("prod".into(), [1, 0, 0, 1])],
+            problems: vec!["prod/payments: Deployment payments/web: forbidden".into()],
+        }
+        .into_status("abc");
+        assert_eq!(bad.state, State::Failure);
+        assert_eq!(
+            bad.description,
+            "prod +1 ~0 -0 !1; prod/payments: Deployment payments/web: forbidden"
+        );
+    }
+}
