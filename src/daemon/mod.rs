@@ -446,7 +446,7 @@ async fn leadership_terms(
                     if e.corrected {
                         tracing::info!(unit = %e.unit, object = %e.key, after = ?e.detected.elapsed(), "drift corrected");
                     } else {
-                        tracing::warn!(unit = %e.unit, object = %e.key, manager = %e.manager, by_person = e.by_person, at = %e.at, fields = %e.paths.join(", "),
+                        tracing::warn!(unit = %e.unit, object = %e.key, manager = %e.manager, by_person = e.by_person, at = %e.at, fields = %e.paths.join(", "), added = %e.added.join(", "),
                             mode = if report { "report" } else { "correct" }, "drift detected");
                         if !report {
                             scheduler.trigger(&e.unit);

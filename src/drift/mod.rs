@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::DynamicObject;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -54,6 +56,28 @@ pub struct DriftEvent {
     pub detected: Instant,
     /// Set on the follow-up event once the object is back to what pontoon applied.
     pub corrected: bool,
+    /// Fields people added that pontoon never set (removed in correct mode).
+    pub added: Vec<String>,
+    /// The object, for Kubernetes Events about it.
+    pub reference: ObjectReference,
+}
+
+/// The reference Kubernetes Events use for an object.
+fn reference(desired: &Value, o: &DynamicObject) -> ObjectReference {
+    ObjectReference {
+        api_version: desired
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        kind: desired
+            .get("kind")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        name: o.metadata.name.clone(),
+        namespace: o.metadata.namespace.clone(),
+        uid: o.metadata.uid.clone(),
+        ..ObjectReference::default()
+    }
 }
 
 /// Compares what pontoon applied with the live object: every leaf pontoon set must hold
@@ -134,6 +158,198 @@ pub fn last_writer(live: &Value) -> (String, String) {
     }
 }
 
+/// One step of a path into an object: a map key or a list index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+fn pointer(steps: &[Step]) -> String {
+    steps
+        .iter()
+        .map(|s| match s {
+            Step::Key(k) => format!("/{}", k.replace('~', "~0").replace('/', "~1")),
+            Step::Index(i) => format!("/{i}"),
+        })
+        .collect()
+}
+
+/// A field a person added: where it is in the live object, and who added it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addition {
+    pub path: String,
+    pub manager: String,
+    steps_: Vec<Step>,
+}
+
+/// Fields that managers standing for people (`humans`) own in `live` and that pontoon's
+/// desired object does not set: an env var or a container added by `kubectl edit`, a
+/// label added by `kubectl label`. Only the topmost such field is named (a whole added
+/// container, not each of its fields). Fields another controller also owns are left
+/// (something relies on them), and so are `ignore` pointers and prefixes of them.
+pub fn human_additions(
+    desired: &Value,
+    live: &Value,
+    humans: &[String],
+    ignore: &[String],
+) -> Vec<Addition> {
+    let Some(entries) = live
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
+    let manager = |m: &Value| {
+        m.get("manager")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let is_main = |m: &Value| {
+        m.get("subresource")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+    };
+    // What controllers (not people, not pontoon) own, to leave it alone.
+    let mut controllers: Vec<Vec<Step>> = Vec::new();
+    for m in entries {
+        let name = manager(m);
+        if humans.contains(&name) || name == crate::desired::FIELD_MANAGER {
+            continue;
+        }
+        if let Some(f) = m.get("fieldsV1") {
+            owned_leaves(f, live, &mut Vec::new(), &mut controllers);
+        }
+    }
+    let mut out: Vec<Addition> = Vec::new();
+    for m in entries.iter().filter(|m| is_main(m)) {
+        let name = manager(m);
+        if !humans.contains(&name) {
+            continue;
+        }
+        let Some(f) = m.get("fieldsV1") else { continue };
+        let mut found = Vec::new();
+        added(f, Some(desired), live, &mut Vec::new(), &mut found);
+        for steps in found {
+            let path = pointer(&steps);
+            let ignored = ignore.iter().any(|i| {
+                path == *i
+                    || path.starts_with(&format!("{i}/"))
+                    || i.starts_with(&format!("{path}/"))
+            });
+            let shared = controllers
+                .iter()
+                .any(|c| c.starts_with(&steps) || steps.starts_with(c));
+            if ignored || shared || out.iter().any(|a| steps.starts_with(&a.steps_)) {
+                continue;
+            }
+            out.retain(|a| !a.steps_.starts_with(&steps));
+            out.push(Addition {
+                path,
+                manager: name.clone(),
+                steps_: steps,
+            });
+        }
+    }
+    // Removing list entries from the highest index down keeps the other indexes valid.
+    out.sort_by(|a, b| b.steps_.cmp(&a.steps_));
+    out
+}
+
+/// The live element a managedFields key (`f:name`, `k:{"name":"x"}`, `v:"x"`, `i:3`)
+/// stands for, with the step to it.
+fn child<'a>(key: &str, value: &'a Value) -> Option<(Step, &'a Value)> {
+    if let Some(name) = key.strip_prefix("f:") {
+        return value.get(name).map(|v| (Step::Key(name.to_owned()), v));
+    }
+    let list = value.as_array()?;
+    let index = if let Some(k) = key.strip_prefix("k:") {
+        let wanted: serde_json::Map<String, Value> = serde_json::from_str(k).ok()?;
+        list.iter().position(|e| {
+            wanted.iter().all(|(f, v)| {
+                e.get(f)
+                    .is_some_and(|ev| differences(v, ev, &[]).is_empty())
+            })
+        })?
+    } else if let Some(v) = key.strip_prefix("v:") {
+        let wanted: Value = serde_json::from_str(v).ok()?;
+        list.iter().position(|e| *e == wanted)?
+    } else if let Some(i) = key.strip_prefix("i:") {
+        i.parse().ok()?
+    } else {
+        return None;
+    };
+    list.get(index).map(|v| (Step::Index(index), v))
+}
+
+/// Walks a human's fieldsV1 over the live object and the desired one at once; a field
+/// the desired object lacks is an addition (and is not descended into).
+fn added(
+    fields: &Value,
+    desired: Option<&Value>,
+    live: &Value,
+    at: &mut Vec<Step>,
+    out: &mut Vec<Vec<Step>>,
+) {
+    let Some(map) = fields.as_object() else {
+        return;
+    };
+    for (key, sub) in map {
+        if key == "." {
+            continue;
+        }
+        let Some((step, live_child)) = child(key, live) else {
+            continue;
+        };
+        let desired_child = desired.and_then(|d| child(key, d)).map(|(_, v)| v);
+        at.push(step);
+        match desired_child {
+            None => out.push(at.clone()),
+            Some(d) => added(sub, Some(d), live_child, at, out),
+        }
+        at.pop();
+    }
+}
+
+/// Every field a manager owns, as paths into the live object.
+fn owned_leaves(fields: &Value, live: &Value, at: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
+    let Some(map) = fields.as_object() else {
+        return;
+    };
+    for (key, sub) in map {
+        if key == "." {
+            out.push(at.clone());
+            continue;
+        }
+        let Some((step, live_child)) = child(key, live) else {
+            continue;
+        };
+        at.push(step);
+        if sub.as_object().is_some_and(|m| m.is_empty()) {
+            out.push(at.clone());
+        } else {
+            owned_leaves(sub, live_child, at, out);
+        }
+        at.pop();
+    }
+}
+
+/// The JSON patch that removes `additions` from the object at `resource_version`, and
+/// fails (HTTP 422) if the object changed since it was read.
+pub fn removal_patch(additions: &[Addition], resource_version: &str) -> Value {
+    let mut ops = vec![serde_json::json!({
+        "op": "test", "path": "/metadata/resourceVersion", "value": resource_version
+    })];
+    ops.extend(
+        additions
+            .iter()
+            .map(|a| serde_json::json!({"op": "remove", "path": a.path})),
+    );
+    Value::Array(ops)
+}
+
 /// The drift watches of one cluster.
 pub struct DriftWatch {
     syncer: Arc<Syncer>,
@@ -142,6 +358,7 @@ pub struct DriftWatch {
     watches: Mutex<HashMap<(String, String), JoinHandle<()>>>,
     /// Objects reported drifted and not yet seen corrected.
     open: Arc<Mutex<BTreeMap<ObjectKey, DriftEvent>>>,
+    recorder: Recorder,
 }
 
 impl DriftWatch {
@@ -152,12 +369,19 @@ impl DriftWatch {
         human_managers: &[String],
     ) -> Arc<DriftWatch> {
         Arc::new(DriftWatch {
-            syncer,
             human_managers: HUMAN_MANAGERS
                 .iter()
                 .map(|m| (*m).to_owned())
                 .chain(human_managers.iter().cloned())
                 .collect(),
+            recorder: Recorder::new(
+                syncer.client().clone(),
+                Reporter {
+                    controller: crate::desired::FIELD_MANAGER.to_owned(),
+                    instance: Some(crate::daemon::leader::default_identity()),
+                },
+            ),
+            syncer,
             events,
             watches: Mutex::new(HashMap::new()),
             open: Arc::new(Mutex::new(BTreeMap::new())),
@@ -229,7 +453,7 @@ impl DriftWatch {
         }
     }
 
-    fn seen(&self, resolved: &Resolved, o: DynamicObject, deleted: bool) {
+    fn seen(self: &Arc<Self>, resolved: &Resolved, o: DynamicObject, deleted: bool) {
         let Some(team) = o
             .metadata
             .labels
@@ -251,19 +475,34 @@ impl DriftWatch {
         };
         let Some(a) = applied.get(&key) else { return };
         let rv = o.metadata.resource_version.clone().unwrap_or_default();
-        if !deleted && rv == a.resource_version {
-            self.resolved_if_open(&key);
+        let is_open = self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&key);
+        // pontoon's own write. Cheap unless the object is open: a re-apply cannot take
+        // back what a person added, so an open object is checked in full.
+        if !deleted && rv == a.resource_version && !is_open {
             return;
         }
         let live = serde_json::to_value(&o).unwrap_or(Value::Null);
-        let paths = if deleted {
-            vec!["(deleted)".to_owned()]
+        let (paths, additions) = if deleted {
+            (vec!["(deleted)".to_owned()], Vec::new())
         } else {
-            differences(&a.desired.object, &live, &a.desired.ignore_fields)
+            (
+                differences(&a.desired.object, &live, &a.desired.ignore_fields),
+                human_additions(
+                    &a.desired.object,
+                    &live,
+                    &self.human_managers,
+                    &a.desired.ignore_fields,
+                ),
+            )
         };
-        if paths.is_empty() {
-            // Changed, but not in anything pontoon applied: a controller at work.
-            self.resolved_if_open(&key);
+        if paths.is_empty() && additions.is_empty() {
+            // Back to what pontoon applied, or changed only where pontoon has no say (a
+            // controller at work).
+            self.resolved_if_open(&key, &live);
             return;
         }
         let (manager, at) = if deleted {
@@ -271,14 +510,76 @@ impl DriftWatch {
         } else {
             last_writer(&live)
         };
-        if manager == crate::desired::FIELD_MANAGER && !deleted {
+        if manager == crate::desired::FIELD_MANAGER && !deleted && additions.is_empty() {
             // Our own write in flight; the sync that made it records the new version.
             return;
         }
-        self.report(team, key, a, paths, manager, at);
+        // Who to name: the person who added a field, when that is all there is.
+        let manager = match additions.first() {
+            Some(add) if paths.is_empty() => add.manager.clone(),
+            _ => manager,
+        };
+        if a.desired.drift == DriftMode::Correct && !additions.is_empty() {
+            self.remove_additions(resolved, &team, a, &o, &additions, &rv);
+        }
+        let mut event = self.event(team, key, a, paths, manager, at);
+        event.added = additions.into_iter().map(|a| a.path).collect();
+        event.reference = reference(&a.desired.object, &o);
+        self.report(event);
     }
 
-    fn report(
+    /// Removes what people added, with a JSON patch that applies only to the version read
+    /// (a conflict means someone changed it again: the next event decides afresh).
+    fn remove_additions(
+        &self,
+        resolved: &Resolved,
+        team: &TeamName,
+        a: &AppliedObject,
+        o: &DynamicObject,
+        additions: &[Addition],
+        rv: &str,
+    ) {
+        let client = match self.syncer.cluster().client_for(a.desired.applier, team) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot remove fields added by hand");
+                return;
+            }
+        };
+        let api: kube::Api<DynamicObject> = match &o.metadata.namespace {
+            Some(ns) => kube::Api::namespaced_with(client, ns, &resolved.resource),
+            None => kube::Api::all_with(client, &resolved.resource),
+        };
+        let name = o.metadata.name.clone().unwrap_or_default();
+        let paths: Vec<String> = additions.iter().map(|a| a.path.clone()).collect();
+        let patch = removal_patch(additions, rv);
+        tokio::spawn(async move {
+            let patch: json_patch::Patch = match serde_json::from_value(patch) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot build the patch removing fields added by hand");
+                    return;
+                }
+            };
+            let params = kube::api::PatchParams {
+                field_manager: Some(crate::desired::FIELD_MANAGER.to_owned()),
+                ..Default::default()
+            };
+            match api
+                .patch(&name, &params, &kube::api::Patch::<()>::Json(patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(object = %name, fields = %paths.join(", "), "removed fields added by hand")
+                }
+                Err(e) => {
+                    tracing::debug!(object = %name, error = %e, "removing fields added by hand failed; the next change decides again")
+                }
+            }
+        });
+    }
+
+    fn event(
         &self,
         team: TeamName,
         key: ObjectKey,
@@ -286,36 +587,89 @@ impl DriftWatch {
         paths: Vec<String>,
         manager: String,
         at: String,
-    ) {
+    ) -> DriftEvent {
         let unit = UnitId {
             team,
             cluster: self.syncer.cluster().name.clone(),
         };
         let by_person = self.human_managers.contains(&manager);
-        let event = DriftEvent {
+        DriftEvent {
             unit,
-            key: key.clone(),
+            key,
             paths,
+            added: Vec::new(),
             by_person,
             manager,
             at,
             mode: a.desired.drift,
             detected: Instant::now(),
             corrected: false,
-        };
+            reference: ObjectReference::default(),
+        }
+    }
+
+    fn report(&self, event: DriftEvent) {
         {
             let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-            if open.contains_key(&key) {
+            if open.contains_key(&event.key) {
                 return;
             }
-            open.insert(key, event.clone());
+            open.insert(event.key.clone(), event.clone());
+        }
+        if event.mode == DriftMode::Report {
+            self.publish(&event, false);
         }
         if self.events.try_send(event).is_err() {
             tracing::warn!("drift queue full; the next resync will catch up");
         }
     }
 
-    fn resolved_if_open(&self, key: &ObjectKey) {
+    /// A Kubernetes Event on the object, naming who changed it: `DriftCorrected` once it
+    /// is back, `DriftDetected` when it is left drifted (report mode).
+    fn publish(&self, e: &DriftEvent, corrected: bool) {
+        let recorder = self.recorder.clone();
+        let mut fields: Vec<String> = e.paths.clone();
+        fields.extend(e.added.iter().map(|p| format!("{p} (added)")));
+        let by = if e.at.is_empty() {
+            e.manager.clone()
+        } else {
+            format!("{} at {}", e.manager, e.at)
+        };
+        let (reason, type_, note) = if corrected {
+            (
+                "DriftCorrected",
+                EventType::Normal,
+                format!(
+                    "changed by {by}: {}; restored to the platform repo's state",
+                    fields.join(", ")
+                ),
+            )
+        } else {
+            (
+                "DriftDetected",
+                EventType::Warning,
+                format!(
+                    "changed by {by}: {}; left as it is (drift mode report)",
+                    fields.join(", ")
+                ),
+            )
+        };
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(crate::status::truncate(&note, 1000)),
+            action: if corrected { "Correct" } else { "Report" }.to_owned(),
+            secondary: None,
+        };
+        let reference = e.reference.clone();
+        tokio::spawn(async move {
+            if let Err(err) = recorder.publish(&event, &reference).await {
+                tracing::debug!(error = %err, "cannot publish a drift event");
+            }
+        });
+    }
+
+    fn resolved_if_open(&self, key: &ObjectKey, live: &Value) {
         let removed = self
             .open
             .lock()
@@ -323,6 +677,11 @@ impl DriftWatch {
             .remove(key);
         if let Some(mut e) = removed {
             e.corrected = true;
+            // A recreated object has a new uid: the event goes to the object as it is now.
+            if let Some(uid) = live.pointer("/metadata/uid").and_then(Value::as_str) {
+                e.reference.uid = Some(uid.to_owned());
+            }
+            self.publish(&e, true);
             let _ = self.events.try_send(e);
         }
     }
@@ -374,6 +733,93 @@ mod tests {
             ["/spec/containers/0/image"]
         );
         assert!(differences(&desired, &live, &["/spec/containers".to_owned()]).is_empty());
+    }
+
+    fn managed(entries: Value, rest: Value) -> Value {
+        let mut live = rest;
+        live["metadata"]["managedFields"] = entries;
+        live
+    }
+
+    fn humans() -> Vec<String> {
+        HUMAN_MANAGERS.iter().map(|m| (*m).to_owned()).collect()
+    }
+
+    #[test]
+    fn fields_people_add_are_found_topmost_and_highest_index_first() {
+        let desired = json!({"metadata": {"labels": {"app": "web"}}, "spec": {"template": {"spec": {"containers": [
+            {"name": "app", "image": "a:1", "env": [{"name": "MODE", "value": "prod"}]}]}}}});
+        let live = managed(
+            json!([
+                {"manager": "pontoon", "operation": "Apply", "fieldsV1": {"f:metadata": {"f:labels": {"f:app": {}}}}},
+                {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+                    "k:{\"name\":\"app\"}": {"f:env": {"k:{\"name\":\"DEBUG\"}": {".": {}, "f:name": {}, "f:value": {}}}}}}}}}},
+                {"manager": "kubectl-label", "operation": "Update", "fieldsV1": {"f:metadata": {"f:labels": {"f:owner": {}}}}},
+                {"manager": "kubectl-patch", "operation": "Update", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+                    "k:{\"name\":\"sidecar\"}": {".": {}, "f:name": {}, "f:image": {}}}}}}}}
+            ]),
+            json!({"metadata": {"labels": {"app": "web", "owner": "bob"}}, "spec": {"template": {"spec": {"containers": [
+                {"name": "app", "image": "a:1", "env": [{"name": "MODE", "value": "prod"}, {"name": "DEBUG", "value": "1"}]},
+                {"name": "sidecar", "image": "busybox"}]}}}}),
+        );
+        let found: Vec<(String, String)> = human_additions(&desired, &live, &humans(), &[])
+            .into_iter()
+            .map(|a| (a.path, a.manager))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "/spec/template/spec/containers/1".to_owned(),
+                    "kubectl-patch".to_owned()
+                ),
+                (
+                    "/spec/template/spec/containers/0/env/1".to_owned(),
+                    "kubectl-edit".to_owned()
+                ),
+                (
+                    "/metadata/labels/owner".to_owned(),
+                    "kubectl-label".to_owned()
+                ),
+            ]
+        );
+        let patch = removal_patch(&human_additions(&desired, &live, &humans(), &[]), "42");
+        assert_eq!(
+            patch[0],
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": "42"})
+        );
+        assert_eq!(
+            patch[1],
+            json!({"op": "remove", "path": "/spec/template/spec/containers/1"})
+        );
+    }
+
+    #[test]
+    fn changed_values_controllers_and_ignored_fields_are_not_additions() {
+        let desired = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "a:1"}]}}}});
+        let live = managed(
+            json!([
+                // A person changed a value pontoon sets: the re-apply puts it back.
+                {"manager": "kubectl-set", "operation": "Update", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+                    "k:{\"name\":\"app\"}": {"f:image": {}}}}}}}},
+                // A person scaled, and the HPA owns replicas too: left to the HPA.
+                {"manager": "kubectl-scale", "operation": "Update", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+                {"manager": "kube-controller-manager", "operation": "Update", "subresource": "scale", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+                {"manager": "kubectl-annotate", "operation": "Update", "fieldsV1": {"f:metadata": {"f:annotations": {"f:note": {}}}}},
+                // Not a person.
+                {"manager": "some-operator", "operation": "Update", "fieldsV1": {"f:metadata": {"f:labels": {"f:x": {}}}}}
+            ]),
+            json!({"metadata": {"annotations": {"note": "hi"}, "labels": {"x": "y"}}, "spec": {"replicas": 4, "template": {"spec": {"containers": [{"name": "app", "image": "b:2"}]}}}}),
+        );
+        assert!(
+            human_additions(
+                &desired,
+                &live,
+                &humans(),
+                &["/metadata/annotations".to_owned()]
+            )
+            .is_empty()
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
 use pontoon::cluster::Cluster;
 use pontoon::desired::*;
 use pontoon::drift::{DriftEvent, DriftWatch, kinds_of};
@@ -166,4 +166,107 @@ async fn report_mode_leaves_the_object_and_marks_the_unit_out_of_sync() {
         Some("yolo"),
         "report mode leaves it"
     );
+}
+
+/// Events the API server holds about one object (events.k8s.io), as (reason, note).
+async fn events_about(client: kube::Client, namespace: &str, name: &str) -> Vec<(String, String)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, namespace);
+    api.list(&Default::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test]
+async fn fields_a_person_adds_are_named_removed_and_recorded_in_an_event() {
+    let cp = control_plane::shared();
+    let cluster =
+        Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 8).expect("cluster");
+    let syncer = Arc::new(Syncer::new(Arc::new(cluster), SyncOptions::default()));
+    let team = unique_name("added");
+    let mut objects = team_base(&team, &[&team]);
+    objects.push(deployment(&team, &team, "web", "shop:1.0", 1));
+    let mut state = DesiredState {
+        revision: "r1".into(),
+        ..DesiredState::default()
+    };
+    let u = unit_desired(&team, cp.name, &[&team], objects);
+    state.units.insert(u.unit.clone(), u.clone());
+    syncer.sync(&u, "r1").await;
+    let (tx, mut rx) = mpsc::channel(64);
+    let watch = DriftWatch::new(syncer.clone(), tx, &[]);
+    watch
+        .ensure(kinds_of(&state, &ClusterName(cp.name.into())))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = cp.client().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &team);
+
+    // `kubectl edit` adds an env var and a label: server-side apply alone would keep both
+    // (they belong to another field manager), so pontoon names and removes them.
+    deployments
+        .patch(
+            "web",
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Strategic(json!({
+                "metadata": {"labels": {"debug": "on"}},
+                "spec": {"template": {"spec": {"containers": [
+                    {"name": "app", "env": [{"name": "DEBUG", "value": "1"}]}]}}}})),
+        )
+        .await
+        .expect("hand edit");
+    let e = next(&mut rx, "the added fields").await;
+    assert!(!e.corrected);
+    assert_eq!(e.manager, "kubectl-edit");
+    assert!(e.by_person);
+    assert_eq!(
+        e.added,
+        [
+            "/spec/template/spec/containers/0/env",
+            "/metadata/labels/debug"
+        ]
+    );
+    let e = next(&mut rx, "the removal").await;
+    assert!(e.corrected, "{e:?}");
+    let live = deployments.get("web").await.expect("get");
+    assert!(
+        !live.labels().contains_key("debug"),
+        "label removed: {:?}",
+        live.labels()
+    );
+    let env = live
+        .spec
+        .template
+        .spec
+        .map(|p| p.containers[0].env.clone());
+    assert_eq!(env, Some(None), "env var removed");
+
+    // The corrected object carries an Event that names who drifted it.
+    let events = crate::support::control_plane::eventually(
+        "a DriftCorrected event",
+        Duration::from_secs(10),
+        || {
+            let client = client.clone();
+            let team = team.clone();
+            async move {
+                let ev = events_about(client, &team, "web").await;
+                ev.iter().any(|(r, _)| r == "DriftCorrected").then_some(ev)
+            }
+        },
+    )
+    .await;
+    let (_, note) = events
+        .iter()
+        .find(|(r, _)| r == "DriftCorrected")
+        .expect("event");
+    assert!(note.contains("kubectl-edit"), "{note}");
+    assert!(note.contains("/metadata/labels/debug (added)"), "{note}");
+    watch.stop();
 }
