@@ -284,3 +284,86 @@ fn checked_in_json_schemas_match_the_model() {
         );
     }
 }
+
+/// The whole rendered example, reviewed as a snapshot: a change to the renderer or the
+/// example shows up object by object in review (`cargo insta review`).
+#[test]
+fn the_example_platform_renders_as_reviewed() {
+    let s = render(&example(), "r");
+    let objects: BTreeMap<String, Vec<&serde_json::Value>> = s
+        .units
+        .iter()
+        .map(|(id, u)| {
+            (
+                id.to_string(),
+                u.objects.iter().map(|o| &o.object).collect(),
+            )
+        })
+        .collect();
+    insta::assert_yaml_snapshot!("example-platform", objects);
+}
+
+mod isolation {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn team_of(path: &str) -> Option<&str> {
+        path.strip_prefix("teams/")?.split('/').next()
+    }
+
+    fn units_of<'a>(s: &'a DesiredState, team: &str) -> Vec<&'a UnitDesired> {
+        s.units.values().filter(|u| u.unit.team.0 == team).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever one team does to its files — garbage bytes anywhere, a file cut short,
+        /// a file deleted — every other team renders byte-identically, and rendering is
+        /// deterministic.
+        #[test]
+        fn one_teams_broken_files_never_change_another_teams_render(
+            file_pick in any::<prop::sample::Index>(),
+            at in any::<prop::sample::Index>(),
+            garbage in prop::collection::vec(any::<u8>(), 0..40),
+            mode in 0u8..3,
+        ) {
+            let files = example();
+            let baseline = render(&files, "r");
+            let team_files: Vec<&String> = files.keys().filter(|p| team_of(p).is_some()).collect();
+            let path = file_pick.get(&team_files).to_string();
+            let team = team_of(&path).expect("team file").to_owned();
+            let mut broken = files.clone();
+            match mode {
+                0 => {
+                    let content = broken.get_mut(&path).expect("file");
+                    let i = at.index(content.len() + 1);
+                    content.splice(i..i, garbage.iter().copied());
+                }
+                1 => {
+                    let content = broken.get_mut(&path).expect("file");
+                    let i = at.index(content.len() + 1);
+                    content.truncate(i);
+                }
+                _ => {
+                    broken.remove(&path);
+                }
+            }
+            let a = render(&broken, "r");
+            let b = render(&broken, "r");
+            prop_assert_eq!(&a, &b, "rendering is deterministic");
+            for other in ["data", "payments", "search"].into_iter().filter(|t| *t != team) {
+                prop_assert_eq!(
+                    units_of(&a, other),
+                    units_of(&baseline, other),
+                    "team {} changed when {} was broken", other, path
+                );
+                prop_assert!(!a.failed_teams.contains_key(&TeamName(other.into())));
+            }
+            // Every error names the broken team's own file.
+            for d in a.diagnostics.iter().filter(|d| d.severity == Severity::Error) {
+                prop_assert_eq!(d.team.as_ref().map(|t| t.0.as_str()), Some(team.as_str()), "{}", d);
+            }
+        }
+    }
+}

@@ -241,11 +241,7 @@ async fn fields_a_person_adds_are_named_removed_and_recorded_in_an_event() {
         "label removed: {:?}",
         live.labels()
     );
-    let env = live
-        .spec
-        .template
-        .spec
-        .map(|p| p.containers[0].env.clone());
+    let env = live.spec.template.spec.map(|p| p.containers[0].env.clone());
     assert_eq!(env, Some(None), "env var removed");
 
     // The corrected object carries an Event that names who drifted it.
