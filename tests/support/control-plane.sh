@@ -6,7 +6,9 @@
 #
 # Writes DIR/kubeconfig (admin, group system:masters) and DIR/env, prints `ready` on
 # stdout, then runs until its standard input closes or it gets SIGINT/SIGTERM, and stops
-# everything it started. The integration tests hold that pipe open for as long as the
+# everything it started. While it runs, a line `stop-apiserver` on its standard input
+# stops kube-apiserver (answered with `stopped`) and `start-apiserver` starts it again on
+# the same port with the same data (answered with `ready`): fault tests use them. The integration tests hold that pipe open for as long as the
 # test binary lives, so the servers die with it, also when a test panics or the binary
 # is killed. `make demo` runs it in a terminal, where Ctrl-C stops it.
 set -euo pipefail
@@ -26,8 +28,16 @@ free_port() {
 }
 
 pids=()
+api_pid=
+stop_pid() {
+  kill -TERM "$1" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
 stop() {
   trap - EXIT INT TERM
+  [ -z "$api_pid" ] || stop_pid "$api_pid"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -65,38 +75,45 @@ printf '%s,admin,admin,"system:masters"\n' "$token" > "$dir/tokens.csv"
   </dev/null >"$dir/etcd.log" 2>&1 &
 pids+=($!)
 
-"$bin/kube-apiserver" \
-  --etcd-servers="http://127.0.0.1:$etcd_client" \
-  --cert-dir="$dir/certs" \
-  --secure-port="$api_port" \
-  --bind-address=127.0.0.1 \
-  --advertise-address=127.0.0.1 \
-  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-  --service-account-key-file="$dir/sa.pub" \
-  --service-account-signing-key-file="$dir/sa.key" \
-  --authorization-mode=RBAC \
-  --token-auth-file="$dir/tokens.csv" \
-  --disable-admission-plugins=ServiceAccount \
-  --endpoint-reconciler-type=none \
-  --service-cluster-ip-range=10.96.0.0/16 \
-  --allow-privileged=true \
-  --enable-priority-and-fairness=false \
-  --profiling=false \
-  --v=0 \
-  </dev/null >"$dir/kube-apiserver.log" 2>&1 &
-pids+=($!)
+start_apiserver() {
+  "$bin/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$etcd_client" \
+    --cert-dir="$dir/certs" \
+    --secure-port="$api_port" \
+    --bind-address=127.0.0.1 \
+    --advertise-address=127.0.0.1 \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$dir/sa.pub" \
+    --service-account-signing-key-file="$dir/sa.key" \
+    --authorization-mode=RBAC \
+    --token-auth-file="$dir/tokens.csv" \
+    --disable-admission-plugins=ServiceAccount \
+    --endpoint-reconciler-type=none \
+    --service-cluster-ip-range=10.96.0.0/16 \
+    --allow-privileged=true \
+    --enable-priority-and-fairness=false \
+    --profiling=false \
+    --v=0 \
+    </dev/null >>"$dir/kube-apiserver.log" 2>&1 &
+  api_pid=$!
+}
 
 # Ready when /readyz answers; the serving certificate exists by then.
-for i in $(seq 600); do
-  if curl -sfk -H "Authorization: Bearer $token" "https://127.0.0.1:$api_port/readyz" >/dev/null 2>&1; then
-    break
-  fi
-  for pid in "${pids[@]}"; do
-    kill -0 "$pid" 2>/dev/null || { echo "control plane process $pid exited; logs in $dir" >&2; tail -n 20 "$dir"/*.log >&2; exit 1; }
+wait_ready() {
+  for i in $(seq 600); do
+    if curl -sfk -H "Authorization: Bearer $token" "https://127.0.0.1:$api_port/readyz" >/dev/null 2>&1; then
+      return 0
+    fi
+    for pid in "${pids[@]}" "$api_pid"; do
+      kill -0 "$pid" 2>/dev/null || { echo "control plane process $pid exited; logs in $dir" >&2; tail -n 20 "$dir"/*.log >&2; exit 1; }
+    done
+    [ "$i" -lt 600 ] || { echo "kube-apiserver not ready after 120s; logs in $dir" >&2; tail -n 20 "$dir/kube-apiserver.log" >&2; exit 1; }
+    sleep 0.2
   done
-  [ "$i" -lt 600 ] || { echo "kube-apiserver not ready after 120s; logs in $dir" >&2; tail -n 20 "$dir/kube-apiserver.log" >&2; exit 1; }
-  sleep 0.2
-done
+}
+
+start_apiserver
+wait_ready
 
 ca=$(base64 -w0 < "$dir/certs/apiserver.crt")
 cat > "$dir/kubeconfig" <<EOF
@@ -128,4 +145,9 @@ EOF
 echo ready
 
 # Run until the holder of our stdin goes away (or a signal arrives).
-while IFS= read -r _; do :; done
+while IFS= read -r line; do
+  case "$line" in
+    stop-apiserver) stop_pid "$api_pid"; echo stopped ;;
+    start-apiserver) start_apiserver; wait_ready; echo ready ;;
+  esac
+done

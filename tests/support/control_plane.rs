@@ -21,8 +21,10 @@ pub struct ControlPlane {
     pub api_server: String,
     pub admin_token: String,
     pub kubectl: PathBuf,
-    // Held, never written: closing it stops the servers.
-    _stdin: Mutex<ChildStdin>,
+    // Closing it stops the servers; lines written to it stop and start the apiserver.
+    stdin: Mutex<ChildStdin>,
+    // The script's answers after `ready`.
+    answers: Mutex<std::sync::mpsc::Receiver<String>>,
     _child: Mutex<Child>,
 }
 
@@ -80,10 +82,16 @@ impl ControlPlane {
                 break;
             }
         }
-        // Keep draining stdout so the script never blocks on a full pipe.
+        // Keep reading stdout so the script never blocks on a full pipe; its answers to
+        // stop/start requests arrive here.
+        let (answer_tx, answers) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut sink = String::new();
-            let _ = stdout.read_to_string(&mut sink);
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                if answer_tx.send(line.trim().to_owned()).is_err() {
+                    break;
+                }
+            }
         });
         let env = std::fs::read_to_string(dir.join("env")).expect("control plane env file");
         let get = |key: &str| {
@@ -104,9 +112,32 @@ impl ControlPlane {
             admin_token: get("ADMIN_TOKEN"),
             kubectl: PathBuf::from(get("KUBECTL")),
             dir,
-            _stdin: Mutex::new(stdin),
+            stdin: Mutex::new(stdin),
+            answers: Mutex::new(answers),
             _child: Mutex::new(child),
         }
+    }
+
+    fn ask(&self, request: &str, answer: &str) {
+        use std::io::Write;
+        let mut stdin = self.stdin.lock().unwrap_or_else(|e| e.into_inner());
+        writeln!(stdin, "{request}").expect("write to control-plane.sh");
+        stdin.flush().expect("flush");
+        let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        let got = answers
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("control plane {}: no answer to {request}: {e}", self.name));
+        assert_eq!(got, answer, "control plane {}: {request}", self.name);
+    }
+
+    /// Stops kube-apiserver (etcd keeps the data). Only for a [`dedicated`] control plane.
+    pub fn stop_apiserver(&self) {
+        self.ask("stop-apiserver", "stopped");
+    }
+
+    /// Starts kube-apiserver again on the same port, and waits until it is ready.
+    pub fn start_apiserver(&self) {
+        self.ask("start-apiserver", "ready");
     }
 
     /// An admin client (group `system:masters`).
