@@ -11,6 +11,7 @@ mod daemon;
 mod deploy;
 mod drift;
 mod example;
+mod gitea;
 mod leader;
 mod page;
 mod scheduler;
