@@ -14,7 +14,7 @@ set -euo pipefail
 
 K8S_VERSION=1.37.2
 ETCD_VERSION=3.6.16
-GITEA_VERSION=1.27.3
+GITEA_VERSION=1.26.0
 
 CACHE=${PONTOON_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pontoon}
 BIN="$CACHE/bin"
@@ -53,7 +53,8 @@ consumer() {
     ' "$modfile" | while read -r line; do
       [ -n "$line" ] || continue
       case "$line" in //*) continue ;; esac
-      lhs=${line%%=>*}; rhs=${line#*=>}
+      # A trailing comment goes: xargs would trip on its quotes.
+      lhs=${line%%=>*}; rhs=${line#*=>}; rhs=${rhs%%//*}
       lhs=$(echo "$lhs" | xargs); rhs=$(echo "$rhs" | xargs)
       case "$rhs" in
         # etcd marks modules it must never depend on this way; nothing to resolve.
@@ -96,19 +97,29 @@ build_control_plane() {
   ln -sfn "$eout/etcd" "$BIN/etcd"
 }
 
+# Gitea stores its data in sqlite through mattn/go-sqlite3, which needs cgo (a C compiler)
+# and the release's tags `sqlite sqlite_unlock_notify`, with the SQLITE_MAX_VARIABLE_NUMBER
+# its Makefile sets. The web UI's built frontend assets are not part of the module; the
+# API and git over HTTP do not need them. (1.27 declares the module path gitea.dev and
+# needs modules under gitea.dev that the module proxy does not serve.)
 build_gitea() {
   local out="$BIN/gitea-$GITEA_VERSION"
-  if [ ! -x "$out/gitea" ]; then
-    local dir="$CACHE/consumers/gitea-$GITEA_VERSION"
+  local dir="$CACHE/consumers/gitea-$GITEA_VERSION"
+  if [ ! -x "$out/gitea" ] || [ ! -d "$(cat "$out/workpath" 2>/dev/null)" ]; then
     log "building gitea v$GITEA_VERSION (first time: several minutes)"
     consumer "$dir" code.gitea.io/gitea "v$GITEA_VERSION"
-    (cd "$dir" && go build -trimpath -tags 'sqlite sqlite_unlock_notify' -ldflags "-s -w -X main.Version=$GITEA_VERSION" \
+    mkdir -p "$out.tmp"
+    (cd "$dir" && CGO_ENABLED=1 CGO_CFLAGS="$(go env CGO_CFLAGS) -DSQLITE_MAX_VARIABLE_NUMBER=32766" \
+      go build -trimpath -tags 'sqlite sqlite_unlock_notify' \
+      -ldflags "-s -w -X main.Version=$GITEA_VERSION -X 'main.Tags=sqlite sqlite_unlock_notify'" \
       -o "$out.tmp/gitea" code.gitea.io/gitea)
+    # Without the bindata tag gitea reads templates/ and options/ from its work path: the
+    # module's own directory in the module cache.
+    (cd "$dir" && go list -m -f '{{.Dir}}' code.gitea.io/gitea) > "$out.tmp/workpath"
     rm -rf "$out"; mv "$out.tmp" "$out"
   fi
   ln -sfn "$out/gitea" "$BIN/gitea"
-  # Without the bindata tag gitea reads templates/ and options/ from its work path.
-  (cd "$CACHE/consumers/gitea-$GITEA_VERSION" && go list -m -f '{{.Dir}}' code.gitea.io/gitea) > "$BIN/gitea.workpath"
+  ln -sfn "$out/workpath" "$BIN/gitea.workpath"
 }
 
 case "${1:-}" in

@@ -5,3 +5,4 @@
 pub mod control_plane;
 pub mod fixtures;
 pub mod git;
+pub mod gitea;
