@@ -12,6 +12,7 @@ mod deploy;
 mod drift;
 mod example;
 mod faults;
+mod forge;
 mod gitea;
 mod leader;
 mod page;

@@ -5,7 +5,7 @@
 //! of that pipe lives in a static for the life of the test binary, so Gitea stops with the
 //! binary however it ends. Tests share the one server and keep apart by repository name.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -23,8 +23,10 @@ pub struct Gitea {
     password: String,
     token: String,
     http: reqwest::Client,
-    // Held, never written: closing it stops Gitea.
-    _stdin: Mutex<ChildStdin>,
+    name: &'static str,
+    // Closing it stops Gitea; `stop` and `start` lines stop and restart it.
+    stdin: Mutex<ChildStdin>,
+    answers: Mutex<std::sync::mpsc::Receiver<String>>,
     _child: Mutex<Child>,
 }
 
@@ -32,12 +34,24 @@ static SHARED: OnceLock<Gitea> = OnceLock::new();
 
 /// The Gitea every test of this binary shares (each test uses repositories of its own).
 pub fn shared() -> &'static Gitea {
-    SHARED.get_or_init(Gitea::start)
+    SHARED.get_or_init(|| Gitea::start("shared"))
+}
+
+/// A Gitea of its own for one test (one that stops and starts it), shared by name.
+pub fn dedicated(name: &'static str) -> &'static Gitea {
+    static ALL: Mutex<Vec<&'static Gitea>> = Mutex::new(Vec::new());
+    let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(g) = all.iter().find(|g| g.name == name) {
+        return g;
+    }
+    let g: &'static Gitea = Box::leak(Box::new(Gitea::start(name)));
+    all.push(g);
+    g
 }
 
 impl Gitea {
-    fn start() -> Gitea {
-        let dir = std::env::temp_dir().join(format!("pontoon-gitea-{}", std::process::id()));
+    fn start(name: &'static str) -> Gitea {
+        let dir = std::env::temp_dir().join(format!("pontoon-gitea-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let script = repo_root().join("tests/support/gitea.sh");
         let started = Instant::now();
@@ -68,10 +82,16 @@ impl Gitea {
                 break;
             }
         }
-        // Keep draining stdout so the script never blocks on a full pipe.
+        // Keep reading stdout so the script never blocks on a full pipe; its answers to
+        // stop/start requests arrive here.
+        let (answer_tx, answers) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut sink = String::new();
-            let _ = stdout.read_to_string(&mut sink);
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                if answer_tx.send(line.trim().to_owned()).is_err() {
+                    break;
+                }
+            }
         });
         let env = std::fs::read_to_string(dir.join("env")).expect("gitea env file");
         let get = |key: &str| {
@@ -89,9 +109,38 @@ impl Gitea {
             url,
             http: reqwest::Client::new(),
             dir,
-            _stdin: Mutex::new(stdin),
+            name,
+            stdin: Mutex::new(stdin),
+            answers: Mutex::new(answers),
             _child: Mutex::new(child),
         }
+    }
+
+    fn ask(&self, request: &str, answer: &str) {
+        use std::io::Write;
+        let mut stdin = self.stdin.lock().unwrap_or_else(|e| e.into_inner());
+        writeln!(stdin, "{request}").expect("write to gitea.sh");
+        stdin.flush().expect("flush");
+        let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        let got = answers
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("gitea {}: no answer to {request}: {e}", self.name));
+        assert_eq!(got, answer, "gitea {}: {request}", self.name);
+    }
+
+    /// Stops Gitea (its data stays). Only for a [`dedicated`] Gitea.
+    pub fn stop(&self) {
+        self.ask("stop", "stopped");
+    }
+
+    /// Starts Gitea again on the same port, and waits until it answers.
+    pub fn start_again(&self) {
+        self.ask("start", "ready");
+    }
+
+    /// The admin user's password (for git over HTTP with basic auth).
+    pub fn password(&self) -> &str {
+        &self.password
     }
 
     /// Base URL, e.g. `http://127.0.0.1:34567` (no trailing slash).

@@ -130,16 +130,25 @@ if ! "${g[@]}" migrate >"$dir/setup.log" 2>&1 ||
   exit 1
 fi
 
-"${g[@]}" web </dev/null >"$dir/gitea.log" 2>&1 &
-pid=$!
-
 url=http://127.0.0.1:$port
-for i in $(seq 300); do
-  curl -sf "$url/api/healthz" >/dev/null 2>&1 && break
-  kill -0 "$pid" 2>/dev/null || { echo "gitea exited; logs in $dir" >&2; tail -n 20 "$dir/gitea.log" >&2; exit 1; }
-  [ "$i" -lt 300 ] || { echo "gitea not ready after 60s; logs in $dir" >&2; tail -n 20 "$dir/gitea.log" >&2; exit 1; }
-  sleep 0.2
-done
+start_web() {
+  "${g[@]}" web </dev/null >>"$dir/gitea.log" 2>&1 &
+  pid=$!
+  for i in $(seq 300); do
+    curl -sf "$url/api/healthz" >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || { echo "gitea exited; logs in $dir" >&2; tail -n 20 "$dir/gitea.log" >&2; exit 1; }
+    [ "$i" -lt 300 ] || { echo "gitea not ready after 60s; logs in $dir" >&2; tail -n 20 "$dir/gitea.log" >&2; exit 1; }
+    sleep 0.2
+  done
+}
+stop_web() {
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  pid=
+}
+start_web
 
 cat > "$dir/env" <<EOF
 GITEA_URL=$url
@@ -149,5 +158,12 @@ GITEA_TOKEN=$token
 EOF
 echo ready
 
-# Run until the holder of our stdin goes away (or a signal arrives).
-while IFS= read -r _; do :; done
+# Run until the holder of our stdin goes away (or a signal arrives). `stop` and `start`
+# lines stop Gitea and start it again on the same port with the same data (answered with
+# `stopped` and `ready`), for tests of a forge that goes down.
+while IFS= read -r line; do
+  case "$line" in
+    stop) stop_web; echo stopped ;;
+    start) start_web; echo ready ;;
+  esac
+done
