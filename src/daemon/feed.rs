@@ -86,6 +86,18 @@ impl SourceMetrics {
         r.register(Box::new(m.revision.clone()))?;
         r.register(Box::new(m.webhooks.clone()))?;
         r.register(Box::new(m.diagnostics.clone()))?;
+        // Known label values start at 0, so rate() and alerts see the first increment.
+        for result in ["success", "error"] {
+            m.fetches.with_label_values(&[result]);
+        }
+        for kind in ["auth", "remote", "ref", "cache", "directory", "timeout"] {
+            m.errors.with_label_values(&[kind]);
+        }
+        for provider in ["github", "gitea", "gitlab"] {
+            for result in ["poll", "plan", "busy", "ignored", "unauthorized"] {
+                m.webhooks.with_label_values(&[provider, result]);
+            }
+        }
         Ok(m)
     }
 }

@@ -158,6 +158,48 @@ pub fn last_writer(live: &Value) -> (String, String) {
     }
 }
 
+/// Who owns the drifted fields now: the newest of the field managers other than pontoon
+/// whose `managedFields` cover one of `paths` (a changed value moves to whoever changed
+/// it). `managedFields` times have whole seconds, so the newest entry alone cannot tell
+/// a hand edit from pontoon's apply in the same second; ownership can.
+pub fn changed_by(live: &Value, paths: &[String]) -> Option<(String, String)> {
+    let entries = live.pointer("/metadata/managedFields")?.as_array()?;
+    let covers = |owned: &str, path: &str| {
+        owned == path
+            || path.starts_with(&format!("{owned}/"))
+            || owned.starts_with(&format!("{path}/"))
+    };
+    entries
+        .iter()
+        .filter(|m| m.get("manager").and_then(Value::as_str) != Some(crate::desired::FIELD_MANAGER))
+        .filter(|m| {
+            m.get("subresource")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+        })
+        .filter(|m| {
+            let mut leaves = Vec::new();
+            if let Some(f) = m.get("fieldsV1") {
+                owned_leaves(f, live, &mut Vec::new(), &mut leaves);
+            }
+            leaves
+                .iter()
+                .map(|l| pointer(l))
+                .any(|owned| paths.iter().any(|p| covers(&owned, p)))
+        })
+        .max_by_key(|m| {
+            m.get("time")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        })
+        .map(|m| {
+            let get = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+            (get("manager"), get("time"))
+        })
+}
+
 /// One step of a path into an object: a map key or a list index.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Step {
@@ -508,7 +550,7 @@ impl DriftWatch {
         let (manager, at) = if deleted {
             ("unknown".to_owned(), String::new())
         } else {
-            last_writer(&live)
+            changed_by(&live, &paths).unwrap_or_else(|| last_writer(&live))
         };
         if manager == crate::desired::FIELD_MANAGER && !deleted && additions.is_empty() {
             // Our own write in flight; the sync that made it records the new version.
@@ -820,6 +862,21 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn the_owner_of_the_drifted_field_is_named_even_in_the_same_second_as_pontoon() {
+        let live = json!({"data": {"colour": "red", "size": "m"}, "metadata": {"managedFields": [
+            {"manager": "kubectl-edit", "operation": "Apply", "time": "2026-11-24T10:00:00Z",
+             "fieldsV1": {"f:data": {"f:colour": {}}}},
+            {"manager": "pontoon", "operation": "Apply", "time": "2026-11-24T10:00:00Z",
+             "fieldsV1": {"f:data": {"f:size": {}}}}
+        ]}});
+        assert_eq!(
+            changed_by(&live, &["/data/colour".to_owned()]),
+            Some(("kubectl-edit".to_owned(), "2026-11-24T10:00:00Z".to_owned()))
+        );
+        assert_eq!(changed_by(&live, &["/data/size".to_owned()]), None);
     }
 
     #[test]

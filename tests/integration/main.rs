@@ -16,6 +16,7 @@ mod forge;
 mod gitea;
 mod leader;
 mod page;
+mod prometheus;
 mod scheduler;
 mod source;
 mod sync;
