@@ -4,7 +4,7 @@
 //! one full resync (sync.resyncInterval = 5m) and every 1-minute poll of the repo.
 //!
 //!     cargo bench --bench idle                     # 10 minutes idle
-//!     PONTOON_IDLE_SECS=60 cargo bench --bench idle
+//!     PONTOON_IDLE_SECS=60 PONTOON_IDLE_RESYNC=20s cargo bench --bench idle
 
 #[allow(dead_code)]
 mod common;
@@ -139,11 +139,12 @@ fn main() {
     std::fs::write(
         &config_path,
         format!(
-            "source:\n  url: file://{}\n  pollInterval: 1m\n  cacheDir: {}\nclusters:\n  - name: staging\n    kubeconfig: {}\n  - name: prod\n    kubeconfig: {}\nlisten:\n  http: 127.0.0.1:{port}\nsync:\n  resyncInterval: 5m\nlog:\n  level: warn\n",
+            "source:\n  url: file://{}\n  pollInterval: 1m\n  cacheDir: {}\nclusters:\n  - name: staging\n    kubeconfig: {}\n  - name: prod\n    kubeconfig: {}\nlisten:\n  http: 127.0.0.1:{port}\nsync:\n  resyncInterval: {resync}\nlog:\n  level: warn\n",
             tmp.path().join("platform.git").display(),
             tmp.path().join("cache").display(),
             staging.kubeconfig.display(),
-            prod.kubeconfig.display()
+            prod.kubeconfig.display(),
+            resync = std::env::var("PONTOON_IDLE_RESYNC").unwrap_or_else(|_| "5m".to_owned()),
         ),
     )
     .expect("config");

@@ -1010,9 +1010,16 @@ impl Syncer {
                 writes: 0,
             });
         }
-        // After a restart nothing is remembered: ask the server whether an apply would
-        // change anything before writing.
-        if no_memo && let Some(l) = live {
+        // After a restart nothing is remembered, and a live object whose version moved
+        // since our apply (a controller wrote its status, an HPA its replicas) may still
+        // hold everything we applied: ask the server whether an apply would change
+        // anything before writing. A changed manifest is applied straight away.
+        let same_manifest = memo
+            .and_then(|m| m.objects.get(&p.key))
+            .is_some_and(|(h, _)| *h == p.hash);
+        if (no_memo || same_manifest)
+            && let Some(l) = live
+        {
             let dry = self
                 .patch(
                     &api,

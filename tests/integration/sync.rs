@@ -142,6 +142,24 @@ async fn a_resync_with_nothing_changed_sends_no_write_request() {
         "{r:?}"
     );
     assert_eq!(cp.write_requests() - before, 0);
+
+    // A controller writes an object's status (its resourceVersion moves, nothing pontoon
+    // applied changes): the resync checks with a dry run and writes nothing.
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(cp.client().await, &team);
+    services
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "True",
+                "reason": "Tested", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})),
+        )
+        .await
+        .expect("status write");
+    let before = cp.write_requests();
+    let r = fresh.sync(&desired, "r1").await;
+    assert_eq!((r.writes, r.unchanged), (0, 24), "{r:?}");
+    assert_eq!(cp.write_requests() - before, 0);
 }
 
 #[tokio::test]
