@@ -13,6 +13,9 @@ mod control_plane;
 #[path = "../tests/support/fixtures.rs"]
 #[allow(dead_code)]
 mod fixtures;
+#[path = "../tests/support/script.rs"]
+#[allow(dead_code)]
+mod script;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

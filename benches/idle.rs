@@ -11,6 +11,9 @@ mod common;
 #[path = "../tests/support/control_plane.rs"]
 #[allow(dead_code)]
 mod control_plane;
+#[path = "../tests/support/script.rs"]
+#[allow(dead_code)]
+mod script;
 
 use std::path::Path;
 use std::process::Command;

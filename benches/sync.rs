@@ -15,6 +15,9 @@ mod control_plane;
 #[path = "../tests/support/fixtures.rs"]
 #[allow(dead_code)]
 mod fixtures;
+#[path = "../tests/support/script.rs"]
+#[allow(dead_code)]
+mod script;
 
 use std::sync::Arc;
 use std::time::Instant;

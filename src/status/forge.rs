@@ -147,7 +147,8 @@ impl Forge {
         let request = match self.provider {
             Provider::Github => request
                 .bearer_auth(token.expose())
-                .header("Accept", "application/vnd.github+json")
+                // GitHub's media type, and plain JSON as its API description names the response.
+                .header("Accept", "application/vnd.github+json, application/json")
                 .header("X-GitHub-Api-Version", "2022-11-28"),
             Provider::Gitlab => request.header("PRIVATE-TOKEN", token.expose()),
             Provider::Gitea => request.header("Authorization", format!("token {}", token.expose())),

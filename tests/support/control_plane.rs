@@ -6,11 +6,12 @@
 //! a panic, or killed — the kernel closes it and the script stops etcd and the
 //! apiserver. No test has to remember to stop anything.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use super::script::Script;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -21,11 +22,7 @@ pub struct ControlPlane {
     pub api_server: String,
     pub admin_token: String,
     pub kubectl: PathBuf,
-    // Closing it stops the servers; lines written to it stop and start the apiserver.
-    stdin: Mutex<ChildStdin>,
-    // The script's answers after `ready`.
-    answers: Mutex<std::sync::mpsc::Receiver<String>>,
-    _child: Mutex<Child>,
+    script: Script,
 }
 
 static FIRST: OnceLock<ControlPlane> = OnceLock::new();
@@ -47,97 +44,32 @@ pub fn repo_root() -> PathBuf {
 
 impl ControlPlane {
     fn start(name: &'static str) -> ControlPlane {
-        let dir = std::env::temp_dir().join(format!("pontoon-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let script = repo_root().join("tests/support/control-plane.sh");
-        let started = Instant::now();
-        let mut child = Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .arg(&dir)
-            .env("PONTOON_CP_CLEANUP", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        let stdin = child.stdin.take().expect("stdin is piped");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = stdout
-                .read_line(&mut line)
-                .expect("read control-plane.sh output");
-            if n == 0 {
-                let mut rest = String::new();
-                let _ = stdout.read_to_string(&mut rest);
-                panic!(
-                    "control plane {name} failed to start (see the output above; logs in {}); \
-                     it needs Go to build kube-apiserver and etcd, plus openssl, curl and python3",
-                    dir.display()
-                );
-            }
-            if line.trim() == "ready" {
-                break;
-            }
-        }
-        // Keep reading stdout so the script never blocks on a full pipe; its answers to
-        // stop/start requests arrive here.
-        let (answer_tx, answers) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines() {
-                let Ok(line) = line else { break };
-                if answer_tx.send(line.trim().to_owned()).is_err() {
-                    break;
-                }
-            }
-        });
-        let env = std::fs::read_to_string(dir.join("env")).expect("control plane env file");
-        let get = |key: &str| {
-            env.lines()
-                .find_map(|l| l.strip_prefix(&format!("{key}=")))
-                .unwrap_or_else(|| panic!("{key} missing from control plane env"))
-                .to_owned()
-        };
-        eprintln!(
-            "control plane {name} ready in {:.1?} at {}",
-            started.elapsed(),
-            get("API_SERVER")
+        let script = Script::start(
+            "control-plane.sh",
+            name,
+            "PONTOON_CP_CLEANUP",
+            "it needs Go to build kube-apiserver and etcd, plus openssl, curl and python3",
         );
+        eprintln!("control plane {name} at {}", script.get("API_SERVER"));
         ControlPlane {
             name,
-            kubeconfig: dir.join("kubeconfig"),
-            api_server: get("API_SERVER"),
-            admin_token: get("ADMIN_TOKEN"),
-            kubectl: PathBuf::from(get("KUBECTL")),
-            dir,
-            stdin: Mutex::new(stdin),
-            answers: Mutex::new(answers),
-            _child: Mutex::new(child),
+            kubeconfig: script.dir.join("kubeconfig"),
+            api_server: script.get("API_SERVER"),
+            admin_token: script.get("ADMIN_TOKEN"),
+            kubectl: PathBuf::from(script.get("KUBECTL")),
+            dir: script.dir.clone(),
+            script,
         }
-    }
-
-    fn ask(&self, request: &str, answer: &str) {
-        use std::io::Write;
-        let mut stdin = self.stdin.lock().unwrap_or_else(|e| e.into_inner());
-        writeln!(stdin, "{request}").expect("write to control-plane.sh");
-        stdin.flush().expect("flush");
-        let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
-        let got = answers
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|e| panic!("control plane {}: no answer to {request}: {e}", self.name));
-        assert_eq!(got, answer, "control plane {}: {request}", self.name);
     }
 
     /// Stops kube-apiserver (etcd keeps the data). Only for a [`dedicated`] control plane.
     pub fn stop_apiserver(&self) {
-        self.ask("stop-apiserver", "stopped");
+        self.script.ask("stop-apiserver", "stopped");
     }
 
     /// Starts kube-apiserver again on the same port, and waits until it is ready.
     pub fn start_apiserver(&self) {
-        self.ask("start-apiserver", "ready");
+        self.script.ask("start-apiserver", "ready");
     }
 
     /// An admin client (group `system:masters`).

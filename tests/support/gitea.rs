@@ -5,16 +5,13 @@
 //! of that pipe lives in a static for the life of the test binary, so Gitea stops with the
 //! binary however it ends. Tests share the one server and keep apart by repository name.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::control_plane::repo_root;
 use super::git::git;
+use super::script::Script;
 
 pub struct Gitea {
     pub dir: PathBuf,
@@ -23,11 +20,7 @@ pub struct Gitea {
     password: String,
     token: String,
     http: reqwest::Client,
-    name: &'static str,
-    // Closing it stops Gitea; `stop` and `start` lines stop and restart it.
-    stdin: Mutex<ChildStdin>,
-    answers: Mutex<std::sync::mpsc::Receiver<String>>,
-    _child: Mutex<Child>,
+    script: Script,
 }
 
 static SHARED: OnceLock<Gitea> = OnceLock::new();
@@ -39,103 +32,43 @@ pub fn shared() -> &'static Gitea {
 
 /// A Gitea of its own for one test (one that stops and starts it), shared by name.
 pub fn dedicated(name: &'static str) -> &'static Gitea {
-    static ALL: Mutex<Vec<&'static Gitea>> = Mutex::new(Vec::new());
+    static ALL: Mutex<Vec<(&'static str, &'static Gitea)>> = Mutex::new(Vec::new());
     let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(g) = all.iter().find(|g| g.name == name) {
+    if let Some((_, g)) = all.iter().find(|(n, _)| *n == name) {
         return g;
     }
     let g: &'static Gitea = Box::leak(Box::new(Gitea::start(name)));
-    all.push(g);
+    all.push((name, g));
     g
 }
 
 impl Gitea {
-    fn start(name: &'static str) -> Gitea {
-        let dir = std::env::temp_dir().join(format!("pontoon-gitea-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let script = repo_root().join("tests/support/gitea.sh");
-        let started = Instant::now();
-        let mut child = Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .arg(&dir)
-            .env("PONTOON_GITEA_CLEANUP", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        let stdin = child.stdin.take().expect("stdin is piped");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = stdout.read_line(&mut line).expect("read gitea.sh output");
-            if n == 0 {
-                panic!(
-                    "Gitea failed to start (see the output above; logs in {}); it needs Go and \
-                     a C compiler to build gitea, plus git, openssl, curl and python3",
-                    dir.display()
-                );
-            }
-            if line.trim() == "ready" {
-                break;
-            }
-        }
-        // Keep reading stdout so the script never blocks on a full pipe; its answers to
-        // stop/start requests arrive here.
-        let (answer_tx, answers) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines() {
-                let Ok(line) = line else { break };
-                if answer_tx.send(line.trim().to_owned()).is_err() {
-                    break;
-                }
-            }
-        });
-        let env = std::fs::read_to_string(dir.join("env")).expect("gitea env file");
-        let get = |key: &str| {
-            env.lines()
-                .find_map(|l| l.strip_prefix(&format!("{key}=")))
-                .unwrap_or_else(|| panic!("{key} missing from gitea env"))
-                .to_owned()
-        };
-        let url = get("GITEA_URL");
-        eprintln!("gitea ready in {:.1?} at {url}", started.elapsed());
-        Gitea {
-            user: get("GITEA_USER"),
-            password: get("GITEA_PASSWORD"),
-            token: get("GITEA_TOKEN"),
-            url,
-            http: reqwest::Client::new(),
-            dir,
+    fn start(name: &str) -> Gitea {
+        let script = Script::start(
+            "gitea.sh",
             name,
-            stdin: Mutex::new(stdin),
-            answers: Mutex::new(answers),
-            _child: Mutex::new(child),
+            "PONTOON_GITEA_CLEANUP",
+            "it needs Go and a C compiler to build gitea, plus git, openssl, curl and python3",
+        );
+        Gitea {
+            user: script.get("GITEA_USER"),
+            password: script.get("GITEA_PASSWORD"),
+            token: script.get("GITEA_TOKEN"),
+            url: script.get("GITEA_URL"),
+            http: reqwest::Client::new(),
+            dir: script.dir.clone(),
+            script,
         }
-    }
-
-    fn ask(&self, request: &str, answer: &str) {
-        use std::io::Write;
-        let mut stdin = self.stdin.lock().unwrap_or_else(|e| e.into_inner());
-        writeln!(stdin, "{request}").expect("write to gitea.sh");
-        stdin.flush().expect("flush");
-        let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
-        let got = answers
-            .recv_timeout(std::time::Duration::from_secs(120))
-            .unwrap_or_else(|e| panic!("gitea {}: no answer to {request}: {e}", self.name));
-        assert_eq!(got, answer, "gitea {}: {request}", self.name);
     }
 
     /// Stops Gitea (its data stays). Only for a [`dedicated`] Gitea.
     pub fn stop(&self) {
-        self.ask("stop", "stopped");
+        self.script.ask("stop", "stopped");
     }
 
     /// Starts Gitea again on the same port, and waits until it answers.
     pub fn start_again(&self) {
-        self.ask("start", "ready");
+        self.script.ask("start", "ready");
     }
 
     /// The admin user's password (for git over HTTP with basic auth).

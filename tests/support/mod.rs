@@ -6,3 +6,6 @@ pub mod control_plane;
 pub mod fixtures;
 pub mod git;
 pub mod gitea;
+pub mod npm;
+pub mod prism;
+pub mod script;
