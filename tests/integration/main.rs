@@ -7,6 +7,7 @@ mod support;
 mod alerts;
 mod cli;
 mod control_plane;
+mod crash;
 mod daemon;
 mod deploy;
 mod drift;
