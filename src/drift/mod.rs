@@ -553,8 +553,13 @@ impl DriftWatch {
             changed_by(&live, &paths).unwrap_or_else(|| last_writer(&live))
         };
         if manager == crate::desired::FIELD_MANAGER && !deleted && additions.is_empty() {
-            // Our own write in flight; the sync that made it records the new version.
-            return;
+            if self.syncer.is_syncing(&team) {
+                // Our own write in flight; the sync that made it records the new version.
+                return;
+            }
+            // Nobody else owns what changed: a field removed by someone (a removal leaves
+            // no owner behind), or an edit within the second of our last apply.
+            return self.report_unowned(team, key, a, &o, paths);
         }
         // Who to name: the person who added a field, when that is all there is.
         let manager = match additions.first() {
@@ -567,6 +572,19 @@ impl DriftWatch {
         let mut event = self.event(team, key, a, paths, manager, at);
         event.added = additions.into_iter().map(|a| a.path).collect();
         event.reference = reference(&a.desired.object, &o);
+        self.report(event);
+    }
+
+    fn report_unowned(
+        &self,
+        team: TeamName,
+        key: ObjectKey,
+        a: &AppliedObject,
+        o: &DynamicObject,
+        paths: Vec<String>,
+    ) {
+        let mut event = self.event(team, key, a, paths, "unknown".to_owned(), String::new());
+        event.reference = reference(&a.desired.object, o);
         self.report(event);
     }
 

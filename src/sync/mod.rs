@@ -253,6 +253,27 @@ pub struct Syncer {
     memo: Mutex<HashMap<TeamName, Memo>>,
     applied: Mutex<HashMap<TeamName, Arc<BTreeMap<ObjectKey, AppliedObject>>>>,
     namespace_ready: tokio::sync::OnceCell<()>,
+    /// Teams with a sync in flight (how many), so drift can tell pontoon's own write that
+    /// has not been recorded yet from someone else's.
+    syncing: Mutex<HashMap<TeamName, usize>>,
+}
+
+/// Counts a sync in flight for its team until dropped.
+struct InFlight<'a> {
+    syncing: &'a Mutex<HashMap<TeamName, usize>>,
+    team: TeamName,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut syncing = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = syncing.get_mut(&self.team) {
+            *n -= 1;
+            if *n == 0 {
+                syncing.remove(&self.team);
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -324,7 +345,16 @@ impl Syncer {
             memo: Mutex::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
             namespace_ready: tokio::sync::OnceCell::new(),
+            syncing: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether a sync of `team` is running on this cluster right now.
+    pub fn is_syncing(&self, team: &TeamName) -> bool {
+        self.syncing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(team)
     }
 
     pub fn cluster(&self) -> &Arc<Cluster> {
@@ -370,6 +400,16 @@ impl Syncer {
     /// Makes the unit equal to `desired`. Never panics; every failure is in the result.
     pub async fn sync(&self, desired: &UnitDesired, revision: &str) -> UnitResult {
         let started = Instant::now();
+        *self
+            .syncing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(desired.unit.team.clone())
+            .or_default() += 1;
+        let _in_flight = InFlight {
+            syncing: &self.syncing,
+            team: desired.unit.team.clone(),
+        };
         let mut result = UnitResult::new(desired.unit.clone(), revision);
         if let Err(e) = self.sync_inner(desired, revision, &mut result).await {
             result.message = Some(e.to_string());

@@ -189,7 +189,9 @@ async fn fields_a_person_adds_are_named_removed_and_recorded_in_an_event() {
     let syncer = Arc::new(Syncer::new(Arc::new(cluster), SyncOptions::default()));
     let team = unique_name("added");
     let mut objects = team_base(&team, &[&team]);
-    objects.push(deployment(&team, &team, "web", "shop:1.0", 1));
+    let mut web = deployment(&team, &team, "web", "shop:1.0", 1);
+    web.object["metadata"]["labels"]["tier"] = json!("web");
+    objects.push(web);
     let mut state = DesiredState {
         revision: "r1".into(),
         ..DesiredState::default()
@@ -264,5 +266,48 @@ async fn fields_a_person_adds_are_named_removed_and_recorded_in_an_event() {
         .expect("event");
     assert!(note.contains("kubectl-edit"), "{note}");
     assert!(note.contains("/metadata/labels/debug (added)"), "{note}");
+
+    // The same kind of addition by a controller (an injector's env var) is not drift.
+    deployments
+        .patch(
+            "web",
+            &PatchParams {
+                field_manager: Some("otel-injector".into()),
+                ..Default::default()
+            },
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "app", "env": [{"name": "OTEL_SERVICE_NAME", "value": "web"}]}]}}}})),
+        )
+        .await
+        .expect("controller edit");
+    quiet(&mut rx, "an env var added by a controller").await;
+
+    // A person removes a label pontoon set: drift, restored by the unit's sync.
+    deployments
+        .patch(
+            "web",
+            &PatchParams {
+                field_manager: Some("kubectl-label".into()),
+                ..Default::default()
+            },
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([{"op": "remove", "path": "/metadata/labels/tier"}]))
+                    .expect("patch"),
+            ),
+        )
+        .await
+        .expect("label removed");
+    let e = next(&mut rx, "the removed label").await;
+    assert_eq!(e.paths, ["/metadata/labels/tier"]);
+    syncer.sync(&u, "r1").await;
+    let e = next(&mut rx, "the label restored").await;
+    assert!(e.corrected, "{e:?}");
+    let live = deployments.get("web").await.expect("get");
+    assert_eq!(live.labels().get("tier").map(String::as_str), Some("web"));
+    let env = live.spec.template.spec.map(|p| p.containers[0].env.clone());
+    assert!(
+        format!("{env:?}").contains("OTEL_SERVICE_NAME"),
+        "the controller's env var stays: {env:?}"
+    );
     watch.stop();
 }
