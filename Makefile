@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test deps lint demo bench
+.PHONY: test deps lint demo bench fuzz
 
 ## test: install what is missing, then formatting, lints and every test (real servers included)
 test: deps lint
@@ -20,6 +20,10 @@ lint:
 ## bench: the benchmarks that back the README's figures
 bench: deps
 	$(CARGO) bench --locked
+
+## fuzz: five minutes of cargo-fuzz on the renderer (needs a nightly toolchain and cargo-fuzz)
+fuzz:
+	cd fuzz && $(CARGO) +nightly fuzz run render -- -max_total_time=300
 
 ## demo: a local control plane (staging and prod), the example platform repo, and pontoon syncing it
 demo:
