@@ -200,10 +200,13 @@ pub fn poll(target: &GitTarget, last: Option<&str>) -> Result<Polled, SourceErro
         let mut fo = FetchOptions::new();
         fo.remote_callbacks(callbacks(&target.auth));
         fo.download_tags(AutotagOption::None);
-        // Shallow where the transport allows it (libgit2's local transport does not).
+        // The first fetch is shallow where the transport allows it (libgit2's local
+        // transport does not). Later ones fetch down to the commits the cache has, so
+        // ancestry (force pushes) can still be told.
         let local = target.url.starts_with("file://")
             || !target.url.contains("://") && !target.url.contains('@');
-        if !local {
+        let first_fetch = repo.find_reference(LOCAL_REF).is_err();
+        if !local && first_fetch {
             fo.depth(1);
         }
         let refspec = match &target.git_ref {
@@ -260,6 +263,14 @@ fn advertised(
 fn classify(e: &git2::Error) -> SourceError {
     let msg = clean(e);
     let lower = msg.to_ascii_lowercase();
+    // libgit2 replaces the host key callback's own message with this one.
+    if lower.contains("unknown remote ssh hostkey") {
+        return SourceError::Auth(
+            "the SSH host key of the remote is unknown or does not match: list it in the \
+             file source.auth.knownHosts names (or set insecureSkipHostKeyCheck)"
+                .to_owned(),
+        );
+    }
     if e.class() == git2::ErrorClass::Http && (lower.contains("401") || lower.contains("403"))
         || lower.contains("authentication")
         || lower.contains("credentials")

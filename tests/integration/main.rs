@@ -21,5 +21,6 @@ mod page;
 mod prometheus;
 mod scheduler;
 mod source;
+mod ssh;
 mod sync;
 mod webhooks;
