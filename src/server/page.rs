@@ -124,12 +124,12 @@ fn cell(h: &mut String, u: &UnitView) {
     };
     let _ = write!(
         h,
-        "<td class=\"{state}\" id=\"{}/{}\" data-team=\"{}\" data-cluster=\"{}\"><details><summary><span class=\"state\">{state}</span> \
+        "<td class=\"{state}\" data-team=\"{}\" data-cluster=\"{}\" id=\"{}/{}\"><details><summary><span class=\"state\">{state}</span> \
          <span class=\"small\">{} · {}</span>",
-        escape(&u.cluster),
-        escape(&u.team),
         escape(&u.team),
         escape(&u.cluster),
+        escape(&u.cluster),
+        escape(&u.team),
         escape(short(&u.revision)),
         ago(u.seconds_since_sync)
     );

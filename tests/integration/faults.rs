@@ -52,7 +52,7 @@ async fn a_stopped_apiserver_fails_its_unit_only_and_the_unit_recovers() {
         .with_test_writer()
         .try_init();
     let flaky = control_plane::dedicated("flaky");
-    let steady = control_plane::shared();
+    let steady = control_plane::dedicated("steady");
     let team = unique_name("fault");
     let tmp = tempfile::tempdir().expect("tempdir");
     let repo = tmp.path().join("platform");
