@@ -8,9 +8,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-const TEAMS: usize = 1000;
+/// Teams and runs; smaller values are for profiling (`valgrind --tool=callgrind`).
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
 
-fn repo() -> BTreeMap<String, Vec<u8>> {
+fn repo(teams: usize) -> BTreeMap<String, Vec<u8>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example-platform");
     let example = pontoon::source::dir::read(&root)
         .expect("example platform")
@@ -19,7 +22,7 @@ fn repo() -> BTreeMap<String, Vec<u8>> {
         .into_iter()
         .filter(|(p, _)| !p.starts_with("teams/"))
         .collect();
-    for t in 0..TEAMS {
+    for t in 0..teams {
         let team = format!("team-{t:04}");
         files.insert(
             format!("teams/{team}/team.yaml"),
@@ -50,10 +53,12 @@ fn repo() -> BTreeMap<String, Vec<u8>> {
 }
 
 fn main() {
-    let files = repo();
+    let teams = setting("PONTOON_RENDER_TEAMS", 1000);
+    let runs = setting("PONTOON_RENDER_RUNS", 7);
+    let files = repo(teams);
     let mut times: Vec<Duration> = Vec::new();
     let mut objects = 0;
-    for _ in 0..7 {
+    for _ in 0..runs {
         let t = Instant::now();
         let state = pontoon::render::render(&files, "bench");
         times.push(t.elapsed());
@@ -65,7 +70,7 @@ fn main() {
         objects = state.units.values().map(|u| u.objects.len()).sum();
     }
     times.sort();
-    println!("render: {TEAMS} teams x 10 instances = {objects} objects");
+    println!("render: {teams} teams x 10 instances = {objects} objects");
     println!(
         "render median {:.3} s (min {:.3} s, max {:.3} s) over {} runs, one thread",
         times[times.len() / 2].as_secs_f64(),

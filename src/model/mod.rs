@@ -158,6 +158,12 @@ pub fn typed<T: for<'de> Deserialize<'de>>(
     doc: &Document,
     team: Option<&TeamName>,
 ) -> Result<T, Diagnostic> {
+    // The document is parsed already; reading the typed form from that value is several
+    // times cheaper than parsing the YAML again. Only when it fails is the text parsed
+    // again, for the error's line and column (and for YAML's looser scalars).
+    if let Ok(t) = T::deserialize(&doc.value) {
+        return Ok(t);
+    }
     serde_saphyr::from_str_with_options::<T>(&doc.text, crate::yaml::options()).map_err(|e| {
         let (l, c) = crate::yaml::error_position(&e);
         let message = crate::yaml::error_message(&e);

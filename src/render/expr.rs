@@ -21,7 +21,17 @@ pub struct Scope {
 
 impl Scope {
     pub fn new(vars: &[(&str, &Value)]) -> Result<Scope, String> {
-        let mut context = cel::Context::default();
+        // Building CEL's standard library takes longer than rendering an instance: build
+        // it once per thread and share it between scopes.
+        thread_local! {
+            static STDLIB: std::sync::Arc<cel::Env> = std::sync::Arc::new(cel::Env::stdlib());
+        }
+        let mut context = cel::Context::Root {
+            functions: Default::default(),
+            variables: Default::default(),
+            resolver: None,
+            env: STDLIB.with(std::sync::Arc::clone),
+        };
         for (name, value) in vars {
             context.add_variable_from_value(*name, to_cel(value));
         }
