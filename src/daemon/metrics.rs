@@ -28,6 +28,7 @@ pub struct Metrics {
     pub drift_detected: IntCounterVec,
     pub drift_corrected: IntCounterVec,
     pub drift_correction: HistogramVec,
+    pub drifted: IntGaugeVec,
 }
 
 impl Metrics {
@@ -115,8 +116,16 @@ impl Metrics {
                 ]),
                 &["cluster"],
             )?,
+            drifted: IntGaugeVec::new(
+                Opts::new(
+                    "pontoon_drifted_objects",
+                    "Managed objects drifted now: detected and not yet seen corrected (report mode leaves them)",
+                ),
+                &unit,
+            )?,
         };
         r.register(Box::new(m.sync_status.clone()))?;
+        r.register(Box::new(m.drifted.clone()))?;
         r.register(Box::new(m.last_attempt.clone()))?;
         r.register(Box::new(m.last_success.clone()))?;
         r.register(Box::new(m.duration.clone()))?;
@@ -148,6 +157,7 @@ impl Metrics {
             let _ = self.last_success.remove_label_values(&unit);
             let _ = self.managed_objects.remove_label_values(&unit);
             let _ = self.prune_held.remove_label_values(&unit);
+            let _ = self.drifted.remove_label_values(&unit);
             return;
         }
         for s in STATES {
@@ -180,6 +190,8 @@ impl Metrics {
         self.prune_held
             .with_label_values(&unit)
             .set(r.held.len() as i64);
+        // The series exists from the first sync on, at 0 until something drifts.
+        self.drifted.with_label_values(&unit);
     }
 
     pub fn drift(&self, e: &DriftEvent) {
@@ -188,12 +200,17 @@ impl Metrics {
             e.unit.cluster.0.as_str(),
             e.key.kind.as_str(),
         ];
+        let drifted = self
+            .drifted
+            .with_label_values(&[e.unit.team.0.as_str(), e.unit.cluster.0.as_str()]);
         if e.corrected {
+            drifted.set((drifted.get() - 1).max(0));
             self.drift_corrected.with_label_values(&labels).inc();
             self.drift_correction
                 .with_label_values(&[e.unit.cluster.0.as_str()])
                 .observe(e.detected.elapsed().as_secs_f64());
         } else {
+            drifted.inc();
             self.drift_detected.with_label_values(&labels).inc();
         }
     }
@@ -234,6 +251,44 @@ mod tests {
         assert!(
             !text.contains("team=\"shop\"} 1\npontoon_sync_status"),
             "a removed unit's state set is dropped"
+        );
+    }
+
+    #[test]
+    fn drifted_objects_count_up_on_detection_and_down_on_correction() {
+        let m = Metrics::register(&Registry::new()).expect("register");
+        m.observe(&sample(), false);
+        let mut e = DriftEvent {
+            unit: sample().unit,
+            key: crate::desired::ObjectKey {
+                group: "apps".into(),
+                kind: "Deployment".into(),
+                namespace: "shop".into(),
+                name: "web".into(),
+            },
+            paths: vec!["/spec/template/spec/containers/0/image".into()],
+            added: vec![],
+            manager: "kubectl-edit".into(),
+            at: String::new(),
+            mode: crate::desired::DriftMode::Correct,
+            by_person: true,
+            detected: std::time::Instant::now(),
+            corrected: false,
+            reference: Default::default(),
+        };
+        let now = || m.drifted.with_label_values(&["shop", "prod"]).get();
+        assert_eq!(now(), 0);
+        m.drift(&e);
+        assert_eq!(now(), 1);
+        e.corrected = true;
+        m.drift(&e);
+        m.drift(&e);
+        assert_eq!(now(), 0, "never below zero");
+        assert_eq!(
+            m.drift_corrected
+                .with_label_values(&["shop", "prod", "Deployment"])
+                .get(),
+            2
         );
     }
 
