@@ -10,12 +10,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 
 use crate::support::control_plane::{self, eventually};
-
-fn write(root: &Path, path: &str, text: &str) {
-    let p = root.join(path);
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-    std::fs::write(p, text).expect("write");
-}
+use crate::support::daemon::write;
 
 fn configmaps(n: usize) -> String {
     (0..n)

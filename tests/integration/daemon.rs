@@ -2,7 +2,6 @@
 //! applied to the control plane, status in /api/status and /metrics, and a hand edit
 //! corrected by the next resync.
 
-use std::path::Path;
 use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
@@ -12,13 +11,8 @@ use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 use crate::support::control_plane::{self, eventually};
+use crate::support::daemon::{free_port, write};
 use crate::support::git::git;
-
-fn write(root: &Path, path: &str, text: &str) {
-    let p = root.join(path);
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-    std::fs::write(p, text).expect("write");
-}
 
 const PLATFORM: &str = "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {name: e2e}\nspec:\n  clusters: [{name: e2e}]\n  policy:\n    allowedKinds: [{group: \"\", kind: ConfigMap}]\n";
 const TEAM: &str = "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {name: shop}\nspec:\n  namespaces: [shop]\n  clusters: {names: [e2e]}\n";
@@ -27,14 +21,6 @@ fn app(colour: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings}}\ndata: {{colour: {colour}}}\n"
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 async fn status(http: &reqwest::Client, base: &str) -> Value {

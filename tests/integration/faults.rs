@@ -2,7 +2,6 @@
 //! rollout. The other cluster syncs the new revision without waiting; the stopped one
 //! reports Failed with the reason, retries, and syncs once its apiserver is back.
 
-use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -10,20 +9,7 @@ use kube::Api;
 use serde_json::Value;
 
 use crate::support::control_plane::{self, eventually, unique_name};
-
-fn write(root: &Path, path: &str, text: &str) {
-    let p = root.join(path);
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-    std::fs::write(p, text).expect("write");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+use crate::support::daemon::{Daemon, free_port, write};
 
 async fn unit_state(http: &reqwest::Client, base: &str, cluster: &str) -> Option<Value> {
     let s: Value = http
@@ -86,11 +72,7 @@ async fn a_stopped_apiserver_fails_its_unit_only_and_the_unit_recovers() {
         ),
     )
     .expect("config");
-    let config = pontoon::config::Config::load(&config_path).expect("valid config");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(pontoon::daemon::run_from_source(config, async move {
-        let _ = stopped.await;
-    }));
+    let daemon = Daemon::start(&config_path);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let flaky_cms: Api<ConfigMap> = Api::namespaced(flaky.client().await, &team);
@@ -139,10 +121,5 @@ async fn a_stopped_apiserver_fails_its_unit_only_and_the_unit_recovers() {
     })
     .await;
 
-    stop.send(()).expect("daemon still running");
-    tokio::time::timeout(Duration::from_secs(40), daemon)
-        .await
-        .expect("daemon stops within its deadline")
-        .expect("daemon task")
-        .expect("daemon exits cleanly");
+    daemon.finish().await;
 }

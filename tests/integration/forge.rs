@@ -6,7 +6,6 @@
 //! pontoon syncs: syncing goes on, and the statuses owed appear once Gitea is back.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -15,22 +14,9 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::support::control_plane::{self, eventually, unique_name};
+use crate::support::daemon::{Daemon, free_port, write};
 use crate::support::git::git;
 use crate::support::gitea::{self, Gitea};
-
-fn write(root: &Path, path: &str, text: &str) {
-    let p = root.join(path);
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-    std::fs::write(p, text).expect("write");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 fn platform(cluster: &str) -> String {
     format!(
@@ -85,42 +71,6 @@ async fn wait_status(gitea: &Gitea, repo: &str, sha: &str, context: &str, state:
         },
     )
     .await
-}
-
-struct Daemon {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    base: String,
-}
-
-impl Daemon {
-    fn start(config_path: &Path) -> Daemon {
-        let config = pontoon::config::Config::load(config_path).expect("valid config");
-        let base = format!("http://{}", config.listen.http);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(pontoon::daemon::run_from_source(config, async move {
-            let _ = stopped.await;
-        }));
-        Daemon { stop, task, base }
-    }
-
-    async fn finish(self) {
-        self.stop.send(()).expect("daemon still running");
-        tokio::time::timeout(Duration::from_secs(40), self.task)
-            .await
-            .expect("daemon stops within its deadline")
-            .expect("daemon task")
-            .expect("daemon exits cleanly");
-    }
-
-    async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.base))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
-    }
 }
 
 #[tokio::test]

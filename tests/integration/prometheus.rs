@@ -16,22 +16,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::control_plane::{self, eventually, repo_root, unique_name};
+use crate::support::daemon::{Daemon, free_port, write};
 use crate::support::git::git;
 use crate::support::gitea;
-
-fn write(root: &Path, path: &str, text: &str) {
-    let p = root.join(path);
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-    std::fs::write(p, text).expect("write");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 /// A Prometheus process, killed when dropped.
 struct Prometheus {
@@ -242,11 +229,7 @@ async fn every_panel_and_alert_expression_returns_series_from_a_real_prometheus(
         ),
     )
     .expect("config");
-    let config = pontoon::config::Config::load(&config_path).expect("valid config");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(pontoon::daemon::run_from_source(config, async move {
-        let _ = stopped.await;
-    }));
+    let daemon = Daemon::start(&config_path);
     let rules = repo_root().join("deploy/prometheus/pontoon-rules.yaml");
     let prom = Prometheus::start(&format!("127.0.0.1:{port}"), &rules).await;
     let base = format!("http://127.0.0.1:{port}");
@@ -357,12 +340,7 @@ async fn every_panel_and_alert_expression_returns_series_from_a_real_prometheus(
     }
 
     drop(prom);
-    stop.send(()).expect("daemon still running");
-    tokio::time::timeout(Duration::from_secs(40), daemon)
-        .await
-        .expect("daemon stops")
-        .expect("task")
-        .expect("clean exit");
+    daemon.finish().await;
 }
 
 #[test]

@@ -14,6 +14,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 cmd=${1:-}
 dir=${2:-}
 [ "$cmd" = start ] && [ -n "$dir" ] || { echo "usage: $0 start DIR" >&2; exit 2; }
@@ -23,18 +25,8 @@ bin=$("$here/go-build.sh" bin-dir)
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
 pids=()
 api_pid=
-stop_pid() {
-  kill -TERM "$1" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
 stop() {
   trap - EXIT INT TERM
   [ -z "$api_pid" ] || stop_pid "$api_pid"

@@ -9,6 +9,9 @@
 # SSH_KNOWN_HOSTS: a known_hosts line for the server), prints `ready`, and stops sshd when
 # its standard input closes (same contract as control-plane.sh).
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 
 cmd=${1:-}
 dir=${2:-}
@@ -19,7 +22,7 @@ mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 chmod 700 "$dir"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+port=$(free_port)
 ssh-keygen -q -t ed25519 -N '' -C pontoon-test-host -f "$dir/host_key"
 ssh-keygen -q -t ed25519 -N '' -C pontoon-test-client -f "$dir/client_key"
 cp "$dir/client_key.pub" "$dir/authorized_keys"
@@ -45,12 +48,7 @@ EOF
 pid=
 stop() {
   trap - EXIT INT TERM
-  if [ -n "$pid" ]; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
+  stop_pid "$pid"
   [ "${PONTOON_SSH_CLEANUP:-}" = 1 ] && rm -rf "$dir"
   return 0
 }

@@ -11,6 +11,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 cmd=${1:-}
 dir=${2:-}
 [ "$cmd" = start ] && [ -n "$dir" ] || { echo "usage: $0 start DIR" >&2; exit 2; }
@@ -23,19 +25,10 @@ workpath=$(cat "$bin/gitea.workpath")
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
 pid=
 stop() {
   trap - EXIT INT TERM
-  if [ -n "$pid" ]; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
+  stop_pid "$pid"
   [ "${PONTOON_GITEA_CLEANUP:-}" = 1 ] && rm -rf "$dir"
   return 0
 }
@@ -142,10 +135,7 @@ start_web() {
   done
 }
 stop_web() {
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  stop_pid "$pid"
   pid=
 }
 start_web

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod control_plane;
+pub mod daemon;
 pub mod fixtures;
 pub mod git;
 pub mod gitea;

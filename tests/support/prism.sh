@@ -11,6 +11,9 @@
 # `ready`, and stops Prism when its standard input closes (same contract as
 # control-plane.sh).
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 
 cmd=${1:-}
 dir=${2:-}
@@ -37,16 +40,11 @@ for (const p of keep) {
 require("fs").writeFileSync(out, JSON.stringify({openapi: d.openapi, info: d.info, servers: d.servers, paths}));
 ' "$description" "$dir/github-statuses.json"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+port=$(free_port)
 pid=
 stop() {
   trap - EXIT INT TERM
-  if [ -n "$pid" ]; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
+  stop_pid "$pid"
   [ "${PONTOON_PRISM_CLEANUP:-}" = 1 ] && rm -rf "$dir"
   return 0
 }
