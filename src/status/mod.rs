@@ -44,7 +44,7 @@ impl Notifier {
     }
 
     /// A render is being handed to the scheduler.
-    pub fn rendered(&self, state: &DesiredState) {
+    pub fn rendered(&self, state: &std::sync::Arc<DesiredState>) {
         let out = self.tracker().rendered(state);
         self.poster.post(out);
     }
@@ -194,7 +194,8 @@ struct Commit {
 #[derive(Debug)]
 pub struct Tracker {
     clusters: Vec<ClusterName>,
-    last: Option<DesiredState>,
+    /// The last good render, shared with the scheduler (never copied).
+    last: Option<std::sync::Arc<DesiredState>>,
     commits: VecDeque<Commit>,
 }
 
@@ -209,7 +210,7 @@ impl Tracker {
 
     /// A new render was handed to the scheduler. The first render after start counts
     /// every unit as changed (there is nothing to compare with).
-    pub fn rendered(&mut self, state: &DesiredState) -> Vec<Status> {
+    pub fn rendered(&mut self, state: &std::sync::Arc<DesiredState>) -> Vec<Status> {
         if self.commits.iter().any(|c| c.sha == state.revision) {
             return Vec::new();
         }
@@ -242,7 +243,7 @@ impl Tracker {
             // `last` stays: the next good commit is compared with the last good one.
             return out;
         }
-        let previous = self.last.as_ref();
+        let previous = self.last.as_deref();
         for (id, unit) in &state.units {
             if !self.clusters.contains(&id.cluster) {
                 continue;
@@ -297,7 +298,7 @@ impl Tracker {
                 out.push(s);
             }
         }
-        self.last = Some(state.clone());
+        self.last = Some(std::sync::Arc::clone(state));
         self.push(commit);
         out
     }

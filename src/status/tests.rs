@@ -29,15 +29,15 @@ fn unit(team: &str, cluster: &str, objects: usize) -> UnitDesired {
     }
 }
 
-fn state(rev: &str, units: &[(&str, &str, usize)]) -> DesiredState {
-    DesiredState {
+fn state(rev: &str, units: &[(&str, &str, usize)]) -> std::sync::Arc<DesiredState> {
+    std::sync::Arc::new(DesiredState {
         revision: rev.into(),
         units: units
             .iter()
             .map(|(t, c, n)| (id(t, c), unit(t, c, *n)))
             .collect(),
         ..Default::default()
-    }
+    })
 }
 
 fn report(rev: &str, team: &str, cluster: &str, state: UnitState) -> Report {
@@ -190,7 +190,7 @@ fn a_broken_team_fails_on_its_clusters_and_others_go_on() {
         &[("payments", "prod", 2), ("data", "prod", 1)],
     ));
     let mut s = state("bbb", &[("data", "prod", 2)]);
-    s.failed_teams.insert(
+    std::sync::Arc::make_mut(&mut s).failed_teams.insert(
         TeamName("payments".into()),
         vec![Diagnostic {
             file: "teams/payments/web.yaml".into(),
@@ -252,7 +252,7 @@ fn a_broken_platform_fails_every_cluster_and_keeps_the_last_good_render() {
     let mut t = Tracker::new(["prod".to_owned()]);
     t.rendered(&state("aaa", &[("payments", "prod", 2)]));
     let mut broken = state("bbb", &[]);
-    broken.platform_failed = true;
+    std::sync::Arc::make_mut(&mut broken).platform_failed = true;
     let out = t.rendered(&broken);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].context, "pontoon/prod");
