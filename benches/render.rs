@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 /// Teams and runs; smaller values are for profiling (`valgrind --tool=callgrind`).
 fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn repo(teams: usize) -> BTreeMap<String, Vec<u8>> {
