@@ -68,10 +68,15 @@ fn main() {
         let cluster = Cluster::from_config(ClusterName(one.name.into()), one.config().await, 16)
             .expect("cluster");
         let syncer = Syncer::new(Arc::new(cluster), SyncOptions::default());
+        let servers0 = common::servers_cpu(&one.dir.to_string_lossy());
         let cpu0 = common::cpu_seconds();
         let t = Instant::now();
         let results = syncer.sync_cluster(&desired).await;
         let first = (t.elapsed(), common::cpu_seconds() - cpu0);
+        println!(
+            "servers during pontoon's first sync: {}",
+            common::cpu_delta(&servers0, &common::servers_cpu(&one.dir.to_string_lossy()))
+        );
         let failed: Vec<_> = results
             .iter()
             .filter(|r| r.state == UnitState::Failed)
@@ -124,6 +129,8 @@ fn main() {
         text.push('\n');
     }
     std::fs::write(&file, text).expect("write objects");
+    let servers0 = common::servers_cpu(&two.dir.to_string_lossy());
+    let children0 = common::children_cpu_seconds();
     let t = Instant::now();
     let out = two.kubectl(&[
         "apply",
@@ -133,14 +140,19 @@ fn main() {
         file.to_str().expect("path"),
     ]);
     let kubectl = t.elapsed();
+    println!(
+        "servers during kubectl's apply: {}",
+        common::cpu_delta(&servers0, &common::servers_cpu(&two.dir.to_string_lossy()))
+    );
     assert!(
         out.status.success(),
         "kubectl failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     println!(
-        "kubectl apply --server-side: {:.2} s wall",
-        kubectl.as_secs_f64()
+        "kubectl apply --server-side: {:.2} s wall, {:.2} s CPU",
+        kubectl.as_secs_f64(),
+        common::children_cpu_seconds() - children0
     );
     println!(
         "ratio kubectl / pontoon (first sync): {:.2}x",

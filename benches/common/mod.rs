@@ -2,15 +2,63 @@
 
 /// User + system CPU of this process in seconds (clock ticks of 1/100 s).
 pub fn cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name, which is in parentheses and may hold spaces.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-        })
-        .unwrap_or(f64::NAN)
+    stat_cpu("/proc/self/stat").unwrap_or(f64::NAN)
+}
+
+/// CPU of this process's finished children (such as kubectl) in seconds.
+pub fn children_cpu_seconds() -> f64 {
+    stat_fields("/proc/self/stat", 13).unwrap_or(f64::NAN)
+}
+
+fn stat_cpu(path: &str) -> Option<f64> {
+    stat_fields(path, 11)
+}
+
+/// The sum of the two /proc stat fields at `at` and `at + 1` (after the command name), in
+/// seconds.
+fn stat_fields(path: &str, at: usize) -> Option<f64> {
+    let s = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = s.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((f.get(at)?.parse::<f64>().ok()? + f.get(at + 1)?.parse::<f64>().ok()?) / 100.0)
+}
+
+/// CPU seconds, by program name, of the processes whose command line contains `needle`
+/// (a server's data directory): where the time of a benchmark went besides this process.
+pub fn servers_cpu(needle: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let dir = p.path();
+        let Ok(cmd) = std::fs::read(dir.join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        let mut args = cmd.split('\0');
+        let program = args.next().unwrap_or("").rsplit('/').next().unwrap_or("");
+        if program.is_empty() || program == "bash" || !cmd.contains(needle) {
+            continue;
+        }
+        if let Some(cpu) = stat_cpu(&dir.join("stat").to_string_lossy()) {
+            *out.entry(program.to_owned()).or_default() += cpu;
+        }
+    }
+    out
+}
+
+/// `after - before` per program, formatted `name 1.23 s, ...`.
+pub fn cpu_delta(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> String {
+    after
+        .iter()
+        .map(|(k, v)| format!("{k} {:.2} s", v - before.get(k).copied().unwrap_or(0.0)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Peak resident set size of this process in MiB.

@@ -64,7 +64,6 @@ pub struct Resolved {
 pub struct Cluster {
     pub name: ClusterName,
     client: Client,
-    config: kube::Config,
     resources: RwLock<HashMap<GroupVersionKind, Resolved>>,
     team_clients: Mutex<HashMap<TeamName, Client>>,
     limit: Arc<Semaphore>,
@@ -126,14 +125,13 @@ impl Cluster {
         config
             .write_timeout
             .get_or_insert(std::time::Duration::from_secs(60));
-        let client = Client::try_from(config.clone()).map_err(|source| ClusterError::Client {
+        let client = Client::try_from(config).map_err(|source| ClusterError::Client {
             cluster: name.0.clone(),
             source: Box::new(source),
         })?;
         Ok(Cluster {
             name,
             client,
-            config,
             resources: RwLock::new(HashMap::new()),
             team_clients: Mutex::new(HashMap::new()),
             limit: Arc::new(Semaphore::new(concurrency.max(1))),
@@ -155,18 +153,30 @@ impl Cluster {
 
     /// A client that acts as the team (`pontoon:team:<team>`, group `pontoon:teams`), so
     /// the API server's RBAC enforces the team's boundary whatever the renderer allowed.
+    ///
+    /// It sends through pontoon's own client with the impersonation headers added, so every
+    /// team shares one pool of connections to the API server: a hundred teams do not open
+    /// a hundred sets of TLS connections, nor keep them.
     pub fn team_client(&self, team: &TeamName) -> Result<Client, ClusterError> {
         let mut clients = self.team_clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = clients.get(team) {
             return Ok(c.clone());
         }
-        let mut config = self.config.clone();
-        config.auth_info.impersonate = Some(team_user(team));
-        config.auth_info.impersonate_groups = Some(vec![TEAM_GROUP.to_owned()]);
-        let client = Client::try_from(config).map_err(|source| ClusterError::Client {
-            cluster: self.name.0.clone(),
-            source: Box::new(source),
-        })?;
+        let user =
+            http::HeaderValue::from_str(&team_user(team)).map_err(|e| ClusterError::Client {
+                cluster: self.name.0.clone(),
+                source: Box::new(kube::Error::HttpError(e.into())),
+            })?;
+        let group = http::HeaderValue::from_static(TEAM_GROUP);
+        let admin = self.client.clone();
+        let service = tower::service_fn(move |mut request: http::Request<kube::client::Body>| {
+            let headers = request.headers_mut();
+            headers.insert("impersonate-user", user.clone());
+            headers.insert("impersonate-group", group.clone());
+            let admin = admin.clone();
+            async move { admin.send(request).await }
+        });
+        let client = Client::new(service, self.client.default_namespace());
         clients.insert(team.clone(), client.clone());
         Ok(client)
     }
@@ -223,9 +233,72 @@ impl Cluster {
 }
 
 /// Splits an apiVersion into group and version (`v1` is the core group).
+/// Runs a request once more when it failed in transport, before any answer came: a
+/// pooled connection the server had just closed, a reset. Only for requests that are safe
+/// to repeat (server-side apply, get, list, delete); an answer from the server, even an
+/// error, is returned as it is.
+pub async fn retry_transport<T, F, Fut>(mut request: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    match request().await {
+        Err(e @ (kube::Error::HyperError(_) | kube::Error::Service(_))) => {
+            tracing::debug!(error = %e, "request failed in transport; sending it again");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            request().await
+        }
+        other => other,
+    }
+}
+
 pub fn gvk_of(api_version: &str, kind: &str) -> GroupVersionKind {
     match api_version.rsplit_once('/') {
         Some((g, v)) => GroupVersionKind::gvk(g, v, kind),
         None => GroupVersionKind::gvk("", api_version, kind),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_transport_failure_is_sent_once_more() {
+        let calls = AtomicUsize::new(0);
+        let out = retry_transport(|| async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(kube::Error::Service("connection reset".into())),
+                _ => Ok("applied"),
+            }
+        })
+        .await;
+        assert_eq!(out.ok(), Some("applied"));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_answer_from_the_server_is_not_repeated_nor_is_a_second_failure() {
+        let calls = AtomicUsize::new(0);
+        let out: Result<(), _> = retry_transport(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(kube::Error::Api(Box::new(
+                kube::core::Status::failure("refused", "Forbidden").with_code(403),
+            )))
+        })
+        .await;
+        assert!(matches!(out, Err(kube::Error::Api(s)) if s.code == 403));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let calls = AtomicUsize::new(0);
+        let out: Result<(), _> = retry_transport(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(kube::Error::Service("connection refused".into()))
+        })
+        .await;
+        assert!(out.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 }

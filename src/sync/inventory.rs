@@ -14,6 +14,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::retry_transport;
 use crate::desired::{
     Applier, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_TEAM, MANAGED_BY_VALUE, ObjectKey, TeamName,
 };
@@ -69,7 +70,8 @@ pub fn name_for(team: &TeamName) -> String {
 
 impl Inventory {
     pub async fn load(api: &Api<ConfigMap>, team: &TeamName) -> Result<Inventory, kube::Error> {
-        let Some(cm) = api.get_opt(&name_for(team)).await? else {
+        let name = name_for(team);
+        let Some(cm) = retry_transport(|| api.get_opt(&name)).await? else {
             return Ok(Inventory::default());
         };
         let data = cm.data.unwrap_or_default();
@@ -106,17 +108,18 @@ impl Inventory {
                 DATA_HASH: self.desired_hash,
             },
         });
-        api.patch(
-            &name_for(team),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&cm),
-        )
-        .await?;
+        let (name, params, patch) = (
+            name_for(team),
+            PatchParams::apply(FIELD_MANAGER).force(),
+            Patch::Apply(&cm),
+        );
+        retry_transport(|| api.patch(&name, &params, &patch)).await?;
         Ok(())
     }
 
     pub async fn delete(api: &Api<ConfigMap>, team: &TeamName) -> Result<(), kube::Error> {
-        match api.delete(&name_for(team), &Default::default()).await {
+        let (name, params) = (name_for(team), Default::default());
+        match retry_transport(|| api.delete(&name, &params)).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(e),
@@ -130,9 +133,8 @@ impl Inventory {
 
 /// Teams that have an inventory on a cluster (to find teams removed from the repo).
 pub async fn teams_with_inventory(api: &Api<ConfigMap>) -> Result<Vec<TeamName>, kube::Error> {
-    let list = api
-        .list(&kube::api::ListParams::default().labels(&format!("{LABEL_INVENTORY}=true")))
-        .await?;
+    let params = kube::api::ListParams::default().labels(&format!("{LABEL_INVENTORY}=true"));
+    let list = retry_transport(|| api.list(&params)).await?;
     Ok(list
         .items
         .into_iter()

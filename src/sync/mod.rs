@@ -33,7 +33,7 @@ use kube::{Api, Client};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cluster::{Cluster, ClusterError, Resolved, gvk_of};
+use crate::cluster::{Cluster, ClusterError, Resolved, gvk_of, retry_transport};
 use crate::config::SyncConfig;
 use crate::desired::{
     ANNOTATION_PRUNE, Applier, DesiredObject, DesiredState, FIELD_MANAGER, LABEL_MANAGED_BY,
@@ -939,7 +939,7 @@ impl Syncer {
         loop {
             let page = {
                 let _permit = self.cluster.permit().await;
-                api.list_metadata(&params).await?
+                retry_transport(|| api.list_metadata(&params)).await?
             };
             out.extend(page.items);
             match page.metadata.continue_ {
@@ -1149,9 +1149,10 @@ impl Syncer {
         params: PatchParams,
     ) -> Result<Value, String> {
         let _permit = self.cluster.permit().await;
+        let patch = Patch::Apply(object);
         match tokio::time::timeout(
             self.options.apply_timeout,
-            api.patch(name, &params, &Patch::Apply(object)),
+            retry_transport(|| api.patch(name, &params, &patch)),
         )
         .await
         {
@@ -1170,7 +1171,7 @@ impl Syncer {
 
     async fn get(&self, api: &Api<DynamicObject>, name: &str) -> Result<Value, String> {
         let _permit = self.cluster.permit().await;
-        match api.get(name).await {
+        match retry_transport(|| api.get(name)).await {
             Ok(o) => serde_json::to_value(o).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         }
@@ -1192,7 +1193,7 @@ impl Syncer {
             ..DeleteParams::default()
         };
         let _permit = self.cluster.permit().await;
-        match api.delete(&e.name, &params).await {
+        match retry_transport(|| api.delete(&e.name, &params)).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(kube::Error::Api(s)) => Err(format!("{} ({})", s.message, s.reason)),

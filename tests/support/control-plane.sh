@@ -84,7 +84,7 @@ start_apiserver() {
     --service-cluster-ip-range=10.96.0.0/16 \
     --allow-privileged=true \
     --enable-priority-and-fairness=false \
-    --profiling=false \
+    --profiling="${PONTOON_CP_PROFILING:-false}" \
     --v=0 \
     </dev/null >>"$dir/kube-apiserver.log" 2>&1 &
   api_pid=$!
