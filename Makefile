@@ -21,9 +21,10 @@ lint:
 bench: deps
 	$(CARGO) bench --locked
 
-## fuzz: five minutes of cargo-fuzz on the renderer (needs a nightly toolchain and cargo-fuzz)
+## fuzz: five minutes of cargo-fuzz on the renderer, seeded with the example's team files (needs nightly and cargo-fuzz)
 fuzz:
-	cd fuzz && $(CARGO) +nightly fuzz run render -- -max_total_time=300
+	mkdir -p fuzz/corpus/render
+	cd fuzz && $(CARGO) +nightly fuzz run render corpus/render ../config/example-platform/teams -- -max_total_time=300 -max_len=8192
 
 ## demo: a local control plane (staging and prod), the example platform repo, and pontoon syncing it
 demo:

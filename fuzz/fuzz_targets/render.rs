@@ -1,7 +1,7 @@
 //! Any bytes in a team's file: the renderer must not panic, must be deterministic, and
 //! must leave every other team exactly as it renders without the file.
 //!
-//!     cargo +nightly fuzz run render -- -max_total_time=300
+//!     make fuzz   (from the repository root; seeds: the example platform's team files)
 
 #![no_main]
 
