@@ -103,9 +103,13 @@ $(say "pontoon is running")
   metrics         http://127.0.0.1:$port/metrics
   daemon log      $work/pontoon.log
 
-Make drift and watch pontoon correct it within the resync interval (10s here):
+Make drift: pontoon watches what it manages and puts it back at once (the log names
+who changed what):
   KUBECONFIG=$work/staging/kubeconfig $kubectl -n payments set image deployment/checkout app=registry.example.com/payments/checkout:hotfix
-  KUBECONFIG=$work/staging/kubeconfig $kubectl -n payments get deployment checkout -o jsonpath='{.spec.template.spec.containers[0].image}{"\n"}' 
+  KUBECONFIG=$work/staging/kubeconfig $kubectl -n payments get deployment checkout -o jsonpath='{.spec.template.spec.containers[0].image}{"\n"}'
+The search team runs in report mode on prod: the same edit there is left as it is and
+the unit turns OutOfSync on the status page:
+  KUBECONFIG=$work/prod/kubeconfig $kubectl -n search set image deployment/query app=registry.example.com/search/query:hotfix
 
 Change the platform: commit to $work/platform and push to $repo
   (git -C $work/platform push $repo main); pontoon picks it up within 5s.

@@ -176,9 +176,18 @@ impl UnitResult {
         } else if !self.drifted.is_empty() {
             if self.message.is_none() {
                 self.message = Some(format!(
-                    "{} object{} drifted and left as they are (drift mode report); first: {}",
+                    "{} {} drifted and left as {} (drift mode report); first: {}",
                     self.drifted.len(),
-                    if self.drifted.len() == 1 { "" } else { "s" },
+                    if self.drifted.len() == 1 {
+                        "object"
+                    } else {
+                        "objects"
+                    },
+                    if self.drifted.len() == 1 {
+                        "it is"
+                    } else {
+                        "they are"
+                    },
                     self.drifted[0]
                 ));
             }
@@ -1030,26 +1039,6 @@ impl Syncer {
                 writes: 0,
             });
         }
-        // Drift in `report` mode: the desired state did not change since our last apply,
-        // but the live object did. Leave it; the unit reports OutOfSync.
-        if p.object.drift == crate::desired::DriftMode::Report
-            && let (Some(m), Some(l)) = (memo, live)
-            && m.objects
-                .get(&p.key)
-                .is_some_and(|(h, rv)| *h == p.hash && *rv != l.resource_version)
-        {
-            return Ok(Applied {
-                change: Change::LeftDrifted,
-                resource_version: m
-                    .objects
-                    .get(&p.key)
-                    .map(|(_, rv)| rv.clone())
-                    .unwrap_or_default(),
-                health: Health::Healthy,
-                conflict: None,
-                writes: 0,
-            });
-        }
         // After a restart nothing is remembered, and a live object whose version moved
         // since our apply (a controller wrote its status, an HPA its replicas) may still
         // hold everything we applied: ask the server whether an apply would change
@@ -1073,6 +1062,20 @@ impl Syncer {
                 return Ok(Applied {
                     change: Change::Unchanged,
                     resource_version: l.resource_version.clone(),
+                    health: health::of(&current),
+                    conflict: None,
+                    writes: 0,
+                });
+            }
+            // Drift in `report` mode: the desired state did not change since our last
+            // apply, but what we applied did. Leave it; the unit reports OutOfSync.
+            if same_manifest && p.object.drift == crate::desired::DriftMode::Report {
+                return Ok(Applied {
+                    change: Change::LeftDrifted,
+                    resource_version: memo
+                        .and_then(|m| m.objects.get(&p.key))
+                        .map(|(_, rv)| rv.clone())
+                        .unwrap_or_default(),
                     health: health::of(&current),
                     conflict: None,
                     writes: 0,

@@ -137,8 +137,29 @@ async fn report_mode_leaves_the_object_and_marks_the_unit_out_of_sync() {
     let mut cm = configmap(&team, &team, "settings", json!({"mode": "safe"}));
     cm.drift = DriftMode::Report;
     objects.push(cm);
+    let mut web = deployment(&team, &team, "web", "shop:1.0", 1);
+    web.drift = DriftMode::Report;
+    objects.push(web);
     let u = unit_desired(&team, cp.name, &[&team], objects);
-    assert_eq!(syncer.sync(&u, "r1").await.state, UnitState::Synced);
+    assert_eq!(syncer.sync(&u, "r1").await.state, UnitState::Progressing);
+
+    // A controller writing the status moves the object's version; that is not drift.
+    let deployments: Api<Deployment> = Api::namespaced(cp.client().await, &team);
+    deployments
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}})),
+        )
+        .await
+        .expect("status");
+    for _ in 0..2 {
+        let r = syncer.sync(&u, "r1").await;
+        assert_eq!(r.state, UnitState::Synced, "{r:?}");
+        assert!(r.drifted.is_empty(), "{r:?}");
+        assert_eq!(r.writes, 0, "{r:?}");
+    }
+
     let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(cp.client().await, &team);
     cms.patch(
         "settings",
