@@ -8,9 +8,11 @@
 # stdout, then runs until its standard input closes or it gets SIGINT/SIGTERM, and stops
 # everything it started. While it runs, a line `stop-apiserver` on its standard input
 # stops kube-apiserver (answered with `stopped`) and `start-apiserver` starts it again on
-# the same port with the same data (answered with `ready`): fault tests use them. The integration tests hold that pipe open for as long as the
-# test binary lives, so the servers die with it, also when a test panics or the binary
-# is killed. `make demo` runs it in a terminal, where Ctrl-C stops it.
+# the same port with the same data (answered with `ready`): fault tests use them. The
+# integration tests hold that pipe open for as long as the test binary lives, so the
+# servers die with it, also when a test panics or the binary is killed. `make demo` runs
+# it in a terminal, where Ctrl-C stops it. PONTOON_CP_PROFILING=true serves the
+# apiserver's /debug/pprof (for `go tool pprof` while a benchmark runs).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
