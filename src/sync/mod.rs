@@ -1055,6 +1055,7 @@ impl Syncer {
                     &p.key.name,
                     &p.object.object,
                     PatchParams::apply(FIELD_MANAGER).force().dry_run(),
+                    Answer::Object,
                 )
                 .await?;
             let current = self.get(&api, &p.key.name).await?;
@@ -1084,12 +1085,20 @@ impl Syncer {
         }
         let mut conflict = None;
         let mut writes = 1;
+        // Kinds healthy once applied need only the new resourceVersion back: the server
+        // then encodes the metadata alone, not the whole object.
+        let answer = if health::has_rule(api_version_of(&p.object.object), &p.key.kind) {
+            Answer::Object
+        } else {
+            Answer::Metadata
+        };
         let apply = || {
             self.patch(
                 &api,
                 &p.key.name,
                 &p.object.object,
                 PatchParams::apply(FIELD_MANAGER),
+                answer,
             )
         };
         let mut first = apply().await;
@@ -1120,6 +1129,7 @@ impl Syncer {
                     &p.key.name,
                     &p.object.object,
                     PatchParams::apply(FIELD_MANAGER).force(),
+                    answer,
                 )
                 .await?
             }
@@ -1150,15 +1160,21 @@ impl Syncer {
         name: &str,
         object: &Value,
         params: PatchParams,
+        answer: Answer,
     ) -> Result<Value, String> {
         let _permit = self.cluster.permit().await;
         let patch = Patch::Apply(object);
-        match tokio::time::timeout(
-            self.options.apply_timeout,
-            retry_transport(|| api.patch(name, &params, &patch)),
-        )
-        .await
-        {
+        let request = async {
+            match answer {
+                Answer::Object => retry_transport(|| api.patch(name, &params, &patch))
+                    .await
+                    .and_then(|o| serde_json::to_value(o).map_err(kube::Error::SerdeError)),
+                Answer::Metadata => retry_transport(|| api.patch_metadata(name, &params, &patch))
+                    .await
+                    .and_then(|o| serde_json::to_value(o).map_err(kube::Error::SerdeError)),
+            }
+        };
+        match tokio::time::timeout(self.options.apply_timeout, request).await {
             Err(_) => Err(format!(
                 "apply timed out after {:?}",
                 self.options.apply_timeout
@@ -1168,7 +1184,7 @@ impl Syncer {
             }
             Ok(Err(kube::Error::Api(s))) => Err(format!("{} ({})", s.message, s.reason)),
             Ok(Err(e)) => Err(e.to_string()),
-            Ok(Ok(o)) => serde_json::to_value(o).map_err(|e| e.to_string()),
+            Ok(Ok(o)) => Ok(o),
         }
     }
 
@@ -1305,6 +1321,15 @@ enum Change {
     Unchanged,
     /// Changed by someone else; drift mode `report` says leave it.
     LeftDrifted,
+}
+
+/// What an apply asks the server to send back.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// The whole object (its status tells the health).
+    Object,
+    /// Its metadata only (`as=PartialObjectMetadata`): the resourceVersion is all we need.
+    Metadata,
 }
 
 struct Applied {
