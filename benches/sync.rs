@@ -69,6 +69,7 @@ fn main() {
             .expect("cluster");
         let syncer = Syncer::new(Arc::new(cluster), SyncOptions::default());
         let servers0 = common::servers_cpu(&one.dir.to_string_lossy());
+        let requests0 = one.requests_by_verb();
         let cpu0 = common::cpu_seconds();
         let t = Instant::now();
         let results = syncer.sync_cluster(&desired).await;
@@ -76,6 +77,10 @@ fn main() {
         println!(
             "servers during pontoon's first sync: {}",
             common::cpu_delta(&servers0, &common::servers_cpu(&one.dir.to_string_lossy()))
+        );
+        println!(
+            "requests during pontoon's first sync: {}",
+            common::requests_delta(&requests0, &one.requests_by_verb())
         );
         let failed: Vec<_> = results
             .iter()
@@ -131,6 +136,7 @@ fn main() {
     std::fs::write(&file, text).expect("write objects");
     let servers0 = common::servers_cpu(&two.dir.to_string_lossy());
     let children0 = common::children_cpu_seconds();
+    let requests0 = two.requests_by_verb();
     let t = Instant::now();
     let out = two.kubectl(&[
         "apply",
@@ -143,6 +149,10 @@ fn main() {
     println!(
         "servers during kubectl's apply: {}",
         common::cpu_delta(&servers0, &common::servers_cpu(&two.dir.to_string_lossy()))
+    );
+    println!(
+        "requests during kubectl's apply: {}",
+        common::requests_delta(&requests0, &two.requests_by_verb())
     );
     assert!(
         out.status.success(),

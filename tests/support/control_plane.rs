@@ -177,6 +177,39 @@ impl ControlPlane {
     }
 }
 
+impl ControlPlane {
+    /// `apiserver_request_total` summed per verb (dry runs as `<VERB> (dry run)`), without
+    /// the apiserver's own lease renewals.
+    pub fn requests_by_verb(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for l in self.metrics().lines() {
+            let Some(labels) = l.strip_prefix("apiserver_request_total{") else {
+                continue;
+            };
+            if labels.contains("resource=\"leases\"") {
+                continue;
+            }
+            let Some(verb) = labels
+                .split("verb=\"")
+                .nth(1)
+                .and_then(|v| v.split('"').next())
+            else {
+                continue;
+            };
+            let Some(n) = l.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()) else {
+                continue;
+            };
+            let key = if labels.contains("dry_run=\"All\"") {
+                format!("{verb} (dry run)")
+            } else {
+                verb.to_string()
+            };
+            *out.entry(key).or_insert(0) += n as u64;
+        }
+        out
+    }
+}
+
 /// A control plane of its own for one test (started on first use, shared by name), for
 /// tests whose daemon owns every inventory on its cluster.
 pub fn dedicated(name: &'static str) -> &'static ControlPlane {
