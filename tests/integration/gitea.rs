@@ -1,5 +1,6 @@
 //! The Gitea harness itself: a repository created over the API, a commit pushed over
-//! HTTP, and a commit status written with the token and read back.
+//! HTTP, a commit status written with the token and read back, and pontoon polling the
+//! repository over Git's smart HTTP with the token.
 
 use reqwest::Method;
 use serde_json::json;
@@ -45,7 +46,7 @@ async fn a_commit_status_posted_with_the_token_is_read_back() {
 }
 
 #[tokio::test]
-async fn polling_over_http_with_a_wrong_token_is_a_clear_auth_error() {
+async fn polling_over_http_refuses_a_wrong_token_then_follows_pushes_and_force_pushes() {
     use pontoon::config::{GitRef, Secret};
     use pontoon::source::SourceError;
     use pontoon::source::git::{GitTarget, Polled, ResolvedAuth, poll};
@@ -103,4 +104,86 @@ async fn polling_over_http_with_a_wrong_token_is_a_clear_auth_error() {
         Polled::Changed { snapshot, .. } => assert_eq!(snapshot.revision, head),
         Polled::Unchanged => panic!("first poll"),
     }
+
+    // The same transport for the rest of the life of a source: an unchanged ref fetches
+    // nothing, a new commit arrives, a force push is reported as one.
+    let poll_from = |last: String| {
+        let t = target(gitea.token(), cache.path());
+        async move {
+            tokio::task::spawn_blocking(move || poll(&t, Some(&last)))
+                .await
+                .expect("join")
+        }
+    };
+    let objects = count_objects(cache.path());
+    match poll_from(head.clone()).await.expect("no-change poll") {
+        Polled::Unchanged => {}
+        Polled::Changed { snapshot, .. } => panic!("nothing moved, got {}", snapshot.revision),
+    }
+    assert_eq!(
+        count_objects(cache.path()),
+        objects,
+        "a no-change poll fetched"
+    );
+
+    std::fs::write(work.path().join("teams.yaml"), "second\n").expect("write");
+    git(work.path(), &["add", "-A"]);
+    git(work.path(), &["commit", "-q", "-m", "second"]);
+    gitea.push(work.path(), &repo, "main");
+    let second = git(work.path(), &["rev-parse", "HEAD"]);
+    match poll_from(head.clone()).await.expect("poll after a push") {
+        Polled::Changed { snapshot, forced } => {
+            assert_eq!(snapshot.revision, second);
+            assert_eq!(snapshot.files["teams.yaml"], b"second\n");
+            assert!(!forced, "a fast-forward is not a force push");
+        }
+        Polled::Unchanged => panic!("the pushed commit was not seen"),
+    }
+
+    git(work.path(), &["reset", "-q", "--hard", &head]);
+    std::fs::write(work.path().join("other.yaml"), "rewritten\n").expect("write");
+    git(work.path(), &["add", "-A"]);
+    git(work.path(), &["commit", "-q", "-m", "rewritten"]);
+    git(
+        work.path(),
+        &[
+            "-c",
+            "credential.helper=",
+            "push",
+            "-q",
+            "--force",
+            &gitea.clone_url(&repo),
+            "HEAD:refs/heads/main",
+        ],
+    );
+    let rewritten = git(work.path(), &["rev-parse", "HEAD"]);
+    match poll_from(second).await.expect("poll after a force push") {
+        Polled::Changed { snapshot, forced } => {
+            assert_eq!(snapshot.revision, rewritten);
+            assert!(
+                !snapshot.files.contains_key("teams.yaml"),
+                "old tree served"
+            );
+            assert!(forced, "a force push must be reported");
+        }
+        Polled::Unchanged => panic!("the force-pushed commit was not seen"),
+    }
+}
+
+/// Files in a cache repository's object database (loose objects and packs).
+fn count_objects(cache: &std::path::Path) -> usize {
+    fn walk(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| {
+                        let p = e.path();
+                        if p.is_dir() { walk(&p) } else { 1 }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    walk(&cache.join("objects"))
 }
