@@ -102,7 +102,9 @@ fn walk(desired: &Value, live: &Value, path: String, ignore: &[String], out: &mu
                 let p = format!("{path}/{}", k.replace('~', "~0").replace('/', "~1"));
                 match l.get(k) {
                     Some(lv) => walk(dv, lv, p, ignore, out),
-                    None if dv.is_null() => {}
+                    // The apiserver drops null, empty lists and empty maps it is given
+                    // (`omitempty`): their absence is the applied value.
+                    None if is_empty(dv) => {}
                     None => out.push(p),
                 }
             }
@@ -124,6 +126,15 @@ fn walk(desired: &Value, live: &Value, path: String, ignore: &[String], out: &mu
             if a.to_string() == *b => {}
         (d, l) if d == l => {}
         _ => out.push(path),
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
     }
 }
 
@@ -777,6 +788,19 @@ mod tests {
         let live = json!({"spec": {"replicas": 7, "template": {"spec": {"containers": [{"name": "app", "image": "a:1", "imagePullPolicy": "IfNotPresent",
                           "ports": [{"containerPort": 8080, "protocol": "TCP"}]}]}}}, "status": {"replicas": 7}});
         assert!(differences(&desired, &live, &[]).is_empty());
+    }
+
+    #[test]
+    fn empty_lists_and_maps_the_apiserver_dropped_are_not_drift() {
+        let desired = json!({"spec": {"containers": [{"name": "app", "args": [], "env": null, "resources": {}}]}});
+        let live = json!({"spec": {"containers": [{"name": "app"}]}});
+        assert!(differences(&desired, &live, &[]).is_empty());
+        // A list pontoon gave entries to must still hold them.
+        let desired = json!({"spec": {"containers": [{"name": "app", "args": ["--once"]}]}});
+        assert_eq!(
+            differences(&desired, &live, &[]),
+            ["/spec/containers/0/args"]
+        );
     }
 
     #[test]

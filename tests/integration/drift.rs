@@ -45,6 +45,8 @@ async fn hand_edits_are_detected_named_and_corrected_and_controller_fields_are_n
         .as_object_mut()
         .expect("spec")
         .remove("replicas");
+    // Like the Worker kind without args: an empty list the apiserver drops on write.
+    web.object["spec"]["template"]["spec"]["containers"][0]["args"] = json!([]);
     objects.push(web);
     let mut state = DesiredState {
         revision: "r1".into(),
@@ -66,7 +68,8 @@ async fn hand_edits_are_detected_named_and_corrected_and_controller_fields_are_n
     let _ = syncer.sync(&u, "r1").await;
     quiet(&mut rx, "pontoon's own apply").await;
 
-    // A controller's field (the HPA's replicas) and status: not drift.
+    // A controller's field (the HPA's replicas) and status: not drift, and neither is the
+    // empty args list the apiserver did not keep.
     deployments
         .patch("web", &PatchParams::apply("horizontal-pod-autoscaler").force(), &Patch::Apply(json!({
             "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 5}})))
