@@ -154,30 +154,21 @@ pub fn quiet() -> &'static ControlPlane {
 impl ControlPlane {
     /// Sum of `apiserver_request_total` for write verbs (dry runs excluded).
     pub fn write_requests(&self) -> u64 {
-        let text = self.metrics();
-        text.lines()
-            .filter(|l| l.starts_with("apiserver_request_total{"))
-            .filter(|l| {
-                [
-                    "verb=\"POST\"",
-                    "verb=\"PUT\"",
-                    "verb=\"PATCH\"",
-                    "verb=\"APPLY\"",
-                    "verb=\"DELETE\"",
-                    "verb=\"DELETECOLLECTION\"",
-                ]
-                .iter()
-                .any(|v| l.contains(v))
-            })
-            .filter(|l| !l.contains("dry_run=\"All\""))
-            // The apiserver renews its own identity lease every few seconds.
-            .filter(|l| !l.contains("resource=\"leases\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
+        const WRITES: [&str; 6] = [
+            "POST",
+            "PUT",
+            "PATCH",
+            "APPLY",
+            "DELETE",
+            "DELETECOLLECTION",
+        ];
+        self.requests_by_verb()
+            .iter()
+            .filter(|(verb, _)| WRITES.contains(&verb.as_str()))
+            .map(|(_, n)| n)
+            .sum()
     }
-}
 
-impl ControlPlane {
     /// `apiserver_request_total` summed per verb (dry runs as `<VERB> (dry run)`), without
     /// the apiserver's own lease renewals.
     pub fn requests_by_verb(&self) -> std::collections::BTreeMap<String, u64> {
