@@ -88,6 +88,20 @@ impl Prometheus {
         assert_eq!(r["status"], "success", "{expr}: {r}");
         r["data"]["result"].as_array().cloned().unwrap_or_default()
     }
+
+    /// Whether `expr` returns series within 30 s.
+    async fn returns_series(&self, expr: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if !self.query(expr).await.is_empty() {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 }
 
 /// A panel query with Grafana's variables filled in as "All" would.
@@ -300,12 +314,12 @@ async fn every_panel_and_alert_expression_returns_series_from_a_real_prometheus(
     })
     .await;
 
-    // Every scrape so far is in; give rate() windows a few more samples.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // rate() and increase() need two samples of a series in their window, and
+    // Prometheus' scrapes lag on a busy machine: an expression gets 30 s to return series.
     let mut empty = Vec::new();
     for (title, expr) in dashboard_queries() {
         let expr = concrete(&expr);
-        if prom.query(&expr).await.is_empty() {
+        if !prom.returns_series(&expr).await {
             empty.push(format!("panel {title:?}: {expr}"));
         }
     }
@@ -314,7 +328,7 @@ async fn every_panel_and_alert_expression_returns_series_from_a_real_prometheus(
     for rule in rules_doc["groups"][0]["rules"].as_array().expect("rules") {
         let name = rule["alert"].as_str().expect("alert");
         let expr = underlying(rule["expr"].as_str().expect("expr"));
-        if prom.query(&expr).await.is_empty() {
+        if !prom.returns_series(&expr).await {
             empty.push(format!("alert {name}: {expr}"));
         }
     }
