@@ -1,6 +1,6 @@
 //! The Git source against real repositories over file://, and the directory source.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use pontoon::config::GitRef;
 use pontoon::source::git::{GitTarget, ResolvedAuth};
 use pontoon::source::{Source, SourceError};
 
-use crate::support::git::git;
+use crate::support::git::{count_files, git};
 
 struct Remote {
     _tmp: tempfile::TempDir,
@@ -98,25 +98,6 @@ async fn new_commits_are_picked_up_and_an_unchanged_ref_is_not_fetched() {
     let snap = s.poll().await.new.expect("new commit");
     assert_eq!(snap.revision, c2);
     assert_eq!(snap.files.len(), 2);
-}
-
-fn count_files(dir: &Path) -> usize {
-    walk(dir).len()
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test]

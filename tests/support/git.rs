@@ -25,3 +25,18 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// Files under `dir`, at any depth (none if it does not exist).
+pub fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() { count_files(&p) } else { 1 }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
