@@ -1168,10 +1168,10 @@ impl Syncer {
             match answer {
                 Answer::Object => retry_transport(|| api.patch(name, &params, &patch))
                     .await
-                    .and_then(|o| serde_json::to_value(o).map_err(kube::Error::SerdeError)),
+                    .and_then(to_json),
                 Answer::Metadata => retry_transport(|| api.patch_metadata(name, &params, &patch))
                     .await
-                    .and_then(|o| serde_json::to_value(o).map_err(kube::Error::SerdeError)),
+                    .and_then(to_json),
             }
         };
         match tokio::time::timeout(self.options.apply_timeout, request).await {
@@ -1321,6 +1321,10 @@ enum Change {
     Unchanged,
     /// Changed by someone else; drift mode `report` says leave it.
     LeftDrifted,
+}
+
+fn to_json<T: serde::Serialize>(o: T) -> Result<Value, kube::Error> {
+    serde_json::to_value(o).map_err(kube::Error::SerdeError)
 }
 
 /// What an apply asks the server to send back.
