@@ -28,6 +28,14 @@ pub const ANNOTATION_PRUNE: &str = "pontoon.dev/prune";
 /// The field manager of every apply.
 pub const FIELD_MANAGER: &str = "pontoon";
 
+/// Server-side apply as pontoon's field manager. Field validation is `Ignore`: for an
+/// apply, `Warn` and `Strict` only add a second, strict YAML parse of the body to find
+/// duplicate keys, which a body serialized from a JSON value cannot hold; a field the
+/// schema does not declare is refused by the apply itself whatever the setting.
+pub fn apply_params() -> kube::api::PatchParams {
+    kube::api::PatchParams::apply(FIELD_MANAGER).validation_ignore()
+}
+
 /// A team's name, as its folder under `teams/` says.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PostParams};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::retry_transport;
 use crate::desired::{
-    Applier, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_TEAM, MANAGED_BY_VALUE, ObjectKey, TeamName,
+    Applier, LABEL_MANAGED_BY, LABEL_TEAM, MANAGED_BY_VALUE, ObjectKey, TeamName, apply_params,
 };
 
 /// Label marking inventory ConfigMaps, so removed teams can be found.
@@ -108,11 +108,7 @@ impl Inventory {
                 DATA_HASH: self.desired_hash,
             },
         });
-        let (name, params, patch) = (
-            name_for(team),
-            PatchParams::apply(FIELD_MANAGER).force(),
-            Patch::Apply(&cm),
-        );
+        let (name, params, patch) = (name_for(team), apply_params().force(), Patch::Apply(&cm));
         retry_transport(|| api.patch(&name, &params, &patch)).await?;
         Ok(())
     }

@@ -36,8 +36,8 @@ use serde_json::Value;
 use crate::cluster::{Cluster, ClusterError, Resolved, gvk_of, retry_transport};
 use crate::config::SyncConfig;
 use crate::desired::{
-    ANNOTATION_PRUNE, Applier, DesiredObject, DesiredState, FIELD_MANAGER, LABEL_MANAGED_BY,
-    LABEL_TEAM, MANAGED_BY_VALUE, ObjectKey, PrunePolicy, TeamName, UnitDesired, UnitId,
+    ANNOTATION_PRUNE, Applier, DesiredObject, DesiredState, LABEL_MANAGED_BY, LABEL_TEAM,
+    MANAGED_BY_VALUE, ObjectKey, PrunePolicy, TeamName, UnitDesired, UnitId, apply_params,
 };
 use health::Health;
 use inventory::{Entry, Inventory};
@@ -1054,7 +1054,7 @@ impl Syncer {
                     &api,
                     &p.key.name,
                     &p.object.object,
-                    PatchParams::apply(FIELD_MANAGER).force().dry_run(),
+                    apply_params().force().dry_run(),
                     Answer::Object,
                 )
                 .await?;
@@ -1092,15 +1092,7 @@ impl Syncer {
         } else {
             Answer::Metadata
         };
-        let apply = || {
-            self.patch(
-                &api,
-                &p.key.name,
-                &p.object.object,
-                PatchParams::apply(FIELD_MANAGER),
-                answer,
-            )
-        };
+        let apply = || self.patch(&api, &p.key.name, &p.object.object, apply_params(), answer);
         let mut first = apply().await;
         // RBAC granted a moment ago in this sync reaches the authorizer's cache a little
         // later: a team's request may be refused for that moment, so retry briefly.
@@ -1128,7 +1120,7 @@ impl Syncer {
                     &api,
                     &p.key.name,
                     &p.object.object,
-                    PatchParams::apply(FIELD_MANAGER).force(),
+                    apply_params().force(),
                     answer,
                 )
                 .await?

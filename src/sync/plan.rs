@@ -4,14 +4,14 @@
 
 use std::collections::BTreeSet;
 
-use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::inventory::Inventory;
 use super::{Syncer, api_version_of};
 use crate::cluster::{Cluster, gvk_of};
-use crate::desired::{FIELD_MANAGER, ObjectKey, UnitDesired, UnitId};
+use crate::desired::{ObjectKey, UnitDesired, UnitId, apply_params};
 
 /// What a sync would do to one object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -222,7 +222,7 @@ impl Syncer {
             let _permit = self.cluster.permit().await;
             api.patch(
                 &key.name,
-                &PatchParams::apply(FIELD_MANAGER).force().dry_run(),
+                &apply_params().force().dry_run(),
                 &Patch::Apply(&o.object),
             )
             .await

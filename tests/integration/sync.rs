@@ -371,6 +371,34 @@ async fn another_teams_object_is_never_taken_over() {
     );
 }
 
+/// pontoon applies with `fieldValidation=Ignore` (its JSON bodies cannot hold duplicate
+/// keys, the only thing that setting adds for an apply); a field the schema does not
+/// declare must still be refused by the apiserver, for that object alone.
+#[tokio::test]
+async fn a_field_the_schema_does_not_declare_fails_that_object_only() {
+    let cp = control_plane::shared();
+    let s = syncer(cp).await;
+    let team = unique_name("typo");
+    let mut objects = team_base(&team, &[&team]);
+    let mut typo = deployment(&team, &team, "web", "registry.example/web:1", 1);
+    typo.object["spec"]["replicaz"] = json!(3);
+    objects.push(typo);
+    objects.push(configmap(&team, &team, "fine", json!({"k": "v"})));
+    let r = s
+        .sync(&unit_desired(&team, cp.name, &[&team], objects), "r1")
+        .await;
+    assert_eq!(r.state, UnitState::Failed, "{r:?}");
+    assert_eq!(r.errors.len(), 1, "{r:?}");
+    assert!(r.errors[0].object.contains("Deployment"), "{r:?}");
+    assert!(r.errors[0].message.contains("replicaz"), "{r:?}");
+    assert_eq!(
+        cm_data(cp, &team, "fine").await.as_deref(),
+        Some(r#"{"k":"v"}"#)
+    );
+    let deployments: Api<Deployment> = Api::namespaced(cp.client().await, &team);
+    assert!(deployments.get_opt("web").await.expect("get").is_none());
+}
+
 #[tokio::test]
 async fn impersonation_lets_the_apiserver_refuse_a_team_outside_its_namespaces() {
     let cp = control_plane::shared();
