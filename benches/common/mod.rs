@@ -61,6 +61,28 @@ pub fn cpu_delta(
         .join(", ")
 }
 
+/// Total CPU seconds between two readings of `servers_cpu`.
+pub fn cpu_total(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> f64 {
+    after
+        .iter()
+        .map(|(k, v)| v - before.get(k).copied().unwrap_or(0.0))
+        .sum()
+}
+
+/// How close a run came to the machine's limit: the CPU seconds the client and the
+/// servers spent together, divided by the cores, is the shortest the run could have been.
+pub fn floor_line(cpu_seconds: f64, wall_seconds: f64) -> String {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let floor = cpu_seconds / cores;
+    format!(
+        "{cpu_seconds:.1} CPU-seconds on {cores} cores: no faster than {floor:.1} s; took {wall_seconds:.1} s ({:.0}% of the cores busy)",
+        100.0 * floor / wall_seconds
+    )
+}
+
 /// Requests per verb between two readings of the apiserver's request counters.
 pub fn requests_delta(
     before: &std::collections::BTreeMap<String, u64>,
