@@ -74,15 +74,16 @@ fn main() {
         let t = Instant::now();
         let results = syncer.sync_cluster(&desired).await;
         let first = (t.elapsed(), common::cpu_seconds() - cpu0);
-        let servers1 = common::servers_cpu(&one.dir.to_string_lossy());
+        let servers =
+            common::cpu_spent(&servers0, &common::servers_cpu(&one.dir.to_string_lossy()));
         println!(
             "servers during pontoon's first sync: {}",
-            common::cpu_delta(&servers0, &servers1)
+            common::cpu_line(&servers)
         );
         println!(
             "pontoon's first sync: {}",
             common::floor_line(
-                common::cpu_total(&servers0, &servers1) + first.1,
+                servers.values().sum::<f64>() + first.1,
                 first.0.as_secs_f64()
             )
         );
@@ -154,15 +155,15 @@ fn main() {
         file.to_str().expect("path"),
     ]);
     let kubectl = t.elapsed();
-    let servers1 = common::servers_cpu(&two.dir.to_string_lossy());
+    let servers = common::cpu_spent(&servers0, &common::servers_cpu(&two.dir.to_string_lossy()));
     println!(
         "servers during kubectl's apply: {}",
-        common::cpu_delta(&servers0, &servers1)
+        common::cpu_line(&servers)
     );
     println!(
         "kubectl's apply: {}",
         common::floor_line(
-            common::cpu_total(&servers0, &servers1) + common::children_cpu_seconds() - children0,
+            servers.values().sum::<f64>() + common::children_cpu_seconds() - children0,
             kubectl.as_secs_f64()
         )
     );

@@ -49,27 +49,24 @@ pub fn servers_cpu(needle: &str) -> std::collections::BTreeMap<String, f64> {
     out
 }
 
-/// `after - before` per program, formatted `name 1.23 s, ...`.
-pub fn cpu_delta(
+/// CPU seconds each program spent between two readings of `servers_cpu`.
+pub fn cpu_spent(
     before: &std::collections::BTreeMap<String, f64>,
     after: &std::collections::BTreeMap<String, f64>,
-) -> String {
+) -> std::collections::BTreeMap<String, f64> {
     after
         .iter()
-        .map(|(k, v)| format!("{k} {:.2} s", v - before.get(k).copied().unwrap_or(0.0)))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .collect()
 }
 
-/// Total CPU seconds between two readings of `servers_cpu`.
-pub fn cpu_total(
-    before: &std::collections::BTreeMap<String, f64>,
-    after: &std::collections::BTreeMap<String, f64>,
-) -> f64 {
-    after
+/// `name 1.23 s, ...`
+pub fn cpu_line(spent: &std::collections::BTreeMap<String, f64>) -> String {
+    spent
         .iter()
-        .map(|(k, v)| v - before.get(k).copied().unwrap_or(0.0))
-        .sum()
+        .map(|(k, v)| format!("{k} {v:.2} s"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// How close a run came to the machine's limit: the CPU seconds the client and the
