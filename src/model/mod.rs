@@ -5,6 +5,8 @@
 //! (`apiVersion: pontoon.dev/v1alpha1`) are parsed into typed structs that refuse unknown
 //! fields; everything else is a plain Kubernetes manifest kept as JSON.
 
+mod locate;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

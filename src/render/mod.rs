@@ -139,10 +139,8 @@ pub fn render(files: &Files, revision: &str) -> DesiredState {
         let mut kd = Vec::new();
         for doc in model::documents(path, bytes, None, &mut kd) {
             match model::typed::<model::Kind>(&doc, None) {
-                Ok(k) if k.kind != "Kind" || k.api_version != API_VERSION => kd.push(diag(
-                    path,
-                    doc.line,
-                    1,
+                Ok(k) if k.kind != "Kind" || k.api_version != API_VERSION => kd.push(doc.diag_at(
+                    "kind",
                     None,
                     "schema",
                     format!("files under kinds/ hold `apiVersion: {API_VERSION}`, `kind: Kind` documents"),
@@ -153,10 +151,8 @@ pub fn render(files: &Files, revision: &str) -> DesiredState {
                         broken_kinds.insert(k.metadata.name.clone(), first.clone());
                         kd.extend(errs);
                     } else if let Some((other, _)) = kinds.get(&k.metadata.name) {
-                        kd.push(diag(
-                            path,
-                            doc.line,
-                            1,
+                        kd.push(doc.diag_at(
+                            "metadata.name",
                             None,
                             "duplicate-kind",
                             format!("kind {} is also defined in {}:{}", k.metadata.name, other.file, other.line),
@@ -244,12 +240,10 @@ pub fn render(files: &Files, revision: &str) -> DesiredState {
     for (name, t) in teams.iter_mut() {
         let Ok((doc, team)) = t else { continue };
         let mut errs = Vec::new();
-        for ns in &team.spec.namespaces {
+        for (i, ns) in team.spec.namespaces.iter().enumerate() {
             match namespace_owner.get(ns) {
-                Some(owner) => errs.push(diag(
-                    &doc.file,
-                    doc.line,
-                    1,
+                Some(owner) => errs.push(doc.diag_at(
+                    &format!("spec.namespaces[{i}]"),
                     Some(&TeamName(name.clone())),
                     "namespace-claimed",
                     format!("namespace {ns} belongs to team {owner}; a team may not claim another team's namespace"),
@@ -304,32 +298,27 @@ fn is_yaml(path: &str) -> bool {
 fn check_platform(doc: &Document, p: Platform, diags: &mut Vec<Diagnostic>) -> Option<Platform> {
     let before = diags.len();
     if p.api_version != API_VERSION || p.kind != "Platform" {
-        diags.push(diag(
-            &doc.file,
-            doc.line,
-            1,
+        diags.push(doc.diag_at(
+            "kind",
             None,
             "schema",
             format!("platform.yaml must be `apiVersion: {API_VERSION}`, `kind: Platform`"),
         ));
     }
     let mut seen = BTreeSet::new();
-    for c in &p.spec.clusters {
+    for (i, c) in p.spec.clusters.iter().enumerate() {
+        let field = format!("spec.clusters[{i}].name");
         if !crate::config::is_dns_label(&c.name) {
-            diags.push(diag(
-                &doc.file,
-                doc.line,
-                1,
+            diags.push(doc.diag_at(
+                &field,
                 None,
                 "invalid-name",
                 format!("{:?} is not a valid cluster name", c.name),
             ));
         }
         if !seen.insert(&c.name) {
-            diags.push(diag(
-                &doc.file,
-                doc.line,
-                1,
+            diags.push(doc.diag_at(
+                &field,
                 None,
                 "duplicate-cluster",
                 format!("cluster {} is listed twice", c.name),
@@ -338,10 +327,8 @@ fn check_platform(doc: &Document, p: Platform, diags: &mut Vec<Diagnostic>) -> O
     }
     let share = p.spec.policy.prune.max_share;
     if !(0.0..=1.0).contains(&share) {
-        diags.push(diag(
-            &doc.file,
-            doc.line,
-            1,
+        diags.push(doc.diag_at(
+            "spec.policy.prune.maxShare",
             None,
             "schema",
             format!("policy.prune.maxShare must be between 0 and 1, not {share}"),
@@ -354,15 +341,17 @@ fn check_team(doc: &Document, t: &Team, folder: &str, platform: &Platform) -> Ve
     let tn = TeamName(folder.to_owned());
     let mut errs = Vec::new();
     let mut e =
-        |rule: &str, msg: String| errs.push(diag(&doc.file, doc.line, 1, Some(&tn), rule, msg));
+        |field: &str, rule: &str, msg: String| errs.push(doc.diag_at(field, Some(&tn), rule, msg));
     if t.api_version != API_VERSION || t.kind != "Team" {
         e(
+            "kind",
             "schema",
             format!("team.yaml must be `apiVersion: {API_VERSION}`, `kind: Team`"),
         );
     }
     if t.metadata.name != folder {
         e(
+            "metadata.name",
             "team-name",
             format!(
                 "metadata.name is {:?} but the folder is teams/{folder}/",
@@ -372,27 +361,31 @@ fn check_team(doc: &Document, t: &Team, folder: &str, platform: &Platform) -> Ve
     }
     if !crate::config::is_dns_label(folder) {
         e(
+            "metadata.name",
             "invalid-name",
             format!("{folder:?} is not a valid team name (lowercase letters, digits, '-')"),
         );
     }
     if t.spec.namespaces.is_empty() {
         e(
+            "spec.namespaces",
             "schema",
             "spec.namespaces needs at least one namespace".to_owned(),
         );
     }
-    for ns in &t.spec.namespaces {
+    for (i, ns) in t.spec.namespaces.iter().enumerate() {
         if !crate::config::is_dns_label(ns) {
             e(
+                &format!("spec.namespaces[{i}]"),
                 "invalid-name",
                 format!("{ns:?} is not a valid namespace name"),
             );
         }
     }
-    for c in &t.spec.clusters.names {
+    for (i, c) in t.spec.clusters.names.iter().enumerate() {
         if !platform.spec.clusters.iter().any(|d| &d.name == c) {
             e(
+                &format!("spec.clusters.names[{i}]"),
                 "unknown-cluster",
                 format!("cluster {c} is not defined in platform.yaml"),
             );
@@ -554,10 +547,8 @@ fn render_team(
                 };
                 for cname in inst.overrides.keys() {
                     if !clusters.iter().any(|c| &c.name == cname) {
-                        errs.push(diag(
-                            path,
-                            doc.line,
-                            1,
+                        errs.push(doc.diag_at(
+                            &format!("overrides.{cname}"),
                             Some(tn),
                             "unknown-cluster",
                             format!("override for cluster {cname}, which the team does not target"),
@@ -591,13 +582,22 @@ fn render_team(
                         Ok(s) => s,
                         Err(problems) => {
                             for p in problems {
+                                // The value checked is the cluster's override where there
+                                // is one, else the spec's.
+                                let rest = p.field.strip_prefix("spec").unwrap_or(&p.field);
+                                let (line, column) = doc
+                                    .find(&format!("overrides.{}{rest}", c.name))
+                                    .unwrap_or_else(|| doc.position_of(&p.field));
                                 errs.push(diag(
                                     path,
-                                    doc.line,
-                                    1,
+                                    line,
+                                    column,
                                     Some(tn),
                                     "invalid-spec",
-                                    format!("{kind} {} on {}: {p}", inst.metadata.name, c.name),
+                                    format!(
+                                        "{kind} {} on {}: {}",
+                                        inst.metadata.name, c.name, p.message
+                                    ),
                                 ));
                             }
                             continue;
@@ -660,7 +660,7 @@ fn render_team(
                             file: path.to_string(),
                             line: doc.line,
                         };
-                        match place(&mut object, &ns, tn, ctx, path, doc.line) {
+                        match place(&mut object, &ns, tn, ctx, &doc) {
                             Ok(group_kind) => {
                                 kinds_used.insert(group_kind);
                             }
@@ -698,14 +698,14 @@ fn render_team(
                             }
                         })
                         .collect();
-                    errs.push(diag(path, doc.line, 1, Some(tn), "kind-not-allowed", format!(
+                    errs.push(doc.diag_at("kind", Some(tn), "kind-not-allowed", format!(
                         "teams may not write {kind} ({api_version}) by hand; the platform allows: {}",
                         if allowed_list.is_empty() { "nothing".to_owned() } else { allowed_list.join(", ") }
                     )));
                     continue;
                 }
                 let mut object = doc.value.clone();
-                match place(&mut object, &default_ns, tn, ctx, path, doc.line) {
+                match place(&mut object, &default_ns, tn, ctx, &doc) {
                     Ok(group_kind) => {
                         kinds_used.insert(group_kind);
                     }
@@ -795,8 +795,7 @@ fn place(
     default_ns: &str,
     tn: &TeamName,
     ctx: &Ctx,
-    file: &str,
-    line: u64,
+    doc: &Document,
 ) -> Result<(String, String), Diagnostic> {
     let api_version = object
         .get("apiVersion")
@@ -809,24 +808,15 @@ fn place(
         .unwrap_or("")
         .to_owned();
     if is_cluster_scoped(group_of(&api_version), &kind) {
-        return Err(diag(
-            file,
-            line,
-            1,
+        return Err(doc.diag_at(
+            "kind",
             Some(tn),
             "cluster-scoped",
             format!("{kind} is cluster-scoped; teams produce only namespaced objects"),
         ));
     }
     let Some(obj) = object.as_object_mut() else {
-        return Err(diag(
-            file,
-            line,
-            1,
-            Some(tn),
-            "schema",
-            "a document must be a mapping",
-        ));
+        return Err(doc.diag_at("", Some(tn), "schema", "a document must be a mapping"));
     };
     let meta = obj.entry("metadata").or_insert_with(|| json!({}));
     let name_ok = meta
@@ -834,10 +824,8 @@ fn place(
         .and_then(Value::as_str)
         .is_some_and(|n| !n.is_empty());
     if !name_ok {
-        return Err(diag(
-            file,
-            line,
-            1,
+        return Err(doc.diag_at(
+            "metadata.name",
             Some(tn),
             "schema",
             format!("{kind} has no metadata.name"),
@@ -854,18 +842,14 @@ fn place(
     };
     match ctx.namespace_owner.get(&ns) {
         Some(owner) if owner == tn => Ok((group_of(&api_version).to_owned(), kind)),
-        Some(owner) => Err(diag(
-            file,
-            line,
-            1,
+        Some(owner) => Err(doc.diag_at(
+            "metadata.namespace",
             Some(tn),
             "namespace-not-owned",
             format!("{kind} in namespace {ns}, which belongs to team {owner}"),
         )),
-        None => Err(diag(
-            file,
-            line,
-            1,
+        None => Err(doc.diag_at(
+            "metadata.namespace",
             Some(tn),
             "namespace-not-owned",
             format!("{kind} in namespace {ns}, which is not one of the team's namespaces"),

@@ -8,16 +8,14 @@ use serde_json::{Map, Value};
 
 use super::expr::type_name;
 use crate::desired::Diagnostic;
-use crate::model::{Document, Kind, Param, ParamType, diag};
+use crate::model::{Document, Kind, Param, ParamType};
 
 /// Problems in a kind's definition.
 pub fn check_kind(doc: &Document, k: &Kind) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    let mut e = |m: String| {
-        out.push(diag(
-            &doc.file,
-            doc.line,
-            1,
+    let mut e = |field: &str, m: String| {
+        out.push(doc.diag_at(
+            field,
             None,
             "invalid-kind",
             format!("kind {}: {m}", k.metadata.name),
@@ -30,55 +28,82 @@ pub fn check_kind(doc: &Document, k: &Kind) -> Vec<Diagnostic> {
         .next()
         .is_some_and(|c| c.is_ascii_uppercase())
     {
-        e("a kind's name starts with an uppercase letter, like WebService".to_owned());
+        e(
+            "metadata.name",
+            "a kind's name starts with an uppercase letter, like WebService".to_owned(),
+        );
     }
     for (name, p) in &k.spec.parameters {
         if let Some(d) = &p.default
             && let Err(problems) = check(p, d, name)
         {
             for m in problems {
-                e(format!("default of {m}"));
+                e(
+                    &format!("spec.parameters.{name}.default"),
+                    format!("default of {m}"),
+                );
             }
         }
     }
     let mut ids = std::collections::BTreeSet::new();
-    for r in &k.spec.resources {
+    for (i, r) in k.spec.resources.iter().enumerate() {
+        let at = format!("spec.resources[{i}]");
         if !ids.insert(&r.id) {
-            e(format!("resource id {} is used twice", r.id));
+            e(
+                &format!("{at}.id"),
+                format!("resource id {} is used twice", r.id),
+            );
         }
         for field in ["apiVersion", "kind"] {
             if r.template.get(field).and_then(Value::as_str).is_none() {
-                e(format!("resource {} has no {field}", r.id));
+                e(
+                    &format!("{at}.template.{field}"),
+                    format!("resource {} has no {field}", r.id),
+                );
             }
         }
         if r.template.pointer("/metadata/name").is_none() {
-            e(format!("resource {} has no metadata.name", r.id));
+            e(
+                &format!("{at}.template.metadata.name"),
+                format!("resource {} has no metadata.name", r.id),
+            );
         }
         if let Some(cond) = &r.include_when {
             let expr = super::expr::strip(cond).unwrap_or(cond);
             if let Err(err) = cel::Program::compile(expr) {
-                e(format!(
-                    "resource {}: includeWhen does not parse: {}",
-                    r.id,
-                    err.to_string().lines().next().unwrap_or("")
-                ));
+                e(
+                    &format!("{at}.includeWhen"),
+                    format!(
+                        "resource {}: includeWhen does not parse: {}",
+                        r.id,
+                        err.to_string().lines().next().unwrap_or("")
+                    ),
+                );
             }
         }
     }
     out
 }
 
+/// One problem of an instance's `spec`: the field it is about (`spec.ports[1]`), for
+/// finding where the file writes it, and a sentence that names the field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+}
+
 /// Validates `spec` and returns it with defaults filled in.
-pub fn validate(params: &BTreeMap<String, Param>, spec: &Value) -> Result<Value, Vec<String>> {
+pub fn validate(params: &BTreeMap<String, Param>, spec: &Value) -> Result<Value, Vec<Problem>> {
     let empty = Map::new();
     let obj = match spec {
         Value::Null => &empty,
         Value::Object(m) => m,
         other => {
-            return Err(vec![format!(
-                "spec must be an object, not {}",
-                type_name(other)
-            )]);
+            return Err(vec![Problem {
+                field: "spec".to_owned(),
+                message: format!("spec must be an object, not {}", type_name(other)),
+            }]);
         }
     };
     let mut problems = Vec::new();
@@ -94,16 +119,19 @@ fn object(
     params: &BTreeMap<String, Param>,
     obj: &Map<String, Value>,
     path: &str,
-    problems: &mut Vec<String>,
+    problems: &mut Vec<Problem>,
 ) -> Map<String, Value> {
     let mut out = Map::new();
     for key in obj.keys() {
         if !params.contains_key(key) {
             let known: Vec<&str> = params.keys().map(String::as_str).collect();
-            problems.push(format!(
-                "{path}.{key} is not a parameter of this kind (known: {})",
-                known.join(", ")
-            ));
+            problems.push(Problem {
+                field: format!("{path}.{key}"),
+                message: format!(
+                    "{path}.{key} is not a parameter of this kind (known: {})",
+                    known.join(", ")
+                ),
+            });
         }
     }
     for (name, p) in params {
@@ -113,7 +141,10 @@ fn object(
             .filter(|v| !v.is_null())
             .or(p.default.as_ref())
         {
-            None if p.required => problems.push(format!("{field} is required")),
+            None if p.required => problems.push(Problem {
+                message: format!("{field} is required"),
+                field,
+            }),
             None => {}
             Some(v) => {
                 if let Some(v) = value(p, v, &field, problems) {
@@ -125,8 +156,14 @@ fn object(
     out
 }
 
-fn value(p: &Param, v: &Value, path: &str, problems: &mut Vec<String>) -> Option<Value> {
+fn value(p: &Param, v: &Value, path: &str, problems: &mut Vec<Problem>) -> Option<Value> {
     let before = problems.len();
+    let mut problem = |message: String| {
+        problems.push(Problem {
+            field: path.to_owned(),
+            message,
+        })
+    };
     let type_ok = match (p.ty, v) {
         (ParamType::String, Value::String(_))
         | (ParamType::Boolean, Value::Bool(_))
@@ -145,25 +182,25 @@ fn value(p: &Param, v: &Value, path: &str, problems: &mut Vec<String>) -> Option
             ParamType::Object => "an object",
             ParamType::List => "a list",
         };
-        problems.push(format!("{path} must be {want}, not {}", type_name(v)));
+        problem(format!("{path} must be {want}, not {}", type_name(v)));
         return None;
     }
     if let Some(allowed) = &p.one_of
         && !allowed.contains(v)
     {
         let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-        problems.push(format!("{path} is {v}, not one of {}", list.join(", ")));
+        problem(format!("{path} is {v}, not one of {}", list.join(", ")));
     }
     if let Some(x) = v.as_f64() {
         if let Some(min) = p.minimum
             && x < min
         {
-            problems.push(format!("{path} is {v}, less than the minimum {min}"));
+            problem(format!("{path} is {v}, less than the minimum {min}"));
         }
         if let Some(max) = p.maximum
             && x > max
         {
-            problems.push(format!("{path} is {v}, more than the maximum {max}"));
+            problem(format!("{path} is {v}, more than the maximum {max}"));
         }
     }
     let len = match v {
@@ -174,7 +211,7 @@ fn value(p: &Param, v: &Value, path: &str, problems: &mut Vec<String>) -> Option
     if let (Some(len), Some(max)) = (len, p.max_length)
         && len > max
     {
-        problems.push(format!(
+        problem(format!(
             "{path} has length {len}, more than the maximum {max}"
         ));
     }
@@ -204,7 +241,7 @@ fn check(p: &Param, v: &Value, name: &str) -> Result<(), Vec<String>> {
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(problems)
+        Err(problems.into_iter().map(|p| p.message).collect())
     }
 }
 
@@ -237,19 +274,29 @@ mod tests {
             &json!({"replicas": "three", "tier": "gpu", "ingress": {}, "ports": [1, "x", 3, 4], "colour": "red"}),
         )
         .expect_err("invalid");
-        let all = e.join("\n");
+        let all: Vec<String> = e
+            .iter()
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect();
+        let all = all.join("\n");
         for want in [
-            "spec.colour is not a parameter of this kind",
-            "spec.image is required",
-            "spec.replicas must be an integer, not a string",
-            "spec.tier is \"gpu\", not one of \"web\", \"batch\"",
-            "spec.ingress.host is required",
-            "spec.ports has length 4, more than the maximum 3",
-            "spec.ports[1] must be an integer, not a string",
+            "spec.colour: spec.colour is not a parameter of this kind",
+            "spec.image: spec.image is required",
+            "spec.replicas: spec.replicas must be an integer, not a string",
+            "spec.tier: spec.tier is \"gpu\", not one of \"web\", \"batch\"",
+            "spec.ingress.host: spec.ingress.host is required",
+            "spec.ports: spec.ports has length 4, more than the maximum 3",
+            "spec.ports[1]: spec.ports[1] must be an integer, not a string",
         ] {
             assert!(all.contains(want), "missing {want:?} in:\n{all}");
         }
         let e = validate(&params(), &json!({"image": "a", "replicas": 11})).expect_err("bound");
-        assert_eq!(e, ["spec.replicas is 11, more than the maximum 10"]);
+        assert_eq!(
+            e,
+            [Problem {
+                field: "spec.replicas".into(),
+                message: "spec.replicas is 11, more than the maximum 10".into()
+            }]
+        );
     }
 }
