@@ -28,6 +28,18 @@ pub struct Document {
     pub value: Value,
 }
 
+/// The known name a mistyped `word` most likely meant, if one is close enough to say so:
+/// ` (did you mean image?)`, or nothing.
+pub fn did_you_mean<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    known
+        .into_iter()
+        .map(|k| (strsim::damerau_levenshtein(word, k), k))
+        .filter(|(d, _)| *d <= if word.chars().count() <= 4 { 1 } else { 2 })
+        .min()
+        .map(|(_, k)| format!(" (did you mean {k}?)"))
+        .unwrap_or_default()
+}
+
 /// Builds a diagnostic.
 pub fn diag(
     file: &str,
@@ -176,6 +188,20 @@ pub fn typed<T: for<'de> Deserialize<'de>>(
         };
         diag(&doc.file, doc.line + l - 1, c, team, rule, message)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn a_near_miss_gets_a_suggestion_and_a_stranger_does_not() {
+        let known = ["image", "replicas", "port"];
+        assert_eq!(did_you_mean("imag", known), " (did you mean image?)");
+        assert_eq!(did_you_mean("replicsa", known), " (did you mean replicas?)");
+        assert_eq!(did_you_mean("colour", known), "");
+        assert_eq!(did_you_mean("pt", known), "");
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]

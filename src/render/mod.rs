@@ -387,7 +387,10 @@ fn check_team(doc: &Document, t: &Team, folder: &str, platform: &Platform) -> Ve
             e(
                 &format!("spec.clusters.names[{i}]"),
                 "unknown-cluster",
-                format!("cluster {c} is not defined in platform.yaml"),
+                format!(
+                    "cluster {c} is not defined in platform.yaml{}",
+                    model::did_you_mean(c, platform.spec.clusters.iter().map(|d| d.name.as_str()))
+                ),
             );
         }
     }
@@ -521,14 +524,13 @@ fn render_team(
                 }
                 let Some((_, k)) = ctx.kinds.get(&kind) else {
                     let known: Vec<&str> = ctx.kinds.keys().map(String::as_str).collect();
-                    errs.push(diag(
-                        path,
-                        doc.line,
-                        1,
+                    errs.push(doc.diag_at(
+                        "kind",
                         Some(tn),
                         "unknown-kind",
                         format!(
-                            "kind {kind} is not defined under kinds/ (known: {})",
+                            "kind {kind} is not defined under kinds/{} (known: {})",
+                            model::did_you_mean(&kind, known.iter().copied()),
                             known.join(", ")
                         ),
                     ));
@@ -551,7 +553,13 @@ fn render_team(
                             &format!("overrides.{cname}"),
                             Some(tn),
                             "unknown-cluster",
-                            format!("override for cluster {cname}, which the team does not target"),
+                            format!(
+                                "override for cluster {cname}, which the team does not target{}",
+                                model::did_you_mean(
+                                    cname,
+                                    clusters.iter().map(|c| c.name.as_str())
+                                )
+                            ),
                         ));
                     }
                 }

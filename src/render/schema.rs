@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::expr::type_name;
 use crate::desired::Diagnostic;
-use crate::model::{Document, Kind, Param, ParamType};
+use crate::model::{Document, Kind, Param, ParamType, did_you_mean};
 
 /// Problems in a kind's definition.
 pub fn check_kind(doc: &Document, k: &Kind) -> Vec<Diagnostic> {
@@ -128,7 +128,8 @@ fn object(
             problems.push(Problem {
                 field: format!("{path}.{key}"),
                 message: format!(
-                    "{path}.{key} is not a parameter of this kind (known: {})",
+                    "{path}.{key} is not a parameter of this kind{} (known: {})",
+                    did_you_mean(key, known.iter().copied()),
                     known.join(", ")
                 ),
             });
