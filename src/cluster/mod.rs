@@ -2,9 +2,12 @@
 //! (pontoon's own identity), impersonating clients per team, and a discovery cache that
 //! maps a group/version/kind to its REST resource and scope.
 //!
-//! Every request a caller makes through a [`Cluster`] should take a permit from
-//! [`Cluster::permit`]: that is the per-cluster concurrency limit, so a thousand objects
-//! never become a thousand simultaneous requests.
+//! Every request a caller makes through a [`Cluster`] should take a permit:
+//! [`Cluster::write_permit`] for applies (dry runs too) and deletes, the per-cluster
+//! concurrency limit, so a thousand objects never become a thousand simultaneous writes;
+//! [`Cluster::read_permit`] for lists, gets and discovery, which cost the server little
+//! and mostly wait on latency, so they may have [`READS_PER_WRITE`] times as many in
+//! flight.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -60,13 +63,17 @@ pub struct Resolved {
     pub namespaced: bool,
 }
 
-/// One cluster: clients, discovery cache and the concurrency limit.
+/// Reads allowed in flight per write permit.
+pub const READS_PER_WRITE: usize = 4;
+
+/// One cluster: clients, discovery cache and the concurrency limits.
 pub struct Cluster {
     pub name: ClusterName,
     client: Client,
     resources: RwLock<HashMap<GroupVersionKind, Resolved>>,
     team_clients: Mutex<HashMap<TeamName, Client>>,
-    limit: Arc<Semaphore>,
+    writes: Arc<Semaphore>,
+    reads: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -134,7 +141,8 @@ impl Cluster {
             client,
             resources: RwLock::new(HashMap::new()),
             team_clients: Mutex::new(HashMap::new()),
-            limit: Arc::new(Semaphore::new(concurrency.max(1))),
+            writes: Arc::new(Semaphore::new(concurrency.max(1))),
+            reads: Arc::new(Semaphore::new(concurrency.max(1) * READS_PER_WRITE)),
         })
     }
 
@@ -181,13 +189,16 @@ impl Cluster {
         Ok(client)
     }
 
-    /// A permit of the per-cluster request limit; hold it for the duration of one request.
-    pub async fn permit(&self) -> OwnedSemaphorePermit {
-        // The semaphore is never closed, so acquiring cannot fail.
-        match self.limit.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => unreachable!("the cluster semaphore is never closed"),
-        }
+    /// A permit of the per-cluster write limit; hold it for the duration of one apply
+    /// (or dry run) or delete.
+    pub async fn write_permit(&self) -> OwnedSemaphorePermit {
+        acquire(&self.writes).await
+    }
+
+    /// A permit of the per-cluster read limit; hold it for one list page, get or
+    /// discovery request.
+    pub async fn read_permit(&self) -> OwnedSemaphorePermit {
+        acquire(&self.reads).await
     }
 
     /// Resource and scope of a kind; asks the server on a cache miss (a CRD applied a
@@ -202,7 +213,7 @@ impl Cluster {
             return Ok(r.clone());
         }
         let (resource, caps) = {
-            let _permit = self.permit().await;
+            let _permit = self.read_permit().await;
             kube::discovery::pinned_kind(&self.client, gvk).await
         }
         .map_err(|source| ClusterError::UnknownKind {
@@ -237,6 +248,14 @@ impl Cluster {
 /// pooled connection the server had just closed, a reset. Only for requests that are safe
 /// to repeat (server-side apply, get, list, delete); an answer from the server, even an
 /// error, is returned as it is.
+async fn acquire(limit: &Arc<Semaphore>) -> OwnedSemaphorePermit {
+    // The semaphores are never closed, so acquiring cannot fail.
+    match limit.clone().acquire_owned().await {
+        Ok(p) => p,
+        Err(_) => unreachable!("the cluster's semaphores are never closed"),
+    }
+}
+
 pub async fn retry_transport<T, F, Fut>(mut request: F) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
@@ -262,6 +281,7 @@ pub fn gvk_of(api_version: &str, kind: &str) -> GroupVersionKind {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use super::*;
 
@@ -300,5 +320,35 @@ mod tests {
         .await;
         assert!(out.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn reads_are_not_held_up_by_writes_and_have_their_own_bound() {
+        let url = "https://127.0.0.1:1".parse().expect("url");
+        let c = Cluster::from_config(ClusterName("c".into()), kube::Config::new(url), 2)
+            .expect("cluster");
+        let writes = [c.write_permit().await, c.write_permit().await];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), c.write_permit())
+                .await
+                .is_err(),
+            "a third write waits"
+        );
+        let mut reads = Vec::new();
+        for _ in 0..2 * READS_PER_WRITE {
+            reads.push(
+                tokio::time::timeout(Duration::from_millis(20), c.read_permit())
+                    .await
+                    .expect("reads go while every write permit is taken"),
+            );
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), c.read_permit())
+                .await
+                .is_err(),
+            "reads have a bound too"
+        );
+        drop(writes);
+        drop(reads);
     }
 }

@@ -937,7 +937,7 @@ impl Syncer {
     }
 
     /// Metadata of every object matching `selector`, page by page, each page under the
-    /// cluster's request limit.
+    /// cluster's read limit.
     async fn list_metadata(
         &self,
         api: &Api<DynamicObject>,
@@ -947,7 +947,7 @@ impl Syncer {
         let mut params = ListParams::default().labels(selector).limit(500);
         loop {
             let page = {
-                let _permit = self.cluster.permit().await;
+                let _permit = self.cluster.read_permit().await;
                 retry_transport(|| api.list_metadata(&params)).await?
             };
             out.extend(page.items);
@@ -1154,7 +1154,7 @@ impl Syncer {
         params: PatchParams,
         answer: Answer,
     ) -> Result<Value, String> {
-        let _permit = self.cluster.permit().await;
+        let _permit = self.cluster.write_permit().await;
         let patch = Patch::Apply(object);
         let request = async {
             match answer {
@@ -1181,7 +1181,7 @@ impl Syncer {
     }
 
     async fn get(&self, api: &Api<DynamicObject>, name: &str) -> Result<Value, String> {
-        let _permit = self.cluster.permit().await;
+        let _permit = self.cluster.read_permit().await;
         match retry_transport(|| api.get(name)).await {
             Ok(o) => serde_json::to_value(o).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -1203,7 +1203,7 @@ impl Syncer {
             propagation_policy: Some(PropagationPolicy::Background),
             ..DeleteParams::default()
         };
-        let _permit = self.cluster.permit().await;
+        let _permit = self.cluster.write_permit().await;
         match retry_transport(|| api.delete(&e.name, &params)).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),

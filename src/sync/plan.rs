@@ -207,7 +207,7 @@ impl Syncer {
         };
         let api: kube::Api<DynamicObject> = Cluster::api(client, &res, &key.namespace);
         let live = {
-            let _permit = self.cluster.permit().await;
+            let _permit = self.cluster.read_permit().await;
             api.get_opt(&key.name).await
         };
         let live = match live {
@@ -219,7 +219,7 @@ impl Syncer {
             }
         };
         let dry = {
-            let _permit = self.cluster.permit().await;
+            let _permit = self.cluster.write_permit().await;
             api.patch(
                 &key.name,
                 &apply_params().force().dry_run(),
