@@ -6,7 +6,7 @@ CARGO ?= cargo
 
 ## test: install what is missing, then formatting, lints and every test (real servers included)
 test: deps lint
-	$(CARGO) test --locked
+	status=0; $(CARGO) test --locked || status=$$?; tests/support/await-stopped.sh && exit $$status
 
 ## deps: install the tools and servers the tests need (idempotent; cached outside the tree)
 deps:
