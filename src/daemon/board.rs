@@ -1,14 +1,15 @@
 //! The daemon's picture of every unit, built from scheduler reports and renders; read by
 //! the HTTP endpoints. A plain mutex, never held across an `.await`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::desired::{DesiredState, UnitId};
+use crate::desired::{ClusterName, DesiredState, Severity, TeamName, UnitId};
 use crate::server::{DriftView, StatusSource, UnitView};
-use crate::sync::UnitResult;
+use crate::sync::{UnitResult, UnitState};
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -40,6 +41,8 @@ struct Inner {
     /// Units that must have been attempted once for `/readyz`.
     expected: BTreeSet<UnitId>,
     attempted: BTreeSet<UnitId>,
+    /// Teams whose files fail to render at `revision`, with the error to show.
+    render_failures: BTreeMap<TeamName, String>,
 }
 
 /// Shared status of every unit.
@@ -65,35 +68,82 @@ impl Board {
     }
 
     /// A new render: units appear as Pending, units of teams that failed to render show
-    /// the first diagnostic as their error, and units that left the repo disappear once
-    /// their removal has been reported.
-    pub fn rendered(&self, state: &DesiredState, clusters: &[String]) {
+    /// the first diagnostic as their error (on the clusters the team has units on, or on
+    /// every cluster for a team not seen before), and units that left the repo disappear
+    /// once their removal has been reported. Returns the units marked Failed.
+    pub fn rendered(&self, state: &DesiredState, clusters: &[String]) -> Vec<UnitId> {
         let mut inner = self.lock();
         inner.revision = state.revision.clone();
         inner.expected = state.units.keys().cloned().collect();
         for id in state.units.keys() {
             inner.units.entry(id.clone()).or_insert_with(Entry::pending);
         }
-        for (team, diags) in &state.failed_teams {
-            let first = diags
-                .iter()
-                .find(|d| d.severity == crate::desired::Severity::Error)
-                .or(diags.first());
-            let message = first
-                .map(|d| d.to_string())
-                .unwrap_or_else(|| "render failed".to_owned());
-            for cluster in clusters {
-                let id = UnitId {
-                    team: team.clone(),
-                    cluster: crate::desired::ClusterName(cluster.clone()),
+        let short = crate::status::short(&state.revision);
+        inner.render_failures = state
+            .failed_teams
+            .iter()
+            .map(|(team, diags)| {
+                let first = diags
+                    .iter()
+                    .find(|d| d.severity == Severity::Error)
+                    .or(diags.first())
+                    .map_or_else(|| "no diagnostic".to_owned(), |d| d.to_string());
+                let more = match diags.len() {
+                    0 | 1 => String::new(),
+                    n => format!(" (and {} more)", n - 1),
                 };
-                let e = inner.units.entry(id).or_insert_with(Entry::pending);
-                e.state = "Failed".to_owned();
-                e.revision = state.revision.clone();
-                e.last_error = Some(format!("render failed, cluster left as it was: {message}"));
+                let message =
+                    format!("render failed at {short}, cluster left as it was: {first}{more}");
+                (team.clone(), message)
+            })
+            .collect();
+        let inner = &mut *inner;
+        let mut failed = Vec::new();
+        for (team, message) in &inner.render_failures {
+            let mut ids: Vec<UnitId> = inner
+                .units
+                .keys()
+                .filter(|id| &id.team == team)
+                .cloned()
+                .collect();
+            if ids.is_empty() {
+                ids = clusters
+                    .iter()
+                    .map(|c| UnitId {
+                        team: team.clone(),
+                        cluster: ClusterName(c.clone()),
+                    })
+                    .collect();
+            }
+            for id in ids {
+                let e = inner.units.entry(id.clone()).or_insert_with(Entry::pending);
+                e.state = UnitState::Failed.as_str().to_owned();
+                e.last_error = Some(message.clone());
+                failed.push(id);
             }
         }
         self.rendered.store(true, Ordering::Relaxed);
+        failed
+    }
+
+    /// The result as the board and the metrics show it. A team whose files fail to render
+    /// at the newest revision is still synced to its last good state (drift is corrected,
+    /// nothing is pruned), but its change did not arrive: its units stay Failed, with the
+    /// render error, whatever that sync of the old state did.
+    pub fn effective<'a>(&self, r: &'a UnitResult, removal: bool) -> Cow<'a, UnitResult> {
+        let inner = self.lock();
+        match inner.render_failures.get(&r.unit.team) {
+            Some(message) if !removal => {
+                let mut r = r.clone();
+                r.message = Some(match &r.message {
+                    Some(own) => format!("{message}; last sync of the previous state: {own}"),
+                    None => message.clone(),
+                });
+                r.state = UnitState::Failed;
+                Cow::Owned(r)
+            }
+            _ => Cow::Borrowed(r),
+        }
     }
 
     /// A finished sync attempt.
@@ -171,5 +221,116 @@ impl StatusSource for Board {
 
     fn leading(&self) -> bool {
         self.leading.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::Diagnostic;
+
+    fn unit(team: &str, cluster: &str) -> UnitId {
+        UnitId {
+            team: TeamName(team.into()),
+            cluster: ClusterName(cluster.into()),
+        }
+    }
+
+    fn render(revision: &str, broken: Option<&str>) -> DesiredState {
+        let mut s = DesiredState {
+            revision: revision.into(),
+            ..DesiredState::default()
+        };
+        if let Some(team) = broken {
+            s.failed_teams.insert(
+                TeamName(team.into()),
+                vec![Diagnostic {
+                    file: format!("teams/{team}/app.yaml"),
+                    line: 3,
+                    column: 21,
+                    team: Some(TeamName(team.into())),
+                    severity: Severity::Error,
+                    rule: "namespace-not-owned".into(),
+                    message: "ConfigMap in namespace b, which belongs to team b".into(),
+                }],
+            );
+        }
+        s
+    }
+
+    fn view(board: &Board, id: &UnitId) -> UnitView {
+        board
+            .units()
+            .into_iter()
+            .find(|u| u.team == id.team.0 && u.cluster == id.cluster.0)
+            .expect("unit on the board")
+    }
+
+    /// Reports as the daemon's report loop hands them on.
+    fn report(board: &Board, r: &UnitResult) -> UnitState {
+        let shown = board.effective(r, false);
+        board.record(&shown, false);
+        shown.state
+    }
+
+    #[test]
+    fn a_team_that_fails_to_render_stays_failed_while_its_last_good_state_is_resynced() {
+        let board = Board::new();
+        let shop = unit("shop", "prod");
+        assert_eq!(
+            report(&board, &UnitResult::new(shop.clone(), "aaaaaaa1")),
+            UnitState::Synced
+        );
+
+        // The newest commit breaks the team: Failed at once, on the cluster it runs on only.
+        let failed = board.rendered(
+            &render("bbbbbbb2", Some("shop")),
+            &["prod".into(), "dev".into()],
+        );
+        assert_eq!(failed, std::slice::from_ref(&shop));
+        let v = view(&board, &shop);
+        assert_eq!(v.state, "Failed");
+        let error = v.last_error.expect("render error shown");
+        assert!(error.contains("render failed at bbbbbbb"), "{error}");
+        assert!(error.contains("teams/shop/app.yaml:3:21"), "{error}");
+
+        // A resync of the last good state (drift, the periodic pass) does not hide it.
+        assert_eq!(
+            report(&board, &UnitResult::new(shop.clone(), "aaaaaaa1")),
+            UnitState::Failed
+        );
+        let v = view(&board, &shop);
+        assert_eq!(
+            (v.state.as_str(), v.revision.as_str()),
+            ("Failed", "aaaaaaa1")
+        );
+        assert!(
+            v.last_error
+                .is_some_and(|e| e.contains("teams/shop/app.yaml:3:21"))
+        );
+
+        // A commit that renders again clears it with the next sync.
+        assert!(
+            board
+                .rendered(&render("ccccccc3", None), &["prod".into()])
+                .is_empty()
+        );
+        assert_eq!(
+            report(&board, &UnitResult::new(shop.clone(), "ccccccc3")),
+            UnitState::Synced
+        );
+        assert_eq!(view(&board, &shop).last_error, None);
+    }
+
+    #[test]
+    fn a_new_team_that_fails_to_render_shows_on_every_cluster_and_a_removal_is_not_rewritten() {
+        let board = Board::new();
+        let failed = board.rendered(
+            &render("bbbbbbb2", Some("new")),
+            &["prod".into(), "dev".into()],
+        );
+        assert_eq!(failed, [unit("new", "prod"), unit("new", "dev")]);
+        let removal = UnitResult::new(unit("new", "prod"), "bbbbbbb2");
+        assert_eq!(board.effective(&removal, true).state, UnitState::Synced);
     }
 }

@@ -5,6 +5,7 @@ use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
+use crate::desired::UnitId;
 use crate::drift::DriftEvent;
 use crate::sync::{UnitResult, UnitState};
 
@@ -143,6 +144,20 @@ impl Metrics {
         Ok(m)
     }
 
+    /// A unit whose team fails to render at the newest revision: Failed until a sync of a
+    /// revision that renders.
+    pub fn render_failed(&self, unit: &UnitId) {
+        self.set_state(unit, UnitState::Failed);
+    }
+
+    fn set_state(&self, unit: &UnitId, state: UnitState) {
+        for s in STATES {
+            self.sync_status
+                .with_label_values(&[&unit.team.0, &unit.cluster.0, s.as_str()])
+                .set(i64::from(s == state));
+        }
+    }
+
     /// Records one finished attempt; a completed removal drops the unit's series.
     pub fn observe(&self, r: &UnitResult, removal: bool) {
         let (team, cluster) = (r.unit.team.0.as_str(), r.unit.cluster.0.as_str());
@@ -160,11 +175,7 @@ impl Metrics {
             let _ = self.drifted.remove_label_values(&unit);
             return;
         }
-        for s in STATES {
-            self.sync_status
-                .with_label_values(&[team, cluster, s.as_str()])
-                .set(i64::from(s == r.state));
-        }
+        self.set_state(&r.unit, r.state);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -244,6 +255,16 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("pontoon_build_info{version="), "{text}");
+        m.render_failed(&result.unit);
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&r.gather())
+            .expect("encode");
+        for want in [
+            "pontoon_sync_status{cluster=\"prod\",status=\"Failed\",team=\"shop\"} 1",
+            "pontoon_sync_status{cluster=\"prod\",status=\"Synced\",team=\"shop\"} 0",
+        ] {
+            assert!(text.contains(want), "a render failure: {want} in {text}");
+        }
         m.observe(&result, true);
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&r.gather())

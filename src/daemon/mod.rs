@@ -168,8 +168,9 @@ pub async fn run_with(
         let (board, metrics, statuses) = (board.clone(), metrics.clone(), statuses.clone());
         tokio::spawn(async move {
             while let Some(r) = report_rx.recv().await {
-                board.record(&r.result, r.removal);
-                metrics.observe(&r.result, r.removal);
+                let shown = board.effective(&r.result, r.removal);
+                board.record(&shown, r.removal);
+                metrics.observe(&shown, r.removal);
                 if let Some(s) = &statuses {
                     s.reported(&r);
                 }
@@ -467,7 +468,9 @@ async fn leadership_terms(
                     if changed.is_err() { break true }
                     let state = desired.borrow_and_update().clone();
                     if let Some(state) = state {
-                        ctx.board.rendered(&state, &ctx.clusters);
+                        for unit in ctx.board.rendered(&state, &ctx.clusters) {
+                            ctx.metrics.render_failed(&unit);
+                        }
                         if let Some(s) = &ctx.statuses {
                             s.rendered(&state);
                         }

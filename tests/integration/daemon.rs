@@ -1,6 +1,7 @@
 //! The daemon end to end: a commit in a real Git repository, a signed webhook, the unit
-//! applied to the control plane, status in /api/status and /metrics, and a hand edit
-//! corrected by the next resync.
+//! applied to the control plane, status in /api/status and /metrics, a hand edit
+//! corrected by the next resync, and a commit that breaks the team shown as Failed while
+//! the cluster keeps its last good state.
 
 use std::time::Duration;
 
@@ -35,6 +36,36 @@ async fn status(http: &reqwest::Client, base: &str) -> Value {
 
 fn unit<'a>(s: &'a Value, team: &str) -> Option<&'a Value> {
     s["units"].as_array()?.iter().find(|u| u["team"] == team)
+}
+
+/// A Gitea push webhook for `after`, signed with `secret`; the answer's status code.
+async fn gitea_push(http: &reqwest::Client, base: &str, after: &str, secret: &str) -> u16 {
+    let body =
+        serde_json::to_vec(&json!({"ref": "refs/heads/main", "after": after})).expect("json");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(&body);
+    http.post(format!("{base}/webhooks/gitea"))
+        .header("X-Gitea-Event", "push")
+        .header(
+            "X-Gitea-Signature",
+            hex::encode(mac.finalize().into_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("webhook")
+        .status()
+        .as_u16()
+}
+
+async fn metrics_text(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
 }
 
 #[tokio::test]
@@ -120,31 +151,8 @@ async fn a_pushed_commit_reaches_the_cluster_and_its_status_is_reported() {
     git(&work, &["commit", "-q", "-am", "green"]);
     git(&work, &["push", "-q", bare.to_str().expect("path"), "main"]);
     let second = git(&work, &["rev-parse", "HEAD"]);
-    let body =
-        serde_json::to_vec(&json!({"ref": "refs/heads/main", "after": second})).expect("json");
-    let sign = |secret: &str| {
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
-        mac.update(&body);
-        hex::encode(mac.finalize().into_bytes())
-    };
-    let bad = http
-        .post(format!("{base}/webhooks/gitea"))
-        .header("X-Gitea-Event", "push")
-        .header("X-Gitea-Signature", sign("wrong"))
-        .body(body.clone())
-        .send()
-        .await
-        .expect("webhook");
-    assert_eq!(bad.status(), 401);
-    let good = http
-        .post(format!("{base}/webhooks/gitea"))
-        .header("X-Gitea-Event", "push")
-        .header("X-Gitea-Signature", sign("s3cret"))
-        .body(body)
-        .send()
-        .await
-        .expect("webhook");
-    assert_eq!(good.status(), 202);
+    assert_eq!(gitea_push(&http, &base, &second, "wrong").await, 401);
+    assert_eq!(gitea_push(&http, &base, &second, "s3cret").await, 202);
     eventually(
         "the second revision Synced",
         Duration::from_secs(30),
@@ -179,14 +187,7 @@ async fn a_pushed_commit_reaches_the_cluster_and_its_status_is_reported() {
     )
     .await;
 
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&http, &base).await;
     for want in [
         "pontoon_sync_status{cluster=\"e2e\",status=\"Synced\",team=\"shop\"} 1",
         "pontoon_source_fetches_total{result=\"success\"}",
@@ -206,6 +207,49 @@ async fn a_pushed_commit_reaches_the_cluster_and_its_status_is_reported() {
     assert!(
         page.contains("data-team=\"shop\"") && page.contains("Synced"),
         "{page}"
+    );
+
+    // A commit that breaks the team: the cluster keeps what it runs, resyncs of that
+    // last good state go on, and the unit shows Failed with the render error throughout.
+    write(
+        &work,
+        "teams/shop/app.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: elsewhere}\ndata: {colour: pink}\n",
+    );
+    git(&work, &["commit", "-q", "-am", "broken"]);
+    git(&work, &["push", "-q", bare.to_str().expect("path"), "main"]);
+    let third = git(&work, &["rev-parse", "HEAD"]);
+    assert_eq!(gitea_push(&http, &base, &third, "s3cret").await, 202);
+    let failed = |s: &Value| {
+        let u = unit(s, "shop")?;
+        let error = u["last_error"].as_str()?;
+        (u["state"] == "Failed"
+            && error.contains(&format!("render failed at {}", &third[..7]))
+            && error.contains("teams/shop/app.yaml:3:"))
+        .then(|| u["revision"].clone())
+    };
+    eventually(
+        "the broken commit shown",
+        Duration::from_secs(30),
+        || async { failed(&status(&http, &base).await) },
+    )
+    .await;
+    // Three resync intervals later: still Failed, the last good revision still applied.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let s = status(&http, &base).await;
+    assert_eq!(failed(&s), Some(json!(second)), "{s}");
+    let cm = cms.get("settings").await.expect("configmap kept");
+    assert_eq!(
+        cm.data
+            .as_ref()
+            .and_then(|d| d.get("colour"))
+            .map(String::as_str),
+        Some("green")
+    );
+    let text = metrics_text(&http, &base).await;
+    assert!(
+        text.contains("pontoon_sync_status{cluster=\"e2e\",status=\"Failed\",team=\"shop\"} 1"),
+        "{text}"
     );
 
     stop.send(()).expect("daemon still running");
