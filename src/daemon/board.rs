@@ -88,9 +88,10 @@ impl Board {
                     .find(|d| d.severity == Severity::Error)
                     .or(diags.first())
                     .map_or_else(|| "no diagnostic".to_owned(), |d| d.to_string());
-                let more = match diags.len() {
+                let errors = diags.iter().filter(|d| d.severity == Severity::Error);
+                let more = match errors.count() {
                     0 | 1 => String::new(),
-                    n => format!(" (and {} more)", n - 1),
+                    n => format!(" (and {} more errors)", n - 1),
                 };
                 let message =
                     format!("render failed at {short}, cluster left as it was: {first}{more}");
