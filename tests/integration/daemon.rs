@@ -24,14 +24,24 @@ fn app(colour: &str) -> String {
     )
 }
 
-async fn status(http: &reqwest::Client, base: &str) -> Value {
-    http.get(format!("{base}/api/status"))
+/// The body of `GET {base}{path}`.
+async fn fetch(http: &reqwest::Client, base: &str, path: &str) -> String {
+    http.get(format!("{base}{path}"))
         .send()
         .await
-        .expect("GET /api/status")
-        .json()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        .text()
         .await
-        .expect("json")
+        .unwrap_or_else(|e| panic!("GET {path} body: {e}"))
+}
+
+async fn status(http: &reqwest::Client, base: &str) -> Value {
+    serde_json::from_str(&fetch(http, base, "/api/status").await).expect("status is JSON")
+}
+
+/// The `colour` the live settings ConfigMap holds.
+async fn colour(cms: &Api<ConfigMap>) -> Option<String> {
+    cms.get("settings").await.ok()?.data?.remove("colour")
 }
 
 fn unit<'a>(s: &'a Value, team: &str) -> Option<&'a Value> {
@@ -56,16 +66,6 @@ async fn gitea_push(http: &reqwest::Client, base: &str, after: &str, secret: &st
         .expect("webhook")
         .status()
         .as_u16()
-}
-
-async fn metrics_text(http: &reqwest::Client, base: &str) -> String {
-    http.get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
 }
 
 #[tokio::test]
@@ -129,13 +129,10 @@ async fn a_pushed_commit_reaches_the_cluster_and_its_status_is_reported() {
     )
     .await;
     let cms: Api<ConfigMap> = Api::namespaced(cp.client().await, "shop");
-    let cm = cms.get("settings").await.expect("configmap applied");
     assert_eq!(
-        cm.data
-            .as_ref()
-            .and_then(|d| d.get("colour"))
-            .map(String::as_str),
-        Some("blue")
+        colour(&cms).await.as_deref(),
+        Some("blue"),
+        "configmap applied"
     );
     assert_eq!(
         http.get(format!("{base}/readyz"))
@@ -163,14 +160,7 @@ async fn a_pushed_commit_reaches_the_cluster_and_its_status_is_reported() {
         },
     )
     .await;
-    let cm = cms.get("settings").await.expect("configmap");
-    assert_eq!(
-        cm.data
-            .as_ref()
-            .and_then(|d| d.get("colour"))
-            .map(String::as_str),
-        Some("green")
-    );
+    assert_eq!(colour(&cms).await.as_deref(), Some("green"), "configmap");
 
     // Someone edits the object by hand; the resync (every 2s here) puts it back.
     cms.patch("settings", &PatchParams::apply("kubectl-edit").force(), &Patch::Apply(json!({
@@ -180,14 +170,11 @@ async fn a_pushed_commit_reaches_the_cluster_and_its_status_is_reported() {
     eventually(
         "the hand edit corrected",
         Duration::from_secs(20),
-        || async {
-            let cm = cms.get("settings").await.ok()?;
-            (cm.data.as_ref()?.get("colour")? == "green").then_some(())
-        },
+        || async { (colour(&cms).await? == "green").then_some(()) },
     )
     .await;
 
-    let metrics = metrics_text(&http, &base).await;
+    let metrics = fetch(&http, &base, "/metrics").await;
     for want in [
         "pontoon_sync_status{cluster=\"e2e\",status=\"Synced\",team=\"shop\"} 1",
         "pontoon_source_fetches_total{result=\"success\"}",
@@ -196,14 +183,7 @@ async fn a_pushed_commit_reaches_the_cluster_and_its_status_is_reported() {
     ] {
         assert!(metrics.contains(want), "missing {want} in\n{metrics}");
     }
-    let page = http
-        .get(format!("{base}/"))
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("text");
+    let page = fetch(&http, &base, "/").await;
     assert!(
         page.contains("data-team=\"shop\"") && page.contains("Synced"),
         "{page}"
@@ -238,15 +218,12 @@ async fn a_pushed_commit_reaches_the_cluster_and_its_status_is_reported() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let s = status(&http, &base).await;
     assert_eq!(failed(&s), Some(json!(second)), "{s}");
-    let cm = cms.get("settings").await.expect("configmap kept");
     assert_eq!(
-        cm.data
-            .as_ref()
-            .and_then(|d| d.get("colour"))
-            .map(String::as_str),
-        Some("green")
+        colour(&cms).await.as_deref(),
+        Some("green"),
+        "configmap kept"
     );
-    let text = metrics_text(&http, &base).await;
+    let text = fetch(&http, &base, "/metrics").await;
     assert!(
         text.contains("pontoon_sync_status{cluster=\"e2e\",status=\"Failed\",team=\"shop\"} 1"),
         "{text}"
