@@ -13,6 +13,35 @@ use super::{Document, diag};
 use crate::desired::{Diagnostic, TeamName};
 
 impl Document {
+    /// The document's text read again with positions, for locating several fields.
+    pub fn fields(&self) -> Fields<'_> {
+        Fields {
+            doc: self,
+            root: serde_saphyr::from_str_with_options(&self.text, crate::yaml::options()).ok(),
+        }
+    }
+
+    /// An error placed at the field at `path`, as [`Fields::position_of`] finds it.
+    pub fn diag_at(
+        &self,
+        path: &str,
+        team: Option<&TeamName>,
+        rule: &str,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        let (line, column) = self.fields().position_of(path);
+        diag(&self.file, line, column, team, rule, message)
+    }
+}
+
+/// A document's fields with where each is written.
+pub struct Fields<'a> {
+    doc: &'a Document,
+    /// `None` when the text does not parse (then every field is at the document's start).
+    root: Option<Node>,
+}
+
+impl Fields<'_> {
     /// Line and column (1-based, in the file) of the field at `path`, such as
     /// `spec.ingress.host` or `spec.ports[1]`; `None` when the document does not write it.
     pub fn find(&self, path: &str) -> Option<(u64, u64)> {
@@ -22,30 +51,16 @@ impl Document {
         }
     }
 
-    /// Like [`Document::find`], but a field the document does not write is placed at its
+    /// Like [`Fields::find`], but a field the document does not write is placed at its
     /// nearest parent that it does (where a missing field would go), and a document that
     /// writes none of the path at its first line.
     pub fn position_of(&self, path: &str) -> (u64, u64) {
-        self.walk(path).map_or((self.line, 1), |(pos, _)| pos)
-    }
-
-    /// An error placed at the field at `path`, as [`Document::position_of`] finds it.
-    pub fn diag_at(
-        &self,
-        path: &str,
-        team: Option<&TeamName>,
-        rule: &str,
-        message: impl Into<String>,
-    ) -> Diagnostic {
-        let (line, column) = self.position_of(path);
-        diag(&self.file, line, column, team, rule, message)
+        self.walk(path).map_or((self.doc.line, 1), |(pos, _)| pos)
     }
 
     /// The position of the deepest part of `path` present, and whether that is all of it.
     fn walk(&self, path: &str) -> Option<((u64, u64), bool)> {
-        let root: Node =
-            serde_saphyr::from_str_with_options(&self.text, crate::yaml::options()).ok()?;
-        let mut node = &root;
+        let mut node = self.root.as_ref()?;
         let mut at = None;
         for seg in segments(path) {
             let next = match (node, seg) {
@@ -64,7 +79,7 @@ impl Document {
             if loc.line() == 0 {
                 return at.map(|pos| (pos, false));
             }
-            at = Some((self.line + loc.line() - 1, loc.column().max(1)));
+            at = Some((self.doc.line + loc.line() - 1, loc.column().max(1)));
             node = child;
         }
         at.map(|pos| (pos, true))
@@ -212,6 +227,7 @@ overrides:
     #[test]
     fn a_field_is_found_where_it_is_written() {
         let d = doc(TEXT, 10);
+        let d = d.fields();
         assert_eq!(d.find("spec.image"), Some((15, 3)));
         assert_eq!(d.find("spec.ingress.host"), Some((16, 13)));
         assert_eq!(d.find("spec.ports[1]"), Some((19, 7)));
@@ -219,16 +235,17 @@ overrides:
         assert_eq!(d.find("spec.replicas"), None);
         assert_eq!(d.find("spec.ports[2]"), None);
         // Keys are matched as text, as the documents' values hold them.
-        assert_eq!(doc("n:\n  1: x\n", 1).find("n.1"), Some((2, 3)));
+        assert_eq!(doc("n:\n  1: x\n", 1).fields().find("n.1"), Some((2, 3)));
     }
 
     #[test]
     fn a_missing_field_is_placed_at_its_nearest_parent() {
         let d = doc(TEXT, 10);
+        let d = d.fields();
         assert_eq!(d.position_of("spec.ingress.tls"), (16, 3));
         assert_eq!(d.position_of("spec.replicas"), (14, 1));
         assert_eq!(d.position_of("status.phase"), (10, 1));
-        assert_eq!(doc("a: [\n", 3).position_of("a"), (3, 1));
+        assert_eq!(doc("a: [\n", 3).fields().position_of("a"), (3, 1));
     }
 
     #[test]

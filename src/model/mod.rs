@@ -7,6 +7,8 @@
 
 mod locate;
 
+pub use locate::Fields;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

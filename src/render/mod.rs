@@ -589,13 +589,14 @@ fn render_team(
                     let spec = match schema::validate(&k.spec.parameters, &spec) {
                         Ok(s) => s,
                         Err(problems) => {
+                            let fields = doc.fields();
                             for p in problems {
                                 // The value checked is the cluster's override where there
                                 // is one, else the spec's.
                                 let rest = p.field.strip_prefix("spec").unwrap_or(&p.field);
-                                let (line, column) = doc
+                                let (line, column) = fields
                                     .find(&format!("overrides.{}{rest}", c.name))
-                                    .unwrap_or_else(|| doc.position_of(&p.field));
+                                    .unwrap_or_else(|| fields.position_of(&p.field));
                                 errs.push(diag(
                                     path,
                                     line,
