@@ -21,8 +21,6 @@ pub const MANAGED_BY_VALUE: &str = "pontoon";
 pub const LABEL_TEAM: &str = "pontoon.dev/team";
 /// Annotation: `<file>:<line>` the object came from in the platform repo.
 pub const ANNOTATION_SOURCE: &str = "pontoon.dev/source";
-/// Annotation: the commit the object was rendered from.
-pub const ANNOTATION_REVISION: &str = "pontoon.dev/revision";
 /// Annotation or label `pontoon.dev/prune: disabled` keeps an object when it leaves the repo.
 pub const ANNOTATION_PRUNE: &str = "pontoon.dev/prune";
 /// The field manager of every apply.
