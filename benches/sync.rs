@@ -132,7 +132,7 @@ fn main() {
     let mut docs: Vec<&serde_json::Value> = desired
         .units
         .values()
-        .flat_map(|u| u.objects.iter().map(|o| &o.object))
+        .flat_map(|u| u.objects.iter().map(|o| &*o.object))
         .collect();
     docs.sort_by_key(|o| o["kind"] != "Namespace");
     let file = two.dir.join("objects.yaml");

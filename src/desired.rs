@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -171,8 +172,9 @@ impl fmt::Display for SourceRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DesiredObject {
     /// The full manifest: apiVersion, kind, metadata (with pontoon's labels and
-    /// annotations), and the rest. Key order is deterministic.
-    pub object: serde_json::Value,
+    /// annotations), and the rest. Key order is deterministic. Shared, not copied, by the
+    /// units' work queues and the sync engine's record of what it applied.
+    pub object: Arc<serde_json::Value>,
     pub source: SourceRef,
     pub applier: Applier,
     pub drift: DriftMode,

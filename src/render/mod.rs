@@ -10,6 +10,7 @@ pub mod expr;
 pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -683,7 +684,7 @@ fn render_team(
                             .entry(c.name.clone())
                             .or_default()
                             .push(DesiredObject {
-                                object,
+                                object: Arc::new(object),
                                 source,
                                 applier: Applier::Team,
                                 drift,
@@ -728,6 +729,8 @@ fn render_team(
                     line: doc.line,
                 };
                 stamp(&mut object, tn, &source);
+                // One manifest, shared by every cluster it goes to.
+                let object = Arc::new(object);
                 for c in &clusters {
                     per_cluster
                         .entry(c.name.clone())
@@ -902,7 +905,7 @@ fn base_objects(
     let mut push = |mut object: Value| {
         stamp(&mut object, tn, &source);
         out.push(DesiredObject {
-            object,
+            object: Arc::new(object),
             source: source.clone(),
             applier: Applier::Platform,
             drift,

@@ -41,12 +41,13 @@ async fn hand_edits_are_detected_named_and_corrected_and_controller_fields_are_n
     let mut objects = team_base(&team, &[&team]);
     // Like the WebService kind: no replicas, so an HPA can own them.
     let mut web = deployment(&team, &team, "web", "shop:1.0", 1);
-    web.object["spec"]
+    std::sync::Arc::make_mut(&mut web.object)["spec"]
         .as_object_mut()
         .expect("spec")
         .remove("replicas");
     // Like the Worker kind without args: an empty list the apiserver drops on write.
-    web.object["spec"]["template"]["spec"]["containers"][0]["args"] = json!([]);
+    std::sync::Arc::make_mut(&mut web.object)["spec"]["template"]["spec"]["containers"][0]["args"] =
+        json!([]);
     objects.push(web);
     let mut state = DesiredState {
         revision: "r1".into(),
@@ -214,7 +215,7 @@ async fn fields_a_person_adds_are_named_removed_and_recorded_in_an_event() {
     let team = unique_name("added");
     let mut objects = team_base(&team, &[&team]);
     let mut web = deployment(&team, &team, "web", "shop:1.0", 1);
-    web.object["metadata"]["labels"]["tier"] = json!("web");
+    std::sync::Arc::make_mut(&mut web.object)["metadata"]["labels"]["tier"] = json!("web");
     objects.push(web);
     let mut state = DesiredState {
         revision: "r1".into(),

@@ -275,7 +275,8 @@ async fn prune_disabled_objects_and_namespaces_are_kept() {
     let extra = format!("{team}-x");
     let mut objects = team_base(&team, &[&team, &extra]);
     let mut kept = configmap(&team, &team, "kept", json!({}));
-    kept.object["metadata"]["annotations"] = json!({ANNOTATION_PRUNE: "disabled"});
+    std::sync::Arc::make_mut(&mut kept.object)["metadata"]["annotations"] =
+        json!({ANNOTATION_PRUNE: "disabled"});
     objects.push(kept);
     objects.push(configmap(&team, &team, "gone", json!({})));
     let mut d = unit_desired(&team, cp.name, &[&team, &extra], objects);
@@ -381,7 +382,7 @@ async fn a_field_the_schema_does_not_declare_fails_that_object_only() {
     let team = unique_name("typo");
     let mut objects = team_base(&team, &[&team]);
     let mut typo = deployment(&team, &team, "web", "registry.example/web:1", 1);
-    typo.object["spec"]["replicaz"] = json!(3);
+    std::sync::Arc::make_mut(&mut typo.object)["spec"]["replicaz"] = json!(3);
     objects.push(typo);
     objects.push(configmap(&team, &team, "fine", json!({"k": "v"})));
     let r = s

@@ -17,7 +17,7 @@ pub fn obj(team: &str, applier: Applier, mut manifest: Value) -> DesiredObject {
     labels[LABEL_MANAGED_BY] = json!(MANAGED_BY_VALUE);
     labels[LABEL_TEAM] = json!(team);
     DesiredObject {
-        object: manifest,
+        object: manifest.into(),
         source: SourceRef {
             file: format!("teams/{team}/app.yaml"),
             line: 1,
