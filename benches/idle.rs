@@ -42,20 +42,6 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(ok.success(), "git {args:?}");
 }
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 /// The example platform's kinds, with 100 teams of a web service, a worker and a topic
 /// each, on both clusters.
 fn platform(root: &Path) {
@@ -196,7 +182,7 @@ fn main() {
             "{} units synced in {:.1?} (first sync); RSS {:.0} MiB",
             TEAMS * 2,
             started.elapsed(),
-            rss_mib()
+            common::rss_mib()
         );
         // No controller manager runs here: finish the rollouts the way the Deployment
         // controller would report them, then wait for every unit to be Synced.
@@ -233,7 +219,7 @@ fn main() {
         let mut rss_max: f64 = 0.0;
         while t.elapsed() < idle {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            rss_max = rss_max.max(rss_mib());
+            rss_max = rss_max.max(common::rss_mib());
         }
         let cpu = common::cpu_seconds() - cpu0;
         let writes = staging.write_requests() + prod.write_requests() - writes0;
@@ -241,7 +227,7 @@ fn main() {
             "idle {:.0?}: {cpu:.2} s CPU ({:.2}% of one core), RSS now {:.0} MiB, max {:.0} MiB during idle, peak {:.0} MiB; {writes} write requests to the apiservers",
             idle,
             100.0 * cpu / idle.as_secs_f64(),
-            rss_mib(),
+            common::rss_mib(),
             rss_max,
             common::peak_rss_mib()
         );

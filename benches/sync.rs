@@ -3,9 +3,12 @@
 //! builds), then the no-op resync: write requests, time and CPU. Prints figures; asserts
 //! nothing about time.
 //!
-//!     cargo bench --bench sync
+//!     cargo bench --bench sync        # PONTOON_BENCH_ROUNDS=3 by default
 //!
-//! Each tool gets a fresh control plane of its own so neither pays for the other's data.
+//! Each tool gets a fresh control plane of its own in every round, so neither pays for
+//! the other's data, and the rounds alternate the two tools so that both meet the same
+//! machine load; the medians of the rounds come last. The servers' CPU for the same
+//! requests varies a lot between runs on a shared machine, so one round proves little.
 
 #[allow(dead_code)]
 mod common;
@@ -20,8 +23,9 @@ mod fixtures;
 mod script;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use control_plane::ControlPlane;
 use fixtures::*;
 use pontoon::cluster::Cluster;
 use pontoon::desired::*;
@@ -30,6 +34,8 @@ use serde_json::json;
 
 const TEAMS: usize = 100;
 const PER_TEAM: usize = 100;
+/// The cluster name pontoon's control plane and desired state share.
+const CLUSTER: &str = "pontoon";
 
 fn state(cluster: &str) -> DesiredState {
     let mut s = DesiredState {
@@ -57,40 +63,41 @@ fn state(cluster: &str) -> DesiredState {
     s
 }
 
-fn main() {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let one = control_plane::shared();
-    let desired = state(one.name);
-    let total: usize = desired.units.values().map(|u| u.objects.len()).sum();
-    println!("objects: {total} in {TEAMS} teams");
+struct Pontoon {
+    first: Duration,
+    peak_rss: f64,
+    noop: Duration,
+    noop_cpu: f64,
+    noop_writes: u64,
+}
 
-    let (first, noop) = rt.block_on(async {
-        let cluster = Cluster::from_config(ClusterName(one.name.into()), one.config().await, 16)
+/// pontoon's first sync and no-op resync on a control plane of its own.
+fn pontoon_round(rt: &tokio::runtime::Runtime, desired: &Arc<DesiredState>) -> Pontoon {
+    let one = ControlPlane::start(CLUSTER);
+    let run = rt.block_on(async {
+        let cluster = Cluster::from_config(ClusterName(CLUSTER.into()), one.config().await, 16)
             .expect("cluster");
-        let syncer = Syncer::new(Arc::new(cluster), SyncOptions::default());
+        let syncer = Arc::new(Syncer::new(Arc::new(cluster), SyncOptions::default()));
+        // On a runtime worker, as the daemon's syncs run: driven from `block_on` on this
+        // thread, every response would wake it from another thread (a futex wake and a
+        // context switch per request: about a third more of pontoon's CPU here).
+        let sync_all = || {
+            let (s, d) = (syncer.clone(), desired.clone());
+            async move {
+                tokio::spawn(async move { s.sync_cluster(&d).await })
+                    .await
+                    .expect("sync task")
+            }
+        };
         let servers0 = common::servers_cpu(&one.dir.to_string_lossy());
         let requests0 = one.requests_by_verb();
         let cpu0 = common::cpu_seconds();
         let t = Instant::now();
-        let results = syncer.sync_cluster(&desired).await;
-        let first = (t.elapsed(), common::cpu_seconds() - cpu0);
+        let results = sync_all().await;
+        let first = t.elapsed();
+        let cpu = common::cpu_seconds() - cpu0;
         let servers =
             common::cpu_spent(&servers0, &common::servers_cpu(&one.dir.to_string_lossy()));
-        println!(
-            "servers during pontoon's first sync: {}",
-            common::cpu_line(&servers)
-        );
-        println!(
-            "pontoon's first sync: {}",
-            common::floor_line(
-                servers.values().sum::<f64>() + first.1,
-                first.0.as_secs_f64()
-            )
-        );
-        println!(
-            "requests during pontoon's first sync: {}",
-            common::requests_delta(&requests0, &one.requests_by_verb())
-        );
         let failed: Vec<_> = results
             .iter()
             .filter(|r| r.state == UnitState::Failed)
@@ -100,49 +107,57 @@ fn main() {
             "first sync failed: {:?}",
             failed.first().map(|r| &r.message)
         );
+        println!(
+            "  pontoon first sync: {:.2} s wall, {cpu:.2} s CPU ({:.0} objects/s)",
+            first.as_secs_f64(),
+            desired.units.values().map(|u| u.objects.len()).sum::<usize>() as f64
+                / first.as_secs_f64()
+        );
+        println!("    servers: {}", common::cpu_line(&servers));
+        println!(
+            "    {}",
+            common::floor_line(servers.values().sum::<f64>() + cpu, first.as_secs_f64())
+        );
+        println!(
+            "    requests: {}",
+            common::requests_delta(&requests0, &one.requests_by_verb())
+        );
 
         let writes0 = one.write_requests();
         let cpu0 = common::cpu_seconds();
         let t = Instant::now();
-        let results = syncer.sync_cluster(&desired).await;
-        let noop = (
-            t.elapsed(),
-            common::cpu_seconds() - cpu0,
-            one.write_requests() - writes0,
-        );
+        let results = sync_all().await;
+        let noop = t.elapsed();
+        let noop_cpu = common::cpu_seconds() - cpu0;
+        let noop_writes = one.write_requests() - writes0;
         assert!(results.iter().all(|r| r.writes == 0), "no-op resync wrote");
-        (first, noop)
+        println!(
+            "  pontoon no-op resync: {:.2} s wall, {noop_cpu:.2} s CPU, {noop_writes} write requests (apiserver_request_total)",
+            noop.as_secs_f64()
+        );
+        println!(
+            "  resident: {:.1} MiB now, {:.1} MiB peak so far",
+            common::rss_mib(),
+            common::peak_rss_mib()
+        );
+        Pontoon {
+            first,
+            peak_rss: common::peak_rss_mib(),
+            noop,
+            noop_cpu,
+            noop_writes,
+        }
     });
-    println!(
-        "pontoon first sync: {:.2} s wall, {:.2} s CPU ({:.0} objects/s)",
-        first.0.as_secs_f64(),
-        first.1,
-        total as f64 / first.0.as_secs_f64()
-    );
-    println!(
-        "pontoon no-op resync: {:.2} s wall, {:.2} s CPU, {} write requests (apiserver_request_total)",
-        noop.0.as_secs_f64(),
-        noop.1,
-        noop.2
-    );
-    println!("pontoon peak RSS: {:.1} MiB", common::peak_rss_mib());
+    one.stop();
+    run
+}
 
-    // kubectl on a fresh control plane of its own, same objects, namespaces first.
-    let two = control_plane::second();
-    let mut docs: Vec<&serde_json::Value> = desired
-        .units
-        .values()
-        .flat_map(|u| u.objects.iter().map(|o| &*o.object))
-        .collect();
-    docs.sort_by_key(|o| o["kind"] != "Namespace");
+/// `kubectl apply --server-side` of the same objects (namespaces first, as one file) on a
+/// control plane of its own.
+fn kubectl_round(desired: &DesiredState) -> Duration {
+    let two = ControlPlane::start("kubectl");
     let file = two.dir.join("objects.yaml");
-    let mut text = String::new();
-    for d in docs {
-        text.push_str("---\n");
-        text.push_str(&serde_json::to_string(d).expect("json"));
-        text.push('\n');
-    }
-    std::fs::write(&file, text).expect("write objects");
+    std::fs::write(&file, as_yaml_stream(desired)).expect("write objects");
     let servers0 = common::servers_cpu(&two.dir.to_string_lossy());
     let children0 = common::children_cpu_seconds();
     let requests0 = two.requests_by_verb();
@@ -154,35 +169,98 @@ fn main() {
         "-f",
         file.to_str().expect("path"),
     ]);
-    let kubectl = t.elapsed();
+    let took = t.elapsed();
+    let cpu = common::children_cpu_seconds() - children0;
     let servers = common::cpu_spent(&servers0, &common::servers_cpu(&two.dir.to_string_lossy()));
-    println!(
-        "servers during kubectl's apply: {}",
-        common::cpu_line(&servers)
-    );
-    println!(
-        "kubectl's apply: {}",
-        common::floor_line(
-            servers.values().sum::<f64>() + common::children_cpu_seconds() - children0,
-            kubectl.as_secs_f64()
-        )
-    );
-    println!(
-        "requests during kubectl's apply: {}",
-        common::requests_delta(&requests0, &two.requests_by_verb())
-    );
     assert!(
         out.status.success(),
         "kubectl failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     println!(
-        "kubectl apply --server-side: {:.2} s wall, {:.2} s CPU",
-        kubectl.as_secs_f64(),
-        common::children_cpu_seconds() - children0
+        "  kubectl apply --server-side: {:.2} s wall, {cpu:.2} s CPU",
+        took.as_secs_f64()
+    );
+    println!("    servers: {}", common::cpu_line(&servers));
+    println!(
+        "    {}",
+        common::floor_line(servers.values().sum::<f64>() + cpu, took.as_secs_f64())
     );
     println!(
-        "ratio kubectl / pontoon (first sync): {:.2}x",
-        kubectl.as_secs_f64() / first.0.as_secs_f64()
+        "    requests: {}",
+        common::requests_delta(&requests0, &two.requests_by_verb())
+    );
+    two.stop();
+    took
+}
+
+/// The objects as one multi-document file, namespaces first.
+fn as_yaml_stream(desired: &DesiredState) -> String {
+    let mut docs: Vec<&serde_json::Value> = desired
+        .units
+        .values()
+        .flat_map(|u| u.objects.iter().map(|o| &*o.object))
+        .collect();
+    docs.sort_by_key(|o| o["kind"] != "Namespace");
+    let mut text = String::new();
+    for d in docs {
+        text.push_str("---\n");
+        text.push_str(&serde_json::to_string(d).expect("json"));
+        text.push('\n');
+    }
+    text
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn main() {
+    let rounds: usize = std::env::var("PONTOON_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let desired = Arc::new(state(CLUSTER));
+    let total: usize = desired.units.values().map(|u| u.objects.len()).sum();
+    println!("objects: {total} in {TEAMS} teams; {rounds} rounds");
+
+    let mut runs = Vec::new();
+    for r in 1..=rounds {
+        println!("round {r}:");
+        let p = pontoon_round(&rt, &desired);
+        let k = kubectl_round(&desired);
+        let ratio = k.as_secs_f64() / p.first.as_secs_f64();
+        println!("  ratio kubectl / pontoon (first sync): {ratio:.2}x");
+        runs.push((p, k, ratio));
+    }
+
+    let m = |f: &dyn Fn(&(Pontoon, Duration, f64)) -> f64| median(runs.iter().map(f).collect());
+    let ratios: Vec<String> = runs.iter().map(|r| format!("{:.2}x", r.2)).collect();
+    println!("medians of {rounds} rounds:");
+    println!(
+        "  pontoon first sync {:.2} s, kubectl apply --server-side {:.2} s, ratio {:.2}x (rounds: {})",
+        m(&|r| r.0.first.as_secs_f64()),
+        m(&|r| r.1.as_secs_f64()),
+        m(&|r| r.2),
+        ratios.join(", ")
+    );
+    println!(
+        "  pontoon no-op resync {:.2} s wall, {:.2} s CPU, at most {} write requests",
+        m(&|r| r.0.noop.as_secs_f64()),
+        m(&|r| r.0.noop_cpu),
+        runs.iter().map(|r| r.0.noop_writes).max().unwrap_or(0)
+    );
+    println!(
+        "  pontoon peak RSS: {:.1} MiB in the first round, {:.1} MiB over all {rounds} (this process)",
+        runs.first().map_or(f64::NAN, |r| r.0.peak_rss),
+        common::peak_rss_mib()
     );
 }

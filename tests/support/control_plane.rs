@@ -43,7 +43,9 @@ pub fn repo_root() -> PathBuf {
 }
 
 impl ControlPlane {
-    fn start(name: &'static str) -> ControlPlane {
+    /// A control plane owned by the caller: [`ControlPlane::stop`] ends it (dropping it
+    /// does too, without waiting). The statics above hold the ones tests share.
+    pub fn start(name: &'static str) -> ControlPlane {
         let script = Script::start(
             "control-plane.sh",
             name,
@@ -60,6 +62,12 @@ impl ControlPlane {
             dir: script.dir.clone(),
             script,
         }
+    }
+
+    /// Stops etcd and kube-apiserver and waits until they have exited (benchmarks start
+    /// a fresh control plane per round and must not leave the last one spending CPU).
+    pub fn stop(self) {
+        self.script.stop();
     }
 
     /// Stops kube-apiserver (etcd keeps the data). Only for a [`dedicated`] control plane.

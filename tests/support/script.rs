@@ -23,7 +23,7 @@ pub struct Script {
     env: HashMap<String, String>,
     stdin: Mutex<ChildStdin>,
     answers: Mutex<Receiver<String>>,
-    _child: Mutex<Child>,
+    child: Mutex<Child>,
 }
 
 impl Script {
@@ -90,7 +90,7 @@ impl Script {
             env,
             stdin: Mutex::new(stdin),
             answers: Mutex::new(answers),
-            _child: Mutex::new(child),
+            child: Mutex::new(child),
         }
     }
 
@@ -100,6 +100,15 @@ impl Script {
             .get(key)
             .unwrap_or_else(|| panic!("{key} missing from {}'s env", self.name))
             .clone()
+    }
+
+    /// Closes the script's standard input, which stops its servers, and waits until the
+    /// script has exited.
+    pub fn stop(self) {
+        drop(self.stdin);
+        let mut child = self.child.into_inner().unwrap_or_else(|e| e.into_inner());
+        let status = child.wait().expect("wait for the script");
+        assert!(status.success(), "{} stopped with {status}", self.name);
     }
 
     /// Sends a request line and waits for the expected answer.
