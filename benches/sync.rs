@@ -22,6 +22,7 @@ mod fixtures;
 #[allow(dead_code)]
 mod script;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,15 +114,7 @@ fn pontoon_round(rt: &tokio::runtime::Runtime, desired: &Arc<DesiredState>) -> P
             desired.units.values().map(|u| u.objects.len()).sum::<usize>() as f64
                 / first.as_secs_f64()
         );
-        println!("    servers: {}", common::cpu_line(&servers));
-        println!(
-            "    {}",
-            common::floor_line(servers.values().sum::<f64>() + cpu, first.as_secs_f64())
-        );
-        println!(
-            "    requests: {}",
-            common::requests_delta(&requests0, &one.requests_by_verb())
-        );
+        print_load(&servers, cpu, first, &requests0, &one);
 
         let writes0 = one.write_requests();
         let cpu0 = common::cpu_seconds();
@@ -181,17 +174,31 @@ fn kubectl_round(desired: &DesiredState) -> Duration {
         "  kubectl apply --server-side: {:.2} s wall, {cpu:.2} s CPU",
         took.as_secs_f64()
     );
-    println!("    servers: {}", common::cpu_line(&servers));
+    print_load(&servers, cpu, took, &requests0, &two);
+    two.stop();
+    took
+}
+
+/// What a tool's run cost the servers and the machine, and the requests it sent by verb.
+fn print_load(
+    servers: &BTreeMap<String, f64>,
+    client_cpu: f64,
+    took: Duration,
+    requests0: &BTreeMap<String, u64>,
+    cp: &ControlPlane,
+) {
+    println!("    servers: {}", common::cpu_line(servers));
     println!(
         "    {}",
-        common::floor_line(servers.values().sum::<f64>() + cpu, took.as_secs_f64())
+        common::floor_line(
+            servers.values().sum::<f64>() + client_cpu,
+            took.as_secs_f64()
+        )
     );
     println!(
         "    requests: {}",
-        common::requests_delta(&requests0, &two.requests_by_verb())
+        common::requests_delta(requests0, &cp.requests_by_verb())
     );
-    two.stop();
-    took
 }
 
 /// The objects as one multi-document file, namespaces first.
