@@ -243,11 +243,7 @@ impl Cluster {
     }
 }
 
-/// Splits an apiVersion into group and version (`v1` is the core group).
-/// Runs a request once more when it failed in transport, before any answer came: a
-/// pooled connection the server had just closed, a reset. Only for requests that are safe
-/// to repeat (server-side apply, get, list, delete); an answer from the server, even an
-/// error, is returned as it is.
+/// A permit of one of the cluster's limits.
 async fn acquire(limit: &Arc<Semaphore>) -> OwnedSemaphorePermit {
     // The semaphores are never closed, so acquiring cannot fail.
     match limit.clone().acquire_owned().await {
@@ -256,6 +252,10 @@ async fn acquire(limit: &Arc<Semaphore>) -> OwnedSemaphorePermit {
     }
 }
 
+/// Runs a request once more when it failed in transport, before any answer came: a
+/// pooled connection the server had just closed, a reset. Only for requests that are safe
+/// to repeat (server-side apply, get, list, delete); an answer from the server, even an
+/// error, is returned as it is.
 pub async fn retry_transport<T, F, Fut>(mut request: F) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
@@ -271,6 +271,7 @@ where
     }
 }
 
+/// The group/version/kind of an apiVersion and kind (`v1` is the core group).
 pub fn gvk_of(api_version: &str, kind: &str) -> GroupVersionKind {
     match api_version.rsplit_once('/') {
         Some((g, v)) => GroupVersionKind::gvk(g, v, kind),
