@@ -55,7 +55,13 @@ impl Gitea {
             password: script.get("GITEA_PASSWORD"),
             token: script.get("GITEA_TOKEN"),
             url: script.get("GITEA_URL"),
-            http: reqwest::Client::new(),
+            // A connection per request: a pooled one that Gitea closes as idle just as a
+            // request goes out fails that request in transport (seen once in a full run).
+            // pontoon's own forge client retries such failures; a check here must not.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("http client"),
             dir: script.dir.clone(),
             script,
         }
@@ -144,7 +150,7 @@ impl Gitea {
             .api(reqwest::Method::GET, &path)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+            .unwrap_or_else(|e| panic!("GET {path}: {e:?}"));
         let status = resp.status();
         assert!(status.is_success(), "GET {path}: {status}");
         resp.json().await.expect("statuses json")
