@@ -372,6 +372,71 @@ async fn another_teams_object_is_never_taken_over() {
     );
 }
 
+/// A field another manager took: with `forceConflicts: false` that object fails with the
+/// conflict named and keeps the other manager's value; by default pontoon takes the field
+/// back and still reports whom it took it from.
+#[tokio::test]
+async fn a_conflict_is_refused_or_taken_over_as_configured_and_always_reported() {
+    let cp = control_plane::shared();
+    let team = unique_name("conflict");
+    let mut objects = team_base(&team, &[&team]);
+    objects.push(configmap(&team, &team, "settings", json!({"mode": "ours"})));
+    objects.push(configmap(&team, &team, "other", json!({"k": "v"})));
+    let desired = unit_desired(&team, cp.name, &[&team], objects);
+    let forcing = syncer(cp).await;
+    assert_eq!(forcing.sync(&desired, "r1").await.state, UnitState::Synced);
+
+    let configmaps: Api<ConfigMap> = Api::namespaced(cp.client().await, &team);
+    configmaps
+        .patch(
+            "settings",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "settings"}, "data": {"mode": "theirs"}})),
+        )
+        .await
+        .expect("another manager takes the field");
+
+    let cluster =
+        Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 16).expect("cluster");
+    let polite = Syncer::new(
+        Arc::new(cluster),
+        SyncOptions {
+            force_conflicts: false,
+            ..SyncOptions::default()
+        },
+    );
+    let r = polite.sync(&desired, "r1").await;
+    assert_eq!(r.state, UnitState::Failed, "{r:?}");
+    assert_eq!(r.errors.len(), 1, "{r:?}");
+    assert!(r.errors[0].object.contains("settings"), "{r:?}");
+    assert!(
+        r.errors[0]
+            .message
+            .contains("conflict with another field manager")
+            && r.errors[0].message.contains("someone-else"),
+        "{r:?}"
+    );
+    assert_eq!(
+        cm_data(cp, &team, "settings").await.as_deref(),
+        Some(r#"{"mode":"theirs"}"#)
+    );
+
+    let r = forcing.sync(&desired, "r1").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    assert_eq!(r.conflicts.len(), 1, "{r:?}");
+    assert!(
+        r.conflicts[0].object.contains("settings")
+            && r.conflicts[0].message.contains("took ownership")
+            && r.conflicts[0].message.contains("someone-else"),
+        "{r:?}"
+    );
+    assert_eq!(
+        cm_data(cp, &team, "settings").await.as_deref(),
+        Some(r#"{"mode":"ours"}"#)
+    );
+}
+
 /// pontoon applies with `fieldValidation=Ignore` (its JSON bodies cannot hold duplicate
 /// keys, the only thing that setting adds for an apply); a field the schema does not
 /// declare must still be refused by the apiserver, for that object alone.
