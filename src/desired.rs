@@ -238,10 +238,27 @@ pub struct Diagnostic {
     pub column: u64,
     /// The team whose files (or render) it concerns; `None` for platform-wide files.
     pub team: Option<TeamName>,
+    /// The one cluster it concerns (a cluster's override, an expression that reads the
+    /// cluster); `None` when it holds on every cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     pub severity: Severity,
     /// Stable rule id, e.g. `parse`, `unknown-field`, `namespace-not-owned`.
     pub rule: String,
     pub message: String,
+}
+
+impl Diagnostic {
+    /// The same diagnostic, about `cluster` alone.
+    pub fn on_cluster(mut self, cluster: &str) -> Self {
+        self.cluster = Some(cluster.to_owned());
+        self
+    }
+
+    /// Whether it concerns the unit on `cluster`.
+    pub fn concerns(&self, cluster: &str) -> bool {
+        self.cluster.as_deref().is_none_or(|c| c == cluster)
+    }
 }
 
 impl fmt::Display for Diagnostic {

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::desired::{ClusterName, DesiredState, Severity, TeamName, UnitId};
+use crate::desired::{ClusterName, DesiredState, Diagnostic, Severity, TeamName, UnitId};
 use crate::server::{DriftView, StatusSource, UnitView};
 use crate::sync::{UnitResult, UnitState};
 
@@ -41,8 +41,8 @@ struct Inner {
     /// Units that must have been attempted once for `/readyz`.
     expected: BTreeSet<UnitId>,
     attempted: BTreeSet<UnitId>,
-    /// Teams whose files fail to render at `revision`, with the error to show.
-    render_failures: BTreeMap<TeamName, String>,
+    /// Teams whose files fail to render at `revision`, with their diagnostics.
+    render_failures: BTreeMap<TeamName, Vec<Diagnostic>>,
 }
 
 /// Shared status of every unit.
@@ -78,29 +78,10 @@ impl Board {
         for id in state.units.keys() {
             inner.units.entry(id.clone()).or_insert_with(Entry::pending);
         }
-        let short = crate::status::short(&state.revision);
-        inner.render_failures = state
-            .failed_teams
-            .iter()
-            .map(|(team, diags)| {
-                let first = diags
-                    .iter()
-                    .find(|d| d.severity == Severity::Error)
-                    .or(diags.first())
-                    .map_or_else(|| "no diagnostic".to_owned(), |d| d.to_string());
-                let errors = diags.iter().filter(|d| d.severity == Severity::Error);
-                let more = match errors.count() {
-                    0 | 1 => String::new(),
-                    n => format!(" (and {} more errors)", n - 1),
-                };
-                let message =
-                    format!("render failed at {short}, cluster left as it was: {first}{more}");
-                (team.clone(), message)
-            })
-            .collect();
+        inner.render_failures = state.failed_teams.clone();
         let inner = &mut *inner;
         let mut failed = Vec::new();
-        for (team, message) in &inner.render_failures {
+        for (team, diags) in &inner.render_failures {
             let mut ids: Vec<UnitId> = inner
                 .units
                 .keys()
@@ -119,7 +100,7 @@ impl Board {
             for id in ids {
                 let e = inner.units.entry(id.clone()).or_insert_with(Entry::pending);
                 e.state = UnitState::Failed.as_str().to_owned();
-                e.last_error = Some(message.clone());
+                e.last_error = Some(render_failure(&state.revision, diags, &id.cluster));
                 failed.push(id);
             }
         }
@@ -134,11 +115,12 @@ impl Board {
     pub fn effective<'a>(&self, r: &'a UnitResult, removal: bool) -> Cow<'a, UnitResult> {
         let inner = self.lock();
         match inner.render_failures.get(&r.unit.team) {
-            Some(message) if !removal => {
+            Some(diags) if !removal => {
+                let message = render_failure(&inner.revision, diags, &r.unit.cluster);
                 let mut r = r.clone();
                 r.message = Some(match &r.message {
                     Some(own) => format!("{message}; last sync of the previous state: {own}"),
-                    None => message.clone(),
+                    None => message,
                 });
                 r.state = UnitState::Failed;
                 Cow::Owned(r)
@@ -225,10 +207,34 @@ impl StatusSource for Board {
     }
 }
 
+/// The error a unit of a team that fails to render shows: the first error about its
+/// cluster (the team's diagnostics hold every cluster's), and how many more there are.
+fn render_failure(revision: &str, diags: &[Diagnostic], cluster: &ClusterName) -> String {
+    let errors: Vec<&Diagnostic> = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error && d.concerns(&cluster.0))
+        .collect();
+    // A team fails as a whole: a unit with no error of its own shows another cluster's.
+    let first = errors
+        .first()
+        .copied()
+        .or_else(|| diags.iter().find(|d| d.severity == Severity::Error))
+        .or(diags.first())
+        .map_or_else(|| "no diagnostic".to_owned(), |d| d.to_string());
+    // The same problem found once per cluster is one error.
+    let distinct: BTreeSet<&Diagnostic> = errors.into_iter().collect();
+    let more = match distinct.len() {
+        0 | 1 => String::new(),
+        2 => " (and 1 more error)".to_owned(),
+        n => format!(" (and {} more errors)", n - 1),
+    };
+    let short = crate::status::short(revision);
+    format!("render failed at {short}, cluster left as it was: {first}{more}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::Diagnostic;
 
     fn unit(team: &str, cluster: &str) -> UnitId {
         UnitId {
@@ -250,6 +256,7 @@ mod tests {
                     line: 3,
                     column: 21,
                     team: Some(TeamName(team.into())),
+                    cluster: None,
                     severity: Severity::Error,
                     rule: "namespace-not-owned".into(),
                     message: "ConfigMap in namespace b, which belongs to team b".into(),
@@ -321,6 +328,73 @@ mod tests {
             UnitState::Synced
         );
         assert_eq!(view(&board, &shop).last_error, None);
+    }
+
+    #[test]
+    fn each_unit_of_a_team_that_fails_to_render_shows_its_own_clusters_error() {
+        let spec = |cluster: &str, line: u64| Diagnostic {
+            file: "teams/data/pipeline.yaml".into(),
+            line,
+            column: 3,
+            team: Some(TeamName("data".into())),
+            cluster: Some(cluster.into()),
+            severity: Severity::Error,
+            rule: "invalid-spec".into(),
+            message: format!("Topic clickstream on {cluster}: spec.partitions must be an integer"),
+        };
+        let everywhere = Diagnostic {
+            cluster: None,
+            rule: "namespace-not-owned".into(),
+            message: "ConfigMap in namespace b, which belongs to team b".into(),
+            ..spec("any", 20)
+        };
+        let mut state = render("bbbbbbb2", None);
+        state.failed_teams.insert(
+            TeamName("data".into()),
+            vec![
+                spec("staging", 6),
+                spec("prod", 6),
+                everywhere.clone(),
+                everywhere,
+            ],
+        );
+        let clusters = ["staging".into(), "prod".into(), "dev".into()];
+        board_errors(&state, &clusters, |cluster, error| match cluster {
+            "staging" | "prod" => {
+                assert!(
+                    error.contains(&format!("Topic clickstream on {cluster}:")),
+                    "{error}"
+                );
+                assert!(error.ends_with("(and 1 more error)"), "{error}");
+            }
+            _ => {
+                assert!(error.contains("belongs to team b"), "{error}");
+                assert!(!error.contains("more error"), "{error}");
+            }
+        });
+
+        // A unit with no error of its own still fails with its team, and says why.
+        let mut state = render("bbbbbbb2", None);
+        state
+            .failed_teams
+            .insert(TeamName("data".into()), vec![spec("staging", 6)]);
+        board_errors(&state, &clusters[..2], |_, error| {
+            assert!(error.contains("Topic clickstream on staging:"), "{error}");
+        });
+    }
+
+    fn board_errors(state: &DesiredState, clusters: &[String], check: impl Fn(&str, &str)) {
+        let board = Board::new();
+        let failed = board.rendered(state, clusters);
+        assert_eq!(failed.len(), clusters.len());
+        for id in failed {
+            let error = view(&board, &id).last_error.expect("render error shown");
+            check(&id.cluster.0, &error);
+            // The same message after a resync of the last good state.
+            let resync = UnitResult::new(id.clone(), "aaaaaaa1");
+            let shown = board.effective(&resync, false);
+            assert_eq!(shown.message.as_deref(), Some(error.as_str()));
+        }
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub fn diag(
         line,
         column,
         team: team.cloned(),
+        cluster: None,
         severity: Severity::Error,
         rule: rule.to_owned(),
         message: message.into(),
@@ -173,7 +174,7 @@ fn split_documents(text: &str) -> Vec<(u64, String)> {
 pub fn typed<T: for<'de> Deserialize<'de>>(
     doc: &Document,
     team: Option<&TeamName>,
-) -> Result<T, Diagnostic> {
+) -> Result<T, Box<Diagnostic>> {
     // The document is parsed already; reading the typed form from that value is several
     // times cheaper than parsing the YAML again. Only when it fails is the text parsed
     // again, for the error's line and column (and for YAML's looser scalars).
@@ -188,7 +189,7 @@ pub fn typed<T: for<'de> Deserialize<'de>>(
         } else {
             "schema"
         };
-        diag(&doc.file, doc.line + l - 1, c, team, rule, message)
+        Box::new(diag(&doc.file, doc.line + l - 1, c, team, rule, message))
     })
 }
 

@@ -97,7 +97,7 @@ pub fn render(files: &Files, revision: &str) -> DesiredState {
                 [doc] => match model::typed::<Platform>(doc, None) {
                     Ok(p) => check_platform(doc, p, &mut diags),
                     Err(d) => {
-                        diags.push(d);
+                        diags.push(*d);
                         None
                     }
                 },
@@ -162,7 +162,7 @@ pub fn render(files: &Files, revision: &str) -> DesiredState {
                         kinds.insert(k.metadata.name.clone(), (doc, k));
                     }
                 }
-                Err(d) => kd.push(d),
+                Err(d) => kd.push(*d),
             }
         }
         // A kind file we could not read at all still marks its name as broken when the
@@ -221,7 +221,7 @@ pub fn render(files: &Files, revision: &str) -> DesiredState {
                                 Err(errs)
                             }
                         }
-                        Err(e) => Err(vec![e]),
+                        Err(e) => Err(vec![*e]),
                     },
                     (None, true) => Err(vec![diag(
                         &team_yaml,
@@ -540,7 +540,7 @@ fn render_team(
                 let inst = match model::typed::<Instance>(&doc, Some(tn)) {
                     Ok(i) => i,
                     Err(d) => {
-                        errs.push(d);
+                        errs.push(*d);
                         continue;
                     }
                 };
@@ -598,17 +598,20 @@ fn render_team(
                                 let (line, column) = fields
                                     .find(&format!("overrides.{}{rest}", c.name))
                                     .unwrap_or_else(|| fields.position_of(&p.field));
-                                errs.push(diag(
-                                    path,
-                                    line,
-                                    column,
-                                    Some(tn),
-                                    "invalid-spec",
-                                    format!(
-                                        "{kind} {} on {}: {}",
-                                        inst.metadata.name, c.name, p.message
-                                    ),
-                                ));
+                                errs.push(
+                                    diag(
+                                        path,
+                                        line,
+                                        column,
+                                        Some(tn),
+                                        "invalid-spec",
+                                        format!(
+                                            "{kind} {} on {}: {}",
+                                            inst.metadata.name, c.name, p.message
+                                        ),
+                                    )
+                                    .on_cluster(&c.name),
+                                );
                             }
                             continue;
                         }
@@ -627,7 +630,17 @@ fn render_team(
                     ]) {
                         Ok(s) => s,
                         Err(m) => {
-                            errs.push(diag(path, doc.line, 1, Some(tn), "expression", m));
+                            errs.push(
+                                diag(
+                                    path,
+                                    doc.line,
+                                    1,
+                                    Some(tn),
+                                    "expression",
+                                    format!("{kind} {} on {}: {m}", inst.metadata.name, c.name),
+                                )
+                                .on_cluster(&c.name),
+                            );
                             continue;
                         }
                     };
@@ -637,17 +650,20 @@ fn render_team(
                                 Ok(true) => {}
                                 Ok(false) => continue,
                                 Err(m) => {
-                                    errs.push(diag(
-                                        path,
-                                        doc.line,
-                                        1,
-                                        Some(tn),
-                                        "expression",
-                                        format!(
-                                            "kind {kind}, resource {}: includeWhen: {m}",
-                                            res.id
-                                        ),
-                                    ));
+                                    errs.push(
+                                        diag(
+                                            path,
+                                            doc.line,
+                                            1,
+                                            Some(tn),
+                                            "expression",
+                                            format!(
+                                                "kind {kind}, resource {} on {}: includeWhen: {m}",
+                                                res.id, c.name
+                                            ),
+                                        )
+                                        .on_cluster(&c.name),
+                                    );
                                     continue;
                                 }
                             }
@@ -655,14 +671,20 @@ fn render_team(
                         let mut object = match scope.render(&res.template) {
                             Ok(o) => o,
                             Err(m) => {
-                                errs.push(diag(
-                                    path,
-                                    doc.line,
-                                    1,
-                                    Some(tn),
-                                    "expression",
-                                    format!("kind {kind}, resource {}: {m}", res.id),
-                                ));
+                                errs.push(
+                                    diag(
+                                        path,
+                                        doc.line,
+                                        1,
+                                        Some(tn),
+                                        "expression",
+                                        format!(
+                                            "kind {kind}, resource {} on {}: {m}",
+                                            res.id, c.name
+                                        ),
+                                    )
+                                    .on_cluster(&c.name),
+                                );
                                 continue;
                             }
                         };
@@ -675,7 +697,7 @@ fn render_team(
                                 kinds_used.insert(group_kind);
                             }
                             Err(d) => {
-                                errs.push(d);
+                                errs.push(*d);
                                 continue;
                             }
                         }
@@ -720,7 +742,7 @@ fn render_team(
                         kinds_used.insert(group_kind);
                     }
                     Err(d) => {
-                        errs.push(d);
+                        errs.push(*d);
                         continue;
                     }
                 }
@@ -766,14 +788,17 @@ fn render_team(
                 continue;
             };
             if let Some(first) = seen.get(&key) {
-                errs.push(diag(
-                    &o.source.file,
-                    o.source.line,
-                    1,
-                    Some(tn),
-                    "duplicate-object",
-                    format!("{key} on {} is also produced by {first}", c.name),
-                ));
+                errs.push(
+                    diag(
+                        &o.source.file,
+                        o.source.line,
+                        1,
+                        Some(tn),
+                        "duplicate-object",
+                        format!("{key} on {} is also produced by {first}", c.name),
+                    )
+                    .on_cluster(&c.name),
+                );
             } else {
                 seen.insert(key, o.source.clone());
             }
@@ -808,7 +833,7 @@ fn place(
     tn: &TeamName,
     ctx: &Ctx,
     doc: &Document,
-) -> Result<(String, String), Diagnostic> {
+) -> Result<(String, String), Box<Diagnostic>> {
     let api_version = object
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -820,15 +845,20 @@ fn place(
         .unwrap_or("")
         .to_owned();
     if is_cluster_scoped(group_of(&api_version), &kind) {
-        return Err(doc.diag_at(
+        return Err(Box::new(doc.diag_at(
             "kind",
             Some(tn),
             "cluster-scoped",
             format!("{kind} is cluster-scoped; teams produce only namespaced objects"),
-        ));
+        )));
     }
     let Some(obj) = object.as_object_mut() else {
-        return Err(doc.diag_at("", Some(tn), "schema", "a document must be a mapping"));
+        return Err(Box::new(doc.diag_at(
+            "",
+            Some(tn),
+            "schema",
+            "a document must be a mapping",
+        )));
     };
     let meta = obj.entry("metadata").or_insert_with(|| json!({}));
     let name_ok = meta
@@ -836,12 +866,12 @@ fn place(
         .and_then(Value::as_str)
         .is_some_and(|n| !n.is_empty());
     if !name_ok {
-        return Err(doc.diag_at(
+        return Err(Box::new(doc.diag_at(
             "metadata.name",
             Some(tn),
             "schema",
             format!("{kind} has no metadata.name"),
-        ));
+        )));
     }
     let ns = match meta.get("namespace").and_then(Value::as_str) {
         Some(ns) => ns.to_owned(),
@@ -854,18 +884,18 @@ fn place(
     };
     match ctx.namespace_owner.get(&ns) {
         Some(owner) if owner == tn => Ok((group_of(&api_version).to_owned(), kind)),
-        Some(owner) => Err(doc.diag_at(
+        Some(owner) => Err(Box::new(doc.diag_at(
             "metadata.namespace",
             Some(tn),
             "namespace-not-owned",
             format!("{kind} in namespace {ns}, which belongs to team {owner}"),
-        )),
-        None => Err(doc.diag_at(
+        ))),
+        None => Err(Box::new(doc.diag_at(
             "metadata.namespace",
             Some(tn),
             "namespace-not-owned",
             format!("{kind} in namespace {ns}, which is not one of the team's namespaces"),
-        )),
+        ))),
     }
 }
 

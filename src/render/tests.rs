@@ -98,6 +98,29 @@ fn a_good_repo_renders_every_unit() {
     assert_eq!(role.applier, Applier::Platform);
 }
 
+/// A problem in one cluster's values names that cluster, so that cluster's unit can show
+/// it; a problem with the file itself holds on every cluster.
+#[test]
+fn a_diagnostic_names_its_cluster_when_only_one_cluster_has_it() {
+    let s = render(
+        &repo(&[(
+            "teams/a/x.yaml",
+            "apiVersion: pontoon.dev/v1alpha1\nkind: App\nmetadata: {name: web}\nspec: {image: x}\noverrides:\n  prod: {replicas: 9}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: b}\n",
+        )]),
+        "rev",
+    );
+    let of = |rule: &str| -> Vec<Option<&str>> {
+        s.failed_teams[&TeamName("a".into())]
+            .iter()
+            .filter(|d| d.rule == rule)
+            .map(|d| d.cluster.as_deref())
+            .collect()
+    };
+    assert_eq!(of("invalid-spec"), [Some("prod")]);
+    assert!(!of("namespace-not-owned").is_empty());
+    assert!(of("namespace-not-owned").iter().all(Option::is_none));
+}
+
 #[test]
 fn one_bad_repo_per_rule() {
     let inst = |body: &str| {
@@ -257,6 +280,7 @@ fn github_annotations_escape_their_fields() {
         line: 3,
         column: 1,
         team: Some(TeamName("a".into())),
+        cluster: None,
         severity: Severity::Error,
         rule: "parse".into(),
         message: "bad\nthing".into(),

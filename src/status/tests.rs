@@ -198,6 +198,7 @@ fn a_broken_team_fails_on_its_clusters_and_others_go_on() {
             line: 4,
             column: 3,
             team: Some(TeamName("payments".into())),
+            cluster: None,
             severity: Severity::Error,
             rule: "unknown-field".into(),
             message: "unknown field `replica`".into(),

@@ -206,6 +206,7 @@ async fn team_removed_from_the_repo_loses_its_objects_but_a_failed_team_keeps_th
             line: 3,
             column: 1,
             team: Some(TeamName(broken.clone())),
+            cluster: None,
             severity: Severity::Error,
             rule: "parse".into(),
             message: "broken".into(),
