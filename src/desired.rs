@@ -26,6 +26,9 @@ pub const ANNOTATION_SOURCE: &str = "pontoon.dev/source";
 pub const ANNOTATION_PRUNE: &str = "pontoon.dev/prune";
 /// The field manager of every apply.
 pub const FIELD_MANAGER: &str = "pontoon";
+/// The Role (and its RoleBinding) in each of a team's namespaces that lets the team's
+/// identity manage the kinds the team uses.
+pub const TEAM_ROLE: &str = "pontoon-team";
 
 /// Server-side apply as pontoon's field manager. Field validation is `Ignore`: for an
 /// apply, `Warn` and `Strict` only add a second, strict YAML parse of the body to find

@@ -969,11 +969,11 @@ fn base_objects(
                              "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {LABEL_TEAM: tn.0}}}]}]}}),
         );
         push(
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "pontoon-team", "namespace": ns}, "rules": rules}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": TEAM_ROLE, "namespace": ns}, "rules": rules}),
         );
         push(
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "pontoon-team", "namespace": ns},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pontoon-team"},
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": TEAM_ROLE, "namespace": ns},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": TEAM_ROLE},
                     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": crate::cluster::team_user(tn)}]}),
         );
     }

@@ -37,7 +37,8 @@ use crate::cluster::{Cluster, ClusterError, Resolved, gvk_of, retry_transport};
 use crate::config::SyncConfig;
 use crate::desired::{
     ANNOTATION_PRUNE, Applier, DesiredObject, DesiredState, LABEL_MANAGED_BY, LABEL_TEAM,
-    MANAGED_BY_VALUE, ObjectKey, PrunePolicy, TeamName, UnitDesired, UnitId, apply_params,
+    MANAGED_BY_VALUE, ObjectKey, PrunePolicy, TEAM_ROLE, TeamName, UnitDesired, UnitId,
+    apply_params,
 };
 use health::Health;
 use inventory::{Entry, Inventory};
@@ -642,6 +643,19 @@ impl Syncer {
         }
         planned.retain(|p| !owned_elsewhere.contains(&p.key));
 
+        // The team's identity prunes what the team no longer has; its Role, rendered from
+        // the kinds the team uses now, may no longer allow that. Until the prune is done,
+        // apply the Role with `delete` on those kinds too, and narrow it afterwards.
+        let widened = self.widen_team_roles(&planned, &to_prune).await;
+        let mut narrow_after = Vec::new();
+        for p in planned.iter_mut() {
+            if let Some(w) = widened.iter().find(|w| w.key().as_ref() == Some(&p.key)) {
+                narrow_after.push((p.key.clone(), p.object, p.resolved.clone()));
+                p.object = w;
+                p.hash = object_hash(w);
+            }
+        }
+
         // Record everything that may exist before creating anything.
         let mut union = previous.clone();
         for p in &planned {
@@ -836,6 +850,30 @@ impl Syncer {
                     .or_insert_with(|| e.clone());
             }
         }
+        for (key, exact, resolved) in narrow_after {
+            if !applied.contains_key(&key) {
+                continue;
+            }
+            let p = Planned {
+                hash: object_hash(exact),
+                key,
+                object: exact,
+                resolved,
+            };
+            match self
+                .apply_one(&p, team, None, None, false, rbac_changed)
+                .await
+            {
+                Ok(a) => {
+                    r.writes += a.writes;
+                    if let Some(o) = applied.get_mut(&p.key) {
+                        o.desired = exact.clone();
+                        o.resource_version = a.resource_version;
+                    }
+                }
+                Err(message) => r.error(&p.key, format!("{message} (from {})", exact.source)),
+            }
+        }
         if final_inventory.entries != union.entries
             || !union.exists && !previous.exists
             || previous.revision != revision
@@ -872,6 +910,73 @@ impl Syncer {
     }
 
     /// Lists the unit's live objects of the given kinds, page by page.
+    /// The unit's team-identity Roles with `delete` added for the kinds of the team's
+    /// objects about to be pruned that they do not already cover; empty when none need it.
+    async fn widen_team_roles(
+        &self,
+        planned: &[Planned<'_>],
+        to_prune: &[Entry],
+    ) -> Vec<DesiredObject> {
+        let mut needed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for e in to_prune.iter().filter(|e| e.applier == Applier::Team) {
+            if let Ok(res) = self.cluster.resolve(&gvk_of(&e.api_version, &e.kind)).await {
+                needed
+                    .entry(res.resource.group.clone())
+                    .or_default()
+                    .insert(res.resource.plural.clone());
+            }
+        }
+        if needed.is_empty() {
+            return Vec::new();
+        }
+        planned
+            .iter()
+            .filter(|p| {
+                p.object.applier == Applier::Platform
+                    && p.key.group == "rbac.authorization.k8s.io"
+                    && p.key.kind == "Role"
+                    && p.key.name == TEAM_ROLE
+            })
+            .filter_map(|p| {
+                let rules = p.object.object.get("rules").and_then(Value::as_array);
+                let covers = |group: &str, plural: &str| {
+                    rules.into_iter().flatten().any(|rule| {
+                        let has = |field: &str, want: &str| {
+                            rule.get(field)
+                                .and_then(Value::as_array)
+                                .is_some_and(|v| v.iter().any(|x| x == want || x == "*"))
+                        };
+                        has("apiGroups", group)
+                            && has("resources", plural)
+                            && (has("verbs", "delete"))
+                    })
+                };
+                let missing: Vec<Value> = needed
+                    .iter()
+                    .filter_map(|(group, plurals)| {
+                        let lacking: Vec<&String> =
+                            plurals.iter().filter(|pl| !covers(group, pl)).collect();
+                        (!lacking.is_empty()).then(|| {
+                            serde_json::json!({"apiGroups": [group], "resources": lacking, "verbs": ["delete"]})
+                        })
+                    })
+                    .collect();
+                if missing.is_empty() {
+                    return None;
+                }
+                let mut object = (*p.object.object).clone();
+                match object.get_mut("rules").and_then(Value::as_array_mut) {
+                    Some(rules) => rules.extend(missing),
+                    None => object["rules"] = Value::Array(missing),
+                }
+                Some(DesiredObject {
+                    object: Arc::new(object),
+                    ..p.object.clone()
+                })
+            })
+            .collect()
+    }
+
     async fn list_live<'a>(
         &self,
         team: &TeamName,
@@ -1358,13 +1463,16 @@ fn entry_of_applied(k: &ObjectKey, a: &AppliedObject) -> Entry {
     }
 }
 
-/// Namespaced objects go first, then cluster-scoped ones, Namespaces, and CRDs last.
+/// The team's own objects go first (the team's RBAC, a platform object, must outlive
+/// them: they are deleted as the team), then the platform's namespaced objects,
+/// cluster-scoped ones, Namespaces, and CRDs last.
 fn prune_rank(e: &Entry) -> u8 {
     match (e.api_version.as_str(), e.kind.as_str()) {
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => 0,
         ("v1", "Namespace") => 1,
         _ if e.namespace.is_empty() => 2,
-        _ => 3,
+        _ if e.applier == Applier::Platform => 3,
+        _ => 4,
     }
 }
 
@@ -1384,5 +1492,55 @@ fn unreachable_resolved(key: &ObjectKey) -> Resolved {
             plural: String::new(),
         },
         namespaced: !key.namespace.is_empty(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(api_version: &str, kind: &str, namespace: &str, applier: Applier) -> Entry {
+        Entry {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: "x".into(),
+            applier,
+        }
+    }
+
+    /// The team's objects are deleted as the team, so the Role that allows it goes after
+    /// them whatever their API group sorts like.
+    #[test]
+    fn prune_order_deletes_the_teams_objects_before_its_rbac_and_namespaces_last() {
+        let mut entries = [
+            entry(
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                "",
+                Applier::Platform,
+            ),
+            entry("v1", "Namespace", "", Applier::Platform),
+            entry(
+                "rbac.authorization.k8s.io/v1",
+                "Role",
+                "shop",
+                Applier::Platform,
+            ),
+            entry("zz.example.com/v1", "Widget", "shop", Applier::Team),
+            entry("v1", "ConfigMap", "shop", Applier::Team),
+        ];
+        entries.sort_by_key(|e| std::cmp::Reverse(prune_rank(e)));
+        let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "Widget",
+                "ConfigMap",
+                "Role",
+                "Namespace",
+                "CustomResourceDefinition"
+            ]
+        );
     }
 }

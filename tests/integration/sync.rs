@@ -373,6 +373,74 @@ async fn another_teams_object_is_never_taken_over() {
     );
 }
 
+/// The team's Role is rendered from the kinds the team uses now: when the team stops
+/// using a kind, the Role loses it in the same commit that prunes the last object of that
+/// kind. The prune (as the team) must still be allowed, and the Role must end narrow.
+#[tokio::test]
+async fn a_kind_the_team_stops_using_is_pruned_and_its_permission_then_dropped() {
+    let cp = control_plane::shared();
+    let s = syncer(cp).await;
+    let team = unique_name("kinds");
+    let files = |with_cronjob: bool| {
+        let mut f = pontoon::render::Files::new();
+        f.insert(
+            "platform.yaml".into(),
+            format!("apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: p}}\nspec:\n  clusters: [{{name: {}}}]\n  policy:\n    allowedKinds: [{{group: \"\", kind: ConfigMap}}, {{group: batch, kind: CronJob}}]\n    prune: {{maxShare: 1.0}}\n", cp.name).into_bytes(),
+        );
+        f.insert(
+            format!("teams/{team}/team.yaml"),
+            format!("apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  namespaces: [{team}]\n  clusters: {{names: [{}]}}\n", cp.name).into_bytes(),
+        );
+        let mut app = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {k: v}\n"
+            .to_owned();
+        if with_cronjob {
+            app.push_str("---\napiVersion: batch/v1\nkind: CronJob\nmetadata: {name: nightly}\nspec:\n  schedule: \"0 2 * * *\"\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: OnFailure\n          containers: [{name: job, image: registry.example/job:1}]\n");
+        }
+        f.insert(format!("teams/{team}/app.yaml"), app.into_bytes());
+        f
+    };
+    let unit = |rev: &str, with_cronjob: bool| {
+        let state = pontoon::render::render(&files(with_cronjob), rev);
+        assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
+        state.units.into_values().next().expect("one unit")
+    };
+    let role_resources = || async {
+        let roles: Api<k8s_openapi::api::rbac::v1::Role> =
+            Api::namespaced(cp.client().await, &team);
+        let role = roles.get(TEAM_ROLE).await.expect("team role");
+        role.rules
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|r| r.resources.unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+
+    let r = s.sync(&unit("r1", true), "r1").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    assert!(role_resources().await.contains(&"cronjobs".to_owned()));
+
+    let r = s.sync(&unit("r2", false), "r2").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    assert_eq!(
+        keys(&r.pruned),
+        [format!("CronJob.batch {team}/nightly")],
+        "{r:?}"
+    );
+    let cronjobs: Api<k8s_openapi::api::batch::v1::CronJob> =
+        Api::namespaced(cp.client().await, &team);
+    assert!(cronjobs.get_opt("nightly").await.expect("get").is_none());
+    assert_eq!(role_resources().await, ["configmaps"]);
+
+    let last = unit("r2", false);
+    let r = s.sync(&last, "r2").await;
+    assert_eq!((r.state, r.writes), (UnitState::Synced, 0), "{r:?}");
+
+    // The team leaves the repo: its objects go as the team, then the Role that allowed it.
+    let r = s.remove_team(&last.unit.team, &last.prune, "r3").await;
+    assert!(r.errors.is_empty() && r.held.is_empty(), "{r:?}");
+    assert!(cm_data(cp, &team, "settings").await.is_none());
+}
+
 /// A field another manager took: with `forceConflicts: false` that object fails with the
 /// conflict named and keeps the other manager's value; by default pontoon takes the field
 /// back and still reports whom it took it from.
