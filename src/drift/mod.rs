@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -403,6 +403,9 @@ pub fn removal_patch(additions: &[Addition], resource_version: &str) -> Value {
     Value::Array(ops)
 }
 
+/// How long a drifted object waits for its team's sync to end before it is read again.
+const RECHECK_WAIT_LIMIT: Duration = Duration::from_secs(600);
+
 /// The drift watches of one cluster.
 pub struct DriftWatch {
     syncer: Arc<Syncer>,
@@ -411,6 +414,8 @@ pub struct DriftWatch {
     watches: Mutex<HashMap<(String, String), JoinHandle<()>>>,
     /// Objects reported drifted and not yet seen corrected.
     open: Arc<Mutex<BTreeMap<ObjectKey, DriftEvent>>>,
+    /// Open objects to read again when their team's sync ends.
+    rechecking: Mutex<BTreeSet<ObjectKey>>,
     recorder: Recorder,
 }
 
@@ -438,6 +443,7 @@ impl DriftWatch {
             events,
             watches: Mutex::new(HashMap::new()),
             open: Arc::new(Mutex::new(BTreeMap::new())),
+            rechecking: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -533,6 +539,13 @@ impl DriftWatch {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains_key(&key);
+        // An open drift while the team's sync runs is judged once that sync is done,
+        // against what it applied: this change may be the one that closes it (a
+        // re-apply, or the repo adopting the edit).
+        if is_open && !deleted && self.syncer.is_syncing(&team) {
+            self.recheck_after_sync(resolved, team, key);
+            return;
+        }
         // pontoon's own write. Cheap unless the object is open: a re-apply cannot take
         // back what a person added, so an open object is checked in full.
         if !deleted && rv == a.resource_version && !is_open {
@@ -584,6 +597,45 @@ impl DriftWatch {
         event.added = additions.into_iter().map(|a| a.path).collect();
         event.reference = reference(&a.desired.object, &o);
         self.report(event);
+    }
+
+    /// Reads the object again once the team's sync on this cluster is over, and judges it
+    /// against what that sync applied. One pending look per object.
+    fn recheck_after_sync(self: &Arc<Self>, resolved: &Resolved, team: TeamName, key: ObjectKey) {
+        if !self
+            .rechecking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone())
+        {
+            return;
+        }
+        let me = self.clone();
+        let resolved = resolved.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + RECHECK_WAIT_LIMIT;
+            while me.syncer.is_syncing(&team) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            me.rechecking
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            let client = me.syncer.client().clone();
+            let api: kube::Api<DynamicObject> = if key.namespace.is_empty() {
+                kube::Api::all_with(client, &resolved.resource)
+            } else {
+                kube::Api::namespaced_with(client, &key.namespace, &resolved.resource)
+            };
+            match api.get_opt(&key.name).await {
+                Ok(Some(o)) => me.seen(&resolved, o, false),
+                // Deleted meanwhile: the watch reports the deletion.
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(object = %key, error = %e, "cannot read a drifted object again; its next change decides")
+                }
+            }
+        });
     }
 
     fn report_unowned(

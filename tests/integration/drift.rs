@@ -193,6 +193,57 @@ async fn report_mode_leaves_the_object_and_marks_the_unit_out_of_sync() {
     );
 }
 
+/// Report mode: a hand edit stays open until it is gone, and it is gone when the repo
+/// adopts it. The sync that applies the adopted value is pontoon's own write in flight
+/// when the watch sees it; the drift must still close once that sync is done.
+#[tokio::test]
+async fn drift_left_in_report_mode_closes_when_the_repo_adopts_the_change() {
+    let cp = control_plane::shared();
+    let cluster =
+        Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 8).expect("cluster");
+    let syncer = Arc::new(Syncer::new(Arc::new(cluster), SyncOptions::default()));
+    let team = unique_name("adopt");
+    let unit = |mode: &str| {
+        let mut objects = team_base(&team, &[&team]);
+        let mut cm = configmap(&team, &team, "settings", json!({"mode": mode}));
+        cm.drift = DriftMode::Report;
+        objects.push(cm);
+        unit_desired(&team, cp.name, &[&team], objects)
+    };
+    let mut state = DesiredState::default();
+    let u = unit("safe");
+    state.units.insert(u.unit.clone(), u.clone());
+    let (tx, mut rx) = mpsc::channel(64);
+    let watch = DriftWatch::new(syncer.clone(), tx, &[]);
+    watch
+        .ensure(kinds_of(&state, &ClusterName(cp.name.into())))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(syncer.sync(&u, "r1").await.state, UnitState::Synced);
+    quiet(&mut rx, "pontoon's own apply").await;
+
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(cp.client().await, &team);
+    cms.patch(
+        "settings",
+        &PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..Default::default()
+        },
+        &Patch::Merge(json!({"data": {"mode": "yolo"}})),
+    )
+    .await
+    .expect("hand edit");
+    let e = next(&mut rx, "the hand edit").await;
+    assert!(!e.corrected, "{e:?}");
+
+    let r = syncer.sync(&unit("yolo"), "r2").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    let e = next(&mut rx, "the adopted change").await;
+    assert!(e.corrected, "{e:?}");
+    assert_eq!(e.key.name, "settings");
+    watch.stop();
+}
+
 /// Events the API server holds about one object (events.k8s.io), as (reason, note).
 async fn events_about(client: kube::Client, namespace: &str, name: &str) -> Vec<(String, String)> {
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, namespace);
