@@ -17,3 +17,50 @@ pub mod source;
 pub mod status;
 pub mod sync;
 pub mod yaml;
+
+/// An error with its causes, outermost first: transport errors say little on their own
+/// ("client error (Connect)"); the cause says what happened (a refused connection, a
+/// timeout, a certificate). A cause whose text its parent already holds is skipped.
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !more.is_empty() && !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Layer {
+        text: &'static str,
+        source: Option<Box<Layer>>,
+    }
+
+    #[test]
+    fn describe_adds_each_cause_its_parent_does_not_already_say() {
+        let e = Layer {
+            text: "ServiceError: client error (Connect)",
+            source: Some(Box::new(Layer {
+                text: "client error (Connect)",
+                source: Some(Box::new(Layer {
+                    text: "tcp connect error: Connection refused (os error 111)",
+                    source: None,
+                })),
+            })),
+        };
+        assert_eq!(
+            describe(&e),
+            "ServiceError: client error (Connect): tcp connect error: Connection refused (os error 111)"
+        );
+    }
+}

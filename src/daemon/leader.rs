@@ -62,7 +62,7 @@ pub async fn run(
         let held = match try_acquire_or_renew(&api, &settings).await {
             Ok(held) => held,
             Err(e) => {
-                tracing::warn!(error = %e, lease = %settings.name, "lease request failed");
+                tracing::warn!(error = %crate::describe(&e), lease = %settings.name, "lease request failed");
                 // Without a successful renewal we cannot know we still lead.
                 false
             }

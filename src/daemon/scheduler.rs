@@ -148,7 +148,7 @@ impl Scheduler {
             let teams = match syncer.teams_on_cluster().await {
                 Ok(t) => t,
                 Err(e) => {
-                    tracing::warn!(%cluster, error = %e, "cannot list inventories; removed teams wait for the next pass");
+                    tracing::warn!(%cluster, error = %crate::describe(&e), "cannot list inventories; removed teams wait for the next pass");
                     continue;
                 }
             };

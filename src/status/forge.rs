@@ -163,7 +163,10 @@ impl Forge {
             Err(e) => Outcome::Retry {
                 after: None,
                 // reqwest's message names the URL, never the headers carrying the token.
-                why: format!("cannot reach the forge: {}", without_query(&e.to_string())),
+                why: format!(
+                    "cannot reach the forge: {}",
+                    without_query(&crate::describe(&e))
+                ),
             },
         }
     }

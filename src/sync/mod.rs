@@ -35,6 +35,7 @@ use serde_json::Value;
 
 use crate::cluster::{Cluster, ClusterError, Resolved, gvk_of, retry_transport};
 use crate::config::SyncConfig;
+use crate::describe;
 use crate::desired::{
     ANNOTATION_PRUNE, Applier, DesiredObject, DesiredState, LABEL_MANAGED_BY, LABEL_TEAM,
     MANAGED_BY_VALUE, ObjectKey, PrunePolicy, TEAM_ROLE, TeamName, UnitDesired, UnitId,
@@ -288,7 +289,7 @@ impl Drop for InFlight<'_> {
 
 #[derive(Debug, thiserror::Error)]
 enum SyncError {
-    #[error("cannot reach the cluster: {0}")]
+    #[error("cannot reach the cluster: {}", describe(.0))]
     Kube(#[from] kube::Error),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
@@ -447,7 +448,7 @@ impl Syncer {
         let on_cluster = match self.teams_on_cluster().await {
             Ok(t) => t,
             Err(e) => {
-                tracing::warn!(cluster = %self.cluster.name, error = %e, "cannot list inventories; removed teams are not pruned this time");
+                tracing::warn!(cluster = %self.cluster.name, error = %describe(&e), "cannot list inventories; removed teams are not pruned this time");
                 return results;
             }
         };
@@ -1280,7 +1281,7 @@ impl Syncer {
                 Err(format!("{CONFLICT}{}", s.message))
             }
             Ok(Err(kube::Error::Api(s))) => Err(format!("{} ({})", s.message, s.reason)),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => Err(describe(&e)),
             Ok(Ok(o)) => Ok(o),
         }
     }
@@ -1289,7 +1290,7 @@ impl Syncer {
         let _permit = self.cluster.read_permit().await;
         match retry_transport(|| api.get(name)).await {
             Ok(o) => serde_json::to_value(o).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(describe(&e)),
         }
     }
 
@@ -1313,7 +1314,7 @@ impl Syncer {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(kube::Error::Api(s)) => Err(format!("{} ({})", s.message, s.reason)),
-            Err(err) => Err(err.to_string()),
+            Err(err) => Err(describe(&err)),
         }
     }
 

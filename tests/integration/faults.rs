@@ -101,7 +101,11 @@ async fn a_stopped_apiserver_fails_its_unit_only_and_the_unit_recovers() {
     })
     .await;
     let error = failed["last_error"].as_str().unwrap_or("");
-    assert!(!error.is_empty(), "the reason is shown: {failed}");
+    // The cause, not only the transport's "client error (Connect)".
+    assert!(
+        error.contains("cannot reach the cluster") && error.contains("Connection refused"),
+        "the reason is shown: {failed}"
+    );
     let steady_unit = unit_state(&http, &base, "steady")
         .await
         .expect("steady unit");
