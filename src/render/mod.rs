@@ -268,7 +268,14 @@ pub fn render(files: &Files, revision: &str) -> DesiredState {
         let tn = TeamName(name.clone());
         let result = match parsed {
             Err(errs) => Err(errs),
-            Ok((_, team)) => render_team(&ctx, &tn, &team, &team_files[&name], &broken_kinds),
+            Ok((_, team)) => render_team(
+                &ctx,
+                &tn,
+                &team,
+                &team_files[&name],
+                &broken_kinds,
+                &mut diags,
+            ),
         };
         match result {
             Ok(units) => {
@@ -447,6 +454,7 @@ fn render_team(
     team: &Team,
     files: &[(&String, &Vec<u8>)],
     broken_kinds: &BTreeMap<String, Diagnostic>,
+    warnings: &mut Vec<Diagnostic>,
 ) -> Result<Vec<UnitDesired>, Vec<Diagnostic>> {
     let mut errs = Vec::new();
     let clusters = select_clusters(ctx.platform, &team.spec.clusters);
@@ -549,16 +557,33 @@ fn render_team(
                     None => clusters.clone(),
                 };
                 for cname in inst.overrides.keys() {
-                    if !clusters.iter().any(|c| &c.name == cname) {
+                    if clusters.iter().any(|c| &c.name == cname) {
+                        continue;
+                    }
+                    let field = format!("overrides.{cname}");
+                    if ctx.platform.spec.clusters.iter().any(|c| &c.name == cname) {
+                        // A cluster the team left (or not yet joined): the override waits
+                        // harmlessly, and leaving a cluster takes one line, not a sweep.
+                        let mut w = doc.diag_at(
+                            &field,
+                            Some(tn),
+                            "unused-override",
+                            format!(
+                                "override for cluster {cname}, which the team does not target; it is ignored"
+                            ),
+                        );
+                        w.severity = Severity::Warning;
+                        warnings.push(w);
+                    } else {
                         errs.push(doc.diag_at(
-                            &format!("overrides.{cname}"),
+                            &field,
                             Some(tn),
                             "unknown-cluster",
                             format!(
-                                "override for cluster {cname}, which the team does not target{}",
+                                "override for cluster {cname}, which platform.yaml does not define{}",
                                 model::did_you_mean(
                                     cname,
-                                    clusters.iter().map(|c| c.name.as_str())
+                                    ctx.platform.spec.clusters.iter().map(|c| c.name.as_str())
                                 )
                             ),
                         ));

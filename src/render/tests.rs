@@ -98,6 +98,34 @@ fn a_good_repo_renders_every_unit() {
     assert_eq!(role.applier, Applier::Platform);
 }
 
+/// A team that stops targeting a cluster keeps rendering: an override for a cluster the
+/// platform defines but the team does not target is a warning, not an error.
+#[test]
+fn an_override_for_a_cluster_the_team_left_is_a_warning() {
+    let (s, d) = diags(&[
+        (
+            "teams/c/team.yaml",
+            &team("c", "c").replace("[staging, prod]", "[staging]"),
+        ),
+        (
+            "teams/c/x.yaml",
+            "apiVersion: pontoon.dev/v1alpha1\nkind: App\nmetadata: {name: web}\nspec: {image: x}\noverrides:\n  prod: {replicas: 2}\n",
+        ),
+    ]);
+    assert_eq!(
+        d,
+        [
+            "teams/c/x.yaml:6:3: warning[unused-override]: team c: override for cluster prod, which the team does not target; it is ignored"
+        ]
+    );
+    assert!(!s.failed_teams.contains_key(&TeamName("c".into())));
+    assert!(
+        s.units
+            .keys()
+            .any(|u| u.team.0 == "c" && u.cluster.0 == "staging")
+    );
+}
+
 /// A problem in one cluster's values names that cluster, so that cluster's unit can show
 /// it; a problem with the file itself holds on every cluster.
 #[test]
@@ -140,6 +168,7 @@ fn one_bad_repo_per_rule() {
         (vec![("teams/a/x.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: b}\n".into())], "teams/a/x.yaml:3:21: error[namespace-not-owned]: team a: ConfigMap in namespace b, which belongs to team b"),
         (vec![("teams/a/x.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n".into())], "teams/a/x.yaml:2:1: error[kind-not-allowed]: team a: teams may not write Secret (v1) by hand; the platform allows: ConfigMap"),
         (vec![("teams/a/x.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n".into())], "teams/a/x.yaml:5:1: error[duplicate-object]: team a: ConfigMap a/c on prod is also produced by teams/a/x.yaml:1"),
+        (vec![("teams/a/x.yaml", inst("spec: {image: x}\noverrides:\n  prdo: {replicas: 2}\n"))], "teams/a/x.yaml:6:3: error[unknown-cluster]: team a: override for cluster prdo, which platform.yaml does not define (did you mean prod?)"),
         (vec![("teams/c/team.yaml", team("c", "a"))], "teams/c/team.yaml:5:16: error[namespace-claimed]: team c: namespace a belongs to team a"),
         (vec![("teams/c/team.yaml", team("c", "c").replace("[staging, prod]", "[moon]"))], "teams/c/team.yaml:6:22: error[unknown-cluster]: team c: cluster moon is not defined in platform.yaml"),
         (vec![("teams/c/app.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n".into())], "teams/c/team.yaml:1:1: error[missing-team-file]: team c: team folder teams/c/ has no team.yaml"),
