@@ -542,8 +542,10 @@ impl DriftWatch {
         // An open drift while the team's sync runs is judged once that sync is done,
         // against what it applied: this change may be the one that closes it (a
         // re-apply, or the repo adopting the edit).
-        if is_open && !deleted && self.syncer.is_syncing(&team) {
-            self.recheck_after_sync(resolved, team, key);
+        // So is a deletion: it may be the sync's own prune, which the record it leaves
+        // will no longer hold.
+        if (is_open || deleted) && self.syncer.is_syncing(&team) {
+            self.recheck_after_sync(resolved, team, key, deleted.then_some(o));
             return;
         }
         // pontoon's own write. Cheap unless the object is open: a re-apply cannot take
@@ -599,14 +601,22 @@ impl DriftWatch {
         self.report(event);
     }
 
-    /// Reads the object again once the team's sync on this cluster is over, and judges it
-    /// against what that sync applied. One pending look per object.
-    fn recheck_after_sync(self: &Arc<Self>, resolved: &Resolved, team: TeamName, key: ObjectKey) {
-        if !self
-            .rechecking
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone())
+    /// Judges the object again once the team's sync on this cluster is over, against what
+    /// that sync applied: a deletion (`deleted`, the object as last seen) as it was, any
+    /// other change by reading the object again (one pending read per object).
+    fn recheck_after_sync(
+        self: &Arc<Self>,
+        resolved: &Resolved,
+        team: TeamName,
+        key: ObjectKey,
+        deleted: Option<DynamicObject>,
+    ) {
+        if deleted.is_none()
+            && !self
+                .rechecking
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone())
         {
             return;
         }
@@ -616,6 +626,9 @@ impl DriftWatch {
             let deadline = Instant::now() + RECHECK_WAIT_LIMIT;
             while me.syncer.is_syncing(&team) && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if let Some(o) = deleted {
+                return me.seen(&resolved, o, true);
             }
             me.rechecking
                 .lock()

@@ -360,6 +360,21 @@ impl Syncer {
         }
     }
 
+    /// Marks a sync of `team` as running until the guard drops: the drift watch takes
+    /// what it sees meanwhile as possibly this sync's own writes and deletions.
+    fn in_flight(&self, team: &TeamName) -> InFlight<'_> {
+        *self
+            .syncing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(team.clone())
+            .or_default() += 1;
+        InFlight {
+            syncing: &self.syncing,
+            team: team.clone(),
+        }
+    }
+
     /// Whether a sync of `team` is running on this cluster right now.
     pub fn is_syncing(&self, team: &TeamName) -> bool {
         self.syncing
@@ -411,16 +426,7 @@ impl Syncer {
     /// Makes the unit equal to `desired`. Never panics; every failure is in the result.
     pub async fn sync(&self, desired: &UnitDesired, revision: &str) -> UnitResult {
         let started = Instant::now();
-        *self
-            .syncing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(desired.unit.team.clone())
-            .or_default() += 1;
-        let _in_flight = InFlight {
-            syncing: &self.syncing,
-            team: desired.unit.team.clone(),
-        };
+        let _in_flight = self.in_flight(&desired.unit.team);
         let mut result = UnitResult::new(desired.unit.clone(), revision);
         if let Err(e) = self.sync_inner(desired, revision, &mut result).await {
             result.message = Some(e.to_string());
@@ -474,6 +480,7 @@ impl Syncer {
         revision: &str,
     ) -> UnitResult {
         let started = Instant::now();
+        let _in_flight = self.in_flight(team);
         let unit = UnitId {
             team: team.clone(),
             cluster: self.cluster.name.clone(),

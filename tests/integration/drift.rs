@@ -244,6 +244,47 @@ async fn drift_left_in_report_mode_closes_when_the_repo_adopts_the_change() {
     watch.stop();
 }
 
+/// pontoon's own prunes are not drift: neither a commit dropping an object nor a team
+/// leaving the repo reports the deletions it makes.
+#[tokio::test]
+async fn pontoons_own_prunes_are_not_drift() {
+    let cp = control_plane::shared();
+    let cluster =
+        Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 8).expect("cluster");
+    let syncer = Arc::new(Syncer::new(Arc::new(cluster), SyncOptions::default()));
+    let team = unique_name("pruned");
+    let unit = |names: &[&str]| {
+        let mut objects = team_base(&team, &[&team]);
+        for n in names {
+            objects.push(configmap(&team, &team, n, json!({"k": "v"})));
+        }
+        let mut u = unit_desired(&team, cp.name, &[&team], objects);
+        u.prune.max_share = 1.0;
+        u
+    };
+    let all = unit(&["a", "b", "c", "d"]);
+    let mut state = DesiredState::default();
+    state.units.insert(all.unit.clone(), all.clone());
+    let (tx, mut rx) = mpsc::channel(64);
+    let watch = DriftWatch::new(syncer.clone(), tx, &[]);
+    watch
+        .ensure(kinds_of(&state, &ClusterName(cp.name.into())))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(syncer.sync(&all, "r1").await.state, UnitState::Synced);
+    quiet(&mut rx, "pontoon's own apply").await;
+
+    let r = syncer.sync(&unit(&["a"]), "r2").await;
+    assert_eq!(r.pruned.len(), 3, "{r:?}");
+    quiet(&mut rx, "a commit's prune").await;
+
+    let last = unit(&["a"]);
+    let r = syncer.remove_team(&last.unit.team, &last.prune, "r3").await;
+    assert!(r.errors.is_empty() && !r.pruned.is_empty(), "{r:?}");
+    quiet(&mut rx, "the team's removal").await;
+    watch.stop();
+}
+
 /// Events the API server holds about one object (events.k8s.io), as (reason, note).
 async fn events_about(client: kube::Client, namespace: &str, name: &str) -> Vec<(String, String)> {
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, namespace);
