@@ -641,6 +641,9 @@ fn render_team(
                             continue;
                         }
                     };
+                    let expression_error = |message: String| {
+                        diag(path, doc.line, 1, Some(tn), "expression", message).on_cluster(&c.name)
+                    };
                     let cluster_v = json!({"name": c.name, "labels": c.labels});
                     // `namespace` is a reserved word in CEL: expressions read it as
                     // `metadata.namespace` (and the name as `name` or `metadata.name`).
@@ -655,17 +658,10 @@ fn render_team(
                     ]) {
                         Ok(s) => s,
                         Err(m) => {
-                            errs.push(
-                                diag(
-                                    path,
-                                    doc.line,
-                                    1,
-                                    Some(tn),
-                                    "expression",
-                                    format!("{kind} {} on {}: {m}", inst.metadata.name, c.name),
-                                )
-                                .on_cluster(&c.name),
-                            );
+                            errs.push(expression_error(format!(
+                                "{kind} {} on {}: {m}",
+                                inst.metadata.name, c.name
+                            )));
                             continue;
                         }
                     };
@@ -675,20 +671,10 @@ fn render_team(
                                 Ok(true) => {}
                                 Ok(false) => continue,
                                 Err(m) => {
-                                    errs.push(
-                                        diag(
-                                            path,
-                                            doc.line,
-                                            1,
-                                            Some(tn),
-                                            "expression",
-                                            format!(
-                                                "kind {kind}, resource {} on {}: includeWhen: {m}",
-                                                res.id, c.name
-                                            ),
-                                        )
-                                        .on_cluster(&c.name),
-                                    );
+                                    errs.push(expression_error(format!(
+                                        "kind {kind}, resource {} on {}: includeWhen: {m}",
+                                        res.id, c.name
+                                    )));
                                     continue;
                                 }
                             }
@@ -696,20 +682,10 @@ fn render_team(
                         let mut object = match scope.render(&res.template) {
                             Ok(o) => o,
                             Err(m) => {
-                                errs.push(
-                                    diag(
-                                        path,
-                                        doc.line,
-                                        1,
-                                        Some(tn),
-                                        "expression",
-                                        format!(
-                                            "kind {kind}, resource {} on {}: {m}",
-                                            res.id, c.name
-                                        ),
-                                    )
-                                    .on_cluster(&c.name),
-                                );
+                                errs.push(expression_error(format!(
+                                    "kind {kind}, resource {} on {}: {m}",
+                                    res.id, c.name
+                                )));
                                 continue;
                             }
                         };

@@ -15,8 +15,29 @@ use pontoon::sync::{SyncOptions, Syncer, UnitState};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::support::control_plane::{self, unique_name};
+use crate::support::control_plane::{self, ControlPlane, unique_name};
 use crate::support::fixtures::*;
+
+async fn syncer(cp: &ControlPlane) -> Arc<Syncer> {
+    let cluster =
+        Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 8).expect("cluster");
+    Arc::new(Syncer::new(Arc::new(cluster), SyncOptions::default()))
+}
+
+/// Drift watches on every kind `state` holds on the control plane, given a moment to list.
+async fn watching(
+    syncer: &Arc<Syncer>,
+    cp: &ControlPlane,
+    state: &DesiredState,
+) -> (Arc<DriftWatch>, mpsc::Receiver<DriftEvent>) {
+    let (tx, rx) = mpsc::channel(64);
+    let watch = DriftWatch::new(syncer.clone(), tx, &[]);
+    watch
+        .ensure(kinds_of(state, &ClusterName(cp.name.into())))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (watch, rx)
+}
 
 async fn next(rx: &mut mpsc::Receiver<DriftEvent>, what: &str) -> DriftEvent {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
@@ -34,9 +55,7 @@ async fn quiet(rx: &mut mpsc::Receiver<DriftEvent>, what: &str) {
 #[tokio::test]
 async fn hand_edits_are_detected_named_and_corrected_and_controller_fields_are_not() {
     let cp = control_plane::shared();
-    let cluster =
-        Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 8).expect("cluster");
-    let syncer = Arc::new(Syncer::new(Arc::new(cluster), SyncOptions::default()));
+    let syncer = syncer(cp).await;
     let team = unique_name("drift");
     let mut objects = team_base(&team, &[&team]);
     // Like the WebService kind: no replicas, so an HPA can own them.
@@ -57,12 +76,7 @@ async fn hand_edits_are_detected_named_and_corrected_and_controller_fields_are_n
     state.units.insert(u.unit.clone(), u.clone());
     assert_eq!(syncer.sync(&u, "r1").await.state, UnitState::Progressing);
 
-    let (tx, mut rx) = mpsc::channel(64);
-    let watch = DriftWatch::new(syncer.clone(), tx, &[]);
-    watch
-        .ensure(kinds_of(&state, &ClusterName(cp.name.into())))
-        .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (watch, mut rx) = watching(&syncer, cp, &state).await;
     let deployments: Api<Deployment> = Api::namespaced(cp.client().await, &team);
 
     // pontoon's own apply is not drift.
@@ -133,9 +147,7 @@ async fn hand_edits_are_detected_named_and_corrected_and_controller_fields_are_n
 #[tokio::test]
 async fn report_mode_leaves_the_object_and_marks_the_unit_out_of_sync() {
     let cp = control_plane::shared();
-    let cluster =
-        Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 8).expect("cluster");
-    let syncer = Syncer::new(Arc::new(cluster), SyncOptions::default());
+    let syncer = syncer(cp).await;
     let team = unique_name("report");
     let mut objects = team_base(&team, &[&team]);
     let mut cm = configmap(&team, &team, "settings", json!({"mode": "safe"}));
@@ -199,9 +211,7 @@ async fn report_mode_leaves_the_object_and_marks_the_unit_out_of_sync() {
 #[tokio::test]
 async fn drift_left_in_report_mode_closes_when_the_repo_adopts_the_change() {
     let cp = control_plane::shared();
-    let cluster =
-        Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 8).expect("cluster");
-    let syncer = Arc::new(Syncer::new(Arc::new(cluster), SyncOptions::default()));
+    let syncer = syncer(cp).await;
     let team = unique_name("adopt");
     let unit = |mode: &str| {
         let mut objects = team_base(&team, &[&team]);
@@ -213,12 +223,7 @@ async fn drift_left_in_report_mode_closes_when_the_repo_adopts_the_change() {
     let mut state = DesiredState::default();
     let u = unit("safe");
     state.units.insert(u.unit.clone(), u.clone());
-    let (tx, mut rx) = mpsc::channel(64);
-    let watch = DriftWatch::new(syncer.clone(), tx, &[]);
-    watch
-        .ensure(kinds_of(&state, &ClusterName(cp.name.into())))
-        .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (watch, mut rx) = watching(&syncer, cp, &state).await;
     assert_eq!(syncer.sync(&u, "r1").await.state, UnitState::Synced);
     quiet(&mut rx, "pontoon's own apply").await;
 
@@ -249,9 +254,7 @@ async fn drift_left_in_report_mode_closes_when_the_repo_adopts_the_change() {
 #[tokio::test]
 async fn pontoons_own_prunes_are_not_drift() {
     let cp = control_plane::shared();
-    let cluster =
-        Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 8).expect("cluster");
-    let syncer = Arc::new(Syncer::new(Arc::new(cluster), SyncOptions::default()));
+    let syncer = syncer(cp).await;
     let team = unique_name("pruned");
     let unit = |names: &[&str]| {
         let mut objects = team_base(&team, &[&team]);
@@ -265,12 +268,7 @@ async fn pontoons_own_prunes_are_not_drift() {
     let all = unit(&["a", "b", "c", "d"]);
     let mut state = DesiredState::default();
     state.units.insert(all.unit.clone(), all.clone());
-    let (tx, mut rx) = mpsc::channel(64);
-    let watch = DriftWatch::new(syncer.clone(), tx, &[]);
-    watch
-        .ensure(kinds_of(&state, &ClusterName(cp.name.into())))
-        .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (watch, mut rx) = watching(&syncer, cp, &state).await;
     assert_eq!(syncer.sync(&all, "r1").await.state, UnitState::Synced);
     quiet(&mut rx, "pontoon's own apply").await;
 
@@ -301,9 +299,7 @@ async fn events_about(client: kube::Client, namespace: &str, name: &str) -> Vec<
 #[tokio::test]
 async fn fields_a_person_adds_are_named_removed_and_recorded_in_an_event() {
     let cp = control_plane::shared();
-    let cluster =
-        Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 8).expect("cluster");
-    let syncer = Arc::new(Syncer::new(Arc::new(cluster), SyncOptions::default()));
+    let syncer = syncer(cp).await;
     let team = unique_name("added");
     let mut objects = team_base(&team, &[&team]);
     let mut web = deployment(&team, &team, "web", "shop:1.0", 1);
@@ -316,12 +312,7 @@ async fn fields_a_person_adds_are_named_removed_and_recorded_in_an_event() {
     let u = unit_desired(&team, cp.name, &[&team], objects);
     state.units.insert(u.unit.clone(), u.clone());
     syncer.sync(&u, "r1").await;
-    let (tx, mut rx) = mpsc::channel(64);
-    let watch = DriftWatch::new(syncer.clone(), tx, &[]);
-    watch
-        .ensure(kinds_of(&state, &ClusterName(cp.name.into())))
-        .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (watch, mut rx) = watching(&syncer, cp, &state).await;
     let client = cp.client().await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &team);
 
