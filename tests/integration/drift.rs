@@ -39,6 +39,26 @@ async fn watching(
     (watch, rx)
 }
 
+/// `kubectl edit` of the ConfigMap `settings`: `data.mode` becomes `yolo`.
+async fn edit_settings_by_hand(
+    cp: &ControlPlane,
+    namespace: &str,
+) -> Api<k8s_openapi::api::core::v1::ConfigMap> {
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(cp.client().await, namespace);
+    cms.patch(
+        "settings",
+        &PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..Default::default()
+        },
+        &Patch::Merge(json!({"data": {"mode": "yolo"}})),
+    )
+    .await
+    .expect("hand edit");
+    cms
+}
+
 async fn next(rx: &mut mpsc::Receiver<DriftEvent>, what: &str) -> DriftEvent {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
@@ -176,17 +196,7 @@ async fn report_mode_leaves_the_object_and_marks_the_unit_out_of_sync() {
         assert_eq!(r.writes, 0, "{r:?}");
     }
 
-    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(cp.client().await, &team);
-    cms.patch(
-        "settings",
-        &PatchParams {
-            field_manager: Some("kubectl-edit".into()),
-            ..Default::default()
-        },
-        &Patch::Merge(json!({"data": {"mode": "yolo"}})),
-    )
-    .await
-    .expect("hand edit");
+    let cms = edit_settings_by_hand(cp, &team).await;
     let r = syncer.sync(&u, "r1").await;
     assert_eq!(r.state, UnitState::OutOfSync, "{r:?}");
     assert_eq!(r.drifted.len(), 1);
@@ -227,17 +237,7 @@ async fn drift_left_in_report_mode_closes_when_the_repo_adopts_the_change() {
     assert_eq!(syncer.sync(&u, "r1").await.state, UnitState::Synced);
     quiet(&mut rx, "pontoon's own apply").await;
 
-    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(cp.client().await, &team);
-    cms.patch(
-        "settings",
-        &PatchParams {
-            field_manager: Some("kubectl-edit".into()),
-            ..Default::default()
-        },
-        &Patch::Merge(json!({"data": {"mode": "yolo"}})),
-    )
-    .await
-    .expect("hand edit");
+    edit_settings_by_hand(cp, &team).await;
     let e = next(&mut rx, "the hand edit").await;
     assert!(!e.corrected, "{e:?}");
 
