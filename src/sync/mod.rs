@@ -917,7 +917,6 @@ impl Syncer {
         Ok(())
     }
 
-    /// Lists the unit's live objects of the given kinds, page by page.
     /// The unit's team-identity Roles with `delete` added for the kinds of the team's
     /// objects about to be pruned that they do not already cover; empty when none need it.
     async fn widen_team_roles(
@@ -956,7 +955,7 @@ impl Syncer {
                         };
                         has("apiGroups", group)
                             && has("resources", plural)
-                            && (has("verbs", "delete"))
+                            && has("verbs", "delete")
                     })
                 };
                 let missing: Vec<Value> = needed
@@ -985,6 +984,7 @@ impl Syncer {
             .collect()
     }
 
+    /// Lists the unit's live objects of the given kinds, page by page.
     async fn list_live<'a>(
         &self,
         team: &TeamName,
