@@ -21,10 +21,21 @@ pub fn error_position(e: &serde_saphyr::Error) -> (u64, u64) {
 /// The error's message alone: no location prefix (callers print their own), no snippet.
 pub fn error_message(e: &serde_saphyr::Error) -> String {
     let text = e.without_snippet().to_string();
-    // The rendered form may end with " at line X column Y"; callers already print that.
+    // The rendered form may end with " at line X, column Y"; callers already print that.
+    // Only a location that ends the text goes: "(used at line 6, column 14)" stays whole.
     let text = match text.rfind(" at line ") {
-        Some(i) if text[i..].contains("column") => text[..i].to_owned(),
+        Some(i) if is_location(&text[i + " at line ".len()..]) => text[..i].to_owned(),
         _ => text,
+    };
+    // An alias bomb: say what it means before the parser's own words.
+    let text = match text.strip_prefix("budget breached: ") {
+        Some(rest) => format!(
+            "the document is too large once its aliases are expanded (parser limit reached: {rest})"
+        ),
+        None if text == "recursion limit exceeded" => {
+            "the document is nested too deeply (recursion limit exceeded)".to_owned()
+        }
+        None => text,
     };
     // Advice aimed at programs using the parser ("set … in Options") means nothing to
     // the person editing the file.
@@ -33,4 +44,65 @@ pub fn error_message(e: &serde_saphyr::Error) -> String {
         _ => text,
     };
     text.trim().to_owned()
+}
+
+/// `12, column 3` or `12 column 3`: a line and column and nothing after them.
+fn is_location(rest: &str) -> bool {
+    let Some((line, column)) = rest.split_once("column ") else {
+        return false;
+    };
+    let line = line.trim_end().trim_end_matches(',');
+    !line.is_empty()
+        && line.bytes().all(|b| b.is_ascii_digit())
+        && !column.is_empty()
+        && column.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message_of(text: &str) -> String {
+        match serde_saphyr::from_str_with_options::<serde_json::Value>(text, options()) {
+            Ok(v) => panic!("parsed: {v}"),
+            Err(e) => error_message(&e),
+        }
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_with_a_message_a_person_understands() {
+        let mut text = "a: &a [x, x, x, x, x, x, x, x, x]\n".to_owned();
+        for (name, prev) in ["b", "c", "d", "e", "f", "g", "h", "i"]
+            .iter()
+            .zip(["a", "b", "c", "d", "e", "f", "g", "h"])
+        {
+            text.push_str(&format!(
+                "{name}: &{name} [{}]\n",
+                vec![format!("*{prev}"); 9].join(", ")
+            ));
+        }
+        let m = message_of(&text);
+        assert!(
+            m.starts_with("the document is too large once its aliases are expanded"),
+            "{m}"
+        );
+        assert!(m.ends_with(')'), "nothing cut off: {m}");
+    }
+
+    #[test]
+    fn too_deep_a_document_says_so() {
+        let text = format!("x: {}{}\n", "[".repeat(5000), "]".repeat(5000));
+        assert_eq!(
+            message_of(&text),
+            "the document is nested too deeply (recursion limit exceeded)"
+        );
+    }
+
+    #[test]
+    fn a_trailing_location_is_dropped_and_nothing_else() {
+        assert!(is_location("6, column 14"));
+        assert!(is_location("6 column 14"));
+        assert!(!is_location("6, column 14)"));
+        assert!(!is_location("1, column 32 (defined at line 5, column 7)"));
+    }
 }
