@@ -862,16 +862,21 @@ fn place(
         )));
     };
     let meta = obj.entry("metadata").or_insert_with(|| json!({}));
-    let name_ok = meta
-        .get("name")
-        .and_then(Value::as_str)
-        .is_some_and(|n| !n.is_empty());
-    if !name_ok {
+    let name = meta.get("name").and_then(Value::as_str).unwrap_or("");
+    if name.is_empty() {
         return Err(Box::new(doc.diag_at(
             "metadata.name",
             Some(tn),
             "schema",
             format!("{kind} has no metadata.name"),
+        )));
+    }
+    if let Some(why) = path_segment_problem(name) {
+        return Err(Box::new(doc.diag_at(
+            "metadata.name",
+            Some(tn),
+            "schema",
+            format!("{kind} name {name:?} {why}"),
         )));
     }
     let ns = match meta.get("namespace").and_then(Value::as_str) {
@@ -897,6 +902,20 @@ fn place(
             "namespace-not-owned",
             format!("{kind} in namespace {ns}, which is not one of the team's namespaces"),
         ))),
+    }
+}
+
+/// Why `name` cannot name any Kubernetes object (it becomes a segment of the request's
+/// URL): the rule every kind shares, before each kind's own (which the API server checks).
+fn path_segment_problem(name: &str) -> Option<&'static str> {
+    if name == "." || name == ".." {
+        Some("is not allowed")
+    } else if name.contains('/') || name.contains('%') {
+        Some("may not contain '/' or '%'")
+    } else if name.len() > 253 {
+        Some("is longer than 253 characters")
+    } else {
+        None
     }
 }
 

@@ -169,6 +169,7 @@ fn one_bad_repo_per_rule() {
         (vec![("teams/a/x.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n".into())], "teams/a/x.yaml:2:1: error[kind-not-allowed]: team a: teams may not write Secret (v1) by hand; the platform allows: ConfigMap"),
         (vec![("teams/a/x.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n".into())], "teams/a/x.yaml:5:1: error[duplicate-object]: team a: ConfigMap a/c on prod is also produced by teams/a/x.yaml:1"),
         (vec![("teams/a/x.yaml", inst("spec: {image: x}\noverrides:\n  prdo: {replicas: 2}\n"))], "teams/a/x.yaml:6:3: error[unknown-cluster]: team a: override for cluster prdo, which platform.yaml does not define (did you mean prod?)"),
+        (vec![("teams/a/x.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ../../etc}\n".into())], "teams/a/x.yaml:3:12: error[schema]: team a: ConfigMap name \"../../etc\" may not contain '/' or '%'"),
         (vec![("teams/c/team.yaml", team("c", "a"))], "teams/c/team.yaml:5:16: error[namespace-claimed]: team c: namespace a belongs to team a"),
         (vec![("teams/c/team.yaml", team("c", "c").replace("[staging, prod]", "[moon]"))], "teams/c/team.yaml:6:22: error[unknown-cluster]: team c: cluster moon is not defined in platform.yaml"),
         (vec![("teams/c/app.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n".into())], "teams/c/team.yaml:1:1: error[missing-team-file]: team c: team folder teams/c/ has no team.yaml"),
