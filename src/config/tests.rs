@@ -125,6 +125,18 @@ fn bad_duration_explains_the_format() {
     assert!(p[0].contains("\"30s\""), "{}", p[0]);
 }
 
+/// A zero interval would poll without pause, and a zero resync interval would stop the
+/// daemon's timer: refused where it is written.
+#[test]
+fn a_zero_duration_is_refused_at_its_line() {
+    let f = Fixture::new();
+    let p = f.problems(&GOOD.replace("pollInterval: 30s", "pollInterval: 0s"));
+    assert!(p[0].starts_with("pontoon.yaml:5:17: "), "{}", p[0]);
+    assert!(p[0].contains("must be longer than 0s"), "{}", p[0]);
+    let p = f.problems(&GOOD.replace("resyncInterval: 5m", "resyncInterval: 0m"));
+    assert!(p[0].contains("\"0m\" must be longer than 0s"), "{}", p[0]);
+}
+
 #[test]
 fn missing_kubeconfig_and_env_var_are_all_reported_in_one_round() {
     let f = Fixture::new();
