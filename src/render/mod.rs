@@ -388,6 +388,12 @@ fn check_team(doc: &Document, t: &Team, folder: &str, platform: &Platform) -> Ve
                 "invalid-name",
                 format!("{ns:?} is not a valid namespace name"),
             );
+        } else if let Some(owner) = reserved_namespace(ns) {
+            e(
+                &format!("spec.namespaces[{i}]"),
+                "namespace-reserved",
+                format!("namespace {ns} belongs to {owner}; a team cannot own it"),
+            );
         }
     }
     for (i, c) in t.spec.clusters.names.iter().enumerate() {
@@ -403,6 +409,18 @@ fn check_team(doc: &Document, t: &Team, folder: &str, platform: &Platform) -> Ve
         }
     }
     errs
+}
+
+/// Namespaces no team may own: a team's base gives its owners `admin` there, isolates it
+/// with a NetworkPolicy and puts a quota on it. Who they belong to, or `None`.
+fn reserved_namespace(ns: &str) -> Option<&'static str> {
+    if ns == "default" || ns.starts_with("kube-") {
+        Some("Kubernetes itself")
+    } else if ns == crate::config::DEFAULT_NAMESPACE {
+        Some("pontoon (its inventories and lease)")
+    } else {
+        None
+    }
 }
 
 fn select_clusters<'a>(

@@ -521,6 +521,18 @@ impl Syncer {
         r: &mut UnitResult,
     ) -> Result<(), SyncError> {
         let team = &desired.unit.team;
+        // The render refuses pontoon's default namespace; a daemon configured with another
+        // one refuses it here, before anything is written.
+        if desired.namespaces.contains(&self.options.namespace) {
+            r.error(
+                &desired.unit,
+                format!(
+                    "the team claims namespace {}, where pontoon keeps its inventories; nothing was applied",
+                    self.options.namespace
+                ),
+            );
+            return Ok(());
+        }
         self.ensure_namespace().await?;
         let previous = Inventory::load(&self.inventory_api(), team).await?;
 

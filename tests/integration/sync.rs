@@ -441,6 +441,42 @@ async fn a_kind_the_team_stops_using_is_pruned_and_its_permission_then_dropped()
     assert!(cm_data(cp, &team, "settings").await.is_none());
 }
 
+/// A team that names the daemon's own namespace (configured away from the default the
+/// renderer refuses) gets nothing applied: its base would give it admin over pontoon's
+/// inventories.
+#[tokio::test]
+async fn a_team_claiming_pontoons_own_namespace_gets_nothing_applied() {
+    let cp = control_plane::shared();
+    let home = unique_name("pontoon-home");
+    let cluster =
+        Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 16).expect("cluster");
+    let s = Syncer::new(
+        Arc::new(cluster),
+        SyncOptions {
+            namespace: home.clone(),
+            ..SyncOptions::default()
+        },
+    );
+    let team = unique_name("squatter");
+    let mut objects = team_base(&team, &[&team, &home]);
+    objects.push(configmap(&team, &team, "c", json!({"k": "v"})));
+    let r = s
+        .sync(
+            &unit_desired(&team, cp.name, &[&team, &home], objects),
+            "r1",
+        )
+        .await;
+    assert_eq!(r.state, UnitState::Failed, "{r:?}");
+    assert!(
+        r.errors[0]
+            .message
+            .contains(&format!("claims namespace {home}")),
+        "{r:?}"
+    );
+    assert_eq!(r.writes, 0, "{r:?}");
+    assert!(cm_data(cp, &team, "c").await.is_none());
+}
+
 /// A field another manager took: with `forceConflicts: false` that object fails with the
 /// conflict named and keeps the other manager's value; by default pontoon takes the field
 /// back and still reports whom it took it from.
