@@ -403,8 +403,16 @@ pub fn removal_patch(additions: &[Addition], resource_version: &str) -> Value {
     Value::Array(ops)
 }
 
-/// How long a drifted object waits for its team's sync to end before it is read again.
+/// How long a deferred object waits for its team's sync to end before it is judged.
 const RECHECK_WAIT_LIMIT: Duration = Duration::from_secs(600);
+
+/// An object seen while its team's sync ran, to judge when the sync is over.
+struct Deferred {
+    resolved: Resolved,
+    key: ObjectKey,
+    /// The object as the watch last saw it, when what it saw was the deletion.
+    deleted: Option<DynamicObject>,
+}
 
 /// The drift watches of one cluster.
 pub struct DriftWatch {
@@ -414,8 +422,9 @@ pub struct DriftWatch {
     watches: Mutex<HashMap<(String, String), JoinHandle<()>>>,
     /// Objects reported drifted and not yet seen corrected.
     open: Arc<Mutex<BTreeMap<ObjectKey, DriftEvent>>>,
-    /// Open objects to read again when their team's sync ends.
-    rechecking: Mutex<BTreeSet<ObjectKey>>,
+    /// What to judge again when a team's sync ends, per team: one waiter per team, however
+    /// many objects a sync prunes.
+    deferred: Mutex<HashMap<TeamName, Vec<Deferred>>>,
     recorder: Recorder,
 }
 
@@ -443,7 +452,7 @@ impl DriftWatch {
             events,
             watches: Mutex::new(HashMap::new()),
             open: Arc::new(Mutex::new(BTreeMap::new())),
-            rechecking: Mutex::new(BTreeSet::new()),
+            deferred: Mutex::new(HashMap::new()),
         })
     }
 
@@ -603,7 +612,7 @@ impl DriftWatch {
 
     /// Judges the object again once the team's sync on this cluster is over, against what
     /// that sync applied: a deletion (`deleted`, the object as last seen) as it was, any
-    /// other change by reading the object again (one pending read per object).
+    /// other change by reading the object again.
     fn recheck_after_sync(
         self: &Arc<Self>,
         resolved: &Resolved,
@@ -611,44 +620,55 @@ impl DriftWatch {
         key: ObjectKey,
         deleted: Option<DynamicObject>,
     ) {
-        if deleted.is_none()
-            && !self
-                .rechecking
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key.clone())
-        {
+        let first = {
+            let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+            let list = deferred.entry(team.clone()).or_default();
+            let first = list.is_empty();
+            list.push(Deferred {
+                resolved: resolved.clone(),
+                key,
+                deleted,
+            });
+            first
+        };
+        if !first {
             return;
         }
         let me = self.clone();
-        let resolved = resolved.clone();
         tokio::spawn(async move {
-            let deadline = Instant::now() + RECHECK_WAIT_LIMIT;
-            while me.syncer.is_syncing(&team) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            if let Some(o) = deleted {
-                return me.seen(&resolved, o, true);
-            }
-            me.rechecking
+            let _ = tokio::time::timeout(RECHECK_WAIT_LIMIT, me.syncer.until_idle(&team)).await;
+            let list = me
+                .deferred
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
-            let client = me.syncer.client().clone();
-            let api: kube::Api<DynamicObject> = if key.namespace.is_empty() {
-                kube::Api::all_with(client, &resolved.resource)
-            } else {
-                kube::Api::namespaced_with(client, &key.namespace, &resolved.resource)
-            };
-            match api.get_opt(&key.name).await {
-                Ok(Some(o)) => me.seen(&resolved, o, false),
-                // Deleted meanwhile: the watch reports the deletion.
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::debug!(object = %key, error = %e, "cannot read a drifted object again; its next change decides")
+                .remove(&team)
+                .unwrap_or_default();
+            let mut read = BTreeSet::new();
+            for d in list {
+                if let Some(o) = d.deleted {
+                    me.seen(&d.resolved, o, true);
+                } else if read.insert(d.key.clone()) {
+                    me.read_again(&d.resolved, &d.key).await;
                 }
             }
         });
+    }
+
+    async fn read_again(self: &Arc<Self>, resolved: &Resolved, key: &ObjectKey) {
+        let client = self.syncer.client().clone();
+        let api: kube::Api<DynamicObject> = if key.namespace.is_empty() {
+            kube::Api::all_with(client, &resolved.resource)
+        } else {
+            kube::Api::namespaced_with(client, &key.namespace, &resolved.resource)
+        };
+        match api.get_opt(&key.name).await {
+            Ok(Some(o)) => self.seen(resolved, o, false),
+            // Deleted meanwhile: the watch reports the deletion.
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(object = %key, error = %e, "cannot read a drifted object again; its next change decides")
+            }
+        }
     }
 
     fn report_unowned(

@@ -267,11 +267,14 @@ pub struct Syncer {
     /// Teams with a sync in flight (how many), so drift can tell pontoon's own write that
     /// has not been recorded yet from someone else's.
     syncing: Mutex<HashMap<TeamName, usize>>,
+    /// Woken whenever a team's last sync in flight ends.
+    sync_ended: tokio::sync::Notify,
 }
 
 /// Counts a sync in flight for its team until dropped.
 struct InFlight<'a> {
     syncing: &'a Mutex<HashMap<TeamName, usize>>,
+    ended: &'a tokio::sync::Notify,
     team: TeamName,
 }
 
@@ -282,6 +285,7 @@ impl Drop for InFlight<'_> {
             *n -= 1;
             if *n == 0 {
                 syncing.remove(&self.team);
+                self.ended.notify_waiters();
             }
         }
     }
@@ -357,6 +361,7 @@ impl Syncer {
             applied: Mutex::new(HashMap::new()),
             namespace_ready: tokio::sync::OnceCell::new(),
             syncing: Mutex::new(HashMap::new()),
+            sync_ended: tokio::sync::Notify::new(),
         }
     }
 
@@ -371,7 +376,22 @@ impl Syncer {
             .or_default() += 1;
         InFlight {
             syncing: &self.syncing,
+            ended: &self.sync_ended,
             team: team.clone(),
+        }
+    }
+
+    /// Returns once no sync of `team` is running on this cluster.
+    pub async fn until_idle(&self, team: &TeamName) {
+        loop {
+            let ended = self.sync_ended.notified();
+            tokio::pin!(ended);
+            // Registered before the check, so an end between the two is not missed.
+            ended.as_mut().enable();
+            if !self.is_syncing(team) {
+                return;
+            }
+            ended.await;
         }
     }
 
