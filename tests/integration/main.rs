@@ -6,6 +6,7 @@ mod support;
 
 mod alerts;
 mod cli;
+mod clusters;
 mod control_plane;
 mod crash;
 mod daemon;
