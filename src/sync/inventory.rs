@@ -23,7 +23,6 @@ use crate::desired::{
 pub const LABEL_INVENTORY: &str = "pontoon.dev/inventory";
 const DATA_OBJECTS: &str = "objects";
 const DATA_REVISION: &str = "revision";
-const DATA_HASH: &str = "desired-hash";
 
 /// One object an inventory holds: enough to find and delete it with the right identity.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -58,8 +57,6 @@ pub struct Inventory {
     pub entries: BTreeMap<ObjectKey, Entry>,
     /// The commit last synced.
     pub revision: String,
-    /// Hash of the desired objects last applied completely.
-    pub desired_hash: String,
     /// Whether the ConfigMap exists at all.
     pub exists: bool,
 }
@@ -82,7 +79,6 @@ impl Inventory {
         Ok(Inventory {
             entries: entries.into_iter().map(|e| (e.key(), e)).collect(),
             revision: data.get(DATA_REVISION).cloned().unwrap_or_default(),
-            desired_hash: data.get(DATA_HASH).cloned().unwrap_or_default(),
             exists: true,
         })
     }
@@ -105,7 +101,6 @@ impl Inventory {
             "data": {
                 DATA_OBJECTS: objects,
                 DATA_REVISION: self.revision,
-                DATA_HASH: self.desired_hash,
             },
         });
         let (name, params, patch) = (name_for(team), apply_params().force(), Patch::Apply(&cm));

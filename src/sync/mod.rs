@@ -705,7 +705,8 @@ impl Syncer {
                 .or_insert_with(|| entry_of(p));
         }
         union.revision = revision.to_owned();
-        if !previous.exists || union.entries.len() != previous.entries.len() {
+        let union_stored = !previous.exists || union.entries.len() != previous.entries.len();
+        if union_stored {
             union.store(&self.inventory_api(), team).await?;
             r.writes += 1;
         }
@@ -847,7 +848,6 @@ impl Syncer {
         let mut final_inventory = Inventory {
             entries: BTreeMap::new(),
             revision: revision.to_owned(),
-            desired_hash: String::new(),
             exists: true,
         };
         for (k, a) in &applied {
@@ -914,10 +914,10 @@ impl Syncer {
                 Err(message) => r.error(&p.key, format!("{message} (from {})", exact.source)),
             }
         }
-        if final_inventory.entries != union.entries
-            || !union.exists && !previous.exists
-            || previous.revision != revision
-        {
+        // Written again only if it differs from what is stored now (on a first sync, or
+        // with nothing pruned, the union already is the final inventory).
+        let stored = if union_stored { &union } else { &previous };
+        if final_inventory.entries != stored.entries || stored.revision != revision {
             final_inventory.store(&self.inventory_api(), team).await?;
             r.writes += 1;
         }
