@@ -727,6 +727,8 @@ impl Syncer {
             }
         }
         let mut rbac_changed = false;
+        // New objects whose apply got no answer: the server may have created them.
+        let mut may_exist = Vec::new();
         for ph in 0u8..=LAST_PHASE {
             if ph == 2 {
                 // CRDs are established by now: resolve the custom resources that came with them.
@@ -748,7 +750,7 @@ impl Syncer {
             // RBAC granted a moment ago reaches the authorizer a little later: the first
             // team object goes alone (retrying while it is refused), so the rest are not
             // all refused and retried together.
-            let mut outcomes: Vec<(Planned, Result<Applied, String>)> =
+            let mut outcomes: Vec<(Planned, Result<Applied, ApplyError>)> =
                 Vec::with_capacity(batch.len());
             if rbac_changed && ph == LAST_PHASE && batch.len() > 1 {
                 let p = batch.remove(0);
@@ -830,8 +832,11 @@ impl Syncer {
                             },
                         );
                     }
-                    Err(message) => {
-                        r.error(&p.key, format!("{message} (from {})", p.object.source))
+                    Err(e) => {
+                        if e.unanswered && !previous.entries.contains_key(&p.key) {
+                            may_exist.push(entry_of(&p));
+                        }
+                        r.error(&p.key, format!("{} (from {})", e.message, p.object.source))
                     }
                 }
             }
@@ -882,7 +887,11 @@ impl Syncer {
                 }
             }
         } else {
-            // Keep every previous entry: a later clean sync prunes them.
+            // Keep every previous entry, and every new object an unanswered apply may have
+            // created: a later clean sync prunes what is no longer desired.
+            for e in may_exist {
+                final_inventory.entries.insert(e.key(), e);
+            }
             for (k, e) in &previous.entries {
                 final_inventory
                     .entries
@@ -911,7 +920,7 @@ impl Syncer {
                         o.resource_version = a.resource_version;
                     }
                 }
-                Err(message) => r.error(&p.key, format!("{message} (from {})", exact.source)),
+                Err(e) => r.error(&p.key, format!("{} (from {})", e.message, exact.source)),
             }
         }
         // Written again only if it differs from what is stored now (on a first sync, or
@@ -1143,26 +1152,26 @@ impl Syncer {
         memo: Option<&Memo>,
         no_memo: bool,
         rbac_changed: bool,
-    ) -> Result<Applied, String> {
+    ) -> Result<Applied, ApplyError> {
         let Some(res) = &p.resolved else {
-            return Err("kind could not be resolved".to_owned());
+            return Err(ApplyError::refused("kind could not be resolved"));
         };
         let client = self
             .cluster
             .client_for(p.object.applier, team)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ApplyError::refused(e.to_string()))?;
         let api = Cluster::api(client, res, &p.key.namespace);
         if res.namespaced && p.key.namespace.is_empty() {
-            return Err(format!(
+            return Err(ApplyError::refused(format!(
                 "{} is namespaced but the object has no metadata.namespace",
                 p.key.kind
-            ));
+            )));
         }
         if !res.namespaced && !p.key.namespace.is_empty() {
-            return Err(format!(
+            return Err(ApplyError::refused(format!(
                 "{} is cluster-scoped but the object has metadata.namespace",
                 p.key.kind
-            ));
+            )));
         }
         // The same manifest and the same live version as our last apply: nothing to do.
         if let (Some(m), Some(l)) = (memo, live)
@@ -1172,7 +1181,9 @@ impl Syncer {
         {
             // Only objects whose health is read from status need a fresh look.
             let current = if health::has_rule(api_version_of(&p.object.object), &p.key.kind) {
-                self.get(&api, &p.key.name).await?
+                self.get(&api, &p.key.name)
+                    .await
+                    .map_err(ApplyError::refused)?
             } else {
                 Value::Null
             };
@@ -1203,7 +1214,10 @@ impl Syncer {
                     Answer::Object,
                 )
                 .await?;
-            let current = self.get(&api, &p.key.name).await?;
+            let current = self
+                .get(&api, &p.key.name)
+                .await
+                .map_err(ApplyError::refused)?;
             if plan::comparable(&dry) == plan::comparable(&current) {
                 return Ok(Applied {
                     change: Change::Unchanged,
@@ -1243,7 +1257,7 @@ impl Syncer {
         // later: a team's request may be refused for that moment, so retry briefly.
         if rbac_changed && p.object.applier == Applier::Team {
             let mut delay = Duration::from_millis(50);
-            while matches!(&first, Err(m) if m.ends_with("(Forbidden)"))
+            while matches!(&first, Err(e) if e.message.ends_with("(Forbidden)"))
                 && delay < Duration::from_secs(3)
             {
                 tokio::time::sleep(delay).await;
@@ -1254,10 +1268,15 @@ impl Syncer {
         }
         let out = match first {
             Ok(o) => o,
-            Err(message) if message.starts_with(CONFLICT) => {
-                let detail = message.trim_start_matches(CONFLICT).to_owned();
+            Err(ApplyError {
+                message: detail,
+                conflict: true,
+                ..
+            }) => {
                 if !self.options.force_conflicts {
-                    return Err(format!("conflict with another field manager: {detail}"));
+                    return Err(ApplyError::refused(format!(
+                        "conflict with another field manager: {detail}"
+                    )));
                 }
                 conflict = Some(format!("took ownership: {detail}"));
                 writes += 1;
@@ -1270,7 +1289,7 @@ impl Syncer {
                 )
                 .await?
             }
-            Err(message) => return Err(message),
+            Err(e) => return Err(e),
         };
         let rv = out
             .pointer("/metadata/resourceVersion")
@@ -1298,7 +1317,7 @@ impl Syncer {
         object: &Value,
         params: PatchParams,
         answer: Answer,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, ApplyError> {
         let _permit = self.cluster.write_permit().await;
         let patch = Patch::Apply(object);
         let request = async {
@@ -1312,15 +1331,19 @@ impl Syncer {
             }
         };
         match tokio::time::timeout(self.options.apply_timeout, request).await {
-            Err(_) => Err(format!(
+            Err(_) => Err(ApplyError::unanswered(format!(
                 "apply timed out after {:?}",
                 self.options.apply_timeout
-            )),
-            Ok(Err(kube::Error::Api(s))) if s.code == 409 => {
-                Err(format!("{CONFLICT}{}", s.message))
+            ))),
+            Ok(Err(kube::Error::Api(s))) if s.code == 409 => Err(ApplyError {
+                message: s.message,
+                conflict: true,
+                unanswered: false,
+            }),
+            Ok(Err(kube::Error::Api(s))) => {
+                Err(ApplyError::refused(format!("{} ({})", s.message, s.reason)))
             }
-            Ok(Err(kube::Error::Api(s))) => Err(format!("{} ({})", s.message, s.reason)),
-            Ok(Err(e)) => Err(describe(&e)),
+            Ok(Err(e)) => Err(ApplyError::unanswered(describe(&e))),
             Ok(Ok(o)) => Ok(o),
         }
     }
@@ -1450,7 +1473,32 @@ impl Syncer {
     }
 }
 
-const CONFLICT: &str = "conflict: ";
+/// Why an apply failed.
+struct ApplyError {
+    message: String,
+    /// Refused because another field manager owns a field (409).
+    conflict: bool,
+    /// No answer came (timeout, connection lost): the server may have applied it anyway.
+    unanswered: bool,
+}
+
+impl ApplyError {
+    fn refused(message: impl Into<String>) -> Self {
+        ApplyError {
+            message: message.into(),
+            conflict: false,
+            unanswered: false,
+        }
+    }
+
+    fn unanswered(message: String) -> Self {
+        ApplyError {
+            message,
+            conflict: false,
+            unanswered: true,
+        }
+    }
+}
 
 enum Change {
     Created,

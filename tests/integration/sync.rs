@@ -8,13 +8,14 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use pontoon::cluster::Cluster;
+use pontoon::cluster::{Cluster, gvk_of};
 use pontoon::desired::*;
 use pontoon::sync::{SyncOptions, Syncer, UnitState};
 use serde_json::json;
 
-use crate::support::control_plane::{self, ControlPlane, unique_name};
+use crate::support::control_plane::{self, ControlPlane, eventually, unique_name};
 use crate::support::fixtures::*;
+use crate::support::slow_link::SlowLink;
 
 async fn syncer(cp: &ControlPlane) -> Syncer {
     let cluster =
@@ -88,6 +89,78 @@ async fn create_update_prune_and_rollback() {
             .len(),
         6
     );
+}
+
+#[tokio::test]
+async fn an_apply_left_unanswered_stays_in_the_inventory_and_is_pruned_later() {
+    let cp = control_plane::shared();
+    let s = syncer(cp).await;
+    let team = unique_name("unanswered");
+    let ns = team.clone();
+    let v1 = unit_desired(&team, cp.name, &[&ns], team_base(&team, &[&ns]));
+    let r = s.sync(&v1, "rev1").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+
+    // The link to the apiserver turns slow: requests arrive at once, answers come later
+    // than the apply timeout. The server carries out an apply pontoon gave up on.
+    let mut config = cp.config().await;
+    let upstream = config
+        .cluster_url
+        .authority()
+        .expect("authority")
+        .as_str()
+        .parse()
+        .expect("socket address");
+    let link = SlowLink::start(upstream).await;
+    config.cluster_url = format!("https://{}", link.addr).parse().expect("url");
+    let cluster = Cluster::from_config(ClusterName(cp.name.into()), config, 16).expect("cluster");
+    cluster
+        .resolve(&gvk_of("v1", "ConfigMap"))
+        .await
+        .expect("discovery");
+    // Connections opened now, while the link is fast: a new one could not finish its
+    // TLS handshake within the apply timeout, and no request would reach the server.
+    let warm: Api<ConfigMap> = Api::namespaced(cluster.client().clone(), &ns);
+    let params = kube::api::ListParams::default();
+    let lists = (0..12).map(|_| warm.list(&params));
+    for l in futures::future::join_all(lists).await {
+        l.expect("list");
+    }
+    link.set_delay(Duration::from_millis(1000));
+    let slow = Syncer::new(
+        Arc::new(cluster),
+        SyncOptions {
+            apply_timeout: Duration::from_millis(300),
+            ..SyncOptions::default()
+        },
+    );
+    let mut v2 = team_base(&team, &[&ns]);
+    v2.push(configmap(&team, &ns, "late", json!({"k": "1"})));
+    let r = slow
+        .sync(&unit_desired(&team, cp.name, &[&ns], v2), "rev2")
+        .await;
+    assert_eq!(r.state, UnitState::Failed, "{r:?}");
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.object.ends_with("/late") && e.message.contains("timed out")),
+        "{r:?}"
+    );
+    eventually(
+        "the server created it anyway",
+        Duration::from_secs(10),
+        || async { cm_data(cp, &ns, "late").await },
+    )
+    .await;
+
+    // The next commit no longer has it: pontoon prunes it like any object it applied.
+    let r = s.sync(&v1, "rev3").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    assert!(
+        keys(&r.pruned).iter().any(|k| k.ends_with("/late")),
+        "the object is pruned, not orphaned: {r:?}"
+    );
+    assert_eq!(cm_data(cp, &ns, "late").await, None);
 }
 
 #[tokio::test]

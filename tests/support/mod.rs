@@ -10,3 +10,4 @@ pub mod gitea;
 pub mod npm;
 pub mod prism;
 pub mod script;
+pub mod slow_link;
