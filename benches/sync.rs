@@ -128,17 +128,22 @@ fn pontoon_round(rt: &tokio::runtime::Runtime, desired: &Arc<DesiredState>) -> P
         print_load(&servers, cpu, first, &requests0, &one);
 
         let writes0 = one.write_requests();
+        let servers0 = common::servers_cpu(&one.dir.to_string_lossy());
+        let requests0 = one.requests_by_verb();
         let cpu0 = common::cpu_seconds();
         let t = Instant::now();
         let results = sync_all().await;
         let noop = t.elapsed();
         let noop_cpu = common::cpu_seconds() - cpu0;
+        let noop_servers =
+            common::cpu_spent(&servers0, &common::servers_cpu(&one.dir.to_string_lossy()));
         let noop_writes = one.write_requests() - writes0;
         assert!(results.iter().all(|r| r.writes == 0), "no-op resync wrote");
         println!(
             "  pontoon no-op resync: {:.2} s wall, {noop_cpu:.2} s CPU, {noop_writes} write requests (apiserver_request_total)",
             noop.as_secs_f64()
         );
+        print_load(&noop_servers, noop_cpu, noop, &requests0, &one);
         println!(
             "  resident: {:.1} MiB now, {:.1} MiB peak so far",
             common::rss_mib(),

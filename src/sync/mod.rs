@@ -1,8 +1,9 @@
 //! The sync engine: makes one unit (a team on a cluster) equal to its desired state.
 //!
 //! Order of one sync, and why:
-//! 1. read the unit's inventory and list its live objects (one list per kind, filtered by
-//!    the team's label) — reads only;
+//! 1. read the unit's inventory and list its live objects (one list per kind and
+//!    namespace, filtered by the team's label; whole objects for kinds whose health is
+//!    read from status, metadata for the rest) — reads only;
 //! 2. if the desired objects and the live resourceVersions are what the last sync left,
 //!    stop: no write request at all;
 //! 3. refuse a sync that would delete more than the platform's share (held, reported);
@@ -312,6 +313,8 @@ struct Planned<'a> {
 struct Live {
     resource_version: String,
     prune_disabled: bool,
+    /// For kinds whose health is read from status: what the listed object says.
+    health: Option<Health>,
 }
 
 fn object_hash(o: &DesiredObject) -> u64 {
@@ -597,25 +600,31 @@ impl Syncer {
         }
         let desired_keys: BTreeSet<ObjectKey> = planned.iter().map(|p| p.key.clone()).collect();
 
-        // Live state of everything this unit holds or will hold: one list per kind.
-        let mut kinds: BTreeMap<(String, String), Resolved> = BTreeMap::new();
+        // Live state of everything this unit holds or will hold: one list per kind and
+        // namespace it uses (a namespace's objects are what the server scans for it).
+        let mut kinds: BTreeMap<(String, String), (Resolved, BTreeSet<String>)> = BTreeMap::new();
         for p in &planned {
             if let Some(res) = &p.resolved {
-                kinds.insert(
-                    (
+                kinds
+                    .entry((
                         api_version_of(&p.object.object).to_owned(),
                         p.key.kind.clone(),
-                    ),
-                    res.clone(),
-                );
+                    ))
+                    .or_insert_with(|| (res.clone(), BTreeSet::new()))
+                    .1
+                    .insert(p.key.namespace.clone());
             }
         }
         for e in previous.entries.values() {
             if let Ok(res) = self.cluster.resolve(&gvk_of(&e.api_version, &e.kind)).await {
-                kinds.insert((e.api_version.clone(), e.kind.clone()), res);
+                kinds
+                    .entry((e.api_version.clone(), e.kind.clone()))
+                    .or_insert_with(|| (res, BTreeSet::new()))
+                    .1
+                    .insert(e.namespace.clone());
             }
         }
-        let live = self.list_live(team, kinds.values()).await?;
+        let live = self.list_live(team, kinds.into_values()).await?;
 
         // Nothing changed since the last sync: no writes at all.
         let memo = self
@@ -1025,35 +1034,73 @@ impl Syncer {
             .collect()
     }
 
-    /// Lists the unit's live objects of the given kinds, page by page.
-    async fn list_live<'a>(
+    /// Lists the unit's live objects of the given kinds in the namespaces given with each:
+    /// metadata only, except for kinds whose health is read from their status.
+    async fn list_live(
         &self,
         team: &TeamName,
-        kinds: impl Iterator<Item = &'a Resolved>,
+        kinds: impl Iterator<Item = (Resolved, BTreeSet<String>)>,
     ) -> Result<HashMap<ObjectKey, Live>, kube::Error> {
         let selector = format!("{LABEL_TEAM}={team},{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
-        let mut live = HashMap::new();
-        for res in kinds {
-            let api: Api<DynamicObject> =
-                Api::all_with(self.cluster.client().clone(), &res.resource);
-            for item in self.list_metadata(&api, &selector).await? {
-                let m = item.metadata;
-                let key = ObjectKey {
-                    group: res.resource.group.clone(),
-                    kind: res.resource.kind.clone(),
-                    namespace: m.namespace.clone().unwrap_or_default(),
-                    name: m.name.clone().unwrap_or_default(),
-                };
-                live.insert(
-                    key,
-                    Live {
-                        resource_version: m.resource_version.clone().unwrap_or_default(),
-                        prune_disabled: prune_disabled(&m),
-                    },
-                );
+        let mut pending = Vec::new();
+        for (res, namespaces) in kinds {
+            let namespaces = if res.namespaced {
+                namespaces.into_iter().collect()
+            } else {
+                vec![String::new()]
+            };
+            for namespace in namespaces {
+                pending.push(self.list_live_in(res.clone(), namespace, &selector));
             }
         }
+        let mut live = HashMap::new();
+        for found in futures::future::join_all(pending).await {
+            live.extend(found?);
+        }
         Ok(live)
+    }
+
+    async fn list_live_in(
+        &self,
+        res: Resolved,
+        namespace: String,
+        selector: &str,
+    ) -> Result<Vec<(ObjectKey, Live)>, kube::Error> {
+        let api = &Cluster::api(self.cluster.client().clone(), &res, &namespace);
+        let entry = |m: &kube::api::ObjectMeta, health| {
+            let key = ObjectKey {
+                group: res.resource.group.clone(),
+                kind: res.resource.kind.clone(),
+                namespace: m.namespace.clone().unwrap_or_default(),
+                name: m.name.clone().unwrap_or_default(),
+            };
+            let live = Live {
+                resource_version: m.resource_version.clone().unwrap_or_default(),
+                prune_disabled: prune_disabled(m),
+                health,
+            };
+            (key, live)
+        };
+        if !health::has_rule(&res.resource.api_version, &res.resource.kind) {
+            let items = self
+                .list_pages(selector, |p| async move { api.list_metadata(&p).await })
+                .await?;
+            return Ok(items.iter().map(|o| entry(&o.metadata, None)).collect());
+        }
+        // List items come without apiVersion and kind, which health reads.
+        let items = self
+            .list_pages(selector, |p| async move { api.list(&p).await })
+            .await?;
+        let mut out = Vec::with_capacity(items.len());
+        for o in items {
+            let mut object = to_json(&o)?;
+            if let Some(fields) = object.as_object_mut() {
+                fields.insert("apiVersion".into(), res.resource.api_version.clone().into());
+                fields.insert("kind".into(), res.resource.kind.clone().into());
+            }
+            out.push(entry(&o.metadata, Some(health::of(&object))));
+        }
+        Ok(out)
     }
 
     /// Owners (other than `team`) of the objects about to be created, from one list of
@@ -1090,22 +1137,27 @@ impl Syncer {
         Ok(out)
     }
 
-    /// Metadata of every object matching `selector`, page by page, each page under the
-    /// cluster's read limit.
-    async fn list_metadata(
+    /// Every object matching `selector`, page by page, each page under the cluster's read
+    /// limit; `page` sends one list request.
+    async fn list_pages<T, F, Fut>(
         &self,
-        api: &Api<DynamicObject>,
         selector: &str,
-    ) -> Result<Vec<kube::core::PartialObjectMeta<DynamicObject>>, kube::Error> {
+        mut page: F,
+    ) -> Result<Vec<T>, kube::Error>
+    where
+        T: Clone,
+        F: FnMut(ListParams) -> Fut,
+        Fut: std::future::Future<Output = Result<kube::core::ObjectList<T>, kube::Error>>,
+    {
         let mut out = Vec::new();
         let mut params = ListParams::default().labels(selector).limit(500);
         loop {
-            let page = {
+            let list = {
                 let _permit = self.cluster.read_permit().await;
-                retry_transport(|| api.list_metadata(&params)).await?
+                retry_transport(|| page(params.clone())).await?
             };
-            out.extend(page.items);
-            match page.metadata.continue_ {
+            out.extend(list.items);
+            match list.metadata.continue_ {
                 Some(c) if !c.is_empty() => params = params.continue_token(&c),
                 _ => return Ok(out),
             }
@@ -1124,7 +1176,11 @@ impl Syncer {
             .unwrap_or_default();
         let api = Cluster::api(self.cluster.client().clone(), &res, &namespace);
         let mut found = Vec::new();
-        for o in self.list_metadata(&api, &selector).await? {
+        let api = &api;
+        let items = self
+            .list_pages(&selector, |p| async move { api.list_metadata(&p).await })
+            .await?;
+        for o in items {
             let key = ObjectKey {
                 group: res.resource.group.clone(),
                 kind: res.resource.kind.clone(),
@@ -1179,18 +1235,11 @@ impl Syncer {
                 .get(&p.key)
                 .is_some_and(|(h, rv)| *h == p.hash && *rv == l.resource_version)
         {
-            // Only objects whose health is read from status need a fresh look.
-            let current = if health::has_rule(api_version_of(&p.object.object), &p.key.kind) {
-                self.get(&api, &p.key.name)
-                    .await
-                    .map_err(ApplyError::refused)?
-            } else {
-                Value::Null
-            };
+            // Health read from status came with the list; other kinds are healthy.
             return Ok(Applied {
                 change: Change::Unchanged,
                 resource_version: l.resource_version.clone(),
-                health: health::of(&current),
+                health: l.health.clone().unwrap_or(Health::Healthy),
                 conflict: None,
                 writes: 0,
             });

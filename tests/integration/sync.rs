@@ -692,6 +692,13 @@ async fn health_goes_progressing_then_synced_or_failed_on_timeout() {
     let r = s.sync(&d, "r1").await;
     assert_eq!(r.state, UnitState::Progressing, "{r:?}");
     assert_eq!(r.not_ready.len(), 2);
+    // A resync with nothing changed writes nothing and reads health from its list.
+    let again = s.sync(&d, "r1").await;
+    assert_eq!(
+        (again.state, again.writes, again.not_ready.len()),
+        (UnitState::Progressing, 0, 2),
+        "{again:?}"
+    );
 
     // No controller manager runs: play the Deployment controller for `web` only.
     let deployments: Api<Deployment> = Api::namespaced(cp.client().await, &team);
