@@ -1174,9 +1174,8 @@ impl Syncer {
             .first()
             .map(|k| k.namespace.clone())
             .unwrap_or_default();
-        let api = Cluster::api(self.cluster.client().clone(), &res, &namespace);
+        let api = &Cluster::api(self.cluster.client().clone(), &res, &namespace);
         let mut found = Vec::new();
-        let api = &api;
         let items = self
             .list_pages(&selector, |p| async move { api.list_metadata(&p).await })
             .await?;
