@@ -516,6 +516,58 @@ async fn a_kind_the_team_stops_using_is_pruned_and_its_permission_then_dropped()
     assert!(cm_data(cp, &team, "settings").await.is_none());
 }
 
+#[tokio::test]
+async fn a_team_moving_to_another_namespace_is_pruned_from_the_old_one() {
+    let cp = control_plane::shared();
+    let s = syncer(cp).await;
+    let team = unique_name("mover");
+    let (old, new) = (format!("{team}-old"), format!("{team}-new"));
+    let unit = |namespace: &str, rev: &str| {
+        let mut f = pontoon::render::Files::new();
+        f.insert(
+            "platform.yaml".into(),
+            format!("apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: p}}\nspec:\n  clusters: [{{name: {}}}]\n  policy:\n    allowedKinds: [{{group: \"\", kind: ConfigMap}}]\n    prune: {{maxShare: 1.0}}\n", cp.name).into_bytes(),
+        );
+        f.insert(
+            format!("teams/{team}/team.yaml"),
+            format!("apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  namespaces: [{namespace}]\n  clusters: {{names: [{}]}}\n", cp.name).into_bytes(),
+        );
+        f.insert(
+            format!("teams/{team}/app.yaml"),
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {k: v}\n".to_vec(),
+        );
+        let state = pontoon::render::render(&f, rev);
+        assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
+        state.units.into_values().next().expect("one unit")
+    };
+    let r = s.sync(&unit(&old, "r1"), "r1").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    assert!(cm_data(cp, &old, "settings").await.is_some());
+
+    // The team's objects leave the old namespace as the team, while its Role there still
+    // allows it; then the Role goes; the namespace stays (the platform keeps namespaces).
+    let r = s.sync(&unit(&new, "r2"), "r2").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    assert!(cm_data(cp, &new, "settings").await.is_some());
+    assert_eq!(cm_data(cp, &old, "settings").await, None);
+    let pruned = keys(&r.pruned);
+    for kind in [
+        "ConfigMap ",
+        "Role.rbac.authorization.k8s.io ",
+        "RoleBinding.rbac.authorization.k8s.io ",
+    ] {
+        assert!(
+            pruned
+                .iter()
+                .any(|k| k.starts_with(kind) && k.contains(&format!("{old}/"))),
+            "{kind}in {old} pruned: {r:?}"
+        );
+    }
+    assert_eq!(keys(&r.kept), [format!("Namespace/{old}")], "{r:?}");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cp.client().await);
+    assert!(namespaces.get_opt(&old).await.expect("get").is_some());
+}
+
 /// A team that names the daemon's own namespace (configured away from the default the
 /// renderer refuses) gets nothing applied: its base would give it admin over pontoon's
 /// inventories.
