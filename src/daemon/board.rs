@@ -141,10 +141,21 @@ impl Board {
             .units
             .entry(r.unit.clone())
             .or_insert_with(Entry::pending);
+        // A resync that changes nothing at the same revision keeps the summary of the
+        // sync that brought the revision, as Argo CD keeps its last sync operation: a
+        // periodic "+0 ~0" would hide what the commit did within seconds.
+        let quiet = r.created.is_empty()
+            && r.updated.is_empty()
+            && r.pruned.is_empty()
+            && r.held.is_empty()
+            && r.errors.is_empty();
+        let succeeded = matches!(e.state.as_str(), "Synced" | "Progressing" | "OutOfSync");
+        if !(quiet && succeeded && e.revision == r.revision && !e.summary.is_empty()) {
+            e.summary = r.summary();
+        }
         e.state = r.state.as_str().to_owned();
         e.revision = r.revision.clone();
         e.finished = Some(Instant::now());
-        e.summary = r.summary();
         e.last_error = r.message.clone();
     }
 
@@ -395,6 +406,53 @@ mod tests {
             let shown = board.effective(&resync, false);
             assert_eq!(shown.message.as_deref(), Some(error.as_str()));
         }
+    }
+
+    #[test]
+    fn a_resync_that_changes_nothing_keeps_the_summary_of_what_the_revision_did() {
+        let board = Board::new();
+        let shop = unit("shop", "prod");
+        let key = |name: &str| crate::desired::ObjectKey {
+            group: String::new(),
+            kind: "ConfigMap".into(),
+            namespace: "shop".into(),
+            name: name.into(),
+        };
+        let mut first = UnitResult::new(shop.clone(), "aaaaaaa1");
+        first.created = vec![key("a"), key("b")];
+        first.pruned = vec![key("old")];
+        report(&board, &first);
+        let did = "applied 2 (+2 ~0), pruned 1";
+        assert_eq!(view(&board, &shop).summary, did);
+
+        let mut resync = UnitResult::new(shop.clone(), "aaaaaaa1");
+        resync.unchanged = 2;
+        report(&board, &resync);
+        assert_eq!(view(&board, &shop).summary, did);
+
+        // A new revision that changes nothing here says so.
+        let mut next = UnitResult::new(shop.clone(), "bbbbbbb2");
+        next.unchanged = 2;
+        report(&board, &next);
+        assert_eq!(view(&board, &shop).summary, "applied 2 (+0 ~0), pruned 0");
+
+        // After a failure, the quiet retry that recovers replaces the failure's summary.
+        let mut failed = UnitResult::new(shop.clone(), "bbbbbbb2");
+        failed.unchanged = 2;
+        failed.message_for_tests("cannot reach the cluster");
+        failed.errors.push(crate::sync::ObjectError {
+            object: "ConfigMap shop/a".into(),
+            message: "cannot reach the cluster".into(),
+        });
+        failed.state = UnitState::Failed;
+        report(&board, &failed);
+        assert_eq!(
+            view(&board, &shop).summary,
+            "applied 2 (+0 ~0), pruned 0, 1 errors"
+        );
+        report(&board, &next);
+        assert_eq!(view(&board, &shop).summary, "applied 2 (+0 ~0), pruned 0");
+        assert_eq!(view(&board, &shop).state, "Synced");
     }
 
     #[test]
