@@ -1373,9 +1373,13 @@ impl Syncer {
                 Answer::Object => retry_transport(|| api.patch(name, &params, &patch))
                     .await
                     .and_then(to_json),
+                // Only the new resourceVersion is read: turning the rest of the metadata
+                // (managed fields included) into a JSON value would be wasted work.
                 Answer::Metadata => retry_transport(|| api.patch_metadata(name, &params, &patch))
                     .await
-                    .and_then(to_json),
+                    .map(|m| {
+                        serde_json::json!({"metadata": {"resourceVersion": m.metadata.resource_version}})
+                    }),
             }
         };
         match tokio::time::timeout(self.options.apply_timeout, request).await {
