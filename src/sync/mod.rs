@@ -222,7 +222,8 @@ impl UnitResult {
         self.created.len() + self.updated.len() + self.unchanged
     }
 
-    /// A one-line summary, e.g. `applied 12 (+2 ~1), pruned 1`.
+    /// A one-line summary, e.g. `applied 12 (+2 ~1), pruned 1`, then what the prune rules
+    /// kept, what the mass-deletion rule held and how many errors, when any.
     pub fn summary(&self) -> String {
         let mut s = format!(
             "applied {} (+{} ~{}), pruned {}",
@@ -231,6 +232,9 @@ impl UnitResult {
             self.updated.len(),
             self.pruned.len()
         );
+        if !self.kept.is_empty() {
+            s.push_str(&format!(", kept {}", self.kept.len()));
+        }
         if !self.held.is_empty() {
             s.push_str(&format!(", held {}", self.held.len()));
         }

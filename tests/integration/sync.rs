@@ -564,6 +564,7 @@ async fn a_team_moving_to_another_namespace_is_pruned_from_the_old_one() {
         );
     }
     assert_eq!(keys(&r.kept), [format!("Namespace/{old}")], "{r:?}");
+    assert!(r.summary().ends_with(", kept 1"), "{}", r.summary());
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cp.client().await);
     assert!(namespaces.get_opt(&old).await.expect("get").is_some());
 }
