@@ -217,9 +217,13 @@ impl Metrics {
         if e.corrected {
             drifted.set((drifted.get() - 1).max(0));
             self.drift_corrected.with_label_values(&labels).inc();
-            self.drift_correction
-                .with_label_values(&[e.unit.cluster.0.as_str()])
-                .observe(e.detected.elapsed().as_secs_f64());
+            // The latency pontoon answers for: drift left in report mode closes when a
+            // person reverts it or the repo adopts it, hours later perhaps.
+            if e.mode == crate::desired::DriftMode::Correct {
+                self.drift_correction
+                    .with_label_values(&[e.unit.cluster.0.as_str()])
+                    .observe(e.detected.elapsed().as_secs_f64());
+            }
         } else {
             drifted.inc();
             self.drift_detected.with_label_values(&labels).inc();
@@ -311,6 +315,19 @@ mod tests {
                 .get(),
             2
         );
+        let timed = || {
+            m.drift_correction
+                .with_label_values(&["prod"])
+                .get_sample_count()
+        };
+        assert_eq!(timed(), 2);
+        // Drift left in report mode and closed later is not a correction latency.
+        e.mode = crate::desired::DriftMode::Report;
+        e.corrected = false;
+        m.drift(&e);
+        e.corrected = true;
+        m.drift(&e);
+        assert_eq!((now(), timed()), (0, 2));
     }
 
     fn sample() -> UnitResult {

@@ -441,6 +441,7 @@ async fn leadership_terms(
                         manager: e.manager.clone(),
                         at: e.at.clone(),
                         corrected: e.corrected,
+                        mode: e.mode,
                     };
                     let report = e.mode == crate::desired::DriftMode::Report;
                     board.drift(&e.unit, view, report && !e.corrected);

@@ -29,7 +29,10 @@ pub struct DriftView {
     pub object: String,
     pub manager: String,
     pub at: String,
+    /// Back to the desired state: corrected by pontoon (mode `correct`), or reverted by a
+    /// person or adopted by the repo (mode `report`).
     pub corrected: bool,
+    pub mode: crate::desired::DriftMode,
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -156,7 +159,11 @@ fn cell(h: &mut String, u: &UnitView) {
                 escape(&d.object),
                 escape(&d.manager),
                 escape(&d.at),
-                if d.corrected { " (corrected)" } else { "" }
+                match (d.corrected, d.mode) {
+                    (false, _) => "",
+                    (true, crate::desired::DriftMode::Correct) => " (corrected)",
+                    (true, crate::desired::DriftMode::Report) => " (resolved)",
+                }
             );
         }
         h.push_str("</ul>");

@@ -47,8 +47,20 @@ async fn the_status_page_shows_the_grid_and_escapes_user_text() {
             manager: "kubectl-edit".into(),
             at: "2026-11-24T03:00:00Z".into(),
             corrected: false,
+            mode: pontoon::desired::DriftMode::Report,
         },
         true,
+    );
+    board.drift(
+        &unit("data", "prod"),
+        DriftView {
+            object: "ConfigMap data/flags".into(),
+            manager: "kubectl-patch".into(),
+            at: "2026-11-24T02:00:00Z".into(),
+            corrected: true,
+            mode: pontoon::desired::DriftMode::Report,
+        },
+        false,
     );
     board.record(
         &UnitResult::for_tests(unit(evil, "prod"), UnitState::Synced),
@@ -134,6 +146,11 @@ async fn the_status_page_shows_the_grid_and_escapes_user_text() {
         "drift in report mode: {dom}"
     );
     assert!(dom.contains("kubectl-edit"), "{dom}");
+    // Report-mode drift that closed was not corrected by pontoon: it is resolved.
+    assert!(
+        dom.contains("kubectl-patch</code> at 2026-11-24T02:00:00Z (resolved)"),
+        "{dom}"
+    );
     // The HTML in a team name is text: no <script> ran (the title is unchanged) and no
     // <b> element was made from it.
     assert!(dom.contains("<title>pontoon</title>"), "{dom}");
