@@ -35,6 +35,32 @@ async fn cm_data(cp: &ControlPlane, ns: &str, name: &str) -> Option<String> {
         .map(|c| serde_json::to_string(&c.data).expect("json"))
 }
 
+/// The one unit a platform repo of one team renders on `cp`, through the real renderer:
+/// `allowed` kinds as plain manifests (and whole units prunable), the team in `namespace`,
+/// its `app` file.
+fn rendered_unit(
+    cp: &ControlPlane,
+    team: &str,
+    namespace: &str,
+    allowed: &str,
+    app: &str,
+    rev: &str,
+) -> UnitDesired {
+    let mut f = pontoon::render::Files::new();
+    f.insert(
+        "platform.yaml".into(),
+        format!("apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: p}}\nspec:\n  clusters: [{{name: {}}}]\n  policy:\n    allowedKinds: [{allowed}]\n    prune: {{maxShare: 1.0}}\n", cp.name).into_bytes(),
+    );
+    f.insert(
+        format!("teams/{team}/team.yaml"),
+        format!("apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  namespaces: [{namespace}]\n  clusters: {{names: [{}]}}\n", cp.name).into_bytes(),
+    );
+    f.insert(format!("teams/{team}/app.yaml"), app.as_bytes().to_vec());
+    let state = pontoon::render::render(&f, rev);
+    assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
+    state.units.into_values().next().expect("one unit")
+}
+
 #[tokio::test]
 async fn create_update_prune_and_rollback() {
     let cp = control_plane::shared();
@@ -456,28 +482,14 @@ async fn a_kind_the_team_stops_using_is_pruned_and_its_permission_then_dropped()
     let cp = control_plane::shared();
     let s = syncer(cp).await;
     let team = unique_name("kinds");
-    let files = |with_cronjob: bool| {
-        let mut f = pontoon::render::Files::new();
-        f.insert(
-            "platform.yaml".into(),
-            format!("apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: p}}\nspec:\n  clusters: [{{name: {}}}]\n  policy:\n    allowedKinds: [{{group: \"\", kind: ConfigMap}}, {{group: batch, kind: CronJob}}]\n    prune: {{maxShare: 1.0}}\n", cp.name).into_bytes(),
-        );
-        f.insert(
-            format!("teams/{team}/team.yaml"),
-            format!("apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  namespaces: [{team}]\n  clusters: {{names: [{}]}}\n", cp.name).into_bytes(),
-        );
+    let unit = |rev: &str, with_cronjob: bool| {
         let mut app = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {k: v}\n"
             .to_owned();
         if with_cronjob {
             app.push_str("---\napiVersion: batch/v1\nkind: CronJob\nmetadata: {name: nightly}\nspec:\n  schedule: \"0 2 * * *\"\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: OnFailure\n          containers: [{name: job, image: registry.example/job:1}]\n");
         }
-        f.insert(format!("teams/{team}/app.yaml"), app.into_bytes());
-        f
-    };
-    let unit = |rev: &str, with_cronjob: bool| {
-        let state = pontoon::render::render(&files(with_cronjob), rev);
-        assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
-        state.units.into_values().next().expect("one unit")
+        let allowed = "{group: \"\", kind: ConfigMap}, {group: batch, kind: CronJob}";
+        rendered_unit(cp, &team, &team, allowed, &app, rev)
     };
     let role_resources = || async {
         let roles: Api<k8s_openapi::api::rbac::v1::Role> =
@@ -523,22 +535,15 @@ async fn a_team_moving_to_another_namespace_is_pruned_from_the_old_one() {
     let team = unique_name("mover");
     let (old, new) = (format!("{team}-old"), format!("{team}-new"));
     let unit = |namespace: &str, rev: &str| {
-        let mut f = pontoon::render::Files::new();
-        f.insert(
-            "platform.yaml".into(),
-            format!("apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: p}}\nspec:\n  clusters: [{{name: {}}}]\n  policy:\n    allowedKinds: [{{group: \"\", kind: ConfigMap}}]\n    prune: {{maxShare: 1.0}}\n", cp.name).into_bytes(),
-        );
-        f.insert(
-            format!("teams/{team}/team.yaml"),
-            format!("apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  namespaces: [{namespace}]\n  clusters: {{names: [{}]}}\n", cp.name).into_bytes(),
-        );
-        f.insert(
-            format!("teams/{team}/app.yaml"),
-            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {k: v}\n".to_vec(),
-        );
-        let state = pontoon::render::render(&f, rev);
-        assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
-        state.units.into_values().next().expect("one unit")
+        let app = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {k: v}\n";
+        rendered_unit(
+            cp,
+            &team,
+            namespace,
+            "{group: \"\", kind: ConfigMap}",
+            app,
+            rev,
+        )
     };
     let r = s.sync(&unit(&old, "r1"), "r1").await;
     assert_eq!(r.state, UnitState::Synced, "{r:?}");
