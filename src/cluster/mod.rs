@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersion;
 use kube::discovery::Scope;
 use kube::{Api, Client};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -71,6 +72,11 @@ pub struct Cluster {
     pub name: ClusterName,
     client: Client,
     resources: RwLock<HashMap<GroupVersionKind, Resolved>>,
+    /// Held while asking the server about a kind not cached yet: units that start
+    /// together and need the same kinds wait for one answer instead of each asking.
+    discovering: tokio::sync::Mutex<()>,
+    /// Discovery requests sent so far.
+    discovery_requests: std::sync::atomic::AtomicUsize,
     team_clients: Mutex<HashMap<TeamName, Client>>,
     writes: Arc<Semaphore>,
     reads: Arc<Semaphore>,
@@ -140,6 +146,8 @@ impl Cluster {
             name,
             client,
             resources: RwLock::new(HashMap::new()),
+            discovering: tokio::sync::Mutex::new(()),
+            discovery_requests: std::sync::atomic::AtomicUsize::new(0),
             team_clients: Mutex::new(HashMap::new()),
             writes: Arc::new(Semaphore::new(concurrency.max(1))),
             reads: Arc::new(Semaphore::new(concurrency.max(1) * READS_PER_WRITE)),
@@ -202,35 +210,65 @@ impl Cluster {
     }
 
     /// Resource and scope of a kind; asks the server on a cache miss (a CRD applied a
-    /// moment ago becomes resolvable without a restart).
+    /// moment ago becomes resolvable without a restart). One request answers for every
+    /// kind of the kind's group and version, and misses wait for each other: a hundred
+    /// units starting at once ask once per group version, not once each per kind.
     pub async fn resolve(&self, gvk: &GroupVersionKind) -> Result<Resolved, ClusterError> {
-        if let Some(r) = self
-            .resources
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(gvk)
-        {
-            return Ok(r.clone());
+        if let Some(r) = self.cached(gvk) {
+            return Ok(r);
         }
-        let (resource, caps) = {
-            let _permit = self.read_permit().await;
-            kube::discovery::pinned_kind(&self.client, gvk).await
+        let _discovering = self.discovering.lock().await;
+        if let Some(r) = self.cached(gvk) {
+            return Ok(r);
         }
-        .map_err(|source| ClusterError::UnknownKind {
+        let unknown = |source: kube::Error| ClusterError::UnknownKind {
             cluster: self.name.0.clone(),
             api_version: gvk.api_version(),
             kind: gvk.kind.clone(),
             source: Box::new(source),
-        })?;
-        let resolved = Resolved {
-            resource,
-            namespaced: caps.scope == Scope::Namespaced,
         };
+        let gv = GroupVersion::gv(&gvk.group, &gvk.version);
+        let group = {
+            let _permit = self.read_permit().await;
+            self.discovery_requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            kube::discovery::pinned_group(&self.client, &gv).await
+        }
+        .map_err(unknown)?;
+        {
+            let mut cache = self.resources.write().unwrap_or_else(|e| e.into_inner());
+            for (resource, caps) in group.versioned_resources(&gv.version) {
+                let key = GroupVersionKind::gvk(&gv.group, &gv.version, &resource.kind);
+                let resolved = Resolved {
+                    resource,
+                    namespaced: caps.scope == Scope::Namespaced,
+                };
+                cache.insert(key, resolved);
+            }
+        }
+        self.cached(gvk).ok_or_else(|| {
+            unknown(kube::Error::Discovery(
+                kube::error::DiscoveryError::MissingKind(format!(
+                    "{} in {}",
+                    gvk.kind,
+                    gvk.api_version()
+                )),
+            ))
+        })
+    }
+
+    /// How many discovery requests this cluster's resolves have sent.
+    pub fn discovery_requests(&self) -> usize {
+        self.discovery_requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn cached(&self, gvk: &GroupVersionKind) -> Option<Resolved> {
         self.resources
-            .write()
+            .read()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(gvk.clone(), resolved.clone());
-        Ok(resolved)
+            .get(gvk)
+            .cloned()
     }
 
     /// An API handle for one resource, in a namespace or cluster-wide.

@@ -62,6 +62,52 @@ fn rendered_unit(
 }
 
 #[tokio::test]
+async fn units_starting_together_ask_discovery_once_per_group_version() {
+    let cp = control_plane::shared();
+    let cluster =
+        Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 16).expect("cluster");
+    let kinds = [
+        ("v1", "Namespace"),
+        ("v1", "ConfigMap"),
+        ("v1", "Service"),
+        ("apps/v1", "Deployment"),
+        ("rbac.authorization.k8s.io/v1", "Role"),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ];
+    // A hundred units, each resolving its kinds, all at once.
+    let resolves = (0..100)
+        .flat_map(|_| kinds.iter())
+        .map(|(api_version, kind)| {
+            let gvk = gvk_of(api_version, kind);
+            let cluster = &cluster;
+            async move { cluster.resolve(&gvk).await }
+        });
+    for r in futures::future::join_all(resolves).await {
+        r.expect("resolved");
+    }
+    assert_eq!(cluster.discovery_requests(), 3, "v1, apps/v1, rbac/v1");
+    for (api_version, kind, plural, namespaced) in [
+        ("v1", "Namespace", "namespaces", false),
+        ("apps/v1", "Deployment", "deployments", true),
+    ] {
+        let r = cluster
+            .resolve(&gvk_of(api_version, kind))
+            .await
+            .expect("resolved");
+        assert_eq!(
+            (r.resource.plural.as_str(), r.namespaced),
+            (plural, namespaced)
+        );
+    }
+    // A kind the server does not serve is an error naming it, asked about again next time
+    // (a CRD may bring it).
+    let missing = cluster.resolve(&gvk_of("apps/v1", "Nonexistent")).await;
+    let message = missing.expect_err("no such kind").to_string();
+    assert!(message.contains("Nonexistent"), "{message}");
+    assert_eq!(cluster.discovery_requests(), 4);
+}
+
+#[tokio::test]
 async fn create_update_prune_and_rollback() {
     let cp = control_plane::shared();
     let s = syncer(cp).await;
