@@ -628,7 +628,7 @@ impl Syncer {
                     .insert(e.namespace.clone());
             }
         }
-        let live = self.list_live(team, kinds.into_values()).await?;
+        let (live, mut foreign) = self.list_live(team, kinds.into_values()).await?;
 
         // Nothing changed since the last sync: no writes at all.
         let memo = self
@@ -680,7 +680,7 @@ impl Syncer {
             .iter()
             .filter(|p| !live.contains_key(&p.key))
             .collect();
-        let foreign = self.foreign_owners(&new, team).await?;
+        foreign.extend(self.foreign_owners(&new, team).await?);
         let mut owned_elsewhere = BTreeSet::new();
         for p in &new {
             if let Some(owner) = foreign.get(&p.key) {
@@ -1040,36 +1040,53 @@ impl Syncer {
 
     /// Lists the unit's live objects of the given kinds in the namespaces given with each:
     /// metadata only, except for kinds whose health is read from their status.
+    ///
+    /// In a namespace the list takes every pontoon object of the kind, whatever its team:
+    /// the same request then also names the other teams' objects there, which the unit must
+    /// not take over, so a first sync does not list each namespace twice. A cluster-scoped
+    /// kind is listed for the team alone (every team's Namespaces would be a long list).
     async fn list_live(
         &self,
         team: &TeamName,
         kinds: impl Iterator<Item = (Resolved, BTreeSet<String>)>,
-    ) -> Result<HashMap<ObjectKey, Live>, kube::Error> {
-        let selector = format!("{LABEL_TEAM}={team},{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
+    ) -> Result<(HashMap<ObjectKey, Live>, HashMap<ObjectKey, String>), kube::Error> {
+        let own = format!("{LABEL_TEAM}={team},{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
+        let any = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
         let mut pending = Vec::new();
         for (res, namespaces) in kinds {
-            let namespaces = if res.namespaced {
-                namespaces.into_iter().collect()
+            if res.namespaced {
+                for namespace in namespaces {
+                    pending.push(self.list_live_in(res.clone(), namespace, &any));
+                }
             } else {
-                vec![String::new()]
-            };
-            for namespace in namespaces {
-                pending.push(self.list_live_in(res.clone(), namespace, &selector));
+                pending.push(self.list_live_in(res, String::new(), &own));
             }
         }
-        let mut live = HashMap::new();
+        let (mut live, mut others) = (HashMap::new(), HashMap::new());
         for found in futures::future::join_all(pending).await {
-            live.extend(found?);
+            for (key, owner, l) in found? {
+                match owner {
+                    Some(owner) if owner == team.0 => {
+                        live.insert(key, l);
+                    }
+                    Some(owner) => {
+                        others.insert(key, owner);
+                    }
+                    None => {}
+                }
+            }
         }
-        Ok(live)
+        Ok((live, others))
     }
 
+    /// One kind's pontoon objects in one namespace (`""`: cluster-wide), each with the team
+    /// its label names.
     async fn list_live_in(
         &self,
         res: Resolved,
         namespace: String,
         selector: &str,
-    ) -> Result<Vec<(ObjectKey, Live)>, kube::Error> {
+    ) -> Result<Vec<(ObjectKey, Option<String>, Live)>, kube::Error> {
         let api = &Cluster::api(self.cluster.client().clone(), &res, &namespace);
         let entry = |m: &kube::api::ObjectMeta, health| {
             let key = ObjectKey {
@@ -1078,12 +1095,13 @@ impl Syncer {
                 namespace: m.namespace.clone().unwrap_or_default(),
                 name: m.name.clone().unwrap_or_default(),
             };
+            let owner = m.labels.as_ref().and_then(|l| l.get(LABEL_TEAM)).cloned();
             let live = Live {
                 resource_version: m.resource_version.clone().unwrap_or_default(),
                 prune_disabled: prune_disabled(m),
                 health,
             };
-            (key, live)
+            (key, owner, live)
         };
         if !health::has_rule(&res.resource.api_version, &res.resource.kind) {
             let items = self
@@ -1107,33 +1125,33 @@ impl Syncer {
         Ok(out)
     }
 
-    /// Owners (other than `team`) of the objects about to be created, from one list of
-    /// other teams' pontoon objects per kind and namespace instead of one read per object.
+    /// Owners (other than `team`) of the cluster-scoped objects about to be created, from
+    /// one list of other teams' pontoon objects per kind instead of one read per object.
+    /// (The namespaced ones came with the unit's own lists.)
     async fn foreign_owners(
         &self,
         new: &[&Planned<'_>],
         team: &TeamName,
     ) -> Result<HashMap<ObjectKey, String>, kube::Error> {
-        let mut groups: BTreeMap<(String, String, String), (Resolved, BTreeSet<ObjectKey>)> =
+        let mut kinds: BTreeMap<(String, String), (Resolved, BTreeSet<ObjectKey>)> =
             BTreeMap::new();
         for p in new {
-            let Some(res) = &p.resolved else { continue };
-            groups
-                .entry((
-                    res.resource.api_version.clone(),
-                    res.resource.kind.clone(),
-                    p.key.namespace.clone(),
-                ))
+            let Some(res) = p.resolved.as_ref().filter(|r| !r.namespaced) else {
+                continue;
+            };
+            kinds
+                .entry((res.resource.api_version.clone(), res.resource.kind.clone()))
                 .or_insert_with(|| (res.clone(), BTreeSet::new()))
                 .1
                 .insert(p.key.clone());
         }
         let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE},{LABEL_TEAM}!={team}");
-        let mut pending = Vec::new();
-        for (res, keys) in groups.into_values() {
-            pending.push(self.list_foreign(res, keys, selector.clone()));
-        }
-        let lists = futures::future::join_all(pending).await;
+        let lists = futures::future::join_all(
+            kinds
+                .into_values()
+                .map(|(res, keys)| self.list_foreign(res, keys, &selector)),
+        )
+        .await;
         let mut out = HashMap::new();
         for l in lists {
             out.extend(l?);
@@ -1172,35 +1190,15 @@ impl Syncer {
         &self,
         res: Resolved,
         keys: BTreeSet<ObjectKey>,
-        selector: String,
+        selector: &str,
     ) -> Result<Vec<(ObjectKey, String)>, kube::Error> {
-        let namespace = keys
-            .first()
-            .map(|k| k.namespace.clone())
-            .unwrap_or_default();
-        let api = &Cluster::api(self.cluster.client().clone(), &res, &namespace);
-        let mut found = Vec::new();
-        let items = self
-            .list_pages(&selector, |p| async move { api.list_metadata(&p).await })
-            .await?;
-        for o in items {
-            let key = ObjectKey {
-                group: res.resource.group.clone(),
-                kind: res.resource.kind.clone(),
-                namespace: o.metadata.namespace.clone().unwrap_or_default(),
-                name: o.metadata.name.clone().unwrap_or_default(),
-            };
-            let owner = o
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_TEAM))
-                .cloned();
-            if let (true, Some(owner)) = (keys.contains(&key), owner) {
-                found.push((key, owner));
-            }
-        }
-        Ok(found)
+        Ok(self
+            .list_live_in(res, String::new(), selector)
+            .await?
+            .into_iter()
+            .filter(|(key, _, _)| keys.contains(key))
+            .filter_map(|(key, owner, _)| Some((key, owner?)))
+            .collect())
     }
 
     async fn apply_one(

@@ -502,18 +502,28 @@ async fn another_teams_object_is_never_taken_over() {
 
     // The thief's desired state names the owner's object (render checks bypassed), as
     // pontoon's own identity so that only the ownership check can stop it.
+    // A namespaced object and a cluster-scoped one (found by different lists).
     let mut stolen = configmap(&thief, &owner, "shared", json!({"who": "thief"}));
     stolen.applier = Applier::Platform;
+    let namespace = obj(
+        &thief,
+        Applier::Platform,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": owner}}),
+    );
     let r = s
-        .sync(&unit_desired(&thief, cp.name, &[], vec![stolen]), "r1")
+        .sync(
+            &unit_desired(&thief, cp.name, &[], vec![stolen, namespace]),
+            "r1",
+        )
         .await;
     assert_eq!(r.state, UnitState::Failed, "{r:?}");
-    assert!(
-        r.errors[0]
-            .message
-            .contains(&format!("belongs to team {owner}")),
-        "{r:?}"
-    );
+    assert_eq!(r.errors.len(), 2, "{r:?}");
+    for e in &r.errors {
+        assert!(
+            e.message.contains(&format!("belongs to team {owner}")),
+            "{r:?}"
+        );
+    }
     assert_eq!(
         cm_data(cp, &owner, "shared").await.as_deref(),
         Some(r#"{"who":"owner"}"#)
