@@ -1056,10 +1056,10 @@ impl Syncer {
         for (res, namespaces) in kinds {
             if res.namespaced {
                 for namespace in namespaces {
-                    pending.push(self.list_live_in(res.clone(), namespace, &any));
+                    pending.push(self.list_live_in(res.clone(), namespace, &any, true));
                 }
             } else {
-                pending.push(self.list_live_in(res, String::new(), &own));
+                pending.push(self.list_live_in(res, String::new(), &own, true));
             }
         }
         let (mut live, mut others) = (HashMap::new(), HashMap::new());
@@ -1080,12 +1080,13 @@ impl Syncer {
     }
 
     /// One kind's pontoon objects in one namespace (`""`: cluster-wide), each with the team
-    /// its label names.
+    /// its label names; with `health`, whole objects for the kinds with a health rule.
     async fn list_live_in(
         &self,
         res: Resolved,
         namespace: String,
         selector: &str,
+        health: bool,
     ) -> Result<Vec<(ObjectKey, Option<String>, Live)>, kube::Error> {
         let api = &Cluster::api(self.cluster.client().clone(), &res, &namespace);
         let entry = |m: &kube::api::ObjectMeta, health| {
@@ -1103,7 +1104,7 @@ impl Syncer {
             };
             (key, owner, live)
         };
-        if !health::has_rule(&res.resource.api_version, &res.resource.kind) {
+        if !(health && health::has_rule(&res.resource.api_version, &res.resource.kind)) {
             let items = self
                 .list_pages(selector, |p| async move { api.list_metadata(&p).await })
                 .await?;
@@ -1193,7 +1194,7 @@ impl Syncer {
         selector: &str,
     ) -> Result<Vec<(ObjectKey, String)>, kube::Error> {
         Ok(self
-            .list_live_in(res, String::new(), selector)
+            .list_live_in(res, String::new(), selector, false)
             .await?
             .into_iter()
             .filter(|(key, _, _)| keys.contains(key))
