@@ -300,4 +300,11 @@ pub struct DesiredState {
     pub default_prune: PrunePolicy,
     /// Every diagnostic, errors and warnings, sorted by file, line, column.
     pub diagnostics: Vec<Diagnostic>,
+    /// Which team each namespace belongs to, as this render decided; the next render
+    /// starts from it.
+    #[serde(default)]
+    pub namespace_owners: NamespaceOwners,
 }
+
+/// Namespace name to the team that owns it.
+pub type NamespaceOwners = BTreeMap<String, TeamName>;

@@ -296,7 +296,9 @@ async fn sync_once(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     let config = load_config(&config_path)?;
     init_tracing(&config);
     let snapshot = snapshot_for(&config, None, None).await?;
-    let state = pontoon::daemon::feed::render(snapshot).await;
+    let syncers = pontoon::daemon::connect(&config).await?;
+    let owners = pontoon::daemon::feed::namespace_owners(&syncers).await;
+    let state = pontoon::daemon::feed::render(snapshot, owners).await;
     for d in &state.diagnostics {
         eprintln!("{d}");
     }
@@ -304,7 +306,6 @@ async fn sync_once(config_path: PathBuf) -> anyhow::Result<ExitCode> {
         eprintln!("platform.yaml is broken: nothing synced");
         return Ok(ExitCode::FAILURE);
     }
-    let syncers = pontoon::daemon::connect(&config).await?;
     let mut all_synced = state.failed_teams.is_empty();
     for syncer in syncers.values() {
         for r in syncer.sync_cluster(&state).await {
@@ -356,14 +357,15 @@ async fn plan_cmd(
 ) -> anyhow::Result<ExitCode> {
     let config = load_config(&config_path)?;
     let snapshot = snapshot_for(&config, revision, dir).await?;
-    let state = pontoon::daemon::feed::render(snapshot).await;
+    let syncers = pontoon::daemon::connect(&config).await?;
+    let owners = pontoon::daemon::feed::namespace_owners(&syncers).await;
+    let state = pontoon::daemon::feed::render(snapshot, owners).await;
     for d in &state.diagnostics {
         eprintln!("{d}");
     }
     if state.platform_failed {
         return Ok(ExitCode::FAILURE);
     }
-    let syncers = pontoon::daemon::connect(&config).await?;
     let mut changes = false;
     let mut errors = !state.failed_teams.is_empty();
     for (id, unit) in &state.units {

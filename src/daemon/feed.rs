@@ -3,14 +3,16 @@
 //! publishes it. A failed poll keeps the last state; a render that breaks platform.yaml is
 //! published too (it changes nothing, and the board shows why).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use tokio::sync::{Notify, watch};
 
 use crate::config::{GitRef, SourceConfig, SourceLocation};
-use crate::desired::DesiredState;
+use crate::desired::{ClusterName, DesiredState, NamespaceOwners};
 use crate::source::{Snapshot, Source, webhook};
+use crate::sync::Syncer;
 
 /// Source metrics, registered in one place.
 #[derive(Clone)]
@@ -102,11 +104,13 @@ impl SourceMetrics {
     }
 }
 
-/// Renders off the async runtime (rendering is CPU work).
-pub async fn render(snapshot: Arc<Snapshot>) -> DesiredState {
+/// Renders off the async runtime (rendering is CPU work), after a render that gave each
+/// namespace the owner in `earlier`.
+pub async fn render(snapshot: Arc<Snapshot>, earlier: NamespaceOwners) -> DesiredState {
     let revision = snapshot.revision.clone();
+    let kept = earlier.clone();
     tokio::task::spawn_blocking(move || {
-        let mut state = crate::render::render(&snapshot.files, &snapshot.revision);
+        let mut state = crate::render::render_after(&snapshot.files, &snapshot.revision, &earlier);
         for skipped in &snapshot.skipped {
             tracing::warn!(entry = %skipped, "not read from the platform repo");
         }
@@ -119,10 +123,52 @@ pub async fn render(snapshot: Arc<Snapshot>) -> DesiredState {
         DesiredState {
             revision,
             platform_failed: true,
+            namespace_owners: kept,
             ..DesiredState::default()
         }
     })
 }
+
+/// Who holds each of pontoon's Namespaces on the clusters, for a render with no earlier
+/// one (the daemon's first, a pull request's plan before it, `pontoon plan` and `sync`).
+/// A namespace the clusters disagree about, or that an unreachable cluster alone holds,
+/// is left out: the repo then decides alone.
+pub async fn namespace_owners(syncers: &BTreeMap<ClusterName, Arc<Syncer>>) -> NamespaceOwners {
+    let asked = futures::future::join_all(syncers.iter().map(|(name, s)| async move {
+        let answer = tokio::time::timeout(OWNERS_TIMEOUT, s.namespace_owners()).await;
+        (name, answer)
+    }))
+    .await;
+    let mut owners = NamespaceOwners::new();
+    let mut disputed = BTreeSet::new();
+    for (cluster, answer) in asked {
+        let found = match answer {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                tracing::warn!(%cluster, error = %crate::describe(&e), "cannot read which team holds each namespace");
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(%cluster, timeout = ?OWNERS_TIMEOUT, "cannot read which team holds each namespace");
+                continue;
+            }
+        };
+        for (ns, team) in found {
+            match owners.get(&ns) {
+                Some(t) if *t != team => {
+                    disputed.insert(ns);
+                }
+                _ => {
+                    owners.insert(ns, team);
+                }
+            }
+        }
+    }
+    owners.retain(|ns, _| !disputed.contains(ns));
+    owners
+}
+
+const OWNERS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The webhook routes for this source.
 pub fn webhook_routes(
@@ -166,6 +212,7 @@ pub async fn poll_loop(
     metrics: SourceMetrics,
     out: watch::Sender<Option<Arc<DesiredState>>>,
     mut stop: watch::Receiver<bool>,
+    mut owners: NamespaceOwners,
 ) {
     let mut tick = tokio::time::interval(cfg.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -204,7 +251,8 @@ pub async fn poll_loop(
             tracing::warn!(revision = %snapshot.revision, "the tracked ref moved to a commit that does not descend from the last one (force push or rollback)");
         }
         tracing::info!(revision = %snapshot.revision, author = %snapshot.author, message = %snapshot.message, "new revision");
-        let state = render(snapshot).await;
+        let state = render(snapshot, owners).await;
+        owners = state.namespace_owners.clone();
         let errors = state
             .diagnostics
             .iter()

@@ -272,6 +272,7 @@ pub async fn run_from_source(
         }
         None => None,
     };
+    let (desired_tx, desired_rx) = watch::channel(None);
     // Pull-request plans, for a Git source: planned wherever the webhook lands (they
     // only read), posted when commit statuses are configured.
     let (reviews, review_task) = match source.git_target() {
@@ -282,6 +283,7 @@ pub async fn run_from_source(
                 handles.syncers.clone(),
                 config.clusters.iter().map(|c| c.name.clone()).collect(),
                 handles.statuses.clone(),
+                desired_rx.clone(),
                 rx,
             ));
             (Some(tx), Some(task))
@@ -289,8 +291,9 @@ pub async fn run_from_source(
         None => (None, None),
     };
     let routes = feed::webhook_routes(&config.source, wake.clone(), &source_metrics, reviews)?;
-    let (desired_tx, desired_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The first render has no earlier one: the clusters say who holds each namespace.
+    let owners = feed::namespace_owners(&handles.syncers).await;
     let poller = tokio::spawn(feed::poll_loop(
         source,
         config.source.clone(),
@@ -298,6 +301,7 @@ pub async fn run_from_source(
         source_metrics,
         desired_tx,
         stop_rx,
+        owners,
     ));
     let result = run_with(
         config,

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use crate::desired::{ClusterName, DesiredState, Severity};
+use crate::desired::{ClusterName, DesiredState, NamespaceOwners, Severity};
 use crate::source::git::GitTarget;
 use crate::source::webhook::PullRequest;
 use crate::status::{Notifier, State, Status};
@@ -24,6 +24,7 @@ pub async fn review_loop(
     syncers: BTreeMap<ClusterName, Arc<Syncer>>,
     clusters: Vec<String>,
     statuses: Option<Arc<Notifier>>,
+    desired: watch::Receiver<Option<Arc<DesiredState>>>,
     mut requests: mpsc::Receiver<PullRequest>,
 ) {
     while let Some(first) = requests.recv().await {
@@ -40,7 +41,17 @@ pub async fn review_loop(
                 }
             };
             post(Status::plan(&pr.sha, State::Pending, "planning"));
-            let status = plan_pull_request(&target, &syncers, &clusters, &pr).await;
+            // A pull request follows the tracked branch's current render: a namespace
+            // its teams hold stays theirs.
+            let current = desired
+                .borrow()
+                .as_ref()
+                .map(|d| d.namespace_owners.clone());
+            let owners = match current {
+                Some(o) => o,
+                None => super::feed::namespace_owners(&syncers).await,
+            };
+            let status = plan_pull_request(&target, &syncers, &clusters, &pr, owners).await;
             post(status);
         }
     }
@@ -51,6 +62,7 @@ async fn plan_pull_request(
     syncers: &BTreeMap<ClusterName, Arc<Syncer>>,
     clusters: &[String],
     pr: &PullRequest,
+    owners: NamespaceOwners,
 ) -> Status {
     let fetched = {
         let (t, r, s) = (target.clone(), pr.head_ref.clone(), pr.sha.clone());
@@ -67,7 +79,7 @@ async fn plan_pull_request(
         }
         Err(e) => return Status::plan(&pr.sha, State::Error, format!("fetch task failed: {e}")),
     };
-    let state = super::feed::render(snapshot).await;
+    let state = super::feed::render(snapshot, owners).await;
     if let Some(description) = render_errors(&state) {
         return Status::plan(&pr.sha, State::Failure, description);
     }

@@ -70,10 +70,22 @@ struct Ctx<'a> {
     namespace_owner: &'a BTreeMap<String, TeamName>,
 }
 
-/// Renders a revision.
+/// Renders a revision on its own, with nothing known of earlier ones: a namespace that
+/// several teams claim is refused to all of them.
 pub fn render(files: &Files, revision: &str) -> DesiredState {
+    render_after(files, revision, &NamespaceOwners::new())
+}
+
+/// Renders a revision that follows one whose render gave each namespace the owner in
+/// `earlier` (the daemon's last render, or what the clusters' Namespaces say). A team
+/// that claims a namespace another team already holds is the one that fails: a new team
+/// copying an existing team's namespace into its team.yaml stops itself, not the team
+/// that was there first.
+pub fn render_after(files: &Files, revision: &str, earlier: &NamespaceOwners) -> DesiredState {
     let mut state = DesiredState {
         revision: revision.to_owned(),
+        // Kept as they were when platform.yaml is broken and nothing renders.
+        namespace_owners: earlier.clone(),
         ..DesiredState::default()
     };
     let mut diags = Vec::new();
@@ -237,27 +249,8 @@ pub fn render(files: &Files, revision: &str) -> DesiredState {
         };
         teams.insert(name.clone(), parsed);
     }
-    let mut namespace_owner: BTreeMap<String, TeamName> = BTreeMap::new();
-    for (name, t) in teams.iter_mut() {
-        let Ok((doc, team)) = t else { continue };
-        let mut errs = Vec::new();
-        for (i, ns) in team.spec.namespaces.iter().enumerate() {
-            match namespace_owner.get(ns) {
-                Some(owner) => errs.push(doc.diag_at(
-                    &format!("spec.namespaces[{i}]"),
-                    Some(&TeamName(name.clone())),
-                    "namespace-claimed",
-                    format!("namespace {ns} belongs to team {owner}; a team may not claim another team's namespace"),
-                )),
-                None => {
-                    namespace_owner.insert(ns.clone(), TeamName(name.clone()));
-                }
-            }
-        }
-        if !errs.is_empty() {
-            *t = Err(errs);
-        }
-    }
+    let namespace_owner = claim_namespaces(&mut teams, earlier);
+    state.namespace_owners = namespace_owner.clone();
 
     let ctx = Ctx {
         platform: &platform,
@@ -291,6 +284,86 @@ pub fn render(files: &Files, revision: &str) -> DesiredState {
     }
     finish(&mut state, diags);
     state
+}
+
+/// Decides which team owns each namespace the teams claim, and fails every team that
+/// claims one it does not get. A namespace goes to its earlier owner if that team still
+/// claims it (or its team.yaml does not parse, so nobody can tell), else to its only
+/// claimant; with several claimants and no earlier owner, to nobody.
+fn claim_namespaces(
+    teams: &mut BTreeMap<String, Result<(Document, Team), Vec<Diagnostic>>>,
+    earlier: &NamespaceOwners,
+) -> NamespaceOwners {
+    let mut claims: BTreeMap<&String, Vec<(&String, usize)>> = BTreeMap::new();
+    for (name, t) in teams.iter() {
+        if let Ok((_, team)) = t {
+            for (i, ns) in team.spec.namespaces.iter().enumerate() {
+                claims.entry(ns).or_default().push((name, i));
+            }
+        }
+    }
+    let unreadable = |team: &TeamName| matches!(teams.get(&team.0), Some(Err(_)));
+    let mut owners = NamespaceOwners::new();
+    // team -> (index in spec.namespaces, message)
+    let mut refused: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
+    for (ns, claimants) in &claims {
+        let held = earlier
+            .get(*ns)
+            .filter(|t| unreadable(t) || claimants.iter().any(|(n, _)| **n == t.0));
+        let owner = match (held, claimants.as_slice()) {
+            (Some(t), _) => Some(t.clone()),
+            (None, [(only, _)]) => Some(TeamName((*only).clone())),
+            (None, _) => None,
+        };
+        for (name, i) in claimants {
+            let message = match &owner {
+                Some(o) if o.0 == **name => continue,
+                Some(o) => format!(
+                    "namespace {ns} belongs to team {o}; a team may not claim another team's namespace"
+                ),
+                None => format!(
+                    "namespace {ns} is claimed by teams {}; a namespace belongs to one team, and no earlier revision says which",
+                    claimants
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
+            };
+            refused
+                .entry((*name).clone())
+                .or_default()
+                .push((*i, message));
+        }
+        if let Some(o) = owner {
+            owners.insert((*ns).clone(), o);
+        }
+    }
+    // A team whose team.yaml does not parse keeps what it held.
+    for (ns, t) in earlier {
+        if unreadable(t) {
+            owners.entry(ns.clone()).or_insert_with(|| t.clone());
+        }
+    }
+    for (name, problems) in refused {
+        let Some(t) = teams.get_mut(&name) else {
+            continue;
+        };
+        let Ok((doc, _)) = &*t else { continue };
+        let errs = problems
+            .into_iter()
+            .map(|(i, message)| {
+                doc.diag_at(
+                    &format!("spec.namespaces[{i}]"),
+                    Some(&TeamName(name.clone())),
+                    "namespace-claimed",
+                    message,
+                )
+            })
+            .collect();
+        *t = Err(errs);
+    }
+    owners
 }
 
 fn finish(state: &mut DesiredState, mut diags: Vec<Diagnostic>) {

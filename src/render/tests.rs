@@ -54,8 +54,11 @@ fn repo(extra: &[(&str, &str)]) -> Files {
 }
 
 /// Renders and returns the diagnostics as `file:line:col: error[rule]: message` lines.
+/// Renders the repo with `extra` as a commit on top of the good repo (teams a and b), as
+/// the daemon does.
 fn diags(extra: &[(&str, &str)]) -> (DesiredState, Vec<String>) {
-    let s = render(&repo(extra), "rev");
+    let base = render(&repo(&[]), "base");
+    let s = render_after(&repo(extra), "rev", &base.namespace_owners);
     let d = s.diagnostics.iter().map(|d| d.to_string()).collect();
     (s, d)
 }
@@ -428,4 +431,76 @@ mod isolation {
             }
         }
     }
+}
+
+/// A new team copying an existing team's namespace into its team.yaml fails, whatever the
+/// names' order, and the team that held the namespace goes on rendering.
+#[test]
+fn a_namespace_stays_with_the_team_that_held_it() {
+    let base = render(&repo(&[]), "base");
+    assert_eq!(base.namespace_owners["b"].0, "b");
+    // "az" sorts before "b": order must not decide.
+    let claim = team("az", "b");
+    let files = repo(&[("teams/az/team.yaml", claim.as_str())]);
+    let s = render_after(&files, "rev", &base.namespace_owners);
+    let d: Vec<String> = s.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(s.units.keys().any(|u| u.team.0 == "b"), "{d:?}");
+    assert!(
+        d.iter().any(|l| l.contains(
+            "teams/az/team.yaml:5:16: error[namespace-claimed]: team az: namespace b belongs to team b"
+        )),
+        "{d:?}"
+    );
+    assert!(s.failed_teams.contains_key(&TeamName("az".into())));
+    assert_eq!(s.namespace_owners["b"].0, "b");
+
+    // With nothing known of earlier revisions, the repo alone cannot say: both fail.
+    let s = render(&files, "rev");
+    let d: Vec<String> = s.diagnostics.iter().map(|d| d.to_string()).collect();
+    for t in ["az", "b"] {
+        assert!(s.failed_teams.contains_key(&TeamName(t.into())), "{d:?}");
+    }
+    assert!(
+        d.iter()
+            .any(|l| l.contains("namespace b is claimed by teams az and b")),
+        "{d:?}"
+    );
+    assert!(!s.namespace_owners.contains_key("b"));
+}
+
+#[test]
+fn a_namespace_handed_over_in_one_commit_goes_to_its_new_team() {
+    let base = render(&repo(&[]), "base");
+    let files = repo(&[
+        ("teams/b/team.yaml", &team("b", "b2")),
+        ("teams/az/team.yaml", &team("az", "b")),
+    ]);
+    let s = render_after(&files, "rev", &base.namespace_owners);
+    assert!(s.failed_teams.is_empty(), "{:?}", s.diagnostics);
+    assert_eq!(s.namespace_owners["b"].0, "az");
+    assert_eq!(s.namespace_owners["b2"].0, "b");
+}
+
+/// While the holder's team.yaml does not parse, nobody can tell whether it still claims
+/// its namespace: it keeps it.
+#[test]
+fn a_broken_team_yaml_keeps_its_namespaces() {
+    let base = render(&repo(&[]), "base");
+    let files = repo(&[
+        ("teams/b/team.yaml", "spec: [unclosed\n"),
+        ("teams/az/team.yaml", &team("az", "b")),
+    ]);
+    let s = render_after(&files, "rev", &base.namespace_owners);
+    let d: Vec<String> = s.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(
+        d.iter()
+            .any(|l| l.contains("team az: namespace b belongs to team b")),
+        "{d:?}"
+    );
+    assert_eq!(s.namespace_owners["b"].0, "b");
+    // A broken platform.yaml renders nothing and forgets nothing.
+    let files = repo(&[("platform.yaml", "nope: [\n")]);
+    let s = render_after(&files, "rev", &base.namespace_owners);
+    assert!(s.platform_failed);
+    assert_eq!(s.namespace_owners, base.namespace_owners);
 }

@@ -1038,6 +1038,27 @@ impl Syncer {
             .collect()
     }
 
+    /// Which team each of pontoon's Namespaces on this cluster belongs to, by its team
+    /// label: where a render with no earlier one to go by learns who held a namespace.
+    pub async fn namespace_owners(&self) -> Result<crate::desired::NamespaceOwners, kube::Error> {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> =
+            Api::all(self.cluster.client().clone());
+        let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
+        let items = self
+            .list_pages(&selector, |p| {
+                let api = api.clone();
+                async move { api.list_metadata(&p).await }
+            })
+            .await?;
+        Ok(items
+            .into_iter()
+            .filter_map(|n| {
+                let team = n.metadata.labels?.remove(LABEL_TEAM)?;
+                Some((n.metadata.name?, TeamName(team)))
+            })
+            .collect())
+    }
+
     /// Lists the unit's live objects of the given kinds in the namespaces given with each:
     /// metadata only, except for kinds whose health is read from their status.
     ///
