@@ -45,6 +45,15 @@ struct Inner {
     render_failures: BTreeMap<TeamName, Vec<Diagnostic>>,
 }
 
+/// What a new render changed on the board.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    /// Units of teams that fail to render, now shown Failed.
+    pub failed: Vec<UnitId>,
+    /// Units no longer shown.
+    pub dropped: Vec<UnitId>,
+}
+
 /// Shared status of every unit.
 #[derive(Default)]
 pub struct Board {
@@ -70,8 +79,10 @@ impl Board {
     /// A new render: units appear as Pending, units of teams that failed to render show
     /// the first diagnostic as their error (on the clusters the team has units on, or on
     /// every cluster for a team not seen before), and units that left the repo disappear
-    /// once their removal has been reported. Returns the units marked Failed.
-    pub fn rendered(&self, state: &DesiredState, clusters: &[String]) -> Vec<UnitId> {
+    /// once their removal has been reported. Returns the units marked Failed, and those
+    /// dropped: a team that failed before anything knew its clusters was shown on every
+    /// cluster, and once it renders, the clusters it does not run on (never synced) go.
+    pub fn rendered(&self, state: &DesiredState, clusters: &[String]) -> Rendered {
         let mut inner = self.lock();
         inner.revision = state.revision.clone();
         inner.expected = state.units.keys().cloned().collect();
@@ -80,6 +91,19 @@ impl Board {
         }
         inner.render_failures = state.failed_teams.clone();
         let inner = &mut *inner;
+        let dropped: Vec<UnitId> = inner
+            .units
+            .keys()
+            .filter(|id| {
+                !inner.expected.contains(*id)
+                    && !inner.attempted.contains(*id)
+                    && !inner.render_failures.contains_key(&id.team)
+            })
+            .cloned()
+            .collect();
+        for id in &dropped {
+            inner.units.remove(id);
+        }
         let mut failed = Vec::new();
         for (team, diags) in &inner.render_failures {
             let mut ids: Vec<UnitId> = inner
@@ -105,7 +129,7 @@ impl Board {
             }
         }
         self.rendered.store(true, Ordering::Relaxed);
-        failed
+        Rendered { failed, dropped }
     }
 
     /// The result as the board and the metrics show it. A team whose files fail to render
@@ -246,6 +270,7 @@ fn render_failure(revision: &str, diags: &[Diagnostic], cluster: &ClusterName) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::desired::{PrunePolicy, UnitDesired};
 
     fn unit(team: &str, cluster: &str) -> UnitId {
         UnitId {
@@ -302,10 +327,12 @@ mod tests {
         );
 
         // The newest commit breaks the team: Failed at once, on the cluster it runs on only.
-        let failed = board.rendered(
-            &render("bbbbbbb2", Some("shop")),
-            &["prod".into(), "dev".into()],
-        );
+        let failed = board
+            .rendered(
+                &render("bbbbbbb2", Some("shop")),
+                &["prod".into(), "dev".into()],
+            )
+            .failed;
         assert_eq!(failed, std::slice::from_ref(&shop));
         let v = view(&board, &shop);
         assert_eq!(v.state, "Failed");
@@ -332,6 +359,7 @@ mod tests {
         assert!(
             board
                 .rendered(&render("ccccccc3", None), &["prod".into()])
+                .failed
                 .is_empty()
         );
         assert_eq!(
@@ -396,7 +424,7 @@ mod tests {
 
     fn board_errors(state: &DesiredState, clusters: &[String], check: impl Fn(&str, &str)) {
         let board = Board::new();
-        let failed = board.rendered(state, clusters);
+        let failed = board.rendered(state, clusters).failed;
         assert_eq!(failed.len(), clusters.len());
         for id in failed {
             let error = view(&board, &id).last_error.expect("render error shown");
@@ -458,12 +486,48 @@ mod tests {
     #[test]
     fn a_new_team_that_fails_to_render_shows_on_every_cluster_and_a_removal_is_not_rewritten() {
         let board = Board::new();
-        let failed = board.rendered(
-            &render("bbbbbbb2", Some("new")),
-            &["prod".into(), "dev".into()],
-        );
+        let failed = board
+            .rendered(
+                &render("bbbbbbb2", Some("new")),
+                &["prod".into(), "dev".into()],
+            )
+            .failed;
         assert_eq!(failed, [unit("new", "prod"), unit("new", "dev")]);
         let removal = UnitResult::new(unit("new", "prod"), "bbbbbbb2");
         assert_eq!(board.effective(&removal, true).state, UnitState::Synced);
+    }
+
+    /// Once the new team renders, only the clusters it runs on stay on the board: a Failed
+    /// unit nobody will ever sync would page on-call for good.
+    #[test]
+    fn a_new_team_that_renders_again_leaves_the_clusters_it_does_not_run_on() {
+        let board = Board::new();
+        let clusters = ["prod".into(), "dev".into()];
+        board.rendered(&render("bbbbbbb2", Some("new")), &clusters);
+        // A unit synced once stays until its removal is reported.
+        assert_eq!(
+            report(&board, &UnitResult::new(unit("shop", "dev"), "aaaaaaa1")),
+            UnitState::Synced
+        );
+        let mut state = render("ccccccc3", None);
+        state.units.insert(
+            unit("new", "dev"),
+            UnitDesired {
+                unit: unit("new", "dev"),
+                namespaces: vec!["new".into()],
+                objects: Vec::new(),
+                prune: PrunePolicy::default(),
+            },
+        );
+        let r = board.rendered(&state, &clusters);
+        assert!(r.failed.is_empty());
+        assert_eq!(r.dropped, [unit("new", "prod")]);
+        // Still showing the failure until its first sync.
+        assert!(board.state_of(&unit("new", "dev")).is_some());
+        assert_eq!(
+            board.state_of(&unit("shop", "dev")).as_deref(),
+            Some("Synced")
+        );
+        assert_eq!(board.state_of(&unit("new", "prod")), None);
     }
 }

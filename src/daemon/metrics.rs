@@ -158,21 +158,29 @@ impl Metrics {
         }
     }
 
+    /// Drops a unit's series: its removal is done, or it was never more than a team's
+    /// render failure shown on a cluster the team turned out not to run on.
+    pub fn forget(&self, unit: &UnitId) {
+        let (team, cluster) = (unit.team.0.as_str(), unit.cluster.0.as_str());
+        for s in STATES {
+            let _ = self
+                .sync_status
+                .remove_label_values(&[team, cluster, s.as_str()]);
+        }
+        let unit = [team, cluster];
+        let _ = self.last_attempt.remove_label_values(&unit);
+        let _ = self.last_success.remove_label_values(&unit);
+        let _ = self.managed_objects.remove_label_values(&unit);
+        let _ = self.prune_held.remove_label_values(&unit);
+        let _ = self.drifted.remove_label_values(&unit);
+    }
+
     /// Records one finished attempt; a completed removal drops the unit's series.
     pub fn observe(&self, r: &UnitResult, removal: bool) {
         let (team, cluster) = (r.unit.team.0.as_str(), r.unit.cluster.0.as_str());
         let unit = [team, cluster];
         if removal && r.state == UnitState::Synced {
-            for s in STATES {
-                let _ = self
-                    .sync_status
-                    .remove_label_values(&[team, cluster, s.as_str()]);
-            }
-            let _ = self.last_attempt.remove_label_values(&unit);
-            let _ = self.last_success.remove_label_values(&unit);
-            let _ = self.managed_objects.remove_label_values(&unit);
-            let _ = self.prune_held.remove_label_values(&unit);
-            let _ = self.drifted.remove_label_values(&unit);
+            self.forget(&r.unit);
             return;
         }
         self.set_state(&r.unit, r.state);
@@ -277,6 +285,17 @@ mod tests {
             !text.contains("team=\"shop\"} 1\npontoon_sync_status"),
             "a removed unit's state set is dropped"
         );
+        // A render failure shown on a cluster the team turned out not to run on.
+        let elsewhere = UnitId {
+            team: crate::desired::TeamName("new".into()),
+            cluster: crate::desired::ClusterName("dev".into()),
+        };
+        m.render_failed(&elsewhere);
+        m.forget(&elsewhere);
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&r.gather())
+            .expect("encode");
+        assert!(!text.contains("team=\"new\""), "{text}");
     }
 
     #[test]

@@ -473,8 +473,12 @@ async fn leadership_terms(
                     if changed.is_err() { break true }
                     let state = desired.borrow_and_update().clone();
                     if let Some(state) = state {
-                        for unit in ctx.board.rendered(&state, &ctx.clusters) {
-                            ctx.metrics.render_failed(&unit);
+                        let shown = ctx.board.rendered(&state, &ctx.clusters);
+                        for unit in &shown.failed {
+                            ctx.metrics.render_failed(unit);
+                        }
+                        for unit in &shown.dropped {
+                            ctx.metrics.forget(unit);
                         }
                         if let Some(s) = &ctx.statuses {
                             s.rendered(&state);
