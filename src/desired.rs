@@ -292,6 +292,10 @@ pub struct DesiredState {
     /// Teams whose render failed, with at least one error each. Their clusters are left
     /// exactly as they are.
     pub failed_teams: BTreeMap<TeamName, Vec<Diagnostic>>,
+    /// The clusters a failed team runs on, when its team.yaml reads; where its failure
+    /// is shown if it has no units yet.
+    #[serde(default)]
+    pub failed_team_clusters: BTreeMap<TeamName, Vec<ClusterName>>,
     /// Set when `platform.yaml` itself is broken: nothing syncs,
     /// nothing is pruned.
     pub platform_failed: bool,

@@ -77,8 +77,9 @@ impl Board {
     }
 
     /// A new render: units appear as Pending, units of teams that failed to render show
-    /// the first diagnostic as their error (on the clusters the team has units on, or on
-    /// every cluster for a team not seen before), and units that left the repo disappear
+    /// the first diagnostic as their error (on the clusters the team has units on, or for
+    /// a team not seen before, on those its team.yaml names, or on every cluster when it
+    /// does not read), and units that left the repo disappear
     /// once their removal has been reported. Returns the units marked Failed, and those
     /// dropped: a team that failed before anything knew its clusters was shown on every
     /// cluster, and once it renders, the clusters it does not run on (never synced) go.
@@ -113,11 +114,14 @@ impl Board {
                 .cloned()
                 .collect();
             if ids.is_empty() {
+                let runs_on = state.failed_team_clusters.get(team);
                 ids = clusters
                     .iter()
-                    .map(|c| UnitId {
+                    .map(|c| ClusterName(c.clone()))
+                    .filter(|c| runs_on.is_none_or(|on| on.contains(c)))
+                    .map(|cluster| UnitId {
                         team: team.clone(),
-                        cluster: ClusterName(c.clone()),
+                        cluster,
                     })
                     .collect();
             }
@@ -495,6 +499,17 @@ mod tests {
         assert_eq!(failed, [unit("new", "prod"), unit("new", "dev")]);
         let removal = UnitResult::new(unit("new", "prod"), "bbbbbbb2");
         assert_eq!(board.effective(&removal, true).state, UnitState::Synced);
+
+        // When its team.yaml reads, only the clusters it names.
+        let board = Board::new();
+        let mut state = render("bbbbbbb2", Some("new"));
+        state
+            .failed_team_clusters
+            .insert(TeamName("new".into()), vec![ClusterName("dev".into())]);
+        let failed = board
+            .rendered(&state, &["prod".into(), "dev".into()])
+            .failed;
+        assert_eq!(failed, [unit("new", "dev")]);
     }
 
     /// Once the new team renders, only the clusters it runs on stay on the board: a Failed

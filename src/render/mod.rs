@@ -249,6 +249,19 @@ pub fn render_after(files: &Files, revision: &str, earlier: &NamespaceOwners) ->
         };
         teams.insert(name.clone(), parsed);
     }
+    // The clusters of every team whose team.yaml reads, so that a team failing later is
+    // reported where it runs.
+    let team_clusters: BTreeMap<String, Vec<ClusterName>> = teams
+        .iter()
+        .filter_map(|(name, t)| {
+            let (_, team) = t.as_ref().ok()?;
+            let on = select_clusters(&platform, &team.spec.clusters)
+                .into_iter()
+                .map(|c| ClusterName(c.name.clone()))
+                .collect();
+            Some((name.clone(), on))
+        })
+        .collect();
     let namespace_owner = claim_namespaces(&mut teams, earlier);
     state.namespace_owners = namespace_owner.clone();
 
@@ -278,6 +291,9 @@ pub fn render_after(files: &Files, revision: &str, earlier: &NamespaceOwners) ->
             }
             Err(errs) => {
                 diags.extend(errs.iter().cloned());
+                if let Some(on) = team_clusters.get(&name).filter(|on| !on.is_empty()) {
+                    state.failed_team_clusters.insert(tn.clone(), on.clone());
+                }
                 state.failed_teams.insert(tn, errs);
             }
         }

@@ -453,6 +453,17 @@ fn a_namespace_stays_with_the_team_that_held_it() {
     );
     assert!(s.failed_teams.contains_key(&TeamName("az".into())));
     assert_eq!(s.namespace_owners["b"].0, "b");
+    // Its failure is shown where its team.yaml says it runs.
+    let prod_only = claim.replace("[staging, prod]", "[prod]");
+    let s = render_after(
+        &repo(&[("teams/az/team.yaml", prod_only.as_str())]),
+        "rev",
+        &base.namespace_owners,
+    );
+    assert_eq!(
+        s.failed_team_clusters[&TeamName("az".into())],
+        [ClusterName("prod".into())]
+    );
 
     // With nothing known of earlier revisions, the repo alone cannot say: both fail.
     let s = render(&files, "rev");

@@ -279,7 +279,7 @@ impl Tracker {
                 .first()
                 .map(|d| d.to_string())
                 .unwrap_or_else(|| format!("team {team} does not render"));
-            for cluster in self.clusters_of(team, previous) {
+            for cluster in self.clusters_of(team, state, previous) {
                 let id = UnitId {
                     team: team.clone(),
                     cluster,
@@ -369,7 +369,14 @@ impl Tracker {
 
     /// The clusters a broken team was on: from the last good render, or every cluster
     /// when this process has not seen the team yet.
-    fn clusters_of(&self, team: &TeamName, previous: Option<&DesiredState>) -> Vec<ClusterName> {
+    /// Where a failed team's statuses go: the clusters it had units on, else those its
+    /// team.yaml names, else every cluster.
+    fn clusters_of(
+        &self,
+        team: &TeamName,
+        state: &DesiredState,
+        previous: Option<&DesiredState>,
+    ) -> Vec<ClusterName> {
         let known: Vec<ClusterName> = previous
             .map(|p| {
                 p.units
@@ -379,10 +386,17 @@ impl Tracker {
                     .collect()
             })
             .unwrap_or_default();
-        if known.is_empty() {
-            self.clusters.clone()
-        } else {
-            known
+        if !known.is_empty() {
+            return known;
+        }
+        match state.failed_team_clusters.get(team) {
+            Some(on) => self
+                .clusters
+                .iter()
+                .filter(|c| on.contains(c))
+                .cloned()
+                .collect(),
+            None => self.clusters.clone(),
         }
     }
 }
