@@ -32,16 +32,9 @@ fn run(config: &Path, log: &Path) -> Child {
 }
 
 async fn names(cms: &Api<ConfigMap>) -> Vec<String> {
-    cms.list(&Default::default())
-        .await
-        .map(|l| {
-            l.items
-                .into_iter()
-                .filter_map(|c| c.metadata.name)
-                .filter(|n| n.starts_with("cm"))
-                .collect()
-        })
-        .unwrap_or_default()
+    let mut names = control_plane::configmap_names(cms).await;
+    names.retain(|n| n.starts_with("cm"));
+    names
 }
 
 #[tokio::test]

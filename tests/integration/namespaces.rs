@@ -119,15 +119,6 @@ async fn a_team_claiming_another_teams_namespace_fails_alone_also_after_a_restar
     .await;
     refused(&daemon, &claimer, &holder).await;
     // Nothing of the claimer's reached the holder's namespace.
-    let names: Vec<String> = cms
-        .list(&Default::default())
-        .await
-        .expect("list")
-        .items
-        .into_iter()
-        .filter_map(|c| c.metadata.name)
-        .filter(|n| n != "kube-root-ca.crt")
-        .collect();
-    assert_eq!(names, ["settings"]);
+    assert_eq!(control_plane::configmap_names(&cms).await, ["settings"]);
     daemon.finish().await;
 }

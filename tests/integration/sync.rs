@@ -957,15 +957,8 @@ async fn a_sync_killed_midway_leaves_no_orphans_after_a_restart() {
     let v2 = all(100);
     let r = restarted.sync(&v2, "r2").await;
     assert_eq!(r.state, UnitState::Synced, "{r:?}");
-    let names: Vec<String> = cms
-        .list(&Default::default())
-        .await
-        .expect("list")
-        .items
-        .into_iter()
-        .filter_map(|c| c.metadata.name)
-        .filter(|n| n.starts_with("cm"))
-        .collect();
+    let mut names = control_plane::configmap_names(&cms).await;
+    names.retain(|n| n.starts_with("cm"));
     assert_eq!(
         names.len(),
         100,

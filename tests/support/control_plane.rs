@@ -221,3 +221,17 @@ pub fn dedicated(name: &'static str) -> &'static ControlPlane {
     planes.push(cp);
     cp
 }
+
+/// The names of the ConfigMaps in one namespace, without the one Kubernetes puts in each.
+pub async fn configmap_names(
+    cms: &kube::Api<k8s_openapi::api::core::v1::ConfigMap>,
+) -> Vec<String> {
+    cms.list(&Default::default())
+        .await
+        .expect("list ConfigMaps")
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .filter(|n| n != "kube-root-ca.crt")
+        .collect()
+}
