@@ -681,9 +681,24 @@ impl Syncer {
             .filter(|p| !live.contains_key(&p.key))
             .collect();
         foreign.extend(self.foreign_owners(&new, team).await?);
+        // A team pontoon no longer manages on this cluster (its removal is done, so its
+        // inventory is gone) owns nothing: what the prune rules kept of it, as they keep
+        // Namespaces, goes to the team the repo now gives it to (a renamed team, a
+        // namespace handed over).
+        let claimed: BTreeSet<&String> = new.iter().filter_map(|p| foreign.get(&p.key)).collect();
+        let mut gone = BTreeSet::new();
+        for owner in claimed {
+            let owner = TeamName(owner.clone());
+            if !Inventory::load(&self.inventory_api(), &owner).await?.exists {
+                gone.insert(owner.0);
+            }
+        }
         let mut owned_elsewhere = BTreeSet::new();
         for p in &new {
-            if let Some(owner) = foreign.get(&p.key) {
+            if let Some(owner) = foreign.get(&p.key).filter(|o| gone.contains(*o)) {
+                tracing::info!(unit = %desired.unit, object = %p.key, from = %owner,
+                    "adopting an object left by a team pontoon no longer manages here");
+            } else if let Some(owner) = foreign.get(&p.key) {
                 r.error(
                     &p.key,
                     format!(

@@ -530,6 +530,61 @@ async fn another_teams_object_is_never_taken_over() {
     );
 }
 
+/// A team renamed in the repo: the old name's removal prunes its objects but keeps its
+/// Namespace (the platform does not let pontoon delete Namespaces), labelled with the old
+/// name. Once that removal is done, nobody holds the Namespace, and the new name takes it
+/// instead of failing on it for good.
+#[tokio::test]
+async fn what_a_removed_team_left_behind_goes_to_the_team_the_repo_gives_it() {
+    let cp = control_plane::shared();
+    let s = syncer(cp).await;
+    let (old, heir) = (unique_name("old"), unique_name("heir"));
+    let mut objects = team_base(&old, &[&old]);
+    objects.push(configmap(&old, &old, "app", json!({"x": "1"})));
+    let r = s
+        .sync(&unit_desired(&old, cp.name, &[&old], objects), "r1")
+        .await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+
+    // The heir takes the namespace while the old team is still there: refused.
+    let mut objects = team_base(&heir, &[&old]);
+    objects.push(configmap(&heir, &old, "app", json!({"x": "2"})));
+    let heirs = unit_desired(&heir, cp.name, &[&old], objects);
+    let r = s.sync(&heirs, "r2").await;
+    assert_eq!(r.state, UnitState::Failed, "{r:?}");
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.message.contains(&format!("belongs to team {old}"))),
+        "{r:?}"
+    );
+
+    let policy = PrunePolicy {
+        max_share: 1.0,
+        ..PrunePolicy::default()
+    };
+    let r = s.remove_team(&TeamName(old.clone()), &policy, "r2").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    assert!(r.kept.iter().any(|k| k.kind == "Namespace"), "{r:?}");
+
+    let r = s.sync(&heirs, "r2").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cp.client().await);
+    let ns = namespaces.get(&old).await.expect("namespace kept");
+    assert_eq!(
+        ns.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("pontoon.dev/team"))
+            .map(String::as_str),
+        Some(heir.as_str())
+    );
+    assert_eq!(
+        cm_data(cp, &old, "app").await.as_deref(),
+        Some(r#"{"x":"2"}"#)
+    );
+}
+
 /// The team's Role is rendered from the kinds the team uses now: when the team stops
 /// using a kind, the Role loses it in the same commit that prunes the last object of that
 /// kind. The prune (as the team) must still be allowed, and the Role must end narrow.
