@@ -530,6 +530,53 @@ async fn another_teams_object_is_never_taken_over() {
     );
 }
 
+/// Someone deletes a unit's inventory by hand: the next sync writes it again from what
+/// pontoon applied last, also when the repo did not change, and a prune in the same
+/// sync still happens.
+#[tokio::test]
+async fn an_inventory_deleted_by_hand_is_written_again_and_nothing_is_left_behind() {
+    let cp = control_plane::shared();
+    let s = syncer(cp).await;
+    let team = unique_name("lostinv");
+    let with = |names: &[&str]| {
+        let mut objects = team_base(&team, &[&team]);
+        for n in names {
+            objects.push(configmap(&team, &team, n, json!({"k": "1"})));
+        }
+        unit_desired(&team, cp.name, &[&team], objects)
+    };
+    let r = s.sync(&with(&["a", "b"]), "r1").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    let inventories: Api<ConfigMap> = Api::namespaced(cp.client().await, "pontoon-system");
+    let name = format!("pontoon-inventory-{team}");
+    let gone = || async {
+        inventories
+            .delete(&name, &Default::default())
+            .await
+            .expect("delete inventory");
+    };
+
+    // The repo did not change: not a no-op, the inventory comes back.
+    gone().await;
+    let r = s.sync(&with(&["a", "b"]), "r1").await;
+    assert_eq!((r.state, r.writes), (UnitState::Synced, 1), "{r:?}");
+    assert!(inventories.get_opt(&name).await.expect("get").is_some());
+
+    // Gone again, and the next commit drops b: b is pruned all the same.
+    gone().await;
+    let r = s.sync(&with(&["a"]), "r2").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    assert_eq!(keys(&r.pruned), [format!("ConfigMap {team}/b")]);
+    assert_eq!(cm_data(cp, &team, "b").await, None);
+    let data = inventories
+        .get(&name)
+        .await
+        .expect("inventory")
+        .data
+        .expect("data");
+    assert!(!data["objects"].contains("\"b\""), "{data:?}");
+}
+
 /// A team renamed in the repo: the old name's removal prunes its objects but keeps its
 /// Namespace (the platform does not let pontoon delete Namespaces), labelled with the old
 /// name. Once that removal is done, nobody holds the Namespace, and the new name takes it
