@@ -483,6 +483,12 @@ fn check_team(doc: &Document, t: &Team, folder: &str, platform: &Platform) -> Ve
                 "namespace-reserved",
                 format!("namespace {ns} belongs to {owner}; a team cannot own it"),
             );
+        } else if let Some(first) = t.spec.namespaces[..i].iter().position(|n| n == ns) {
+            e(
+                &format!("spec.namespaces[{i}]"),
+                "schema",
+                format!("namespace {ns} is listed twice (first at spec.namespaces[{first}])"),
+            );
         }
     }
     for (i, c) in t.spec.clusters.names.iter().enumerate() {

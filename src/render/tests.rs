@@ -177,6 +177,7 @@ fn one_bad_repo_per_rule() {
         (vec![("teams/c/team.yaml", team("c", "pontoon-system"))], "error[namespace-reserved]: team c: namespace pontoon-system belongs to pontoon"),
         (vec![("teams/c/team.yaml", team("c", "default"))], "error[namespace-reserved]"),
         (vec![("teams/c/team.yaml", team("c", "a"))], "teams/c/team.yaml:5:16: error[namespace-claimed]: team c: namespace a belongs to team a"),
+        (vec![("teams/c/team.yaml", team("c", "c, c"))], "teams/c/team.yaml:5:19: error[schema]: team c: namespace c is listed twice (first at spec.namespaces[0])"),
         (vec![("teams/c/team.yaml", team("c", "c").replace("[staging, prod]", "[moon]"))], "teams/c/team.yaml:6:22: error[unknown-cluster]: team c: cluster moon is not defined in platform.yaml"),
         (vec![("teams/c/app.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n".into())], "teams/c/team.yaml:1:1: error[missing-team-file]: team c: team folder teams/c/ has no team.yaml"),
         (vec![("teams/a/x.yaml", "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: x}\n".into())], "error[kind-not-allowed]"),
