@@ -564,20 +564,14 @@ impl Syncer {
         let mut previous = Inventory::load(&self.inventory_api(), team).await?;
         // Gone though this process wrote it (deleted by hand): what pontoon applied last
         // still says what exists, so a prune is not lost, and the inventory is written again.
-        if !previous.exists {
-            let last = self
-                .applied
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(team)
-                .cloned();
-            if let Some(last) = last.filter(|l| !l.is_empty()) {
-                tracing::warn!(unit = %desired.unit, "the unit's inventory is gone from the cluster; it is written again from what pontoon applied last");
-                previous.entries = last
-                    .iter()
-                    .map(|(k, a)| (k.clone(), entry_of_applied(k, a)))
-                    .collect();
-            }
+        if !previous.exists
+            && let Some(last) = self.applied(team).filter(|l| !l.is_empty())
+        {
+            tracing::warn!(unit = %desired.unit, "the unit's inventory is gone from the cluster; it is written again from what pontoon applied last");
+            previous.entries = last
+                .iter()
+                .map(|(k, a)| (k.clone(), entry_of_applied(k, a)))
+                .collect();
         }
 
         // Resolve every desired object. Kinds whose CRD is in this very sync resolve later.
