@@ -19,6 +19,9 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
+/// Names the platform repo shares with the daemon's config.
+pub use crate::desired::{DEFAULT_NAMESPACE, is_dns_label};
+
 /// One problem in a config file, located by file, line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigProblem {
@@ -471,7 +474,6 @@ pub struct LogConfig {
 
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_GIT_TIMEOUT: Duration = Duration::from_secs(60);
-pub const DEFAULT_NAMESPACE: &str = "pontoon-system";
 pub const DEFAULT_CONCURRENCY: u32 = 16;
 pub const DEFAULT_APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
@@ -917,17 +919,6 @@ fn has_inline_credentials(url: &str) -> bool {
         .and_then(|(_, rest)| rest.split('/').next())
         .and_then(|authority| authority.rsplit_once('@'))
         .is_some_and(|(userinfo, _)| userinfo.contains(':'))
-}
-
-/// RFC 1123 label: what Kubernetes accepts for namespace names, and what we accept for
-/// cluster and team names.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 #[cfg(test)]

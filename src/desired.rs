@@ -30,6 +30,30 @@ pub const FIELD_MANAGER: &str = "pontoon";
 /// identity manage the kinds the team uses.
 pub const TEAM_ROLE: &str = "pontoon-team";
 
+/// The group every team identity belongs to.
+pub const TEAM_GROUP: &str = "pontoon:teams";
+
+/// The user a team's objects are applied as (impersonated, in [`TEAM_GROUP`]); the team's
+/// base binds its Role to this user.
+pub fn team_user(team: &TeamName) -> String {
+    format!("pontoon:team:{team}")
+}
+
+/// The namespace on every cluster for pontoon's own objects (inventories, leases) when the
+/// daemon's config names no other. No team may own it.
+pub const DEFAULT_NAMESPACE: &str = "pontoon-system";
+
+/// RFC 1123 label: what Kubernetes accepts for namespace names, and what pontoon accepts
+/// for cluster and team names.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 /// Server-side apply as pontoon's field manager. Field validation is `Ignore`: for an
 /// apply, `Warn` and `Strict` only add a second, strict YAML parse of the body to find
 /// duplicate keys, which a body serialized from a JSON value cannot hold; a field the

@@ -21,14 +21,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{ClusterConfig, ClusterConnection};
 use crate::desired::{Applier, ClusterName, TeamName};
-
-/// The group every team identity belongs to.
-pub const TEAM_GROUP: &str = "pontoon:teams";
-
-/// The user a team's objects are applied as.
-pub fn team_user(team: &TeamName) -> String {
-    format!("pontoon:team:{team}")
-}
+/// The team identity names live with the other shared names; kept here for callers.
+pub use crate::desired::{TEAM_GROUP, team_user};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {

@@ -405,7 +405,7 @@ fn check_platform(doc: &Document, p: Platform, diags: &mut Vec<Diagnostic>) -> O
     let mut seen = BTreeSet::new();
     for (i, c) in p.spec.clusters.iter().enumerate() {
         let field = format!("spec.clusters[{i}].name");
-        if !crate::config::is_dns_label(&c.name) {
+        if !is_dns_label(&c.name) {
             diags.push(doc.diag_at(
                 &field,
                 None,
@@ -456,7 +456,7 @@ fn check_team(doc: &Document, t: &Team, folder: &str, platform: &Platform) -> Ve
             ),
         );
     }
-    if !crate::config::is_dns_label(folder) {
+    if !is_dns_label(folder) {
         e(
             "metadata.name",
             "invalid-name",
@@ -471,7 +471,7 @@ fn check_team(doc: &Document, t: &Team, folder: &str, platform: &Platform) -> Ve
         );
     }
     for (i, ns) in t.spec.namespaces.iter().enumerate() {
-        if !crate::config::is_dns_label(ns) {
+        if !is_dns_label(ns) {
             e(
                 &format!("spec.namespaces[{i}]"),
                 "invalid-name",
@@ -511,7 +511,7 @@ fn check_team(doc: &Document, t: &Team, folder: &str, platform: &Platform) -> Ve
 fn reserved_namespace(ns: &str) -> Option<&'static str> {
     if ns == "default" || ns.starts_with("kube-") {
         Some("Kubernetes itself")
-    } else if ns == crate::config::DEFAULT_NAMESPACE {
+    } else if ns == DEFAULT_NAMESPACE {
         Some("pontoon (its inventories and lease)")
     } else {
         None
@@ -1107,7 +1107,7 @@ fn base_objects(
         push(
             json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": TEAM_ROLE, "namespace": ns},
                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": TEAM_ROLE},
-                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": crate::cluster::team_user(tn)}]}),
+                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": team_user(tn)}]}),
         );
     }
     out
