@@ -42,6 +42,19 @@ pub fn did_you_mean<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) ->
         .unwrap_or_default()
 }
 
+/// How a diagnostic names a JSON value's type: "a string", "an integer", "a list".
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Builds a diagnostic.
 pub fn diag(
     file: &str,
@@ -126,10 +139,7 @@ pub fn documents(
                 1,
                 team,
                 "parse",
-                format!(
-                    "a document must be a mapping, not {}",
-                    crate::render::expr::type_name(&other)
-                ),
+                format!("a document must be a mapping, not {}", type_name(&other)),
             )),
             Err(e) => {
                 let (l, c) = crate::yaml::error_position(&e);

@@ -5,6 +5,8 @@
 
 use serde_json::Value;
 
+use crate::model::type_name;
+
 /// Longest expression accepted.
 pub const MAX_EXPR_LEN: usize = 1024;
 /// Largest value one expression may produce (as JSON).
@@ -219,18 +221,6 @@ fn find_close(s: &str) -> Option<usize> {
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
-}
-
-pub fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::expr::type_name;
 use crate::desired::Diagnostic;
-use crate::model::{Document, Kind, Param, ParamType, did_you_mean};
+use crate::model::{Document, Kind, Param, ParamType, did_you_mean, type_name};
 
 /// Problems in a kind's definition.
 pub fn check_kind(doc: &Document, k: &Kind) -> Vec<Diagnostic> {
