@@ -16,13 +16,43 @@ pub const MAX_MACROS: usize = 3;
 /// Largest string a template may produce by interpolation.
 pub const MAX_STRING_BYTES: usize = 64 * 1024;
 
+/// Why an expression (or a template holding expressions) gives no value. The messages
+/// end up in diagnostics users read: they name the expression, never a Rust type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExprError {
+    #[error("expression longer than {} characters", MAX_EXPR_LEN)]
+    TooLong,
+    #[error(
+        "`{expr}` uses {macros} list macros; at most {} are allowed in one expression",
+        MAX_MACROS
+    )]
+    TooManyMacros { expr: String, macros: usize },
+    #[error("cannot parse `{expr}`: {message}")]
+    Parse { expr: String, message: String },
+    #[error("`{expr}`: {message}")]
+    Evaluation { expr: String, message: String },
+    #[error("`{expr}` produced a value with no JSON form: {message}")]
+    NoJsonForm { expr: String, message: String },
+    #[error(
+        "`{expr}` produced {size} bytes, more than the limit of {}",
+        MAX_RESULT_BYTES
+    )]
+    ResultTooLarge { expr: String, size: usize },
+    #[error("`{expr}` must be true or false, not {found}")]
+    NotABoolean { expr: String, found: &'static str },
+    #[error("unclosed `${{` in {text:?}")]
+    Unclosed { text: String },
+    #[error("interpolation produced more than {} bytes", MAX_STRING_BYTES)]
+    InterpolationTooLarge,
+}
+
 /// The variables an expression sees.
 pub struct Scope {
     context: cel::Context<'static, 'static>,
 }
 
 impl Scope {
-    pub fn new(vars: &[(&str, &Value)]) -> Result<Scope, String> {
+    pub fn new(vars: &[(&str, &Value)]) -> Scope {
         // Building CEL's standard library takes longer than rendering an instance: build
         // it once per thread and share it between scopes.
         thread_local! {
@@ -37,13 +67,13 @@ impl Scope {
         for (name, value) in vars {
             context.add_variable_from_value(*name, to_cel(value));
         }
-        Ok(Scope { context })
+        Scope { context }
     }
 
     /// Evaluates one expression to JSON.
-    pub fn eval(&self, expr: &str) -> Result<Value, String> {
+    pub fn eval(&self, expr: &str) -> Result<Value, ExprError> {
         if expr.len() > MAX_EXPR_LEN {
-            return Err(format!("expression longer than {MAX_EXPR_LEN} characters"));
+            return Err(ExprError::TooLong);
         }
         // CEL has no loops, but list macros nest: ten elements mapped inside ten mapped
         // inside ten grows as 10^n before any result limit can see it. Bound the nesting.
@@ -52,41 +82,47 @@ impl Scope {
             .map(|m| expr.matches(m).count())
             .sum::<usize>();
         if macros > MAX_MACROS {
-            return Err(format!(
-                "`{expr}` uses {macros} list macros; at most {MAX_MACROS} are allowed in one expression"
-            ));
+            return Err(ExprError::TooManyMacros {
+                expr: expr.to_owned(),
+                macros,
+            });
         }
         let program = compiled(expr)?;
         let value = program
             .execute(&self.context)
-            .map_err(|e| format!("`{expr}`: {e}"))?;
-        let json = value
-            .json()
-            .map_err(|e| format!("`{expr}` produced a value with no JSON form: {e}"))?;
+            .map_err(|e| ExprError::Evaluation {
+                expr: expr.to_owned(),
+                message: e.to_string(),
+            })?;
+        let json = value.json().map_err(|e| ExprError::NoJsonForm {
+            expr: expr.to_owned(),
+            message: e.to_string(),
+        })?;
         let size = serde_json::to_string(&json)
             .map(|s| s.len())
             .unwrap_or(usize::MAX);
         if size > MAX_RESULT_BYTES {
-            return Err(format!(
-                "`{expr}` produced {size} bytes, more than the limit of {MAX_RESULT_BYTES}"
-            ));
+            return Err(ExprError::ResultTooLarge {
+                expr: expr.to_owned(),
+                size,
+            });
         }
         Ok(json)
     }
 
     /// Evaluates a condition that must be a boolean.
-    pub fn condition(&self, expr: &str) -> Result<bool, String> {
+    pub fn condition(&self, expr: &str) -> Result<bool, ExprError> {
         match self.eval(strip(expr).unwrap_or(expr))? {
             Value::Bool(b) => Ok(b),
-            other => Err(format!(
-                "`{expr}` must be true or false, not {}",
-                type_name(&other)
-            )),
+            other => Err(ExprError::NotABoolean {
+                expr: expr.to_owned(),
+                found: type_name(&other),
+            }),
         }
     }
 
     /// Renders a template value: every string holding `${...}` is evaluated.
-    pub fn render(&self, template: &Value) -> Result<Value, String> {
+    pub fn render(&self, template: &Value) -> Result<Value, ExprError> {
         Ok(match template {
             Value::String(s) => self.render_string(s)?,
             Value::Array(items) => Value::Array(
@@ -106,7 +142,7 @@ impl Scope {
         })
     }
 
-    fn render_string(&self, s: &str) -> Result<Value, String> {
+    fn render_string(&self, s: &str) -> Result<Value, ExprError> {
         if let Some(expr) = strip(s) {
             return self.eval(expr);
         }
@@ -118,7 +154,8 @@ impl Scope {
         while let Some(start) = rest.find("${") {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
-            let end = find_close(after).ok_or_else(|| format!("unclosed `${{` in {s:?}"))?;
+            let end =
+                find_close(after).ok_or_else(|| ExprError::Unclosed { text: s.to_owned() })?;
             let v = self.eval(&after[..end])?;
             match v {
                 Value::String(t) => out.push_str(&t),
@@ -126,9 +163,7 @@ impl Scope {
                 other => out.push_str(&other.to_string()),
             }
             if out.len() > MAX_STRING_BYTES {
-                return Err(format!(
-                    "interpolation produced more than {MAX_STRING_BYTES} bytes"
-                ));
+                return Err(ExprError::InterpolationTooLarge);
             }
             rest = &after[end + 1..];
         }
@@ -146,14 +181,14 @@ thread_local! {
 
 const MAX_CACHED_PROGRAMS: usize = 10_000;
 
-fn compiled(expr: &str) -> Result<std::rc::Rc<cel::Program>, String> {
+fn compiled(expr: &str) -> Result<std::rc::Rc<cel::Program>, ExprError> {
     if let Some(p) = PROGRAMS.with(|c| c.borrow().get(expr).cloned()) {
         return Ok(p);
     }
-    let program = std::rc::Rc::new(
-        cel::Program::compile(expr)
-            .map_err(|e| format!("cannot parse `{expr}`: {}", first_line(&e.to_string())))?,
-    );
+    let program = std::rc::Rc::new(cel::Program::compile(expr).map_err(|e| ExprError::Parse {
+        expr: expr.to_owned(),
+        message: first_line(&e.to_string()).to_owned(),
+    })?);
     PROGRAMS.with(|c| {
         let mut c = c.borrow_mut();
         if c.len() >= MAX_CACHED_PROGRAMS {
@@ -231,7 +266,7 @@ mod tests {
     fn scope() -> Scope {
         let spec = json!({"replicas": 3, "image": "shop:1.2", "ingress": {"host": "shop.example.com"}, "tags": ["a", "b"]});
         let name = json!("checkout");
-        Scope::new(&[("spec", &spec), ("name", &name)]).expect("scope")
+        Scope::new(&[("spec", &spec), ("name", &name)])
     }
 
     #[test]
@@ -262,15 +297,25 @@ mod tests {
 
     #[test]
     fn missing_fields_and_wrong_types_are_clear() {
-        let e = scope().render(&json!("${spec.nope}")).expect_err("missing");
+        let e = scope()
+            .render(&json!("${spec.nope}"))
+            .expect_err("missing")
+            .to_string();
         assert!(e.contains("spec.nope"), "{e}");
-        let e = scope().condition("${spec.image}").expect_err("not a bool");
+        let e = scope()
+            .condition("${spec.image}")
+            .expect_err("not a bool")
+            .to_string();
         assert!(e.contains("must be true or false, not a string"), "{e}");
         let e = scope()
             .render(&json!("${spec.replicas + 'x'}"))
-            .expect_err("type");
+            .expect_err("type")
+            .to_string();
         assert!(e.contains("spec.replicas + 'x'"), "{e}");
-        let e = scope().render(&json!("${unclosed")).expect_err("unclosed");
+        let e = scope()
+            .render(&json!("${unclosed"))
+            .expect_err("unclosed")
+            .to_string();
         assert!(e.contains("cannot parse") || e.contains("unclosed"), "{e}");
     }
 
@@ -281,17 +326,22 @@ mod tests {
             scope()
                 .render(&json!(long))
                 .expect_err("too long")
+                .to_string()
                 .contains("longer than")
         );
         // A list that multiplies itself: refused by the result limit, not built forever.
         let big = "${[1,2,3,4,5,6,7,8,9,10].map(a, [1,2,3,4,5,6,7,8,9,10].map(b, [1,2,3,4,5,6,7,8,9,10].map(c, [1,2,3,4,5,6,7,8,9,10].map(d, 'xxxxxxxx'))))}";
-        let e = scope().render(&json!(big)).expect_err("too big");
+        let e = scope()
+            .render(&json!(big))
+            .expect_err("too big")
+            .to_string();
         assert!(e.contains("list macros; at most 3"), "{e}");
         let wide = "${[1,2,3,4,5,6,7,8,9,10].map(a, [1,2,3,4,5,6,7,8,9,10].map(b, [1,2,3,4,5,6,7,8,9,10].map(c, 'x'.repeat(1))))}";
         assert!(scope().render(&json!(wide)).is_err());
         let e = scope()
             .render(&json!("${[1,2,3,4,5,6,7,8,9,10].map(a, [1,2,3,4,5,6,7,8,9,10].map(b, [1,2,3,4,5,6,7,8,9,10].map(c, 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx')))}"))
-            .expect_err("big result");
+            .expect_err("big result")
+            .to_string();
         assert!(e.contains("more than the limit"), "{e}");
     }
 }

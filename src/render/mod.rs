@@ -762,22 +762,13 @@ fn render_team(
                     // `metadata.namespace` (and the name as `name` or `metadata.name`).
                     let (name_v, team_v) = (json!(inst.metadata.name), json!(tn.0));
                     let meta_v = json!({"name": inst.metadata.name, "namespace": ns});
-                    let scope = match expr::Scope::new(&[
+                    let scope = expr::Scope::new(&[
                         ("spec", &spec),
                         ("name", &name_v),
                         ("metadata", &meta_v),
                         ("team", &team_v),
                         ("cluster", &cluster_v),
-                    ]) {
-                        Ok(s) => s,
-                        Err(m) => {
-                            errs.push(expression_error(format!(
-                                "{kind} {} on {}: {m}",
-                                inst.metadata.name, c.name
-                            )));
-                            continue;
-                        }
-                    };
+                    ]);
                     for res in &k.spec.resources {
                         if let Some(cond) = &res.include_when {
                             match scope.condition(cond) {
