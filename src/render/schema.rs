@@ -12,7 +12,7 @@ use crate::model::{Document, Kind, Param, ParamType, did_you_mean, type_name};
 /// Problems in a kind's definition.
 pub fn check_kind(doc: &Document, k: &Kind) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    let mut e = |field: &str, m: String| {
+    let mut problem = |field: &str, m: String| {
         out.push(doc.diag_at(
             field,
             None,
@@ -27,17 +27,15 @@ pub fn check_kind(doc: &Document, k: &Kind) -> Vec<Diagnostic> {
         .next()
         .is_some_and(|c| c.is_ascii_uppercase())
     {
-        e(
+        problem(
             "metadata.name",
             "a kind's name starts with an uppercase letter, like WebService".to_owned(),
         );
     }
     for (name, p) in &k.spec.parameters {
-        if let Some(d) = &p.default
-            && let Err(problems) = check(p, d, name)
-        {
-            for m in problems {
-                e(
+        if let Some(d) = &p.default {
+            for m in default_problems(p, d, name) {
+                problem(
                     &format!("spec.parameters.{name}.default"),
                     format!("default of {m}"),
                 );
@@ -48,21 +46,21 @@ pub fn check_kind(doc: &Document, k: &Kind) -> Vec<Diagnostic> {
     for (i, r) in k.spec.resources.iter().enumerate() {
         let at = format!("spec.resources[{i}]");
         if !ids.insert(&r.id) {
-            e(
+            problem(
                 &format!("{at}.id"),
                 format!("resource id {} is used twice", r.id),
             );
         }
         for field in ["apiVersion", "kind"] {
             if r.template.get(field).and_then(Value::as_str).is_none() {
-                e(
+                problem(
                     &format!("{at}.template.{field}"),
                     format!("resource {} has no {field}", r.id),
                 );
             }
         }
         if r.template.pointer("/metadata/name").is_none() {
-            e(
+            problem(
                 &format!("{at}.template.metadata.name"),
                 format!("resource {} has no metadata.name", r.id),
             );
@@ -70,7 +68,7 @@ pub fn check_kind(doc: &Document, k: &Kind) -> Vec<Diagnostic> {
         if let Some(cond) = &r.include_when {
             let expr = super::expr::strip(cond).unwrap_or(cond);
             if let Err(err) = cel::Program::compile(expr) {
-                e(
+                problem(
                     &format!("{at}.includeWhen"),
                     format!(
                         "resource {}: includeWhen does not parse: {}",
@@ -87,26 +85,26 @@ pub fn check_kind(doc: &Document, k: &Kind) -> Vec<Diagnostic> {
 /// One problem of an instance's `spec`: the field it is about (`spec.ports[1]`), for
 /// finding where the file writes it, and a sentence that names the field.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
+pub struct SpecProblem {
     pub field: String,
     pub message: String,
 }
 
 /// Validates `spec` and returns it with defaults filled in.
-pub fn validate(params: &BTreeMap<String, Param>, spec: &Value) -> Result<Value, Vec<Problem>> {
+pub fn validate(params: &BTreeMap<String, Param>, spec: &Value) -> Result<Value, Vec<SpecProblem>> {
     let empty = Map::new();
     let obj = match spec {
         Value::Null => &empty,
         Value::Object(m) => m,
         other => {
-            return Err(vec![Problem {
+            return Err(vec![SpecProblem {
                 field: "spec".to_owned(),
                 message: format!("spec must be an object, not {}", type_name(other)),
             }]);
         }
     };
     let mut problems = Vec::new();
-    let out = object(params, obj, "spec", &mut problems);
+    let out = validate_object(params, obj, "spec", &mut problems);
     if problems.is_empty() {
         Ok(Value::Object(out))
     } else {
@@ -114,17 +112,18 @@ pub fn validate(params: &BTreeMap<String, Param>, spec: &Value) -> Result<Value,
     }
 }
 
-fn object(
+/// Validates an object against its parameters: unknown keys, required ones, defaults.
+fn validate_object(
     params: &BTreeMap<String, Param>,
     obj: &Map<String, Value>,
     path: &str,
-    problems: &mut Vec<Problem>,
+    problems: &mut Vec<SpecProblem>,
 ) -> Map<String, Value> {
     let mut out = Map::new();
     for key in obj.keys() {
         if !params.contains_key(key) {
             let known: Vec<&str> = params.keys().map(String::as_str).collect();
-            problems.push(Problem {
+            problems.push(SpecProblem {
                 field: format!("{path}.{key}"),
                 message: format!(
                     "{path}.{key} is not a parameter of this kind{} (known: {})",
@@ -141,13 +140,13 @@ fn object(
             .filter(|v| !v.is_null())
             .or(p.default.as_ref())
         {
-            None if p.required => problems.push(Problem {
+            None if p.required => problems.push(SpecProblem {
                 message: format!("{field} is required"),
                 field,
             }),
             None => {}
             Some(v) => {
-                if let Some(v) = value(p, v, &field, problems) {
+                if let Some(v) = validate_value(p, v, &field, problems) {
                     out.insert(name.clone(), v);
                 }
             }
@@ -156,10 +155,16 @@ fn object(
     out
 }
 
-fn value(p: &Param, v: &Value, path: &str, problems: &mut Vec<Problem>) -> Option<Value> {
+/// Validates one value against its parameter; `None` when it has problems.
+fn validate_value(
+    p: &Param,
+    v: &Value,
+    path: &str,
+    problems: &mut Vec<SpecProblem>,
+) -> Option<Value> {
     let before = problems.len();
     let mut problem = |message: String| {
-        problems.push(Problem {
+        problems.push(SpecProblem {
             field: path.to_owned(),
             message,
         })
@@ -217,7 +222,7 @@ fn value(p: &Param, v: &Value, path: &str, problems: &mut Vec<Problem>) -> Optio
     }
     let out = match v {
         Value::Object(m) => match &p.properties {
-            Some(props) => Value::Object(object(props, m, path, problems)),
+            Some(props) => Value::Object(validate_object(props, m, path, problems)),
             None => v.clone(),
         },
         Value::Array(items) => match &p.items {
@@ -225,7 +230,7 @@ fn value(p: &Param, v: &Value, path: &str, problems: &mut Vec<Problem>) -> Optio
                 items
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, x)| value(item, x, &format!("{path}[{i}]"), problems))
+                    .filter_map(|(i, x)| validate_value(item, x, &format!("{path}[{i}]"), problems))
                     .collect(),
             ),
             None => v.clone(),
@@ -235,14 +240,12 @@ fn value(p: &Param, v: &Value, path: &str, problems: &mut Vec<Problem>) -> Optio
     (problems.len() == before).then_some(out)
 }
 
-fn check(p: &Param, v: &Value, name: &str) -> Result<(), Vec<String>> {
+/// What is wrong with a parameter's default, as sentences (none when it fits the
+/// parameter).
+fn default_problems(p: &Param, default: &Value, name: &str) -> Vec<String> {
     let mut problems = Vec::new();
-    value(p, v, name, &mut problems);
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.into_iter().map(|p| p.message).collect())
-    }
+    validate_value(p, default, name, &mut problems);
+    problems.into_iter().map(|p| p.message).collect()
 }
 
 #[cfg(test)]
@@ -293,7 +296,7 @@ mod tests {
         let e = validate(&params(), &json!({"image": "a", "replicas": 11})).expect_err("bound");
         assert_eq!(
             e,
-            [Problem {
+            [SpecProblem {
                 field: "spec.replicas".into(),
                 message: "spec.replicas is 11, more than the maximum 10".into()
             }]

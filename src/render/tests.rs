@@ -1,6 +1,10 @@
 //! Table-driven tests: one small repo per rule, each checking file, line, team and
 //! message; plus the example platform and determinism.
 
+use std::collections::BTreeSet;
+
+use serde_json::json;
+
 use super::*;
 
 const PLATFORM: &str = "\

@@ -1,0 +1,202 @@
+//! One team's documents to its units. Every document in the team's folder is an instance
+//! of a platform kind ([`super::instances`]) or a plain manifest ([`super::manifests`]);
+//! each goes to the team's clusters. Then each cluster's unit gets the team's base
+//! objects ([`super::base`]), and one object produced twice is refused, naming both
+//! sources. A team with any error gets no unit at all.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use super::kinds::Kinds;
+use super::teams::select_clusters;
+use super::{base, is_yaml, platform};
+use crate::desired::{
+    ClusterName, DesiredObject, Diagnostic, DriftMode, NamespaceOwners, ObjectKey, SourceRef,
+    TeamName, UnitDesired, UnitId,
+};
+use crate::model::{self, API_VERSION, ClusterDef, Document, GroupKind, Platform, Team, diag};
+
+/// What every team's render reads from the rest of the revision.
+pub(super) struct RevisionContext<'a> {
+    pub platform: &'a Platform,
+    pub kinds: &'a Kinds,
+    /// Who owns each namespace, as the claims were settled.
+    pub namespace_owners: &'a NamespaceOwners,
+}
+
+/// One team's render in progress: what it knows of the team, and what it has produced.
+pub(super) struct TeamRender<'a> {
+    pub revision: &'a RevisionContext<'a>,
+    pub team_name: &'a TeamName,
+    pub team: &'a Team,
+    /// The platform's clusters the team selects.
+    pub clusters: Vec<&'a ClusterDef>,
+    /// How the team's objects treat drift unless an instance says otherwise.
+    pub team_drift: DriftMode,
+    /// Where an object that names no namespace goes: the team's first namespace.
+    pub default_namespace: String,
+    /// The kinds the platform lets teams write by hand.
+    pub allowed_kinds: BTreeSet<&'a GroupKind>,
+    /// The objects from the team's files, by cluster name, in the order produced.
+    pub objects_by_cluster: BTreeMap<String, Vec<DesiredObject>>,
+    /// The (group, kind) of every object from the team's files: the team's Role grants
+    /// its identity these and nothing else.
+    pub kinds_used: BTreeSet<(String, String)>,
+    pub errors: Vec<Diagnostic>,
+    /// Warnings fail nothing: they go straight to the revision's diagnostics.
+    pub warnings: &'a mut Vec<Diagnostic>,
+}
+
+/// Renders one team whose team.yaml read clean: its units, or every error it has.
+pub(super) fn render_team(
+    revision: &RevisionContext,
+    team_name: &TeamName,
+    team: &Team,
+    files: &[(&String, &Vec<u8>)],
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Vec<UnitDesired>, Vec<Diagnostic>> {
+    let mut team_render = TeamRender::new(revision, team_name, team, warnings);
+    for (path, bytes) in files {
+        if is_yaml(path) && !path.ends_with("/team.yaml") {
+            team_render.add_file(path, bytes);
+        }
+    }
+    team_render.into_units()
+}
+
+impl<'a> TeamRender<'a> {
+    fn new(
+        revision: &'a RevisionContext<'a>,
+        team_name: &'a TeamName,
+        team: &'a Team,
+        warnings: &'a mut Vec<Diagnostic>,
+    ) -> Self {
+        let platform = revision.platform;
+        let mut errors = Vec::new();
+        let clusters = select_clusters(platform, &team.spec.clusters);
+        if clusters.is_empty() {
+            errors.push(diag(
+                &format!("teams/{team_name}/team.yaml"),
+                1,
+                1,
+                Some(team_name),
+                "unknown-cluster",
+                "spec.clusters selects no cluster of platform.yaml",
+            ));
+        }
+        TeamRender {
+            revision,
+            team_name,
+            team,
+            clusters,
+            team_drift: team
+                .spec
+                .drift_mode
+                .or(platform.spec.defaults.drift_mode)
+                .unwrap_or_default(),
+            default_namespace: team.spec.namespaces.first().cloned().unwrap_or_default(),
+            allowed_kinds: platform.spec.policy.allowed_kinds.iter().collect(),
+            objects_by_cluster: BTreeMap::new(),
+            kinds_used: BTreeSet::new(),
+            errors,
+            warnings,
+        }
+    }
+
+    /// Renders every document of one file of the team's folder.
+    fn add_file(&mut self, path: &str, bytes: &[u8]) {
+        for doc in model::documents(path, bytes, Some(self.team_name), &mut self.errors) {
+            let (api_version, kind) = type_of(&doc);
+            if api_version.is_empty() || kind.is_empty() {
+                self.errors.push(diag(
+                    path,
+                    doc.line,
+                    1,
+                    Some(self.team_name),
+                    "schema",
+                    "every document needs apiVersion and kind",
+                ));
+            } else if api_version == API_VERSION {
+                self.add_instance(path, &doc, &kind);
+            } else {
+                self.add_manifest(path, &doc, &api_version, &kind);
+            }
+        }
+    }
+
+    /// One unit per cluster the team selects, or every error of the team.
+    fn into_units(mut self) -> Result<Vec<UnitDesired>, Vec<Diagnostic>> {
+        let clusters = std::mem::take(&mut self.clusters);
+        let units: Vec<UnitDesired> = clusters.iter().map(|c| self.unit_on(c)).collect();
+        if self.errors.is_empty() {
+            Ok(units)
+        } else {
+            Err(self.errors)
+        }
+    }
+
+    /// The team's unit on one cluster: its base objects and its files' objects there,
+    /// sorted by key. The same object twice is an error naming both sources, never a
+    /// silent winner.
+    fn unit_on(&mut self, cluster: &ClusterDef) -> UnitDesired {
+        let mut objects =
+            base::base_objects(self.team, self.team_name, &self.kinds_used, self.team_drift);
+        objects.extend(
+            self.objects_by_cluster
+                .remove(&cluster.name)
+                .unwrap_or_default(),
+        );
+        let mut first_source: BTreeMap<ObjectKey, SourceRef> = BTreeMap::new();
+        for o in &objects {
+            let Some(key) = o.key() else {
+                self.errors.push(diag(
+                    &o.source.file,
+                    o.source.line,
+                    1,
+                    Some(self.team_name),
+                    "schema",
+                    "object has no metadata.name",
+                ));
+                continue;
+            };
+            if let Some(first) = first_source.get(&key) {
+                self.errors.push(
+                    diag(
+                        &o.source.file,
+                        o.source.line,
+                        1,
+                        Some(self.team_name),
+                        "duplicate-object",
+                        format!("{key} on {} is also produced by {first}", cluster.name),
+                    )
+                    .on_cluster(&cluster.name),
+                );
+            } else {
+                first_source.insert(key, o.source.clone());
+            }
+        }
+        objects.sort_by_key(|o| o.key());
+        UnitDesired {
+            unit: UnitId {
+                team: self.team_name.clone(),
+                cluster: ClusterName(cluster.name.clone()),
+            },
+            namespaces: self.team.spec.namespaces.clone(),
+            objects,
+            prune: platform::prune_policy(self.revision.platform),
+        }
+    }
+}
+
+/// The apiVersion and kind a document names (empty when it names none).
+fn type_of(doc: &Document) -> (String, String) {
+    let field = |name: &str| {
+        doc.value
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    (field("apiVersion"), field("kind"))
+}
