@@ -1,0 +1,441 @@
+//! Validation: from the raw document to a [`Config`]. Every path must exist, every
+//! environment variable be set, every name be valid; every problem is collected (with
+//! its line and column) before any is reported, so a user fixes the file in one round.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_saphyr::Spanned;
+
+use super::raw::{
+    RawCluster, RawCommitStatus, RawConfig, RawGitAuth, RawGitRef, RawSource, RawSync,
+};
+use super::{
+    ClusterConfig, ClusterConnection, CommitStatusConfig, Config, ConfigError, ConfigProblem,
+    DEFAULT_APPLY_TIMEOUT, DEFAULT_CONCURRENCY, DEFAULT_GIT_TIMEOUT, DEFAULT_HEALTH_TIMEOUT,
+    DEFAULT_LEASE_DURATION, DEFAULT_NAMESPACE, DEFAULT_POLL_INTERVAL, DEFAULT_RESYNC_INTERVAL,
+    DEFAULT_SHUTDOWN_TIMEOUT, DriftConfig, GitAuth, GitRef, LeaderElectionConfig, ListenConfig,
+    LogConfig, Provider, SecretRef, SourceConfig, SourceLocation, SyncConfig, is_dns_label,
+};
+
+pub(super) fn yaml_problem(path: &Path, e: &serde_saphyr::Error) -> ConfigProblem {
+    let (line, column) = crate::yaml::error_position(e);
+    ConfigProblem {
+        file: path.to_owned(),
+        line,
+        column,
+        field: String::new(),
+        message: crate::yaml::error_message(e),
+    }
+}
+
+pub(super) struct Validator<'a> {
+    file: &'a Path,
+    base: PathBuf,
+    problems: Vec<ConfigProblem>,
+}
+
+impl<'a> Validator<'a> {
+    pub(super) fn new(file: &'a Path) -> Self {
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Validator {
+            file,
+            base,
+            problems: Vec::new(),
+        }
+    }
+
+    fn problem<T>(
+        &mut self,
+        at: &Spanned<T>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.problems.push(ConfigProblem {
+            file: self.file.to_owned(),
+            line: at.referenced.line(),
+            column: at.referenced.column(),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// A problem with no single value to point at (a missing field): points at line 1.
+    fn problem_at_top(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(ConfigProblem {
+            file: self.file.to_owned(),
+            line: 1,
+            column: 1,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        let expanded = match p.strip_prefix("~") {
+            Ok(rest) => match std::env::var_os("HOME") {
+                Some(home) => PathBuf::from(home).join(rest),
+                None => p.to_owned(),
+            },
+            Err(_) => p.to_owned(),
+        };
+        if expanded.is_absolute() {
+            expanded
+        } else {
+            self.base.join(expanded)
+        }
+    }
+
+    fn check_file(&mut self, at: &Spanned<PathBuf>, field: &str, what: &str) -> PathBuf {
+        let resolved = self.resolve(&at.value);
+        if !resolved.is_file() {
+            self.problem(
+                at,
+                field,
+                format!(
+                    "{what} {} does not exist or is not a file",
+                    resolved.display()
+                ),
+            );
+        }
+        resolved
+    }
+
+    fn check_secret(&mut self, at: &Spanned<SecretRef>, field: &str) -> SecretRef {
+        match &at.value {
+            SecretRef::File(p) => {
+                let resolved = self.resolve(p);
+                if !resolved.is_file() {
+                    self.problem(
+                        at,
+                        field,
+                        format!(
+                            "secret file {} does not exist or is not a file",
+                            resolved.display()
+                        ),
+                    );
+                }
+                SecretRef::File(resolved)
+            }
+            SecretRef::Env(name) => {
+                if std::env::var_os(name).is_none() {
+                    self.problem(at, field, format!("environment variable {name} is not set"));
+                }
+                SecretRef::Env(name.clone())
+            }
+        }
+    }
+
+    pub(super) fn validate(mut self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let source = self.source(raw.source);
+        let clusters = self.clusters(raw.clusters);
+        let commit_status = raw.commit_status.map(|c| self.commit_status(c));
+        let sync = self.sync(raw.sync);
+        let leader_election = raw.leader_election.map(|l| {
+            if !clusters.iter().any(|c| c.name == l.cluster.value) {
+                self.problem(
+                    &l.cluster,
+                    "leaderElection.cluster",
+                    format!("no cluster named {:?} in `clusters`", l.cluster.value),
+                );
+            }
+            LeaderElectionConfig {
+                cluster: l.cluster.value,
+                lease_name: l.lease_name.unwrap_or_else(|| "pontoon".to_owned()),
+                lease_duration: l.lease_duration.map_or(DEFAULT_LEASE_DURATION, |d| d.0),
+            }
+        });
+        let log = LogConfig {
+            format: raw.log.format,
+            level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
+        };
+        if self.problems.is_empty() {
+            Ok(Config {
+                path: self.file.to_owned(),
+                source,
+                clusters,
+                listen: ListenConfig {
+                    http: raw.listen.http,
+                },
+                commit_status,
+                sync,
+                drift: DriftConfig {
+                    human_managers: raw.drift.human_managers,
+                },
+                log,
+                leader_election,
+                shutdown_timeout: raw
+                    .shutdown_timeout
+                    .map_or(DEFAULT_SHUTDOWN_TIMEOUT, |d| d.0),
+            })
+        } else {
+            self.problems.sort_by_key(|p| (p.line, p.column));
+            Err(ConfigError::Invalid(self.problems))
+        }
+    }
+
+    fn source(&mut self, raw: RawSource) -> SourceConfig {
+        let cache_dir = raw
+            .cache_dir
+            .map(|p| self.resolve(&p))
+            .unwrap_or_else(|| std::env::temp_dir().join("pontoon-cache"));
+        let webhook_secret = raw
+            .webhook
+            .map(|w| self.check_secret(&w.secret, "source.webhook.secret"));
+        let location = match (raw.url, raw.path) {
+            (Some(url), None) => {
+                let git_ref = match raw.git_ref {
+                    None => GitRef::Branch("main".to_owned()),
+                    Some(r) => self.git_ref(&r),
+                };
+                if url.value.trim().is_empty() {
+                    self.problem(&url, "source.url", "must not be empty");
+                }
+                if has_inline_credentials(&url.value) {
+                    self.problem(
+                        &url,
+                        "source.url",
+                        "credentials must not be written in the URL; use source.auth with {file: PATH} or {env: NAME}",
+                    );
+                }
+                let auth = self.git_auth(raw.auth);
+                SourceLocation::Git {
+                    url: url.value,
+                    git_ref,
+                    auth,
+                }
+            }
+            (None, Some(path)) => {
+                let resolved = self.resolve(&path.value);
+                if !resolved.is_dir() {
+                    self.problem(
+                        &path,
+                        "source.path",
+                        format!("directory {} does not exist", resolved.display()),
+                    );
+                }
+                if let Some(r) = raw.git_ref {
+                    self.problem(
+                        &r,
+                        "source.ref",
+                        "a directory source has no ref; remove it or use source.url",
+                    );
+                }
+                SourceLocation::Directory(resolved)
+            }
+            (Some(url), Some(_)) => {
+                self.problem(
+                    &url,
+                    "source",
+                    "set either `url` (a Git repository) or `path` (a local directory), not both",
+                );
+                SourceLocation::Directory(PathBuf::new())
+            }
+            (None, None) => {
+                self.problem_at_top(
+                    "source",
+                    "missing `url` (a Git repository) or `path` (a local directory)",
+                );
+                SourceLocation::Directory(PathBuf::new())
+            }
+        };
+        SourceConfig {
+            location,
+            poll_interval: raw.poll_interval.map_or(DEFAULT_POLL_INTERVAL, |d| d.0),
+            timeout: raw.timeout.map_or(DEFAULT_GIT_TIMEOUT, |d| d.0),
+            webhook_secret,
+            cache_dir,
+        }
+    }
+
+    fn git_ref(&mut self, r: &Spanned<RawGitRef>) -> GitRef {
+        let v = &r.value;
+        match (&v.branch, &v.tag, &v.commit) {
+            (Some(b), None, None) => GitRef::Branch(b.clone()),
+            (None, Some(t), None) => GitRef::Tag(t.clone()),
+            (None, None, Some(c)) => {
+                if c.len() != 40 || !c.chars().all(|ch| ch.is_ascii_hexdigit()) {
+                    self.problem(
+                        r,
+                        "source.ref.commit",
+                        "a commit must be a full 40-character hex id",
+                    );
+                }
+                GitRef::Commit(c.to_ascii_lowercase())
+            }
+            _ => {
+                self.problem(
+                    r,
+                    "source.ref",
+                    "set exactly one of `branch`, `tag` or `commit`",
+                );
+                GitRef::Branch("main".to_owned())
+            }
+        }
+    }
+
+    fn git_auth(&mut self, raw: RawGitAuth) -> GitAuth {
+        let token = raw
+            .token
+            .map(|t| self.check_secret(&t, "source.auth.token"));
+        let password = raw
+            .password
+            .map(|t| self.check_secret(&t, "source.auth.password"));
+        let ssh_key = raw
+            .ssh_key
+            .map(|t| self.check_secret(&t, "source.auth.sshKey"));
+        let known_hosts = raw
+            .known_hosts
+            .map(|p| self.check_file(&p, "source.auth.knownHosts", "known_hosts file"));
+        GitAuth {
+            username: raw.username,
+            token,
+            password,
+            ssh_key,
+            known_hosts,
+            insecure_skip_host_key_check: raw.insecure_skip_host_key_check,
+        }
+    }
+
+    fn clusters(&mut self, raw: Vec<RawCluster>) -> Vec<ClusterConfig> {
+        if raw.is_empty() {
+            self.problem_at_top("clusters", "at least one cluster is needed");
+        }
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, c) in raw.into_iter().enumerate() {
+            let field = format!("clusters[{i}]");
+            if !is_dns_label(&c.name.value) {
+                self.problem(
+                    &c.name,
+                    format!("{field}.name"),
+                    format!(
+                        "{:?} is not a valid cluster name (lowercase letters, digits and '-', at most 63)",
+                        c.name.value
+                    ),
+                );
+            }
+            if !seen.insert(c.name.value.clone()) {
+                self.problem(
+                    &c.name,
+                    format!("{field}.name"),
+                    format!("cluster {:?} is listed twice", c.name.value),
+                );
+            }
+            let in_cluster = c.in_cluster.as_ref().is_some_and(|b| b.value);
+            let connection = match (c.kubeconfig, in_cluster) {
+                (Some(k), false) => ClusterConnection::Kubeconfig {
+                    path: self.check_file(&k, &format!("{field}.kubeconfig"), "kubeconfig file"),
+                    context: c.context,
+                },
+                (None, true) => {
+                    if c.context.is_some() {
+                        self.problem(
+                            &c.name,
+                            format!("{field}.context"),
+                            "`context` needs `kubeconfig`",
+                        );
+                    }
+                    ClusterConnection::InCluster
+                }
+                (Some(k), true) => {
+                    self.problem(
+                        &k,
+                        field.clone(),
+                        "set either `kubeconfig` or `inCluster: true`, not both",
+                    );
+                    ClusterConnection::InCluster
+                }
+                (None, false) => {
+                    self.problem(
+                        &c.name,
+                        field,
+                        "missing `kubeconfig` (with optional `context`) or `inCluster: true`",
+                    );
+                    ClusterConnection::InCluster
+                }
+            };
+            out.push(ClusterConfig {
+                name: c.name.value,
+                connection,
+            });
+        }
+        out
+    }
+
+    fn commit_status(&mut self, raw: RawCommitStatus) -> CommitStatusConfig {
+        let token = self.check_secret(&raw.token, "commitStatus.token");
+        if !(raw.api_url.value.starts_with("http://") || raw.api_url.value.starts_with("https://"))
+        {
+            self.problem(
+                &raw.api_url,
+                "commitStatus.apiUrl",
+                "must be an http:// or https:// URL",
+            );
+        }
+        if raw.repository.value.trim().is_empty() {
+            self.problem(
+                &raw.repository,
+                "commitStatus.repository",
+                "must not be empty",
+            );
+        } else if raw.provider != Provider::Gitlab && raw.repository.value.split('/').count() != 2 {
+            self.problem(
+                &raw.repository,
+                "commitStatus.repository",
+                "must be OWNER/NAME",
+            );
+        }
+        CommitStatusConfig {
+            provider: raw.provider,
+            api_url: raw.api_url.value.trim_end_matches('/').to_owned(),
+            repository: raw.repository.value,
+            token,
+            target_url: raw.target_url,
+        }
+    }
+
+    fn sync(&mut self, raw: RawSync) -> SyncConfig {
+        let namespace = match raw.namespace {
+            Some(ns) => {
+                if !is_dns_label(&ns.value) {
+                    self.problem(
+                        &ns,
+                        "sync.namespace",
+                        format!("{:?} is not a valid namespace name", ns.value),
+                    );
+                }
+                ns.value
+            }
+            None => DEFAULT_NAMESPACE.to_owned(),
+        };
+        let concurrency = match raw.concurrency {
+            Some(c) if c.value == 0 => {
+                self.problem(&c, "sync.concurrency", "must be at least 1");
+                1
+            }
+            Some(c) => c.value,
+            None => DEFAULT_CONCURRENCY,
+        };
+        SyncConfig {
+            namespace,
+            concurrency: concurrency as usize,
+            force_conflicts: raw.force_conflicts.unwrap_or(true),
+            apply_timeout: raw.apply_timeout.map_or(DEFAULT_APPLY_TIMEOUT, |d| d.0),
+            health_timeout: raw.health_timeout.map_or(DEFAULT_HEALTH_TIMEOUT, |d| d.0),
+            resync_interval: raw.resync_interval.map_or(DEFAULT_RESYNC_INTERVAL, |d| d.0),
+        }
+    }
+}
+
+fn has_inline_credentials(url: &str) -> bool {
+    // scheme://user:secret@host — a user alone (ssh://git@host) is fine.
+    url.split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
