@@ -28,7 +28,7 @@ use serde::Deserialize;
 /// Names the platform repo shares with the daemon's config.
 pub use crate::desired::{DEFAULT_NAMESPACE, is_dns_label};
 pub use durations::HumanDuration;
-pub use secrets::{Secret, SecretRef};
+pub use secrets::{Secret, SecretError, SecretRef};
 
 /// One problem in a config file, located by file, line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,16 +28,31 @@ impl fmt::Debug for SecretRef {
 impl SecretRef {
     /// Reads the secret now. Trailing newlines of files are dropped.
     /// The error never contains the value.
-    pub fn read(&self) -> Result<Secret, String> {
+    pub fn read(&self) -> Result<Secret, SecretError> {
         match self {
             SecretRef::File(p) => std::fs::read_to_string(p)
                 .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_owned()))
-                .map_err(|e| format!("cannot read secret file {}: {e}", p.display())),
+                .map_err(|source| SecretError::File {
+                    path: p.clone(),
+                    source,
+                }),
             SecretRef::Env(n) => std::env::var(n)
                 .map(Secret)
-                .map_err(|_| format!("environment variable {n} is not set")),
+                .map_err(|_| SecretError::EnvUnset { name: n.clone() }),
         }
     }
+}
+
+/// Why a secret could not be read. Names where it was looked for, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read secret file {}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("environment variable {name} is not set")]
+    EnvUnset { name: String },
 }
 
 /// A secret value. Its `Debug` never prints it.

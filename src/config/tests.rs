@@ -336,3 +336,24 @@ fn leader_election_must_name_a_configured_cluster() {
         p[0]
     );
 }
+
+#[test]
+fn an_unreadable_secret_names_where_it_was_looked_for() {
+    let missing = std::path::Path::new("/nonexistent/pontoon/token");
+    let e = SecretRef::File(missing.to_owned())
+        .read()
+        .expect_err("no such file");
+    assert!(matches!(e, SecretError::File { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .starts_with("cannot read secret file /nonexistent/pontoon/token: "),
+        "{e}"
+    );
+    let e = SecretRef::Env("PONTOON_TEST_SURELY_UNSET".into())
+        .read()
+        .expect_err("unset");
+    assert_eq!(
+        e.to_string(),
+        "environment variable PONTOON_TEST_SURELY_UNSET is not set"
+    );
+}

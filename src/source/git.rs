@@ -38,7 +38,7 @@ impl ResolvedAuth {
     pub fn from_config(auth: &GitAuth) -> Result<ResolvedAuth, SourceError> {
         let read = |r: &Option<crate::config::SecretRef>| -> Result<Option<Secret>, SourceError> {
             r.as_ref()
-                .map(|r| r.read().map_err(SourceError::Auth))
+                .map(|r| r.read().map_err(|e| SourceError::Auth(e.to_string())))
                 .transpose()
         };
         let known_hosts = match &auth.known_hosts {
