@@ -187,14 +187,12 @@ fn one_bad_repo_per_rule() {
         (vec![("teams/a/x.yaml", "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: x}\n".into())], "error[kind-not-allowed]"),
         (vec![("kinds/bad.yaml", "apiVersion: pontoon.dev/v1alpha1\nkind: Kind\nmetadata: {name: Bad}\nspec:\n  parameters:\n    n: {type: integer, default: x}\n  resources: []\n".into())], "kinds/bad.yaml:6:24: error[invalid-kind]: kind Bad: default of n must be an integer, not a string"),
         (vec![("teams/a/x.yaml", "a: 1\na: 2\n".into())], "teams/a/x.yaml:2:1: error[parse]: team a: duplicate mapping key: a"),
-        (vec![("teams/a/x.yaml", "\u{0}\u{0}".into())], ""),
+        (vec![("teams/a/x.yaml", "\u{0}\u{0}".into())], NUL_BYTES_DIAGNOSTIC),
     ];
     for (extra, want) in cases {
+        assert!(!want.is_empty(), "a case names the diagnostic it expects");
         let extra: Vec<(&str, &str)> = extra.iter().map(|(p, c)| (*p, c.as_str())).collect();
         let (s, d) = diags(&extra);
-        if want.is_empty() {
-            continue;
-        }
         assert!(
             d.iter().any(|l| l.contains(want)),
             "want {want:?} in {d:#?}"
@@ -205,6 +203,26 @@ fn one_bad_repo_per_rule() {
             "team b must still render: {d:?}"
         );
     }
+}
+
+/// What a file of NUL bytes gives: a parse error at its first character, naming the
+/// character escaped rather than as a raw NUL.
+const NUL_BYTES_DIAGNOSTIC: &str =
+    "teams/a/x.yaml:1:1: error[parse]: team a: unexpected character: `\\u{0}'";
+
+#[test]
+fn a_file_of_nul_bytes_fails_its_team_with_one_parse_error() {
+    let (s, d) = diags(&[("teams/a/x.yaml", "\u{0}\u{0}")]);
+    assert_eq!(d, [NUL_BYTES_DIAGNOSTIC]);
+    assert_eq!(
+        s.failed_teams[&TeamName("a".into())]
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [NUL_BYTES_DIAGNOSTIC]
+    );
+    assert!(!s.units.keys().any(|u| u.team.0 == "a"));
+    assert!(s.units.keys().any(|u| u.team.0 == "b"));
 }
 
 #[test]
