@@ -7,11 +7,10 @@
 //! whose files caused it, and a team with any error gets no units at all (its clusters
 //! keep what they run). Only a broken `platform.yaml` stops everything.
 //!
-//! A render reads, in this order: [`platform`] (`platform.yaml`), [`kinds`] (`kinds/`),
-//! [`teams`] (each `team.yaml` and the clusters it selects), [`claims`] (who owns each
-//! namespace), then [`team`] renders each team's documents: [`instances`] of platform
-//! kinds, plain [`manifests`], and the team's [`base`] objects. [`report`] formats the
-//! diagnostics.
+//! A render reads, in this order: `platform` (`platform.yaml`), `kinds` (`kinds/`),
+//! `teams` (each `team.yaml` and the clusters it selects), `claims` (who owns each
+//! namespace); then `team` renders each team's documents: `instances` of platform kinds,
+//! plain `manifests`, and the team's `base` objects. `report` formats the diagnostics.
 
 mod base;
 mod claims;
