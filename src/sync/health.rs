@@ -13,14 +13,29 @@ pub enum Health {
     Failed(String),
 }
 
+/// A health rule: reads what an object's status says.
+type Rule = fn(&Value) -> Health;
+
+/// The kinds whose health is read from their status, each with its rule. Every other kind
+/// is healthy once applied.
+const RULES: &[(&str, &str, Rule)] = &[
+    ("apps/v1", "Deployment", deployment),
+    ("apps/v1", "StatefulSet", statefulset),
+    ("apps/v1", "DaemonSet", daemonset),
+    ("batch/v1", "Job", job),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd),
+];
+
+fn rule(api_version: &str, kind: &str) -> Option<Rule> {
+    RULES
+        .iter()
+        .find(|(v, k, _)| *v == api_version && *k == kind)
+        .map(|(_, _, rule)| *rule)
+}
+
 /// Whether a kind's health is read from its status (others are healthy once applied).
 pub fn has_rule(api_version: &str, kind: &str) -> bool {
-    matches!(
-        (api_version, kind),
-        ("apps/v1", "Deployment" | "StatefulSet" | "DaemonSet")
-            | ("batch/v1", "Job")
-            | ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
-    )
+    rule(api_version, kind).is_some()
 }
 
 /// Health of one live object. Kinds without a rule are healthy once applied.
@@ -30,20 +45,7 @@ pub fn of(object: &Value) -> Health {
         .and_then(Value::as_str)
         .unwrap_or("");
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
-    match (api_version, kind) {
-        ("apps/v1", "Deployment") => deployment(object),
-        ("apps/v1", "StatefulSet") => statefulset(object),
-        ("apps/v1", "DaemonSet") => daemonset(object),
-        ("batch/v1", "Job") => job(object),
-        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
-            if condition(object, "Established") == Some("True") {
-                Health::Healthy
-            } else {
-                Health::Progressing("CRD not yet established".to_owned())
-            }
-        }
-        _ => Health::Healthy,
-    }
+    rule(api_version, kind).map_or(Health::Healthy, |rule| rule(object))
 }
 
 fn int(v: &Value, path: &[&str]) -> Option<i64> {
@@ -140,6 +142,14 @@ fn daemonset(v: &Value) -> Health {
         Health::Progressing(format!("{ready} of {want} pods ready"))
     } else {
         Health::Healthy
+    }
+}
+
+fn crd(v: &Value) -> Health {
+    if condition(v, "Established") == Some("True") {
+        Health::Healthy
+    } else {
+        Health::Progressing("CRD not yet established".to_owned())
     }
 }
 
@@ -242,6 +252,16 @@ mod tests {
         let ds = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent", "generation": 1},
                         "status": {"observedGeneration": 1, "desiredNumberScheduled": 2, "updatedNumberScheduled": 2, "numberReady": 2}});
         assert_eq!(of(&ds), Health::Healthy);
+    }
+
+    #[test]
+    fn every_kind_with_a_rule_is_read_from_its_status() {
+        for (api_version, kind, _) in RULES {
+            assert!(has_rule(api_version, kind));
+            let empty = json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": "x", "generation": 1}});
+            assert_ne!(of(&empty), Health::Healthy, "{kind} without status");
+        }
+        assert!(!has_rule("v1", "ConfigMap"));
     }
 
     #[test]
