@@ -336,3 +336,29 @@ pub struct DesiredState {
 
 /// Namespace name to the team that owns it.
 pub type NamespaceOwners = BTreeMap<String, TeamName>;
+
+// Label selectors: how the engines find pontoon's objects on a cluster. Built here alone,
+// so a label renamed above renames every query.
+
+/// Label marking inventory ConfigMaps, so teams removed from the repo can be found.
+pub const LABEL_INVENTORY: &str = "pontoon.dev/inventory";
+
+/// Every object pontoon manages, whatever its team.
+pub fn selector_managed() -> String {
+    format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}")
+}
+
+/// The objects pontoon manages for `team`.
+pub fn selector_team(team: &TeamName) -> String {
+    format!("{LABEL_TEAM}={team},{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}")
+}
+
+/// The objects pontoon manages for any team but `team`.
+pub fn selector_other_teams(team: &TeamName) -> String {
+    format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE},{LABEL_TEAM}!={team}")
+}
+
+/// Every unit's inventory ConfigMap.
+pub fn selector_inventories() -> String {
+    format!("{LABEL_INVENTORY}=true")
+}

@@ -15,12 +15,11 @@ use kube::api::{Patch, PostParams};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::retry_transport;
+pub use crate::desired::LABEL_INVENTORY;
 use crate::desired::{
     Applier, LABEL_MANAGED_BY, LABEL_TEAM, MANAGED_BY_VALUE, ObjectKey, TeamName, apply_params,
+    selector_inventories,
 };
-
-/// Label marking inventory ConfigMaps, so removed teams can be found.
-pub const LABEL_INVENTORY: &str = "pontoon.dev/inventory";
 const DATA_OBJECTS: &str = "objects";
 const DATA_REVISION: &str = "revision";
 
@@ -124,7 +123,7 @@ impl Inventory {
 
 /// Teams that have an inventory on a cluster (to find teams removed from the repo).
 pub async fn teams_with_inventory(api: &Api<ConfigMap>) -> Result<Vec<TeamName>, kube::Error> {
-    let params = kube::api::ListParams::default().labels(&format!("{LABEL_INVENTORY}=true"));
+    let params = kube::api::ListParams::default().labels(&selector_inventories());
     let list = retry_transport(|| api.list(&params)).await?;
     Ok(list
         .items

@@ -38,9 +38,9 @@ use crate::cluster::{Cluster, ClusterError, Resolved, gvk_of, retry_transport};
 use crate::config::SyncConfig;
 use crate::describe;
 use crate::desired::{
-    ANNOTATION_PRUNE, Applier, DesiredObject, DesiredState, LABEL_MANAGED_BY, LABEL_TEAM,
-    MANAGED_BY_VALUE, ObjectKey, PrunePolicy, TEAM_ROLE, TeamName, UnitDesired, UnitId,
-    apply_params,
+    ANNOTATION_PRUNE, Applier, DesiredObject, DesiredState, LABEL_TEAM, ObjectKey, PrunePolicy,
+    TEAM_ROLE, TeamName, UnitDesired, UnitId, apply_params, selector_managed, selector_other_teams,
+    selector_team,
 };
 use health::Health;
 use inventory::{Entry, Inventory};
@@ -1072,7 +1072,7 @@ impl Syncer {
     pub async fn namespace_owners(&self) -> Result<crate::desired::NamespaceOwners, kube::Error> {
         let api: Api<k8s_openapi::api::core::v1::Namespace> =
             Api::all(self.cluster.client().clone());
-        let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
+        let selector = selector_managed();
         let items = self
             .list_pages(&selector, |p| {
                 let api = api.clone();
@@ -1100,8 +1100,8 @@ impl Syncer {
         team: &TeamName,
         kinds: impl Iterator<Item = (Resolved, BTreeSet<String>)>,
     ) -> Result<(HashMap<ObjectKey, Live>, HashMap<ObjectKey, String>), kube::Error> {
-        let own = format!("{LABEL_TEAM}={team},{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
-        let any = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}");
+        let own = selector_team(team);
+        let any = selector_managed();
         let mut pending = Vec::new();
         for (res, namespaces) in kinds {
             if res.namespaced {
@@ -1196,7 +1196,7 @@ impl Syncer {
                 .1
                 .insert(p.key.clone());
         }
-        let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE},{LABEL_TEAM}!={team}");
+        let selector = selector_other_teams(team);
         let lists = futures::future::join_all(
             kinds
                 .into_values()
