@@ -8,8 +8,9 @@ use kube::api::{DynamicObject, Patch};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::Syncer;
 use super::inventory::Inventory;
-use super::{Syncer, api_version_of};
+use super::resolve::api_version_of;
 use crate::cluster::{Cluster, gvk_of};
 use crate::desired::{ObjectKey, UnitDesired, UnitId, apply_params};
 

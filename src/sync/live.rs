@@ -1,0 +1,337 @@
+//! What is live on the cluster, and who owns it: the unit's own objects (one list per kind
+//! and namespace, filtered by pontoon's labels), the other teams' objects a unit must not
+//! take over, and which team holds each of pontoon's Namespaces.
+//!
+//! Everything here only reads. Ownership is what an object's team label says; an object
+//! of a team whose inventory is gone from the cluster belongs to no one any more.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use kube::api::ListParams;
+use serde_json::Value;
+
+use super::health::{self, Health};
+use super::inventory::Inventory;
+use super::resolve::{Planned, api_version_of};
+use super::{SyncError, Syncer, UnitResult};
+use crate::cluster::{Cluster, Resolved, gvk_of, retry_transport};
+use crate::desired::{
+    ANNOTATION_PRUNE, LABEL_TEAM, NamespaceOwners, ObjectKey, TeamName, UnitDesired,
+    selector_managed, selector_other_teams, selector_team,
+};
+
+/// Live facts about an object, from the per-kind lists.
+#[derive(Debug, Clone)]
+pub(super) struct Live {
+    pub resource_version: String,
+    pub prune_disabled: bool,
+    /// For kinds whose health is read from status: what the listed object says.
+    pub health: Option<Health>,
+}
+
+/// The unit's live objects by key.
+pub(super) type LiveObjects = HashMap<ObjectKey, Live>;
+
+/// Objects of other teams, by key, with the team their label names.
+pub(super) type ForeignOwners = HashMap<ObjectKey, String>;
+
+/// Kinds to list, each with the namespaces to list it in (`""`: cluster-wide).
+type KindsToList = BTreeMap<(String, String), (Resolved, BTreeSet<String>)>;
+
+/// How much of each listed object to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Detail {
+    /// Metadata only.
+    Metadata,
+    /// Whole objects for the kinds whose health is read from status, metadata for others.
+    HealthWhereRuled,
+}
+
+fn prune_disabled(meta: &kube::api::ObjectMeta) -> bool {
+    let disabled = |m: &Option<BTreeMap<String, String>>| {
+        m.as_ref()
+            .and_then(|m| m.get(ANNOTATION_PRUNE))
+            .is_some_and(|v| v == "disabled")
+    };
+    disabled(&meta.annotations) || disabled(&meta.labels)
+}
+
+pub(super) fn to_json<T: serde::Serialize>(o: T) -> Result<Value, kube::Error> {
+    serde_json::to_value(o).map_err(kube::Error::SerdeError)
+}
+
+impl Syncer {
+    /// Which team each of pontoon's Namespaces on this cluster belongs to, by its team
+    /// label: where a render with no earlier one to go by learns who held a namespace.
+    pub async fn namespace_owners(&self) -> Result<NamespaceOwners, kube::Error> {
+        let api: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(self.cluster.client().clone());
+        let items = self
+            .list_pages(&selector_managed(), |p| {
+                let api = api.clone();
+                async move { api.list_metadata(&p).await }
+            })
+            .await?;
+        Ok(items
+            .into_iter()
+            .filter_map(|n| {
+                let team = n.metadata.labels?.remove(LABEL_TEAM)?;
+                Some((n.metadata.name?, TeamName(team)))
+            })
+            .collect())
+    }
+
+    /// Live state of everything the unit holds or will hold, and the other teams' objects
+    /// met on the way: one list per kind and namespace it uses (a namespace's objects are
+    /// what the server scans for it).
+    pub(super) async fn list_unit(
+        &self,
+        team: &TeamName,
+        planned: &[Planned<'_>],
+        previous: &Inventory,
+    ) -> Result<(LiveObjects, ForeignOwners), kube::Error> {
+        let mut kinds = KindsToList::new();
+        for p in planned {
+            if let Some(res) = &p.resolved {
+                kinds
+                    .entry((
+                        api_version_of(&p.object.object).to_owned(),
+                        p.key.kind.clone(),
+                    ))
+                    .or_insert_with(|| (res.clone(), BTreeSet::new()))
+                    .1
+                    .insert(p.key.namespace.clone());
+            }
+        }
+        for e in previous.entries.values() {
+            if let Ok(res) = self.cluster.resolve(&gvk_of(&e.api_version, &e.kind)).await {
+                kinds
+                    .entry((e.api_version.clone(), e.kind.clone()))
+                    .or_insert_with(|| (res, BTreeSet::new()))
+                    .1
+                    .insert(e.namespace.clone());
+            }
+        }
+        self.list_live(team, kinds.into_values()).await
+    }
+
+    /// Lists the unit's live objects of the given kinds in the namespaces given with each:
+    /// metadata only, except for kinds whose health is read from their status.
+    ///
+    /// In a namespace the list takes every pontoon object of the kind, whatever its team:
+    /// the same request then also names the other teams' objects there, which the unit must
+    /// not take over, so a first sync does not list each namespace twice. A cluster-scoped
+    /// kind is listed for the team alone (every team's Namespaces would be a long list).
+    async fn list_live(
+        &self,
+        team: &TeamName,
+        kinds: impl Iterator<Item = (Resolved, BTreeSet<String>)>,
+    ) -> Result<(LiveObjects, ForeignOwners), kube::Error> {
+        let own = selector_team(team);
+        let any = selector_managed();
+        let mut pending = Vec::new();
+        for (res, namespaces) in kinds {
+            if res.namespaced {
+                for namespace in namespaces {
+                    pending.push(self.list_live_in(
+                        res.clone(),
+                        namespace,
+                        &any,
+                        Detail::HealthWhereRuled,
+                    ));
+                }
+            } else {
+                pending.push(self.list_live_in(res, String::new(), &own, Detail::HealthWhereRuled));
+            }
+        }
+        let (mut live, mut others) = (HashMap::new(), HashMap::new());
+        for found in futures::future::join_all(pending).await {
+            for (key, owner, l) in found? {
+                match owner {
+                    Some(owner) if owner == team.0 => {
+                        live.insert(key, l);
+                    }
+                    Some(owner) => {
+                        others.insert(key, owner);
+                    }
+                    None => {}
+                }
+            }
+        }
+        Ok((live, others))
+    }
+
+    /// One kind's pontoon objects in one namespace (`""`: cluster-wide), each with the team
+    /// its label names.
+    async fn list_live_in(
+        &self,
+        res: Resolved,
+        namespace: String,
+        selector: &str,
+        detail: Detail,
+    ) -> Result<Vec<(ObjectKey, Option<String>, Live)>, kube::Error> {
+        let api = &Cluster::api(self.cluster.client().clone(), &res, &namespace);
+        let entry = |m: &kube::api::ObjectMeta, health| {
+            let key = ObjectKey {
+                group: res.resource.group.clone(),
+                kind: res.resource.kind.clone(),
+                namespace: m.namespace.clone().unwrap_or_default(),
+                name: m.name.clone().unwrap_or_default(),
+            };
+            let owner = m.labels.as_ref().and_then(|l| l.get(LABEL_TEAM)).cloned();
+            let live = Live {
+                resource_version: m.resource_version.clone().unwrap_or_default(),
+                prune_disabled: prune_disabled(m),
+                health,
+            };
+            (key, owner, live)
+        };
+        let with_health = detail == Detail::HealthWhereRuled
+            && health::has_rule(&res.resource.api_version, &res.resource.kind);
+        if !with_health {
+            let items = self
+                .list_pages(selector, |p| async move { api.list_metadata(&p).await })
+                .await?;
+            return Ok(items.iter().map(|o| entry(&o.metadata, None)).collect());
+        }
+        // List items come without apiVersion and kind, which health reads.
+        let items = self
+            .list_pages(selector, |p| async move { api.list(&p).await })
+            .await?;
+        let mut out = Vec::with_capacity(items.len());
+        for o in items {
+            let mut object = to_json(&o)?;
+            if let Some(fields) = object.as_object_mut() {
+                fields.insert("apiVersion".into(), res.resource.api_version.clone().into());
+                fields.insert("kind".into(), res.resource.kind.clone().into());
+            }
+            out.push(entry(&o.metadata, Some(health::of(&object))));
+        }
+        Ok(out)
+    }
+
+    /// Leaves out of `planned` every new object another team owns (an error in `r`); an
+    /// object of a team pontoon no longer manages here is taken over instead.
+    ///
+    /// A team pontoon no longer manages on this cluster (its removal is done, so its
+    /// inventory is gone) owns nothing: what the prune rules kept of it, as they keep
+    /// Namespaces, goes to the team the repo now gives it to (a renamed team, a namespace
+    /// handed over).
+    pub(super) async fn refuse_foreign_objects(
+        &self,
+        planned: &mut Vec<Planned<'_>>,
+        live: &LiveObjects,
+        mut foreign: ForeignOwners,
+        desired: &UnitDesired,
+        r: &mut UnitResult,
+    ) -> Result<(), SyncError> {
+        let team = &desired.unit.team;
+        let new: Vec<&Planned> = planned
+            .iter()
+            .filter(|p| !live.contains_key(&p.key))
+            .collect();
+        foreign.extend(self.foreign_owners(&new, team).await?);
+        let claimed: BTreeSet<&String> = new.iter().filter_map(|p| foreign.get(&p.key)).collect();
+        let mut gone = BTreeSet::new();
+        for owner in claimed {
+            let owner = TeamName(owner.clone());
+            if !Inventory::load(&self.inventory_api(), &owner).await?.exists {
+                gone.insert(owner.0);
+            }
+        }
+        let mut owned_elsewhere = BTreeSet::new();
+        for p in &new {
+            if let Some(owner) = foreign.get(&p.key).filter(|o| gone.contains(*o)) {
+                tracing::info!(unit = %desired.unit, object = %p.key, from = %owner,
+                    "adopting an object left by a team pontoon no longer manages here");
+            } else if let Some(owner) = foreign.get(&p.key) {
+                r.error(
+                    &p.key,
+                    format!(
+                        "belongs to team {owner}; pontoon does not take over another team's object (from {})",
+                        p.object.source
+                    ),
+                );
+                owned_elsewhere.insert(p.key.clone());
+            }
+        }
+        planned.retain(|p| !owned_elsewhere.contains(&p.key));
+        Ok(())
+    }
+
+    /// Owners (other than `team`) of the cluster-scoped objects about to be created, from
+    /// one list of other teams' pontoon objects per kind instead of one read per object.
+    /// (The namespaced ones came with the unit's own lists.)
+    async fn foreign_owners(
+        &self,
+        new: &[&Planned<'_>],
+        team: &TeamName,
+    ) -> Result<ForeignOwners, kube::Error> {
+        let mut kinds: BTreeMap<(String, String), (Resolved, BTreeSet<ObjectKey>)> =
+            BTreeMap::new();
+        for p in new {
+            let Some(res) = p.resolved.as_ref().filter(|r| !r.namespaced) else {
+                continue;
+            };
+            kinds
+                .entry((res.resource.api_version.clone(), res.resource.kind.clone()))
+                .or_insert_with(|| (res.clone(), BTreeSet::new()))
+                .1
+                .insert(p.key.clone());
+        }
+        let selector = selector_other_teams(team);
+        let lists = futures::future::join_all(
+            kinds
+                .into_values()
+                .map(|(res, keys)| self.list_foreign(res, keys, &selector)),
+        )
+        .await;
+        let mut out = HashMap::new();
+        for l in lists {
+            out.extend(l?);
+        }
+        Ok(out)
+    }
+
+    async fn list_foreign(
+        &self,
+        res: Resolved,
+        keys: BTreeSet<ObjectKey>,
+        selector: &str,
+    ) -> Result<Vec<(ObjectKey, String)>, kube::Error> {
+        Ok(self
+            .list_live_in(res, String::new(), selector, Detail::Metadata)
+            .await?
+            .into_iter()
+            .filter(|(key, _, _)| keys.contains(key))
+            .filter_map(|(key, owner, _)| Some((key, owner?)))
+            .collect())
+    }
+
+    /// Every object matching `selector`, page by page, each page under the cluster's read
+    /// limit; `page` sends one list request.
+    async fn list_pages<T, F, Fut>(
+        &self,
+        selector: &str,
+        mut page: F,
+    ) -> Result<Vec<T>, kube::Error>
+    where
+        T: Clone,
+        F: FnMut(ListParams) -> Fut,
+        Fut: std::future::Future<Output = Result<kube::core::ObjectList<T>, kube::Error>>,
+    {
+        let mut out = Vec::new();
+        let mut params = ListParams::default().labels(selector).limit(500);
+        loop {
+            let list = {
+                let _permit = self.cluster.read_permit().await;
+                retry_transport(|| page(params.clone())).await?
+            };
+            out.extend(list.items);
+            match list.metadata.continue_ {
+                Some(c) if !c.is_empty() => params = params.continue_token(&c),
+                _ => return Ok(out),
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! What the engine remembers between syncs of a unit on one cluster: the last complete
+//! apply (to skip a sync that would change nothing without a single write) and every
+//! object as last applied (what the drift engine compares the cluster with).
+//!
+//! Memory is only ever a shortcut: forgetting it costs requests, never correctness. It
+//! lives in the process, so a restart starts with none. No lock is held across an await.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use super::inventory::{Entry, Inventory};
+use super::live::Live;
+use super::resolve::{Planned, api_version_of};
+use crate::cluster::Resolved;
+use crate::desired::{DesiredObject, ObjectKey, TeamName};
+
+/// An object as last applied, for the drift engine.
+#[derive(Debug, Clone)]
+pub struct AppliedObject {
+    pub desired: DesiredObject,
+    pub resolved: Resolved,
+    pub resource_version: String,
+}
+
+impl AppliedObject {
+    /// The inventory entry of the object applied under `key`.
+    pub(super) fn entry(&self, key: &ObjectKey) -> Entry {
+        Entry {
+            api_version: api_version_of(&self.desired.object).to_owned(),
+            kind: key.kind.clone(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            applier: self.desired.applier,
+        }
+    }
+}
+
+/// Objects as last applied, by key.
+pub(super) type AppliedObjects = BTreeMap<ObjectKey, AppliedObject>;
+
+/// A hash of the desired manifest and the identity it is applied with: equal hashes, the
+/// same apply.
+pub(super) fn object_hash(o: &DesiredObject) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    // serde_json's output for the same Value is deterministic.
+    serde_json::to_string(&o.object)
+        .unwrap_or_default()
+        .hash(&mut h);
+    o.applier.hash(&mut h);
+    h.finish()
+}
+
+/// What one object's last apply left: the manifest's hash and the resourceVersion the
+/// apply produced.
+#[derive(Debug, Clone)]
+struct Version {
+    hash: u64,
+    resource_version: String,
+}
+
+/// What the engine remembers about a unit's last complete (error-free) apply.
+#[derive(Debug, Clone, Default)]
+pub(super) struct LastApply {
+    objects: HashMap<ObjectKey, Version>,
+    inventory: BTreeSet<ObjectKey>,
+    /// Every object was healthy then (or became so while the daemon waited).
+    healthy: bool,
+}
+
+impl LastApply {
+    fn of(applied: &AppliedObjects, healthy: bool) -> LastApply {
+        LastApply {
+            objects: applied
+                .iter()
+                .map(|(k, a)| {
+                    let version = Version {
+                        hash: object_hash(&a.desired),
+                        resource_version: a.resource_version.clone(),
+                    };
+                    (k.clone(), version)
+                })
+                .collect(),
+            inventory: applied.keys().cloned().collect(),
+            healthy,
+        }
+    }
+
+    /// The same manifest as last applied, and the live object still at the version that
+    /// apply produced: nothing to do for it.
+    pub fn unchanged(&self, p: &Planned, live: &Live) -> bool {
+        self.objects
+            .get(&p.key)
+            .is_some_and(|v| v.hash == p.hash && v.resource_version == live.resource_version)
+    }
+
+    /// The same manifest as last applied (the live object may have moved since).
+    pub fn same_manifest(&self, p: &Planned) -> bool {
+        self.objects.get(&p.key).is_some_and(|v| v.hash == p.hash)
+    }
+
+    /// The resourceVersion the last apply of `key` produced.
+    pub fn resource_version(&self, key: &ObjectKey) -> Option<&str> {
+        self.objects.get(key).map(|v| v.resource_version.as_str())
+    }
+
+    /// The whole unit is as the last apply left it, healthy, and its inventory says so:
+    /// a sync would write nothing.
+    pub fn still_holds(
+        &self,
+        previous: &Inventory,
+        desired_keys: &BTreeSet<ObjectKey>,
+        planned: &[Planned],
+        live: &HashMap<ObjectKey, Live>,
+    ) -> bool {
+        self.healthy
+            && previous.exists
+            && self.inventory == *desired_keys
+            && previous.keys() == *desired_keys
+            && planned
+                .iter()
+                .all(|p| live.get(&p.key).is_some_and(|l| self.unchanged(p, l)))
+    }
+}
+
+/// What the engine remembers, per team, on one cluster.
+#[derive(Default)]
+pub(super) struct Memory {
+    last: Mutex<HashMap<TeamName, LastApply>>,
+    applied: Mutex<HashMap<TeamName, Arc<AppliedObjects>>>,
+}
+
+impl Memory {
+    fn last(&self) -> std::sync::MutexGuard<'_, HashMap<TeamName, LastApply>> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn applied_lock(&self) -> std::sync::MutexGuard<'_, HashMap<TeamName, Arc<AppliedObjects>>> {
+        self.applied.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The team's last complete apply, if remembered.
+    pub fn last_apply(&self, team: &TeamName) -> Option<LastApply> {
+        self.last().get(team).cloned()
+    }
+
+    /// What the last sync of `team` applied.
+    pub fn applied(&self, team: &TeamName) -> Option<Arc<AppliedObjects>> {
+        self.applied_lock().get(team).cloned()
+    }
+
+    /// Forgets the last apply, so the next sync re-checks every object.
+    pub fn forget_last_apply(&self, team: &TeamName) {
+        self.last().remove(team);
+    }
+
+    /// The team's last apply has become healthy (after a wait for its rollouts).
+    pub fn mark_healthy(&self, team: &TeamName) {
+        if let Some(last) = self.last().get_mut(team) {
+            last.healthy = true;
+        }
+    }
+
+    /// Records what a sync applied; only an error-free sync (`complete`) is a last apply
+    /// the next sync may trust.
+    pub fn record(&self, team: &TeamName, applied: AppliedObjects, complete: bool, healthy: bool) {
+        if complete {
+            self.last()
+                .insert(team.clone(), LastApply::of(&applied, healthy));
+        } else {
+            self.forget_last_apply(team);
+        }
+        self.applied_lock().insert(team.clone(), Arc::new(applied));
+    }
+
+    /// Forgets everything about a team (it was removed from the cluster).
+    pub fn drop_team(&self, team: &TeamName) {
+        self.last().remove(team);
+        self.applied_lock().remove(team);
+    }
+}

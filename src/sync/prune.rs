@@ -1,0 +1,288 @@
+//! Pruning: deleting what the unit's previous inventory holds and its desired state does
+//! not, in reverse apply order, after a clean apply only. Also the mass-deletion hold, and
+//! the widen-then-narrow of the team's Role: the team's objects are deleted as the team,
+//! so its Role keeps `delete` on their kinds until they are gone.
+//!
+//! A prune never deletes an object marked `pontoon.dev/prune: disabled`, nor a Namespace
+//! or CRD the platform does not let pontoon delete; those are kept and reported.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use kube::api::{DeleteParams, PropagationPolicy};
+use serde_json::Value;
+
+use super::inventory::{Entry, Inventory};
+use super::live::LiveObjects;
+use super::order::Phase;
+use super::phases::ApplyPass;
+use super::resolve::Planned;
+use super::{Syncer, UnitResult};
+use crate::cluster::{Cluster, ClusterError, gvk_of, retry_transport};
+use crate::describe;
+use crate::desired::{
+    Applier, DesiredObject, ObjectKey, PrunePolicy, TEAM_ROLE, TeamName, UnitDesired,
+};
+
+/// Why a prune's delete failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DeleteError {
+    /// The kind cannot be resolved, or the identity to delete as is not available.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("{message} ({reason})")]
+    Refused { message: String, reason: String },
+    #[error("{}", describe(.0))]
+    Unanswered(kube::Error),
+}
+
+/// What the previous inventory holds and the desired state does not.
+pub(super) fn candidates(previous: &Inventory, desired_keys: &BTreeSet<ObjectKey>) -> Vec<Entry> {
+    previous
+        .entries
+        .iter()
+        .filter(|(k, _)| !desired_keys.contains(*k))
+        .map(|(_, e)| e.clone())
+        .collect()
+}
+
+/// The mass-deletion rule: a sync that would delete more than the platform's share of the
+/// unit's objects is held (recorded in `r`) before anything is written. True when held.
+pub(super) fn hold_mass_deletion(
+    to_prune: &[Entry],
+    previous: &Inventory,
+    policy: &PrunePolicy,
+    r: &mut UnitResult,
+) -> bool {
+    let share = to_prune.len() as f64 / previous.entries.len().max(1) as f64;
+    let held = !to_prune.is_empty() && policy.max_share < 1.0 && share > policy.max_share;
+    if !held {
+        return false;
+    }
+    r.held = to_prune.iter().map(Entry::key).collect();
+    r.message = Some(format!(
+        "held: this revision would delete {} of {} objects ({:.0}% > the platform's limit of {:.0}%); nothing was applied",
+        to_prune.len(),
+        previous.entries.len(),
+        share * 100.0,
+        policy.max_share * 100.0
+    ));
+    true
+}
+
+/// Puts the widened Roles in place of the rendered ones in `planned`; returns the Roles
+/// as rendered, to apply again once the prune is done.
+pub(super) fn put_widened_roles<'a>(
+    planned: &mut [Planned<'a>],
+    widened: &'a [DesiredObject],
+) -> Vec<Planned<'a>> {
+    let mut narrow_after = Vec::new();
+    for p in planned.iter_mut() {
+        if let Some(w) = widened.iter().find(|w| w.key().as_ref() == Some(&p.key)) {
+            narrow_after.push(Planned::new(p.key.clone(), p.object, p.resolved.clone()));
+            *p = Planned::new(p.key.clone(), w, p.resolved.clone());
+        }
+    }
+    narrow_after
+}
+
+/// Rules granting `delete` on the `needed` resources (plurals by API group) that `rules`
+/// do not already grant.
+fn missing_delete_rules(
+    rules: Option<&Vec<Value>>,
+    needed: &BTreeMap<String, BTreeSet<String>>,
+) -> Vec<Value> {
+    let covers = |group: &str, plural: &str| {
+        rules.into_iter().flatten().any(|rule| {
+            let has = |field: &str, want: &str| {
+                rule.get(field)
+                    .and_then(Value::as_array)
+                    .is_some_and(|v| v.iter().any(|x| x == want || x == "*"))
+            };
+            has("apiGroups", group) && has("resources", plural) && has("verbs", "delete")
+        })
+    };
+    needed
+        .iter()
+        .filter_map(|(group, plurals)| {
+            let lacking: Vec<&String> = plurals.iter().filter(|pl| !covers(group, pl)).collect();
+            (!lacking.is_empty()).then(|| {
+                serde_json::json!({"apiGroups": [group], "resources": lacking, "verbs": ["delete"]})
+            })
+        })
+        .collect()
+}
+
+impl Syncer {
+    /// The unit's team-identity Roles with `delete` added for the kinds of the team's
+    /// objects about to be pruned that they do not already cover; empty when none need it.
+    ///
+    /// The team's identity prunes what the team no longer has; its Role, rendered from the
+    /// kinds the team uses now, may no longer allow that.
+    pub(super) async fn widen_team_roles(
+        &self,
+        planned: &[Planned<'_>],
+        to_prune: &[Entry],
+    ) -> Vec<DesiredObject> {
+        let mut needed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for e in to_prune.iter().filter(|e| e.applier == Applier::Team) {
+            if let Ok(res) = self.cluster.resolve(&gvk_of(&e.api_version, &e.kind)).await {
+                needed
+                    .entry(res.resource.group.clone())
+                    .or_default()
+                    .insert(res.resource.plural.clone());
+            }
+        }
+        if needed.is_empty() {
+            return Vec::new();
+        }
+        planned
+            .iter()
+            .filter(|p| {
+                p.object.applier == Applier::Platform
+                    && p.key.group == "rbac.authorization.k8s.io"
+                    && p.key.kind == "Role"
+                    && p.key.name == TEAM_ROLE
+            })
+            .filter_map(|p| {
+                let rules = p.object.object.get("rules").and_then(Value::as_array);
+                let missing = missing_delete_rules(rules, &needed);
+                if missing.is_empty() {
+                    return None;
+                }
+                let mut object = (*p.object.object).clone();
+                match object.get_mut("rules").and_then(Value::as_array_mut) {
+                    Some(rules) => rules.extend(missing),
+                    None => object["rules"] = Value::Array(missing),
+                }
+                Some(DesiredObject {
+                    object: Arc::new(object),
+                    ..p.object.clone()
+                })
+            })
+            .collect()
+    }
+
+    /// The inventory the unit holds after this sync. After a clean apply: what was
+    /// applied, and every candidate whose delete failed, once the rest is pruned. After a
+    /// failed one nothing is pruned: every previous entry is kept, and every new object an
+    /// unanswered apply may have created, so a later clean sync prunes what is no longer
+    /// desired.
+    pub(super) async fn prune_or_keep(
+        &self,
+        to_prune: Vec<Entry>,
+        pass: &ApplyPass,
+        previous: &Inventory,
+        live: &LiveObjects,
+        desired: &UnitDesired,
+        r: &mut UnitResult,
+    ) -> Inventory {
+        let mut holds = Inventory {
+            entries: BTreeMap::new(),
+            revision: r.revision.clone(),
+            exists: true,
+        };
+        for (k, a) in &pass.objects {
+            holds.entries.insert(k.clone(), a.entry(k));
+        }
+        if r.errors.is_empty() {
+            for e in self.prune(to_prune, live, desired, r).await {
+                holds.entries.insert(e.key(), e);
+            }
+        } else {
+            for e in &pass.may_exist {
+                holds.entries.insert(e.key(), e.clone());
+            }
+            for (k, e) in &previous.entries {
+                holds.entries.entry(k.clone()).or_insert_with(|| e.clone());
+            }
+        }
+        holds
+    }
+
+    /// Deletes `to_prune` in reverse apply order under the prune rules; returns what it
+    /// could not delete.
+    async fn prune(
+        &self,
+        mut to_prune: Vec<Entry>,
+        live: &LiveObjects,
+        desired: &UnitDesired,
+        r: &mut UnitResult,
+    ) -> Vec<Entry> {
+        let policy = &desired.prune;
+        let mut failed = Vec::new();
+        to_prune.sort_by_key(|e| Phase::of_entry(e).prune_rank());
+        for e in to_prune {
+            let key = e.key();
+            let phase = Phase::of_entry(&e);
+            if live.get(&key).is_some_and(|l| l.prune_disabled)
+                || (phase.is_namespace() && !policy.namespaces)
+                || (phase.is_crd() && !policy.crds)
+            {
+                r.kept.push(key);
+                continue;
+            }
+            match self.delete(&e, &desired.unit.team).await {
+                Ok(()) => {
+                    r.writes += 1;
+                    r.pruned.push(key);
+                }
+                Err(err) => {
+                    r.error(&key, format!("prune failed: {err}"));
+                    failed.push(e);
+                }
+            }
+        }
+        failed
+    }
+
+    /// Applies the team's Roles as rendered again, now that the prune they were widened
+    /// for is done.
+    pub(super) async fn narrow_team_roles(
+        &self,
+        narrow_after: Vec<Planned<'_>>,
+        pass: &mut ApplyPass,
+        team: &TeamName,
+        r: &mut UnitResult,
+    ) {
+        for p in narrow_after {
+            if !pass.objects.contains_key(&p.key) {
+                continue;
+            }
+            match self.apply_one(&p, team, None, None, pass.rbac).await {
+                Ok(a) => {
+                    r.writes += a.writes;
+                    if let Some(o) = pass.objects.get_mut(&p.key) {
+                        o.desired = p.object.clone();
+                        o.resource_version = a.resource_version;
+                    }
+                }
+                Err(e) => r.error(&p.key, format!("{e} (from {})", p.object.source)),
+            }
+        }
+    }
+
+    /// Deletes one object as the identity that applied it; gone already is done.
+    async fn delete(&self, e: &Entry, team: &TeamName) -> Result<(), DeleteError> {
+        let res = self
+            .cluster
+            .resolve(&gvk_of(&e.api_version, &e.kind))
+            .await?;
+        let client = self.cluster.client_for(e.applier, team)?;
+        let api = Cluster::api(client, &res, &e.namespace);
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        let _permit = self.cluster.write_permit().await;
+        match retry_transport(|| api.delete(&e.name, &params)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(kube::Error::Api(s)) => Err(DeleteError::Refused {
+                message: s.message,
+                reason: s.reason,
+            }),
+            Err(err) => Err(DeleteError::Unanswered(err)),
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Teams that left: removing what a team the repo no longer gives a unit on a cluster
+//! left behind there.
+//!
+//! A team whose render failed has not left: its clusters are left exactly as they are. A
+//! removal prunes under the same rules as any sync (the mass-deletion hold included).
+
+use std::time::Instant;
+
+use super::inventory::Inventory;
+use super::{Syncer, UnitResult};
+use crate::desired::{PrunePolicy, TeamName, UnitDesired, UnitId};
+
+impl Syncer {
+    /// Removes everything a team that left the repo had on this cluster, under the same
+    /// pruning rules as any sync (the mass-deletion hold included).
+    pub async fn remove_team(
+        &self,
+        team: &TeamName,
+        policy: &PrunePolicy,
+        revision: &str,
+    ) -> UnitResult {
+        let started = Instant::now();
+        let _running = self.in_flight.start(team);
+        let unit = UnitId {
+            team: team.clone(),
+            cluster: self.cluster.name.clone(),
+        };
+        let desired = UnitDesired {
+            unit: unit.clone(),
+            namespaces: Vec::new(),
+            objects: Vec::new(),
+            prune: policy.clone(),
+        };
+        let mut result = UnitResult::new(unit, revision);
+        match self.sync_inner(&desired, &mut result).await {
+            Ok(()) if result.errors.is_empty() && result.held.is_empty() => {
+                match Inventory::delete(&self.inventory_api(), team).await {
+                    Ok(()) => result.writes += 1,
+                    Err(e) => result.error("inventory", e.to_string()),
+                }
+                self.memory.drop_team(team);
+            }
+            Ok(()) => {}
+            Err(e) => result.error(result.unit.clone(), e.to_string()),
+        }
+        result.finish(started);
+        result
+    }
+}

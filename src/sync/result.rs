@@ -1,0 +1,178 @@
+//! The result model of a sync: what one sync did to a unit, and the state it leaves the
+//! unit in. Plain data; the state is decided in one place ([`UnitResult::finish`]) from
+//! what happened, so every consumer (board, metrics, commit statuses) reads one verdict.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::desired::{ObjectKey, UnitId};
+
+/// The state of a unit after a sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum UnitState {
+    Synced,
+    OutOfSync,
+    Progressing,
+    Failed,
+}
+
+impl UnitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitState::Synced => "Synced",
+            UnitState::OutOfSync => "OutOfSync",
+            UnitState::Progressing => "Progressing",
+            UnitState::Failed => "Failed",
+        }
+    }
+}
+
+/// A problem with one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectError {
+    pub object: String,
+    pub message: String,
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitResult {
+    pub unit: UnitId,
+    pub revision: String,
+    pub state: UnitState,
+    pub created: Vec<ObjectKey>,
+    pub updated: Vec<ObjectKey>,
+    pub unchanged: usize,
+    pub pruned: Vec<ObjectKey>,
+    /// Objects that would have been pruned but were held (mass-deletion rule) or kept
+    /// (`prune: disabled`, Namespaces or CRDs the platform does not let pontoon delete).
+    pub held: Vec<ObjectKey>,
+    pub kept: Vec<ObjectKey>,
+    /// Objects changed by someone else and left so, because their drift mode is `report`.
+    pub drifted: Vec<ObjectKey>,
+    pub errors: Vec<ObjectError>,
+    /// Fields taken from other field managers (or refused, when forcing is off).
+    pub conflicts: Vec<ObjectError>,
+    /// Objects still rolling out, with what they wait for.
+    pub not_ready: Vec<(ObjectKey, String)>,
+    /// Why the unit is not Synced, in one line.
+    pub message: Option<String>,
+    /// Requests that could change the cluster (apply, delete, inventory writes).
+    pub writes: usize,
+    pub duration: Duration,
+}
+
+impl UnitResult {
+    pub fn new(unit: UnitId, revision: &str) -> Self {
+        UnitResult {
+            unit,
+            revision: revision.to_owned(),
+            state: UnitState::Synced,
+            created: Vec::new(),
+            updated: Vec::new(),
+            unchanged: 0,
+            pruned: Vec::new(),
+            held: Vec::new(),
+            kept: Vec::new(),
+            drifted: Vec::new(),
+            errors: Vec::new(),
+            conflicts: Vec::new(),
+            not_ready: Vec::new(),
+            message: None,
+            writes: 0,
+            duration: Duration::ZERO,
+        }
+    }
+
+    pub(super) fn error(&mut self, object: impl ToString, message: impl Into<String>) {
+        self.errors.push(ObjectError {
+            object: object.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Decides the state from what happened.
+    pub(super) fn finish(&mut self, started: Instant) {
+        self.duration = started.elapsed();
+        self.state = if !self.errors.is_empty() {
+            if self.message.is_none() {
+                self.message = Some(format!(
+                    "{} object{} failed; first: {}: {}",
+                    self.errors.len(),
+                    if self.errors.len() == 1 { "" } else { "s" },
+                    self.errors[0].object,
+                    self.errors[0].message
+                ));
+            }
+            UnitState::Failed
+        } else if !self.held.is_empty() {
+            UnitState::OutOfSync
+        } else if !self.drifted.is_empty() {
+            if self.message.is_none() {
+                self.message = Some(format!(
+                    "{} {} drifted and left as {} (drift mode report); first: {}",
+                    self.drifted.len(),
+                    if self.drifted.len() == 1 {
+                        "object"
+                    } else {
+                        "objects"
+                    },
+                    if self.drifted.len() == 1 {
+                        "it is"
+                    } else {
+                        "they are"
+                    },
+                    self.drifted[0]
+                ));
+            }
+            UnitState::OutOfSync
+        } else if let Some((key, why)) = self.not_ready.first() {
+            if self.message.is_none() {
+                self.message = Some(format!("waiting for {key}: {why}"));
+            }
+            UnitState::Progressing
+        } else {
+            UnitState::Synced
+        };
+    }
+
+    /// A result with the given state and nothing done, for tests of what consumes results.
+    pub fn for_tests(unit: UnitId, state: UnitState) -> Self {
+        let mut r = UnitResult::new(unit, "rev");
+        r.state = state;
+        r
+    }
+
+    /// Sets the message of a result built with [`UnitResult::for_tests`].
+    pub fn message_for_tests(&mut self, message: &str) {
+        self.message = Some(message.to_owned());
+    }
+
+    /// Number of objects the unit holds after this sync.
+    pub fn applied(&self) -> usize {
+        self.created.len() + self.updated.len() + self.unchanged
+    }
+
+    /// A one-line summary, e.g. `applied 12 (+2 ~1), pruned 1`, then what the prune rules
+    /// kept, what the mass-deletion rule held and how many errors, when any.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "applied {} (+{} ~{}), pruned {}",
+            self.applied(),
+            self.created.len(),
+            self.updated.len(),
+            self.pruned.len()
+        );
+        if !self.kept.is_empty() {
+            s.push_str(&format!(", kept {}", self.kept.len()));
+        }
+        if !self.held.is_empty() {
+            s.push_str(&format!(", held {}", self.held.len()));
+        }
+        if !self.errors.is_empty() {
+            s.push_str(&format!(", {} errors", self.errors.len()));
+        }
+        s
+    }
+}
