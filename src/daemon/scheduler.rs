@@ -145,21 +145,18 @@ impl Scheduler {
             );
         }
         for (cluster, syncer) in &self.syncers {
-            let teams = match syncer.teams_on_cluster().await {
+            let removed = match syncer.removed_teams(state).await {
                 Ok(t) => t,
                 Err(e) => {
                     tracing::warn!(%cluster, error = %crate::describe(&e), "cannot list inventories; removed teams wait for the next pass");
                     continue;
                 }
             };
-            for team in teams {
+            for team in removed {
                 let id = UnitId {
-                    team: team.clone(),
+                    team,
                     cluster: cluster.clone(),
                 };
-                if expected.contains(&id) || state.failed_teams.contains_key(&team) {
-                    continue;
-                }
                 let generation = self.next_generation();
                 self.send(
                     &id,

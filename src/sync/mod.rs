@@ -22,7 +22,7 @@
 //! what is live and who owns it in `live`, one object's apply in `apply`, the phases in
 //! `order` and `phases`, pruning in `prune`, what is remembered between syncs in
 //! `memory`, syncs in flight in `in_flight`, health rules in `health` and the waits for
-//! them in `health_wait`, removing a team that left in `removal`, the dry run in `plan`.
+//! them in `health_wait`, teams that left in `removal`, the dry run in `plan`.
 //!
 //! The engine never panics on server answers and never holds a lock across an await.
 
@@ -197,18 +197,13 @@ impl Syncer {
             .filter(|u| u.unit.cluster == self.cluster.name);
         let mut results: Vec<UnitResult> =
             futures::future::join_all(units.map(|u| self.sync(u, &state.revision))).await;
-        let present: BTreeSet<&TeamName> = results.iter().map(|r| &r.unit.team).collect();
-        let on_cluster = match self.teams_on_cluster().await {
+        let removed = match self.removed_teams(state).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(cluster = %self.cluster.name, error = %describe(&e), "cannot list inventories; removed teams are not pruned this time");
                 return results;
             }
         };
-        let removed: Vec<TeamName> = on_cluster
-            .into_iter()
-            .filter(|t| !present.contains(t) && !state.failed_teams.contains_key(t))
-            .collect();
         for team in removed {
             results.push(
                 self.remove_team(&team, &state.default_prune, &state.revision)

@@ -1,16 +1,38 @@
-//! Teams that left: removing what a team the repo no longer gives a unit on a cluster
-//! left behind there.
+//! Teams that left: which teams still have an inventory on a cluster though the repo no
+//! longer gives them a unit there, and removing what such a team left behind.
 //!
 //! A team whose render failed has not left: its clusters are left exactly as they are. A
 //! removal prunes under the same rules as any sync (the mass-deletion hold included).
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::inventory::Inventory;
 use super::{Syncer, UnitResult};
-use crate::desired::{PrunePolicy, TeamName, UnitDesired, UnitId};
+use crate::desired::{DesiredState, PrunePolicy, TeamName, UnitDesired, UnitId};
 
 impl Syncer {
+    /// Teams with an inventory on this cluster that `state` gives no unit here and whose
+    /// render did not fail: the teams that left the repo or stopped targeting this
+    /// cluster. None when `platform.yaml` is broken.
+    pub async fn removed_teams(&self, state: &DesiredState) -> Result<Vec<TeamName>, kube::Error> {
+        if state.platform_failed {
+            return Ok(Vec::new());
+        }
+        let present: BTreeSet<&TeamName> = state
+            .units
+            .keys()
+            .filter(|id| id.cluster == self.cluster.name)
+            .map(|id| &id.team)
+            .collect();
+        Ok(self
+            .teams_on_cluster()
+            .await?
+            .into_iter()
+            .filter(|t| !present.contains(t) && !state.failed_teams.contains_key(t))
+            .collect())
+    }
+
     /// Removes everything a team that left the repo had on this cluster, under the same
     /// pruning rules as any sync (the mass-deletion hold included).
     pub async fn remove_team(
