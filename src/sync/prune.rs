@@ -286,3 +286,109 @@ impl Syncer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{ClusterName, UnitId};
+    use serde_json::json;
+
+    fn entries(n: usize) -> Vec<Entry> {
+        (0..n)
+            .map(|i| Entry {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+                namespace: "shop".into(),
+                name: format!("c{i}"),
+                applier: Applier::Team,
+            })
+            .collect()
+    }
+
+    fn inventory(entries: &[Entry]) -> Inventory {
+        Inventory {
+            entries: entries.iter().map(|e| (e.key(), e.clone())).collect(),
+            revision: "a".into(),
+            exists: true,
+        }
+    }
+
+    fn result() -> UnitResult {
+        let unit = UnitId {
+            team: TeamName("shop".into()),
+            cluster: ClusterName("c".into()),
+        };
+        UnitResult::new(unit, "b")
+    }
+
+    fn policy(max_share: f64) -> PrunePolicy {
+        PrunePolicy {
+            max_share,
+            ..PrunePolicy::default()
+        }
+    }
+
+    #[test]
+    fn deleting_more_than_the_share_is_held_and_names_what() {
+        let all = entries(4);
+        let previous = inventory(&all);
+        let mut r = result();
+        assert!(hold_mass_deletion(
+            &all[..3],
+            &previous,
+            &policy(0.5),
+            &mut r
+        ));
+        assert_eq!(r.held.len(), 3);
+        assert_eq!(
+            r.message.as_deref(),
+            Some(
+                "held: this revision would delete 3 of 4 objects (75% > the platform's limit of 50%); nothing was applied"
+            )
+        );
+    }
+
+    #[test]
+    fn deleting_up_to_the_share_or_with_the_hold_off_goes_ahead() {
+        let all = entries(4);
+        let previous = inventory(&all);
+        let mut r = result();
+        assert!(!hold_mass_deletion(
+            &all[..2],
+            &previous,
+            &policy(0.5),
+            &mut r
+        ));
+        assert!(!hold_mass_deletion(&all, &previous, &policy(1.0), &mut r));
+        assert!(!hold_mass_deletion(&[], &previous, &policy(0.0), &mut r));
+        assert!(r.held.is_empty() && r.message.is_none());
+    }
+
+    #[test]
+    fn candidates_are_what_is_no_longer_desired() {
+        let all = entries(3);
+        let desired: BTreeSet<ObjectKey> = [all[1].key()].into();
+        let names: Vec<String> = candidates(&inventory(&all), &desired)
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["c0", "c2"]);
+    }
+
+    #[test]
+    fn a_role_gets_delete_only_where_it_lacks_it() {
+        let needed: BTreeMap<String, BTreeSet<String>> = [
+            ("".to_owned(), ["configmaps".to_owned()].into()),
+            ("apps".to_owned(), ["deployments".to_owned()].into()),
+        ]
+        .into();
+        let rules = vec![json!({"apiGroups": [""], "resources": ["*"], "verbs": ["delete"]})];
+        assert_eq!(
+            missing_delete_rules(Some(&rules), &needed),
+            [json!({"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["delete"]})]
+        );
+        let read_only = vec![json!({"apiGroups": ["*"], "resources": ["*"], "verbs": ["get"]})];
+        assert_eq!(missing_delete_rules(Some(&read_only), &needed).len(), 2);
+        assert_eq!(missing_delete_rules(None, &needed).len(), 2);
+    }
+}

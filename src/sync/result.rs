@@ -176,3 +176,87 @@ impl UnitResult {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{ClusterName, TeamName};
+
+    fn result() -> UnitResult {
+        let unit = UnitId {
+            team: TeamName("shop".into()),
+            cluster: ClusterName("c".into()),
+        };
+        UnitResult::new(unit, "a")
+    }
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey {
+            group: String::new(),
+            kind: "ConfigMap".into(),
+            namespace: "shop".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn an_error_fails_the_unit_whatever_else_happened() {
+        let mut r = result();
+        r.held.push(key("a"));
+        r.not_ready.push((key("b"), "rolling".into()));
+        r.error(key("c"), "refused");
+        r.finish(Instant::now());
+        assert_eq!(r.state, UnitState::Failed);
+        assert_eq!(
+            r.message.as_deref(),
+            Some("1 object failed; first: ConfigMap shop/c: refused")
+        );
+    }
+
+    #[test]
+    fn held_or_drifted_is_out_of_sync_and_waiting_is_progressing() {
+        let mut r = result();
+        r.held.push(key("a"));
+        r.finish(Instant::now());
+        assert_eq!(r.state, UnitState::OutOfSync);
+
+        let mut r = result();
+        r.drifted.extend([key("a"), key("b")]);
+        r.finish(Instant::now());
+        assert_eq!(r.state, UnitState::OutOfSync);
+        assert_eq!(
+            r.message.as_deref(),
+            Some(
+                "2 objects drifted and left as they are (drift mode report); first: ConfigMap shop/a"
+            )
+        );
+
+        let mut r = result();
+        r.not_ready.push((key("a"), "1 of 2 replicas ready".into()));
+        r.finish(Instant::now());
+        assert_eq!(r.state, UnitState::Progressing);
+        assert_eq!(
+            r.message.as_deref(),
+            Some("waiting for ConfigMap shop/a: 1 of 2 replicas ready")
+        );
+
+        let mut r = result();
+        r.finish(Instant::now());
+        assert_eq!((r.state, r.message), (UnitState::Synced, None));
+    }
+
+    #[test]
+    fn summary_names_only_what_happened() {
+        let mut r = result();
+        r.created.push(key("a"));
+        r.unchanged = 2;
+        assert_eq!(r.summary(), "applied 3 (+1 ~0), pruned 0");
+        r.kept.push(key("b"));
+        r.held.push(key("c"));
+        r.error(key("d"), "x");
+        assert_eq!(
+            r.summary(),
+            "applied 3 (+1 ~0), pruned 0, kept 1, held 1, 1 errors"
+        );
+    }
+}
