@@ -76,6 +76,7 @@ impl InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn a_team_is_idle_once_its_last_sync_ends() {
@@ -83,15 +84,16 @@ mod tests {
         let team = TeamName("shop".into());
         let first = in_flight.start(&team);
         let second = in_flight.start(&team);
+        let idle = in_flight.until_idle(&team);
+        tokio::pin!(idle);
         drop(first);
         assert!(in_flight.contains(&team));
+        let early = tokio::time::timeout(Duration::from_millis(50), &mut idle).await;
+        assert!(early.is_err(), "idle while a sync still runs");
         drop(second);
         assert!(!in_flight.contains(&team));
-        tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            in_flight.until_idle(&team),
-        )
-        .await
-        .expect("idle once both syncs ended");
+        tokio::time::timeout(Duration::from_secs(1), idle)
+            .await
+            .expect("a waiter is woken when the last sync ends");
     }
 }
