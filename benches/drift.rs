@@ -28,7 +28,7 @@ use kube::api::{Patch, PatchParams};
 use pontoon::cluster::Cluster;
 use pontoon::daemon::scheduler::{Scheduler, SchedulerOptions};
 use pontoon::desired::*;
-use pontoon::drift::{DriftWatch, kinds_of};
+use pontoon::drift::{DriftSettings, DriftWatch, kinds_of};
 use pontoon::sync::{SyncOptions, Syncer};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -76,7 +76,12 @@ fn main() {
 
         // The daemon's wiring: a drift event triggers its unit.
         let (dtx, mut drx) = mpsc::channel(4096);
-        let watch = DriftWatch::new(syncer.clone(), dtx, &[]);
+        let (failures, _) = mpsc::channel(64);
+        let settings = DriftSettings {
+            human_managers: Vec::new(),
+            reporter_instance: "drift-bench".into(),
+        };
+        let watch = DriftWatch::new(syncer.clone(), dtx, failures, &settings);
         watch
             .ensure(kinds_of(&state, &ClusterName(cp.name.into())))
             .await;

@@ -5,6 +5,7 @@
 //! apply, prunes what was removed, corrects drift, and reports every (team, cluster) sync.
 //! `main.rs` only wires the CLI to this library, so tests and benchmarks reach everything.
 
+pub mod backoff;
 pub mod cluster;
 pub mod config;
 pub mod daemon;

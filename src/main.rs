@@ -297,8 +297,8 @@ async fn sync_once(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     init_tracing(&config);
     let snapshot = snapshot_for(&config, None, None).await?;
     let syncers = pontoon::daemon::connect(&config).await?;
-    let owners = pontoon::daemon::feed::namespace_owners(&syncers).await;
-    let state = pontoon::daemon::feed::render(snapshot, owners).await;
+    let owners = pontoon::daemon::poll_and_render::namespace_owners(&syncers).await;
+    let state = pontoon::daemon::poll_and_render::render(snapshot, owners).await;
     for d in &state.diagnostics {
         eprintln!("{d}");
     }
@@ -358,8 +358,8 @@ async fn plan_cmd(
     let config = load_config(&config_path)?;
     let snapshot = snapshot_for(&config, revision, dir).await?;
     let syncers = pontoon::daemon::connect(&config).await?;
-    let owners = pontoon::daemon::feed::namespace_owners(&syncers).await;
-    let state = pontoon::daemon::feed::render(snapshot, owners).await;
+    let owners = pontoon::daemon::poll_and_render::namespace_owners(&syncers).await;
+    let state = pontoon::daemon::poll_and_render::render(snapshot, owners).await;
     for d in &state.diagnostics {
         eprintln!("{d}");
     }

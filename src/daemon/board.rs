@@ -1,5 +1,6 @@
-//! The daemon's picture of every unit, built from scheduler reports and renders; read by
-//! the HTTP endpoints. A plain mutex, never held across an `.await`.
+//! The daemon's picture of every unit, built from scheduler reports, renders and drift;
+//! read by the HTTP endpoints. A plain mutex, never held across an `.await`. States are
+//! [`BoardState`] values; their names are text only where they are shown.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,25 +12,63 @@ use crate::desired::{ClusterName, DesiredState, Diagnostic, Severity, TeamName, 
 use crate::server::{DriftView, StatusSource, UnitView};
 use crate::sync::{UnitResult, UnitState};
 
+/// What the board shows for a unit: Pending until its first sync attempt, then the state
+/// of its last one (or Failed while its team does not render).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoardState {
+    Pending,
+    Synced,
+    OutOfSync,
+    Progressing,
+    Failed,
+}
+
+impl BoardState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BoardState::Pending => "Pending",
+            BoardState::Synced => UnitState::Synced.as_str(),
+            BoardState::OutOfSync => UnitState::OutOfSync.as_str(),
+            BoardState::Progressing => UnitState::Progressing.as_str(),
+            BoardState::Failed => UnitState::Failed.as_str(),
+        }
+    }
+}
+
+impl From<UnitState> for BoardState {
+    fn from(s: UnitState) -> Self {
+        match s {
+            UnitState::Synced => BoardState::Synced,
+            UnitState::OutOfSync => BoardState::OutOfSync,
+            UnitState::Progressing => BoardState::Progressing,
+            UnitState::Failed => BoardState::Failed,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
-    state: String,
+    state: BoardState,
     revision: String,
     finished: Option<Instant>,
     summary: String,
     last_error: Option<String>,
     drifted: Vec<DriftView>,
+    /// The last failure to watch or correct the unit's drift, until drift is handled again
+    /// or a sync ends Synced.
+    drift_error: Option<String>,
 }
 
 impl Entry {
     fn pending() -> Self {
         Entry {
-            state: "Pending".to_owned(),
+            state: BoardState::Pending,
             revision: String::new(),
             finished: None,
             summary: String::new(),
             last_error: None,
             drifted: Vec::new(),
+            drift_error: None,
         }
     }
 }
@@ -127,7 +166,7 @@ impl Board {
             }
             for id in ids {
                 let e = inner.units.entry(id.clone()).or_insert_with(Entry::pending);
-                e.state = UnitState::Failed.as_str().to_owned();
+                e.state = BoardState::Failed;
                 e.last_error = Some(render_failure(&state.revision, diags, &id.cluster));
                 failed.push(id);
             }
@@ -140,7 +179,7 @@ impl Board {
     /// at the newest revision is still synced to its last good state (drift is corrected,
     /// nothing is pruned), but its change did not arrive: its units stay Failed, with the
     /// render error, whatever that sync of the old state did.
-    pub fn effective<'a>(&self, r: &'a UnitResult, removal: bool) -> Cow<'a, UnitResult> {
+    pub fn with_render_failure<'a>(&self, r: &'a UnitResult, removal: bool) -> Cow<'a, UnitResult> {
         let inner = self.lock();
         match inner.render_failures.get(&r.unit.team) {
             Some(diags) if !removal => {
@@ -161,7 +200,7 @@ impl Board {
     pub fn record(&self, r: &UnitResult, removal: bool) {
         let mut inner = self.lock();
         inner.attempted.insert(r.unit.clone());
-        if removal && r.state == crate::sync::UnitState::Synced {
+        if removal && r.state == UnitState::Synced {
             inner.units.remove(&r.unit);
             return;
         }
@@ -177,11 +216,17 @@ impl Board {
             && r.pruned.is_empty()
             && r.held.is_empty()
             && r.errors.is_empty();
-        let succeeded = matches!(e.state.as_str(), "Synced" | "Progressing" | "OutOfSync");
+        let succeeded = matches!(
+            e.state,
+            BoardState::Synced | BoardState::Progressing | BoardState::OutOfSync
+        );
         if !(quiet && succeeded && e.revision == r.revision && !e.summary.is_empty()) {
             e.summary = r.summary();
         }
-        e.state = r.state.as_str().to_owned();
+        e.state = r.state.into();
+        if r.state == UnitState::Synced {
+            e.drift_error = None;
+        }
         e.revision = r.revision.clone();
         e.finished = Some(Instant::now());
         e.last_error = r.message.clone();
@@ -199,13 +244,32 @@ impl Board {
         if e.drifted.len() > 20 {
             e.drifted.remove(0);
         }
-        if out_of_sync && e.state == "Synced" {
-            e.state = "OutOfSync".to_owned();
+        e.drift_error = None;
+        if out_of_sync && e.state == BoardState::Synced {
+            e.state = BoardState::OutOfSync;
         }
     }
 
-    pub fn state_of(&self, unit: &UnitId) -> Option<String> {
-        self.lock().units.get(unit).map(|e| e.state.clone())
+    /// Drift on `unit`'s objects could not be watched or corrected: shown on the unit
+    /// until drift is handled again or a sync ends Synced.
+    pub fn drift_failed(&self, unit: &UnitId, message: String) {
+        if let Some(e) = self.lock().units.get_mut(unit) {
+            e.drift_error = Some(message);
+        }
+    }
+
+    /// The units the board shows on `cluster`.
+    pub fn units_on(&self, cluster: &ClusterName) -> Vec<UnitId> {
+        self.lock()
+            .units
+            .keys()
+            .filter(|id| &id.cluster == cluster)
+            .cloned()
+            .collect()
+    }
+
+    pub fn state_of(&self, unit: &UnitId) -> Option<BoardState> {
+        self.lock().units.get(unit).map(|e| e.state)
     }
 }
 
@@ -217,12 +281,13 @@ impl StatusSource for Board {
             .map(|(id, e)| UnitView {
                 team: id.team.0.clone(),
                 cluster: id.cluster.0.clone(),
-                state: e.state.clone(),
+                state: e.state.as_str().to_owned(),
                 revision: e.revision.clone(),
                 seconds_since_sync: e.finished.map(|t| t.elapsed().as_secs()),
                 summary: e.summary.clone(),
                 last_error: e.last_error.clone(),
                 drifted: e.drifted.clone(),
+                drift_error: e.drift_error.clone(),
             })
             .collect()
     }
@@ -316,7 +381,7 @@ mod tests {
 
     /// Reports as the daemon's report loop hands them on.
     fn report(board: &Board, r: &UnitResult) -> UnitState {
-        let shown = board.effective(r, false);
+        let shown = board.with_render_failure(r, false);
         board.record(&shown, false);
         shown.state
     }
@@ -435,7 +500,7 @@ mod tests {
             check(&id.cluster.0, &error);
             // The same message after a resync of the last good state.
             let resync = UnitResult::new(id.clone(), "aaaaaaa1");
-            let shown = board.effective(&resync, false);
+            let shown = board.with_render_failure(&resync, false);
             assert_eq!(shown.message.as_deref(), Some(error.as_str()));
         }
     }
@@ -498,7 +563,10 @@ mod tests {
             .failed;
         assert_eq!(failed, [unit("new", "prod"), unit("new", "dev")]);
         let removal = UnitResult::new(unit("new", "prod"), "bbbbbbb2");
-        assert_eq!(board.effective(&removal, true).state, UnitState::Synced);
+        assert_eq!(
+            board.with_render_failure(&removal, true).state,
+            UnitState::Synced
+        );
 
         // When its team.yaml reads, only the clusters it names.
         let board = Board::new();
@@ -540,8 +608,8 @@ mod tests {
         // Still showing the failure until its first sync.
         assert!(board.state_of(&unit("new", "dev")).is_some());
         assert_eq!(
-            board.state_of(&unit("shop", "dev")).as_deref(),
-            Some("Synced")
+            board.state_of(&unit("shop", "dev")),
+            Some(BoardState::Synced)
         );
         assert_eq!(board.state_of(&unit("new", "prod")), None);
     }

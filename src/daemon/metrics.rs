@@ -1,4 +1,4 @@
-//! Sync metrics, registered in one place. Labels are `team` and `cluster` (and `status`
+//! Sync and drift metrics, registered in one place. Labels are `team` and `cluster` (and `status`
 //! for the state set) — never revisions, object names or error text.
 
 use prometheus::{
@@ -6,7 +6,7 @@ use prometheus::{
 };
 
 use crate::desired::UnitId;
-use crate::drift::DriftEvent;
+use crate::drift::{DriftEvent, DriftFailure, FailureScope};
 use crate::sync::{UnitResult, UnitState};
 
 const STATES: [UnitState; 4] = [
@@ -30,6 +30,8 @@ pub struct Metrics {
     pub drift_corrected: IntCounterVec,
     pub drift_correction: HistogramVec,
     pub drifted: IntGaugeVec,
+    pub drift_errors: IntCounterVec,
+    pub drift_watch_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -124,8 +126,24 @@ impl Metrics {
                 ),
                 &unit,
             )?,
+            drift_errors: IntCounterVec::new(
+                Opts::new(
+                    "pontoon_drift_errors_total",
+                    "Failures to act on the unit's drift: re-reading an object, removing fields added by hand, publishing its Event",
+                ),
+                &unit,
+            )?,
+            drift_watch_errors: IntCounterVec::new(
+                Opts::new(
+                    "pontoon_drift_watch_errors_total",
+                    "Failures of the drift watch of a kind (each retry counts), or a kind that cannot be watched",
+                ),
+                &["cluster", "kind"],
+            )?,
         };
         r.register(Box::new(m.sync_status.clone()))?;
+        r.register(Box::new(m.drift_errors.clone()))?;
+        r.register(Box::new(m.drift_watch_errors.clone()))?;
         r.register(Box::new(m.drifted.clone()))?;
         r.register(Box::new(m.last_attempt.clone()))?;
         r.register(Box::new(m.last_success.clone()))?;
@@ -209,8 +227,24 @@ impl Metrics {
         self.prune_held
             .with_label_values(&unit)
             .set(r.held.len() as i64);
-        // The series exists from the first sync on, at 0 until something drifts.
+        // The series exist from the first sync on, at 0 until something drifts.
         self.drifted.with_label_values(&unit);
+        self.drift_errors.with_label_values(&unit);
+    }
+
+    /// Drift that could not be watched or acted on.
+    pub fn drift_failed(&self, f: &DriftFailure) {
+        let cluster = f.cluster.0.as_str();
+        match &f.scope {
+            FailureScope::Kind(kind) => self
+                .drift_watch_errors
+                .with_label_values(&[cluster, kind])
+                .inc(),
+            FailureScope::Team(team) => self
+                .drift_errors
+                .with_label_values(&[team.0.as_str(), cluster])
+                .inc(),
+        }
     }
 
     pub fn drift(&self, e: &DriftEvent) {
@@ -247,7 +281,8 @@ mod tests {
     fn every_metric_registers_once_and_a_sync_fills_the_state_set() {
         let r = Registry::new();
         let m = Metrics::register(&r).expect("register");
-        let source = crate::daemon::feed::SourceMetrics::register(&r).expect("source metrics");
+        let source =
+            crate::daemon::poll_and_render::SourceMetrics::register(&r).expect("source metrics");
         source.fetches.with_label_values(&["success"]).inc();
         let result = sample();
         m.observe(&result, false);

@@ -1,17 +1,22 @@
-//! The long-running process: a feed of rendered desired states (from the Git or
-//! directory source), a resync timer and drift reports feed one scheduler of per-unit
-//! workers; results feed the status board, metrics and commit statuses. Only the leader
-//! schedules; every replica serves HTTP.
+//! The long-running process: rendered desired states (polled from the Git or directory
+//! source, `poll_and_render`), a resync timer and drift (`drift_handling`) hand work to one
+//! scheduler of per-unit workers (`scheduler`); its reports go to the status board
+//! (`board`), the metrics (`metrics`) and commit statuses. Pull requests get plans
+//! (`pull_request_plans`). Only the leader (`leader`) schedules; every replica serves HTTP.
 //!
 //! Shutdown: stop taking work, let in-flight syncs finish within the configured
 //! deadline, say what was abandoned, release the lease.
 
 pub mod board;
-pub mod feed;
+mod drift_handling;
 pub mod leader;
 pub mod metrics;
-pub mod review;
+pub mod poll_and_render;
+pub mod pull_request_plans;
 pub mod scheduler;
+
+/// The former name of [`poll_and_render`], kept for callers outside the crate.
+pub use poll_and_render as feed;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,9 +28,11 @@ use tokio::sync::{mpsc, watch};
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::desired::{ClusterName, DesiredState};
+use crate::status::SyncReport;
 use crate::sync::{SyncOptions, Syncer};
 use board::Board;
-use scheduler::{Report, Scheduler, SchedulerOptions};
+use drift_handling::DriftHandling;
+use scheduler::{Scheduler, SchedulerOptions};
 
 /// What the daemon is fed with from outside: rendered states and extra HTTP routes.
 pub struct Inputs {
@@ -163,12 +170,12 @@ pub async fn run_with(
     let _always_leading = config.leader_election.is_none().then_some(leading_tx_keep);
 
     // Reports → board and metrics.
-    let (report_tx, mut report_rx) = mpsc::channel::<Report>(4096);
+    let (report_tx, mut report_rx) = mpsc::channel::<SyncReport>(4096);
     let reporting = {
         let (board, metrics, statuses) = (board.clone(), metrics.clone(), statuses.clone());
         tokio::spawn(async move {
             while let Some(r) = report_rx.recv().await {
-                let shown = board.effective(&r.result, r.removal);
+                let shown = board.with_render_failure(&r.result, r.removal);
                 board.record(&shown, r.removal);
                 metrics.observe(&shown, r.removal);
                 if let Some(s) = &statuses {
@@ -210,7 +217,10 @@ pub async fn run_with(
             clusters,
             resync: config.sync.resync_interval,
             shutdown_timeout: config.shutdown_timeout,
-            human_managers: config.drift.human_managers.clone(),
+            drift: crate::drift::DriftSettings {
+                human_managers: config.drift.human_managers.clone(),
+                reporter_instance: leader::default_identity(),
+            },
             statuses: statuses.clone(),
         },
         inputs.desired,
@@ -261,8 +271,8 @@ pub async fn run_from_source(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let handles = Handles::connect(&config).await?;
-    let source_metrics =
-        feed::SourceMetrics::register(&handles.registry).context("registering metrics")?;
+    let source_metrics = poll_and_render::SourceMetrics::register(&handles.registry)
+        .context("registering metrics")?;
     let wake = Arc::new(tokio::sync::Notify::new());
     let source = crate::source::Source::from_config(&config.source)
         .map_err(|e| anyhow::anyhow!("source: {e}"))?;
@@ -275,10 +285,10 @@ pub async fn run_from_source(
     let (desired_tx, desired_rx) = watch::channel(None);
     // Pull-request plans, for a Git source: planned wherever the webhook lands (they
     // only read), posted when commit statuses are configured.
-    let (reviews, review_task) = match source.git_target() {
+    let (plan_requests, plans_task) = match source.git_target() {
         Some(target) => {
             let (tx, rx) = mpsc::channel(64);
-            let task = tokio::spawn(review::review_loop(
+            let task = tokio::spawn(pull_request_plans::plan_pull_requests(
                 target.clone(),
                 handles.syncers.clone(),
                 config.clusters.iter().map(|c| c.name.clone()).collect(),
@@ -290,11 +300,16 @@ pub async fn run_from_source(
         }
         None => (None, None),
     };
-    let routes = feed::webhook_routes(&config.source, wake.clone(), &source_metrics, reviews)?;
+    let routes = poll_and_render::webhook_routes(
+        &config.source,
+        wake.clone(),
+        &source_metrics,
+        plan_requests,
+    )?;
     let (stop_tx, stop_rx) = watch::channel(false);
     // The first render has no earlier one: the clusters say who holds each namespace.
-    let owners = feed::namespace_owners(&handles.syncers).await;
-    let poller = tokio::spawn(feed::poll_loop(
+    let owners = poll_and_render::namespace_owners(&handles.syncers).await;
+    let poller = tokio::spawn(poll_and_render::poll_loop(
         source,
         config.source.clone(),
         wake,
@@ -315,7 +330,7 @@ pub async fn run_from_source(
     .await;
     stop_tx.send_replace(true);
     let _ = poller.await;
-    if let Some(t) = review_task {
+    if let Some(t) = plans_task {
         t.abort();
     }
     result
@@ -390,13 +405,13 @@ pub fn watch_config(
 struct TermContext {
     syncers: BTreeMap<ClusterName, Arc<Syncer>>,
     options: SchedulerOptions,
-    reports: mpsc::Sender<Report>,
+    reports: mpsc::Sender<SyncReport>,
     board: Arc<Board>,
     metrics: Arc<metrics::Metrics>,
     clusters: Vec<String>,
     resync: Duration,
     shutdown_timeout: Duration,
-    human_managers: Vec<String>,
+    drift: crate::drift::DriftSettings,
     statuses: Option<Arc<crate::status::Notifier>>,
 }
 
@@ -422,45 +437,13 @@ async fn leadership_terms(
             ctx.options.clone(),
             ctx.reports.clone(),
         ));
-        let (drift_tx, mut drift_rx) = mpsc::channel::<crate::drift::DriftEvent>(4096);
-        let watches: BTreeMap<ClusterName, Arc<crate::drift::DriftWatch>> = ctx
-            .syncers
-            .iter()
-            .map(|(name, s)| {
-                (
-                    name.clone(),
-                    crate::drift::DriftWatch::new(s.clone(), drift_tx.clone(), &ctx.human_managers),
-                )
-            })
-            .collect();
-        drop(drift_tx);
-        let drift_loop = {
-            let (scheduler, board, metrics) =
-                (scheduler.clone(), ctx.board.clone(), ctx.metrics.clone());
-            tokio::spawn(async move {
-                while let Some(e) = drift_rx.recv().await {
-                    metrics.drift(&e);
-                    let view = crate::server::DriftView {
-                        object: e.key.to_string(),
-                        manager: e.manager.clone(),
-                        at: e.at.clone(),
-                        corrected: e.corrected,
-                        mode: e.mode,
-                    };
-                    let report = e.mode == crate::desired::DriftMode::Report;
-                    board.drift(&e.unit, view, report && !e.corrected);
-                    if e.corrected {
-                        tracing::info!(unit = %e.unit, object = %e.key, after = ?e.detected.elapsed(), "drift corrected");
-                    } else {
-                        tracing::warn!(unit = %e.unit, object = %e.key, manager = %e.manager, by_person = e.by_person, at = %e.at, fields = %e.paths.join(", "), added = %e.added.join(", "),
-                            mode = if report { "report" } else { "correct" }, "drift detected");
-                        if !report {
-                            scheduler.trigger(&e.unit);
-                        }
-                    }
-                }
-            })
-        };
+        let drift = DriftHandling::start(
+            &ctx.syncers,
+            &ctx.drift,
+            scheduler.clone(),
+            ctx.board.clone(),
+            ctx.metrics.clone(),
+        );
         let mut tick = tokio::time::interval(ctx.resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -485,19 +468,14 @@ async fn leadership_terms(
                         }
                         scheduler.apply(&state).await;
                         if !state.platform_failed {
-                            for (name, w) in &watches {
-                                w.ensure(crate::drift::kinds_of(&state, name)).await;
-                            }
+                            drift.ensure(&state).await;
                         }
                     }
                 }
                 _ = tick.tick() => scheduler.trigger_all(),
             }
         };
-        for w in watches.values() {
-            w.stop();
-        }
-        drift_loop.abort();
+        drift.stop();
         let abandoned = scheduler.shutdown(ctx.shutdown_timeout).await;
         if ended_by_stop {
             return abandoned;

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::backoff::backoff;
 use crate::desired::{ClusterName, DesiredState, PrunePolicy, UnitDesired, UnitId};
+use crate::status::SyncReport;
 use crate::sync::{Syncer, UnitResult, UnitState};
 
 /// What a unit's worker should do next. Only the newest is kept.
@@ -51,15 +53,6 @@ impl Default for SchedulerOptions {
     }
 }
 
-/// A finished sync attempt, with whether it was the unit's first.
-#[derive(Debug, Clone)]
-pub struct Report {
-    pub result: UnitResult,
-    pub first_attempt: bool,
-    /// The unit's team left the repo (or this cluster): this was its removal.
-    pub removal: bool,
-}
-
 struct Worker {
     tx: watch::Sender<Work>,
     task: JoinHandle<()>,
@@ -70,28 +63,12 @@ pub struct Scheduler {
     syncers: BTreeMap<ClusterName, Arc<Syncer>>,
     options: SchedulerOptions,
     workers: Mutex<HashMap<UnitId, Worker>>,
-    reports: mpsc::Sender<Report>,
+    reports: mpsc::Sender<SyncReport>,
     generation: std::sync::atomic::AtomicU64,
     shutdown: watch::Sender<bool>,
     /// Units that must have been attempted once before the daemon is ready.
     expected: Mutex<BTreeSet<UnitId>>,
     attempted: Arc<Mutex<BTreeSet<UnitId>>>,
-}
-
-/// Capped exponential backoff with ±20% jitter; `failures` counts from 1.
-pub fn backoff(base: Duration, cap: Duration, failures: u32) -> Duration {
-    let exp = base.saturating_mul(
-        1u32.checked_shl(failures.saturating_sub(1).min(20))
-            .unwrap_or(u32::MAX),
-    );
-    let d = exp.min(cap);
-    // Cheap jitter without a random number generator: the clock's nanoseconds.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    let factor = 0.8 + 0.4 * (nanos % 1000) as f64 / 1000.0;
-    d.mul_f64(factor).min(cap)
 }
 
 impl Scheduler {
@@ -100,7 +77,7 @@ impl Scheduler {
     pub fn new(
         syncers: BTreeMap<ClusterName, Arc<Syncer>>,
         options: SchedulerOptions,
-        reports: mpsc::Sender<Report>,
+        reports: mpsc::Sender<SyncReport>,
     ) -> Self {
         Scheduler {
             syncers,
@@ -176,7 +153,7 @@ impl Scheduler {
         let generation = self.next_generation();
         let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(w) = workers.get(unit) {
-            w.tx.send_modify(|work| bump(work, generation));
+            w.tx.send_modify(|work| set_generation(work, generation));
         }
     }
 
@@ -185,7 +162,7 @@ impl Scheduler {
         let generation = self.next_generation();
         let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
         for w in workers.values() {
-            w.tx.send_modify(|work| bump(work, generation));
+            w.tx.send_modify(|work| set_generation(work, generation));
         }
     }
 
@@ -259,7 +236,7 @@ impl Scheduler {
     }
 }
 
-fn bump(work: &mut Work, generation: u64) {
+fn set_generation(work: &mut Work, generation: u64) {
     match work {
         Work::Sync { generation: g, .. } | Work::Remove { generation: g, .. } => *g = generation,
     }
@@ -270,7 +247,7 @@ async fn run_worker(
     syncer: Arc<Syncer>,
     mut rx: watch::Receiver<Work>,
     mut shutdown: watch::Receiver<bool>,
-    reports: mpsc::Sender<Report>,
+    reports: mpsc::Sender<SyncReport>,
     options: SchedulerOptions,
     attempted: Arc<Mutex<BTreeSet<UnitId>>>,
 ) {
@@ -304,7 +281,7 @@ async fn run_worker(
                         }
                     };
                     // Report Progressing now, then wait for health unless new work comes.
-                    emit(&reports, &attempted, &result, &mut first, false);
+                    send_report(&reports, &attempted, &result, &mut first, false);
                     tokio::select! {
                         r = syncer.wait_healthy(result.clone(), since, options.health_timeout, options.health_poll) => result = r,
                         _ = rx.changed() => { rx.mark_changed(); continue; }
@@ -320,7 +297,7 @@ async fn run_worker(
                 policy, revision, ..
             } => syncer.remove_team(&id.team, policy, revision).await,
         };
-        emit(
+        send_report(
             &reports,
             &attempted,
             &result,
@@ -346,8 +323,8 @@ async fn run_worker(
     }
 }
 
-fn emit(
-    reports: &mpsc::Sender<Report>,
+fn send_report(
+    reports: &mpsc::Sender<SyncReport>,
     attempted: &Mutex<BTreeSet<UnitId>>,
     result: &UnitResult,
     first: &mut bool,
@@ -357,35 +334,12 @@ fn emit(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(result.unit.clone());
-    let report = Report {
+    let report = SyncReport {
         result: result.clone(),
         first_attempt: std::mem::take(first),
         removal,
     };
     if reports.try_send(report).is_err() {
         tracing::warn!(unit = %result.unit, "status queue full; a report was dropped");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let base = Duration::from_secs(2);
-        let cap = Duration::from_secs(60);
-        let b1 = backoff(base, cap, 1);
-        assert!(
-            b1 >= Duration::from_millis(1600) && b1 <= Duration::from_millis(2400),
-            "{b1:?}"
-        );
-        let b3 = backoff(base, cap, 3);
-        assert!(
-            b3 >= Duration::from_millis(6400) && b3 <= Duration::from_millis(9600),
-            "{b3:?}"
-        );
-        assert!(backoff(base, cap, 30) <= cap);
-        assert!(backoff(base, cap, 30) >= Duration::from_secs(48));
     }
 }

@@ -21,6 +21,9 @@ pub struct UnitView {
     pub summary: String,
     pub last_error: Option<String>,
     pub drifted: Vec<DriftView>,
+    /// Why drift on the unit's objects is not watched or corrected right now, if it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift_error: Option<String>,
 }
 
 /// An object that drifted: what, who changed it and when.
@@ -150,6 +153,9 @@ fn cell(h: &mut String, u: &UnitView) {
     if let Some(e) = &u.last_error {
         let _ = write!(h, "<div class=\"err\">{}</div>", escape(e));
     }
+    if let Some(e) = &u.drift_error {
+        let _ = write!(h, "<div class=\"err\">drift: {}</div>", escape(e));
+    }
     if !u.drifted.is_empty() {
         h.push_str("<ul>");
         for d in &u.drifted {
@@ -192,6 +198,7 @@ mod tests {
             summary: "applied 3 (+0 ~0), pruned 0".into(),
             last_error: None,
             drifted: vec![],
+            drift_error: None,
         }
     }
 

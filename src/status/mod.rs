@@ -8,18 +8,30 @@
 //! newer commit before it finished).
 
 pub mod forge;
+pub mod poster;
+mod report;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::daemon::scheduler::Report;
 use crate::desired::{ClusterName, DesiredState, TeamName, UnitId};
 use crate::sync::{UnitResult, UnitState};
 
-/// Commit statuses of a running daemon: a [`Tracker`] deciding, a [`forge::Poster`]
+pub use report::SyncReport;
+
+/// Why commit statuses cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("cannot build the HTTP client for the forge: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error("cannot register the commit status metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Commit statuses of a running daemon: a [`Tracker`] deciding, a [`poster::Poster`]
 /// posting in the background.
 pub struct Notifier {
     tracker: std::sync::Mutex<Tracker>,
-    poster: forge::Poster,
+    poster: poster::Poster,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -28,9 +40,9 @@ impl Notifier {
         config: &crate::config::CommitStatusConfig,
         registry: &prometheus::Registry,
         clusters: impl IntoIterator<Item = String>,
-    ) -> anyhow::Result<Notifier> {
+    ) -> Result<Notifier, StatusError> {
         let forge = forge::Forge::new(config)?;
-        let poster = forge::Poster::new(registry)?;
+        let poster = poster::Poster::new(registry)?;
         let task = tokio::spawn(poster.clone().run(forge));
         Ok(Notifier {
             tracker: std::sync::Mutex::new(Tracker::new(clusters)),
@@ -50,7 +62,7 @@ impl Notifier {
     }
 
     /// A unit reported.
-    pub fn reported(&self, report: &Report) {
+    pub fn reported(&self, report: &SyncReport) {
         let out = self.tracker().reported(report);
         self.poster.post(out);
     }
@@ -304,7 +316,7 @@ impl Tracker {
     }
 
     /// A sync attempt finished (or is rolling out).
-    pub fn reported(&mut self, report: &Report) -> Vec<Status> {
+    pub fn reported(&mut self, report: &SyncReport) -> Vec<Status> {
         let result = &report.result;
         let mut out = Vec::new();
         let Some(index) = self.commits.iter().position(|c| c.sha == result.revision) else {

@@ -41,13 +41,13 @@ fn state(rev: &str, units: &[(&str, &str, usize)]) -> std::sync::Arc<DesiredStat
     })
 }
 
-fn report(rev: &str, team: &str, cluster: &str, state: UnitState) -> Report {
+fn report(rev: &str, team: &str, cluster: &str, state: UnitState) -> SyncReport {
     let mut result = UnitResult::new(id(team, cluster), rev);
     result.state = state;
     if state != UnitState::Synced {
         result.message = Some("deployment web: 0/2 available".into());
     }
-    Report {
+    SyncReport {
         result,
         first_attempt: false,
         removal: false,

@@ -10,7 +10,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use pontoon::cluster::Cluster;
 use pontoon::desired::*;
-use pontoon::drift::{DriftEvent, DriftWatch, kinds_of};
+use pontoon::drift::{DriftEvent, DriftFailure, DriftSettings, DriftWatch, kinds_of};
 use pontoon::sync::{SyncOptions, Syncer, UnitState};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -31,7 +31,12 @@ async fn watching(
     state: &DesiredState,
 ) -> (Arc<DriftWatch>, mpsc::Receiver<DriftEvent>) {
     let (tx, rx) = mpsc::channel(64);
-    let watch = DriftWatch::new(syncer.clone(), tx, &[]);
+    let (failures, _) = mpsc::channel::<DriftFailure>(64);
+    let settings = DriftSettings {
+        human_managers: Vec::new(),
+        reporter_instance: "drift-tests".into(),
+    };
+    let watch = DriftWatch::new(syncer.clone(), tx, failures, &settings);
     watch
         .ensure(kinds_of(state, &ClusterName(cp.name.into())))
         .await;

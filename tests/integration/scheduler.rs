@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pontoon::cluster::Cluster;
-use pontoon::daemon::scheduler::{Report, Scheduler, SchedulerOptions};
+use pontoon::daemon::scheduler::{Scheduler, SchedulerOptions};
 use pontoon::desired::*;
+use pontoon::status::SyncReport;
 use pontoon::sync::{SyncOptions, Syncer, UnitState};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -15,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::support::control_plane::{self, unique_name};
 use crate::support::fixtures::*;
 
-async fn next_for(rx: &mut mpsc::Receiver<Report>, team: &str) -> Report {
+async fn next_for(rx: &mut mpsc::Receiver<SyncReport>, team: &str) -> SyncReport {
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let r = rx.recv().await.expect("reports channel open");

@@ -1,6 +1,6 @@
-//! From the source to rendered desired states: polls on a timer that webhooks and the
+//! Polling the source and rendering what it finds: polls on a timer that webhooks and the
 //! directory watch cut short, renders each new revision off the async runtime, and
-//! publishes it. A failed poll keeps the last state; a render that breaks platform.yaml is
+//! publishes the desired state to the scheduler. A failed poll keeps the last state; a render that breaks platform.yaml is
 //! published too (it changes nothing, and the board shows why).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -175,7 +175,7 @@ pub fn webhook_routes(
     cfg: &SourceConfig,
     wake: Arc<Notify>,
     metrics: &SourceMetrics,
-    reviews: Option<tokio::sync::mpsc::Sender<webhook::PullRequest>>,
+    plan_requests: Option<tokio::sync::mpsc::Sender<webhook::PullRequest>>,
 ) -> anyhow::Result<axum::Router> {
     let secret = match &cfg.webhook_secret {
         Some(r) => Some(
@@ -200,7 +200,7 @@ pub fn webhook_routes(
         tracked_ref,
         wake,
         requests: metrics.webhooks.clone(),
-        reviews,
+        reviews: plan_requests,
     }))
 }
 

@@ -19,7 +19,7 @@ const SHOWN_ERRORS: usize = 2;
 
 /// Plans pull requests one at a time until the channel closes. Requests for a pull
 /// request that is already queued again are planned once, for the newest head.
-pub async fn review_loop(
+pub async fn plan_pull_requests(
     target: GitTarget,
     syncers: BTreeMap<ClusterName, Arc<Syncer>>,
     clusters: Vec<String>,
@@ -49,7 +49,7 @@ pub async fn review_loop(
                 .map(|d| d.namespace_owners.clone());
             let owners = match current {
                 Some(o) => o,
-                None => super::feed::namespace_owners(&syncers).await,
+                None => super::poll_and_render::namespace_owners(&syncers).await,
             };
             let status = plan_pull_request(&target, &syncers, &clusters, &pr, owners).await;
             post(status);
@@ -79,7 +79,7 @@ async fn plan_pull_request(
         }
         Err(e) => return Status::plan(&pr.sha, State::Error, format!("fetch task failed: {e}")),
     };
-    let state = super::feed::render(snapshot, owners).await;
+    let state = super::poll_and_render::render(snapshot, owners).await;
     if let Some(description) = render_errors(&state) {
         return Status::plan(&pr.sha, State::Failure, description);
     }

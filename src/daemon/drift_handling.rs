@@ -1,0 +1,116 @@
+//! The daemon's side of drift for one term of leadership: a drift watch per cluster, each
+//! drift event handed to the metrics, the board and (drift mode `correct`) the scheduler,
+//! which syncs the unit; each drift failure counted and shown on the units it concerns.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::board::Board;
+use super::metrics::Metrics;
+use super::scheduler::Scheduler;
+use crate::desired::{ClusterName, DesiredState, DriftMode, UnitId};
+use crate::drift::{DriftEvent, DriftFailure, DriftSettings, DriftWatch, FailureScope};
+use crate::sync::Syncer;
+
+/// Bounded: what overflows is logged by the watches, and the periodic resync catches up.
+const QUEUE: usize = 4096;
+
+/// The drift watches of every cluster and the tasks handling what they send.
+pub(super) struct DriftHandling {
+    watches: BTreeMap<ClusterName, Arc<DriftWatch>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl DriftHandling {
+    pub(super) fn start(
+        syncers: &BTreeMap<ClusterName, Arc<Syncer>>,
+        settings: &DriftSettings,
+        scheduler: Arc<Scheduler>,
+        board: Arc<Board>,
+        metrics: Arc<Metrics>,
+    ) -> DriftHandling {
+        let (events_tx, mut events) = mpsc::channel::<DriftEvent>(QUEUE);
+        let (failures_tx, mut failures) = mpsc::channel::<DriftFailure>(QUEUE);
+        let watches = syncers
+            .iter()
+            .map(|(name, s)| {
+                let watch =
+                    DriftWatch::new(s.clone(), events_tx.clone(), failures_tx.clone(), settings);
+                (name.clone(), watch)
+            })
+            .collect();
+        let on_events = {
+            let (board, metrics) = (board.clone(), metrics.clone());
+            tokio::spawn(async move {
+                while let Some(e) = events.recv().await {
+                    handle_drift(&e, &scheduler, &board, &metrics);
+                }
+            })
+        };
+        let on_failures = tokio::spawn(async move {
+            while let Some(f) = failures.recv().await {
+                metrics.drift_failed(&f);
+                for unit in units_concerned(&f, &board) {
+                    board.drift_failed(&unit, crate::describe(&f.error));
+                }
+            }
+        });
+        DriftHandling {
+            watches,
+            tasks: vec![on_events, on_failures],
+        }
+    }
+
+    /// Watches the kinds `state` manages on each cluster.
+    pub(super) async fn ensure(&self, state: &DesiredState) {
+        for (name, w) in &self.watches {
+            w.ensure(crate::drift::kinds_of(state, name)).await;
+        }
+    }
+
+    pub(super) fn stop(self) {
+        for w in self.watches.values() {
+            w.stop();
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn handle_drift(e: &DriftEvent, scheduler: &Scheduler, board: &Board, metrics: &Metrics) {
+    metrics.drift(e);
+    let view = crate::server::DriftView {
+        object: e.key.to_string(),
+        manager: e.manager.clone(),
+        at: e.at.clone(),
+        corrected: e.corrected,
+        mode: e.mode,
+    };
+    let report = e.mode == DriftMode::Report;
+    board.drift(&e.unit, view, report && !e.corrected);
+    if e.corrected {
+        tracing::info!(unit = %e.unit, object = %e.key, after = ?e.detected.elapsed(), "drift corrected");
+    } else {
+        tracing::warn!(unit = %e.unit, object = %e.key, manager = %e.manager, by_person = e.by_person, at = %e.at, fields = %e.paths.join(", "), added = %e.added.join(", "),
+            mode = if report { "report" } else { "correct" }, "drift detected");
+        if !report {
+            scheduler.trigger(&e.unit);
+        }
+    }
+}
+
+/// The units a failure concerns: the team's unit on the cluster, or every unit there
+/// when a whole kind's watch failed.
+fn units_concerned(f: &DriftFailure, board: &Board) -> BTreeSet<UnitId> {
+    match &f.scope {
+        FailureScope::Team(team) => BTreeSet::from([UnitId {
+            team: team.clone(),
+            cluster: f.cluster.clone(),
+        }]),
+        FailureScope::Kind(_) => board.units_on(&f.cluster).into_iter().collect(),
+    }
+}
