@@ -1,6 +1,9 @@
 //! Drift against the real control plane: the watch sees hand edits to fields pontoon
 //! applied and names who made them; controllers' fields and pontoon's own writes are not
 //! drift; `correct` re-applies, `report` leaves the object and marks the unit.
+//!
+//! Every check that nothing is drift ends with a control: a hand edit of another team's
+//! object that the same watch must report, so a watch that delivers nothing fails.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +27,8 @@ async fn syncer(cp: &ControlPlane) -> Arc<Syncer> {
     Arc::new(Syncer::new(Arc::new(cluster), SyncOptions::default()))
 }
 
-/// Drift watches on every kind `state` holds on the control plane, given a moment to list.
+/// Drift watches on every kind `state` holds on the control plane, once each has listed
+/// what is there: from then on a change is seen. Drift failures are logged, not checked.
 async fn watching(
     syncer: &Arc<Syncer>,
     cp: &ControlPlane,
@@ -40,8 +44,44 @@ async fn watching(
     watch
         .ensure(kinds_of(state, &ClusterName(cp.name.into())))
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::timeout(Duration::from_secs(30), watch.listed())
+        .await
+        .expect("the drift watches list within 30s");
     (watch, rx)
+}
+
+/// A team of its own whose ConfigMaps `control-<n>` are edited by hand after each quiet
+/// period, one per check: the watch must report each edit.
+struct Control {
+    team: String,
+    configmaps: Api<k8s_openapi::api::core::v1::ConfigMap>,
+    used: usize,
+}
+
+impl Control {
+    const EDITS: usize = 3;
+
+    /// Adds the control team to `state` and syncs it; call before [`watching`].
+    async fn start(syncer: &Syncer, cp: &ControlPlane, state: &mut DesiredState) -> Control {
+        let team = unique_name("control");
+        let mut objects = team_base(&team, &[&team]);
+        for n in 1..=Control::EDITS {
+            objects.push(configmap(
+                &team,
+                &team,
+                &format!("control-{n}"),
+                json!({"k": "v"}),
+            ));
+        }
+        let u = unit_desired(&team, cp.name, &[&team], objects);
+        assert_eq!(syncer.sync(&u, "r1").await.state, UnitState::Synced);
+        state.units.insert(u.unit.clone(), u);
+        Control {
+            configmaps: Api::namespaced(cp.client().await, &team),
+            team,
+            used: 0,
+        }
+    }
 }
 
 /// `kubectl edit` of the ConfigMap `settings`: `data.mode` becomes `yolo`.
@@ -71,10 +111,32 @@ async fn next(rx: &mut mpsc::Receiver<DriftEvent>, what: &str) -> DriftEvent {
         .expect("channel open")
 }
 
-async fn quiet(rx: &mut mpsc::Receiver<DriftEvent>, what: &str) {
+/// Nothing arrives for 2 s after `what`; then the control's next hand edit must arrive,
+/// so a quiet watch is one that still sees drift.
+async fn quiet(rx: &mut mpsc::Receiver<DriftEvent>, what: &str, control: &mut Control) {
     if let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
         panic!("{what} must not be drift, got {e:?}");
     }
+    control.used += 1;
+    let name = format!("control-{}", control.used);
+    control
+        .configmaps
+        .patch(
+            &name,
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"data": {"k": "edited"}})),
+        )
+        .await
+        .expect("control edit");
+    let e = next(rx, &format!("the control edit after {what}")).await;
+    assert_eq!(
+        (e.key.namespace.as_str(), e.key.name.as_str(), e.corrected),
+        (control.team.as_str(), name.as_str(), false),
+        "after {what}: {e:?}"
+    );
 }
 
 #[tokio::test]
@@ -100,13 +162,14 @@ async fn hand_edits_are_detected_named_and_corrected_and_controller_fields_are_n
     let u = unit_desired(&team, cp.name, &[&team], objects);
     state.units.insert(u.unit.clone(), u.clone());
     assert_eq!(syncer.sync(&u, "r1").await.state, UnitState::Progressing);
+    let mut control = Control::start(&syncer, cp, &mut state).await;
 
     let (watch, mut rx) = watching(&syncer, cp, &state).await;
     let deployments: Api<Deployment> = Api::namespaced(cp.client().await, &team);
 
     // pontoon's own apply is not drift.
     let _ = syncer.sync(&u, "r1").await;
-    quiet(&mut rx, "pontoon's own apply").await;
+    quiet(&mut rx, "pontoon's own apply", &mut control).await;
 
     // A controller's field (the HPA's replicas) and status: not drift, and neither is the
     // empty args list the apiserver did not keep.
@@ -123,7 +186,12 @@ async fn hand_edits_are_detected_named_and_corrected_and_controller_fields_are_n
         )
         .await
         .expect("status");
-    quiet(&mut rx, "the HPA's replicas and a status update").await;
+    quiet(
+        &mut rx,
+        "the HPA's replicas and a status update",
+        &mut control,
+    )
+    .await;
 
     // A person changes the image: detected, with who did it.
     deployments
@@ -238,9 +306,10 @@ async fn drift_left_in_report_mode_closes_when_the_repo_adopts_the_change() {
     let mut state = DesiredState::default();
     let u = unit("safe");
     state.units.insert(u.unit.clone(), u.clone());
+    let mut control = Control::start(&syncer, cp, &mut state).await;
     let (watch, mut rx) = watching(&syncer, cp, &state).await;
     assert_eq!(syncer.sync(&u, "r1").await.state, UnitState::Synced);
-    quiet(&mut rx, "pontoon's own apply").await;
+    quiet(&mut rx, "pontoon's own apply", &mut control).await;
 
     edit_settings_by_hand(cp, &team).await;
     let e = next(&mut rx, "the hand edit").await;
@@ -273,18 +342,19 @@ async fn pontoons_own_prunes_are_not_drift() {
     let all = unit(&["a", "b", "c", "d"]);
     let mut state = DesiredState::default();
     state.units.insert(all.unit.clone(), all.clone());
+    let mut control = Control::start(&syncer, cp, &mut state).await;
     let (watch, mut rx) = watching(&syncer, cp, &state).await;
     assert_eq!(syncer.sync(&all, "r1").await.state, UnitState::Synced);
-    quiet(&mut rx, "pontoon's own apply").await;
+    quiet(&mut rx, "pontoon's own apply", &mut control).await;
 
     let r = syncer.sync(&unit(&["a"]), "r2").await;
     assert_eq!(r.pruned.len(), 3, "{r:?}");
-    quiet(&mut rx, "a commit's prune").await;
+    quiet(&mut rx, "a commit's prune", &mut control).await;
 
     let last = unit(&["a"]);
     let r = syncer.remove_team(&last.unit.team, &last.prune, "r3").await;
     assert!(r.errors.is_empty() && !r.pruned.is_empty(), "{r:?}");
-    quiet(&mut rx, "the team's removal").await;
+    quiet(&mut rx, "the team's removal", &mut control).await;
     watch.stop();
 }
 
@@ -317,6 +387,7 @@ async fn fields_a_person_adds_are_named_removed_and_recorded_in_an_event() {
     let u = unit_desired(&team, cp.name, &[&team], objects);
     state.units.insert(u.unit.clone(), u.clone());
     syncer.sync(&u, "r1").await;
+    let mut control = Control::start(&syncer, cp, &mut state).await;
     let (watch, mut rx) = watching(&syncer, cp, &state).await;
     let client = cp.client().await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &team);
@@ -393,7 +464,7 @@ async fn fields_a_person_adds_are_named_removed_and_recorded_in_an_event() {
         )
         .await
         .expect("controller edit");
-    quiet(&mut rx, "an env var added by a controller").await;
+    quiet(&mut rx, "an env var added by a controller", &mut control).await;
 
     // A person removes a label pontoon set: drift, restored by the unit's sync.
     deployments
