@@ -275,7 +275,69 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+
+    /// One sample of the text exposition: metric name, labels, value.
+    #[derive(Debug)]
+    struct Sample {
+        name: String,
+        labels: BTreeMap<String, String>,
+        value: f64,
+    }
+
+    /// Every sample the registry exposes, parsed from the text format (comments skipped).
+    fn samples(r: &Registry) -> Vec<Sample> {
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&r.gather())
+            .expect("encode");
+        text.lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|line| {
+                let (series, value) = line.rsplit_once(' ').expect("a value");
+                let (name, labels) = match series.split_once('{') {
+                    Some((name, rest)) => (name, rest.strip_suffix('}').expect("closing brace")),
+                    None => (series, ""),
+                };
+                let labels = labels
+                    .split(',')
+                    .filter(|l| !l.is_empty())
+                    .map(|l| {
+                        let (k, v) = l.split_once('=').expect("label=value");
+                        (k.to_owned(), v.trim_matches('"').to_owned())
+                    })
+                    .collect();
+                Sample {
+                    name: name.to_owned(),
+                    labels,
+                    value: value.parse().expect("a number"),
+                }
+            })
+            .collect()
+    }
+
+    /// The state set of one unit, as (status, value).
+    fn state_set(r: &Registry, team: &str, cluster: &str) -> BTreeMap<String, f64> {
+        samples(r)
+            .into_iter()
+            .filter(|s| s.name == "pontoon_sync_status")
+            .filter(|s| s.labels["team"] == team && s.labels["cluster"] == cluster)
+            .map(|s| (s.labels["status"].clone(), s.value))
+            .collect()
+    }
+
+    fn only(status: &str) -> BTreeMap<String, f64> {
+        STATES
+            .iter()
+            .map(|s| {
+                (
+                    s.as_str().to_owned(),
+                    f64::from(u8::from(s.as_str() == status)),
+                )
+            })
+            .collect()
+    }
 
     #[test]
     fn every_metric_registers_once_and_a_sync_fills_the_state_set() {
@@ -286,38 +348,20 @@ mod tests {
         source.fetches.with_label_values(&["success"]).inc();
         let result = sample();
         m.observe(&result, false);
-        let text = prometheus::TextEncoder::new()
-            .encode_to_string(&r.gather())
-            .expect("encode");
-        assert!(
-            text.contains(
-                "pontoon_sync_status{cluster=\"prod\",status=\"Synced\",team=\"shop\"} 1"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "pontoon_sync_status{cluster=\"prod\",status=\"Failed\",team=\"shop\"} 0"
-            ),
-            "{text}"
-        );
-        assert!(text.contains("pontoon_build_info{version="), "{text}");
+        assert_eq!(state_set(&r, "shop", "prod"), only("Synced"));
+        assert!(samples(&r).iter().any(|s| s.name == "pontoon_build_info"
+            && s.labels.contains_key("version")
+            && s.value == 1.0));
         m.render_failed(&result.unit);
-        let text = prometheus::TextEncoder::new()
-            .encode_to_string(&r.gather())
-            .expect("encode");
-        for want in [
-            "pontoon_sync_status{cluster=\"prod\",status=\"Failed\",team=\"shop\"} 1",
-            "pontoon_sync_status{cluster=\"prod\",status=\"Synced\",team=\"shop\"} 0",
-        ] {
-            assert!(text.contains(want), "a render failure: {want} in {text}");
-        }
+        assert_eq!(
+            state_set(&r, "shop", "prod"),
+            only("Failed"),
+            "a render failure"
+        );
         m.observe(&result, true);
-        let text = prometheus::TextEncoder::new()
-            .encode_to_string(&r.gather())
-            .expect("encode");
-        assert!(
-            !text.contains("team=\"shop\"} 1\npontoon_sync_status"),
+        assert_eq!(
+            state_set(&r, "shop", "prod"),
+            BTreeMap::new(),
             "a removed unit's state set is dropped"
         );
         // A render failure shown on a cluster the team turned out not to run on.
@@ -326,11 +370,64 @@ mod tests {
             cluster: crate::desired::ClusterName("dev".into()),
         };
         m.render_failed(&elsewhere);
+        assert_eq!(state_set(&r, "new", "dev"), only("Failed"));
         m.forget(&elsewhere);
-        let text = prometheus::TextEncoder::new()
-            .encode_to_string(&r.gather())
-            .expect("encode");
-        assert!(!text.contains("team=\"new\""), "{text}");
+        let left: Vec<Sample> = samples(&r)
+            .into_iter()
+            .filter(|s| s.labels.get("team").is_some_and(|t| t == "new"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn drift_failures_count_per_unit_and_per_watched_kind() {
+        let r = Registry::new();
+        let m = Metrics::register(&r).expect("register");
+        m.observe(&sample(), false);
+        let count = |name: &str| -> Vec<(BTreeMap<String, String>, f64)> {
+            samples(&r)
+                .into_iter()
+                .filter(|s| s.name == name)
+                .map(|s| (s.labels, s.value))
+                .collect()
+        };
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        // Known from the unit's first sync, at 0.
+        assert_eq!(
+            count("pontoon_drift_errors_total"),
+            [(labels(&[("cluster", "prod"), ("team", "shop")]), 0.0)]
+        );
+        let failure = |scope| DriftFailure {
+            cluster: crate::desired::ClusterName("prod".into()),
+            scope,
+            error: crate::drift::DriftError::BuildPatch {
+                object: crate::desired::ObjectKey {
+                    group: String::new(),
+                    kind: "ConfigMap".into(),
+                    namespace: "shop".into(),
+                    name: "settings".into(),
+                },
+                source: serde_json::from_str::<serde_json::Value>("{").expect_err("bad json"),
+            },
+        };
+        m.drift_failed(&failure(FailureScope::Team(crate::desired::TeamName(
+            "shop".into(),
+        ))));
+        m.drift_failed(&failure(FailureScope::Kind("ConfigMap".into())));
+        m.drift_failed(&failure(FailureScope::Kind("ConfigMap".into())));
+        assert_eq!(
+            count("pontoon_drift_errors_total"),
+            [(labels(&[("cluster", "prod"), ("team", "shop")]), 1.0)]
+        );
+        assert_eq!(
+            count("pontoon_drift_watch_errors_total"),
+            [(labels(&[("cluster", "prod"), ("kind", "ConfigMap")]), 2.0)]
+        );
     }
 
     #[test]
