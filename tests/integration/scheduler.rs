@@ -1,9 +1,9 @@
 //! The scheduler against the real control plane: a broken unit never holds a healthy one
-//! back, retries with backoff, and triggers coalesce.
+//! back, retries with a backoff that doubles up to its cap, and triggers coalesce.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pontoon::cluster::Cluster;
 use pontoon::daemon::scheduler::{Scheduler, SchedulerOptions};
@@ -36,9 +36,10 @@ async fn a_failing_unit_retries_with_backoff_and_never_blocks_a_healthy_one() {
         Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 8).expect("cluster");
     let syncer = Arc::new(Syncer::new(Arc::new(cluster), SyncOptions::default()));
     let (tx, mut rx) = mpsc::channel(64);
+    let (base, cap) = (Duration::from_millis(300), Duration::from_secs(2));
     let options = SchedulerOptions {
-        backoff_base: Duration::from_millis(300),
-        backoff_cap: Duration::from_secs(2),
+        backoff_base: base,
+        backoff_cap: cap,
         ..SchedulerOptions::default()
     };
     let scheduler = Scheduler::new(
@@ -74,8 +75,37 @@ async fn a_failing_unit_retries_with_backoff_and_never_blocks_a_healthy_one() {
         "{:?}",
         b1.result.message
     );
-    let b2 = next_for(&mut rx, &bad).await;
-    assert!(!b2.first_attempt, "the failed unit is retried by itself");
+    // The failed unit is retried by itself, each wait twice the last (±20% jitter) until
+    // the cap: 300 ms, 600 ms, 1.2 s, then 2 s where 2.4 s, 4.8 s and 9.6 s would follow
+    // uncapped. A wait is the time between two reports less the later attempt's own
+    // duration; delays only lengthen it, so the lower bounds hold on a busy machine.
+    let mut received = Instant::now();
+    let mut waits = Vec::new();
+    for _ in 0..6 {
+        let retry = next_for(&mut rx, &bad).await;
+        let now = Instant::now();
+        assert!(!retry.first_attempt, "the failed unit is retried by itself");
+        assert_eq!(retry.result.state, UnitState::Failed);
+        waits.push((now - received).saturating_sub(retry.result.duration));
+        received = now;
+    }
+    for (n, wait) in waits.iter().enumerate() {
+        let nominal = base.saturating_mul(1 << n).min(cap);
+        assert!(
+            *wait
+                >= nominal
+                    .mul_f64(0.8)
+                    .saturating_sub(Duration::from_millis(20)),
+            "wait {} was {wait:?}, less than 80% of {nominal:?}: {waits:?}",
+            n + 1
+        );
+    }
+    for wait in &waits[3..] {
+        assert!(
+            *wait < cap + Duration::from_secs(1),
+            "a wait past the cap ({cap:?}): {waits:?}"
+        );
+    }
     assert!(scheduler.ready(), "every unit has been attempted");
 
     // A burst of triggers for the good unit coalesces into few syncs.
