@@ -141,25 +141,31 @@ impl Metrics {
                 &["cluster", "kind"],
             )?,
         };
-        r.register(Box::new(m.sync_status.clone()))?;
-        r.register(Box::new(m.drift_errors.clone()))?;
-        r.register(Box::new(m.drift_watch_errors.clone()))?;
-        r.register(Box::new(m.drifted.clone()))?;
-        r.register(Box::new(m.last_attempt.clone()))?;
-        r.register(Box::new(m.last_success.clone()))?;
-        r.register(Box::new(m.duration.clone()))?;
-        r.register(Box::new(m.managed_objects.clone()))?;
-        r.register(Box::new(m.apply_errors.clone()))?;
-        r.register(Box::new(m.pruned.clone()))?;
-        r.register(Box::new(m.prune_held.clone()))?;
-        r.register(Box::new(m.build_info.clone()))?;
-        r.register(Box::new(m.drift_detected.clone()))?;
-        r.register(Box::new(m.drift_corrected.clone()))?;
-        r.register(Box::new(m.drift_correction.clone()))?;
+        m.register_in(r)?;
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         Ok(m)
+    }
+
+    /// Registers every metric in `r`.
+    fn register_in(&self, r: &Registry) -> prometheus::Result<()> {
+        r.register(Box::new(self.sync_status.clone()))?;
+        r.register(Box::new(self.drift_errors.clone()))?;
+        r.register(Box::new(self.drift_watch_errors.clone()))?;
+        r.register(Box::new(self.drifted.clone()))?;
+        r.register(Box::new(self.last_attempt.clone()))?;
+        r.register(Box::new(self.last_success.clone()))?;
+        r.register(Box::new(self.duration.clone()))?;
+        r.register(Box::new(self.managed_objects.clone()))?;
+        r.register(Box::new(self.apply_errors.clone()))?;
+        r.register(Box::new(self.pruned.clone()))?;
+        r.register(Box::new(self.prune_held.clone()))?;
+        r.register(Box::new(self.build_info.clone()))?;
+        r.register(Box::new(self.drift_detected.clone()))?;
+        r.register(Box::new(self.drift_corrected.clone()))?;
+        r.register(Box::new(self.drift_correction.clone()))?;
+        Ok(())
     }
 
     /// A unit whose team fails to render at the newest revision: Failed until a sync of a

@@ -143,64 +143,8 @@ pub async fn run_with(
         crate::server::serve(addr, router, until).await
     });
 
-    // Leadership: without election this replica always leads.
-    let (leading_tx, leading_rx) = watch::channel(config.leader_election.is_none());
-    let leading_tx_keep = leading_tx.clone();
-    let election = match &config.leader_election {
-        Some(le) => {
-            let syncer = syncers
-                .get(&ClusterName(le.cluster.clone()))
-                .context("leader election cluster is not configured")?;
-            let settings = leader::LeaseSettings::new(
-                &config.sync.namespace,
-                &le.lease_name,
-                &leader::default_identity(),
-                le.lease_duration,
-            );
-            Some(tokio::spawn(leader::run(
-                syncer.client().clone(),
-                settings,
-                leading_tx,
-                stop_rx.clone(),
-            )))
-        }
-        None => None,
-    };
-    // Without election the sender lives as long as the daemon: this replica leads.
-    let _always_leading = config.leader_election.is_none().then_some(leading_tx_keep);
-
-    // Reports → board and metrics.
-    let (report_tx, mut report_rx) = mpsc::channel::<SyncReport>(4096);
-    let reporting = {
-        let (board, metrics, statuses) = (board.clone(), metrics.clone(), statuses.clone());
-        tokio::spawn(async move {
-            while let Some(r) = report_rx.recv().await {
-                let shown = board.with_render_failure(&r.result, r.removal);
-                board.record(&shown, r.removal);
-                metrics.observe(&shown, r.removal);
-                if let Some(s) = &statuses {
-                    s.reported(&r);
-                }
-                let quiet =
-                    r.result.state == crate::sync::UnitState::Synced && r.result.writes == 0;
-                let summary = r.result.summary();
-                let message = r.result.message.as_deref().unwrap_or("");
-                if quiet {
-                    tracing::debug!(unit = %r.result.unit, revision = %r.result.revision, "resync: nothing to do");
-                } else {
-                    tracing::info!(
-                        unit = %r.result.unit,
-                        state = r.result.state.as_str(),
-                        revision = %r.result.revision,
-                        summary = %summary,
-                        conflicts = r.result.conflicts.len(),
-                        message,
-                        "sync finished"
-                    );
-                }
-            }
-        })
-    };
+    let leadership = Leadership::start(&config, &syncers, stop_rx.clone())?;
+    let (report_tx, reporting) = spawn_reporting(board.clone(), metrics.clone(), statuses.clone());
 
     let options = SchedulerOptions {
         health_timeout: config.sync.health_timeout,
@@ -224,7 +168,7 @@ pub async fn run_with(
             statuses: statuses.clone(),
         },
         inputs.desired,
-        leading_rx,
+        leadership.leading.clone(),
         stop_rx.clone(),
     ));
 
@@ -240,7 +184,7 @@ pub async fn run_with(
         Ok(_) => {}
         Err(_) => tracing::warn!("shutdown deadline passed while stopping the scheduler"),
     }
-    if let Some(e) = election {
+    if let Some(e) = leadership.election {
         let _ = tokio::time::timeout(Duration::from_secs(5), e).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), reporting).await;
@@ -263,6 +207,89 @@ pub async fn run_with(
         Ok(Err(e)) => Err(e).context("HTTP server"),
         Err(e) => Err(e).context("HTTP server task"),
     }
+}
+
+/// Whether this replica leads, and the election task deciding it.
+struct Leadership {
+    leading: watch::Receiver<bool>,
+    election: Option<tokio::task::JoinHandle<()>>,
+    /// Without election, the sender lives as long as the daemon: this replica leads.
+    _always_leading: Option<watch::Sender<bool>>,
+}
+
+impl Leadership {
+    fn start(
+        config: &Config,
+        syncers: &BTreeMap<ClusterName, Arc<Syncer>>,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<Leadership> {
+        let (leading_tx, leading) = watch::channel(config.leader_election.is_none());
+        let Some(le) = &config.leader_election else {
+            return Ok(Leadership {
+                leading,
+                election: None,
+                _always_leading: Some(leading_tx),
+            });
+        };
+        let syncer = syncers
+            .get(&ClusterName(le.cluster.clone()))
+            .context("leader election cluster is not configured")?;
+        let settings = leader::LeaseSettings::new(
+            &config.sync.namespace,
+            &le.lease_name,
+            &leader::default_identity(),
+            le.lease_duration,
+        );
+        let election = tokio::spawn(leader::run(
+            syncer.client().clone(),
+            settings,
+            leading_tx,
+            stop,
+        ));
+        Ok(Leadership {
+            leading,
+            election: Some(election),
+            _always_leading: None,
+        })
+    }
+}
+
+/// Reports → board, metrics and commit statuses, on a task of their own.
+fn spawn_reporting(
+    board: Arc<Board>,
+    metrics: Arc<metrics::Metrics>,
+    statuses: Option<Arc<crate::status::Notifier>>,
+) -> (mpsc::Sender<SyncReport>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<SyncReport>(4096);
+    let task = tokio::spawn(async move {
+        while let Some(r) = rx.recv().await {
+            let shown = board.with_render_failure(&r.result, r.removal);
+            board.record(&shown, r.removal);
+            metrics.observe(&shown, r.removal);
+            if let Some(s) = &statuses {
+                s.reported(&r);
+            }
+            log_report(&r);
+        }
+    });
+    (tx, task)
+}
+
+fn log_report(r: &SyncReport) {
+    let quiet = r.result.state == crate::sync::UnitState::Synced && r.result.writes == 0;
+    if quiet {
+        tracing::debug!(unit = %r.result.unit, revision = %r.result.revision, "resync: nothing to do");
+        return;
+    }
+    tracing::info!(
+        unit = %r.result.unit,
+        state = r.result.state.as_str(),
+        revision = %r.result.revision,
+        summary = %r.result.summary(),
+        conflicts = r.result.conflicts.len(),
+        message = r.result.message.as_deref().unwrap_or(""),
+        "sync finished"
+    );
 }
 
 /// The whole daemon from its config: source, webhooks, render, scheduler, HTTP.
