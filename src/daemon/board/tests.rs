@@ -1,3 +1,6 @@
+//! The board against renders and reports as the daemon hands them on: render failures,
+//! summaries kept across quiet resyncs, units dropped and drift failures shown.
+
 use super::*;
 use crate::desired::{PrunePolicy, UnitDesired};
 
