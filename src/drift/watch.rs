@@ -21,7 +21,7 @@ use super::events::EventPublisher;
 use super::judge::Change;
 use super::managed_fields::HUMAN_MANAGERS;
 use crate::cluster::Resolved;
-use crate::desired::{LABEL_MANAGED_BY, MANAGED_BY_VALUE, ObjectKey, TeamName};
+use crate::desired::{ObjectKey, TeamName, selector_managed};
 use crate::sync::Syncer;
 
 /// How long a deferred object waits for its team's sync to end before it is judged.
@@ -164,8 +164,7 @@ impl DriftWatch {
     async fn run_watch(self: Arc<Self>, resolved: Resolved, listed: watch::Sender<bool>) {
         let api: kube::Api<DynamicObject> =
             kube::Api::all_with(self.syncer.client().clone(), &resolved.resource);
-        let config =
-            watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"));
+        let config = watcher::Config::default().labels(&selector_managed());
         // The watcher re-lists after an expired resourceVersion; objects whose version is
         // what pontoon applied are skipped, so a re-list causes no re-applies.
         let mut stream = watcher(api, config).default_backoff().boxed();
