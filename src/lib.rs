@@ -37,6 +37,9 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 #[cfg(test)]
+mod layers;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
