@@ -1,3 +1,6 @@
+//! The `pontoon` command line: parses arguments, hands them to the library (`daemon`,
+//! `render`, `sync`, `source`) and turns its answers into output and exit codes.
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
