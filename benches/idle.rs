@@ -11,6 +11,9 @@ mod common;
 #[path = "../tests/support/control_plane.rs"]
 #[allow(dead_code)]
 mod control_plane;
+#[path = "../tests/support/daemon_config.rs"]
+#[allow(dead_code)]
+mod daemon_config;
 #[path = "../tests/support/script.rs"]
 #[allow(dead_code)]
 mod script;
@@ -18,6 +21,8 @@ mod script;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use daemon_config::DaemonConfig;
 
 const TEAMS: usize = 100;
 
@@ -120,23 +125,16 @@ fn main() {
         tmp.path(),
         &["clone", "-q", "--bare", "work", "platform.git"],
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let config_path = tmp.path().join("pontoon.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "source:\n  url: file://{}\n  pollInterval: 1m\n  cacheDir: {}\nclusters:\n  - name: staging\n    kubeconfig: {}\n  - name: prod\n    kubeconfig: {}\nlisten:\n  http: 127.0.0.1:{port}\nsync:\n  resyncInterval: {resync}\nlog:\n  level: warn\n",
-            tmp.path().join("platform.git").display(),
-            tmp.path().join("cache").display(),
-            staging.kubeconfig.display(),
-            prod.kubeconfig.display(),
-            resync = std::env::var("PONTOON_IDLE_RESYNC").unwrap_or_else(|_| "5m".to_owned()),
-        ),
-    )
-    .expect("config");
+    let daemon_config =
+        DaemonConfig::git_file(&tmp.path().join("platform.git"), &tmp.path().join("cache"))
+            .poll_interval("1m")
+            .cluster("staging", &staging.kubeconfig)
+            .cluster("prod", &prod.kubeconfig)
+            .resync_interval(
+                &std::env::var("PONTOON_IDLE_RESYNC").unwrap_or_else(|_| "5m".to_owned()),
+            )
+            .log_level("warn");
+    let config_path = daemon_config.write(tmp.path());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
@@ -146,7 +144,7 @@ fn main() {
             let _ = stopped.await;
         }));
         let http = reqwest::Client::new();
-        let base = format!("http://127.0.0.1:{port}");
+        let base = daemon_config.base_url();
         let started = Instant::now();
         loop {
             let synced = async {

@@ -9,7 +9,8 @@ use kube::Api;
 use serde_json::Value;
 
 use crate::support::control_plane::{self, eventually, unique_name};
-use crate::support::daemon::{Daemon, free_port, write};
+use crate::support::daemon::{Daemon, write};
+use crate::support::daemon_config::DaemonConfig;
 
 const POLICY: &str = "  policy:\n    allowedKinds: [{group: \"\", kind: ConfigMap}]\n";
 
@@ -65,19 +66,10 @@ async fn a_team_leaving_one_cluster_is_held_then_pruned_there_and_kept_on_the_ot
         &team_yaml(&team, "east, west"),
     );
     write(&repo, &format!("teams/{team}/app.yaml"), &settings("blue"));
-    let port = free_port();
-    let config_path = tmp.path().join("pontoon.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "source:\n  path: {}\n  pollInterval: 1s\nclusters:\n  - name: east\n    kubeconfig: {}\n  - name: west\n    kubeconfig: {}\nlisten:\n  http: 127.0.0.1:{port}\n",
-            repo.display(),
-            east.kubeconfig.display(),
-            west.kubeconfig.display()
-        ),
-    )
-    .expect("config");
-    let daemon = Daemon::start(&config_path);
+    let config = DaemonConfig::dir(&repo)
+        .cluster("east", &east.kubeconfig)
+        .cluster("west", &west.kubeconfig);
+    let daemon = Daemon::start(&config.write(tmp.path()));
     let east_cms: Api<ConfigMap> = Api::namespaced(east.client().await, &team);
     let west_cms: Api<ConfigMap> = Api::namespaced(west.client().await, &team);
     for (cms, name) in [(&east_cms, "east"), (&west_cms, "west")] {

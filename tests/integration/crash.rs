@@ -11,6 +11,7 @@ use kube::Api;
 
 use crate::support::control_plane::{self, eventually};
 use crate::support::daemon::write;
+use crate::support::daemon_config::DaemonConfig;
 
 fn configmaps(n: usize) -> String {
     (0..n)
@@ -53,20 +54,10 @@ async fn a_process_killed_mid_sync_converges_after_a_restart_with_no_orphans() {
         "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {name: bulk}\nspec:\n  namespaces: [bulk]\n  clusters: {names: [crash]}\n",
     );
     write(&repo, "teams/bulk/config.yaml", &configmaps(1500));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let config = tmp.path().join("pontoon.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "source:\n  path: {}\n  pollInterval: 1s\nclusters:\n  - name: crash\n    kubeconfig: {}\nlisten:\n  http: 127.0.0.1:{port}\nsync:\n  concurrency: 2\n",
-            repo.display(),
-            cp.kubeconfig.display()
-        ),
-    )
-    .expect("config");
+    let daemon_config = DaemonConfig::dir(&repo)
+        .cluster("crash", &cp.kubeconfig)
+        .concurrency(2);
+    let config = daemon_config.write(tmp.path());
     let cms: Api<ConfigMap> = Api::namespaced(cp.client().await, "bulk");
 
     let mut first = run(&config, &tmp.path().join("first.log"));
@@ -87,7 +78,7 @@ async fn a_process_killed_mid_sync_converges_after_a_restart_with_no_orphans() {
     // object the killed one created (its inventory is written before its objects).
     write(&repo, "teams/bulk/config.yaml", &configmaps(100));
     let mut second = run(&config, &tmp.path().join("second.log"));
-    let base = format!("http://127.0.0.1:{port}");
+    let base = daemon_config.base_url();
     eventually(
         "Synced after the restart",
         Duration::from_secs(120),

@@ -12,7 +12,8 @@ use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 use crate::support::control_plane::{self, eventually};
-use crate::support::daemon::{free_port, write};
+use crate::support::daemon::{Daemon, write};
+use crate::support::daemon_config::DaemonConfig;
 use crate::support::git::git;
 
 const PLATFORM: &str = "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {name: e2e}\nspec:\n  clusters: [{name: e2e}]\n  policy:\n    allowedKinds: [{group: \"\", kind: ConfigMap}]\n";
@@ -92,22 +93,13 @@ async fn a_pushed_commit_reaches_the_cluster_and_its_status_is_reported() {
     let first = git(&work, &["rev-parse", "HEAD"]);
 
     std::fs::write(tmp.path().join("hook-secret"), "s3cret\n").expect("secret");
-    let port = free_port();
-    let config_text = format!(
-        "source:\n  url: file://{}\n  pollInterval: 1h\n  cacheDir: {}\n  webhook:\n    secret: {{file: hook-secret}}\nclusters:\n  - name: e2e\n    kubeconfig: {}\nlisten:\n  http: 127.0.0.1:{port}\nsync:\n  resyncInterval: 2s\n",
-        bare.display(),
-        tmp.path().join("cache").display(),
-        cp.kubeconfig.display()
-    );
-    let config_path = tmp.path().join("pontoon.yaml");
-    std::fs::write(&config_path, config_text).expect("config");
-    let config = pontoon::config::Config::load(&config_path).expect("valid config");
-
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(pontoon::daemon::run_from_source(config, async move {
-        let _ = stopped.await;
-    }));
-    let base = format!("http://127.0.0.1:{port}");
+    let config = DaemonConfig::git_file(&bare, &tmp.path().join("cache"))
+        .poll_interval("1h")
+        .webhook_secret("hook-secret")
+        .cluster("e2e", &cp.kubeconfig)
+        .resync_interval("2s");
+    let daemon = Daemon::start(&config.write(tmp.path()));
+    let base = daemon.base.clone();
     let http = reqwest::Client::new();
 
     // First revision: applied, Synced, ready.
@@ -229,10 +221,5 @@ async fn a_pushed_commit_reaches_the_cluster_and_its_status_is_reported() {
         "{text}"
     );
 
-    stop.send(()).expect("daemon still running");
-    tokio::time::timeout(Duration::from_secs(40), daemon)
-        .await
-        .expect("daemon stops within its deadline")
-        .expect("daemon task")
-        .expect("daemon exits cleanly");
+    daemon.finish().await;
 }

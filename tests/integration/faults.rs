@@ -9,7 +9,8 @@ use kube::Api;
 use serde_json::Value;
 
 use crate::support::control_plane::{self, eventually, unique_name};
-use crate::support::daemon::{Daemon, free_port, write};
+use crate::support::daemon::{Daemon, write};
+use crate::support::daemon_config::DaemonConfig;
 
 async fn unit_state(http: &reqwest::Client, base: &str, cluster: &str) -> Option<Value> {
     let s: Value = http
@@ -60,20 +61,12 @@ async fn a_stopped_apiserver_fails_its_unit_only_and_the_unit_recovers() {
         )
     };
     write(&repo, &format!("teams/{team}/app.yaml"), &app("blue"));
-    let port = free_port();
-    let config_path = tmp.path().join("pontoon.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "source:\n  path: {}\n  pollInterval: 1s\nclusters:\n  - name: flaky\n    kubeconfig: {}\n  - name: steady\n    kubeconfig: {}\nlisten:\n  http: 127.0.0.1:{port}\nsync:\n  applyTimeout: 5s\n",
-            repo.display(),
-            flaky.kubeconfig.display(),
-            steady.kubeconfig.display()
-        ),
-    )
-    .expect("config");
-    let daemon = Daemon::start(&config_path);
-    let base = format!("http://127.0.0.1:{port}");
+    let config = DaemonConfig::dir(&repo)
+        .cluster("flaky", &flaky.kubeconfig)
+        .cluster("steady", &steady.kubeconfig)
+        .apply_timeout("5s");
+    let daemon = Daemon::start(&config.write(tmp.path()));
+    let base = config.base_url();
     let http = reqwest::Client::new();
     let flaky_cms: Api<ConfigMap> = Api::namespaced(flaky.client().await, &team);
     let steady_cms: Api<ConfigMap> = Api::namespaced(steady.client().await, &team);

@@ -14,7 +14,8 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::support::control_plane::{self, eventually, unique_name};
-use crate::support::daemon::{Daemon, free_port, write};
+use crate::support::daemon::{Daemon, write};
+use crate::support::daemon_config::DaemonConfig;
 use crate::support::git::git;
 use crate::support::gitea::{self, Gitea};
 
@@ -99,21 +100,23 @@ async fn commits_and_pull_requests_get_statuses_on_gitea() {
 
     std::fs::write(tmp.path().join("token"), gitea.token()).expect("token");
     std::fs::write(tmp.path().join("hook-secret"), "s3cret\n").expect("secret");
-    let port = free_port();
-    let host = gitea.url().trim_start_matches("http://");
-    let config_path = tmp.path().join("pontoon.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "source:\n  url: http://{host}/{owner}/{repo}.git\n  pollInterval: 1s\n  cacheDir: {cache}\n  auth:\n    username: {owner}\n    token: {{file: token}}\n  webhook:\n    secret: {{file: hook-secret}}\nclusters:\n  - name: forge\n    kubeconfig: {kubeconfig}\nlisten:\n  http: 127.0.0.1:{port}\ncommitStatus:\n  provider: gitea\n  apiUrl: {url}/api/v1\n  repository: {owner}/{repo}\n  token: {{file: token}}\n  targetUrl: http://127.0.0.1:{port}/#{{cluster}}/{{team}}\n",
-            owner = gitea.user(),
-            cache = tmp.path().join("cache").display(),
-            kubeconfig = cp.kubeconfig.display(),
-            url = gitea.url(),
-        ),
+    let owner = gitea.user();
+    let config = DaemonConfig::git(
+        &format!("{}/{owner}/{repo}.git", gitea.url()),
+        &tmp.path().join("cache"),
     )
-    .expect("config");
-    let daemon = Daemon::start(&config_path);
+    .git_token(owner, "token")
+    .webhook_secret("hook-secret")
+    .cluster("forge", &cp.kubeconfig)
+    .gitea_statuses(
+        &format!("{}/api/v1", gitea.url()),
+        &format!("{owner}/{repo}"),
+        "token",
+    );
+    let port = config.port();
+    let config =
+        config.status_target_url(&format!("http://127.0.0.1:{port}/#{{cluster}}/{{team}}"));
+    let daemon = Daemon::start(&config.write(tmp.path()));
 
     // The first commit: every unit has its own status, and the cluster a summary.
     let d = wait_status(gitea, &repo, &first, "pontoon/forge/shop", "success").await;
@@ -263,21 +266,14 @@ async fn a_forge_that_is_down_never_delays_syncing_and_gets_its_statuses_later()
     gitea.push(&work, &repo, "main");
     let first = git(&work, &["rev-parse", "HEAD"]);
     std::fs::write(tmp.path().join("token"), gitea.token()).expect("token");
-    let port = free_port();
-    let config_path = tmp.path().join("pontoon.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "source:\n  url: file://{mirror}\n  pollInterval: 1s\n  cacheDir: {cache}\nclusters:\n  - name: down\n    kubeconfig: {kubeconfig}\nlisten:\n  http: 127.0.0.1:{port}\ncommitStatus:\n  provider: gitea\n  apiUrl: {url}/api/v1\n  repository: {owner}/{repo}\n  token: {{file: token}}\n",
-            mirror = mirror.display(),
-            cache = tmp.path().join("cache").display(),
-            kubeconfig = cp.kubeconfig.display(),
-            url = gitea.url(),
-            owner = gitea.user(),
-        ),
-    )
-    .expect("config");
-    let daemon = Daemon::start(&config_path);
+    let config = DaemonConfig::git_file(&mirror, &tmp.path().join("cache"))
+        .cluster("down", &cp.kubeconfig)
+        .gitea_statuses(
+            &format!("{}/api/v1", gitea.url()),
+            &format!("{}/{repo}", gitea.user()),
+            "token",
+        );
+    let daemon = Daemon::start(&config.write(tmp.path()));
     wait_status(gitea, &repo, &first, "pontoon/down", "success").await;
 
     // Gitea goes down; a new commit arrives and syncs all the same.

@@ -9,7 +9,8 @@ use kube::Api;
 use serde_json::Value;
 
 use crate::support::control_plane::{self, eventually, unique_name};
-use crate::support::daemon::{Daemon, free_port, write};
+use crate::support::daemon::{Daemon, write};
+use crate::support::daemon_config::DaemonConfig;
 
 async fn colour(cms: &Api<ConfigMap>) -> Option<String> {
     cms.get("settings").await.ok()?.data?.get("colour").cloned()
@@ -74,17 +75,9 @@ async fn a_team_claiming_another_teams_namespace_fails_alone_also_after_a_restar
         &team_yaml(&holder, &[&holder]),
     );
     write(&repo, &format!("teams/{holder}/app.yaml"), &app("blue"));
-    let port = free_port();
-    let config_path = tmp.path().join("pontoon.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "source:\n  path: {}\n  pollInterval: 1s\nclusters:\n  - name: claims\n    kubeconfig: {}\nlisten:\n  http: 127.0.0.1:{port}\n",
-            repo.display(),
-            cp.kubeconfig.display()
-        ),
-    )
-    .expect("config");
+    let config_path = DaemonConfig::dir(&repo)
+        .cluster("claims", &cp.kubeconfig)
+        .write(tmp.path());
     let cms: Api<ConfigMap> = Api::namespaced(cp.client().await, &holder);
     let daemon = Daemon::start(&config_path);
     eventually("blue", Duration::from_secs(60), || async {

@@ -5,7 +5,7 @@
 //! expression of `deploy/prometheus/pontoon-rules.yaml` is evaluated through Prometheus'
 //! HTTP API and must return series: an expression that can never return data fails here.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::support::control_plane::{self, eventually, repo_root, unique_name};
 use crate::support::daemon::{Daemon, free_port, write};
+use crate::support::daemon_config::DaemonConfig;
 use crate::support::git::git;
 use crate::support::gitea;
 
@@ -229,21 +230,22 @@ async fn every_panel_and_alert_expression_returns_series_from_a_real_prometheus(
 
     std::fs::write(tmp.path().join("token"), gitea.token()).expect("token");
     std::fs::write(tmp.path().join("hook-secret"), "s3cret\n").expect("secret");
-    let port = free_port();
-    let host = gitea.url().trim_start_matches("http://");
-    let config_path: PathBuf = tmp.path().join("pontoon.yaml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "source:\n  url: http://{host}/{owner}/{repo}.git\n  pollInterval: 1h\n  cacheDir: {cache}\n  auth:\n    username: {owner}\n    token: {{file: token}}\n  webhook:\n    secret: {{file: hook-secret}}\nclusters:\n  - name: prom\n    kubeconfig: {kubeconfig}\nlisten:\n  http: 127.0.0.1:{port}\ncommitStatus:\n  provider: gitea\n  apiUrl: {url}/api/v1\n  repository: {owner}/{repo}\n  token: {{file: token}}\n",
-            owner = gitea.user(),
-            cache = tmp.path().join("cache").display(),
-            kubeconfig = cp.kubeconfig.display(),
-            url = gitea.url(),
-        ),
+    let owner = gitea.user();
+    let config = DaemonConfig::git(
+        &format!("{}/{owner}/{repo}.git", gitea.url()),
+        &tmp.path().join("cache"),
     )
-    .expect("config");
-    let daemon = Daemon::start(&config_path);
+    .poll_interval("1h")
+    .git_token(owner, "token")
+    .webhook_secret("hook-secret")
+    .cluster("prom", &cp.kubeconfig)
+    .gitea_statuses(
+        &format!("{}/api/v1", gitea.url()),
+        &format!("{owner}/{repo}"),
+        "token",
+    );
+    let port = config.port();
+    let daemon = Daemon::start(&config.write(tmp.path()));
     let rules = repo_root().join("deploy/prometheus/pontoon-rules.yaml");
     let prom = Prometheus::start(&format!("127.0.0.1:{port}"), &rules).await;
     let base = format!("http://127.0.0.1:{port}");

@@ -4,20 +4,13 @@
 use std::path::Path;
 use std::time::Duration;
 
+pub use super::daemon_config::free_port;
+
 /// Writes `text` to `root/path`, creating folders.
 pub fn write(root: &Path, path: &str, text: &str) {
     let p = root.join(path);
     std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
     std::fs::write(p, text).expect("write");
-}
-
-/// A TCP port free on loopback right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// `pontoon::daemon::run_from_source` on a config file, in this process.

@@ -4,6 +4,7 @@
 
 pub mod control_plane;
 pub mod daemon;
+pub mod daemon_config;
 pub mod fixtures;
 pub mod git;
 pub mod gitea;

@@ -1,0 +1,198 @@
+//! The daemon's config file as tests and benchmarks write it: one typed builder with the
+//! defaults they share (a loopback port of its own, a repo polled every second) and a
+//! method for each thing a test varies. It renders through `serde_json` values to YAML,
+//! so no test pastes config text together; tests of the config parser itself (line and
+//! column of a mistake) keep their literal files instead.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+/// A TCP port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// One `pontoon.yaml`. Starts with a source and no cluster; add clusters with
+/// [`DaemonConfig::cluster`].
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    source: Map<String, Value>,
+    clusters: Vec<Value>,
+    /// Default: 127.0.0.1 and a port free when the builder was made.
+    listen: SocketAddr,
+    sync: Map<String, Value>,
+    commit_status: Option<Map<String, Value>>,
+    log: Map<String, Value>,
+}
+
+impl DaemonConfig {
+    fn with_source(source: Value) -> DaemonConfig {
+        let Value::Object(source) = source else {
+            unreachable!("a source is a mapping")
+        };
+        DaemonConfig {
+            source,
+            clusters: Vec::new(),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())),
+            sync: Map::new(),
+            commit_status: None,
+            log: Map::new(),
+        }
+    }
+
+    /// The platform repo is a folder on disk (`source.path`), polled every second.
+    pub fn dir(repo: &Path) -> DaemonConfig {
+        Self::with_source(json!({"path": repo, "pollInterval": "1s"}))
+    }
+
+    /// The platform repo is a Git remote (`source.url`) cloned into `cache_dir`, polled
+    /// every second.
+    pub fn git(url: &str, cache_dir: &Path) -> DaemonConfig {
+        Self::with_source(json!({"url": url, "pollInterval": "1s", "cacheDir": cache_dir}))
+    }
+
+    /// A bare repository on disk, as a `file://` Git remote.
+    pub fn git_file(bare: &Path, cache_dir: &Path) -> DaemonConfig {
+        Self::git(&format!("file://{}", bare.display()), cache_dir)
+    }
+
+    /// `source.pollInterval` (default here `1s`), e.g. `1h` where only webhooks may wake it.
+    pub fn poll_interval(mut self, interval: &str) -> DaemonConfig {
+        self.source.insert("pollInterval".into(), json!(interval));
+        self
+    }
+
+    /// `source.auth`: a user and a token read from `token_file` (beside the config file).
+    pub fn git_token(mut self, username: &str, token_file: &str) -> DaemonConfig {
+        self.source.insert(
+            "auth".into(),
+            json!({"username": username, "token": {"file": token_file}}),
+        );
+        self
+    }
+
+    /// `source.webhook.secret`, read from `secret_file` (beside the config file).
+    pub fn webhook_secret(mut self, secret_file: &str) -> DaemonConfig {
+        self.source
+            .insert("webhook".into(), json!({"secret": {"file": secret_file}}));
+        self
+    }
+
+    /// One more entry of `clusters`: the repo's cluster `name`, reached through `kubeconfig`.
+    pub fn cluster(mut self, name: &str, kubeconfig: &Path) -> DaemonConfig {
+        self.clusters
+            .push(json!({"name": name, "kubeconfig": kubeconfig}));
+        self
+    }
+
+    /// `sync.resyncInterval` (the daemon's default otherwise).
+    pub fn resync_interval(self, interval: &str) -> DaemonConfig {
+        self.sync_field("resyncInterval", json!(interval))
+    }
+
+    /// `sync.concurrency`: applies in flight per cluster.
+    pub fn concurrency(self, n: u32) -> DaemonConfig {
+        self.sync_field("concurrency", json!(n))
+    }
+
+    /// `sync.applyTimeout`.
+    pub fn apply_timeout(self, timeout: &str) -> DaemonConfig {
+        self.sync_field("applyTimeout", json!(timeout))
+    }
+
+    /// `sync.namespace`: where pontoon keeps its inventories. A namespace of its own keeps
+    /// one test's removed-team detection away from every other test's teams on a shared
+    /// control plane.
+    pub fn inventory_namespace(self, namespace: &str) -> DaemonConfig {
+        self.sync_field("namespace", json!(namespace))
+    }
+
+    fn sync_field(mut self, field: &str, value: Value) -> DaemonConfig {
+        self.sync.insert(field.into(), value);
+        self
+    }
+
+    /// `commitStatus` posted to Gitea at `api_url` for `repository` (`owner/name`), with
+    /// the token read from `token_file`.
+    pub fn gitea_statuses(
+        mut self,
+        api_url: &str,
+        repository: &str,
+        token_file: &str,
+    ) -> DaemonConfig {
+        self.commit_status = Some(
+            json!({
+                "provider": "gitea",
+                "apiUrl": api_url,
+                "repository": repository,
+                "token": {"file": token_file},
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        );
+        self
+    }
+
+    /// `commitStatus.targetUrl` (with `{cluster}` and `{team}` placeholders); needs
+    /// [`DaemonConfig::gitea_statuses`] first.
+    pub fn status_target_url(mut self, url: &str) -> DaemonConfig {
+        self.commit_status
+            .as_mut()
+            .expect("commit statuses configured before their target URL")
+            .insert("targetUrl".into(), json!(url));
+        self
+    }
+
+    /// `log.level`.
+    pub fn log_level(mut self, level: &str) -> DaemonConfig {
+        self.log.insert("level".into(), json!(level));
+        self
+    }
+
+    /// The port the daemon's HTTP server listens on.
+    pub fn port(&self) -> u16 {
+        self.listen.port()
+    }
+
+    /// `http://127.0.0.1:<port>`: where its status, metrics and webhooks are served.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    /// The document as a serde value.
+    pub fn to_value(&self) -> Value {
+        let mut doc = Map::new();
+        doc.insert("source".into(), Value::Object(self.source.clone()));
+        doc.insert("clusters".into(), Value::Array(self.clusters.clone()));
+        doc.insert("listen".into(), json!({"http": self.listen.to_string()}));
+        for (field, part) in [("sync", &self.sync), ("log", &self.log)] {
+            if !part.is_empty() {
+                doc.insert(field.into(), Value::Object(part.clone()));
+            }
+        }
+        if let Some(cs) = &self.commit_status {
+            doc.insert("commitStatus".into(), Value::Object(cs.clone()));
+        }
+        Value::Object(doc)
+    }
+
+    /// The document as YAML.
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(&self.to_value()).expect("config renders as YAML")
+    }
+
+    /// Writes `dir/pontoon.yaml` and returns its path. Secret files the config names are
+    /// read from `dir` too.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("pontoon.yaml");
+        std::fs::write(&path, self.to_yaml()).expect("write pontoon.yaml");
+        path
+    }
+}
