@@ -3,7 +3,7 @@
 //! corrected by the next resync, and a commit that breaks the team shown as Failed while
 //! the cluster keeps its last good state.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hmac::{KeyInit, Mac};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::support::control_plane::{self, eventually};
 use crate::support::daemon::{Daemon, write};
 use crate::support::daemon_config::DaemonConfig;
+use crate::support::exposition::sample;
 use crate::support::git::git;
 
 const PLATFORM: &str = "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {name: e2e}\nspec:\n  clusters: [{name: e2e}]\n  policy:\n    allowedKinds: [{group: \"\", kind: ConfigMap}]\n";
@@ -206,18 +207,49 @@ async fn a_pushed_commit_reaches_the_cluster_and_its_status_is_reported() {
         || async { failed(&status(&http, &base).await) },
     )
     .await;
-    // Three resync intervals later: still Failed, the last good revision still applied.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let s = status(&http, &base).await;
-    assert_eq!(failed(&s), Some(json!(second)), "{s}");
+    // Resyncs of the last good state go on (every 2 s here): the unit's last attempt
+    // moves on twice, and the unit shows Failed at the last good revision throughout.
+    let last_attempt = |text: &str| {
+        sample(
+            text,
+            "pontoon_sync_last_attempt_timestamp_seconds",
+            &[("cluster", "e2e"), ("team", "shop")],
+        )
+        .expect("the unit's last attempt is exported")
+    };
+    let mut seen = last_attempt(&fetch(&http, &base, "/metrics").await);
+    let mut resyncs = 0;
+    let watching = Instant::now();
+    while resyncs < 2 {
+        assert!(
+            watching.elapsed() < Duration::from_secs(20),
+            "no resync of the last good state: {resyncs} attempts in {:?}",
+            watching.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let s = status(&http, &base).await;
+        assert_eq!(failed(&s), Some(json!(second)), "{s}");
+        let attempt = last_attempt(&fetch(&http, &base, "/metrics").await);
+        if attempt > seen {
+            (seen, resyncs) = (attempt, resyncs + 1);
+        }
+    }
     assert_eq!(
         colour(&cms).await.as_deref(),
         Some("green"),
         "configmap kept"
     );
     let text = fetch(&http, &base, "/metrics").await;
-    assert!(
-        text.contains("pontoon_sync_status{cluster=\"e2e\",status=\"Failed\",team=\"shop\"} 1"),
+    let state = |status: &str| {
+        sample(
+            &text,
+            "pontoon_sync_status",
+            &[("cluster", "e2e"), ("status", status), ("team", "shop")],
+        )
+    };
+    assert_eq!(
+        (state("Failed"), state("Synced")),
+        (Some(1.0), Some(0.0)),
         "{text}"
     );
 

@@ -5,6 +5,7 @@
 pub mod control_plane;
 pub mod daemon;
 pub mod daemon_config;
+pub mod exposition;
 pub mod fixtures;
 pub mod git;
 pub mod gitea;
