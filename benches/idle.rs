@@ -105,6 +105,28 @@ async fn roll_out(client: kube::Client) {
     }
 }
 
+/// How many units /api/status shows in one of `states` (0 while the server is not up).
+async fn units_in(http: &reqwest::Client, base: &str, states: &[&str]) -> usize {
+    let status = async {
+        let s: serde_json::Value = http
+            .get(format!("{base}/api/status"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let units = s["units"].as_array()?;
+        Some(
+            units
+                .iter()
+                .filter(|u| states.iter().any(|state| u["state"] == *state))
+                .count(),
+        )
+    };
+    status.await.unwrap_or(0)
+}
+
 fn main() {
     let idle = Duration::from_secs(
         std::env::var("PONTOON_IDLE_SECS")
@@ -147,25 +169,7 @@ fn main() {
         let base = daemon_config.base_url();
         let started = Instant::now();
         loop {
-            let synced = async {
-                let s: serde_json::Value = http
-                    .get(format!("{base}/api/status"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                let units = s["units"].as_array()?;
-                Some(
-                    units
-                        .iter()
-                        .filter(|u| u["state"] == "Synced" || u["state"] == "Progressing")
-                        .count(),
-                )
-            }
-            .await
-            .unwrap_or(0);
+            let synced = units_in(&http, &base, &["Synced", "Progressing"]).await;
             if synced == TEAMS * 2 {
                 break;
             }
@@ -188,19 +192,7 @@ fn main() {
             roll_out(cp.client().await).await;
         }
         loop {
-            let synced = async {
-                let s: serde_json::Value = http
-                    .get(format!("{base}/api/status"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                Some(s["units"].as_array()?.iter().filter(|u| u["state"] == "Synced").count())
-            }
-            .await
-            .unwrap_or(0);
+            let synced = units_in(&http, &base, &["Synced"]).await;
             if synced == TEAMS * 2 {
                 break;
             }

@@ -6,6 +6,7 @@
 //! pontoon syncs: syncing goes on, and the statuses owed appear once Gitea is back.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -74,6 +75,84 @@ async fn wait_status(gitea: &Gitea, repo: &str, sha: &str, context: &str, state:
     .await
 }
 
+/// Commits everything in `work` and pushes `branch` to Gitea; the new commit.
+fn commit_and_push(gitea: &Gitea, work: &Path, repo: &str, branch: &str, message: &str) -> String {
+    git(work, &["add", "-A"]);
+    git(work, &["commit", "-q", "-m", message]);
+    gitea.push(work, repo, branch);
+    git(work, &["rev-parse", "HEAD"])
+}
+
+/// Pull requests against main: Gitea's own webhook (signed with the secret) asks the
+/// daemon listening on `port` for a plan, posted as `pontoon/plan`; nothing is applied.
+async fn pull_requests_are_planned(
+    gitea: &Gitea,
+    repo: &str,
+    work: &Path,
+    port: u16,
+    cms: &Api<ConfigMap>,
+) {
+    let hook = gitea
+        .api(
+            Method::POST,
+            &format!("/repos/{}/{repo}/hooks", gitea.user()),
+        )
+        .json(&json!({
+            "type": "gitea",
+            "active": true,
+            "events": ["pull_request"],
+            "config": {"url": format!("http://127.0.0.1:{port}/webhooks/gitea"),
+                       "content_type": "json", "secret": "s3cret"},
+        }))
+        .send()
+        .await
+        .expect("create hook");
+    assert!(hook.status().is_success(), "{:?}", hook.text().await);
+    // Fix data on main first, so the pull requests start from a good state.
+    write(work, "teams/data/app.yaml", &configmap("pipeline", "v2"));
+    let fixed = commit_and_push(gitea, work, repo, "main", "data fixed");
+    wait_status(gitea, repo, &fixed, "pontoon/forge", "success").await;
+
+    let open_pr = |branch: &'static str| {
+        let repo = repo.to_owned();
+        async move {
+            let resp = gitea
+                .api(
+                    Method::POST,
+                    &format!("/repos/{}/{repo}/pulls", gitea.user()),
+                )
+                .json(&json!({"head": branch, "base": "main", "title": branch}))
+                .send()
+                .await
+                .expect("open pull request");
+            assert!(resp.status().is_success(), "{:?}", resp.text().await);
+        }
+    };
+    git(work, &["checkout", "-q", "-b", "more-config"]);
+    write(work, "teams/shop/extra.yaml", &configmap("extra", "1"));
+    let good_head = commit_and_push(gitea, work, repo, "more-config", "more config");
+    open_pr("more-config").await;
+    let d = wait_status(gitea, repo, &good_head, "pontoon/plan", "success").await;
+    assert_eq!(d, "forge +1 ~0 -0");
+    assert!(
+        cms.get_opt("extra").await.expect("get").is_none(),
+        "nothing is applied from a pull request"
+    );
+
+    git(work, &["checkout", "-q", "main"]);
+    git(work, &["checkout", "-q", "-b", "broken"]);
+    write(
+        work,
+        "teams/shop/bad.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bad, namespace: data}\ndata: {x: y}\n",
+    );
+    let bad_head = commit_and_push(gitea, work, repo, "broken", "broken");
+    open_pr("broken").await;
+    let d = wait_status(gitea, repo, &bad_head, "pontoon/plan", "failure").await;
+    assert!(d.starts_with("1 error: teams/shop/bad.yaml:"), "{d}");
+    assert!(d.contains("error["), "{d}");
+}
+
 #[tokio::test]
 async fn commits_and_pull_requests_get_statuses_on_gitea() {
     let _ = tracing_subscriber::fmt()
@@ -93,10 +172,7 @@ async fn commits_and_pull_requests_get_statuses_on_gitea() {
     write(&work, "teams/shop/app.yaml", &configmap("settings", "blue"));
     write(&work, "teams/data/team.yaml", &team("data", "forge"));
     write(&work, "teams/data/app.yaml", &configmap("pipeline", "v1"));
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "first"]);
-    gitea.push(&work, &repo, "main");
-    let first = git(&work, &["rev-parse", "HEAD"]);
+    let first = commit_and_push(gitea, &work, &repo, "main", "first");
 
     std::fs::write(tmp.path().join("token"), gitea.token()).expect("token");
     std::fs::write(tmp.path().join("hook-secret"), "s3cret\n").expect("secret");
@@ -139,9 +215,7 @@ async fn commits_and_pull_requests_get_statuses_on_gitea() {
         "teams/shop/app.yaml",
         &configmap("settings", "green"),
     );
-    git(&work, &["commit", "-q", "-am", "green"]);
-    gitea.push(&work, &repo, "main");
-    let second = git(&work, &["rev-parse", "HEAD"]);
+    let second = commit_and_push(gitea, &work, &repo, "main", "green");
     wait_status(gitea, &repo, &second, "pontoon/forge/shop", "success").await;
     wait_status(gitea, &repo, &second, "pontoon/forge", "success").await;
     let s = statuses(gitea, &repo, &second).await;
@@ -160,82 +234,13 @@ async fn commits_and_pull_requests_get_statuses_on_gitea() {
         "teams/data/app.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pipeline}\ndata: {value: v2}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: stolen, namespace: shop}\n",
     );
-    git(&work, &["commit", "-q", "-am", "data breaks"]);
-    gitea.push(&work, &repo, "main");
-    let third = git(&work, &["rev-parse", "HEAD"]);
+    let third = commit_and_push(gitea, &work, &repo, "main", "data breaks");
     let d = wait_status(gitea, &repo, &third, "pontoon/forge/data", "failure").await;
     assert!(d.contains("teams/data/app.yaml:"), "{d}");
     let d = wait_status(gitea, &repo, &third, "pontoon/forge", "failure").await;
     assert!(d.contains("not rendered: data"), "{d}");
 
-    // Pull requests: Gitea's own webhook (signed with the secret) asks for a plan.
-    let hook = gitea
-        .api(
-            Method::POST,
-            &format!("/repos/{}/{repo}/hooks", gitea.user()),
-        )
-        .json(&json!({
-            "type": "gitea",
-            "active": true,
-            "events": ["pull_request"],
-            "config": {"url": format!("http://127.0.0.1:{port}/webhooks/gitea"),
-                       "content_type": "json", "secret": "s3cret"},
-        }))
-        .send()
-        .await
-        .expect("create hook");
-    assert!(hook.status().is_success(), "{:?}", hook.text().await);
-    // Fix data on main first, so the pull requests start from a good state.
-    write(&work, "teams/data/app.yaml", &configmap("pipeline", "v2"));
-    git(&work, &["commit", "-q", "-am", "data fixed"]);
-    gitea.push(&work, &repo, "main");
-    let fixed = git(&work, &["rev-parse", "HEAD"]);
-    wait_status(gitea, &repo, &fixed, "pontoon/forge", "success").await;
-
-    let open_pr = |branch: &'static str| {
-        let repo = repo.clone();
-        async move {
-            let resp = gitea
-                .api(
-                    Method::POST,
-                    &format!("/repos/{}/{repo}/pulls", gitea.user()),
-                )
-                .json(&json!({"head": branch, "base": "main", "title": branch}))
-                .send()
-                .await
-                .expect("open pull request");
-            assert!(resp.status().is_success(), "{:?}", resp.text().await);
-        }
-    };
-    git(&work, &["checkout", "-q", "-b", "more-config"]);
-    write(&work, "teams/shop/extra.yaml", &configmap("extra", "1"));
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "more config"]);
-    gitea.push(&work, &repo, "more-config");
-    let good_head = git(&work, &["rev-parse", "HEAD"]);
-    open_pr("more-config").await;
-    let d = wait_status(gitea, &repo, &good_head, "pontoon/plan", "success").await;
-    assert_eq!(d, "forge +1 ~0 -0");
-    assert!(
-        cms.get_opt("extra").await.expect("get").is_none(),
-        "nothing is applied from a pull request"
-    );
-
-    git(&work, &["checkout", "-q", "main"]);
-    git(&work, &["checkout", "-q", "-b", "broken"]);
-    write(
-        &work,
-        "teams/shop/bad.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bad, namespace: data}\ndata: {x: y}\n",
-    );
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "broken"]);
-    gitea.push(&work, &repo, "broken");
-    let bad_head = git(&work, &["rev-parse", "HEAD"]);
-    open_pr("broken").await;
-    let d = wait_status(gitea, &repo, &bad_head, "pontoon/plan", "failure").await;
-    assert!(d.starts_with("1 error: teams/shop/bad.yaml:"), "{d}");
-    assert!(d.contains("error["), "{d}");
+    pull_requests_are_planned(gitea, &repo, &work, port, &cms).await;
 
     let metrics = daemon.metrics().await;
     assert!(
@@ -282,9 +287,7 @@ async fn a_forge_that_is_down_never_delays_syncing_and_gets_its_statuses_later()
         "teams/shop/app.yaml",
         &configmap("settings", "green"),
     );
-    git(&work, &["commit", "-q", "-am", "green"]);
-    gitea.push(&work, &repo, "main");
-    let second = git(&work, &["rev-parse", "HEAD"]);
+    let second = commit_and_push(gitea, &work, &repo, "main", "green");
     gitea.stop();
     git(
         &work,

@@ -19,16 +19,11 @@ fn unit(team: &str, cluster: &str) -> UnitId {
     }
 }
 
-#[tokio::test]
-async fn the_status_page_shows_the_grid_and_escapes_user_text() {
-    let chromium = ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
-        .expect("headless Chromium is needed for this test: apt-get install chromium (make test installs it)");
-
+/// A board of four units on cluster prod: payments Synced, search Failed, data with drift
+/// in report mode (one object drifted, one resolved), and a team named `evil`.
+fn four_units(evil: &str) -> Arc<Board> {
     let board = Arc::new(Board::new());
     board.set_leading(true);
-    let evil = "<b>x</b><script>document.title='pwned'</script>";
     board.record(
         &UnitResult::for_tests(unit("payments", "prod"), UnitState::Synced),
         false,
@@ -66,6 +61,18 @@ async fn the_status_page_shows_the_grid_and_escapes_user_text() {
         &UnitResult::for_tests(unit(evil, "prod"), UnitState::Synced),
         false,
     );
+    board
+}
+
+#[tokio::test]
+async fn the_status_page_shows_the_grid_and_escapes_user_text() {
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .expect("headless Chromium is needed for this test: apt-get install chromium (make test installs it)");
+
+    let evil = "<b>x</b><script>document.title='pwned'</script>";
+    let board = four_units(evil);
     assert_eq!(board.units().len(), 4);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -185,6 +185,82 @@ fn the_dashboard_is_importable_and_every_panel_queries_prometheus() {
     assert!(dashboard_queries().len() >= 18);
 }
 
+/// The first commit in `work`: team shop with two ConfigMaps, team broken with one the
+/// API server refuses.
+fn first_commit(work: &Path) {
+    git(work, &["init", "-q"]);
+    write(
+        work,
+        "platform.yaml",
+        "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {name: m}\nspec:\n  clusters: [{name: prom}]\n  policy:\n    allowedKinds: [{group: \"\", kind: ConfigMap}]\n",
+    );
+    for team in ["shop", "broken"] {
+        write(
+            work,
+            &format!("teams/{team}/team.yaml"),
+            &format!(
+                "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  namespaces: [{team}]\n  clusters: {{names: [prom]}}\n"
+            ),
+        );
+    }
+    write(
+        work,
+        "teams/shop/app.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {colour: blue}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra}\ndata: {a: b}\n",
+    );
+    // The API server refuses this key: an apply error, and a Failed unit.
+    write(
+        work,
+        "teams/broken/app.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: refused}\ndata: {\"not a key!\": x}\n",
+    );
+    git(work, &["add", "-A"]);
+    git(work, &["commit", "-q", "-m", "first"]);
+}
+
+/// Every dashboard panel and alert expression returns series from `prom`, and Prometheus
+/// evaluates the `rules` file it loaded without errors.
+async fn every_expression_returns_series(prom: &Prometheus, rules: &Path) {
+    // rate() and increase() need two samples of a series in their window, and
+    // Prometheus' scrapes lag on a busy machine: an expression gets 30 s to return series.
+    let mut empty = Vec::new();
+    for (title, expr) in dashboard_queries() {
+        let expr = concrete(&expr);
+        if !prom.returns_series(&expr).await {
+            empty.push(format!("panel {title:?}: {expr}"));
+        }
+    }
+    let rules_doc: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(rules).expect("rules")).expect("yaml");
+    for rule in rules_doc["groups"][0]["rules"].as_array().expect("rules") {
+        let name = rule["alert"].as_str().expect("alert");
+        let expr = underlying(rule["expr"].as_str().expect("expr"));
+        if !prom.returns_series(&expr).await {
+            empty.push(format!("alert {name}: {expr}"));
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "expressions that returned no series:\n{}",
+        empty.join("\n")
+    );
+    // Prometheus loaded the rules and evaluates them without errors.
+    let r: Value = reqwest::get(format!("{}/api/v1/rules", prom.url))
+        .await
+        .expect("rules")
+        .json()
+        .await
+        .expect("json");
+    let loaded = r["data"]["groups"][0]["rules"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(loaded.len(), 5, "{r}");
+    for rule in &loaded {
+        assert_eq!(rule["health"], "ok", "{rule}");
+    }
+}
+
 #[tokio::test]
 async fn every_panel_and_alert_expression_returns_series_from_a_real_prometheus() {
     let _ = tracing_subscriber::fmt()
@@ -198,34 +274,7 @@ async fn every_panel_and_alert_expression_returns_series_from_a_real_prometheus(
     let tmp = tempfile::tempdir().expect("tempdir");
     let work = tmp.path().join("work");
     std::fs::create_dir(&work).expect("mkdir");
-    git(&work, &["init", "-q"]);
-    write(
-        &work,
-        "platform.yaml",
-        "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {name: m}\nspec:\n  clusters: [{name: prom}]\n  policy:\n    allowedKinds: [{group: \"\", kind: ConfigMap}]\n",
-    );
-    for team in ["shop", "broken"] {
-        write(
-            &work,
-            &format!("teams/{team}/team.yaml"),
-            &format!(
-                "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  namespaces: [{team}]\n  clusters: {{names: [prom]}}\n"
-            ),
-        );
-    }
-    write(
-        &work,
-        "teams/shop/app.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {colour: blue}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra}\ndata: {a: b}\n",
-    );
-    // The API server refuses this key: an apply error, and a Failed unit.
-    write(
-        &work,
-        "teams/broken/app.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: refused}\ndata: {\"not a key!\": x}\n",
-    );
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "first"]);
+    first_commit(&work);
     gitea.push(&work, &repo, "main");
 
     std::fs::write(tmp.path().join("token"), gitea.token()).expect("token");
@@ -316,44 +365,7 @@ async fn every_panel_and_alert_expression_returns_series_from_a_real_prometheus(
     })
     .await;
 
-    // rate() and increase() need two samples of a series in their window, and
-    // Prometheus' scrapes lag on a busy machine: an expression gets 30 s to return series.
-    let mut empty = Vec::new();
-    for (title, expr) in dashboard_queries() {
-        let expr = concrete(&expr);
-        if !prom.returns_series(&expr).await {
-            empty.push(format!("panel {title:?}: {expr}"));
-        }
-    }
-    let rules_doc: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(&rules).expect("rules")).expect("yaml");
-    for rule in rules_doc["groups"][0]["rules"].as_array().expect("rules") {
-        let name = rule["alert"].as_str().expect("alert");
-        let expr = underlying(rule["expr"].as_str().expect("expr"));
-        if !prom.returns_series(&expr).await {
-            empty.push(format!("alert {name}: {expr}"));
-        }
-    }
-    assert!(
-        empty.is_empty(),
-        "expressions that returned no series:\n{}",
-        empty.join("\n")
-    );
-    // Prometheus loaded the rules and evaluates them without errors.
-    let r: Value = reqwest::get(format!("{}/api/v1/rules", prom.url))
-        .await
-        .expect("rules")
-        .json()
-        .await
-        .expect("json");
-    let loaded = r["data"]["groups"][0]["rules"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(loaded.len(), 5, "{r}");
-    for rule in &loaded {
-        assert_eq!(rule["health"], "ok", "{rule}");
-    }
+    every_expression_returns_series(&prom, &rules).await;
 
     drop(prom);
     daemon.finish().await;
