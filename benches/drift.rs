@@ -20,7 +20,7 @@ mod control_plane;
 #[allow(dead_code, unused_imports)]
 mod daemon;
 #[path = "../tests/support/daemon_config.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod daemon_config;
 #[path = "../tests/support/exposition.rs"]
 #[allow(dead_code, unused_imports)]

@@ -12,7 +12,7 @@ mod common;
 #[allow(dead_code)]
 mod control_plane;
 #[path = "../tests/support/daemon_config.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod daemon_config;
 #[path = "../tests/support/script.rs"]
 #[allow(dead_code)]

@@ -33,11 +33,8 @@ pub struct DaemonConfig {
 
 impl DaemonConfig {
     fn with_source(source: Value) -> DaemonConfig {
-        let Value::Object(source) = source else {
-            unreachable!("a source is a mapping")
-        };
         DaemonConfig {
-            source,
+            source: fields(source),
             clusters: Vec::new(),
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())),
             sync: Map::new(),
@@ -126,17 +123,12 @@ impl DaemonConfig {
         repository: &str,
         token_file: &str,
     ) -> DaemonConfig {
-        self.commit_status = Some(
-            json!({
-                "provider": "gitea",
-                "apiUrl": api_url,
-                "repository": repository,
-                "token": {"file": token_file},
-            })
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
-        );
+        self.commit_status = Some(fields(json!({
+            "provider": "gitea",
+            "apiUrl": api_url,
+            "repository": repository,
+            "token": {"file": token_file},
+        })));
         self
     }
 
@@ -194,5 +186,66 @@ impl DaemonConfig {
         let path = dir.join("pontoon.yaml");
         std::fs::write(&path, self.to_yaml()).expect("write pontoon.yaml");
         path
+    }
+}
+
+/// The fields of a `json!` object literal.
+fn fields(object: Value) -> Map<String, Value> {
+    match object {
+        Value::Object(fields) => fields,
+        other => unreachable!("an object literal, not {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn every_setting_reaches_the_daemons_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for file in ["kc-a", "kc-b", "token", "hook-secret"] {
+            std::fs::write(dir.path().join(file), "apiVersion: v1\nkind: Config\n").expect("write");
+        }
+        let built = DaemonConfig::git("https://example.com/p.git", &dir.path().join("cache"))
+            .poll_interval("1h")
+            .git_token("me", "token")
+            .webhook_secret("hook-secret")
+            .cluster("a", &dir.path().join("kc-a"))
+            .cluster("b", &dir.path().join("kc-b"))
+            .resync_interval("2s")
+            .concurrency(3)
+            .apply_timeout("5s")
+            .inventory_namespace("elsewhere")
+            .gitea_statuses("https://forge.example.com/api/v1", "me/p", "token")
+            .status_target_url("https://pontoon.example.com/#{cluster}/{team}")
+            .log_level("warn");
+        let config = pontoon::config::Config::load(&built.write(dir.path()))
+            .unwrap_or_else(|e| panic!("{e}\n{}", built.to_yaml()));
+        assert_eq!(config.listen.http.port(), built.port());
+        let names: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(config.source.poll_interval, Duration::from_secs(3600));
+        assert_eq!(
+            (
+                config.sync.resync_interval,
+                config.sync.concurrency,
+                config.sync.apply_timeout,
+                config.sync.namespace.as_str()
+            ),
+            (
+                Duration::from_secs(2),
+                3,
+                Duration::from_secs(5),
+                "elsewhere"
+            )
+        );
+        let statuses = config.commit_status.expect("commit statuses");
+        assert_eq!(
+            statuses.target_url.as_deref(),
+            Some("https://pontoon.example.com/#{cluster}/{team}")
+        );
     }
 }
