@@ -84,7 +84,8 @@ pub(super) enum Change {
 enum Answer {
     /// The whole object (its status tells the health).
     Object,
-    /// Its metadata only (`as=PartialObjectMetadata`): the resourceVersion is all we need.
+    /// Its metadata only (`as=PartialObjectMetadata`): the resourceVersion and uid are all
+    /// we need.
     Metadata,
 }
 
@@ -92,6 +93,8 @@ enum Answer {
 pub(super) struct Applied {
     pub change: Change,
     pub resource_version: String,
+    /// The object's uid: what a prune's delete will require it still to have.
+    pub uid: String,
     /// Read from the object the server returned; the object itself is not kept, so a
     /// phase of ten thousand applies does not hold ten thousand responses.
     pub health: Health,
@@ -101,10 +104,11 @@ pub(super) struct Applied {
 
 impl Applied {
     /// Nothing written: the live object already holds what would be applied.
-    fn unchanged(resource_version: String, health: Health) -> Self {
+    fn unchanged(live: &Live, health: Health) -> Self {
         Applied {
             change: Change::Unchanged,
-            resource_version,
+            resource_version: live.resource_version.clone(),
+            uid: live.uid.clone(),
             health,
             conflict: None,
             writes: 0,
@@ -131,7 +135,7 @@ impl Syncer {
         {
             // Health read from status came with the list; other kinds are healthy.
             let health = l.health.clone().unwrap_or(Health::Healthy);
-            return Ok(Applied::unchanged(l.resource_version.clone(), health));
+            return Ok(Applied::unchanged(l, health));
         }
         // After a restart nothing is remembered, and a live object whose version moved
         // since our apply (a controller wrote its status, an HPA its replicas) may still
@@ -200,10 +204,7 @@ impl Syncer {
             .await
             .map_err(|e| ApplyError::refused(e.to_string()))?;
         if plan::comparable(&dry) == plan::comparable(&current) {
-            return Ok(Some(Applied::unchanged(
-                live.resource_version.clone(),
-                health::of(&current),
-            )));
+            return Ok(Some(Applied::unchanged(live, health::of(&current))));
         }
         // Drift in `report` mode: the desired state did not change since our last
         // apply, but what we applied did. Leave it; the unit reports OutOfSync.
@@ -214,6 +215,7 @@ impl Syncer {
                     .and_then(|m| m.resource_version(&p.key))
                     .unwrap_or_default()
                     .to_owned(),
+                uid: live.uid.clone(),
                 health: health::of(&current),
                 conflict: None,
                 writes: 0,
@@ -269,11 +271,13 @@ impl Syncer {
             }
             Err(e) => return Err(e),
         };
-        let rv = out
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
+        let field = |path| {
+            out.pointer(path)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
+        let (rv, uid) = (field("/metadata/resourceVersion"), field("/metadata/uid"));
         let change = match live {
             None => Change::Created,
             Some(l) if l.resource_version == rv => Change::Unchanged,
@@ -282,6 +286,7 @@ impl Syncer {
         Ok(Applied {
             change,
             resource_version: rv,
+            uid,
             health: health::of(&out),
             conflict,
             writes,
@@ -305,12 +310,15 @@ impl Syncer {
                 Answer::Object => retry_transport(|| api.patch(name, &params, &patch))
                     .await
                     .and_then(to_json),
-                // Only the new resourceVersion is read: turning the rest of the metadata
-                // (managed fields included) into a JSON value would be wasted work.
+                // Only the new resourceVersion and the uid are read: turning the rest of the
+                // metadata (managed fields included) into a JSON value would be wasted work.
                 Answer::Metadata => retry_transport(|| api.patch_metadata(name, &params, &patch))
                     .await
                     .map(|m| {
-                        serde_json::json!({"metadata": {"resourceVersion": m.metadata.resource_version}})
+                        serde_json::json!({"metadata": {
+                            "resourceVersion": m.metadata.resource_version,
+                            "uid": m.metadata.uid,
+                        }})
                     }),
             }
         };

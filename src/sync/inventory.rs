@@ -6,6 +6,10 @@
 //! old inventory and the new desired objects; only after pruning does it shrink the
 //! inventory to what is desired. A crash in between leaves extra entries (pruned next
 //! time), never orphans.
+//!
+//! Each entry keeps the uid the apply answered with, so a prune deletes that object and no
+//! other one that took its name since. An inventory that does not parse is an error, never
+//! read as empty: an empty one would forget what the unit holds.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,6 +19,7 @@ use kube::api::{Patch, PostParams};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::retry_transport;
+use crate::describe;
 pub use crate::desired::LABEL_INVENTORY;
 use crate::desired::{
     Applier, LABEL_MANAGED_BY, LABEL_TEAM, MANAGED_BY_VALUE, ObjectKey, TeamName, apply_params,
@@ -23,7 +28,11 @@ use crate::desired::{
 const DATA_OBJECTS: &str = "objects";
 const DATA_REVISION: &str = "revision";
 
-/// One object an inventory holds: enough to find and delete it with the right identity.
+/// One object an inventory holds: enough to find and delete it with the right identity,
+/// and to know it is still the object pontoon applied.
+///
+/// Fields added later are optional (`#[serde(default)]`, written only when known), so an
+/// inventory written by an earlier version still reads.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
@@ -33,6 +42,10 @@ pub struct Entry {
     pub namespace: String,
     pub name: String,
     pub applier: Applier,
+    /// The uid the apply answered with; unknown for an entry recorded before its apply,
+    /// and in inventories written by versions that did not record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 impl Entry {
@@ -50,6 +63,32 @@ impl Entry {
     }
 }
 
+/// Why a unit's inventory could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("cannot read the inventory: {}", describe(.0))]
+    Read(#[from] kube::Error),
+    /// The ConfigMap exists but does not say what the unit holds.
+    #[error(
+        "team {team}: inventory ConfigMap {namespace}/{name}: {problem}; nothing was applied or pruned and the inventory is left as it is (delete the ConfigMap to have the next sync write it again)"
+    )]
+    Corrupt {
+        team: TeamName,
+        namespace: String,
+        name: String,
+        problem: String,
+    },
+}
+
+/// The entries `data.objects` holds, or what is wrong with it.
+fn parse_objects(data: &BTreeMap<String, String>) -> Result<Vec<Entry>, String> {
+    let Some(objects) = data.get(DATA_OBJECTS) else {
+        return Err(format!("has no data.{DATA_OBJECTS}"));
+    };
+    serde_json::from_str(objects)
+        .map_err(|e| format!("data.{DATA_OBJECTS} does not parse as a list of entries: {e}"))
+}
+
 /// The inventory as stored.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Inventory {
@@ -65,21 +104,31 @@ pub fn name_for(team: &TeamName) -> String {
 }
 
 impl Inventory {
-    pub async fn load(api: &Api<ConfigMap>, team: &TeamName) -> Result<Inventory, kube::Error> {
+    /// The unit's inventory; an empty one when there is none. One that exists but does
+    /// not parse is an error naming the ConfigMap and what is wrong with it.
+    pub async fn load(api: &Api<ConfigMap>, team: &TeamName) -> Result<Inventory, InventoryError> {
         let name = name_for(team);
         let Some(cm) = retry_transport(|| api.get_opt(&name)).await? else {
             return Ok(Inventory::default());
         };
         let data = cm.data.unwrap_or_default();
-        let entries: Vec<Entry> = data
-            .get(DATA_OBJECTS)
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or_default();
+        let entries = parse_objects(&data).map_err(|problem| InventoryError::Corrupt {
+            team: team.clone(),
+            namespace: cm.metadata.namespace.clone().unwrap_or_default(),
+            name: name.clone(),
+            problem,
+        })?;
         Ok(Inventory {
             entries: entries.into_iter().map(|e| (e.key(), e)).collect(),
             revision: data.get(DATA_REVISION).cloned().unwrap_or_default(),
             exists: true,
         })
+    }
+
+    /// Whether the unit has an inventory at all, whatever it holds.
+    pub async fn exists(api: &Api<ConfigMap>, team: &TeamName) -> Result<bool, kube::Error> {
+        let name = name_for(team);
+        Ok(retry_transport(|| api.get_opt(&name)).await?.is_some())
     }
 
     /// Writes the inventory (server-side apply, as pontoon's own identity).
@@ -151,5 +200,40 @@ pub async fn ensure_namespace(client: &kube::Client, namespace: &str) -> Result<
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(objects: &str) -> BTreeMap<String, String> {
+        [(DATA_OBJECTS.to_owned(), objects.to_owned())].into()
+    }
+
+    #[test]
+    fn an_entry_written_before_uids_were_recorded_still_reads() {
+        let old = r#"[{"apiVersion":"v1","kind":"ConfigMap","namespace":"shop","name":"a","applier":"team"}]"#;
+        let entries = parse_objects(&data(old)).expect("parses");
+        assert_eq!(entries[0].uid, None);
+        // Without a uid the entry is written as before; with one, the uid is kept.
+        assert_eq!(serde_json::to_string(&entries).expect("json"), old);
+        let mut e = entries[0].clone();
+        e.uid = Some("u-1".into());
+        let back: Entry =
+            serde_json::from_str(&serde_json::to_string(&e).expect("json")).expect("reads back");
+        assert_eq!(back.uid.as_deref(), Some("u-1"));
+    }
+
+    #[test]
+    fn an_inventory_that_does_not_parse_says_where() {
+        let problem = parse_objects(&data("garbage")).expect_err("garbage");
+        assert!(
+            problem.starts_with("data.objects does not parse as a list of entries: ")
+                && problem.contains("line 1 column 1"),
+            "{problem}"
+        );
+        let missing = parse_objects(&BTreeMap::new()).expect_err("no objects");
+        assert_eq!(missing, "has no data.objects");
     }
 }

@@ -24,6 +24,7 @@ use crate::desired::{
 #[derive(Debug, Clone)]
 pub(super) struct Live {
     pub resource_version: String,
+    pub uid: String,
     pub prune_disabled: bool,
     /// For kinds whose health is read from status: what the listed object says.
     pub health: Option<Health>,
@@ -181,6 +182,7 @@ impl Syncer {
             let owner = m.labels.as_ref().and_then(|l| l.get(LABEL_TEAM)).cloned();
             let live = Live {
                 resource_version: m.resource_version.clone().unwrap_or_default(),
+                uid: m.uid.clone().unwrap_or_default(),
                 prune_disabled: prune_disabled(m),
                 health,
             };
@@ -235,7 +237,7 @@ impl Syncer {
         let mut gone = BTreeSet::new();
         for owner in claimed {
             let owner = TeamName(owner.clone());
-            if !Inventory::load(&self.inventory_api(), &owner).await?.exists {
+            if !Inventory::exists(&self.inventory_api(), &owner).await? {
                 gone.insert(owner.0);
             }
         }

@@ -21,6 +21,8 @@ pub struct AppliedObject {
     pub desired: DesiredObject,
     pub resolved: Resolved,
     pub resource_version: String,
+    /// The uid the apply answered with (or the live object's, when nothing was written).
+    pub uid: String,
 }
 
 impl AppliedObject {
@@ -32,6 +34,7 @@ impl AppliedObject {
             namespace: key.namespace.clone(),
             name: key.name.clone(),
             applier: self.desired.applier,
+            uid: (!self.uid.is_empty()).then(|| self.uid.clone()),
         }
     }
 }

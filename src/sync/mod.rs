@@ -53,7 +53,7 @@ use crate::config::SyncConfig;
 use crate::describe;
 use crate::desired::{DesiredState, ObjectKey, TeamName, UnitDesired};
 use in_flight::InFlight;
-use inventory::Inventory;
+use inventory::{Inventory, InventoryError};
 use memory::Memory;
 use resolve::Planned;
 
@@ -98,6 +98,18 @@ enum SyncError {
     Kube(#[from] kube::Error),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The unit's inventory exists but does not parse: the unit is not synced at all.
+    #[error(transparent)]
+    Inventory(InventoryError),
+}
+
+impl From<InventoryError> for SyncError {
+    fn from(e: InventoryError) -> Self {
+        match e {
+            InventoryError::Read(e) => SyncError::Kube(e),
+            corrupt => SyncError::Inventory(corrupt),
+        }
+    }
 }
 
 /// Syncs units on one cluster.
@@ -286,7 +298,8 @@ impl Syncer {
 
     /// The unit's inventory as the last sync left it. One gone though this process wrote
     /// it (deleted by hand) is rebuilt from what pontoon applied last, which still says
-    /// what exists, so a prune is not lost; the sync then writes it again.
+    /// what exists, so a prune is not lost; the sync then writes it again. One that does
+    /// not parse stops the sync before anything is written: what it held is unknown.
     async fn previous_inventory(&self, desired: &UnitDesired) -> Result<Inventory, SyncError> {
         let team = &desired.unit.team;
         self.ensure_namespace().await?;

@@ -81,6 +81,7 @@ mod tests {
             namespace: namespace.into(),
             name: "x".into(),
             applier,
+            uid: None,
         }
     }
 

@@ -187,6 +187,7 @@ impl ApplyPass {
                 desired: p.object.clone(),
                 resolved,
                 resource_version: a.resource_version,
+                uid: a.uid,
             },
         );
         establishing

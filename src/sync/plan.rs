@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::Syncer;
-use super::inventory::Inventory;
+use super::inventory::{Inventory, InventoryError};
 use super::resolve::api_version_of;
 use crate::cluster::{Cluster, gvk_of};
 use crate::desired::{ObjectKey, UnitDesired, UnitId, apply_params};
@@ -146,8 +146,9 @@ fn walk(path: &str, old: &Value, new: &Value, out: &mut Vec<FieldChange>) {
 }
 
 impl Syncer {
-    /// What [`Syncer::sync`] would do to this unit, without writing anything.
-    pub async fn plan(&self, desired: &UnitDesired) -> Result<UnitPlan, kube::Error> {
+    /// What [`Syncer::sync`] would do to this unit, without writing anything. Fails when
+    /// the unit's inventory cannot be read or does not parse, as the sync would.
+    pub async fn plan(&self, desired: &UnitDesired) -> Result<UnitPlan, InventoryError> {
         let team = &desired.unit.team;
         let previous = match self.ensure_namespace().await {
             Ok(()) => Inventory::load(&self.inventory_api(), team).await?,

@@ -51,6 +51,7 @@ impl<'a> Planned<'a> {
             namespace: self.key.namespace.clone(),
             name: self.key.name.clone(),
             applier: self.object.applier,
+            uid: None,
         }
     }
 }

@@ -49,6 +49,9 @@ pub struct UnitResult {
     /// (`prune: disabled`, Namespaces or CRDs the platform does not let pontoon delete).
     pub held: Vec<ObjectKey>,
     pub kept: Vec<ObjectKey>,
+    /// Inventory entries whose object is no longer the one pontoon applied (another uid,
+    /// or without pontoon's labels for the team): dropped from the inventory, not deleted.
+    pub left: Vec<ObjectKey>,
     /// Objects changed by someone else and left so, because their drift mode is `report`.
     pub drifted: Vec<ObjectKey>,
     pub errors: Vec<ObjectError>,
@@ -75,6 +78,7 @@ impl UnitResult {
             pruned: Vec::new(),
             held: Vec::new(),
             kept: Vec::new(),
+            left: Vec::new(),
             drifted: Vec::new(),
             errors: Vec::new(),
             conflicts: Vec::new(),
@@ -155,7 +159,8 @@ impl UnitResult {
     }
 
     /// A one-line summary, e.g. `applied 12 (+2 ~1), pruned 1`, then what the prune rules
-    /// kept, what the mass-deletion rule held and how many errors, when any.
+    /// kept, what pontoon left because it did not create it, what the mass-deletion rule
+    /// held and how many errors, when any.
     pub fn summary(&self) -> String {
         let mut s = format!(
             "applied {} (+{} ~{}), pruned {}",
@@ -166,6 +171,17 @@ impl UnitResult {
         );
         if !self.kept.is_empty() {
             s.push_str(&format!(", kept {}", self.kept.len()));
+        }
+        if !self.left.is_empty() {
+            s.push_str(&format!(
+                ", left {} {} pontoon did not create",
+                self.left.len(),
+                if self.left.len() == 1 {
+                    "object"
+                } else {
+                    "objects"
+                }
+            ));
         }
         if !self.held.is_empty() {
             s.push_str(&format!(", held {}", self.held.len()));
@@ -257,6 +273,11 @@ mod tests {
         assert_eq!(
             r.summary(),
             "applied 3 (+1 ~0), pruned 0, kept 1, held 1, 1 errors"
+        );
+        r.left.push(key("e"));
+        assert_eq!(
+            r.summary(),
+            "applied 3 (+1 ~0), pruned 0, kept 1, left 1 object pontoon did not create, held 1, 1 errors"
         );
     }
 }

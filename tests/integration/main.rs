@@ -21,6 +21,7 @@ mod leader;
 mod namespaces;
 mod page;
 mod prometheus;
+mod prune_safety;
 mod scheduler;
 mod source;
 mod ssh;

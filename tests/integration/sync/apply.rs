@@ -66,8 +66,9 @@ async fn create_update_prune_and_rollback() {
     let r = s.sync(&v1, "rev1").await;
     assert_eq!(r.state, UnitState::Synced, "{r:?}");
     assert_eq!(r.created.len(), 6, "{r:?}");
-    // The inventory is written once, before the applies: it already is the final one.
-    assert_eq!(r.writes, 7, "six applies and one inventory write: {r:?}");
+    // The inventory is written before the applies, and once more with the uids the
+    // applies returned (what a prune will require).
+    assert_eq!(r.writes, 8, "six applies and two inventory writes: {r:?}");
     assert_eq!(cm_data(cp, &ns, "a").await.as_deref(), Some(r#"{"k":"1"}"#));
 
     // v2: change a, drop c.
