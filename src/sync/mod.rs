@@ -20,13 +20,15 @@
 //!
 //! Where each part lives: the result model in `result`, resolving kinds in `resolve`,
 //! what is live and who owns it in `live`, one object's apply in `apply`, the phases in
-//! `order` and `phases`, pruning in `prune`, what is remembered between syncs in
-//! `memory`, syncs in flight in `in_flight`, health rules in `health` and the waits for
-//! them in `health_wait`, teams that left in `removal`, the dry run in `plan`.
+//! `order` and `phases`, pruning in `prune` and its guarded delete in `delete`, what is
+//! remembered between syncs in `memory`, syncs in flight in `in_flight`, health rules in
+//! `health` and the waits for them in `health_wait`, teams that left in `removal`, the
+//! dry run in `plan`.
 //!
 //! The engine never panics on server answers and never holds a lock across an await.
 
 mod apply;
+mod delete;
 pub mod health;
 mod health_wait;
 mod in_flight;

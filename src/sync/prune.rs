@@ -6,99 +6,26 @@
 //! A prune never deletes an object marked `pontoon.dev/prune: disabled`, nor a Namespace
 //! or CRD the platform does not let pontoon delete; those are kept and reported.
 //!
-//! A prune deletes only what pontoon created: the live object must carry pontoon's labels
-//! for the unit's team and the uid the inventory recorded (the live one for entries
-//! without a uid), and the delete requires that uid, so an object put in its place in the
-//! meantime is not deleted either. An entry whose object is someone else's is dropped from
-//! the inventory with a warning and reported as left, never deleted.
+//! A prune deletes only what pontoon created (the guard is in `delete`): an entry whose
+//! object is someone else's is dropped from the inventory with a warning and reported as
+//! left, never deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use kube::api::{DeleteParams, Preconditions, PropagationPolicy};
 use serde_json::Value;
 
+use super::delete::Outcome;
 use super::inventory::{Entry, Inventory};
-use super::live::{Live, LiveObjects};
+use super::live::LiveObjects;
 use super::order::Phase;
 use super::phases::ApplyPass;
 use super::resolve::Planned;
 use super::{Syncer, UnitResult};
-use crate::cluster::{Cluster, ClusterError, Resolved, gvk_of, retry_transport};
-use crate::describe;
+use crate::cluster::gvk_of;
 use crate::desired::{
-    Applier, DesiredObject, LABEL_MANAGED_BY, LABEL_TEAM, MANAGED_BY_VALUE, ObjectKey, PrunePolicy,
-    TEAM_ROLE, TeamName, UnitDesired,
+    Applier, DesiredObject, ObjectKey, PrunePolicy, TEAM_ROLE, TeamName, UnitDesired,
 };
-
-/// Why a prune's delete failed.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum DeleteError {
-    /// The kind cannot be resolved, or the identity to delete as is not available.
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    #[error("{message} ({reason})")]
-    Refused { message: String, reason: String },
-    #[error("{}", describe(.0))]
-    Unanswered(kube::Error),
-}
-
-/// What a prune's delete came to.
-#[derive(Debug, PartialEq, Eq)]
-enum Outcome {
-    /// Deleted by this request (or gone when it arrived).
-    Deleted,
-    /// Gone before: no delete was sent.
-    Gone,
-    /// What lives under the entry's name is not what pontoon created; why.
-    NotOurs(String),
-}
-
-/// What lives under an inventory entry's name, as far as a prune must know.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Holder {
-    uid: String,
-    /// Carries `app.kubernetes.io/managed-by: pontoon` and the unit's team label.
-    labelled: bool,
-}
-
-impl Holder {
-    fn of_meta(meta: &kube::api::ObjectMeta, team: &TeamName) -> Holder {
-        let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k)).cloned();
-        Holder {
-            uid: meta.uid.clone().unwrap_or_default(),
-            labelled: label(LABEL_MANAGED_BY).as_deref() == Some(MANAGED_BY_VALUE)
-                && label(LABEL_TEAM).as_deref() == Some(team.0.as_str()),
-        }
-    }
-
-    /// Listed by the sync, whose lists take only pontoon's objects of the team.
-    fn listed(live: &Live) -> Holder {
-        Holder {
-            uid: live.uid.clone(),
-            labelled: true,
-        }
-    }
-}
-
-/// The uid a delete of `e` must require, when what holds its name is what pontoon created:
-/// pontoon's labels for `team`, and the uid the entry recorded (any, for an entry from
-/// before uids were recorded). Otherwise why not.
-fn may_delete(e: &Entry, holder: &Holder, team: &TeamName) -> Result<String, String> {
-    if !holder.labelled {
-        return Err(format!(
-            "it does not carry pontoon's labels for team {team}"
-        ));
-    }
-    match &e.uid {
-        Some(uid) if *uid != holder.uid => Err(format!(
-            "its uid is {} where pontoon applied {uid}",
-            holder.uid
-        )),
-        _ if holder.uid.is_empty() => Err("it has no uid to require".to_owned()),
-        _ => Ok(holder.uid.clone()),
-    }
-}
 
 /// What the previous inventory holds and the desired state does not.
 pub(super) fn candidates(previous: &Inventory, desired_keys: &BTreeSet<ObjectKey>) -> Vec<Entry> {
@@ -331,78 +258,6 @@ impl Syncer {
             }
         }
     }
-
-    /// Deletes one object as the identity that applied it, if it is still what pontoon
-    /// created (`live`: as the sync listed it; read here when it was not listed); gone
-    /// already is done.
-    async fn delete(
-        &self,
-        e: &Entry,
-        live: Option<&Live>,
-        team: &TeamName,
-    ) -> Result<Outcome, DeleteError> {
-        let res = self
-            .cluster
-            .resolve(&gvk_of(&e.api_version, &e.kind))
-            .await?;
-        let holder = match live {
-            Some(l) => Holder::listed(l),
-            None => match self.holder(&res, e, team).await? {
-                Some(h) => h,
-                None => return Ok(Outcome::Gone),
-            },
-        };
-        let uid = match may_delete(e, &holder, team) {
-            Ok(uid) => uid,
-            Err(why) => return Ok(Outcome::NotOurs(why)),
-        };
-        let client = self.cluster.client_for(e.applier, team)?;
-        let api = Cluster::api(client, &res, &e.namespace);
-        let params = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
-            preconditions: Some(Preconditions {
-                uid: Some(uid),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        let _permit = self.cluster.write_permit().await;
-        match retry_transport(|| api.delete(&e.name, &params)).await {
-            Ok(_) => Ok(Outcome::Deleted),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Outcome::Deleted),
-            // The uid precondition failed: the object was replaced since it was listed.
-            Err(kube::Error::Api(s)) if s.code == 409 && s.message.contains("Precondition") => {
-                Ok(Outcome::NotOurs(format!(
-                    "it was replaced while pontoon deleted it ({})",
-                    s.message
-                )))
-            }
-            Err(kube::Error::Api(s)) => Err(DeleteError::Refused {
-                message: s.message,
-                reason: s.reason,
-            }),
-            Err(err) => Err(DeleteError::Unanswered(err)),
-        }
-    }
-
-    /// What lives under `e`'s name, read as pontoon itself; `None` when nothing does.
-    async fn holder(
-        &self,
-        res: &Resolved,
-        e: &Entry,
-        team: &TeamName,
-    ) -> Result<Option<Holder>, DeleteError> {
-        let api = Cluster::api(self.cluster.client().clone(), res, &e.namespace);
-        let _permit = self.cluster.read_permit().await;
-        match retry_transport(|| api.get_metadata_opt(&e.name)).await {
-            Ok(found) => Ok(found.map(|o| Holder::of_meta(&o.metadata, team))),
-            Err(kube::Error::Api(s)) => Err(DeleteError::Refused {
-                message: s.message,
-                reason: s.reason,
-            }),
-            Err(err) => Err(DeleteError::Unanswered(err)),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -509,60 +364,5 @@ mod tests {
         let read_only = vec![json!({"apiGroups": ["*"], "resources": ["*"], "verbs": ["get"]})];
         assert_eq!(missing_delete_rules(Some(&read_only), &needed).len(), 2);
         assert_eq!(missing_delete_rules(None, &needed).len(), 2);
-    }
-
-    #[test]
-    fn only_what_pontoon_created_for_the_team_may_be_deleted() {
-        let team = TeamName("shop".into());
-        let e = entries(1).remove(0);
-        let ours = Holder {
-            uid: "u0".into(),
-            labelled: true,
-        };
-        assert_eq!(may_delete(&e, &ours, &team), Ok("u0".into()));
-        // Same name, another object: a new uid, with or without pontoon's labels.
-        let replaced = Holder {
-            uid: "u9".into(),
-            ..ours.clone()
-        };
-        assert_eq!(
-            may_delete(&e, &replaced, &team),
-            Err("its uid is u9 where pontoon applied u0".into())
-        );
-        let stranger = Holder {
-            labelled: false,
-            ..ours.clone()
-        };
-        assert_eq!(
-            may_delete(&e, &stranger, &team),
-            Err("it does not carry pontoon's labels for team shop".into())
-        );
-        // An entry from before uids were recorded: the labels decide, the live uid is
-        // required.
-        let old = Entry { uid: None, ..e };
-        assert_eq!(may_delete(&old, &replaced, &team), Ok("u9".into()));
-        assert!(may_delete(&old, &stranger, &team).is_err());
-    }
-
-    #[test]
-    fn the_labels_must_name_pontoon_and_the_team() {
-        let team = TeamName("shop".into());
-        let meta = |labels: &[(&str, &str)]| kube::api::ObjectMeta {
-            uid: Some("u".into()),
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
-            ..Default::default()
-        };
-        let both = meta(&[(LABEL_MANAGED_BY, MANAGED_BY_VALUE), (LABEL_TEAM, "shop")]);
-        assert!(Holder::of_meta(&both, &team).labelled);
-        let other_team = meta(&[(LABEL_MANAGED_BY, MANAGED_BY_VALUE), (LABEL_TEAM, "ops")]);
-        assert!(!Holder::of_meta(&other_team, &team).labelled);
-        let no_manager = meta(&[(LABEL_TEAM, "shop")]);
-        assert!(!Holder::of_meta(&no_manager, &team).labelled);
-        assert!(!Holder::of_meta(&kube::api::ObjectMeta::default(), &team).labelled);
     }
 }
