@@ -264,3 +264,35 @@ async fn an_inventory_that_does_not_parse_fails_the_unit_and_prunes_nothing() {
     assert_eq!(a_entry["uid"].as_str(), a_uid.as_deref(), "{objects}");
     assert!(entries.iter().all(|e| e["uid"].is_string()), "{objects}");
 }
+
+/// An inventory written before uids were recorded still reads: pontoon's own labelled
+/// objects are pruned as before (with their live uid required), and the inventory
+/// carries uids from then on.
+#[tokio::test]
+async fn an_inventory_without_uids_still_prunes_pontoons_own_objects() {
+    let cp = control_plane::shared();
+    let client = cp.client().await;
+    let s = syncer(cp).await;
+    let team = unique_name("olduids");
+    let r = s.sync(&unit_with(cp, &team, &["a", "b"]), "r1").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    let mut entries: Vec<Value> =
+        serde_json::from_str(&inventory_objects(&client, &team).await.expect("inventory"))
+            .expect("inventory parses");
+    for e in &mut entries {
+        e.as_object_mut().expect("entry").remove("uid");
+    }
+    let old = serde_json::to_string(&entries).expect("json");
+    assert!(!old.contains("\"uid\""), "{old}");
+    write_inventory_objects(&client, &team, &old).await;
+
+    let r = s.sync(&unit_with(cp, &team, &["a"]), "r2").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    assert_eq!(keys(&r.pruned), [format!("ConfigMap {team}/b")], "{r:?}");
+    assert!(r.left.is_empty(), "{r:?}");
+    let cms = configmaps(&client, &team);
+    assert!(cms.get_opt("b").await.expect("get").is_none());
+    let objects = inventory_objects(&client, &team).await.expect("inventory");
+    let entries: Vec<Value> = serde_json::from_str(&objects).expect("inventory parses");
+    assert!(entries.iter().all(|e| e["uid"].is_string()), "{objects}");
+}
