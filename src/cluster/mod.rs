@@ -20,6 +20,9 @@ use kube::{Api, Client};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{ClusterConfig, ClusterConnection};
+
+/// What pontoon's requests to an apiserver say they come from.
+pub const USER_AGENT: &str = concat!("pontoon/", env!("CARGO_PKG_VERSION"));
 use crate::desired::{Applier, ClusterName, TeamName};
 /// The team identity names live with the other shared names; kept here for callers.
 pub use crate::desired::{TEAM_GROUP, team_user};
@@ -132,6 +135,17 @@ impl Cluster {
         config
             .write_timeout
             .get_or_insert(std::time::Duration::from_secs(60));
+        // The apiserver's audit log and request metrics name pontoon by this.
+        if !config
+            .headers
+            .iter()
+            .any(|(h, _)| *h == http::header::USER_AGENT)
+        {
+            config.headers.push((
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static(USER_AGENT),
+            ));
+        }
         let client = Client::try_from(config).map_err(|source| ClusterError::Client {
             cluster: name.0.clone(),
             source: Box::new(source),

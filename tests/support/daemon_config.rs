@@ -28,6 +28,7 @@ pub struct DaemonConfig {
     listen: SocketAddr,
     sync: Map<String, Value>,
     commit_status: Option<Map<String, Value>>,
+    leader_election: Option<Value>,
     log: Map<String, Value>,
 }
 
@@ -39,6 +40,7 @@ impl DaemonConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())),
             sync: Map::new(),
             commit_status: None,
+            leader_election: None,
             log: Map::new(),
         }
     }
@@ -85,6 +87,13 @@ impl DaemonConfig {
     pub fn cluster(mut self, name: &str, kubeconfig: &Path) -> DaemonConfig {
         self.clusters
             .push(json!({"name": name, "kubeconfig": kubeconfig}));
+        self
+    }
+
+    /// `leaderElection`: replicas elect a leader with the Lease `lease` on `cluster`.
+    pub fn leader_election(mut self, cluster: &str, lease: &str, duration: &str) -> DaemonConfig {
+        self.leader_election =
+            Some(json!({"cluster": cluster, "leaseName": lease, "leaseDuration": duration}));
         self
     }
 
@@ -169,6 +178,9 @@ impl DaemonConfig {
                 doc.insert(field.into(), Value::Object(part.clone()));
             }
         }
+        if let Some(le) = &self.leader_election {
+            doc.insert("leaderElection".into(), le.clone());
+        }
         if let Some(cs) = &self.commit_status {
             doc.insert("commitStatus".into(), Value::Object(cs.clone()));
         }
@@ -221,6 +233,7 @@ mod tests {
             .inventory_namespace("elsewhere")
             .gitea_statuses("https://forge.example.com/api/v1", "me/p", "token")
             .status_target_url("https://pontoon.example.com/#{cluster}/{team}")
+            .leader_election("b", "lead", "7s")
             .log_level("warn");
         let config = pontoon::config::Config::load(&built.write(dir.path()))
             .unwrap_or_else(|e| panic!("{e}\n{}", built.to_yaml()));
@@ -241,6 +254,15 @@ mod tests {
                 Duration::from_secs(5),
                 "elsewhere"
             )
+        );
+        let le = config.leader_election.as_ref().expect("leader election");
+        assert_eq!(
+            (
+                le.cluster.as_str(),
+                le.lease_name.as_str(),
+                le.lease_duration
+            ),
+            ("b", "lead", Duration::from_secs(7))
         );
         let statuses = config.commit_status.expect("commit statuses");
         assert_eq!(

@@ -2,6 +2,7 @@
 //! started when the test binary exits, also when a test panics.
 #![allow(dead_code)]
 
+pub mod audit;
 pub mod control_plane;
 pub mod daemon;
 pub mod daemon_config;

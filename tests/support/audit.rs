@@ -1,0 +1,67 @@
+//! The apiserver's audit log (`control-plane.sh` writes one event per write request):
+//! who sent each write, and when, so a test counts a client's writes by its user agent.
+
+use std::path::Path;
+
+use jiff::Timestamp;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub verb: String,
+    #[serde(default)]
+    pub user_agent: String,
+    #[serde(default)]
+    pub object_ref: Option<ObjectRef>,
+    stage_timestamp: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef {
+    #[serde(default)]
+    pub resource: String,
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+impl Event {
+    /// When the apiserver finished the request.
+    pub fn at(&self) -> Timestamp {
+        self.stage_timestamp
+            .parse()
+            .unwrap_or_else(|e| panic!("audit stageTimestamp {}: {e}", self.stage_timestamp))
+    }
+
+    /// `verb resource namespace/name at time`, for a failure message.
+    pub fn describe(&self) -> String {
+        let (resource, ns, name) = self
+            .object_ref
+            .as_ref()
+            .map_or(("", "", ""), |o| (&o.resource, &o.namespace, &o.name));
+        format!(
+            "{} {resource} {ns}/{name} at {}",
+            self.verb, self.stage_timestamp
+        )
+    }
+}
+
+/// Every write request the control plane in `dir` logged, oldest first.
+pub fn writes(dir: &Path) -> Vec<Event> {
+    let text = std::fs::read_to_string(dir.join("audit.log")).expect("the apiserver's audit log");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit event {l}: {e}")))
+        .collect()
+}
+
+/// The writes sent with a user agent starting `agent`, finished after `after`.
+pub fn writes_by(dir: &Path, agent: &str, after: Timestamp) -> Vec<Event> {
+    writes(dir)
+        .into_iter()
+        .filter(|e| e.user_agent.starts_with(agent) && e.at() > after)
+        .collect()
+}
