@@ -1,19 +1,25 @@
 //! Leader election with a `coordination.k8s.io/v1` Lease, the way client-go's
 //! leaderelection does it: the holder renews `renewTime` well inside the lease duration;
-//! a candidate takes the lease over only once `renewTime + leaseDuration` has passed.
+//! a candidate takes the lease over only once the lease has not changed for
+//! `leaseDuration`, timed by this process's own monotonic clock from when it last saw the
+//! record change. The timestamps in the Lease come from another host's clock and are never
+//! compared with ours: a holder whose clock runs behind is not robbed while it renews, and
+//! one whose clock runs ahead does not keep the lease for long after it dies.
 //! Every write carries the resourceVersion it read, so two candidates can never both win
 //! (the loser gets a 409 and reads again).
 //!
-//! A standby keeps serving `/healthz` and `/metrics`; only the leader syncs.
+//! A standby keeps serving `/healthz` and `/metrics`; only the leader syncs, and the
+//! daemon stops every write of a leader the moment `leading` turns false.
 
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 #[derive(Debug, Clone)]
 pub struct LeaseSettings {
@@ -58,8 +64,9 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let api: Api<Lease> = Api::namespaced(client, &settings.namespace);
+    let mut observed: Option<Observed> = None;
     loop {
-        let held = match try_acquire_or_renew(&api, &settings).await {
+        let held = match try_acquire_or_renew(&api, &settings, &mut observed).await {
             Ok(held) => held,
             Err(e) => {
                 tracing::warn!(error = %crate::describe(&e), lease = %settings.name, "lease request failed");
@@ -88,18 +95,57 @@ fn now() -> MicroTime {
     MicroTime(Timestamp::now())
 }
 
-fn expired(spec: &LeaseSpec, at: Timestamp) -> bool {
-    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
-        return true;
-    };
-    let secs = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-    renewed
-        .0
-        .saturating_add(SignedDuration::from_secs(secs))
-        .is_ok_and(|until| until < at)
+/// The Lease record as this process last saw it, and when (by its own clock) it last saw
+/// it change. Only a change restarts the clock: a holder proves it lives by renewing.
+#[derive(Debug, Clone)]
+struct Observed {
+    record: Record,
+    since: Instant,
 }
 
-async fn try_acquire_or_renew(api: &Api<Lease>, s: &LeaseSettings) -> Result<bool, kube::Error> {
+/// The fields of a Lease that a renewal or a take-over changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Record {
+    holder: Option<String>,
+    acquired: Option<Timestamp>,
+    renewed: Option<Timestamp>,
+    duration_secs: Option<i32>,
+    transitions: Option<i32>,
+}
+
+impl Record {
+    fn of(spec: &LeaseSpec) -> Record {
+        Record {
+            holder: spec.holder_identity.clone(),
+            acquired: spec.acquire_time.as_ref().map(|t| t.0),
+            renewed: spec.renew_time.as_ref().map(|t| t.0),
+            duration_secs: spec.lease_duration_seconds,
+            transitions: spec.lease_transitions,
+        }
+    }
+}
+
+/// Notes `spec` as seen at `now`, and says whether its holder's term has run out: no
+/// holder, or the record unchanged for its lease duration since this process first saw
+/// it as it is.
+fn observe_expired(observed: &mut Option<Observed>, spec: &LeaseSpec, now: Instant) -> bool {
+    let record = Record::of(spec);
+    let since = match observed {
+        Some(o) if o.record == record => o.since,
+        _ => now,
+    };
+    let expired = record.holder.is_none()
+        || now.saturating_duration_since(since)
+            >= Duration::from_secs(u64::try_from(record.duration_secs.unwrap_or(15)).unwrap_or(15));
+    *observed = Some(Observed { record, since });
+    expired
+}
+
+async fn try_acquire_or_renew(
+    api: &Api<Lease>,
+    s: &LeaseSettings,
+    observed: &mut Option<Observed>,
+) -> Result<bool, kube::Error> {
     let duration_secs = i32::try_from(s.duration.as_secs().max(1)).unwrap_or(i32::MAX);
     let Some(mut lease) = api.get_opt(&s.name).await? else {
         let lease = Lease {
@@ -125,7 +171,8 @@ async fn try_acquire_or_renew(api: &Api<Lease>, s: &LeaseSettings) -> Result<boo
     };
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
     let mine = spec.holder_identity.as_deref() == Some(&s.identity);
-    if !mine && !expired(spec, Timestamp::now()) && spec.holder_identity.is_some() {
+    let expired = observe_expired(observed, spec, Instant::now());
+    if !mine && !expired {
         return Ok(false);
     }
     if !mine {
@@ -159,19 +206,61 @@ async fn release(api: &Api<Lease>, s: &LeaseSettings) -> Result<(), kube::Error>
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_lease_expires_after_its_duration_since_renewal() {
-        let t0 = Timestamp::now();
-        let spec = LeaseSpec {
-            renew_time: Some(MicroTime(t0)),
+    fn spec(holder: &str, renewed: Timestamp) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(holder.into()),
+            renew_time: Some(MicroTime(renewed)),
             lease_duration_seconds: Some(15),
             ..LeaseSpec::default()
-        };
-        assert!(!expired(&spec, t0 + SignedDuration::from_secs(14)));
-        assert!(expired(&spec, t0 + SignedDuration::from_secs(16)));
-        assert!(
-            expired(&LeaseSpec::default(), t0),
-            "a lease never renewed is free"
-        );
+        }
+    }
+
+    #[test]
+    fn a_lease_expires_after_its_duration_unchanged_by_this_processs_clock() {
+        let t0 = Instant::now();
+        let mut seen = None;
+        // The holder's clock is an hour ahead: its renewTime says nothing to us.
+        let ahead = Timestamp::now() + jiff::SignedDuration::from_hours(1);
+        assert!(!observe_expired(&mut seen, &spec("a", ahead), t0));
+        assert!(!observe_expired(
+            &mut seen,
+            &spec("a", ahead),
+            t0 + Duration::from_secs(14)
+        ));
+        assert!(observe_expired(
+            &mut seen,
+            &spec("a", ahead),
+            t0 + Duration::from_secs(15)
+        ));
+    }
+
+    #[test]
+    fn a_holder_that_keeps_renewing_never_expires_whatever_its_clock_says() {
+        let t0 = Instant::now();
+        let mut seen = None;
+        // The holder's clock is an hour behind, yet it renews every 5 s.
+        let behind = Timestamp::now() - jiff::SignedDuration::from_hours(1);
+        for i in 0..10u64 {
+            let renewed =
+                behind + jiff::SignedDuration::from_secs(i64::try_from(i * 5).unwrap_or(0));
+            assert!(
+                !observe_expired(
+                    &mut seen,
+                    &spec("a", renewed),
+                    t0 + Duration::from_secs(i * 5)
+                ),
+                "renewal {i} must keep the lease"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lease_without_holder_is_free_at_once() {
+        let mut seen = None;
+        assert!(observe_expired(
+            &mut seen,
+            &LeaseSpec::default(),
+            Instant::now()
+        ));
     }
 }

@@ -503,11 +503,17 @@ async fn leadership_terms(
             }
         };
         drift.stop();
-        let abandoned = scheduler.shutdown(ctx.shutdown_timeout).await;
         if ended_by_stop {
-            return abandoned;
+            return scheduler.shutdown(ctx.shutdown_timeout).await;
         }
-        tracing::warn!("lost leadership: stopped scheduling");
+        // Fenced: another replica may lead already, so nothing of this term may write
+        // again. In-flight syncs stop at their next request, as a crash would stop them;
+        // the inventory recorded before every apply keeps that safe.
+        let cancelled = scheduler.shutdown(Duration::ZERO).await;
+        tracing::warn!(
+            cancelled = cancelled.len(),
+            "lost leadership: in-flight syncs cancelled, no further writes"
+        );
     }
 }
 

@@ -1,12 +1,25 @@
 //! Leader election on a real Lease: one leader at a time; when it dies without letting
 //! go, a standby takes over within the lease duration; a clean stop hands over at once.
+//! Expiry is timed by the candidate's own clock, whatever the holder's clock says, and a
+//! leader whose Lease is taken makes no write once it notices (fenced).
 
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::Api;
+use kube::api::PostParams;
 use pontoon::daemon::leader::{self, LeaseSettings};
+use serde_json::json;
 use tokio::sync::watch;
 
-use crate::support::control_plane::{self, unique_name};
+use crate::support::audit;
+use crate::support::control_plane::{self, ControlPlane, eventually, unique_name};
+use crate::support::daemon::write;
+use crate::support::daemon_config::DaemonConfig;
+use crate::support::slow_link::SlowLink;
 
 struct Candidate {
     leading: watch::Receiver<bool>,
@@ -69,4 +82,249 @@ async fn one_leader_and_a_standby_takes_over_when_it_dies() {
         "handover after release took {took:?}"
     );
     c.stop.send_replace(true);
+}
+
+/// Another process holding `lease`: it writes itself in as holder and renews every 300 ms
+/// with `renewTime` read from a clock `skew` off ours, until the returned sender says stop.
+fn other_holder(
+    lease: Api<Lease>,
+    name: String,
+    identity: &'static str,
+    skew: jiff::SignedDuration,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        loop {
+            if let Ok(Some(mut l)) = lease.get_opt(&name).await {
+                let spec = l.spec.get_or_insert_with(Default::default);
+                let now = MicroTime(jiff::Timestamp::now() + skew);
+                if spec.holder_identity.as_deref() != Some(identity) {
+                    spec.holder_identity = Some(identity.into());
+                    spec.acquire_time = Some(now.clone());
+                    spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+                }
+                spec.renew_time = Some(now);
+                // A conflict with the other candidate is retried on the next round.
+                let _ = lease.replace(&name, &PostParams::default(), &l).await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                _ = stopped.changed() => return,
+            }
+        }
+    });
+    (stop, task)
+}
+
+#[tokio::test]
+async fn expiry_is_timed_by_the_candidates_clock_not_the_holders() {
+    let cp = control_plane::shared();
+    let client = cp.client().await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+
+    // A holder whose clock is an hour behind renews all along: it keeps the lease, though
+    // its renewTime is an hour old by the candidate's clock.
+    let behind = unique_name("pontoon-behind");
+    let mut a = candidate(client.clone(), &behind, "a").await;
+    wait_leading(&mut a, Duration::from_secs(10)).await;
+    a.stop.send_replace(true);
+    let _ = a.task.await;
+    let (stop, holder) = other_holder(
+        leases.clone(),
+        behind.clone(),
+        "slow-clock",
+        -jiff::SignedDuration::from_hours(1),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut b = candidate(client.clone(), &behind, "b").await;
+    let took = tokio::time::timeout(Duration::from_secs(6), b.leading.wait_for(|l| *l)).await;
+    assert!(
+        took.is_err(),
+        "b took a 3s lease its holder renews every 300 ms"
+    );
+    stop.send_replace(true);
+    let _ = holder.await;
+    b.stop.send_replace(true);
+    let _ = b.task.await;
+
+    // A holder whose clock is an hour ahead dies: its renewTime lies an hour in the
+    // future, yet a candidate takes over a lease duration after it last changed.
+    let ahead = unique_name("pontoon-ahead");
+    let mut a = candidate(client.clone(), &ahead, "a").await;
+    wait_leading(&mut a, Duration::from_secs(10)).await;
+    a.stop.send_replace(true);
+    let _ = a.task.await;
+    let (stop, holder) = other_holder(
+        leases,
+        ahead.clone(),
+        "fast-clock",
+        jiff::SignedDuration::from_hours(1),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.send_replace(true);
+    let _ = holder.await;
+    let mut c = candidate(client, &ahead, "c").await;
+    let took = wait_leading(&mut c, Duration::from_secs(10)).await;
+    assert!(
+        took <= Duration::from_secs(5),
+        "takeover of a dead holder's 3s lease took {took:?}"
+    );
+    c.stop.send_replace(true);
+}
+
+fn configmaps(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm{i:03}}}\ndata: {{i: \"{i}\"}}\n"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// A kubeconfig like the control plane's, whose server is the slow link.
+fn kubeconfig_via(cp: &ControlPlane, link: &SlowLink, path: &std::path::Path) {
+    let text = std::fs::read_to_string(&cp.kubeconfig).expect("kubeconfig");
+    assert!(
+        text.contains(&cp.api_server),
+        "kubeconfig names {}",
+        cp.api_server
+    );
+    let via = text.replace(&cp.api_server, &format!("https://{}", link.addr));
+    std::fs::write(path, via).expect("write kubeconfig");
+}
+
+fn run(config: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = std::fs::File::create(log).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_pontoon"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start pontoon run")
+}
+
+/// When the daemon logged that it no longer leads: the moment it noticed.
+fn noticed_loss(log: &std::path::Path) -> Option<jiff::Timestamp> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.contains("leadership changed") && l.contains("leading=false"))?;
+    line.split_whitespace().next()?.parse().ok()
+}
+
+#[tokio::test]
+async fn a_leader_whose_lease_is_taken_mid_sync_makes_no_write_once_it_notices() {
+    let cp = control_plane::shared();
+    let client = cp.client().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let team = unique_name("fenced");
+    let system = unique_name("fence-system");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": system}})).expect("ns"),
+        )
+        .await
+        .expect("the daemon's namespace");
+    let repo = tmp.path().join("platform");
+    write(
+        &repo,
+        "platform.yaml",
+        &format!(
+            "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: f}}\nspec:\n  clusters: [{{name: {}}}]\n  policy:\n    allowedKinds: [{{group: \"\", kind: ConfigMap}}]\n",
+            cp.name
+        ),
+    );
+    write(
+        &repo,
+        &format!("teams/{team}/team.yaml"),
+        &format!(
+            "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  namespaces: [{team}]\n  clusters: {{names: [{}]}}\n",
+            cp.name
+        ),
+    );
+    write(
+        &repo,
+        &format!("teams/{team}/config.yaml"),
+        &configmaps(600),
+    );
+
+    // Answers take 50 ms: with two applies in flight the sync of 600 objects lasts
+    // about 15 s, so the Lease is taken while it writes.
+    let upstream = cp
+        .api_server
+        .trim_start_matches("https://")
+        .parse()
+        .expect("address");
+    let link = SlowLink::start(upstream).await;
+    link.set_delay(Duration::from_millis(50));
+    let kubeconfig = tmp.path().join("kubeconfig");
+    kubeconfig_via(cp, &link, &kubeconfig);
+    let lease_name = unique_name("pontoon-fence");
+    let daemon_config = DaemonConfig::dir(&repo)
+        .cluster(cp.name, &kubeconfig)
+        .concurrency(2)
+        .inventory_namespace(&system)
+        .leader_election(cp.name, &lease_name, "3s");
+    let log = tmp.path().join("pontoon.log");
+    let mut daemon = run(&daemon_config.write(tmp.path()), &log);
+
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &team);
+    eventually(
+        "the leader writing its sync",
+        Duration::from_secs(60),
+        || async {
+            let n = control_plane::configmap_names(&cms).await.len();
+            (n >= 20).then_some(())
+        },
+    )
+    .await;
+
+    // Another process writes itself into the Lease and keeps renewing it.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &system);
+    let (stop_thief, thief) = other_holder(leases, lease_name, "thief", jiff::SignedDuration::ZERO);
+    let noticed = eventually("the leader noticing", Duration::from_secs(20), || async {
+        noticed_loss(&log)
+    })
+    .await;
+    let created = control_plane::configmap_names(&cms).await.len();
+    assert!(
+        created < 600,
+        "the sync ended before the Lease was taken ({created} objects)"
+    );
+
+    // Long enough for the sync to have written dozens more objects had it gone on.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = audit::writes_by(cp.dir(), pontoon::cluster::USER_AGENT, noticed);
+    let before = audit::writes_by(
+        cp.dir(),
+        pontoon::cluster::USER_AGENT,
+        jiff::Timestamp::UNIX_EPOCH,
+    )
+    .iter()
+    .filter(|e| e.object_ref.as_ref().is_some_and(|o| o.namespace == team))
+    .count();
+    stop_thief.send_replace(true);
+    let _ = thief.await;
+    daemon.kill().expect("stop pontoon");
+    let _ = daemon.wait();
+    assert!(
+        before >= 20,
+        "the audit log shows the leader's writes ({before})"
+    );
+    assert!(
+        after.is_empty(),
+        "the old leader wrote after it noticed it lost the Lease:\n{}",
+        after
+            .iter()
+            .map(audit::Event::describe)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        control_plane::configmap_names(&cms).await.len(),
+        created,
+        "objects appeared after the leader noticed"
+    );
 }
