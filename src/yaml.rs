@@ -6,8 +6,16 @@
 //! for the daemon config and the platform repo.
 
 /// Parser options for every document pontoon reads.
+///
+/// Plain (unquoted) integers are read as Kubernetes reads them: `kubectl` and the API
+/// machinery convert YAML with `sigs.k8s.io/yaml`, which follows YAML 1.1 (go-yaml v2),
+/// so `0400` is octal (256), like `0o400`; `0x1F` is hex and `0b101` binary. YAML 1.2
+/// alone would read `0400` as decimal 400 — a `defaultMode` of 0620 instead of 0400.
+/// Quoted scalars stay strings. Booleans already follow YAML 1.1 (`yes`, `on`).
 pub fn options() -> serde_saphyr::Options {
-    serde_saphyr::Options::default()
+    let mut options = serde_saphyr::Options::default();
+    options.legacy_octal_numbers = true;
+    options
 }
 
 /// 1-based line and column of a parse error; `(1, 1)` when the parser did not say.
@@ -96,6 +104,33 @@ mod tests {
             message_of(&text),
             "the document is nested too deeply (recursion limit exceeded)"
         );
+    }
+
+    fn value_of(text: &str) -> serde_json::Value {
+        serde_saphyr::from_str_with_options::<serde_json::Value>(text, options())
+            .expect("parses")["v"]
+            .clone()
+    }
+
+    #[test]
+    fn plain_integers_mean_what_they_mean_to_kubectl() {
+        // What sigs.k8s.io/yaml (go-yaml v2, YAML 1.1) gives for each spelling.
+        for (text, want) in [
+            ("0400", serde_json::json!(256)),
+            ("0444", serde_json::json!(292)),
+            ("0755", serde_json::json!(493)),
+            ("0644", serde_json::json!(420)),
+            ("0", serde_json::json!(0)),
+            ("-010", serde_json::json!(-8)),
+            ("0o17", serde_json::json!(15)),
+            ("0x1F", serde_json::json!(31)),
+            ("0b101", serde_json::json!(5)),
+            ("400", serde_json::json!(400)),
+            ("'0400'", serde_json::json!("0400")),
+            ("\"0755\"", serde_json::json!("0755")),
+        ] {
+            assert_eq!(value_of(&format!("v: {text}\n")), want, "{text}");
+        }
     }
 
     #[test]
