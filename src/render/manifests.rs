@@ -225,7 +225,8 @@ fn path_segment_problem(name: &str) -> Option<&'static str> {
 }
 
 /// The labels and annotation every rendered object carries: pontoon manages it, the team
-/// owns it, and the file and line it came from.
+/// owns it, and the file and line it came from. `labels: null` or `annotations: null`
+/// mean none, as they do to Kubernetes, and are stamped like a missing field.
 pub(super) fn stamp(object: &mut Value, team: &TeamName, source: &SourceRef) {
     let Some(obj) = object.as_object_mut() else {
         return;
@@ -234,17 +235,20 @@ pub(super) fn stamp(object: &mut Value, team: &TeamName, source: &SourceRef) {
     if !meta.is_object() {
         *meta = json!({});
     }
-    let labels = meta
-        .as_object_mut()
-        .map(|m| m.entry("labels").or_insert_with(|| json!({})));
-    if let Some(labels) = labels.and_then(Value::as_object_mut) {
+    if let Some(labels) = map_at(meta, "labels") {
         labels.insert(LABEL_MANAGED_BY.to_owned(), json!(MANAGED_BY_VALUE));
         labels.insert(LABEL_TEAM.to_owned(), json!(team.0));
     }
-    let annotations = meta
-        .as_object_mut()
-        .map(|m| m.entry("annotations").or_insert_with(|| json!({})));
-    if let Some(a) = annotations.and_then(Value::as_object_mut) {
+    if let Some(a) = map_at(meta, "annotations") {
         a.insert(ANNOTATION_SOURCE.to_owned(), json!(source.to_string()));
     }
+}
+
+/// The mapping at `meta[field]`, made empty first when it is missing or null.
+fn map_at<'v>(meta: &'v mut Value, field: &str) -> Option<&'v mut serde_json::Map<String, Value>> {
+    let value = meta.as_object_mut()?.entry(field).or_insert(Value::Null);
+    if value.is_null() {
+        *value = json!({});
+    }
+    value.as_object_mut()
 }

@@ -183,6 +183,19 @@ fn check_team(doc: &Document, t: &Team, folder: &str, platform: &Platform) -> Ve
             );
         }
     }
+    for (i, owner) in t.spec.owners.iter().enumerate() {
+        if owner.starts_with("system:") {
+            problem(
+                &format!("spec.owners[{i}]"),
+                "owner-reserved",
+                format!(
+                    "owner {owner:?} is a name Kubernetes reserves (system: users and groups \
+                     stand for components, service accounts, anonymous or every \
+                     authenticated client); owners are ordinary users"
+                ),
+            );
+        }
+    }
     for (i, c) in t.spec.clusters.names.iter().enumerate() {
         if !platform.spec.clusters.iter().any(|d| &d.name == c) {
             problem(
