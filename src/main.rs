@@ -162,6 +162,16 @@ fn read_repo(repo: &Path) -> anyhow::Result<pontoon::source::Snapshot> {
     pontoon::source::dir::read(repo).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// Renders a folder read as a snapshot, the entries it did not read included.
+fn render_snapshot(snapshot: &pontoon::source::Snapshot) -> pontoon::desired::DesiredState {
+    pontoon::render::render_revision(
+        &snapshot.files,
+        &snapshot.skipped,
+        &snapshot.revision,
+        &Default::default(),
+    )
+}
+
 /// Exit 1 when any diagnostic is an error; warnings alone do not fail.
 fn exit_for(diagnostics: &[pontoon::desired::Diagnostic]) -> ExitCode {
     if diagnostics.iter().any(|d| d.severity == Severity::Error) {
@@ -173,7 +183,7 @@ fn exit_for(diagnostics: &[pontoon::desired::Diagnostic]) -> ExitCode {
 
 fn render_cmd(repo: &Path, team: Option<&str>, cluster: Option<&str>) -> anyhow::Result<ExitCode> {
     let snapshot = read_repo(repo)?;
-    let state = pontoon::render::render(&snapshot.files, &snapshot.revision);
+    let state = render_snapshot(&snapshot);
     for d in state.diagnostics.iter() {
         eprintln!("{d}");
     }
@@ -196,7 +206,7 @@ fn render_cmd(repo: &Path, team: Option<&str>, cluster: Option<&str>) -> anyhow:
 
 fn validate_cmd(repo: &Path, format: Format) -> anyhow::Result<ExitCode> {
     let snapshot = read_repo(repo)?;
-    let state = pontoon::render::render(&snapshot.files, &snapshot.revision);
+    let state = render_snapshot(&snapshot);
     match format {
         Format::Text => {
             print!("{}", pontoon::render::format_text(&state.diagnostics));

@@ -110,7 +110,12 @@ pub async fn render(snapshot: Arc<Snapshot>, earlier: NamespaceOwners) -> Desire
     let revision = snapshot.revision.clone();
     let kept = earlier.clone();
     tokio::task::spawn_blocking(move || {
-        let mut state = crate::render::render_after(&snapshot.files, &snapshot.revision, &earlier);
+        let mut state = crate::render::render_revision(
+            &snapshot.files,
+            &snapshot.skipped,
+            &snapshot.revision,
+            &earlier,
+        );
         for skipped in &snapshot.skipped {
             tracing::warn!(entry = %skipped, "not read from the platform repo");
         }

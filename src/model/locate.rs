@@ -21,7 +21,8 @@ impl Document {
         }
     }
 
-    /// An error placed at the field at `path`, as [`Fields::position_of`] finds it.
+    /// An error placed at the field at `path`, as [`Fields::position_of`] finds it. An
+    /// item of a `List` names itself first: `items[1]: …`.
     pub fn diag_at(
         &self,
         path: &str,
@@ -30,7 +31,23 @@ impl Document {
         message: impl Into<String>,
     ) -> Diagnostic {
         let (line, column) = self.fields().position_of(path);
+        let message = message.into();
+        let message = if self.within.is_empty() {
+            message
+        } else {
+            format!("{}: {message}", self.within)
+        };
         diag(&self.file, line, column, team, rule, message)
+    }
+
+    /// `path` from the start of the text: the same path for a whole document, inside
+    /// the item for an item of a `List`.
+    fn in_text<'p>(&self, path: &'p str) -> std::borrow::Cow<'p, str> {
+        match (self.within.is_empty(), path.is_empty()) {
+            (true, _) => path.into(),
+            (false, true) => self.within.clone().into(),
+            (false, false) => format!("{}.{path}", self.within).into(),
+        }
     }
 }
 
@@ -62,7 +79,8 @@ impl Fields<'_> {
     fn walk(&self, path: &str) -> Option<((u64, u64), bool)> {
         let mut node = self.root.as_ref()?;
         let mut at = None;
-        for seg in segments(path) {
+        let path = self.doc.in_text(path);
+        for seg in segments(&path) {
             let next = match (node, seg) {
                 (Node::Map(entries), Segment::Key(k)) => entries
                     .iter()
@@ -79,7 +97,7 @@ impl Fields<'_> {
             if loc.line() == 0 {
                 return at.map(|pos| (pos, false));
             }
-            at = Some((self.doc.line + loc.line() - 1, loc.column().max(1)));
+            at = Some((self.doc.text_line + loc.line() - 1, loc.column().max(1)));
             node = child;
         }
         at.map(|pos| (pos, true))
@@ -200,12 +218,7 @@ mod tests {
     use super::*;
 
     fn doc(text: &str, line: u64) -> Document {
-        Document {
-            file: "teams/a/app.yaml".into(),
-            line,
-            text: text.into(),
-            value: serde_json::Value::Null,
-        }
+        Document::new("teams/a/app.yaml", line, text, serde_json::Value::Null)
     }
 
     const TEXT: &str = "\

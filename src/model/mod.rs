@@ -6,10 +6,13 @@
 //! fields; everything else is a plain Kubernetes manifest kept as JSON.
 
 mod locate;
+mod skipped;
 
 pub use locate::Fields;
+pub use skipped::{SkipReason, Skipped};
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -20,14 +23,70 @@ pub const API_VERSION: &str = "pontoon.dev/v1alpha1";
 /// Files larger than this are refused before parsing.
 pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
 
-/// One YAML document of a file.
+/// One YAML document of a file, or one item of a `List` document.
 #[derive(Debug, Clone)]
 pub struct Document {
     pub file: String,
-    /// 1-based line where the document's content starts.
+    /// 1-based line where the document's content starts (for a `List` item: the item's).
     pub line: u64,
-    pub text: String,
+    /// The document's text, read again to locate a field; a `List`'s items share it.
+    pub text: Arc<str>,
+    /// 1-based line of the file where `text` starts.
+    pub text_line: u64,
+    /// Where in `text` this document is: empty for a whole document, `items[2]` for an
+    /// item of a `List` (`items[2].items[0]` for a `List` in a `List`).
+    pub within: String,
     pub value: Value,
+}
+
+impl Document {
+    /// A whole document of a file, its text starting at `line`.
+    pub fn new(file: &str, line: u64, text: impl Into<Arc<str>>, value: Value) -> Document {
+        Document {
+            file: file.to_owned(),
+            line,
+            text: text.into(),
+            text_line: line,
+            within: String::new(),
+            value,
+        }
+    }
+
+    /// The items of a `List` document (`kind: List`, or any kind ending in `List`, with
+    /// an `items` list, as kubectl expands them), each a document of its own located in
+    /// the List's text; `None` when the document is no List.
+    pub fn list_items(&self) -> Option<Vec<Document>> {
+        let kind = self.value.get("kind").and_then(Value::as_str)?;
+        let items = self.value.get("items").and_then(Value::as_array)?;
+        if !kind.ends_with("List")
+            || self.value.get("apiVersion").and_then(Value::as_str) == Some(API_VERSION)
+        {
+            return None;
+        }
+        let fields = self.fields();
+        Some(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let within = if self.within.is_empty() {
+                        format!("items[{i}]")
+                    } else {
+                        format!("{}.items[{i}]", self.within)
+                    };
+                    let (line, _) = fields.position_of(&format!("items[{i}]"));
+                    Document {
+                        file: self.file.clone(),
+                        line,
+                        text: self.text.clone(),
+                        text_line: self.text_line,
+                        within,
+                        value: item.clone(),
+                    }
+                })
+                .collect(),
+        )
+    }
 }
 
 /// The known name a mistyped `word` most likely meant, if one is close enough to say so:
@@ -117,6 +176,9 @@ pub fn documents(
             return Vec::new();
         }
     };
+    if file.ends_with(".json") {
+        return json_documents(file, text, team, out);
+    }
     let mut docs = Vec::new();
     for (start_line, chunk) in split_documents(text) {
         if chunk
@@ -127,12 +189,9 @@ pub fn documents(
         }
         match serde_saphyr::from_str_with_options::<Value>(&chunk, crate::yaml::options()) {
             Ok(Value::Null) => {}
-            Ok(value @ Value::Object(_)) => docs.push(Document {
-                file: file.to_owned(),
-                line: start_line,
-                text: chunk,
-                value,
-            }),
+            Ok(value @ Value::Object(_)) => {
+                docs.push(Document::new(file, start_line, chunk, value))
+            }
             Ok(other) => out.push(diag(
                 file,
                 start_line,
@@ -151,6 +210,60 @@ pub fn documents(
                     "parse",
                     crate::yaml::error_message(&e),
                 ));
+            }
+        }
+    }
+    docs
+}
+
+/// The documents of a JSON file: one object, or several one after another (as kubectl
+/// reads a `.json` file), each parsed as JSON, as kubectl does (so `0400` is no number).
+fn json_documents(
+    file: &str,
+    text: &str,
+    team: Option<&TeamName>,
+    out: &mut Vec<Diagnostic>,
+) -> Vec<Document> {
+    let line_at = |offset: usize| 1 + text[..offset].matches('\n').count() as u64;
+    let mut docs = Vec::new();
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    loop {
+        let before = stream.byte_offset();
+        let Some(next) = stream.next() else {
+            break;
+        };
+        let end = stream.byte_offset();
+        let start = end - text[before..end].trim_start().len();
+        match next {
+            Ok(value @ Value::Object(_)) => docs.push(Document::new(
+                file,
+                line_at(start),
+                &text[start..end],
+                value,
+            )),
+            Ok(other) => out.push(diag(
+                file,
+                line_at(start),
+                1,
+                team,
+                "parse",
+                format!("a document must be an object, not {}", type_name(&other)),
+            )),
+            Err(e) => {
+                let message = e.to_string();
+                let message = match message.rfind(" at line ") {
+                    Some(i) => message[..i].to_owned(),
+                    None => message,
+                };
+                out.push(diag(
+                    file,
+                    e.line().max(1) as u64,
+                    e.column().max(1) as u64,
+                    team,
+                    "parse",
+                    message,
+                ));
+                break;
             }
         }
     }
@@ -188,18 +301,33 @@ pub fn typed<T: for<'de> Deserialize<'de>>(
     // The document is parsed already; reading the typed form from that value is several
     // times cheaper than parsing the YAML again. Only when it fails is the text parsed
     // again, for the error's line and column (and for YAML's looser scalars).
-    if let Ok(t) = T::deserialize(&doc.value) {
-        return Ok(t);
+    let rule = |message: &str| {
+        if message.contains("unknown field") {
+            "unknown-field"
+        } else {
+            "schema"
+        }
+    };
+    let e = match T::deserialize(&doc.value) {
+        Ok(t) => return Ok(t),
+        Err(e) => e,
+    };
+    if !doc.within.is_empty() {
+        // An item of a List: its text is the List's; place the error at the item.
+        let message = e.to_string();
+        return Err(Box::new(doc.diag_at("", team, rule(&message), message)));
     }
     serde_saphyr::from_str_with_options::<T>(&doc.text, crate::yaml::options()).map_err(|e| {
         let (l, c) = crate::yaml::error_position(&e);
         let message = crate::yaml::error_message(&e);
-        let rule = if message.contains("unknown field") {
-            "unknown-field"
-        } else {
-            "schema"
-        };
-        Box::new(diag(&doc.file, doc.line + l - 1, c, team, rule, message))
+        Box::new(diag(
+            &doc.file,
+            doc.text_line + l - 1,
+            c,
+            team,
+            rule(&message),
+            message,
+        ))
     })
 }
 

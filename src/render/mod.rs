@@ -21,12 +21,14 @@ mod manifests;
 mod platform;
 mod report;
 pub mod schema;
+mod skipped;
 mod team;
 mod teams;
 
 use std::collections::BTreeMap;
 
 use crate::desired::*;
+use crate::model::Skipped;
 
 pub use base::plural;
 pub use report::{format_github, format_text};
@@ -46,21 +48,44 @@ pub fn render(files: &Files, revision: &str) -> DesiredState {
 /// copying an existing team's namespace into its team.yaml stops itself, not the team
 /// that was there first.
 pub fn render_after(files: &Files, revision: &str, earlier: &NamespaceOwners) -> DesiredState {
+    render_revision(files, &[], revision, earlier)
+}
+
+/// Renders a revision as [`render_after`] does, with the entries its source did not read
+/// (`skipped`): each fails what it belongs to (the module `skipped` says how), so that nothing the
+/// revision holds vanishes from the render without an error.
+pub fn render_revision(
+    files: &Files,
+    skipped: &[Skipped],
+    revision: &str,
+    earlier: &NamespaceOwners,
+) -> DesiredState {
     let mut state = DesiredState {
         revision: revision.to_owned(),
         // Kept as they were when platform.yaml is broken and nothing renders.
         namespace_owners: earlier.clone(),
         ..DesiredState::default()
     };
-    let mut diags = Vec::new();
+    let skipped = skipped::by_owner(skipped);
+    let mut diags = skipped.warnings;
 
-    let Some(platform) = platform::read(files, &mut diags) else {
+    diags.extend(skipped.platform.iter().cloned());
+    let platform = skipped
+        .platform
+        .is_empty()
+        .then(|| platform::read(files, &mut diags))
+        .flatten();
+    let Some(platform) = platform else {
         state.platform_failed = true;
         finish(&mut state, diags);
         return state;
     };
     state.default_prune = platform::prune_policy(&platform);
-    let kinds = kinds::read(files, &mut diags);
+    let mut kinds = kinds::read(files, &mut diags);
+    for (stem, d) in skipped.kinds {
+        kinds.broken.entry(stem).or_insert_with(|| d.clone());
+        diags.push(d);
+    }
     let files_by_team = teams::files_by_team(files);
     let mut team_yamls = teams::read_team_yamls(&files_by_team, &platform);
     let clusters_by_team = teams::clusters_by_team(&team_yamls, &platform);
@@ -72,6 +97,7 @@ pub fn render_after(files: &Files, revision: &str, earlier: &NamespaceOwners) ->
         kinds: &kinds,
         namespace_owners: &namespace_owners,
     };
+    let mut skipped_by_team = skipped.teams;
     for (name, team_yaml) in team_yamls {
         let team_name = TeamName(name.clone());
         let rendered = team_yaml.and_then(|(_, team)| {
@@ -83,6 +109,7 @@ pub fn render_after(files: &Files, revision: &str, earlier: &NamespaceOwners) ->
                 &mut diags,
             )
         });
+        let rendered = skipped::fail_team(rendered, skipped_by_team.remove(&name));
         record_team(
             &mut state,
             &mut diags,
@@ -90,6 +117,10 @@ pub fn render_after(files: &Files, revision: &str, earlier: &NamespaceOwners) ->
             rendered,
             clusters_by_team.get(&name),
         );
+    }
+    // Teams whose folder was not read at all (a symlinked or unreadable folder).
+    for (name, errs) in skipped_by_team {
+        record_team(&mut state, &mut diags, TeamName(name), Err(errs), None);
     }
     finish(&mut state, diags);
     state
@@ -131,6 +162,11 @@ fn finish(state: &mut DesiredState, mut diags: Vec<Diagnostic>) {
 
 fn is_yaml(path: &str) -> bool {
     path.ends_with(".yaml") || path.ends_with(".yml")
+}
+
+/// A file of a team folder that holds manifests: YAML or JSON, as kubectl reads them.
+fn is_manifest_file(path: &str) -> bool {
+    is_yaml(path) || path.ends_with(".json")
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::kinds::Kinds;
 use super::teams::select_clusters;
-use super::{base, is_yaml, platform};
+use super::{base, is_manifest_file, platform};
 use crate::desired::{
     ClusterName, DesiredObject, Diagnostic, DriftMode, NamespaceOwners, ObjectKey, SourceRef,
     TeamName, UnitDesired, UnitId,
@@ -58,7 +58,7 @@ pub(super) fn render_team(
 ) -> Result<Vec<UnitDesired>, Vec<Diagnostic>> {
     let mut team_render = TeamRender::new(revision, team_name, team, warnings);
     for (path, bytes) in files {
-        if is_yaml(path) && !path.ends_with("/team.yaml") {
+        if is_manifest_file(path) && !path.ends_with("/team.yaml") {
             team_render.add_file(path, bytes);
         }
     }
@@ -107,21 +107,29 @@ impl<'a> TeamRender<'a> {
     /// Renders every document of one file of the team's folder.
     fn add_file(&mut self, path: &str, bytes: &[u8]) {
         for doc in model::documents(path, bytes, Some(self.team_name), &mut self.errors) {
-            let (api_version, kind) = type_of(&doc);
-            if api_version.is_empty() || kind.is_empty() {
-                self.errors.push(diag(
-                    path,
-                    doc.line,
-                    1,
-                    Some(self.team_name),
-                    "schema",
-                    "every document needs apiVersion and kind",
-                ));
-            } else if api_version == API_VERSION {
-                self.add_instance(path, &doc, &kind);
-            } else {
-                self.add_manifest(path, &doc, &api_version, &kind);
+            self.add_document(path, &doc);
+        }
+    }
+
+    /// Renders one document: an instance, a plain manifest, or a `List` whose items are
+    /// each rendered as a document of their own (as kubectl applies them).
+    fn add_document(&mut self, path: &str, doc: &Document) {
+        let (api_version, kind) = type_of(doc);
+        if api_version.is_empty() || kind.is_empty() {
+            self.errors.push(doc.diag_at(
+                "",
+                Some(self.team_name),
+                "schema",
+                "every document needs apiVersion and kind",
+            ));
+        } else if let Some(items) = doc.list_items() {
+            for item in &items {
+                self.add_document(path, item);
             }
+        } else if api_version == API_VERSION {
+            self.add_instance(path, doc, &kind);
+        } else {
+            self.add_manifest(path, doc, &api_version, &kind);
         }
     }
 

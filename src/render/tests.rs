@@ -7,6 +7,8 @@ use serde_json::json;
 
 use super::*;
 
+mod kubectl;
+
 const PLATFORM: &str = "\
 apiVersion: pontoon.dev/v1alpha1
 kind: Platform

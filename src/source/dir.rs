@@ -9,53 +9,59 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::{Snapshot, SourceError};
+use crate::model::{SkipReason, Skipped};
 
 /// Files larger than this are not read (the renderer reports them).
 pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Reads a folder: regular files only; symlinks are listed, never followed; `.git` is skipped.
+/// Reads a folder: regular files only; `.git` is left out. Symlinks are listed, never
+/// followed; so are names that are not UTF-8, files over [`MAX_FILE_BYTES`] and files or
+/// folders that cannot be read (render fails what they belong to). Only a root that
+/// cannot be read fails the whole read.
 pub fn read(root: &Path) -> Result<Snapshot, SourceError> {
     let mut files = BTreeMap::new();
     let mut skipped = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let dir = root.join(&rel);
-        let entries = std::fs::read_dir(&dir)
-            .map_err(|e| SourceError::Directory(format!("{}: {e}", dir.display())))?;
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if rel.as_os_str().is_empty() => {
+                return Err(SourceError::Directory(format!("{}: {e}", dir.display())));
+            }
+            Err(e) => {
+                skipped.push(Skipped::new(
+                    shown(&rel),
+                    SkipReason::Unreadable(e.to_string()),
+                ));
+                continue;
+            }
+        };
         for entry in entries {
-            let entry =
-                entry.map_err(|e| SourceError::Directory(format!("{}: {e}", dir.display())))?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    skipped.push(Skipped::new(
+                        shown(&rel),
+                        SkipReason::Unreadable(e.to_string()),
+                    ));
+                    continue;
+                }
+            };
             let name = entry.file_name();
             let Some(name) = name.to_str() else {
-                skipped.push(format!("{} (non-UTF-8 name)", rel.join(&name).display()));
+                skipped.push(Skipped::new(
+                    shown(&rel.join(&name)),
+                    SkipReason::NonUtf8Name,
+                ));
                 continue;
             };
             if name == ".git" {
                 continue;
             }
             let path = rel.join(name);
-            let shown = path.to_string_lossy().replace('\\', "/");
-            let kind = entry
-                .file_type()
-                .map_err(|e| SourceError::Directory(format!("{shown}: {e}")))?;
-            if kind.is_symlink() {
-                skipped.push(format!("{shown} (symlink, not followed)"));
-            } else if kind.is_dir() {
-                stack.push(path);
-            } else if kind.is_file() {
-                let meta = entry
-                    .metadata()
-                    .map_err(|e| SourceError::Directory(format!("{shown}: {e}")))?;
-                if meta.len() > MAX_FILE_BYTES {
-                    skipped.push(format!(
-                        "{shown} (larger than {} MiB)",
-                        MAX_FILE_BYTES / 1024 / 1024
-                    ));
-                    continue;
-                }
-                let bytes = std::fs::read(root.join(&path))
-                    .map_err(|e| SourceError::Directory(format!("{shown}: {e}")))?;
-                files.insert(shown, bytes);
+            if let Some(why) = read_entry(root, &path, &entry, &mut files, &mut stack) {
+                skipped.push(Skipped::new(shown(&path), why));
             }
         }
     }
@@ -67,6 +73,12 @@ pub fn read(root: &Path) -> Result<Snapshot, SourceError> {
         h.update(bytes);
     }
     skipped.sort();
+    // What was not read is part of the revision too: a file that turns into a symlink
+    // is a new revision.
+    for s in &skipped {
+        h.update(s.to_string().as_bytes());
+        h.update([0]);
+    }
     Ok(Snapshot {
         revision: format!("dir-{}", hex::encode(&h.finalize()[..10])),
         files,
@@ -74,6 +86,52 @@ pub fn read(root: &Path) -> Result<Snapshot, SourceError> {
         author: String::new(),
         message: format!("local directory {}", root.display()),
     })
+}
+
+/// `rel` as the snapshot names it: `/`-separated.
+fn shown(rel: &Path) -> String {
+    rel.to_string_lossy().replace('\\', "/")
+}
+
+/// Reads one entry: a file into `files`, a folder onto `stack`; why it was not read.
+fn read_entry(
+    root: &Path,
+    path: &Path,
+    entry: &std::fs::DirEntry,
+    files: &mut BTreeMap<String, Vec<u8>>,
+    stack: &mut Vec<PathBuf>,
+) -> Option<SkipReason> {
+    let unreadable = |e: std::io::Error| Some(SkipReason::Unreadable(e.to_string()));
+    let kind = match entry.file_type() {
+        Ok(kind) => kind,
+        Err(e) => return unreadable(e),
+    };
+    if kind.is_symlink() {
+        return Some(SkipReason::Symlink);
+    }
+    if kind.is_dir() {
+        stack.push(path.to_owned());
+        return None;
+    }
+    if !kind.is_file() {
+        return None;
+    }
+    match entry.metadata() {
+        Ok(meta) if meta.len() > MAX_FILE_BYTES => {
+            return Some(SkipReason::TooLarge {
+                limit_mib: MAX_FILE_BYTES / 1024 / 1024,
+            });
+        }
+        Ok(_) => {}
+        Err(e) => return unreadable(e),
+    }
+    match std::fs::read(root.join(path)) {
+        Ok(bytes) => {
+            files.insert(shown(path), bytes);
+            None
+        }
+        Err(e) => unreadable(e),
+    }
 }
 
 /// Watches a folder; `notify` fires once per debounced burst of changes. The watcher

@@ -14,6 +14,7 @@ use git2::{
 
 use super::{Snapshot, SourceError};
 use crate::config::{GitAuth, GitRef, Secret};
+use crate::model::{SkipReason, Skipped};
 
 /// Where and what to poll, with secrets already read.
 #[derive(Debug, Clone)]
@@ -282,7 +283,8 @@ fn classify(e: &git2::Error) -> SourceError {
     }
 }
 
-/// Reads every file of a commit. Symlinks and submodules are listed, never followed.
+/// Reads every file of a commit. Symlinks, submodules and names that are not UTF-8 are
+/// listed, never followed.
 pub fn read_commit(repo: &Repository, commit: &git2::Commit) -> Result<Snapshot, SourceError> {
     let tree = commit
         .tree()
@@ -291,10 +293,18 @@ pub fn read_commit(repo: &Repository, commit: &git2::Commit) -> Result<Snapshot,
     let mut skipped = Vec::new();
     let mut err = None;
     tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-        let path = format!("{dir}{}", entry.name().unwrap_or("<non-utf8 name>"));
+        let Ok(name) = entry.name() else {
+            let name = String::from_utf8_lossy(entry.name_bytes());
+            skipped.push(Skipped::new(
+                format!("{dir}{name}"),
+                SkipReason::NonUtf8Name,
+            ));
+            return git2::TreeWalkResult::Skip;
+        };
+        let path = format!("{dir}{name}");
         match (entry.kind(), entry.filemode()) {
             (Some(ObjectType::Blob), 0o120000) => {
-                skipped.push(format!("{path} (symlink, not followed)"))
+                skipped.push(Skipped::new(path, SkipReason::Symlink))
             }
             (Some(ObjectType::Blob), _) => match repo.find_blob(entry.id()) {
                 Ok(b) => {
@@ -306,7 +316,7 @@ pub fn read_commit(repo: &Repository, commit: &git2::Commit) -> Result<Snapshot,
                 }
             },
             (Some(ObjectType::Commit), _) => {
-                skipped.push(format!("{path} (submodule, not followed)"))
+                skipped.push(Skipped::new(path, SkipReason::Submodule))
             }
             _ => {}
         }

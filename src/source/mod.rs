@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{SourceConfig, SourceLocation};
+use crate::model::Skipped;
 
 /// The files of one revision.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,8 +24,9 @@ pub struct Snapshot {
     pub revision: String,
     /// Path relative to the repo root, `/`-separated → content.
     pub files: BTreeMap<String, Vec<u8>>,
-    /// Entries that were not read: symlinks and submodules (never followed).
-    pub skipped: Vec<String>,
+    /// Entries that were not read: symlinks and submodules (never followed), names that
+    /// are not UTF-8, files too large or unreadable. Render fails what each belongs to.
+    pub skipped: Vec<Skipped>,
     pub author: String,
     pub message: String,
 }
