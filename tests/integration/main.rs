@@ -18,6 +18,7 @@ mod forge;
 mod gitea;
 mod github;
 mod leader;
+mod manifests;
 mod namespaces;
 mod page;
 mod prometheus;
