@@ -41,11 +41,12 @@ pub fn read(root: &Path) -> Result<Snapshot, SourceError> {
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(e) => {
+                    // The rest of this folder cannot be listed: the folder is not read.
                     skipped.push(Skipped::new(
                         shown(&rel),
                         SkipReason::Unreadable(e.to_string()),
                     ));
-                    continue;
+                    break;
                 }
             };
             let name = entry.file_name();
