@@ -159,3 +159,41 @@ pub fn watch(
         .map_err(|e| SourceError::Directory(format!("cannot watch {}: {e}", root.display())))?;
     Ok(debouncer)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::ffi::OsStrExt;
+
+    use super::*;
+
+    #[test]
+    fn what_is_not_read_is_listed_with_why() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("teams/a")).expect("mkdir");
+        std::fs::write(root.join("teams/a/team.yaml"), "x").expect("write");
+        std::os::unix::fs::symlink("/etc/passwd", root.join("teams/a/app.yaml")).expect("link");
+        std::os::unix::fs::symlink(root.join("teams/a"), root.join("teams/b")).expect("link");
+        let odd = std::ffi::OsStr::from_bytes(b"teams/a/\xff.yaml");
+        std::fs::write(root.join(odd), "x").expect("write");
+
+        let snapshot = read(root).expect("read");
+        assert_eq!(
+            snapshot.files.keys().collect::<Vec<_>>(),
+            ["teams/a/team.yaml"]
+        );
+        let skipped: Vec<String> = snapshot.skipped.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            skipped,
+            [
+                "teams/a/app.yaml (symlink, not followed)",
+                "teams/a/\u{fffd}.yaml (non-UTF-8 name)",
+                "teams/b (symlink, not followed)",
+            ]
+        );
+
+        // What was not read is part of the revision: a symlink removed is a new one.
+        std::fs::remove_file(root.join("teams/a/app.yaml")).expect("rm");
+        assert_ne!(read(root).expect("read").revision, snapshot.revision);
+    }
+}
