@@ -97,6 +97,10 @@ pub struct Inventory {
     pub revision: String,
     /// Whether the ConfigMap exists at all.
     pub exists: bool,
+    /// The ConfigMap's resourceVersion when it was read or last written: a write carries
+    /// it, so an inventory changed by anyone else since (another replica that believes it
+    /// leads, a person) makes the write fail instead of overwriting it.
+    pub resource_version: Option<String>,
 }
 
 pub fn name_for(team: &TeamName) -> String {
@@ -122,6 +126,7 @@ impl Inventory {
             entries: entries.into_iter().map(|e| (e.key(), e)).collect(),
             revision: data.get(DATA_REVISION).cloned().unwrap_or_default(),
             exists: true,
+            resource_version: cm.metadata.resource_version.clone(),
         })
     }
 
@@ -131,11 +136,18 @@ impl Inventory {
         Ok(retry_transport(|| api.get_opt(&name)).await?.is_some())
     }
 
-    /// Writes the inventory (server-side apply, as pontoon's own identity).
-    pub async fn store(&self, api: &Api<ConfigMap>, team: &TeamName) -> Result<(), kube::Error> {
+    /// Writes the inventory (server-side apply, as pontoon's own identity), on the
+    /// condition that it is still at the resourceVersion this one was read or written at;
+    /// a ConfigMap changed since answers 409 Conflict and is left as it is. Keeps the new
+    /// resourceVersion for the next write.
+    pub async fn store(
+        &mut self,
+        api: &Api<ConfigMap>,
+        team: &TeamName,
+    ) -> Result<(), kube::Error> {
         let entries: Vec<&Entry> = self.entries.values().collect();
         let objects = serde_json::to_string(&entries).map_err(kube::Error::SerdeError)?;
-        let cm = serde_json::json!({
+        let mut cm = serde_json::json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
@@ -151,8 +163,13 @@ impl Inventory {
                 DATA_REVISION: self.revision,
             },
         });
+        if let Some(rv) = &self.resource_version {
+            cm["metadata"]["resourceVersion"] = serde_json::Value::String(rv.clone());
+        }
         let (name, params, patch) = (name_for(team), apply_params().force(), Patch::Apply(&cm));
-        retry_transport(|| api.patch(&name, &params, &patch)).await?;
+        let stored = retry_transport(|| api.patch(&name, &params, &patch)).await?;
+        self.resource_version = stored.metadata.resource_version;
+        self.exists = true;
         Ok(())
     }
 

@@ -275,7 +275,7 @@ impl Syncer {
         self.narrow_team_roles(narrow_after, &mut pass, team, r)
             .await;
         let stored = recorded.as_ref().unwrap_or(&previous);
-        self.store_final_inventory(&holds, stored, team, r).await?;
+        self.store_final_inventory(holds, stored, team, r).await?;
         self.memory
             .record(team, pass.objects, r.errors.is_empty(), pass.healthy);
         Ok(())
@@ -344,12 +344,13 @@ impl Syncer {
     /// already (on a first sync, or with nothing pruned, the union is the final inventory).
     async fn store_final_inventory(
         &self,
-        holds: &Inventory,
+        mut holds: Inventory,
         stored: &Inventory,
         team: &TeamName,
         r: &mut UnitResult,
     ) -> Result<(), kube::Error> {
         if holds.entries != stored.entries || stored.revision != holds.revision {
+            holds.resource_version = stored.resource_version.clone();
             holds.store(&self.inventory_api(), team).await?;
             r.writes += 1;
         }

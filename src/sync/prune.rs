@@ -172,6 +172,7 @@ impl Syncer {
             entries: BTreeMap::new(),
             revision: r.revision.clone(),
             exists: true,
+            resource_version: None,
         };
         for (k, a) in &pass.objects {
             holds.entries.insert(k.clone(), a.entry(k));
@@ -284,6 +285,7 @@ mod tests {
             entries: entries.iter().map(|e| (e.key(), e.clone())).collect(),
             revision: "a".into(),
             exists: true,
+            resource_version: None,
         }
     }
 

@@ -296,3 +296,49 @@ async fn an_inventory_without_uids_still_prunes_pontoons_own_objects() {
     let entries: Vec<Value> = serde_json::from_str(&objects).expect("inventory parses");
     assert!(entries.iter().all(|e| e["uid"].is_string()), "{objects}");
 }
+
+/// Fenced writes: an inventory write carries the resourceVersion it was read at, so one
+/// changed since (by another replica that still believes it leads, or by a person) is
+/// refused with a conflict instead of overwritten; a fresh read then writes.
+#[tokio::test]
+async fn an_inventory_changed_since_it_was_read_is_not_overwritten() {
+    use pontoon::sync::inventory::Inventory;
+
+    let cp = control_plane::shared();
+    let client = cp.client().await;
+    let syncer = syncer(cp).await;
+    let team = unique_name("fence-inv");
+    let r = syncer.sync(&unit_with(cp, &team, &["a"]), "rev1").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+
+    let api = inventories(&client);
+    let tn = TeamName(team.clone());
+    let mut read = Inventory::load(&api, &tn).await.expect("inventory");
+    let mut other = Inventory::load(&api, &tn).await.expect("inventory");
+    other.revision = "written-by-the-other".into();
+    other
+        .store(&api, &tn)
+        .await
+        .expect("the first writer writes");
+
+    read.revision = "stale".into();
+    match read.store(&api, &tn).await {
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        other => panic!("a write at a stale resourceVersion must conflict, got {other:?}"),
+    }
+    let now = Inventory::load(&api, &tn).await.expect("inventory");
+    assert_eq!(now.revision, "written-by-the-other");
+    assert_eq!(
+        now.entries, read.entries,
+        "the refused write changed nothing"
+    );
+
+    let mut fresh = now.clone();
+    fresh.revision = "fresh".into();
+    fresh.store(&api, &tn).await.expect("a fresh read writes");
+    fresh.revision = "again".into();
+    fresh
+        .store(&api, &tn)
+        .await
+        .expect("the version a write returns is the next write's");
+}
