@@ -1,6 +1,8 @@
 //! The daemon's side of drift for one term of leadership: a drift watch per cluster, each
 //! drift event handed to the metrics, the board and (drift mode `correct`) the scheduler,
 //! which syncs the unit; each drift failure counted and shown on the units it concerns.
+//! A drift reported `again` (still open after the sync it asked for) only triggers one
+//! more sync: every edit that leaves an object drifted gets a sync after it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -82,6 +84,15 @@ impl DriftHandling {
 }
 
 fn handle_drift(e: &DriftEvent, scheduler: &Scheduler, board: &Board, metrics: &Metrics) {
+    if e.again {
+        // An open drift changed again after the sync it asked for: one more sync, nothing
+        // new to count or show.
+        tracing::debug!(unit = %e.unit, object = %e.key, manager = %e.manager, "drift still open; syncing again");
+        if e.mode == DriftMode::Correct {
+            scheduler.trigger(&e.unit);
+        }
+        return;
+    }
     metrics.drift(e);
     let view = crate::server::DriftView {
         object: e.key.to_string(),

@@ -456,6 +456,7 @@ mod tests {
             by_person: true,
             detected: std::time::Instant::now(),
             corrected: false,
+            again: false,
             reference: Default::default(),
         };
         let now = || m.drifted.with_label_values(&["shop", "prod"]).get();

@@ -7,6 +7,7 @@
 //! The only write made here is the patch removing what a person added (mode `correct`);
 //! everything else is reported: the unit's sync does the correcting.
 
+use std::collections::btree_map::Entry;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -226,18 +227,37 @@ impl DriftWatch {
             mode: a.desired.drift,
             detected: Instant::now(),
             corrected: false,
+            again: false,
             reference: ObjectReference::default(),
         }
     }
 
     /// Opens the drift (once per object until it closes) and sends it on.
-    fn report(&self, event: DriftEvent) {
-        {
+    ///
+    /// A drift already open is sent on again, marked `again`, in `correct` mode: the sync
+    /// its opening asked for may have run before this change (an edit landing just after
+    /// that sync's apply), and nothing else would correct it. Dropping it left the object
+    /// drifted, and every later edit ignored, until the periodic resync. The scheduler
+    /// coalesces these into at most one sync waiting behind the running one.
+    fn report(&self, mut event: DriftEvent) {
+        let again = {
             let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-            if open.contains_key(&event.key) {
-                return;
+            match open.entry(event.key.clone()) {
+                Entry::Occupied(_) => true,
+                Entry::Vacant(v) => {
+                    v.insert(event.clone());
+                    false
+                }
             }
-            open.insert(event.key.clone(), event.clone());
+        };
+        if again {
+            if event.mode == DriftMode::Correct {
+                event.again = true;
+                if self.events.try_send(event).is_err() {
+                    tracing::warn!("drift queue full; the next resync will catch up");
+                }
+            }
+            return;
         }
         if event.mode == DriftMode::Report {
             self.publish(&event, Outcome::LeftDrifted);

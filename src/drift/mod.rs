@@ -49,6 +49,10 @@ pub struct DriftEvent {
     pub detected: Instant,
     /// Set on the follow-up event once the object is back to what pontoon applied.
     pub corrected: bool,
+    /// Set when the object's drift was already open and a later change left it drifted
+    /// still (or again): in `correct` mode its unit must be synced once more. Nothing new
+    /// to count or show; the drift stays the one first reported.
+    pub again: bool,
     /// Fields people added that pontoon never set (removed in correct mode).
     pub added: Vec<String>,
     /// The object, for Kubernetes Events about it.

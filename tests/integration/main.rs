@@ -12,6 +12,7 @@ mod crash;
 mod daemon;
 mod deploy;
 mod drift;
+mod drift_bursts;
 mod example;
 mod faults;
 mod forge;

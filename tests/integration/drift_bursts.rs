@@ -1,0 +1,158 @@
+//! Drift correction through the daemon's own wiring (watch, judge, scheduler, sync) when
+//! one object is edited many times in a row: a burst of hand edits, or two edits a few
+//! milliseconds apart, must end with the object corrected, and a later single edit must be
+//! corrected too. The full resync is an hour away, so only the drift watches can do it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+
+use crate::support::control_plane::{self, ControlPlane, eventually, unique_name};
+use crate::support::daemon::{Daemon, write};
+use crate::support::daemon_config::DaemonConfig;
+
+/// An object edited by hand is back at `value: desired` within this long.
+const CORRECTED_WITHIN: Duration = Duration::from_secs(20);
+
+/// A platform repo of one team in namespace `team`, owning one ConfigMap `settings`.
+fn platform(repo: &Path, cluster: &str, team: &str) {
+    write(
+        repo,
+        "platform.yaml",
+        &format!(
+            "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: bursts}}\nspec:\n  clusters: [{{name: {cluster}}}]\n  policy:\n    allowedKinds: [{{group: \"\", kind: ConfigMap}}]\n"
+        ),
+    );
+    write(
+        repo,
+        &format!("teams/{team}/team.yaml"),
+        &format!(
+            "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  namespaces: [{team}]\n  clusters: {{names: [{cluster}]}}\n"
+        ),
+    );
+    write(
+        repo,
+        &format!("teams/{team}/app.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {value: desired}\n",
+    );
+}
+
+/// `kubectl edit` of `settings`: `data.value` becomes `value`.
+async fn hand_edit(cms: &Api<ConfigMap>, value: &str) {
+    let pp = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..Default::default()
+    };
+    cms.patch(
+        "settings",
+        &pp,
+        &Patch::Merge(json!({"data": {"value": value}})),
+    )
+    .await
+    .expect("hand edit");
+}
+
+async fn value(cms: &Api<ConfigMap>) -> Option<String> {
+    cms.get("settings").await.ok()?.data?.remove("value")
+}
+
+/// Waits until `settings` holds `value: desired` again; fails naming `after`.
+async fn corrected(cms: &Api<ConfigMap>, after: &str) {
+    eventually(
+        &format!("settings corrected after {after}"),
+        CORRECTED_WITHIN,
+        || async { (value(cms).await? == "desired").then_some(()) },
+    )
+    .await;
+}
+
+/// The team's unit as /api/status shows it.
+async fn unit(daemon: &Daemon, team: &str) -> Option<Value> {
+    let s = daemon.status().await?;
+    s["units"]
+        .as_array()?
+        .iter()
+        .find(|u| u["team"] == team)
+        .cloned()
+}
+
+/// The daemon running the one-team repo on the shared control plane, once the unit is
+/// Synced and its drift watch corrects an edit.
+async fn started(cp: &ControlPlane, dir: &Path, team: &str, cms: &Api<ConfigMap>) -> Daemon {
+    let repo = dir.join("platform");
+    platform(&repo, cp.name, team);
+    let config = DaemonConfig::dir(&repo)
+        .cluster(cp.name, &cp.kubeconfig)
+        .inventory_namespace(&unique_name("bursts-inv"))
+        .resync_interval("1h");
+    let daemon = Daemon::start(&config.write(dir));
+    eventually("the unit Synced", Duration::from_secs(60), || async {
+        (unit(&daemon, team).await?["state"] == "Synced").then_some(())
+    })
+    .await;
+    // The watches start after the first sync: edit until one is corrected, so the burst
+    // below is seen from its first edit.
+    eventually(
+        "a first edit corrected",
+        Duration::from_secs(60),
+        || async {
+            hand_edit(cms, "warm-up").await;
+            for _ in 0..50 {
+                if value(cms).await.as_deref() == Some("desired") {
+                    return Some(());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            None
+        },
+    )
+    .await;
+    daemon
+}
+
+/// Every edit that leaves the object different from what pontoon applied is corrected:
+/// a burst of 50 edits a second, and pairs of edits 10 ms apart, each end corrected, as
+/// does a single edit after them; and the unit shows no drift left open.
+#[tokio::test]
+async fn bursts_of_edits_to_one_object_all_end_corrected() {
+    let cp = control_plane::shared();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let team = unique_name("bursts");
+    let cms: Api<ConfigMap> = Api::namespaced(cp.client().await, &team);
+    let daemon = started(cp, tmp.path(), &team, &cms).await;
+
+    for round in 0..3 {
+        for n in 0..50 {
+            hand_edit(&cms, &format!("burst-{round}-{n}")).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        corrected(&cms, &format!("burst {round} of 50 edits at 50/s")).await;
+    }
+    for pair in 0..5 {
+        hand_edit(&cms, &format!("pair-{pair}-a")).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        hand_edit(&cms, &format!("pair-{pair}-b")).await;
+        corrected(&cms, &format!("pair {pair} of edits 10 ms apart")).await;
+    }
+    // A later single edit of the same object is seen and corrected too.
+    hand_edit(&cms, "single").await;
+    corrected(&cms, "a single edit after the bursts").await;
+
+    // No drift is left open on the unit, and it stays Synced.
+    let u = eventually("the drift shown corrected", CORRECTED_WITHIN, || async {
+        let u = unit(&daemon, &team).await?;
+        let open = u["drifted"]
+            .as_array()?
+            .iter()
+            .any(|d| d["corrected"] != true);
+        (!open).then_some(u)
+    })
+    .await;
+    assert_eq!(u["state"], "Synced", "{u}");
+    assert_eq!(value(&cms).await.as_deref(), Some("desired"));
+    daemon.finish().await;
+}
