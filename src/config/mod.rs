@@ -133,9 +133,24 @@ pub struct SourceConfig {
     pub poll_interval: Duration,
     /// Limit for one remote operation (ref listing or fetch).
     pub timeout: Duration,
-    pub webhook_secret: Option<SecretRef>,
+    /// How webhook requests are authenticated (`source.webhook`).
+    pub webhook: WebhookAuth,
     /// Where the bare cache repository lives.
     pub cache_dir: PathBuf,
+}
+
+/// How the webhook endpoints authenticate requests. There is no way to accept unsigned
+/// requests by leaving something out: that takes `insecure: true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookAuth {
+    /// No `source.webhook`: the endpoints refuse every request.
+    Off,
+    /// `source.webhook.secret`: each request must carry a signature (GitLab: the token)
+    /// made with this secret, which is never empty.
+    Secret(SecretRef),
+    /// `source.webhook.insecure: true`: requests are accepted unsigned, from anyone who can
+    /// reach the endpoints; the daemon warns at start.
+    Insecure,
 }
 
 #[derive(Debug, Clone)]

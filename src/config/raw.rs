@@ -53,7 +53,7 @@ pub(super) struct RawSource {
     #[serde(default)]
     pub(super) auth: RawGitAuth,
     #[serde(default)]
-    pub(super) webhook: Option<RawWebhook>,
+    pub(super) webhook: Option<Spanned<RawWebhook>>,
     #[serde(default)]
     pub(super) cache_dir: Option<PathBuf>,
 }
@@ -81,7 +81,10 @@ pub(super) struct RawGitAuth {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWebhook {
-    pub(super) secret: Spanned<SecretRef>,
+    #[serde(default)]
+    pub(super) secret: Option<Spanned<SecretRef>>,
+    #[serde(default)]
+    pub(super) insecure: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

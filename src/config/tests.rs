@@ -357,3 +357,68 @@ fn an_unreadable_secret_names_where_it_was_looked_for() {
         "environment variable PONTOON_TEST_SURELY_UNSET is not set"
     );
 }
+
+/// `GOOD` with `webhook` (already indented under `source`) added to its source.
+fn with_webhook(webhook: &str) -> String {
+    GOOD.replacen(
+        "  pollInterval: 30s\n",
+        &format!("  pollInterval: 30s\n{webhook}"),
+        1,
+    )
+}
+
+#[test]
+fn a_webhook_needs_a_secret_or_an_explicit_insecure() {
+    let f = Fixture::new();
+    assert_eq!(
+        f.load(GOOD).expect("valid").source.webhook,
+        WebhookAuth::Off
+    );
+
+    std::fs::write(f.dir.path().join("hook"), "s3cret\n").expect("write");
+    let cfg = f
+        .load(&with_webhook("  webhook:\n    secret:\n      file: hook\n"))
+        .expect("valid");
+    assert_eq!(
+        cfg.source.webhook,
+        WebhookAuth::Secret(SecretRef::File(f.dir.path().join("hook")))
+    );
+    let cfg = f
+        .load(&with_webhook("  webhook:\n    insecure: true\n"))
+        .expect("valid");
+    assert_eq!(cfg.source.webhook, WebhookAuth::Insecure);
+
+    let p = f.problems(&with_webhook("  webhook: {}\n"));
+    assert_eq!(
+        p,
+        [
+            "pontoon.yaml:6:12: source.webhook: set `secret` ({file: PATH} or {env: NAME}) to check each request's signature, or `insecure: true` to accept unsigned requests from anyone who can reach /webhooks/*"
+        ]
+    );
+    let p = f.problems(&with_webhook("  webhook:\n    insecure: false\n"));
+    assert!(
+        p[0].contains("source.webhook: set `secret`") && p[0].contains("or `insecure: true`"),
+        "{p:?}"
+    );
+    let p = f.problems(&with_webhook(
+        "  webhook:\n    insecure: true\n    secret:\n      file: hook\n",
+    ));
+    assert_eq!(
+        p,
+        ["pontoon.yaml:9:7: source.webhook: set either `secret` or `insecure: true`, not both"]
+    );
+}
+
+#[test]
+fn an_empty_webhook_secret_is_refused_naming_the_field() {
+    let f = Fixture::new();
+    std::fs::write(f.dir.path().join("hook"), "\n").expect("write");
+    let p = f.problems(&with_webhook("  webhook:\n    secret:\n      file: hook\n"));
+    let hook = f.dir.path().join("hook").display().to_string();
+    assert_eq!(
+        p,
+        [format!(
+            "pontoon.yaml:8:7: source.webhook.secret: secret file {hook} is empty; an empty secret would let any request through"
+        )]
+    );
+}

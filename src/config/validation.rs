@@ -8,14 +8,15 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::Spanned;
 
 use super::raw::{
-    RawCluster, RawCommitStatus, RawConfig, RawGitAuth, RawGitRef, RawSource, RawSync,
+    RawCluster, RawCommitStatus, RawConfig, RawGitAuth, RawGitRef, RawSource, RawSync, RawWebhook,
 };
 use super::{
     ClusterConfig, ClusterConnection, CommitStatusConfig, Config, ConfigError, ConfigProblem,
     DEFAULT_APPLY_TIMEOUT, DEFAULT_CONCURRENCY, DEFAULT_GIT_TIMEOUT, DEFAULT_HEALTH_TIMEOUT,
     DEFAULT_LEASE_DURATION, DEFAULT_NAMESPACE, DEFAULT_POLL_INTERVAL, DEFAULT_RESYNC_INTERVAL,
     DEFAULT_SHUTDOWN_TIMEOUT, DriftConfig, GitAuth, GitRef, LeaderElectionConfig, ListenConfig,
-    LogConfig, Provider, SecretRef, SourceConfig, SourceLocation, SyncConfig, is_dns_label,
+    LogConfig, Provider, SecretRef, SourceConfig, SourceLocation, SyncConfig, WebhookAuth,
+    is_dns_label,
 };
 
 pub(super) fn yaml_problem(path: &Path, e: &serde_saphyr::Error) -> ConfigProblem {
@@ -183,9 +184,7 @@ impl<'a> Validator<'a> {
             .cache_dir
             .map(|p| self.resolve(&p))
             .unwrap_or_else(|| std::env::temp_dir().join("pontoon-cache"));
-        let webhook_secret = raw
-            .webhook
-            .map(|w| self.check_secret(&w.secret, "source.webhook.secret"));
+        let webhook = self.webhook(raw.webhook);
         let location = match (raw.url, raw.path) {
             (Some(url), None) => {
                 let git_ref = match raw.git_ref {
@@ -247,8 +246,63 @@ impl<'a> Validator<'a> {
             location,
             poll_interval: raw.poll_interval.map_or(DEFAULT_POLL_INTERVAL, |d| d.0),
             timeout: raw.timeout.map_or(DEFAULT_GIT_TIMEOUT, |d| d.0),
-            webhook_secret,
+            webhook,
             cache_dir,
+        }
+    }
+
+    /// `source.webhook`: a secret that is there and not empty, or an explicit
+    /// `insecure: true`; no section at all turns the endpoints off.
+    fn webhook(&mut self, raw: Option<Spanned<RawWebhook>>) -> WebhookAuth {
+        const FIELD: &str = "source.webhook";
+        let Some(w) = raw else {
+            return WebhookAuth::Off;
+        };
+        let insecure = w.value.insecure.as_ref().is_some_and(|b| b.value);
+        match (&w.value.secret, insecure) {
+            (Some(secret), false) => {
+                let before = self.problems.len();
+                let r = self.check_secret(secret, "source.webhook.secret");
+                if self.problems.len() == before {
+                    self.check_not_empty(secret, &r, "source.webhook.secret");
+                }
+                WebhookAuth::Secret(r)
+            }
+            (None, true) => WebhookAuth::Insecure,
+            (Some(secret), true) => {
+                self.problem(
+                    secret,
+                    FIELD,
+                    "set either `secret` or `insecure: true`, not both",
+                );
+                WebhookAuth::Insecure
+            }
+            (None, false) => {
+                self.problem(
+                    &w,
+                    FIELD,
+                    "set `secret` ({file: PATH} or {env: NAME}) to check each request's signature, or `insecure: true` to accept unsigned requests from anyone who can reach /webhooks/*",
+                );
+                WebhookAuth::Off
+            }
+        }
+    }
+
+    /// A secret that holds nothing (or only whitespace) is refused: an HMAC with an empty
+    /// key, or an empty GitLab token header, would pass for anyone.
+    fn check_not_empty(&mut self, at: &Spanned<SecretRef>, r: &SecretRef, field: &str) {
+        let what = match r {
+            SecretRef::File(p) => format!("secret file {}", p.display()),
+            SecretRef::Env(name) => format!("environment variable {name}"),
+        };
+        match r.read() {
+            Ok(s) if s.expose().trim().is_empty() => self.problem(
+                at,
+                field,
+                format!("{what} is empty; an empty secret would let any request through"),
+            ),
+            Ok(_) => {}
+            Err(e) => self.problem(at, field, e.to_string()),
         }
     }
 

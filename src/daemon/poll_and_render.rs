@@ -9,7 +9,7 @@ use std::sync::Arc;
 use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use tokio::sync::{Notify, watch};
 
-use crate::config::{GitRef, SourceConfig, SourceLocation};
+use crate::config::{GitRef, SourceConfig, SourceLocation, WebhookAuth};
 use crate::desired::{ClusterName, DesiredState, NamespaceOwners};
 use crate::source::{Snapshot, Source, webhook};
 use crate::sync::Syncer;
@@ -182,12 +182,15 @@ pub fn webhook_routes(
     metrics: &SourceMetrics,
     plan_requests: Option<tokio::sync::mpsc::Sender<webhook::PullRequest>>,
 ) -> anyhow::Result<axum::Router> {
-    let secret = match &cfg.webhook_secret {
-        Some(r) => Some(
-            r.read()
-                .map_err(|e| anyhow::anyhow!("webhook secret: {e}"))?,
-        ),
-        None => None,
+    let secret = match &cfg.webhook {
+        WebhookAuth::Off => return Ok(webhook::off_router(metrics.webhooks.clone())),
+        WebhookAuth::Insecure => {
+            tracing::warn!(
+                "source.webhook.insecure is set: webhook requests are accepted unsigned, from anyone who can reach /webhooks/*"
+            );
+            None
+        }
+        WebhookAuth::Secret(r) => Some(webhook::read_secret(r)?),
     };
     let tracked_ref = match &cfg.location {
         SourceLocation::Git {

@@ -4,6 +4,11 @@
 //! (merge) request opened or updated against it asks for a plan of its head commit;
 //! anything else is answered and ignored. Polling stays the ground truth: a lost webhook
 //! only means the change arrives at the next poll.
+//!
+//! A request is let through only when it is signed with the configured secret, which is
+//! never empty (an HMAC with an empty key, or an empty GitLab token, proves nothing), or
+//! when the config says `insecure: true`. With no `source.webhook` at all the endpoints
+//! refuse everything ([`off_router`]).
 
 use std::sync::Arc;
 
@@ -15,11 +20,13 @@ use axum::routing::post;
 use hmac::{KeyInit, Mac};
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
+use crate::config::{Secret, SecretError, SecretRef};
 
 /// What the webhook handlers need.
 #[derive(Clone)]
 pub struct WebhookState {
+    /// The secret requests must be signed with; `None` only when the config says
+    /// `insecure: true`. An empty secret lets nothing through.
     pub secret: Option<Secret>,
     /// The ref a push must name to matter, e.g. `refs/heads/main`.
     pub tracked_ref: Option<String>,
@@ -103,6 +110,26 @@ pub fn pull_request(forge: Forge, body: &[u8], tracked_ref: Option<&str>) -> Opt
     })
 }
 
+/// Why the webhook secret cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookSecretError {
+    #[error("source.webhook.secret: {0}")]
+    Read(#[from] SecretError),
+    #[error(
+        "source.webhook.secret: the secret is empty; an empty secret would let any request through"
+    )]
+    Empty,
+}
+
+/// Reads the webhook secret (at start), refusing an empty one.
+pub fn read_secret(r: &SecretRef) -> Result<Secret, WebhookSecretError> {
+    let secret = r.read()?;
+    if secret.expose().trim().is_empty() {
+        return Err(WebhookSecretError::Empty);
+    }
+    Ok(secret)
+}
+
 /// Routes under `/webhooks/`.
 pub fn router(state: WebhookState) -> Router {
     Router::new()
@@ -110,6 +137,35 @@ pub fn router(state: WebhookState) -> Router {
         .route("/webhooks/gitea", post(gitea))
         .route("/webhooks/gitlab", post(gitlab))
         .with_state(state)
+}
+
+/// Routes under `/webhooks/` when no `source.webhook` is configured: every request is
+/// answered 404 with what to configure, and counted as `off`.
+pub fn off_router(requests: prometheus::IntCounterVec) -> Router {
+    let off = |provider: &'static str| {
+        let requests = requests.clone();
+        post(move || async move {
+            requests.with_label_values(&[provider, "off"]).inc();
+            (
+                StatusCode::NOT_FOUND,
+                "webhooks are off: set source.webhook.secret (or source.webhook.insecure: true)",
+            )
+        })
+    };
+    Router::new()
+        .route("/webhooks/github", off("github"))
+        .route("/webhooks/gitea", off("gitea"))
+        .route("/webhooks/gitlab", off("gitlab"))
+}
+
+/// Whether a request may act: with a secret, only one that `verify` accepts for it;
+/// with none (`insecure: true`), any. An empty secret accepts nothing.
+fn authorized(secret: Option<&Secret>, verify: impl FnOnce(&str) -> bool) -> bool {
+    match secret {
+        None => true,
+        Some(s) if s.expose().is_empty() => false,
+        Some(s) => verify(s.expose()),
+    }
 }
 
 fn hmac_hex(secret: &str, body: &[u8]) -> String {
@@ -205,13 +261,10 @@ async fn github(
     h: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, &'static str) {
-    let authorized = match (&s.secret, header(&h, "x-hub-signature-256")) {
-        (Some(secret), Some(sig)) => {
-            equal(sig, &format!("sha256={}", hmac_hex(secret.expose(), &body)))
-        }
-        (None, _) => true,
-        (Some(_), None) => false,
-    };
+    let authorized = authorized(s.secret.as_ref(), |key| {
+        header(&h, "x-hub-signature-256")
+            .is_some_and(|sig| equal(sig, &format!("sha256={}", hmac_hex(key, &body))))
+    });
     let event = match header(&h, "x-github-event") {
         Some("push") => Event::Push,
         Some("pull_request") => Event::PullRequest(Forge::Github),
@@ -226,11 +279,9 @@ async fn gitea(
     h: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, &'static str) {
-    let authorized = match (&s.secret, header(&h, "x-gitea-signature")) {
-        (Some(secret), Some(sig)) => equal(sig, &hmac_hex(secret.expose(), &body)),
-        (None, _) => true,
-        (Some(_), None) => false,
-    };
+    let authorized = authorized(s.secret.as_ref(), |key| {
+        header(&h, "x-gitea-signature").is_some_and(|sig| equal(sig, &hmac_hex(key, &body)))
+    });
     let event = match header(&h, "x-gitea-event") {
         Some("push") => Event::Push,
         Some("pull_request") => Event::PullRequest(Forge::Gitea),
@@ -245,11 +296,9 @@ async fn gitlab(
     h: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, &'static str) {
-    let authorized = match (&s.secret, header(&h, "x-gitlab-token")) {
-        (Some(secret), Some(token)) => equal(token, secret.expose()),
-        (None, _) => true,
-        (Some(_), None) => false,
-    };
+    let authorized = authorized(s.secret.as_ref(), |key| {
+        header(&h, "x-gitlab-token").is_some_and(|token| equal(token, key))
+    });
     let event = match header(&h, "x-gitlab-event") {
         Some("Push Hook") => Event::Push,
         Some("Merge Request Hook") => Event::PullRequest(Forge::Gitlab),
@@ -311,6 +360,28 @@ mod tests {
             pr.map(|p| p.head_ref),
             Some("refs/merge-requests/3/head".to_owned())
         );
+    }
+
+    #[test]
+    fn an_empty_secret_accepts_nothing_and_no_secret_only_when_insecure() {
+        let empty = Secret::new("");
+        assert!(!authorized(Some(&empty), |_| true));
+        let secret = Secret::new("s3cret");
+        assert!(authorized(Some(&secret), |key| key == "s3cret"));
+        assert!(!authorized(Some(&secret), |_| false));
+        assert!(authorized(None, |_| false));
+    }
+
+    #[test]
+    fn an_empty_secret_file_is_refused_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "\n").expect("write");
+        let e = read_secret(&SecretRef::File(path.clone())).expect_err("empty");
+        assert!(matches!(e, WebhookSecretError::Empty), "{e:?}");
+        std::fs::write(&path, "s3cret\n").expect("write");
+        let s = read_secret(&SecretRef::File(path)).expect("read");
+        assert_eq!(s.expose(), "s3cret");
     }
 
     #[test]

@@ -28,4 +28,5 @@ mod scheduler;
 mod source;
 mod ssh;
 mod sync;
+mod webhook_secrets;
 mod webhooks;

@@ -180,7 +180,7 @@ async fn a_directory_source_sees_a_save() {
         location: pontoon::config::SourceLocation::Directory(dir.path().to_owned()),
         poll_interval: Duration::from_secs(60),
         timeout: Duration::from_secs(60),
-        webhook_secret: None,
+        webhook: pontoon::config::WebhookAuth::Off,
         cache_dir: dir.path().join(".cache"),
     };
     let mut s = Source::from_config(&cfg).expect("source");
