@@ -45,8 +45,17 @@ pub enum ClusterError {
         cluster: String,
         source: Box<kube::Error>,
     },
-    #[error("cluster {cluster}: kind {kind} ({api_version}) is not served: {source}")]
-    UnknownKind {
+    /// Discovery answered: the cluster does not serve this apiVersion, or not this kind in
+    /// it (a removed API version such as `extensions/v1beta1`, a CRD version dropped).
+    #[error("apiVersion {api_version} kind {kind} is not served by cluster {cluster}")]
+    NotServed {
+        cluster: String,
+        api_version: String,
+        kind: String,
+    },
+    /// Discovery could not be asked or failed otherwise (transport, permissions).
+    #[error("cluster {cluster}: cannot look up apiVersion {api_version} kind {kind}: {source}")]
+    Discovery {
         cluster: String,
         api_version: String,
         kind: String,
@@ -229,11 +238,10 @@ impl Cluster {
         if let Some(r) = self.cached(gvk) {
             return Ok(r);
         }
-        let unknown = |source: kube::Error| ClusterError::UnknownKind {
+        let not_served = || ClusterError::NotServed {
             cluster: self.name.0.clone(),
             api_version: gvk.api_version(),
             kind: gvk.kind.clone(),
-            source: Box::new(source),
         };
         let gv = GroupVersion::gv(&gvk.group, &gvk.version);
         let group = {
@@ -242,7 +250,16 @@ impl Cluster {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             kube::discovery::pinned_group(&self.client, &gv).await
         }
-        .map_err(unknown)?;
+        .map_err(|source| match source {
+            // The apiserver answers 404 for a group version it does not serve.
+            kube::Error::Api(s) if s.code == 404 => not_served(),
+            source => ClusterError::Discovery {
+                cluster: self.name.0.clone(),
+                api_version: gvk.api_version(),
+                kind: gvk.kind.clone(),
+                source: Box::new(source),
+            },
+        })?;
         {
             let mut cache = self.resources.write().unwrap_or_else(|e| e.into_inner());
             for (resource, caps) in group.versioned_resources(&gv.version) {
@@ -254,15 +271,7 @@ impl Cluster {
                 cache.insert(key, resolved);
             }
         }
-        self.cached(gvk).ok_or_else(|| {
-            unknown(kube::Error::Discovery(
-                kube::error::DiscoveryError::MissingKind(format!(
-                    "{} in {}",
-                    gvk.kind,
-                    gvk.api_version()
-                )),
-            ))
-        })
+        self.cached(gvk).ok_or_else(not_served)
     }
 
     /// How many discovery requests this cluster's resolves have sent.

@@ -10,8 +10,8 @@ use super::inventory::Entry;
 use super::memory::object_hash;
 use super::order::Phase;
 use super::{Syncer, UnitResult};
-use crate::cluster::{Resolved, gvk_of};
-use crate::desired::{DesiredObject, ObjectKey, UnitDesired};
+use crate::cluster::{ClusterError, Resolved, gvk_of};
+use crate::desired::{DesiredObject, ObjectKey, TeamName, UnitDesired};
 
 /// A desired object with what discovery found about it.
 pub(super) struct Planned<'a> {
@@ -79,6 +79,16 @@ fn groups_of_crds(desired: &UnitDesired) -> BTreeSet<String> {
         .collect()
 }
 
+/// Why an object's kind could not be resolved, in one line naming where the object comes
+/// from: its file and line, and the team.
+fn unresolved(e: &ClusterError, object: &DesiredObject, team: &TeamName) -> String {
+    format!(
+        "{} (from {}, team {team})",
+        crate::describe(e),
+        object.source
+    )
+}
+
 impl Syncer {
     /// Resolves every desired object; an object without a key, or of a kind the cluster
     /// does not know (and no CRD of this sync brings), is an error in `r` and left out.
@@ -102,7 +112,8 @@ impl Syncer {
                 Ok(res) => Some(res),
                 Err(_) if crd_groups.contains(&key.group) => None,
                 Err(e) => {
-                    r.error(&key, format!("{e} (from {})", object.source));
+                    let message = unresolved(&e, object, &desired.unit.team);
+                    r.error(&key, message);
                     continue;
                 }
             };
@@ -125,7 +136,8 @@ impl Syncer {
                 Some(p)
             }
             Err(e) => {
-                r.error(&p.key, format!("{e} (from {})", p.object.source));
+                let message = unresolved(&e, p.object, &r.unit.team);
+                r.error(&p.key, message);
                 None
             }
         }
