@@ -19,7 +19,9 @@ use super::DriftEvent;
 use super::compare::differences;
 use super::error::DriftError;
 use super::events::{Outcome, reference};
-use super::managed_fields::{Addition, changed_by, human_additions, last_writer, removal_patch};
+use super::managed_fields::{
+    Addition, changed_by, human_additions, last_writer, removal_patch, written_by_pontoon,
+};
 use super::watch::DriftWatch;
 use crate::cluster::Resolved;
 use crate::desired::{DriftMode, LABEL_TEAM, ObjectKey, TeamName, UnitId};
@@ -111,7 +113,13 @@ impl DriftWatch {
         };
         if manager == crate::desired::FIELD_MANAGER && !deleted && additions.is_empty() {
             if self.syncer.is_syncing(&team) {
-                // Our own write in flight; the sync that made it records the new version.
+                // Our own write in flight: the sync that made it records the new version.
+                // A field someone removed while the sync ran is owned by nobody: judged
+                // again once the sync is over, against what it applied, or it is lost
+                // when the sync's apply came first.
+                if !written_by_pontoon(&live, &paths) {
+                    self.recheck_after_sync(resolved, team, key, None);
+                }
                 return;
             }
             // Nobody else owns what changed: a field removed by someone (a removal leaves

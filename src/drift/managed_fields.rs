@@ -91,6 +91,36 @@ pub fn changed_by(live: &Value, paths: &[String]) -> Option<(String, String)> {
         })
 }
 
+/// Whether pontoon's own entries in `live`'s `managedFields` cover every one of `paths`:
+/// a change pontoon wrote itself. A field someone removed is owned by nobody any more, so
+/// it is not covered (nor is one pontoon's manifest stopped setting).
+pub fn written_by_pontoon(live: &Value, paths: &[String]) -> bool {
+    let Some(entries) = live
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    else {
+        return false;
+    };
+    let mut leaves = Vec::new();
+    for m in entries {
+        let ours = m.get("manager").and_then(Value::as_str) == Some(crate::desired::FIELD_MANAGER);
+        let main = m
+            .get("subresource")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty();
+        if let (true, true, Some(f)) = (ours, main, m.get("fieldsV1")) {
+            owned_leaves(f, live, &mut Vec::new(), &mut leaves);
+        }
+    }
+    let owned: Vec<String> = leaves.iter().map(|l| pointer(l)).collect();
+    paths.iter().all(|p| {
+        owned
+            .iter()
+            .any(|o| o == p || p.starts_with(&format!("{o}/")) || o.starts_with(&format!("{p}/")))
+    })
+}
+
 /// One step of a path into an object: a map key or a list index.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Step {
@@ -403,5 +433,19 @@ mod tests {
             last_writer(&live),
             ("kubectl-set".to_owned(), "2026-11-24T10:05:00Z".to_owned())
         );
+    }
+
+    #[test]
+    fn a_value_pontoon_wrote_is_its_own_and_a_removed_field_is_nobodys() {
+        let live = json!({"data": {"size": "l"}, "metadata": {"labels": {"app": "web"}, "managedFields": [
+            {"manager": "pontoon", "operation": "Apply", "time": "2026-11-24T10:00:00Z",
+             "fieldsV1": {"f:data": {"f:size": {}}, "f:metadata": {"f:labels": {"f:app": {}}}}}
+        ]}});
+        assert!(written_by_pontoon(&live, &["/data/size".to_owned()]));
+        // `tier` was removed: nobody owns it now.
+        assert!(!written_by_pontoon(
+            &live,
+            &["/data/size".to_owned(), "/metadata/labels/tier".to_owned()]
+        ));
     }
 }

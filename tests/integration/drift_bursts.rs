@@ -3,6 +3,9 @@
 //! milliseconds apart, must end with the object corrected, and a later single edit must be
 //! corrected too. The full resync is an hour away, so only the drift watches can do it.
 //!
+//! A field someone removes while the team's sync runs, just after that sync applied the
+//! object, is drift too: it is judged once the sync is over.
+//!
 //! Also here: a manifest naming an API version the cluster does not serve (one Kubernetes
 //! removed, a CRD version dropped) fails its unit with one line naming the apiVersion,
 //! kind, cluster, file and team.
@@ -16,9 +19,11 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use pontoon::cluster::Cluster;
-use pontoon::desired::{Applier, ClusterName};
+use pontoon::desired::{Applier, ClusterName, DesiredState, TeamName};
+use pontoon::drift::{DriftEvent, DriftFailure, DriftSettings, DriftWatch, kinds_of};
 use pontoon::sync::{SyncOptions, Syncer, UnitState};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use crate::support::control_plane::{self, ControlPlane, eventually, unique_name};
 use crate::support::daemon::{Daemon, write};
@@ -252,4 +257,103 @@ async fn an_api_version_the_cluster_does_not_serve_fails_the_unit_in_one_clear_l
             "the object's own error is the same line"
         );
     }
+}
+
+/// A unit of `n` ConfigMaps in namespace `team`; `aaa` (applied first) has label
+/// `tier: web`, and every one holds `data.k: value`.
+fn many(team: &str, cluster: &str, n: usize, value: &str) -> pontoon::desired::UnitDesired {
+    let mut objects = team_base(team, &[team]);
+    let mut first = configmap(team, team, "aaa", json!({"k": value}));
+    Arc::make_mut(&mut first.object)["metadata"]["labels"]["tier"] = json!("web");
+    objects.push(first);
+    for i in 0..n {
+        objects.push(configmap(
+            team,
+            team,
+            &format!("cm-{i:04}"),
+            json!({"k": value}),
+        ));
+    }
+    let mut u = unit_desired(team, cluster, &[team], objects);
+    u.prune.max_share = 1.0;
+    u
+}
+
+/// A label pontoon set, removed by a person while the unit's sync still runs but after
+/// that sync applied the object: reported (and so corrected) once the sync is over.
+/// Without that, the removal looked like pontoon's own write in flight and was dropped.
+#[tokio::test]
+async fn a_field_removed_while_the_sync_runs_is_drift_once_it_is_over() {
+    let cp = control_plane::shared();
+    let cluster =
+        Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 4).expect("cluster");
+    let syncer = Arc::new(Syncer::new(Arc::new(cluster), SyncOptions::default()));
+    let team = unique_name("removed");
+    let first = many(&team, cp.name, 400, "one");
+    assert_eq!(syncer.sync(&first, "r1").await.state, UnitState::Synced);
+
+    let mut state = DesiredState::default();
+    state.units.insert(first.unit.clone(), first);
+    let (events_tx, mut events) = mpsc::channel::<DriftEvent>(1024);
+    let (failures, _keep) = mpsc::channel::<DriftFailure>(64);
+    let settings = DriftSettings {
+        human_managers: Vec::new(),
+        reporter_instance: "bursts-test".into(),
+    };
+    let watch = DriftWatch::new(syncer.clone(), events_tx, failures, &settings);
+    watch
+        .ensure(kinds_of(&state, &ClusterName(cp.name.into())))
+        .await;
+    tokio::time::timeout(Duration::from_secs(30), watch.listed())
+        .await
+        .expect("the drift watch lists within 30s");
+
+    // A new revision rewrites every ConfigMap; once `aaa` shows it, a person removes the
+    // label while the other objects are still being applied.
+    let cms: Api<ConfigMap> = Api::namespaced(cp.client().await, &team);
+    let second = many(&team, cp.name, 400, "two");
+    let sync = tokio::spawn({
+        let syncer = syncer.clone();
+        async move { syncer.sync(&second, "r2").await }
+    });
+    eventually(
+        "aaa applied by the sync",
+        Duration::from_secs(30),
+        || async {
+            let cm = cms.get("aaa").await.ok()?;
+            (cm.data?.get("k")?.as_str() == "two").then_some(())
+        },
+    )
+    .await;
+    cms.patch(
+        "aaa",
+        &PatchParams {
+            field_manager: Some("kubectl-label".into()),
+            ..Default::default()
+        },
+        &Patch::Json::<()>(
+            serde_json::from_value(json!([{"op": "remove", "path": "/metadata/labels/tier"}]))
+                .expect("patch"),
+        ),
+    )
+    .await
+    .expect("label removed");
+    assert!(
+        syncer.is_syncing(&TeamName(team.clone())),
+        "the sync ended before the removal: make the unit bigger"
+    );
+    assert_eq!(sync.await.expect("sync").state, UnitState::Synced);
+
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = events.recv().await {
+            if e.key.name == "aaa" && !e.corrected {
+                return e;
+            }
+        }
+        panic!("drift channel closed");
+    })
+    .await
+    .expect("the removal is reported once the sync is over");
+    assert_eq!(seen.paths, ["/metadata/labels/tier"], "{seen:?}");
+    watch.stop();
 }
