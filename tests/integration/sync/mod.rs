@@ -7,6 +7,7 @@ mod health;
 mod ownership;
 mod plan;
 mod prune;
+mod served;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
