@@ -94,6 +94,7 @@ fn target(url: &str, cache: &Path) -> GitTarget {
         git_ref: GitRef::Branch("main".into()),
         cache_dir: cache.to_path_buf(),
         auth: ResolvedAuth::default(),
+        timeout: std::time::Duration::from_secs(60),
     }
 }
 

@@ -4,8 +4,10 @@
 //! an owned [`Snapshot`] (no checkout). The cache is a bare repository per source; a
 //! cache libgit2 cannot open is deleted and cloned again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use git2::{
     AutotagOption, CertificateCheckStatus, Cred, FetchOptions, ObjectType, Oid, RemoteCallbacks,
@@ -23,6 +25,9 @@ pub struct GitTarget {
     pub git_ref: GitRef,
     pub cache_dir: PathBuf,
     pub auth: ResolvedAuth,
+    /// The limit for one job against the remote (`source.timeout`): a fetch still
+    /// transferring then is cancelled, so it never outlives the poll that started it.
+    pub timeout: Duration,
 }
 
 /// Credentials read from their files or variables.
@@ -70,8 +75,11 @@ pub enum Polled {
 
 const LOCAL_REF: &str = "refs/pontoon/source";
 
-fn callbacks(auth: &ResolvedAuth) -> RemoteCallbacks<'_> {
+fn callbacks(auth: &ResolvedAuth, deadline: Instant) -> RemoteCallbacks<'_> {
     let mut cb = RemoteCallbacks::new();
+    // Returning false cancels the transfer: a fetch past its deadline stops here.
+    cb.transfer_progress(move |_| Instant::now() < deadline);
+    cb.sideband_progress(move |_| Instant::now() < deadline);
     let mut attempts = 0;
     cb.credentials(move |_url, username_from_url, allowed| {
         attempts += 1;
@@ -146,6 +154,43 @@ pub fn known_hosts_contains(known_hosts: &str, host: &str, raw_key: &[u8]) -> bo
     })
 }
 
+/// One job at a time per cache repository, in this process: a poll whose caller gave up
+/// (its timeout) still runs until its own deadline, and a second fetch into the same
+/// repository meanwhile (the next poll, a pull request's plan) could see it half-written,
+/// or find it "unreadable" and delete it under the first. The next job waits for the
+/// lock until its own deadline, then fails as a timeout.
+fn hold_cache(dir: &Path, deadline: Instant) -> Result<CacheGuard, SourceError> {
+    loop {
+        if busy_caches().insert(dir.to_path_buf()) {
+            return Ok(CacheGuard(dir.to_path_buf()));
+        }
+        if Instant::now() >= deadline {
+            return Err(SourceError::Timeout(format!(
+                "an earlier fetch into {} is still running",
+                dir.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The caches a job holds right now.
+fn busy_caches() -> MutexGuard<'static, BTreeSet<PathBuf>> {
+    static BUSY: OnceLock<Mutex<BTreeSet<PathBuf>>> = OnceLock::new();
+    BUSY.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Frees its cache for the next job when dropped, also when the job fails or panics.
+struct CacheGuard(PathBuf);
+
+impl Drop for CacheGuard {
+    fn drop(&mut self) {
+        busy_caches().remove(&self.0);
+    }
+}
+
 fn open_cache(dir: &Path) -> Result<Repository, SourceError> {
     if dir.exists() {
         match Repository::open_bare(dir) {
@@ -171,6 +216,8 @@ fn clean(e: &git2::Error) -> String {
 
 /// One poll. `last` is the commit the previous successful poll returned.
 pub fn poll(target: &GitTarget, last: Option<&str>) -> Result<Polled, SourceError> {
+    let deadline = Instant::now() + target.timeout;
+    let _cache = hold_cache(&target.cache_dir, deadline)?;
     let repo = open_cache(&target.cache_dir)?;
     let mut remote = repo
         .remote_anonymous(&target.url)
@@ -181,12 +228,17 @@ pub fn poll(target: &GitTarget, last: Option<&str>) -> Result<Polled, SourceErro
         GitRef::Commit(c) => {
             Oid::from_str(c).map_err(|e| SourceError::Ref(e.message().to_owned()))?
         }
-        GitRef::Branch(b) => {
-            advertised(&mut remote, &target.auth, &format!("refs/heads/{b}"), None)?
-        }
+        GitRef::Branch(b) => advertised(
+            &mut remote,
+            &target.auth,
+            deadline,
+            &format!("refs/heads/{b}"),
+            None,
+        )?,
         GitRef::Tag(t) => advertised(
             &mut remote,
             &target.auth,
+            deadline,
             &format!("refs/tags/{t}"),
             Some(&format!("refs/tags/{t}^{{}}")),
         )?,
@@ -199,7 +251,7 @@ pub fn poll(target: &GitTarget, last: Option<&str>) -> Result<Polled, SourceErro
     // 2. Fetch only what is missing.
     if repo.find_commit(wanted).is_err() {
         let mut fo = FetchOptions::new();
-        fo.remote_callbacks(callbacks(&target.auth));
+        fo.remote_callbacks(callbacks(&target.auth, deadline));
         fo.download_tags(AutotagOption::None);
         // The first fetch is shallow where the transport allows it (libgit2's local
         // transport does not). Later ones fetch down to the commits the cache has, so
@@ -217,14 +269,14 @@ pub fn poll(target: &GitTarget, last: Option<&str>) -> Result<Polled, SourceErro
         };
         if let Err(e) = remote.fetch(&[refspec.as_str()], Some(&mut fo), None) {
             if !e.message().contains("shallow") {
-                return Err(classify(&e));
+                return Err(classify_fetch(&e, deadline));
             }
             let mut fo = FetchOptions::new();
-            fo.remote_callbacks(callbacks(&target.auth));
+            fo.remote_callbacks(callbacks(&target.auth, deadline));
             fo.download_tags(AutotagOption::None);
             remote
                 .fetch(&[refspec.as_str()], Some(&mut fo), None)
-                .map_err(|e| classify(&e))?;
+                .map_err(|e| classify_fetch(&e, deadline))?;
         }
     }
     let commit = repo.find_commit(wanted).map_err(|e| {
@@ -247,11 +299,16 @@ pub fn poll(target: &GitTarget, last: Option<&str>) -> Result<Polled, SourceErro
 fn advertised(
     remote: &mut git2::Remote<'_>,
     auth: &ResolvedAuth,
+    deadline: Instant,
     name: &str,
     peeled: Option<&str>,
 ) -> Result<Oid, SourceError> {
     let conn = remote
-        .connect_auth(git2::Direction::Fetch, Some(callbacks(auth)), None)
+        .connect_auth(
+            git2::Direction::Fetch,
+            Some(callbacks(auth, deadline)),
+            None,
+        )
         .map_err(|e| classify(&e))?;
     let heads = conn.list().map_err(|e| SourceError::Remote(clean(&e)))?;
     let find = |n: &str| heads.iter().find(|h| h.name() == n).map(|h| h.oid());
@@ -259,6 +316,17 @@ fn advertised(
         .and_then(find)
         .or_else(|| find(name))
         .ok_or_else(|| SourceError::Ref(format!("{name} does not exist on the remote (deleted?)")))
+}
+
+/// A fetch's error: past the deadline, the progress callbacks cancelled it (libgit2 then
+/// reports the cancel with no message of its own).
+fn classify_fetch(e: &git2::Error, deadline: Instant) -> SourceError {
+    if Instant::now() >= deadline {
+        return SourceError::Timeout(
+            "the fetch was still transferring at source.timeout and was cancelled".to_owned(),
+        );
+    }
+    classify(e)
 }
 
 fn classify(e: &git2::Error) -> SourceError {
@@ -345,13 +413,15 @@ pub fn read_commit(repo: &Repository, commit: &git2::Commit) -> Result<Snapshot,
 /// so a webhook cannot name an arbitrary object; nothing of the tracked ref changes.
 pub fn fetch_review(target: &GitTarget, refname: &str, sha: &str) -> Result<Snapshot, SourceError> {
     let wanted = Oid::from_str(sha).map_err(|e| SourceError::Ref(e.message().to_owned()))?;
+    let deadline = Instant::now() + target.timeout;
+    let _cache = hold_cache(&target.cache_dir, deadline)?;
     let repo = open_cache(&target.cache_dir)?;
     let local = format!("refs/pontoon/review/{}", refname.replace('/', "-"));
     let mut remote = repo
         .remote_anonymous(&target.url)
         .map_err(|e| SourceError::Remote(clean(&e)))?;
     let mut fo = FetchOptions::new();
-    fo.remote_callbacks(callbacks(&target.auth));
+    fo.remote_callbacks(callbacks(&target.auth, deadline));
     fo.download_tags(AutotagOption::None);
     remote
         .fetch(
@@ -359,7 +429,7 @@ pub fn fetch_review(target: &GitTarget, refname: &str, sha: &str) -> Result<Snap
             Some(&mut fo),
             None,
         )
-        .map_err(|e| classify(&e))?;
+        .map_err(|e| classify_fetch(&e, deadline))?;
     let head = repo
         .refname_to_id(&local)
         .map_err(|_| SourceError::Ref(format!("{refname} does not exist on the remote")))?;

@@ -43,6 +43,8 @@ pub enum SourceError {
     Cache(String),
     #[error("reading directory: {0}")]
     Directory(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
 }
 
 impl SourceError {
@@ -54,6 +56,7 @@ impl SourceError {
             SourceError::Ref(_) => "ref",
             SourceError::Cache(_) => "cache",
             SourceError::Directory(_) => "directory",
+            SourceError::Timeout(_) => "timeout",
         }
     }
 }
@@ -94,6 +97,7 @@ impl Source {
                     git_ref: git_ref.clone(),
                     cache_dir: cfg.cache_dir.join(digest),
                     auth: git::ResolvedAuth::from_config(auth)?,
+                    timeout: cfg.timeout,
                 })
             }
             SourceLocation::Directory(p) => Kind::Dir(p.clone()),

@@ -1,6 +1,9 @@
 //! The Gitea harness itself: a repository created over the API, a commit pushed over
 //! HTTP, a commit status written with the token and read back, and pontoon polling the
-//! repository over Git's smart HTTP with the token.
+//! repository over Git's smart HTTP with the token; a fetch that outlives its timeout is
+//! cancelled and never overlaps the next job on the same cache.
+
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::json;
@@ -8,6 +11,7 @@ use serde_json::json;
 use crate::support::control_plane::unique_name;
 use crate::support::git::{count_files, git};
 use crate::support::gitea;
+use crate::support::slow_link::SlowLink;
 
 #[tokio::test]
 async fn a_commit_status_posted_with_the_token_is_read_back() {
@@ -84,6 +88,7 @@ async fn polling_over_http_refuses_a_wrong_token_then_follows_pushes_and_force_p
             password: Some(Secret::new(token)),
             ..ResolvedAuth::default()
         },
+        timeout: Duration::from_secs(60),
     };
     let cache = tempfile::tempdir().expect("cache");
     let wrong = "0000000000000000000000000000000000000000";
@@ -167,5 +172,80 @@ async fn polling_over_http_refuses_a_wrong_token_then_follows_pushes_and_force_p
             assert!(forced, "a force push must be reported");
         }
         Polled::Unchanged => panic!("the force-pushed commit was not seen"),
+    }
+}
+
+#[tokio::test]
+async fn a_fetch_past_its_timeout_is_cancelled_and_never_overlaps_the_next() {
+    use pontoon::config::{GitRef, Secret};
+    use pontoon::source::SourceError;
+    use pontoon::source::git::{GitTarget, Polled, ResolvedAuth, poll};
+
+    let gitea = gitea::shared();
+    let repo = unique_name("slow");
+    gitea.create_repo(&repo).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    git(work.path(), &["init", "-q"]);
+    std::fs::write(work.path().join("platform.yaml"), "kind: Platform\n").expect("write");
+    git(work.path(), &["add", "-A"]);
+    git(work.path(), &["commit", "-q", "-m", "first"]);
+    gitea.push(work.path(), &repo, "main");
+    let head = git(work.path(), &["rev-parse", "HEAD"]);
+
+    // Every answer of the forge arrives 1.5 s late: listing the ref, then the fetch's own
+    // round trips, put the pack's first bytes well past a 2 s timeout.
+    let upstream = gitea
+        .url()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("gitea address");
+    let link = SlowLink::start(upstream).await;
+    link.set_delay(Duration::from_millis(1500));
+    let url = format!("http://{}/{}/{repo}.git", link.addr, gitea.user());
+    let cache = tempfile::tempdir().expect("cache");
+    let target = |timeout: Duration| GitTarget {
+        url: url.clone(),
+        git_ref: GitRef::Branch("main".into()),
+        cache_dir: cache.path().to_path_buf(),
+        auth: ResolvedAuth {
+            username: Some(gitea.user().to_owned()),
+            password: Some(Secret::new(gitea.token())),
+            ..ResolvedAuth::default()
+        },
+        timeout,
+    };
+
+    let (slow, started) = (target(Duration::from_secs(2)), Instant::now());
+    let first = tokio::task::spawn_blocking(move || (poll(&slow, None), started.elapsed()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The next job on the same cache waits for it, up to its own deadline.
+    let next = target(Duration::from_millis(500));
+    let second = tokio::task::spawn_blocking(move || poll(&next, None))
+        .await
+        .expect("join");
+    match second {
+        Err(SourceError::Timeout(m)) => assert!(m.contains("still running"), "{m}"),
+        other => panic!("a second fetch into a busy cache must wait and time out, got {other:?}"),
+    }
+    let (first, took) = first.await.expect("join");
+    match first {
+        Err(SourceError::Timeout(m)) => assert!(m.contains("cancelled"), "{m}"),
+        other => panic!("a fetch past its timeout must be cancelled, got {other:?} after {took:?}"),
+    }
+    assert!(
+        took < Duration::from_secs(8),
+        "the cancelled fetch took {took:?}"
+    );
+
+    // The cache is whole and free again: a fast link fetches the commit.
+    link.set_delay(Duration::ZERO);
+    let fast = target(Duration::from_secs(60));
+    let polled = tokio::task::spawn_blocking(move || poll(&fast, None))
+        .await
+        .expect("join")
+        .expect("a poll after the cancelled one");
+    match polled {
+        Polled::Changed { snapshot, .. } => assert_eq!(snapshot.revision, head),
+        Polled::Unchanged => panic!("first successful poll"),
     }
 }

@@ -67,6 +67,7 @@ impl Remote {
             git_ref: GitRef::Branch("main".into()),
             cache_dir: self.cache.clone(),
             auth: ResolvedAuth::default(),
+            timeout: Duration::from_secs(60),
         })
     }
 }

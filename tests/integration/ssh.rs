@@ -48,6 +48,7 @@ fn target(bare: &Path, cache: &Path, auth: ResolvedAuth) -> GitTarget {
         git_ref: GitRef::Branch("main".into()),
         cache_dir: cache.to_path_buf(),
         auth,
+        timeout: std::time::Duration::from_secs(60),
     }
 }
 
