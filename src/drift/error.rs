@@ -52,6 +52,16 @@ pub enum DriftError {
         object: ObjectKey,
         source: kube::Error,
     },
+    /// Too much drift at once: the bounded queue of a cluster's drift reports or side
+    /// writes is full, and this one is dropped (the next change or resync catches up).
+    #[error("the drift queue is full: {what} was dropped")]
+    QueueFull { what: &'static str },
+    /// A side write (a removal patch, an Event) did not finish in time.
+    #[error("{what} timed out after {after:?}")]
+    WriteTimedOut {
+        what: &'static str,
+        after: std::time::Duration,
+    },
 }
 
 /// What a drift failure concerns.

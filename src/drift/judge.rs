@@ -14,6 +14,7 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::DynamicObject;
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 use super::DriftEvent;
 use super::compare::differences;
@@ -190,24 +191,19 @@ impl DriftWatch {
         };
         let name = o.metadata.name.clone().unwrap_or_default();
         let paths: Vec<String> = additions.iter().map(|a| a.path.clone()).collect();
-        let (failures, team, object) = (self.failures.clone(), team.clone(), key.clone());
-        tokio::spawn(async move {
-            let params = kube::api::PatchParams {
-                field_manager: Some(crate::desired::FIELD_MANAGER.to_owned()),
-                ..Default::default()
-            };
-            match api
-                .patch(&name, &params, &kube::api::Patch::<()>::Json(patch))
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(object = %name, fields = %paths.join(", "), "removed fields added by hand")
-                }
-                Err(source) => {
-                    failures.object(&team, DriftError::RemoveAdditions { object, source })
-                }
-            }
-        });
+        let object = key.clone();
+        self.side_writes
+            .submit(team, "removing fields added by hand", async move {
+                let params = kube::api::PatchParams {
+                    field_manager: Some(crate::desired::FIELD_MANAGER.to_owned()),
+                    ..Default::default()
+                };
+                api.patch(&name, &params, &kube::api::Patch::<()>::Json(patch))
+                    .await
+                    .map_err(|source| DriftError::RemoveAdditions { object, source })?;
+                tracing::info!(object = %name, fields = %paths.join(", "), "removed fields added by hand");
+                Ok(())
+            });
     }
 
     fn new_event(
@@ -261,28 +257,36 @@ impl DriftWatch {
         if again {
             if event.mode == DriftMode::Correct {
                 event.again = true;
-                if self.events.try_send(event).is_err() {
-                    tracing::warn!("drift queue full; the next resync will catch up");
-                }
+                self.send(event);
             }
             return;
         }
         if event.mode == DriftMode::Report {
             self.publish(&event, Outcome::LeftDrifted);
         }
-        if self.events.try_send(event).is_err() {
-            tracing::warn!("drift queue full; the next resync will catch up");
+        self.send(event);
+    }
+
+    /// Hands a drift report to the daemon; a full queue drops it and counts it as a drift
+    /// failure of its team (the next change, or the resync, catches up).
+    fn send(&self, event: DriftEvent) {
+        if let Err(
+            mpsc::error::TrySendError::Full(event) | mpsc::error::TrySendError::Closed(event),
+        ) = self.events.try_send(event)
+        {
+            self.failures.object(
+                &event.unit.team,
+                DriftError::QueueFull {
+                    what: "a drift report",
+                },
+            );
         }
     }
 
     fn publish(&self, e: &DriftEvent, outcome: Outcome) {
         let publishing = self.publisher.publish(e, outcome);
-        let (failures, team) = (self.failures.clone(), e.unit.team.clone());
-        tokio::spawn(async move {
-            if let Err(error) = publishing.await {
-                failures.object(&team, error);
-            }
-        });
+        self.side_writes
+            .submit(&e.unit.team, "a Kubernetes Event", publishing);
     }
 
     /// The object is back to what pontoon applied: an open drift closes as corrected.
@@ -299,7 +303,7 @@ impl DriftWatch {
                 e.reference.uid = Some(uid.to_owned());
             }
             self.publish(&e, Outcome::Corrected);
-            let _ = self.events.try_send(e);
+            self.send(e);
         }
     }
 }

@@ -18,6 +18,7 @@ mod error;
 mod events;
 mod judge;
 mod managed_fields;
+mod side_writes;
 mod watch;
 
 use std::time::Instant;

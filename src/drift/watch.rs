@@ -20,6 +20,7 @@ use super::error::{DriftError, DriftFailure, FailureSink};
 use super::events::EventPublisher;
 use super::judge::Change;
 use super::managed_fields::HUMAN_MANAGERS;
+use super::side_writes::{Limits, SideWrites};
 use crate::cluster::Resolved;
 use crate::desired::{ObjectKey, TeamName, selector_managed};
 use crate::sync::Syncer;
@@ -66,6 +67,8 @@ pub struct DriftWatch {
     /// many objects a sync prunes.
     deferred: Mutex<HashMap<TeamName, Vec<Deferred>>>,
     pub(super) publisher: EventPublisher,
+    /// Removal patches and Events, bounded and under the cluster's write permits.
+    pub(super) side_writes: SideWrites,
 }
 
 impl DriftWatch {
@@ -77,6 +80,12 @@ impl DriftWatch {
         failures: mpsc::Sender<DriftFailure>,
         settings: &DriftSettings,
     ) -> Arc<DriftWatch> {
+        let failures = FailureSink::new(syncer.cluster().name.clone(), failures);
+        let side_writes = SideWrites::start(
+            syncer.cluster().clone(),
+            failures.clone(),
+            Limits::default(),
+        );
         Arc::new(DriftWatch {
             human_managers: HUMAN_MANAGERS
                 .iter()
@@ -87,7 +96,8 @@ impl DriftWatch {
                 syncer.client().clone(),
                 settings.reporter_instance.clone(),
             ),
-            failures: FailureSink::new(syncer.cluster().name.clone(), failures),
+            failures,
+            side_writes,
             syncer,
             events,
             watches: Mutex::new(HashMap::new()),
@@ -155,6 +165,7 @@ impl DriftWatch {
         for (_, w) in self.lock_watches().drain() {
             w.task.abort();
         }
+        self.side_writes.stop();
     }
 
     fn lock_watches(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), KindWatch>> {
