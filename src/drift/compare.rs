@@ -1,20 +1,85 @@
 //! Comparing what pontoon applied with a live object, the way server-side apply sees it:
 //! every leaf pontoon set must still hold the applied value. Fields pontoon never set
-//! (defaults, status, other controllers' fields) are never looked at. Pure: no cluster,
-//! no clock.
+//! (defaults, status, other controllers' fields) are never looked at. Lists are matched
+//! as SSA matches them: a list whose entries the live object's `managedFields` key by
+//! fields (`k:{"name":"app"}`, from the schema's `x-kubernetes-list-map-keys`) is matched
+//! entry by entry on those keys, a set (`v:`) by value, and only other lists (atomic, or
+//! not described) by position and length. An entry another manager added to a keyed list
+//! or a set is not pontoon's drift (a person's addition is found by `managed_fields`).
+//! Pure: no cluster, no clock.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Compares what pontoon applied with the live object: every leaf pontoon set must hold
-/// the same value. Lists are compared element by element; a list that grew or shrank is
-/// drift (a container added by hand). Returns the paths that differ.
+/// the same value. Returns the paths that differ.
 pub fn differences(desired: &Value, live: &Value, ignore: &[String]) -> Vec<String> {
+    let guide = list_types(live);
     let mut out = Vec::new();
-    walk(desired, live, String::new(), ignore, &mut out);
+    walk(desired, live, Some(&guide), String::new(), ignore, &mut out);
     out
 }
 
-fn walk(desired: &Value, live: &Value, path: String, ignore: &[String], out: &mut Vec<String>) {
+/// Every manager's `fieldsV1` of the live object merged into one tree: it says how each
+/// list the apiserver has seen written is keyed, whoever wrote it.
+fn list_types(live: &Value) -> Value {
+    let mut merged = Value::Object(Map::new());
+    for entry in live
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(fields) = entry.get("fieldsV1") {
+            merge(&mut merged, fields);
+        }
+    }
+    merged
+}
+
+fn merge(into: &mut Value, from: &Value) {
+    let (Value::Object(into), Value::Object(from)) = (into, from) else {
+        return;
+    };
+    for (k, v) in from {
+        merge(
+            into.entry(k.clone())
+                .or_insert_with(|| Value::Object(Map::new())),
+            v,
+        );
+    }
+}
+
+/// How a list is matched, from the `fieldsV1` keys of its entries.
+enum ListType {
+    /// Entries keyed by these fields.
+    Map(Vec<String>),
+    /// Entries are their own keys.
+    Set,
+    Atomic,
+}
+
+fn list_type(guide: Option<&Value>) -> ListType {
+    let keys = guide.and_then(Value::as_object).into_iter().flatten();
+    for (k, _) in keys {
+        if let Some(json) = k.strip_prefix("k:") {
+            if let Ok(fields) = serde_json::from_str::<Map<String, Value>>(json) {
+                return ListType::Map(fields.keys().cloned().collect());
+            }
+        } else if k.starts_with("v:") {
+            return ListType::Set;
+        }
+    }
+    ListType::Atomic
+}
+
+fn walk(
+    desired: &Value,
+    live: &Value,
+    guide: Option<&Value>,
+    path: String,
+    ignore: &[String],
+    out: &mut Vec<String>,
+) {
     if ignore
         .iter()
         .any(|i| path == *i || path.starts_with(&format!("{i}/")))
@@ -25,8 +90,9 @@ fn walk(desired: &Value, live: &Value, path: String, ignore: &[String], out: &mu
         (Value::Object(d), Value::Object(l)) => {
             for (k, dv) in d {
                 let p = format!("{path}/{}", k.replace('~', "~0").replace('/', "~1"));
+                let child = guide.and_then(|g| g.get(format!("f:{k}")));
                 match l.get(k) {
-                    Some(lv) => walk(dv, lv, p, ignore, out),
+                    Some(lv) => walk(dv, lv, child, p, ignore, out),
                     // The apiserver drops null, empty lists and empty maps it is given
                     // (`omitempty`): their absence is the applied value.
                     None if is_empty(dv) => {}
@@ -34,23 +100,63 @@ fn walk(desired: &Value, live: &Value, path: String, ignore: &[String], out: &mu
                 }
             }
         }
-        (Value::Array(d), Value::Array(l)) => {
-            if d.len() != l.len() {
-                out.push(path);
-                return;
+        (Value::Array(d), Value::Array(l)) => match list_type(guide) {
+            ListType::Map(keys) => {
+                for dv in d {
+                    let key: Map<String, Value> = keys
+                        .iter()
+                        .filter_map(|k| dv.get(k).map(|v| (k.clone(), v.clone())))
+                        .collect();
+                    let found = l.iter().position(|lv| {
+                        key.iter()
+                            .all(|(k, v)| lv.get(k).is_some_and(|lv| same(v, lv)))
+                    });
+                    match found {
+                        Some(i) => {
+                            let entry = guide.and_then(|g| {
+                                g.as_object()?.iter().find_map(|(gk, gv)| {
+                                    let gkey: Map<String, Value> =
+                                        serde_json::from_str(gk.strip_prefix("k:")?).ok()?;
+                                    gkey.iter()
+                                        .all(|(k, v)| key.get(k).is_some_and(|kv| same(kv, v)))
+                                        .then_some(gv)
+                                })
+                            });
+                            walk(dv, &l[i], entry, format!("{path}/{i}"), ignore, out);
+                        }
+                        None => out.push(path.clone()),
+                    }
+                }
             }
-            for (i, (dv, lv)) in d.iter().zip(l).enumerate() {
-                walk(dv, lv, format!("{path}/{i}"), ignore, out);
+            ListType::Set => {
+                if d.iter().any(|dv| !l.iter().any(|lv| same(dv, lv))) {
+                    out.push(path);
+                }
             }
-        }
-        // Numbers may come back as another JSON number type (8080 vs 8080.0).
-        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
-        // Kubernetes writes int-or-string ports and quantities back as given, but a
-        // number may be read back as a string of it.
-        (Value::Number(a), Value::String(b)) | (Value::String(b), Value::Number(a))
-            if a.to_string() == *b => {}
-        (d, l) if d == l => {}
+            ListType::Atomic => {
+                if d.len() != l.len() {
+                    out.push(path);
+                    return;
+                }
+                for (i, (dv, lv)) in d.iter().zip(l).enumerate() {
+                    walk(dv, lv, None, format!("{path}/{i}"), ignore, out);
+                }
+            }
+        },
+        (d, l) if same(d, l) => {}
         _ => out.push(path),
+    }
+}
+
+/// Scalars equal as the apiserver hands them back: a number may come back as another JSON
+/// number type (8080 vs 8080.0), and an int-or-string as a string of it.
+fn same(d: &Value, l: &Value) -> bool {
+    match (d, l) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (Value::Number(a), Value::String(b)) | (Value::String(b), Value::Number(a)) => {
+            a.to_string() == *b
+        }
+        (d, l) => d == l,
     }
 }
 
@@ -103,5 +209,67 @@ mod tests {
             ["/spec/containers/0/image"]
         );
         assert!(differences(&desired, &live, &["/spec/containers".to_owned()]).is_empty());
+    }
+
+    /// `managedFields` that key containers and env by name, as the apiserver writes them
+    /// for a Deployment; `controller` owns the env entry it added.
+    fn keyed(live: Value) -> Value {
+        let mut live = live;
+        live["metadata"]["managedFields"] = json!([
+            {"manager": "pontoon", "operation": "Apply", "fieldsV1": {"f:spec": {"f:containers": {
+                "k:{\"name\":\"app\"}": {".": {}, "f:name": {}, "f:image": {},
+                    "f:env": {"k:{\"name\":\"A\"}": {".": {}, "f:name": {}, "f:value": {}}}}}}}},
+            {"manager": "sidecar-injector", "operation": "Update", "fieldsV1": {"f:spec": {"f:containers": {
+                "k:{\"name\":\"app\"}": {"f:env": {"k:{\"name\":\"B\"}": {".": {}, "f:name": {}, "f:value": {}}}},
+                "k:{\"name\":\"proxy\"}": {".": {}, "f:name": {}, "f:image": {}}}}}}
+        ]);
+        live
+    }
+
+    #[test]
+    fn keyed_list_entries_match_by_their_keys_and_others_entries_are_not_drift() {
+        let desired = json!({"spec": {"containers": [{"name": "app", "image": "a:1", "env": [{"name": "A", "value": "1"}]}]}});
+        // A controller put its sidecar first and appended an env var of its own.
+        let live = keyed(json!({"metadata": {}, "spec": {"containers": [
+            {"name": "proxy", "image": "envoy"},
+            {"name": "app", "image": "a:1", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]}}));
+        assert!(
+            differences(&desired, &live, &[]).is_empty(),
+            "{:?}",
+            differences(&desired, &live, &[])
+        );
+        // Pontoon's own entry changed, or gone, is still drift, at the entry's live index.
+        let mut changed = live.clone();
+        changed["spec"]["containers"][1]["env"][0]["value"] = json!("9");
+        assert_eq!(
+            differences(&desired, &changed, &[]),
+            ["/spec/containers/1/env/0/value"]
+        );
+        let mut gone = live.clone();
+        gone["spec"]["containers"][1]["env"] = json!([{"name": "B", "value": "2"}]);
+        assert_eq!(
+            differences(&desired, &gone, &[]),
+            ["/spec/containers/1/env"]
+        );
+    }
+
+    #[test]
+    fn without_managed_fields_lists_are_compared_by_position() {
+        let desired = json!({"spec": {"containers": [{"name": "app", "env": [{"name": "A"}]}]}});
+        let live = json!({"spec": {"containers": [{"name": "app", "env": [{"name": "A"}, {"name": "B"}]}]}});
+        assert_eq!(
+            differences(&desired, &live, &[]),
+            ["/spec/containers/0/env"]
+        );
+    }
+
+    #[test]
+    fn a_set_holds_what_pontoon_put_in_it_whatever_else_it_holds() {
+        let desired = json!({"metadata": {"finalizers": ["a"]}});
+        let mut live = json!({"metadata": {"finalizers": ["b", "a"]}});
+        live["metadata"]["managedFields"] = json!([{"manager": "pontoon", "fieldsV1": {"f:metadata": {"f:finalizers": {"v:\"a\"": {}}}}}]);
+        assert!(differences(&desired, &live, &[]).is_empty());
+        live["metadata"]["finalizers"] = json!(["b"]);
+        assert_eq!(differences(&desired, &live, &[]), ["/metadata/finalizers"]);
     }
 }

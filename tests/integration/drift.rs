@@ -495,3 +495,86 @@ async fn fields_a_person_adds_are_named_removed_and_recorded_in_an_event() {
     );
     watch.stop();
 }
+
+/// A controller (not a person) appends an env var to a container pontoon applied, and a
+/// container of its own: entries of keyed lists are matched by their keys as server-side
+/// apply matches them, so neither is drift; pontoon's own entry changed still is.
+#[tokio::test]
+async fn a_controllers_entry_in_a_list_pontoon_set_is_not_drift() {
+    let cp = control_plane::shared();
+    let syncer = syncer(cp).await;
+    let team = unique_name("listed");
+    let mut objects = team_base(&team, &[&team]);
+    let mut web = deployment(&team, &team, "web", "shop:1.0", 1);
+    std::sync::Arc::make_mut(&mut web.object)["spec"]["template"]["spec"]["containers"][0]["env"] =
+        json!([{"name": "A", "value": "1"}]);
+    objects.push(web);
+    let mut state = DesiredState {
+        revision: "r1".into(),
+        ..DesiredState::default()
+    };
+    let u = unit_desired(&team, cp.name, &[&team], objects);
+    state.units.insert(u.unit.clone(), u.clone());
+    let _ = syncer.sync(&u, "r1").await;
+    let mut control = Control::start(&syncer, cp, &mut state).await;
+    let (watch, mut rx) = watching(&syncer, cp, &state).await;
+    let deployments: Api<Deployment> = Api::namespaced(cp.client().await, &team);
+
+    let injector = PatchParams {
+        field_manager: Some("sidecar-injector".into()),
+        ..Default::default()
+    };
+    deployments
+        .patch(
+            "web",
+            &injector,
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "app", "env": [{"name": "B", "value": "2"}]},
+            {"name": "proxy", "image": "envoy:1"}]}}}})),
+        )
+        .await
+        .expect("the controller adds its entries");
+    let live = deployments.get("web").await.expect("web");
+    let containers = live
+        .spec
+        .template
+        .spec
+        .map(|s| s.containers)
+        .unwrap_or_default();
+    assert_eq!(containers.len(), 2, "the controller's container is there");
+    let app = containers.iter().find(|c| c.name == "app").expect("app");
+    assert_eq!(
+        app.env.as_ref().map(Vec::len),
+        Some(2),
+        "the controller's env var is there"
+    );
+    quiet(
+        &mut rx,
+        "a controller's entries in lists pontoon set",
+        &mut control,
+    )
+    .await;
+
+    // pontoon's own entry, changed by a person in the same list, is drift.
+    deployments
+        .patch(
+            "web",
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "app", "env": [{"name": "A", "value": "changed"}]}]}}}})),
+        )
+        .await
+        .expect("a person edits A");
+    let e = next(&mut rx, "the person's change to A").await;
+    assert_eq!(e.key.name, "web", "{e:?}");
+    assert!(
+        e.paths
+            .iter()
+            .any(|p| p.contains("/env/") && p.ends_with("/value")),
+        "{e:?}"
+    );
+    watch.stop();
+}
