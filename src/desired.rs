@@ -247,6 +247,27 @@ pub struct UnitDesired {
     /// Sorted by [`ObjectKey`]; no duplicates.
     pub objects: Vec<DesiredObject>,
     pub prune: PrunePolicy,
+    /// Objects that exist without pontoon's labels and that `platform.yaml` hands to this
+    /// team (`spec.adopt`); the sync refuses every other such object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adopt: Vec<Adoption>,
+}
+
+/// An existing object the platform lets one team take over, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Adoption {
+    pub key: ObjectKey,
+    pub reason: String,
+    /// Where `platform.yaml` says so.
+    pub source: SourceRef,
+}
+
+impl UnitDesired {
+    /// Whether the platform lets this unit take over `key` although it exists without
+    /// pontoon's labels.
+    pub fn adopts(&self, key: &ObjectKey) -> bool {
+        self.adopt.iter().any(|a| a.key == *key)
+    }
 }
 
 /// How bad a diagnostic is.

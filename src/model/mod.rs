@@ -113,6 +113,30 @@ pub struct PlatformSpec {
     pub defaults: Defaults,
     #[serde(default)]
     pub policy: Policy,
+    /// Existing objects without pontoon's labels that a team may take over: the only way
+    /// a team gets a Namespace (or an object) that exists on a cluster and that pontoon
+    /// did not create. A team's own files cannot adopt anything.
+    #[serde(default)]
+    pub adopt: Vec<AdoptSpec>,
+}
+
+/// One object the platform hands to a team although it exists without pontoon's labels,
+/// e.g. `{kind: Namespace, name: monitoring, team: observability, reason: "..."}`.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdoptSpec {
+    /// API group, empty (the default) for the core group.
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    /// Empty (the default) for a cluster-scoped object such as a Namespace.
+    #[serde(default)]
+    pub namespace: String,
+    pub name: String,
+    /// The team that takes it over, on every cluster where it exists and the team runs.
+    pub team: String,
+    /// Why the platform hands it over: required, for whoever reads the file later.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]

@@ -75,7 +75,7 @@ pub fn render_revision(
         .is_empty()
         .then(|| platform::read(files, &mut diags))
         .flatten();
-    let Some(platform) = platform else {
+    let Some((platform, adoptions)) = platform else {
         state.platform_failed = true;
         finish(&mut state, diags);
         return state;
@@ -96,6 +96,7 @@ pub fn render_revision(
         platform: &platform,
         kinds: &kinds,
         namespace_owners: &namespace_owners,
+        adoptions: &adoptions,
     };
     let mut skipped_by_team = skipped.teams;
     for (name, team_yaml) in team_yamls {

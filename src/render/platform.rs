@@ -1,16 +1,22 @@
 //! `platform.yaml`: the clusters teams may target, the defaults and the team policy. The
 //! one file whose mistakes stop the whole render: without it there is nothing to render
-//! for, and nothing may be pruned.
+//! for, and nothing may be pruned. Its adoption list (`spec.adopt`) is the only way a team
+//! takes over an object that exists without pontoon's labels.
 
 use std::collections::BTreeSet;
 
 use super::Files;
-use crate::desired::{Diagnostic, PrunePolicy, is_dns_label};
+use crate::desired::{
+    Adoption, Diagnostic, ObjectKey, PrunePolicy, SourceRef, TeamName, is_dns_label,
+};
 use crate::model::{self, API_VERSION, Document, Platform, diag};
+
+/// The objects `platform.yaml` hands over, each with the team that takes it.
+pub(super) type Adoptions = Vec<(TeamName, Adoption)>;
 
 /// Reads and checks `platform.yaml`; `None` (with the reasons in `diags`) when it is
 /// missing, holds anything but one good Platform document, or breaks a rule.
-pub(super) fn read(files: &Files, diags: &mut Vec<Diagnostic>) -> Option<Platform> {
+pub(super) fn read(files: &Files, diags: &mut Vec<Diagnostic>) -> Option<(Platform, Adoptions)> {
     let Some(bytes) = files.get("platform.yaml") else {
         diags.push(diag(
             "platform.yaml",
@@ -25,7 +31,11 @@ pub(super) fn read(files: &Files, diags: &mut Vec<Diagnostic>) -> Option<Platfor
     let docs = model::documents("platform.yaml", bytes, None, diags);
     match docs.as_slice() {
         [doc] => match model::typed::<Platform>(doc, None) {
-            Ok(p) => check(doc, p, diags),
+            Ok(p) => {
+                let p = check(doc, p, diags)?;
+                let adoptions = adoptions(doc, &p, diags)?;
+                Some((p, adoptions))
+            }
             Err(d) => {
                 diags.push(*d);
                 None
@@ -96,4 +106,51 @@ fn check(doc: &Document, p: Platform, diags: &mut Vec<Diagnostic>) -> Option<Pla
         ));
     }
     (diags.len() == before).then_some(p)
+}
+
+/// The adoption list, each entry placed at its line; `None` (with the reasons in
+/// `diags`) when an entry names no kind, name, team or reason, or names a Namespace
+/// inside a namespace.
+fn adoptions(doc: &Document, p: &Platform, diags: &mut Vec<Diagnostic>) -> Option<Adoptions> {
+    let before = diags.len();
+    let fields = doc.fields();
+    let mut out = Vec::new();
+    for (i, a) in p.spec.adopt.iter().enumerate() {
+        let at = format!("spec.adopt[{i}]");
+        let mut refuse = |field: &str, message: String| {
+            diags.push(doc.diag_at(&format!("{at}.{field}"), None, "schema", message));
+        };
+        for (field, value) in [("kind", &a.kind), ("name", &a.name), ("reason", &a.reason)] {
+            if value.trim().is_empty() {
+                refuse(field, format!("an adoption needs a {field}"));
+            }
+        }
+        if !is_dns_label(&a.team) {
+            refuse("team", format!("{:?} is not a valid team name", a.team));
+        }
+        if a.kind == "Namespace" && a.group.is_empty() && !a.namespace.is_empty() {
+            refuse(
+                "namespace",
+                "a Namespace is cluster-scoped: its adoption names no namespace".to_owned(),
+            );
+        }
+        let (line, _) = fields.position_of(&at);
+        out.push((
+            TeamName(a.team.clone()),
+            Adoption {
+                key: ObjectKey {
+                    group: a.group.clone(),
+                    kind: a.kind.clone(),
+                    namespace: a.namespace.clone(),
+                    name: a.name.clone(),
+                },
+                reason: a.reason.clone(),
+                source: SourceRef {
+                    file: "platform.yaml".to_owned(),
+                    line,
+                },
+            },
+        ));
+    }
+    (diags.len() == before).then_some(out)
 }

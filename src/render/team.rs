@@ -23,6 +23,8 @@ pub(super) struct RevisionContext<'a> {
     pub kinds: &'a Kinds,
     /// Who owns each namespace, as the claims were settled.
     pub namespace_owners: &'a NamespaceOwners,
+    /// What `platform.yaml` hands over to which team.
+    pub adoptions: &'a platform::Adoptions,
 }
 
 /// One team's render in progress: what it knows of the team, and what it has produced.
@@ -193,6 +195,13 @@ impl<'a> TeamRender<'a> {
             namespaces: self.team.spec.namespaces.clone(),
             objects,
             prune: platform::prune_policy(self.revision.platform),
+            adopt: self
+                .revision
+                .adoptions
+                .iter()
+                .filter(|(team, _)| team == self.team_name)
+                .map(|(_, a)| a.clone())
+                .collect(),
         }
     }
 }

@@ -540,3 +540,36 @@ fn a_broken_team_yaml_keeps_its_namespaces() {
     assert!(s.platform_failed);
     assert_eq!(s.namespace_owners, base.namespace_owners);
 }
+
+/// `spec.adopt` reaches the units of the team it names, placed at its line; an entry
+/// without a reason stops the platform, at the entry's field.
+#[test]
+fn adoptions_go_to_their_team_and_need_a_reason() {
+    let adopting = format!(
+        "{PLATFORM}  adopt:\n    - {{kind: Namespace, name: monitoring, team: a, reason: made by hand}}\n"
+    );
+    let mut f = repo(&[]);
+    f.insert("platform.yaml".into(), adopting.into_bytes());
+    let s = render(&f, "r");
+    assert!(s.diagnostics.is_empty(), "{:?}", s.diagnostics);
+    for (id, u) in &s.units {
+        if id.team.0 == "a" {
+            assert_eq!(u.adopt.len(), 1);
+            assert_eq!(u.adopt[0].key.name, "monitoring");
+            assert_eq!(u.adopt[0].source.to_string(), "platform.yaml:12");
+        } else {
+            assert!(u.adopt.is_empty());
+        }
+    }
+
+    let unexplained = format!(
+        "{PLATFORM}  adopt:\n    - {{kind: Namespace, name: monitoring, team: a, reason: \"\"}}\n"
+    );
+    f.insert("platform.yaml".into(), unexplained.into_bytes());
+    let s = render(&f, "r");
+    assert!(s.platform_failed);
+    assert_eq!(
+        s.diagnostics[0].to_string(),
+        "platform.yaml:12:52: error[schema]: an adoption needs a reason"
+    );
+}

@@ -27,6 +27,7 @@ fn unit(team: &str, cluster: &str, objects: usize) -> UnitDesired {
             })
             .collect(),
         prune: Default::default(),
+        adopt: Vec::new(),
     }
 }
 

@@ -52,6 +52,7 @@ impl Syncer {
             namespaces: Vec::new(),
             objects: Vec::new(),
             prune: policy.clone(),
+            adopt: Vec::new(),
         };
         let mut result = UnitResult::new(unit, revision);
         match self.sync_inner(&desired, &mut result).await {

@@ -100,5 +100,6 @@ pub fn unit_desired(
         namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
         objects,
         prune: PrunePolicy::default(),
+        adopt: Vec::new(),
     }
 }

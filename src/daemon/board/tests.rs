@@ -263,6 +263,7 @@ fn a_new_team_that_renders_again_leaves_the_clusters_it_does_not_run_on() {
             namespaces: vec!["new".into()],
             objects: Vec::new(),
             prune: PrunePolicy::default(),
+            adopt: Vec::new(),
         },
     );
     let r = board.rendered(&state, &clusters);
