@@ -1,23 +1,25 @@
 //! What is live on the cluster, and who owns it: the unit's own objects (one list per kind
-//! and namespace, filtered by pontoon's labels), the other teams' objects a unit must not
-//! take over, and which team holds each of pontoon's Namespaces.
+//! and namespace), the other teams' objects a unit must not take over, the objects that
+//! exist without pontoon's labels (which `adopt` refuses unless the platform adopts them),
+//! and which team holds each of pontoon's Namespaces.
 //!
-//! Everything here only reads. Ownership is what an object's team label says; an object
-//! of a team whose inventory is gone from the cluster belongs to no one any more.
+//! Everything here only reads. Ownership is what an object's labels say; an object of a
+//! team whose inventory is gone from the cluster belongs to no one any more.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kube::api::ListParams;
 use serde_json::Value;
 
+use super::adopt::Unmanaged;
 use super::health::{self, Health};
 use super::inventory::Inventory;
 use super::resolve::{Planned, api_version_of};
 use super::{SyncError, Syncer, UnitResult};
 use crate::cluster::{Cluster, Resolved, gvk_of, retry_transport};
 use crate::desired::{
-    ANNOTATION_PRUNE, LABEL_TEAM, NamespaceOwners, ObjectKey, TeamName, UnitDesired,
-    selector_managed, selector_other_teams, selector_team,
+    ANNOTATION_PRUNE, LABEL_MANAGED_BY, LABEL_TEAM, MANAGED_BY_VALUE, NamespaceOwners, ObjectKey,
+    TeamName, UnitDesired, selector_managed, selector_team,
 };
 
 /// Live facts about an object, from the per-kind lists.
@@ -35,6 +37,36 @@ pub(super) type LiveObjects = HashMap<ObjectKey, Live>;
 
 /// Objects of other teams, by key, with the team their label names.
 pub(super) type ForeignOwners = HashMap<ObjectKey, String>;
+
+/// The live objects met that are not the unit's own.
+#[derive(Debug, Default)]
+pub(super) struct Others {
+    /// Other teams' objects.
+    pub teams: ForeignOwners,
+    /// Objects without pontoon's labels (made by hand, by another tool, by a controller).
+    pub unmanaged: Unmanaged,
+}
+
+/// Who an object belongs to, by its labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    /// pontoon's, for the team its label names.
+    Team(String),
+    /// Not pontoon's: without `managed-by: pontoon` or without a team label.
+    Unmanaged,
+}
+
+/// The team that holds an object, when it carries both of pontoon's labels.
+pub(super) fn team_label(labels: Option<&BTreeMap<String, String>>) -> Option<&String> {
+    let labels = labels?;
+    (labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY_VALUE))
+        .then(|| labels.get(LABEL_TEAM))
+        .flatten()
+}
+
+fn owner_of(meta: &kube::api::ObjectMeta) -> Owner {
+    team_label(meta.labels.as_ref()).map_or(Owner::Unmanaged, |t| Owner::Team(t.clone()))
+}
 
 /// Kinds to list, each with the namespaces to list it in (`""`: cluster-wide).
 type KindsToList = BTreeMap<(String, String), (Resolved, BTreeSet<String>)>;
@@ -90,7 +122,7 @@ impl Syncer {
         team: &TeamName,
         planned: &[Planned<'_>],
         previous: &Inventory,
-    ) -> Result<(LiveObjects, ForeignOwners), kube::Error> {
+    ) -> Result<(LiveObjects, Others), kube::Error> {
         let mut kinds = KindsToList::new();
         for p in planned {
             if let Some(res) = &p.resolved {
@@ -119,17 +151,19 @@ impl Syncer {
     /// Lists the unit's live objects of the given kinds in the namespaces given with each:
     /// metadata only, except for kinds whose health is read from their status.
     ///
-    /// In a namespace the list takes every pontoon object of the kind, whatever its team:
-    /// the same request then also names the other teams' objects there, which the unit must
-    /// not take over, so a first sync does not list each namespace twice. A cluster-scoped
-    /// kind is listed for the team alone (every team's Namespaces would be a long list).
+    /// In a namespace the list takes every object of the kind, whatever its labels: the
+    /// same request then also names the other teams' objects there, and the objects that
+    /// exist without pontoon's labels, neither of which the unit may take over, so a
+    /// first sync does not list each namespace twice nor read each new object. A
+    /// cluster-scoped kind is listed for the team alone (every team's Namespaces would be
+    /// a long list); the new cluster-scoped objects are looked for by
+    /// [`Syncer::refuse_foreign_objects`].
     async fn list_live(
         &self,
         team: &TeamName,
         kinds: impl Iterator<Item = (Resolved, BTreeSet<String>)>,
-    ) -> Result<(LiveObjects, ForeignOwners), kube::Error> {
+    ) -> Result<(LiveObjects, Others), kube::Error> {
         let own = selector_team(team);
-        let any = selector_managed();
         let mut pending = Vec::new();
         for (res, namespaces) in kinds {
             if res.namespaced {
@@ -137,7 +171,7 @@ impl Syncer {
                     pending.push(self.list_live_in(
                         res.clone(),
                         namespace,
-                        &any,
+                        "",
                         Detail::HealthWhereRuled,
                     ));
                 }
@@ -145,32 +179,34 @@ impl Syncer {
                 pending.push(self.list_live_in(res, String::new(), &own, Detail::HealthWhereRuled));
             }
         }
-        let (mut live, mut others) = (HashMap::new(), HashMap::new());
+        let (mut live, mut others) = (HashMap::new(), Others::default());
         for found in futures::future::join_all(pending).await {
             for (key, owner, l) in found? {
                 match owner {
-                    Some(owner) if owner == team.0 => {
+                    Owner::Team(owner) if owner == team.0 => {
                         live.insert(key, l);
                     }
-                    Some(owner) => {
-                        others.insert(key, owner);
+                    Owner::Team(owner) => {
+                        others.teams.insert(key, owner);
                     }
-                    None => {}
+                    Owner::Unmanaged => {
+                        others.unmanaged.insert(key, l.uid);
+                    }
                 }
             }
         }
         Ok((live, others))
     }
 
-    /// One kind's pontoon objects in one namespace (`""`: cluster-wide), each with the team
-    /// its label names.
+    /// One kind's objects matching `selector` in one namespace (`""`: cluster-wide), each
+    /// with who its labels say owns it.
     async fn list_live_in(
         &self,
         res: Resolved,
         namespace: String,
         selector: &str,
         detail: Detail,
-    ) -> Result<Vec<(ObjectKey, Option<String>, Live)>, kube::Error> {
+    ) -> Result<Vec<(ObjectKey, Owner, Live)>, kube::Error> {
         let api = &Cluster::api(self.cluster.client().clone(), &res, &namespace);
         let entry = |m: &kube::api::ObjectMeta, health| {
             let key = ObjectKey {
@@ -179,7 +215,7 @@ impl Syncer {
                 namespace: m.namespace.clone().unwrap_or_default(),
                 name: m.name.clone().unwrap_or_default(),
             };
-            let owner = m.labels.as_ref().and_then(|l| l.get(LABEL_TEAM)).cloned();
+            let owner = owner_of(m);
             let live = Live {
                 resource_version: m.resource_version.clone().unwrap_or_default(),
                 uid: m.uid.clone().unwrap_or_default(),
@@ -213,7 +249,8 @@ impl Syncer {
     }
 
     /// Leaves out of `planned` every new object another team owns (an error in `r`); an
-    /// object of a team pontoon no longer manages here is taken over instead.
+    /// object of a team pontoon no longer manages here is taken over instead. Returns the
+    /// objects met that exist without pontoon's labels, for [`super::adopt`] to judge.
     ///
     /// A team pontoon no longer manages on this cluster (its removal is done, so its
     /// inventory is gone) owns nothing: what the prune rules kept of it, as they keep
@@ -223,16 +260,19 @@ impl Syncer {
         &self,
         planned: &mut Vec<Planned<'_>>,
         live: &LiveObjects,
-        mut foreign: ForeignOwners,
+        mut others: Others,
         desired: &UnitDesired,
         r: &mut UnitResult,
-    ) -> Result<(), SyncError> {
+    ) -> Result<Unmanaged, SyncError> {
         let team = &desired.unit.team;
         let new: Vec<&Planned> = planned
             .iter()
             .filter(|p| !live.contains_key(&p.key))
             .collect();
-        foreign.extend(self.foreign_owners(&new, team).await?);
+        let cluster_scoped = self.foreign_owners(&new, team).await?;
+        others.teams.extend(cluster_scoped.teams);
+        others.unmanaged.extend(cluster_scoped.unmanaged);
+        let foreign = others.teams;
         let claimed: BTreeSet<&String> = new.iter().filter_map(|p| foreign.get(&p.key)).collect();
         let mut gone = BTreeSet::new();
         for owner in claimed {
@@ -258,17 +298,18 @@ impl Syncer {
             }
         }
         planned.retain(|p| !owned_elsewhere.contains(&p.key));
-        Ok(())
+        Ok(others.unmanaged)
     }
 
-    /// Owners (other than `team`) of the cluster-scoped objects about to be created, from
-    /// one list of other teams' pontoon objects per kind instead of one read per object.
+    /// Owners (other teams, or none: no pontoon labels) of the cluster-scoped objects
+    /// about to be created, from one list per kind (metadata only, no label selector, so
+    /// that objects without pontoon's labels are seen too) instead of one read per object.
     /// (The namespaced ones came with the unit's own lists.)
     async fn foreign_owners(
         &self,
         new: &[&Planned<'_>],
         team: &TeamName,
-    ) -> Result<ForeignOwners, kube::Error> {
+    ) -> Result<Others, kube::Error> {
         let mut kinds: BTreeMap<(String, String), (Resolved, BTreeSet<ObjectKey>)> =
             BTreeMap::new();
         for p in new {
@@ -281,16 +322,25 @@ impl Syncer {
                 .1
                 .insert(p.key.clone());
         }
-        let selector = selector_other_teams(team);
         let lists = futures::future::join_all(
             kinds
                 .into_values()
-                .map(|(res, keys)| self.list_foreign(res, keys, &selector)),
+                .map(|(res, keys)| self.list_foreign(res, keys)),
         )
         .await;
-        let mut out = HashMap::new();
+        let mut out = Others::default();
         for l in lists {
-            out.extend(l?);
+            for (key, owner, live) in l? {
+                match owner {
+                    Owner::Team(owner) if owner == team.0 => {}
+                    Owner::Team(owner) => {
+                        out.teams.insert(key, owner);
+                    }
+                    Owner::Unmanaged => {
+                        out.unmanaged.insert(key, live.uid);
+                    }
+                }
+            }
         }
         Ok(out)
     }
@@ -299,18 +349,16 @@ impl Syncer {
         &self,
         res: Resolved,
         keys: BTreeSet<ObjectKey>,
-        selector: &str,
-    ) -> Result<Vec<(ObjectKey, String)>, kube::Error> {
+    ) -> Result<Vec<(ObjectKey, Owner, Live)>, kube::Error> {
         Ok(self
-            .list_live_in(res, String::new(), selector, Detail::Metadata)
+            .list_live_in(res, String::new(), "", Detail::Metadata)
             .await?
             .into_iter()
             .filter(|(key, _, _)| keys.contains(key))
-            .filter_map(|(key, owner, _)| Some((key, owner?)))
             .collect())
     }
 
-    /// Every object matching `selector`, page by page, each page under the cluster's read
+    /// Every object matching `selector` (`""`: every object), page by page, each page under the cluster's read
     /// limit; `page` sends one list request.
     async fn list_pages<T, F, Fut>(
         &self,
@@ -323,7 +371,10 @@ impl Syncer {
         Fut: std::future::Future<Output = Result<kube::core::ObjectList<T>, kube::Error>>,
     {
         let mut out = Vec::new();
-        let mut params = ListParams::default().labels(selector).limit(500);
+        let mut params = ListParams::default().limit(500);
+        if !selector.is_empty() {
+            params = params.labels(selector);
+        }
         loop {
             let list = {
                 let _permit = self.cluster.read_permit().await;

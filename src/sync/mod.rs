@@ -7,6 +7,8 @@
 //! 2. if the desired objects and the live resourceVersions are what the last sync left,
 //!    stop: no write request at all;
 //! 3. refuse a sync that would delete more than the platform's share (held, reported);
+//!    leave out what another team owns, and what exists without pontoon's labels unless
+//!    the platform adopts it (`adopt`: nothing goes into a Namespace pontoon did not make);
 //! 4. record `previous ∪ desired` in the inventory *before* applying, so a crash can
 //!    never orphan an object;
 //! 5. server-side apply in a safe order ([`order::Phase`]) — CRDs (then wait until
@@ -19,7 +21,7 @@
 //! 7. shrink the inventory to what is desired; read health from what the apply returned.
 //!
 //! Where each part lives: the result model in `result`, resolving kinds in `resolve`,
-//! what is live and who owns it in `live`, one object's apply in `apply`, the phases in
+//! what is live and who owns it in `live`, what a team may take over in `adopt`, one object's apply in `apply`, the phases in
 //! `order` and `phases`, pruning in `prune` and its guarded delete in `delete`, what is
 //! remembered between syncs in `memory`, syncs in flight in `in_flight`, health rules in
 //! `health` and the waits for them in `health_wait`, teams that left in `removal`, the
@@ -27,6 +29,7 @@
 //!
 //! The engine never panics on server answers and never holds a lock across an await.
 
+pub mod adopt;
 mod apply;
 mod delete;
 pub mod health;
@@ -239,7 +242,7 @@ impl Syncer {
         let previous = self.previous_inventory(desired).await?;
         let mut planned = self.resolve_desired(desired, r).await;
         let desired_keys: BTreeSet<ObjectKey> = planned.iter().map(|p| p.key.clone()).collect();
-        let (live, foreign) = self.list_unit(team, &planned, &previous).await?;
+        let (live, others) = self.list_unit(team, &planned, &previous).await?;
 
         // Nothing changed since the last sync: no writes at all.
         let last = self.memory.last_apply(team);
@@ -253,13 +256,16 @@ impl Syncer {
         }
 
         // Decide, before anything is written: what to prune, whether to hold, what is
-        // another team's, and the Role the prune needs.
+        // another team's or no team's (a team takes only what is free), and the Role the
+        // prune needs.
         let to_prune = prune::candidates(&previous, &desired_keys);
         if prune::hold_mass_deletion(&to_prune, &previous, &desired.prune, r) {
             return Ok(());
         }
-        self.refuse_foreign_objects(&mut planned, &live, foreign, desired, r)
+        let unmanaged = self
+            .refuse_foreign_objects(&mut planned, &live, others, desired, r)
             .await?;
+        adopt::refuse_unmanaged(&mut planned, &unmanaged, &previous, desired, r);
         let widened = self.widen_team_roles(&planned, &to_prune).await;
         let narrow_after = prune::put_widened_roles(&mut planned, &widened);
         let recorded = self.record_union(&previous, &planned, team, r).await?;

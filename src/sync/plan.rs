@@ -1,18 +1,22 @@
 //! `pontoon plan`: the sync computation as a dry run. Every create and update is a
 //! server-side apply with `dryRun=All`, so the answer includes defaulting, admission and
-//! the team's RBAC exactly as a real sync would meet them; nothing is written.
+//! the team's RBAC exactly as a real sync would meet them; nothing is written. An object
+//! that exists without pontoon's labels for the team, and everything in such a Namespace,
+//! is refused as the sync refuses it (see `adopt`), with the same rule ids.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kube::api::{DynamicObject, Patch};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::Syncer;
+use super::adopt;
 use super::inventory::{Inventory, InventoryError};
+use super::live::team_label;
 use super::resolve::api_version_of;
 use crate::cluster::{Cluster, gvk_of};
-use crate::desired::{ObjectKey, UnitDesired, UnitId, apply_params};
+use crate::desired::{DesiredObject, ObjectKey, UnitDesired, UnitId, apply_params};
 
 /// What a sync would do to one object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -157,10 +161,35 @@ impl Syncer {
         };
         let mut objects = Vec::new();
         let mut desired_keys = BTreeSet::new();
+        // The Namespaces first: nothing is planned into one the team may not take.
+        let mut namespaces = BTreeMap::new();
+        for o in &desired.objects {
+            let Some(key) = o
+                .key()
+                .filter(|k| k.group.is_empty() && k.kind == "Namespace")
+            else {
+                continue;
+            };
+            let action = self.plan_one(o, &key, desired, &previous).await;
+            namespaces.insert(key.name.clone(), (key, action));
+        }
+        let refused = |ns: &str| {
+            namespaces
+                .get(ns)
+                .filter(|(_, a)| is_refusal(a, adopt::RULE_NAMESPACE_EXISTS))
+        };
         for o in &desired.objects {
             let Some(key) = o.key() else { continue };
             desired_keys.insert(key.clone());
-            let action = self.plan_one(o, &key, team).await;
+            let action = if let Some((ns, _)) = refused(&key.namespace) {
+                Action::Error {
+                    message: format!("not applied: {}", adopt::refusal(ns, desired, &o.source)),
+                }
+            } else if let Some((_, a)) = namespaces.get(&key.name).filter(|(k, _)| *k == key) {
+                a.clone()
+            } else {
+                self.plan_one(o, &key, desired, &previous).await
+            };
             objects.push(PlannedObject {
                 object: key.to_string(),
                 action,
@@ -184,10 +213,12 @@ impl Syncer {
 
     async fn plan_one(
         &self,
-        o: &crate::desired::DesiredObject,
+        o: &DesiredObject,
         key: &ObjectKey,
-        team: &crate::desired::TeamName,
+        desired: &UnitDesired,
+        previous: &Inventory,
     ) -> Action {
+        let team = &desired.unit.team;
         let gvk = gvk_of(api_version_of(&o.object), &key.kind);
         let res = match self.cluster.resolve(&gvk).await {
             Ok(r) => r,
@@ -220,6 +251,21 @@ impl Syncer {
                 };
             }
         };
+        // As the sync: an existing object without pontoon's labels for the team is not
+        // applied over unless the platform adopts it.
+        if let Some(l) = &live
+            && team_label(l.metadata.labels.as_ref()).is_none()
+            && !adopt::may_take(
+                key,
+                l.metadata.uid.as_deref().unwrap_or(""),
+                desired,
+                previous,
+            )
+        {
+            return Action::Error {
+                message: adopt::refusal(key, desired, &o.source),
+            };
+        }
         let dry = {
             let _permit = self.cluster.write_permit().await;
             api.patch(
@@ -255,6 +301,11 @@ impl Syncer {
             }
         }
     }
+}
+
+/// Whether `action` is a refusal under `rule`.
+fn is_refusal(action: &Action, rule: &str) -> bool {
+    matches!(action, Action::Error { message } if message.contains(&format!("error[{rule}]")))
 }
 
 #[cfg(test)]
