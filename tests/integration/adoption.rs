@@ -349,3 +349,60 @@ async fn a_teams_configmap_over_one_made_by_hand_is_refused_until_adopted() {
         Some("team")
     );
 }
+
+/// Requests per verb that `sync` sends, from the apiserver's own counters.
+async fn requests_of(
+    cp: &ControlPlane,
+    sync: impl std::future::Future<Output = UnitResult>,
+) -> (UnitResult, std::collections::BTreeMap<String, u64>) {
+    let before = cp.requests_by_verb();
+    let r = sync.await;
+    let after = cp.requests_by_verb();
+    let delta = after
+        .into_iter()
+        .map(|(verb, n)| (verb.clone(), n - before.get(&verb).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    (r, delta)
+}
+
+/// Seeing what exists without pontoon's labels costs no request per object: a sync of a
+/// unit with 20 new ConfigMaps, in a namespace where 20 more were made by hand (one under
+/// a name the team's files use), sends the same lists as one where none exist, and no get.
+#[tokio::test]
+async fn what_exists_is_seen_without_a_request_per_object() {
+    let cp = control_plane::dedicated("adopt-count");
+    let client = cp.client().await;
+    let s = syncer(cp).await;
+    let (empty, crowded) = (unique_name("empty"), unique_name("crowded"));
+    let app = |team: &str| {
+        (0..20)
+            .map(|i| configmap_yaml(team, &format!("cm-{i}")))
+            .collect::<String>()
+    };
+    for team in [&empty, &crowded] {
+        let r = s.sync(&unit(cp, team, &[team], "", ""), "r1").await;
+        assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    }
+    for i in 0..20 {
+        configmap_by_hand(&client, &crowded, &format!("by-hand-{i}")).await;
+    }
+    configmap_by_hand(&client, &crowded, "cm-0").await;
+
+    let (r, quiet) = requests_of(
+        cp,
+        s.sync(&unit(cp, &empty, &[&empty], &app(&empty), ""), "r2"),
+    )
+    .await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    let (r, crowded_requests) = requests_of(
+        cp,
+        s.sync(&unit(cp, &crowded, &[&crowded], &app(&crowded), ""), "r2"),
+    )
+    .await;
+    assert_eq!(r.state, UnitState::Failed, "{r:?}");
+    assert_eq!(r.errors.len(), 1, "{r:?}");
+    eprintln!("requests of a sync: none by hand {quiet:?}; 21 by hand {crowded_requests:?}");
+    assert_eq!(quiet.get("LIST"), crowded_requests.get("LIST"));
+    assert_eq!(crowded_requests.get("GET"), quiet.get("GET"));
+}
