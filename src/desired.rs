@@ -30,6 +30,21 @@ pub const FIELD_MANAGER: &str = "pontoon";
 /// identity manage the kinds the team uses.
 pub const TEAM_ROLE: &str = "pontoon-team";
 
+/// A kind's resource name as Kubernetes guesses it without discovery (lower case, an
+/// English plural). Render names the team Role's resources with it, having no cluster;
+/// the sync puts discovery's names in their place (`Endpoints` is `endpoints`, not this
+/// guess's `endpointses`).
+pub fn plural_guess(kind: &str) -> String {
+    let lower = kind.to_ascii_lowercase();
+    if lower.ends_with("y") && !lower.ends_with("ey") {
+        format!("{}ies", &lower[..lower.len() - 1])
+    } else if lower.ends_with('s') || lower.ends_with('x') || lower.ends_with("ch") {
+        format!("{lower}es")
+    } else {
+        format!("{lower}s")
+    }
+}
+
 /// The group every team identity belongs to.
 pub const TEAM_GROUP: &str = "pontoon:teams";
 

@@ -9,22 +9,11 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::manifests::stamp;
+pub use crate::desired::plural_guess as plural;
 use crate::desired::{
     Applier, DesiredObject, DriftMode, LABEL_TEAM, SourceRef, TEAM_ROLE, TeamName, team_user,
 };
 use crate::model::Team;
-
-/// Kubernetes' plural for a kind (what RBAC rules name).
-pub fn plural(kind: &str) -> String {
-    let lower = kind.to_ascii_lowercase();
-    if lower.ends_with("y") && !lower.ends_with("ey") {
-        format!("{}ies", &lower[..lower.len() - 1])
-    } else if lower.ends_with('s') || lower.ends_with('x') || lower.ends_with("ch") {
-        format!("{lower}es")
-    } else {
-        format!("{lower}s")
-    }
-}
 
 /// The team's base: Namespaces, quota, owners' access, isolation, and the RBAC that lets
 /// the team's impersonated identity manage the kinds it uses in its namespaces.

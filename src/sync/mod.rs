@@ -241,6 +241,8 @@ impl Syncer {
         }
         let previous = self.previous_inventory(desired).await?;
         let mut planned = self.resolve_desired(desired, r).await;
+        let named = resolve::team_roles_named_by_discovery(&planned);
+        resolve::put_named_roles(&mut planned, &named);
         let desired_keys: BTreeSet<ObjectKey> = planned.iter().map(|p| p.key.clone()).collect();
         let (live, others) = self.list_unit(team, &planned, &previous).await?;
 

@@ -2,7 +2,8 @@
 //! (resource name, scope). A kind whose CRD arrives in the same sync cannot be resolved
 //! yet; it waits until the CRDs are established. Resolving only reads (discovery).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -11,7 +12,9 @@ use super::memory::object_hash;
 use super::order::Phase;
 use super::{Syncer, UnitResult};
 use crate::cluster::{ClusterError, Resolved, gvk_of};
-use crate::desired::{DesiredObject, ObjectKey, TeamName, UnitDesired};
+use crate::desired::{
+    Applier, DesiredObject, ObjectKey, TEAM_ROLE, TeamName, UnitDesired, plural_guess,
+};
 
 /// A desired object with what discovery found about it.
 pub(super) struct Planned<'a> {
@@ -142,4 +145,79 @@ impl Syncer {
             }
         }
     }
+}
+
+/// The unit's team Roles with each resource render guessed (see
+/// [`crate::desired::plural_guess`]) replaced by the name discovery gives the kind of a
+/// team object in this unit; empty when every guess was right. A Role naming a resource
+/// the cluster does not serve would let the apiserver refuse the team's own objects.
+pub(super) fn team_roles_named_by_discovery(planned: &[Planned<'_>]) -> Vec<DesiredObject> {
+    let mut served: BTreeMap<(String, String), String> = BTreeMap::new();
+    for p in planned.iter().filter(|p| p.object.applier == Applier::Team) {
+        if let Some(res) = &p.resolved {
+            let guess = plural_guess(&res.resource.kind);
+            if guess != res.resource.plural {
+                served.insert(
+                    (res.resource.group.clone(), guess),
+                    res.resource.plural.clone(),
+                );
+            }
+        }
+    }
+    if served.is_empty() {
+        return Vec::new();
+    }
+    planned
+        .iter()
+        .filter(|p| is_team_role(p))
+        .filter_map(|p| {
+            let mut object = (*p.object.object).clone();
+            let mut renamed = false;
+            for rule in object.get_mut("rules")?.as_array_mut()? {
+                let groups: Vec<String> = rule
+                    .get("apiGroups")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|g| g.as_str().map(str::to_owned))
+                    .collect();
+                let Some(resources) = rule.get_mut("resources").and_then(Value::as_array_mut)
+                else {
+                    continue;
+                };
+                for resource in resources.iter_mut() {
+                    let Some(guess) = resource.as_str().map(str::to_owned) else {
+                        continue;
+                    };
+                    if let Some(name) = groups
+                        .iter()
+                        .find_map(|g| served.get(&(g.clone(), guess.clone())))
+                    {
+                        *resource = Value::String(name.clone());
+                        renamed = true;
+                    }
+                }
+            }
+            renamed.then(|| DesiredObject {
+                object: Arc::new(object),
+                ..p.object.clone()
+            })
+        })
+        .collect()
+}
+
+/// Puts `named` Roles in place of the planned ones they stand for.
+pub(super) fn put_named_roles<'a>(planned: &mut [Planned<'a>], named: &'a [DesiredObject]) {
+    for p in planned.iter_mut() {
+        if let Some(n) = named.iter().find(|n| n.key().as_ref() == Some(&p.key)) {
+            *p = Planned::new(p.key.clone(), n, p.resolved.clone());
+        }
+    }
+}
+
+fn is_team_role(p: &Planned<'_>) -> bool {
+    p.object.applier == Applier::Platform
+        && p.key.group == "rbac.authorization.k8s.io"
+        && p.key.kind == "Role"
+        && p.key.name == TEAM_ROLE
 }

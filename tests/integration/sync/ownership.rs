@@ -216,3 +216,56 @@ async fn a_sync_killed_midway_leaves_no_orphans_after_a_restart() {
     );
     assert!(names.iter().all(|n| n.as_str() < "cm100"), "{names:?}");
 }
+
+/// The team Role names resources as discovery does: a kind whose English plural guess is
+/// wrong (`Endpoints`, guessed `endpointses`) is still the team's to apply, through its
+/// own impersonated identity.
+#[tokio::test]
+async fn the_team_role_names_resources_as_the_cluster_serves_them() {
+    let cp = control_plane::shared();
+    let s = syncer(cp).await;
+    let team = unique_name("plural");
+    let app = "apiVersion: v1\nkind: Endpoints\nmetadata: {name: external-db}\nsubsets:\n  - addresses: [{ip: 10.1.2.3}]\n    ports: [{port: 5432}]\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {k: v}\n";
+    let allowed = "{group: \"\", kind: Endpoints}, {group: \"\", kind: ConfigMap}";
+    let u = rendered_unit(cp, &team, &team, allowed, app, "r1");
+    let rendered: Vec<String> = u
+        .objects
+        .iter()
+        .filter(|o| o.key().is_some_and(|k| k.kind == "Role"))
+        .flat_map(|o| {
+            o.object["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|r| r["resources"].as_array().cloned().unwrap_or_default())
+                .filter_map(|r| r.as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        rendered.contains(&"endpointses".to_owned()),
+        "the render, with no cluster, guesses: {rendered:?}"
+    );
+    let r = s.sync(&u, "r1").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(cp.client().await, &team);
+    let role = roles.get(TEAM_ROLE).await.expect("team role");
+    let resources: Vec<String> = role
+        .rules
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|r| r.resources.unwrap_or_default())
+        .collect();
+    assert!(
+        resources.contains(&"endpoints".to_owned())
+            && !resources.contains(&"endpointses".to_owned()),
+        "{resources:?}"
+    );
+    // A second sync changes nothing: the named Role is what the last one applied.
+    let again = s.sync(&u, "r1").await;
+    assert_eq!(
+        (again.state, again.writes),
+        (UnitState::Synced, 0),
+        "{again:?}"
+    );
+}
