@@ -50,7 +50,7 @@ pub fn last_writer(live: &Value) -> (String, String) {
 }
 
 /// Who owns the drifted fields now: the newest of the field managers other than pontoon
-/// whose `managedFields` cover one of `paths` (a changed value moves to whoever changed
+/// (status writers aside) whose `managedFields` cover one of `paths` (a changed value moves to whoever changed
 /// it). `managedFields` times have whole seconds, so the newest entry alone cannot tell
 /// a hand edit from pontoon's apply in the same second; ownership can.
 pub fn changed_by(live: &Value, paths: &[String]) -> Option<(String, String)> {
@@ -63,12 +63,9 @@ pub fn changed_by(live: &Value, paths: &[String]) -> Option<(String, String)> {
     entries
         .iter()
         .filter(|m| m.get("manager").and_then(Value::as_str) != Some(crate::desired::FIELD_MANAGER))
-        .filter(|m| {
-            m.get("subresource")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .is_empty()
-        })
+        // Writes through a subresource other than status (`kubectl scale` and an HPA go
+        // through `scale`) are recorded in the object's own field paths: they count.
+        .filter(|m| m.get("subresource").and_then(Value::as_str) != Some("status"))
         .filter(|m| {
             let mut leaves = Vec::new();
             if let Some(f) = m.get("fieldsV1") {

@@ -578,3 +578,38 @@ async fn a_controllers_entry_in_a_list_pontoon_set_is_not_drift() {
     );
     watch.stop();
 }
+
+/// `kubectl scale` writes through the scale subresource (as field manager `kubectl`): the
+/// drift names it, not `unknown`, and counts it as a person's change.
+#[tokio::test]
+async fn a_change_through_the_scale_subresource_is_named_by_who_made_it() {
+    let cp = control_plane::shared();
+    let syncer = syncer(cp).await;
+    let team = unique_name("scaled");
+    let mut objects = team_base(&team, &[&team]);
+    objects.push(deployment(&team, &team, "web", "shop:1.0", 1));
+    let mut state = DesiredState {
+        revision: "r1".into(),
+        ..DesiredState::default()
+    };
+    let u = unit_desired(&team, cp.name, &[&team], objects);
+    state.units.insert(u.unit.clone(), u.clone());
+    let _ = syncer.sync(&u, "r1").await;
+    let (watch, mut rx) = watching(&syncer, cp, &state).await;
+
+    let out = cp.kubectl(&["-n", &team, "scale", "deployment/web", "--replicas=3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = next(&mut rx, "kubectl scale").await;
+    assert_eq!(e.key.name, "web", "{e:?}");
+    assert_eq!(e.paths, ["/spec/replicas"], "{e:?}");
+    assert_eq!(
+        (e.manager.as_str(), e.by_person),
+        ("kubectl", true),
+        "{e:?}"
+    );
+    watch.stop();
+}
