@@ -238,7 +238,8 @@ pub struct PrunePolicy {
     pub namespaces: bool,
     /// Whether CustomResourceDefinitions may be deleted when they leave the repo.
     pub crds: bool,
-    /// A sync that would delete more than this share (0.0–1.0) of a unit's objects is held.
+    /// A sync that would delete more than this share (0.0–1.0) of the team's own objects in
+    /// a unit (those applied as the team) is held.
     /// `1.0` disables the hold.
     pub max_share: f64,
 }

@@ -6,9 +6,10 @@
 //!    read from status, metadata for the rest) — reads only;
 //! 2. if the desired objects and the live resourceVersions are what the last sync left,
 //!    stop: no write request at all;
-//! 3. refuse a sync that would delete more than the platform's share (held, reported);
-//!    leave out what another team owns, and what exists without pontoon's labels unless
-//!    the platform adopts it (`adopt`: nothing goes into a Namespace pontoon did not make);
+//! 3. refuse a sync that would delete more than the platform's share of the team's own
+//!    objects (held, reported); leave out what another team owns, and what exists
+//!    without pontoon's labels unless the platform adopts it (`adopt`: nothing goes into a
+//!    Namespace pontoon did not make);
 //! 4. record `previous ∪ desired` in the inventory *before* applying, so a crash can
 //!    never orphan an object;
 //! 5. server-side apply in a safe order ([`order::Phase`]) — CRDs (then wait until

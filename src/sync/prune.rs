@@ -38,23 +38,25 @@ pub(super) fn candidates(previous: &Inventory, desired_keys: &BTreeSet<ObjectKey
 }
 
 /// The mass-deletion rule: a sync that would delete more than the platform's share of the
-/// unit's objects is held (recorded in `r`) before anything is written. True when held.
+/// team's own objects (those applied as the team; the base pontoon renders for it, its
+/// Namespaces, quota, RBAC and NetworkPolicy, counts neither way) is held (recorded in
+/// `r`) before anything is written. True when held.
 pub(super) fn hold_mass_deletion(
     to_prune: &[Entry],
     previous: &Inventory,
     policy: &PrunePolicy,
     r: &mut UnitResult,
 ) -> bool {
-    let share = to_prune.len() as f64 / previous.entries.len().max(1) as f64;
-    let held = !to_prune.is_empty() && policy.max_share < 1.0 && share > policy.max_share;
-    if !held {
+    let own = |e: &&Entry| e.applier == Applier::Team;
+    let deleting = to_prune.iter().filter(own).count();
+    let holds = previous.entries.values().filter(own).count();
+    let share = deleting as f64 / holds.max(1) as f64;
+    if deleting == 0 || policy.max_share >= 1.0 || share <= policy.max_share {
         return false;
     }
     r.held = to_prune.iter().map(Entry::key).collect();
     r.message = Some(format!(
-        "held: this revision would delete {} of {} objects ({:.0}% > the platform's limit of {:.0}%); nothing was applied",
-        to_prune.len(),
-        previous.entries.len(),
+        "held: this revision would delete {deleting} of the team's {holds} objects ({:.0}% > the platform's limit of {:.0}%); nothing was applied",
         share * 100.0,
         policy.max_share * 100.0
     ));
@@ -319,7 +321,7 @@ mod tests {
         assert_eq!(
             r.message.as_deref(),
             Some(
-                "held: this revision would delete 3 of 4 objects (75% > the platform's limit of 50%); nothing was applied"
+                "held: this revision would delete 3 of the team's 4 objects (75% > the platform's limit of 50%); nothing was applied"
             )
         );
     }
@@ -338,6 +340,66 @@ mod tests {
         assert!(!hold_mass_deletion(&all, &previous, &policy(1.0), &mut r));
         assert!(!hold_mass_deletion(&[], &previous, &policy(0.0), &mut r));
         assert!(r.held.is_empty() && r.message.is_none());
+    }
+
+    /// `n` entries of the base pontoon renders for the team (applied as the platform).
+    fn base(n: usize) -> Vec<Entry> {
+        (0..n)
+            .map(|i| Entry {
+                api_version: "rbac.authorization.k8s.io/v1".into(),
+                kind: "RoleBinding".into(),
+                namespace: "shop".into(),
+                name: format!("b{i}"),
+                applier: Applier::Platform,
+                uid: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_base_pontoon_renders_counts_neither_way() {
+        // Two workloads beside six objects of base: deleting both is all of the team's
+        // own objects, held whatever the base adds to the inventory.
+        let (workloads, base) = (entries(2), base(6));
+        let previous = inventory(&[workloads.clone(), base.clone()].concat());
+        let mut r = result();
+        assert!(hold_mass_deletion(
+            &workloads,
+            &previous,
+            &policy(0.5),
+            &mut r
+        ));
+        assert!(
+            r.message
+                .as_deref()
+                .is_some_and(|m| m.contains("would delete 2 of the team's 2 objects (100% ")),
+            "{r:?}"
+        );
+        // Dropping a namespace's base alone deletes none of the team's objects.
+        let mut r = result();
+        assert!(!hold_mass_deletion(&base, &previous, &policy(0.0), &mut r));
+        // A removed team: everything goes, the base too; the team's objects decide.
+        let mut r = result();
+        let everything: Vec<Entry> = previous.entries.values().cloned().collect();
+        assert!(hold_mass_deletion(
+            &everything,
+            &previous,
+            &policy(0.5),
+            &mut r
+        ));
+        assert_eq!(
+            r.held.len(),
+            8,
+            "every object the sync would delete is named"
+        );
+        // One workload of two is exactly the share: not over it.
+        let mut r = result();
+        assert!(!hold_mass_deletion(
+            &workloads[..1],
+            &previous,
+            &policy(0.5),
+            &mut r
+        ));
     }
 
     #[test]

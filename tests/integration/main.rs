@@ -19,6 +19,7 @@ mod faults;
 mod forge;
 mod gitea;
 mod github;
+mod hold;
 mod leader;
 mod manifests;
 mod namespaces;

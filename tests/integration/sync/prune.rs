@@ -98,7 +98,8 @@ async fn a_mass_deletion_is_held_and_nothing_is_applied() {
     assert_eq!(r.held.len(), 6);
     let msg = r.message.as_deref().unwrap_or("");
     assert!(
-        msg.contains("would delete 6 of 9 objects") && msg.contains("nothing was applied"),
+        msg.contains("would delete 6 of the team's 6 objects")
+            && msg.contains("nothing was applied"),
         "{msg}"
     );
     assert!(cm_data(cp, &team, "cm0").await.is_some());
