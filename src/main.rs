@@ -49,6 +49,28 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Release one unit's held deletions for one revision: the sync of that revision goes
+    /// ahead past the mass-deletion hold, once. Writes the annotation
+    /// `pontoon.dev/release` on the unit's inventory as your own Kubernetes identity (your
+    /// kubeconfig, as kubectl uses it), so RBAC decides who may and the audit log records
+    /// who did.
+    Release {
+        /// The team as the platform repo names it.
+        #[arg(long)]
+        team: String,
+        /// The cluster as the platform repo names it.
+        #[arg(long)]
+        cluster: String,
+        /// The exact revision the held unit names; a later one is held again.
+        #[arg(long)]
+        revision: String,
+        /// The kubeconfig context to use; default: the context named like the cluster.
+        #[arg(long)]
+        context: Option<String>,
+        /// Where the daemon keeps its inventories (its `sync.namespace`).
+        #[arg(long, default_value = pontoon::config::DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
     /// Print the objects a platform repo renders to, as YAML.
     Render {
         repo: PathBuf,
@@ -111,6 +133,19 @@ fn main() -> ExitCode {
             revision,
             dir,
         } => run_on_worker(plan_cmd(config, cluster, team, revision, dir)),
+        Command::Release {
+            team,
+            cluster,
+            revision,
+            context,
+            namespace,
+        } => run_on_worker(release_cmd(Release {
+            team,
+            cluster,
+            revision,
+            context,
+            namespace,
+        })),
     };
     match result {
         Ok(code) => code,
@@ -425,4 +460,53 @@ async fn plan_cmd(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What `pontoon release` was asked to release.
+struct Release {
+    team: String,
+    cluster: String,
+    revision: String,
+    context: Option<String>,
+    namespace: String,
+}
+
+/// Connects with the caller's kubeconfig (never the daemon's credentials) and writes the
+/// release on the unit's inventory.
+async fn release_cmd(req: Release) -> anyhow::Result<ExitCode> {
+    let revision = req.revision.trim().to_owned();
+    anyhow::ensure!(!revision.is_empty(), "--revision may not be empty");
+    let kubeconfig = kube::config::Kubeconfig::read().context("reading your kubeconfig")?;
+    let context = match req.context {
+        Some(c) => c,
+        None if kubeconfig.contexts.iter().any(|c| c.name == req.cluster) => req.cluster.clone(),
+        None => anyhow::bail!(
+            "your kubeconfig has no context named {}: pass --context with the one that reaches cluster {}",
+            req.cluster,
+            req.cluster
+        ),
+    };
+    let options = kube::config::KubeConfigOptions {
+        context: Some(context.clone()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .with_context(|| format!("kubeconfig context {context}"))?;
+    let client = kube::Client::try_from(config).context("connecting")?;
+    let api = kube::Api::namespaced(client, &req.namespace);
+    let team = pontoon::desired::TeamName(req.team);
+    let cluster = req.cluster;
+    match pontoon::sync::inventory::Inventory::release(&api, &team, &revision).await {
+        Ok(()) => {
+            println!(
+                "{cluster}/{team}: released for revision {revision} only; the unit's next sync of that revision deletes what the hold kept"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{cluster}/{team}: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }

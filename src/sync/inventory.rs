@@ -10,6 +10,11 @@
 //! Each entry keeps the uid the apply answered with, so a prune deletes that object and no
 //! other one that took its name since. An inventory that does not parse is an error, never
 //! read as empty: an empty one would forget what the unit holds.
+//!
+//! The ConfigMap also carries a platform owner's release of the unit's held deletions
+//! (the annotation `pontoon.dev/release: <revision>`): written by `pontoon release` or
+//! `kubectl annotate`, read with who wrote it (from `managedFields`), and removed by the
+//! sync that used it. pontoon's own writes never set it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,6 +30,10 @@ use crate::desired::{
     Applier, LABEL_MANAGED_BY, LABEL_TEAM, MANAGED_BY_VALUE, ObjectKey, TeamName, apply_params,
     selector_inventories,
 };
+/// The annotation on a unit's inventory that releases its held deletions for one revision.
+pub const ANNOTATION_RELEASE: &str = "pontoon.dev/release";
+/// The field manager `pontoon release` writes the annotation as.
+pub const RELEASE_FIELD_MANAGER: &str = "pontoon-release";
 const DATA_OBJECTS: &str = "objects";
 const DATA_REVISION: &str = "revision";
 
@@ -101,6 +110,65 @@ pub struct Inventory {
     /// it, so an inventory changed by anyone else since (another replica that believes it
     /// leads, a person) makes the write fail instead of overwriting it.
     pub resource_version: Option<String>,
+    /// A platform owner's release of the deletions the hold would stop, when one is set.
+    pub release: Option<Release>,
+}
+
+/// A release of a unit's held deletions: for one revision only, and who wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    pub revision: String,
+    /// The field manager that wrote the annotation and when (`kubectl-annotate at
+    /// 2026-01-02T03:04:05Z`), as the ConfigMap's `managedFields` say; the authenticated
+    /// user is in the apiserver's audit log.
+    pub by: String,
+}
+
+/// The release the ConfigMap's metadata carries, if any, with who wrote it.
+fn release_of(meta: &kube::api::ObjectMeta) -> Option<Release> {
+    let revision = meta.annotations.as_ref()?.get(ANNOTATION_RELEASE)?.trim();
+    if revision.is_empty() {
+        return None;
+    }
+    let pointer = format!(
+        "/f:metadata/f:annotations/f:{}",
+        ANNOTATION_RELEASE.replace('~', "~0").replace('/', "~1")
+    );
+    let writer = meta.managed_fields.iter().flatten().find(|m| {
+        m.fields_v1
+            .as_ref()
+            .is_some_and(|f| f.0.pointer(&pointer).is_some())
+    });
+    let by = match writer {
+        Some(m) => format!(
+            "{}{}",
+            m.manager.as_deref().unwrap_or("an unnamed field manager"),
+            m.time
+                .as_ref()
+                .map(|t| format!(" at {}", t.0))
+                .unwrap_or_default()
+        ),
+        None => "an unknown field manager".to_owned(),
+    };
+    Some(Release {
+        revision: revision.to_owned(),
+        by,
+    })
+}
+
+/// Why a release could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("cannot write the release: {}", describe(.0))]
+    Write(#[from] kube::Error),
+    #[error(
+        "team {team} has no inventory ConfigMap {namespace}/{name} on this cluster: pontoon never synced it there, so nothing of it is held"
+    )]
+    NoInventory {
+        team: TeamName,
+        namespace: String,
+        name: String,
+    },
 }
 
 pub fn name_for(team: &TeamName) -> String {
@@ -127,7 +195,61 @@ impl Inventory {
             revision: data.get(DATA_REVISION).cloned().unwrap_or_default(),
             exists: true,
             resource_version: cm.metadata.resource_version.clone(),
+            release: release_of(&cm.metadata),
         })
+    }
+
+    /// Releases the unit's held deletions for `revision`: sets the release annotation on
+    /// its inventory, as the field manager `pontoon-release`. The caller's own
+    /// Kubernetes identity writes it, so RBAC decides who may and the audit log says who
+    /// did. Replaces any earlier release.
+    pub async fn release(
+        api: &Api<ConfigMap>,
+        team: &TeamName,
+        revision: &str,
+    ) -> Result<(), ReleaseError> {
+        let name = name_for(team);
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {ANNOTATION_RELEASE: revision}}});
+        let params = kube::api::PatchParams {
+            field_manager: Some(RELEASE_FIELD_MANAGER.to_owned()),
+            ..Default::default()
+        };
+        match api.patch(&name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Err(ReleaseError::NoInventory {
+                team: team.clone(),
+                namespace: api.namespace().unwrap_or_default().to_owned(),
+                name,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a release once a sync used it, only if it still releases `revision` (a
+    /// release written since for another revision stays). False when it was not there.
+    pub async fn clear_release(
+        api: &Api<ConfigMap>,
+        team: &TeamName,
+        revision: &str,
+    ) -> Result<bool, kube::Error> {
+        let path = format!(
+            "/metadata/annotations/{}",
+            ANNOTATION_RELEASE.replace('~', "~0").replace('/', "~1")
+        );
+        let ops = serde_json::json!([
+            {"op": "test", "path": path, "value": revision},
+            {"op": "remove", "path": path},
+        ]);
+        let patch: json_patch::Patch =
+            serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
+        let (name, params) = (name_for(team), kube::api::PatchParams::default());
+        match api.patch(&name, &params, &Patch::<()>::Json(patch)).await {
+            Ok(_) => Ok(true),
+            // The test failed (another release, or none) or the ConfigMap is gone.
+            Err(kube::Error::Api(s)) if matches!(s.code, 400 | 404 | 409 | 422) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether the unit has an inventory at all, whatever it holds.
@@ -240,6 +362,33 @@ mod tests {
         let back: Entry =
             serde_json::from_str(&serde_json::to_string(&e).expect("json")).expect("reads back");
         assert_eq!(back.uid.as_deref(), Some("u-1"));
+    }
+
+    #[test]
+    fn a_release_is_read_with_who_wrote_it() {
+        let meta: kube::api::ObjectMeta = serde_json::from_value(serde_json::json!({
+            "annotations": {"pontoon.dev/release": " abc123 ", "other": "x"},
+            "managedFields": [
+                {"manager": "pontoon", "operation": "Apply", "time": "2026-01-01T00:00:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:objects": {}}}},
+                {"manager": "kubectl-annotate", "operation": "Update",
+                 "time": "2026-01-02T03:04:05Z", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:metadata": {"f:annotations": {"f:pontoon.dev/release": {}}}}}
+            ]
+        }))
+        .expect("metadata");
+        assert_eq!(
+            release_of(&meta),
+            Some(Release {
+                revision: "abc123".into(),
+                by: "kubectl-annotate at 2026-01-02T03:04:05Z".into(),
+            })
+        );
+        let mut none = meta.clone();
+        none.annotations = Some([(ANNOTATION_RELEASE.to_owned(), " ".to_owned())].into());
+        assert_eq!(release_of(&none), None, "an empty release releases nothing");
+        none.annotations = None;
+        assert_eq!(release_of(&none), None);
     }
 
     #[test]

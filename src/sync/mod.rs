@@ -7,9 +7,9 @@
 //! 2. if the desired objects and the live resourceVersions are what the last sync left,
 //!    stop: no write request at all;
 //! 3. refuse a sync that would delete more than the platform's share of the team's own
-//!    objects (held, reported); leave out what another team owns, and what exists
-//!    without pontoon's labels unless the platform adopts it (`adopt`: nothing goes into a
-//!    Namespace pontoon did not make);
+//!    objects (held, reported), unless released for this revision; leave out what
+//!    another team owns, and what exists without pontoon's labels unless the platform
+//!    adopts it (`adopt`: nothing goes into a Namespace pontoon did not make);
 //! 4. record `previous ∪ desired` in the inventory *before* applying, so a crash can
 //!    never orphan an object;
 //! 5. server-side apply in a safe order ([`order::Phase`]) — CRDs (then wait until
@@ -262,9 +262,17 @@ impl Syncer {
         // another team's or no team's (a team takes only what is free), and the Role the
         // prune needs.
         let to_prune = prune::candidates(&previous, &desired_keys);
-        if prune::hold_mass_deletion(&to_prune, &previous, &desired.prune, r) {
-            return Ok(());
-        }
+        let release = match prune::hold_mass_deletion(
+            &to_prune,
+            &previous,
+            &desired.prune,
+            &self.options.namespace,
+            r,
+        ) {
+            prune::Hold::Held => return Ok(()),
+            prune::Hold::Clear => None,
+            prune::Hold::Released(release) => Some(release),
+        };
         let unmanaged = self
             .refuse_foreign_objects(&mut planned, &live, others, desired, r)
             .await?;
@@ -285,6 +293,9 @@ impl Syncer {
             .await;
         let stored = recorded.as_ref().unwrap_or(&previous);
         self.store_final_inventory(holds, stored, team, r).await?;
+        if let Some(release) = release {
+            self.spend_release(team, &release, r).await;
+        }
         self.memory
             .record(team, pass.objects, r.errors.is_empty(), pass.healthy);
         Ok(())

@@ -1,7 +1,8 @@
 //! Pruning: deleting what the unit's previous inventory holds and its desired state does
-//! not, in reverse apply order, after a clean apply only. Also the mass-deletion hold, and
-//! the widen-then-narrow of the team's Role: the team's objects are deleted as the team,
-//! so its Role keeps `delete` on their kinds until they are gone.
+//! not, in reverse apply order, after a clean apply only. Also the mass-deletion hold (over
+//! the team's own objects) and its release for one revision, and the widen-then-narrow of
+//! the team's Role: the team's objects are deleted as the team, so its Role keeps `delete`
+//! on their kinds until they are gone.
 //!
 //! A prune never deletes an object marked `pontoon.dev/prune: disabled`, nor a Namespace
 //! or CRD the platform does not let pontoon delete; those are kept and reported.
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::delete::Outcome;
-use super::inventory::{Entry, Inventory};
+use super::inventory::{ANNOTATION_RELEASE, Entry, Inventory, Release, name_for};
 use super::live::LiveObjects;
 use super::order::Phase;
 use super::phases::ApplyPass;
@@ -37,30 +38,61 @@ pub(super) fn candidates(previous: &Inventory, desired_keys: &BTreeSet<ObjectKey
         .collect()
 }
 
+/// What the mass-deletion rule says of a sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Hold {
+    /// Within the platform's share (or nothing of the team's to delete): go ahead.
+    Clear,
+    /// Over the share: held, recorded in the result; nothing is to be written.
+    Held,
+    /// Over the share, but a platform owner released the unit for this very revision:
+    /// go ahead, and remove the release once the prune is done.
+    Released(Release),
+}
+
 /// The mass-deletion rule: a sync that would delete more than the platform's share of the
 /// team's own objects (those applied as the team; the base pontoon renders for it, its
-/// Namespaces, quota, RBAC and NetworkPolicy, counts neither way) is held (recorded in
-/// `r`) before anything is written. True when held.
+/// Namespaces, quota, RBAC and NetworkPolicy, counts neither way) is held before anything
+/// is written, unless the inventory carries a release for this revision. `namespace` is
+/// where inventories live, for the release command the message gives.
 pub(super) fn hold_mass_deletion(
     to_prune: &[Entry],
     previous: &Inventory,
     policy: &PrunePolicy,
+    namespace: &str,
     r: &mut UnitResult,
-) -> bool {
+) -> Hold {
     let own = |e: &&Entry| e.applier == Applier::Team;
     let deleting = to_prune.iter().filter(own).count();
     let holds = previous.entries.values().filter(own).count();
     let share = deleting as f64 / holds.max(1) as f64;
     if deleting == 0 || policy.max_share >= 1.0 || share <= policy.max_share {
-        return false;
+        return Hold::Clear;
     }
+    if let Some(release) = previous
+        .release
+        .as_ref()
+        .filter(|x| x.revision == r.revision)
+    {
+        tracing::info!(unit = %r.unit, revision = %r.revision, by = %release.by,
+            deleting, holds, "the mass-deletion hold is released for this revision");
+        r.released = Some(release.by.clone());
+        return Hold::Released(release.clone());
+    }
+    let (team, cluster, revision) = (&r.unit.team, &r.unit.cluster, &r.revision);
+    let ns_flag = if namespace == crate::desired::DEFAULT_NAMESPACE {
+        String::new()
+    } else {
+        format!(" --namespace {namespace}")
+    };
     r.held = to_prune.iter().map(Entry::key).collect();
     r.message = Some(format!(
-        "held: this revision would delete {deleting} of the team's {holds} objects ({:.0}% > the platform's limit of {:.0}%); nothing was applied",
+        "held: this revision would delete {deleting} of the team's {holds} objects ({:.0}% > the platform's limit of {:.0}%); nothing was applied. To release it for this revision only: pontoon release --team {team} --cluster {cluster} --revision {revision}{ns_flag} (or kubectl -n {namespace} annotate configmap {} {ANNOTATION_RELEASE}={revision} --overwrite)",
         share * 100.0,
-        policy.max_share * 100.0
+        policy.max_share * 100.0,
+        name_for(team),
     ));
-    true
+    Hold::Held
 }
 
 /// Puts the widened Roles in place of the rendered ones in `planned`; returns the Roles
@@ -175,6 +207,7 @@ impl Syncer {
             revision: r.revision.clone(),
             exists: true,
             resource_version: None,
+            release: None,
         };
         for (k, a) in &pass.objects {
             holds.entries.insert(k.clone(), a.entry(k));
@@ -236,6 +269,25 @@ impl Syncer {
         failed
     }
 
+    /// Removes the release a sync went ahead on, once its prune is done without errors; a
+    /// sync with errors leaves it, so a retry of the same revision is still released.
+    pub(super) async fn spend_release(
+        &self,
+        team: &TeamName,
+        release: &Release,
+        r: &mut UnitResult,
+    ) {
+        if !r.errors.is_empty() {
+            return;
+        }
+        match Inventory::clear_release(&self.inventory_api(), team, &release.revision).await {
+            Ok(true) => r.writes += 1,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(unit = %r.unit, error = %crate::describe(&e),
+                "cannot remove the release the sync used; it releases this revision only"),
+        }
+    }
+
     /// Applies the team's Roles as rendered again, now that the prune they were widened
     /// for is done.
     pub(super) async fn narrow_team_roles(
@@ -288,6 +340,7 @@ mod tests {
             revision: "a".into(),
             exists: true,
             resource_version: None,
+            release: None,
         }
     }
 
@@ -306,42 +359,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn deleting_more_than_the_share_is_held_and_names_what() {
-        let all = entries(4);
-        let previous = inventory(&all);
-        let mut r = result();
-        assert!(hold_mass_deletion(
-            &all[..3],
-            &previous,
-            &policy(0.5),
-            &mut r
-        ));
-        assert_eq!(r.held.len(), 3);
-        assert_eq!(
-            r.message.as_deref(),
-            Some(
-                "held: this revision would delete 3 of the team's 4 objects (75% > the platform's limit of 50%); nothing was applied"
-            )
-        );
-    }
-
-    #[test]
-    fn deleting_up_to_the_share_or_with_the_hold_off_goes_ahead() {
-        let all = entries(4);
-        let previous = inventory(&all);
-        let mut r = result();
-        assert!(!hold_mass_deletion(
-            &all[..2],
-            &previous,
-            &policy(0.5),
-            &mut r
-        ));
-        assert!(!hold_mass_deletion(&all, &previous, &policy(1.0), &mut r));
-        assert!(!hold_mass_deletion(&[], &previous, &policy(0.0), &mut r));
-        assert!(r.held.is_empty() && r.message.is_none());
-    }
-
     /// `n` entries of the base pontoon renders for the team (applied as the platform).
     fn base(n: usize) -> Vec<Entry> {
         (0..n)
@@ -356,6 +373,52 @@ mod tests {
             .collect()
     }
 
+    fn release(revision: &str) -> Option<Release> {
+        Some(Release {
+            revision: revision.into(),
+            by: "kubectl-annotate at 2026-01-02T03:04:05Z".into(),
+        })
+    }
+
+    const NS: &str = "pontoon-system";
+
+    #[test]
+    fn deleting_more_than_the_share_is_held_and_says_how_to_release_it() {
+        let all = entries(4);
+        let previous = inventory(&all);
+        let mut r = result();
+        let hold = hold_mass_deletion(&all[..3], &previous, &policy(0.5), NS, &mut r);
+        assert_eq!(hold, Hold::Held);
+        assert_eq!(r.held.len(), 3);
+        assert_eq!(
+            r.message.as_deref(),
+            Some(
+                "held: this revision would delete 3 of the team's 4 objects (75% > the platform's limit of 50%); nothing was applied. To release it for this revision only: pontoon release --team shop --cluster c --revision b (or kubectl -n pontoon-system annotate configmap pontoon-inventory-shop pontoon.dev/release=b --overwrite)"
+            )
+        );
+        let mut r = result();
+        hold_mass_deletion(&all[..3], &previous, &policy(0.5), "ops", &mut r);
+        let message = r.message.unwrap_or_default();
+        assert!(
+            message.contains("--revision b --namespace ops (or kubectl -n ops annotate"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn deleting_up_to_the_share_or_with_the_hold_off_goes_ahead() {
+        let all = entries(4);
+        let previous = inventory(&all);
+        let mut r = result();
+        let mut hold = |to_prune: &[Entry], share| {
+            hold_mass_deletion(to_prune, &previous, &policy(share), NS, &mut r)
+        };
+        assert_eq!(hold(&all[..2], 0.5), Hold::Clear);
+        assert_eq!(hold(&all, 1.0), Hold::Clear);
+        assert_eq!(hold(&[], 0.0), Hold::Clear);
+        assert!(r.held.is_empty() && r.message.is_none());
+    }
+
     #[test]
     fn the_base_pontoon_renders_counts_neither_way() {
         // Two workloads beside six objects of base: deleting both is all of the team's
@@ -363,12 +426,8 @@ mod tests {
         let (workloads, base) = (entries(2), base(6));
         let previous = inventory(&[workloads.clone(), base.clone()].concat());
         let mut r = result();
-        assert!(hold_mass_deletion(
-            &workloads,
-            &previous,
-            &policy(0.5),
-            &mut r
-        ));
+        let hold = hold_mass_deletion(&workloads, &previous, &policy(0.5), NS, &mut r);
+        assert_eq!(hold, Hold::Held);
         assert!(
             r.message
                 .as_deref()
@@ -377,16 +436,13 @@ mod tests {
         );
         // Dropping a namespace's base alone deletes none of the team's objects.
         let mut r = result();
-        assert!(!hold_mass_deletion(&base, &previous, &policy(0.0), &mut r));
+        let hold = hold_mass_deletion(&base, &previous, &policy(0.0), NS, &mut r);
+        assert_eq!(hold, Hold::Clear);
         // A removed team: everything goes, the base too; the team's objects decide.
         let mut r = result();
         let everything: Vec<Entry> = previous.entries.values().cloned().collect();
-        assert!(hold_mass_deletion(
-            &everything,
-            &previous,
-            &policy(0.5),
-            &mut r
-        ));
+        let hold = hold_mass_deletion(&everything, &previous, &policy(0.5), NS, &mut r);
+        assert_eq!(hold, Hold::Held);
         assert_eq!(
             r.held.len(),
             8,
@@ -394,12 +450,44 @@ mod tests {
         );
         // One workload of two is exactly the share: not over it.
         let mut r = result();
-        assert!(!hold_mass_deletion(
-            &workloads[..1],
-            &previous,
-            &policy(0.5),
-            &mut r
-        ));
+        let hold = hold_mass_deletion(&workloads[..1], &previous, &policy(0.5), NS, &mut r);
+        assert_eq!(hold, Hold::Clear);
+    }
+
+    #[test]
+    fn a_release_lets_its_own_revision_through_and_no_other() {
+        let all = entries(4);
+        let mut previous = inventory(&all);
+        previous.release = release("b");
+        let mut r = result();
+        let hold = hold_mass_deletion(&all, &previous, &policy(0.5), NS, &mut r);
+        assert_eq!(hold, Hold::Released(release("b").expect("release")));
+        assert!(r.held.is_empty() && r.message.is_none(), "{r:?}");
+        assert_eq!(
+            r.released.as_deref(),
+            Some("kubectl-annotate at 2026-01-02T03:04:05Z")
+        );
+        // The result of revision b, released, says who released it.
+        assert!(
+            r.summary()
+                .ends_with(", hold released by kubectl-annotate at 2026-01-02T03:04:05Z"),
+            "{}",
+            r.summary()
+        );
+
+        previous.release = release("a");
+        let mut r = result();
+        let hold = hold_mass_deletion(&all, &previous, &policy(0.5), NS, &mut r);
+        assert_eq!(hold, Hold::Held);
+        assert_eq!(r.released, None);
+        // A prefix of the revision is not the revision.
+        previous.release = Some(Release {
+            revision: "b".into(),
+            by: String::new(),
+        });
+        let mut r = UnitResult::new(result().unit, "bb");
+        let hold = hold_mass_deletion(&all, &previous, &policy(0.5), NS, &mut r);
+        assert_eq!(hold, Hold::Held);
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct UnitResult {
     pub conflicts: Vec<ObjectError>,
     /// Objects still rolling out, with what they wait for.
     pub not_ready: Vec<(ObjectKey, String)>,
+    /// Who released the mass-deletion hold this sync went ahead on (field manager and
+    /// time), when it did.
+    pub released: Option<String>,
     /// Why the unit is not Synced, in one line.
     pub message: Option<String>,
     /// Requests that could change the cluster (apply, delete, inventory writes).
@@ -78,6 +81,7 @@ impl UnitResult {
             pruned: Vec::new(),
             held: Vec::new(),
             kept: Vec::new(),
+            released: None,
             left: Vec::new(),
             drifted: Vec::new(),
             errors: Vec::new(),
@@ -185,6 +189,9 @@ impl UnitResult {
         }
         if !self.held.is_empty() {
             s.push_str(&format!(", held {}", self.held.len()));
+        }
+        if let Some(by) = &self.released {
+            s.push_str(&format!(", hold released by {by}"));
         }
         if !self.errors.is_empty() {
             s.push_str(&format!(", {} errors", self.errors.len()));
