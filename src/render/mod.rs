@@ -12,6 +12,7 @@
 //! namespace); then `team` renders each team's documents: `instances` of platform kinds,
 //! plain `manifests`, and the team's `base` objects. `report` formats the diagnostics.
 
+mod autoscaling;
 mod base;
 mod claims;
 pub mod expr;

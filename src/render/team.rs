@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::kinds::Kinds;
 use super::teams::select_clusters;
-use super::{base, is_manifest_file, platform};
+use super::{autoscaling, base, is_manifest_file, platform};
 use crate::desired::{
     ClusterName, DesiredObject, Diagnostic, DriftMode, NamespaceOwners, ObjectKey, SourceRef,
     TeamName, UnitDesired, UnitId,
@@ -184,6 +184,11 @@ impl<'a> TeamRender<'a> {
                 );
             } else {
                 first_source.insert(key, o.source.clone());
+            }
+        }
+        for warning in autoscaling::replicas_under_autoscaler(&objects, self.team_name) {
+            if !self.warnings.contains(&warning) {
+                self.warnings.push(warning);
             }
         }
         objects.sort_by_key(|o| o.key());

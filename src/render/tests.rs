@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::*;
 
+mod autoscaling;
 mod kubectl;
 
 const PLATFORM: &str = "\
