@@ -135,6 +135,9 @@ pub struct SourceConfig {
     pub timeout: Duration,
     /// How webhook requests are authenticated (`source.webhook`).
     pub webhook: WebhookAuth,
+    /// Whether pull requests from forks are planned (`source.webhook.planForks`, default
+    /// false).
+    pub plan_forks: bool,
     /// Where the bare cache repository lives.
     pub cache_dir: PathBuf,
 }

@@ -85,6 +85,8 @@ pub(super) struct RawWebhook {
     pub(super) secret: Option<Spanned<SecretRef>>,
     #[serde(default)]
     pub(super) insecure: Option<Spanned<bool>>,
+    #[serde(default, rename = "planForks")]
+    pub(super) plan_forks: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -184,6 +184,7 @@ impl<'a> Validator<'a> {
             .cache_dir
             .map(|p| self.resolve(&p))
             .unwrap_or_else(|| std::env::temp_dir().join("pontoon-cache"));
+        let plan_forks = raw.webhook.as_ref().is_some_and(|w| w.value.plan_forks);
         let webhook = self.webhook(raw.webhook);
         let location = match (raw.url, raw.path) {
             (Some(url), None) => {
@@ -247,6 +248,7 @@ impl<'a> Validator<'a> {
             poll_interval: raw.poll_interval.map_or(DEFAULT_POLL_INTERVAL, |d| d.0),
             timeout: raw.timeout.map_or(DEFAULT_GIT_TIMEOUT, |d| d.0),
             webhook,
+            plan_forks,
             cache_dir,
         }
     }

@@ -209,6 +209,7 @@ pub fn webhook_routes(
         wake,
         requests: metrics.webhooks.clone(),
         reviews: plan_requests,
+        plan_forks: cfg.plan_forks,
     }))
 }
 

@@ -34,6 +34,10 @@ pub struct WebhookState {
     pub requests: prometheus::IntCounterVec,
     /// Where pull-request plans are asked for; `None` ignores pull requests.
     pub reviews: Option<tokio::sync::mpsc::Sender<PullRequest>>,
+    /// Whether pull requests from forks are planned (`source.webhook.planForks`). A plan
+    /// renders the head's files and dry-runs them on the clusters: from a fork, that is
+    /// anyone on the forge, so by default they are not planned.
+    pub plan_forks: bool,
 }
 
 /// A pull (merge) request whose head commit should be planned.
@@ -45,6 +49,9 @@ pub struct PullRequest {
     /// Where the base repository keeps the head: `refs/pull/7/head` (GitHub, Gitea),
     /// `refs/merge-requests/7/head` (GitLab).
     pub head_ref: String,
+    /// Whether the head lives in another repository than the base (a fork); a deleted
+    /// fork counts as one.
+    pub from_fork: bool,
 }
 
 /// Which forge sent an event: their pull-request payloads differ.
@@ -60,27 +67,32 @@ pub enum Forge {
 pub fn pull_request(forge: Forge, body: &[u8], tracked_ref: Option<&str>) -> Option<PullRequest> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let str_at = |p: &str| v.pointer(p).and_then(|x| x.as_str());
-    let (action, number, sha, base, head_ref) = match forge {
+    let (action, number, sha, base, head_ref, from_fork) = match forge {
         Forge::Github | Forge::Gitea => {
             let number = v.get("number").and_then(|n| n.as_u64())?;
+            let head_repo = str_at("/pull_request/head/repo/full_name");
             (
                 str_at("/action")?,
                 number,
                 str_at("/pull_request/head/sha")?,
                 str_at("/pull_request/base/ref")?,
                 format!("refs/pull/{number}/head"),
+                head_repo.is_none() || head_repo != str_at("/pull_request/base/repo/full_name"),
             )
         }
         Forge::Gitlab => {
             let number = v
                 .pointer("/object_attributes/iid")
                 .and_then(|n| n.as_u64())?;
+            let project = |p: &str| v.pointer(p).and_then(serde_json::Value::as_u64);
+            let source = project("/object_attributes/source_project_id");
             (
                 str_at("/object_attributes/action")?,
                 number,
                 str_at("/object_attributes/last_commit/id")?,
                 str_at("/object_attributes/target_branch")?,
                 format!("refs/merge-requests/{number}/head"),
+                source.is_none() || source != project("/object_attributes/target_project_id"),
             )
         }
     };
@@ -107,6 +119,7 @@ pub fn pull_request(forge: Forge, body: &[u8], tracked_ref: Option<&str>) -> Opt
         number,
         sha: sha.to_owned(),
         head_ref,
+        from_fork,
     })
 }
 
@@ -217,7 +230,7 @@ fn decide(s: &WebhookState, authorized: bool, event: Event, body: &[u8]) -> Verd
             &s.reviews,
             pull_request(forge, body, s.tracked_ref.as_deref()),
         ) {
-            (Some(_), Some(pr)) => Verdict::Plan(pr),
+            (Some(_), Some(pr)) if !pr.from_fork || s.plan_forks => Verdict::Plan(pr),
             _ => Verdict::Ignored,
         };
     }
@@ -310,6 +323,8 @@ async fn gitlab(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     const SHA: &str = "6dcb09b5b57875f334f61aebed695e2e4193db5e";
@@ -323,7 +338,8 @@ mod tests {
             let body = serde_json::json!({
                 "action": action,
                 "number": 7,
-                "pull_request": {"head": {"ref": "feature", "sha": SHA}, "base": {"ref": "main"}},
+                "pull_request": {"head": {"ref": "feature", "sha": SHA, "repo": {"full_name": "org/platform"}},
+                    "base": {"ref": "main", "repo": {"full_name": "org/platform"}}},
             })
             .to_string();
             assert_eq!(
@@ -331,9 +347,41 @@ mod tests {
                 Some(PullRequest {
                     number: 7,
                     sha: SHA.into(),
-                    head_ref: "refs/pull/7/head".into()
+                    head_ref: "refs/pull/7/head".into(),
+                    from_fork: false,
                 })
             );
+            // From a fork (or a fork since deleted): planned only where the config says.
+            for head_repo in [json!({"full_name": "mallory/platform"}), json!(null)] {
+                let mut fork: serde_json::Value = serde_json::from_str(&body).expect("json");
+                fork["pull_request"]["head"]["repo"] = head_repo;
+                let fork = fork.to_string();
+                let pr = pull_request(forge, fork.as_bytes(), Some("refs/heads/main"));
+                assert_eq!(pr.as_ref().map(|p| p.from_fork), Some(true), "{fork}");
+                let (tx, _rx) = tokio::sync::mpsc::channel(1);
+                let mut state = WebhookState {
+                    secret: None,
+                    tracked_ref: Some("refs/heads/main".into()),
+                    wake: Default::default(),
+                    requests: prometheus::IntCounterVec::new(
+                        prometheus::Opts::new("t", "t"),
+                        &["provider", "result"],
+                    )
+                    .expect("counter"),
+                    reviews: Some(tx),
+                    plan_forks: false,
+                };
+                let event = || Event::PullRequest(forge);
+                assert!(matches!(
+                    decide(&state, true, event(), fork.as_bytes()),
+                    Verdict::Ignored
+                ));
+                state.plan_forks = true;
+                assert!(matches!(
+                    decide(&state, true, event(), fork.as_bytes()),
+                    Verdict::Plan(_)
+                ));
+            }
             // Against another branch, or closed: nothing to plan.
             assert_eq!(
                 pull_request(forge, body.as_bytes(), Some("refs/heads/release")),
@@ -352,9 +400,15 @@ mod tests {
         let body = serde_json::json!({
             "object_kind": "merge_request",
             "object_attributes": {"iid": 3, "action": "update", "target_branch": "main",
-                "last_commit": {"id": SHA}},
+                "last_commit": {"id": SHA}, "source_project_id": 12, "target_project_id": 12},
         })
         .to_string();
+        let fork = body.replace("\"source_project_id\":12", "\"source_project_id\":99");
+        assert_ne!(fork, body);
+        let from = |b: &str| {
+            pull_request(Forge::Gitlab, b.as_bytes(), Some("refs/heads/main")).map(|p| p.from_fork)
+        };
+        assert_eq!((from(&body), from(&fork)), (Some(false), Some(true)));
         let pr = pull_request(Forge::Gitlab, body.as_bytes(), Some("refs/heads/main"));
         assert_eq!(
             pr.map(|p| p.head_ref),

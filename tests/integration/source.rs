@@ -182,6 +182,7 @@ async fn a_directory_source_sees_a_save() {
         poll_interval: Duration::from_secs(60),
         timeout: Duration::from_secs(60),
         webhook: pontoon::config::WebhookAuth::Off,
+        plan_forks: false,
         cache_dir: dir.path().join(".cache"),
     };
     let mut s = Source::from_config(&cfg).expect("source");
