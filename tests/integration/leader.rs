@@ -203,12 +203,10 @@ fn run(config: &std::path::Path, log: &std::path::Path) -> Child {
         .expect("start pontoon run")
 }
 
-/// When the daemon logged that it no longer leads: the moment it noticed.
-fn noticed_loss(log: &std::path::Path) -> Option<jiff::Timestamp> {
+/// When the daemon logged a line containing every one of `parts`.
+fn logged(log: &std::path::Path, parts: &[&str]) -> Option<jiff::Timestamp> {
     let text = std::fs::read_to_string(log).ok()?;
-    let line = text
-        .lines()
-        .find(|l| l.contains("leadership changed") && l.contains("leading=false"))?;
+    let line = text.lines().find(|l| parts.iter().all(|p| l.contains(p)))?;
     line.split_whitespace().next()?.parse().ok()
 }
 
@@ -285,7 +283,7 @@ async fn a_leader_whose_lease_is_taken_mid_sync_makes_no_write_once_it_notices()
     let leases: Api<Lease> = Api::namespaced(client.clone(), &system);
     let (stop_thief, thief) = other_holder(leases, lease_name, "thief", jiff::SignedDuration::ZERO);
     let noticed = eventually("the leader noticing", Duration::from_secs(20), || async {
-        noticed_loss(&log)
+        logged(&log, &["leadership changed", "leading=false"])
     })
     .await;
     let created = control_plane::configmap_names(&cms).await.len();
@@ -296,15 +294,23 @@ async fn a_leader_whose_lease_is_taken_mid_sync_makes_no_write_once_it_notices()
 
     // Long enough for the sync to have written dozens more objects had it gone on.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let after = audit::writes_by(cp.dir(), pontoon::cluster::USER_AGENT, noticed);
-    let before = audit::writes_by(
-        cp.dir(),
-        pontoon::cluster::USER_AGENT,
-        jiff::Timestamp::UNIX_EPOCH,
-    )
-    .iter()
-    .filter(|e| e.object_ref.as_ref().is_some_and(|o| o.namespace == team))
-    .count();
+    let writes = |after| audit::writes_by(cp.dir(), pontoon::cluster::USER_AGENT, after);
+    let listed = |w: Vec<audit::Event>| {
+        w.iter()
+            .map(audit::Event::describe)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let before = writes(jiff::Timestamp::UNIX_EPOCH)
+        .iter()
+        .filter(|e| e.object_ref.as_ref().is_some_and(|o| o.namespace == team))
+        .count();
+    // Requests pass the slow link at once: a write sent before the leader fenced itself
+    // reaches the apiserver within milliseconds of being sent.
+    let late = writes(noticed + jiff::SignedDuration::from_millis(100));
+    // The fence: in-flight syncs cancelled. A request the apiserver received by then may
+    // still finish; none may be sent after.
+    let fenced = logged(&log, &["lost leadership", "cancelled"]);
     stop_thief.send_replace(true);
     let _ = thief.await;
     daemon.kill().expect("stop pontoon");
@@ -314,13 +320,21 @@ async fn a_leader_whose_lease_is_taken_mid_sync_makes_no_write_once_it_notices()
         "the audit log shows the leader's writes ({before})"
     );
     assert!(
+        late.is_empty(),
+        "the old leader sent writes well after it noticed it lost the Lease:\n{}",
+        listed(late)
+    );
+    let fenced = fenced.expect("the leader logs that it cancelled its in-flight syncs");
+    let gap = fenced.duration_since(noticed);
+    assert!(
+        gap < jiff::SignedDuration::from_millis(100),
+        "the fence came {gap:?} after the leader noticed"
+    );
+    let after = writes(fenced);
+    assert!(
         after.is_empty(),
-        "the old leader wrote after it noticed it lost the Lease:\n{}",
-        after
-            .iter()
-            .map(audit::Event::describe)
-            .collect::<Vec<_>>()
-            .join("\n")
+        "the old leader sent writes after it fenced itself:\n{}",
+        listed(after)
     );
     assert_eq!(
         control_plane::configmap_names(&cms).await.len(),

@@ -14,6 +14,7 @@ pub struct Event {
     pub user_agent: String,
     #[serde(default)]
     pub object_ref: Option<ObjectRef>,
+    request_received_timestamp: String,
     stage_timestamp: String,
 }
 
@@ -36,6 +37,17 @@ impl Event {
             .unwrap_or_else(|e| panic!("audit stageTimestamp {}: {e}", self.stage_timestamp))
     }
 
+    /// When the apiserver received the request: a request received after a moment was
+    /// sent after it (a request sent before may finish after).
+    pub fn received(&self) -> Timestamp {
+        self.request_received_timestamp.parse().unwrap_or_else(|e| {
+            panic!(
+                "audit requestReceivedTimestamp {}: {e}",
+                self.request_received_timestamp
+            )
+        })
+    }
+
     /// `verb resource namespace/name at time`, for a failure message.
     pub fn describe(&self) -> String {
         let (resource, ns, name) = self
@@ -43,8 +55,8 @@ impl Event {
             .as_ref()
             .map_or(("", "", ""), |o| (&o.resource, &o.namespace, &o.name));
         format!(
-            "{} {resource} {ns}/{name} at {}",
-            self.verb, self.stage_timestamp
+            "{} {resource} {ns}/{name} received {} finished {}",
+            self.verb, self.request_received_timestamp, self.stage_timestamp
         )
     }
 }
@@ -58,10 +70,11 @@ pub fn writes(dir: &Path) -> Vec<Event> {
         .collect()
 }
 
-/// The writes sent with a user agent starting `agent`, finished after `after`.
+/// The writes sent with a user agent starting `agent` that the apiserver received after
+/// `after`.
 pub fn writes_by(dir: &Path, agent: &str, after: Timestamp) -> Vec<Event> {
     writes(dir)
         .into_iter()
-        .filter(|e| e.user_agent.starts_with(agent) && e.at() > after)
+        .filter(|e| e.user_agent.starts_with(agent) && e.received() > after)
         .collect()
 }
