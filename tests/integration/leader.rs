@@ -179,6 +179,27 @@ fn configmaps(n: usize) -> String {
         .join("---\n")
 }
 
+/// A platform repo in `repo` with one team on `cluster` that owns `n` ConfigMaps.
+fn one_team_repo(repo: &std::path::Path, cluster: &str, team: &str, n: usize) {
+    write(
+        repo,
+        "platform.yaml",
+        &format!(
+            "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: f}}\nspec:\n  clusters: [{{name: {}}}]\n  policy:\n    allowedKinds: [{{group: \"\", kind: ConfigMap}}]\n",
+            cluster
+        ),
+    );
+    write(
+        repo,
+        &format!("teams/{team}/team.yaml"),
+        &format!(
+            "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  namespaces: [{team}]\n  clusters: {{names: [{}]}}\n",
+            cluster
+        ),
+    );
+    write(repo, &format!("teams/{team}/config.yaml"), &configmaps(n));
+}
+
 /// A kubeconfig like the control plane's, whose server is the slow link.
 fn kubeconfig_via(cp: &ControlPlane, link: &SlowLink, path: &std::path::Path) {
     let text = std::fs::read_to_string(&cp.kubeconfig).expect("kubeconfig");
@@ -226,27 +247,7 @@ async fn a_leader_whose_lease_is_taken_mid_sync_makes_no_write_once_it_notices()
         .await
         .expect("the daemon's namespace");
     let repo = tmp.path().join("platform");
-    write(
-        &repo,
-        "platform.yaml",
-        &format!(
-            "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: f}}\nspec:\n  clusters: [{{name: {}}}]\n  policy:\n    allowedKinds: [{{group: \"\", kind: ConfigMap}}]\n",
-            cp.name
-        ),
-    );
-    write(
-        &repo,
-        &format!("teams/{team}/team.yaml"),
-        &format!(
-            "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  namespaces: [{team}]\n  clusters: {{names: [{}]}}\n",
-            cp.name
-        ),
-    );
-    write(
-        &repo,
-        &format!("teams/{team}/config.yaml"),
-        &configmaps(600),
-    );
+    one_team_repo(&repo, cp.name, &team, 600);
 
     // Answers take 50 ms: with two applies in flight the sync of 600 objects lasts
     // about 15 s, so the Lease is taken while it writes.
@@ -306,8 +307,8 @@ async fn a_leader_whose_lease_is_taken_mid_sync_makes_no_write_once_it_notices()
         .filter(|e| e.object_ref.as_ref().is_some_and(|o| o.namespace == team))
         .count();
     // Requests pass the slow link at once: a write sent before the leader fenced itself
-    // reaches the apiserver within milliseconds of being sent.
-    let late = writes(noticed + jiff::SignedDuration::from_millis(100));
+    // reaches the apiserver within milliseconds; a second is room for a loaded machine.
+    let late = writes(noticed + jiff::SignedDuration::from_secs(1));
     // The fence: in-flight syncs cancelled. A request the apiserver received by then may
     // still finish; none may be sent after.
     let fenced = logged(&log, &["lost leadership", "cancelled"]);
@@ -327,7 +328,7 @@ async fn a_leader_whose_lease_is_taken_mid_sync_makes_no_write_once_it_notices()
     let fenced = fenced.expect("the leader logs that it cancelled its in-flight syncs");
     let gap = fenced.duration_since(noticed);
     assert!(
-        gap < jiff::SignedDuration::from_millis(100),
+        gap < jiff::SignedDuration::from_secs(1),
         "the fence came {gap:?} after the leader noticed"
     );
     let after = writes(fenced);
