@@ -159,7 +159,7 @@ mod tests {
             "{full:?}"
         );
         // One at a time (concurrency 1), each given up after 300 ms.
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        tokio::time::sleep(Duration::from_millis(2000)).await;
         let timed_out = errors(&mut rx);
         assert_eq!(
             timed_out,
