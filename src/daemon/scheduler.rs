@@ -214,7 +214,9 @@ impl Scheduler {
     }
 
     /// Stops taking work and waits for in-flight syncs, at most `deadline`. Returns the
-    /// units still running when the deadline passed (they are abandoned).
+    /// units still running when the deadline passed: they are cancelled, and this returns
+    /// only once each is gone (a task running on another thread when it is cancelled
+    /// stops at its next await, and may send a request until then).
     pub async fn shutdown(&self, deadline: Duration) -> Vec<UnitId> {
         self.shutdown.send_replace(true);
         let tasks: Vec<(UnitId, JoinHandle<()>)> = self
@@ -229,12 +231,18 @@ impl Scheduler {
         for (id, mut task) in tasks {
             if tokio::time::timeout_at(until, &mut task).await.is_err() {
                 task.abort();
+                if tokio::time::timeout(CANCEL_WAIT, task).await.is_err() {
+                    tracing::warn!(unit = %id, "a cancelled sync did not stop within {CANCEL_WAIT:?}");
+                }
                 abandoned.push(id);
             }
         }
         abandoned
     }
 }
+
+/// How long a cancelled sync may take to reach its next await and stop.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
 fn set_generation(work: &mut Work, generation: u64) {
     match work {

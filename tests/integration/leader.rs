@@ -212,7 +212,17 @@ fn kubeconfig_via(cp: &ControlPlane, link: &SlowLink, path: &std::path::Path) {
     std::fs::write(path, via).expect("write kubeconfig");
 }
 
-fn run(config: &std::path::Path, log: &std::path::Path) -> Child {
+/// A `pontoon run` process, killed when dropped: a failing assertion leaves none behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(config: &std::path::Path, log: &std::path::Path) -> Running {
     let log = std::fs::File::create(log).expect("log file");
     Command::new(env!("CARGO_BIN_EXE_pontoon"))
         .args(["run", "--config"])
@@ -221,6 +231,7 @@ fn run(config: &std::path::Path, log: &std::path::Path) -> Child {
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()
+        .map(Running)
         .expect("start pontoon run")
 }
 
@@ -267,7 +278,7 @@ async fn a_leader_whose_lease_is_taken_mid_sync_makes_no_write_once_it_notices()
         .inventory_namespace(&system)
         .leader_election(cp.name, &lease_name, "3s");
     let log = tmp.path().join("pontoon.log");
-    let mut daemon = run(&daemon_config.write(tmp.path()), &log);
+    let daemon = run(&daemon_config.write(tmp.path()), &log);
 
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &team);
     eventually(
@@ -314,8 +325,7 @@ async fn a_leader_whose_lease_is_taken_mid_sync_makes_no_write_once_it_notices()
     let fenced = logged(&log, &["lost leadership", "cancelled"]);
     stop_thief.send_replace(true);
     let _ = thief.await;
-    daemon.kill().expect("stop pontoon");
-    let _ = daemon.wait();
+    drop(daemon);
     assert!(
         before >= 20,
         "the audit log shows the leader's writes ({before})"
