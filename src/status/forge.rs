@@ -270,7 +270,7 @@ fn forge_message(body: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
 
@@ -381,7 +381,8 @@ mod tests {
         .expect("forge")
     }
 
-    fn status() -> Status {
+    /// A failed status of `payments` on `prod`, for the status module's tests.
+    pub(in crate::status) fn status() -> Status {
         Status {
             sha: "0123456789abcdef0123456789abcdef01234567".into(),
             context: "pontoon/prod/payments".into(),

@@ -213,17 +213,7 @@ impl Poster {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn status() -> Status {
-        Status {
-            sha: "0123456789abcdef0123456789abcdef01234567".into(),
-            context: "pontoon/prod/payments".into(),
-            state: State::Failure,
-            description: "Failed: 1 error".into(),
-            cluster: Some("prod".into()),
-            team: Some("payments".into()),
-        }
-    }
+    use crate::status::forge::tests::status;
 
     #[test]
     fn identical_statuses_are_not_queued_twice_and_newest_wins() {

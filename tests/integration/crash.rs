@@ -3,14 +3,14 @@
 //! object of the killed sync behind. Then SIGTERM: a clean exit with code 0.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 
 use crate::support::control_plane::{self, eventually};
-use crate::support::daemon::write;
+use crate::support::daemon::{spawn_run, write};
 use crate::support::daemon_config::DaemonConfig;
 
 fn configmaps(n: usize) -> String {
@@ -21,15 +21,7 @@ fn configmaps(n: usize) -> String {
 }
 
 fn run(config: &Path, log: &Path) -> Child {
-    let log = std::fs::File::create(log).expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_pontoon"))
-        .args(["run", "--config"])
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("start pontoon run")
+    spawn_run(config, log)
 }
 
 async fn names(cms: &Api<ConfigMap>) -> Vec<String> {

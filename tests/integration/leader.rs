@@ -3,7 +3,7 @@
 //! Expiry is timed by the candidate's own clock, whatever the holder's clock says, and a
 //! leader whose Lease is taken makes no write once it notices (fenced).
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::support::audit;
 use crate::support::control_plane::{self, ControlPlane, eventually, unique_name};
-use crate::support::daemon::write;
+use crate::support::daemon::{spawn_run, write};
 use crate::support::daemon_config::DaemonConfig;
 use crate::support::slow_link::SlowLink;
 
@@ -223,16 +223,7 @@ impl Drop for Running {
 }
 
 fn run(config: &std::path::Path, log: &std::path::Path) -> Running {
-    let log = std::fs::File::create(log).expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_pontoon"))
-        .args(["run", "--config"])
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .map(Running)
-        .expect("start pontoon run")
+    Running(spawn_run(config, log))
 }
 
 /// When the daemon logged a line containing every one of `parts`.

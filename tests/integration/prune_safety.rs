@@ -4,28 +4,17 @@
 //! pruned; the unit says what it left, or fails naming the inventory.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Api;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
-use pontoon::cluster::Cluster;
 use pontoon::desired::*;
-use pontoon::sync::{SyncOptions, Syncer, UnitState};
+use pontoon::sync::{SyncOptions, UnitState};
 use serde_json::{Value, json};
 
 use crate::support::control_plane::{self, ControlPlane, unique_name};
 use crate::support::fixtures::*;
-
-async fn syncer(cp: &ControlPlane) -> Syncer {
-    let cluster =
-        Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 16).expect("cluster");
-    Syncer::new(Arc::new(cluster), SyncOptions::default())
-}
-
-fn keys(v: &[ObjectKey]) -> Vec<String> {
-    v.iter().map(|k| k.to_string()).collect()
-}
+use crate::sync::{keys, syncer};
 
 /// The team's unit: its base in the namespace named after it, and a ConfigMap per name.
 fn unit_with(cp: &ControlPlane, team: &str, names: &[&str]) -> UnitDesired {

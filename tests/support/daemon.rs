@@ -13,6 +13,19 @@ pub fn write(root: &Path, path: &str, text: &str) {
     std::fs::write(p, text).expect("write");
 }
 
+/// `pontoon run --config CONFIG` as a process of its own, its output going to `log`.
+pub fn spawn_run(config: &Path, log: &Path) -> std::process::Child {
+    let log = std::fs::File::create(log).expect("log file");
+    std::process::Command::new(env!("CARGO_BIN_EXE_pontoon"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start pontoon run")
+}
+
 /// `pontoon::daemon::run_from_source` on a config file, in this process.
 pub struct Daemon {
     stop: tokio::sync::oneshot::Sender<()>,

@@ -26,13 +26,13 @@ use crate::support::control_plane::{self, ControlPlane, eventually, unique_name}
 use crate::support::fixtures::*;
 use crate::support::slow_link::SlowLink;
 
-async fn syncer(cp: &ControlPlane) -> Syncer {
+pub(crate) async fn syncer(cp: &ControlPlane) -> Syncer {
     let cluster =
         Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 16).expect("cluster");
     Syncer::new(Arc::new(cluster), SyncOptions::default())
 }
 
-fn keys(v: &[ObjectKey]) -> Vec<String> {
+pub(crate) fn keys(v: &[ObjectKey]) -> Vec<String> {
     v.iter().map(|k| k.to_string()).collect()
 }
 
