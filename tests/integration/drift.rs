@@ -104,6 +104,27 @@ async fn edit_settings_by_hand(
     cms
 }
 
+/// A strategic-merge patch of Deployment `web` by field manager `manager`, as `kubectl
+/// edit` or a controller would send it.
+async fn strategic_as(
+    deployments: &Api<Deployment>,
+    manager: &str,
+    patch: serde_json::Value,
+    what: &str,
+) {
+    deployments
+        .patch(
+            "web",
+            &PatchParams {
+                field_manager: Some(manager.into()),
+                ..Default::default()
+            },
+            &Patch::Strategic(patch),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
 async fn next(rx: &mut mpsc::Receiver<DriftEvent>, what: &str) -> DriftEvent {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
@@ -194,11 +215,13 @@ async fn hand_edits_are_detected_named_and_corrected_and_controller_fields_are_n
     .await;
 
     // A person changes the image: detected, with who did it.
-    deployments
-        .patch("web", &PatchParams { field_manager: Some("kubectl-set".into()), ..Default::default() },
-            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "evil:6.6.6"}]}}}})))
-        .await
-        .expect("hand edit");
+    strategic_as(
+        &deployments,
+        "kubectl-set",
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "evil:6.6.6"}]}}}}),
+        "hand edit",
+    )
+    .await;
     let e = next(&mut rx, "the image change").await;
     assert!(!e.corrected);
     assert_eq!(e.manager, "kubectl-set");
@@ -394,20 +417,16 @@ async fn fields_a_person_adds_are_named_removed_and_recorded_in_an_event() {
 
     // `kubectl edit` adds an env var and a label: server-side apply alone would keep both
     // (they belong to another field manager), so pontoon names and removes them.
-    deployments
-        .patch(
-            "web",
-            &PatchParams {
-                field_manager: Some("kubectl-edit".into()),
-                ..Default::default()
-            },
-            &Patch::Strategic(json!({
+    strategic_as(
+        &deployments,
+        "kubectl-edit",
+        json!({
                 "metadata": {"labels": {"debug": "on"}},
                 "spec": {"template": {"spec": {"containers": [
-                    {"name": "app", "env": [{"name": "DEBUG", "value": "1"}]}]}}}})),
-        )
-        .await
-        .expect("hand edit");
+                    {"name": "app", "env": [{"name": "DEBUG", "value": "1"}]}]}}}}),
+        "hand edit",
+    )
+    .await;
     let e = next(&mut rx, "the added fields").await;
     assert!(!e.corrected);
     assert_eq!(e.manager, "kubectl-edit");
@@ -452,18 +471,14 @@ async fn fields_a_person_adds_are_named_removed_and_recorded_in_an_event() {
     assert!(note.contains("/metadata/labels/debug (added)"), "{note}");
 
     // The same kind of addition by a controller (an injector's env var) is not drift.
-    deployments
-        .patch(
-            "web",
-            &PatchParams {
-                field_manager: Some("otel-injector".into()),
-                ..Default::default()
-            },
-            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
-                {"name": "app", "env": [{"name": "OTEL_SERVICE_NAME", "value": "web"}]}]}}}})),
-        )
-        .await
-        .expect("controller edit");
+    strategic_as(
+        &deployments,
+        "otel-injector",
+        json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "app", "env": [{"name": "OTEL_SERVICE_NAME", "value": "web"}]}]}}}}),
+        "controller edit",
+    )
+    .await;
     quiet(&mut rx, "an env var added by a controller", &mut control).await;
 
     // A person removes a label pontoon set: drift, restored by the unit's sync.
@@ -556,18 +571,14 @@ async fn a_controllers_entry_in_a_list_pontoon_set_is_not_drift() {
     .await;
 
     // pontoon's own entry, changed by a person in the same list, is drift.
-    deployments
-        .patch(
-            "web",
-            &PatchParams {
-                field_manager: Some("kubectl-edit".into()),
-                ..Default::default()
-            },
-            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
-                {"name": "app", "env": [{"name": "A", "value": "changed"}]}]}}}})),
-        )
-        .await
-        .expect("a person edits A");
+    strategic_as(
+        &deployments,
+        "kubectl-edit",
+        json!({"spec": {"template": {"spec": {"containers": [
+                {"name": "app", "env": [{"name": "A", "value": "changed"}]}]}}}}),
+        "a person edits A",
+    )
+    .await;
     let e = next(&mut rx, "the person's change to A").await;
     assert_eq!(e.key.name, "web", "{e:?}");
     assert!(
