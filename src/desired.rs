@@ -229,6 +229,62 @@ impl DesiredObject {
     pub fn key(&self) -> Option<ObjectKey> {
         ObjectKey::of(&self.object)
     }
+
+    /// The digest of what applying this object sends: its manifest and the identity it is
+    /// applied with.
+    pub fn digest(&self) -> Digest {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        // serde_json's output for the same Value is deterministic.
+        h.update(serde_json::to_vec(&*self.object).unwrap_or_default());
+        h.update(match self.applier {
+            Applier::Platform => b"\0platform".as_slice(),
+            Applier::Team => b"\0team".as_slice(),
+        });
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&h.finalize()[..16]);
+        Digest(out)
+    }
+}
+
+/// A digest of one apply (manifest and identity): equal digests, the same apply. Stable
+/// across processes and versions (the first 128 bits of a SHA-256), so an inventory can
+/// keep it and a restarted pontoon can compare with it. Written as 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Digest(pub [u8; 16]);
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::str::FromStr for Digest {
+    type Err = hex::FromHexError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(s, &mut out)?;
+        Ok(Digest(out))
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Safety rules for a unit's pruning, from the platform's policy.
@@ -398,4 +454,34 @@ pub fn selector_other_teams(team: &TeamName) -> String {
 /// Every unit's inventory ConfigMap.
 pub fn selector_inventories() -> String {
     format!("{LABEL_INVENTORY}=true")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(applier: Applier) -> DesiredObject {
+        DesiredObject {
+            object: Arc::new(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap"})),
+            source: SourceRef {
+                file: "a.yaml".into(),
+                line: 1,
+            },
+            applier,
+            drift: DriftMode::Correct,
+            ignore_fields: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_digest_is_stable_and_tells_identities_apart() {
+        let platform = object(Applier::Platform).digest();
+        // An inventory keeps digests across versions of pontoon: this value may not change.
+        assert_eq!(platform.to_string(), "d4239b237aa390fd3a61042db8f74363");
+        assert_ne!(platform, object(Applier::Team).digest());
+        let back: Digest = serde_json::from_str(&serde_json::to_string(&platform).expect("json"))
+            .expect("reads back");
+        assert_eq!(back, platform);
+        assert!(serde_json::from_str::<Digest>("\"xyz\"").is_err());
+    }
 }

@@ -172,6 +172,8 @@ mod tests {
             name: "c0".into(),
             applier: Applier::Team,
             uid: Some("u0".into()),
+            resource_version: None,
+            digest: None,
         }
     }
 

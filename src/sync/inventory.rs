@@ -27,8 +27,8 @@ use crate::cluster::retry_transport;
 use crate::describe;
 pub use crate::desired::LABEL_INVENTORY;
 use crate::desired::{
-    Applier, LABEL_MANAGED_BY, LABEL_TEAM, MANAGED_BY_VALUE, ObjectKey, TeamName, apply_params,
-    selector_inventories,
+    Applier, Digest, LABEL_MANAGED_BY, LABEL_TEAM, MANAGED_BY_VALUE, ObjectKey, TeamName,
+    apply_params, selector_inventories,
 };
 /// The annotation on a unit's inventory that releases its held deletions for one revision.
 pub const ANNOTATION_RELEASE: &str = "pontoon.dev/release";
@@ -55,6 +55,15 @@ pub struct Entry {
     /// and in inventories written by versions that did not record it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+    /// The resourceVersion pontoon's last apply of it left (or the one pontoon last found
+    /// it at, still holding that apply): a live object at this version is exactly as
+    /// pontoon left it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    /// The digest of the manifest and identity pontoon applied it with: the same digest
+    /// desired again, and the same resourceVersion live, and there is nothing to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
 }
 
 impl Entry {
@@ -359,9 +368,17 @@ mod tests {
         assert_eq!(serde_json::to_string(&entries).expect("json"), old);
         let mut e = entries[0].clone();
         e.uid = Some("u-1".into());
-        let back: Entry =
-            serde_json::from_str(&serde_json::to_string(&e).expect("json")).expect("reads back");
-        assert_eq!(back.uid.as_deref(), Some("u-1"));
+        e.resource_version = Some("42".into());
+        e.digest = Some(Digest([7; 16]));
+        let json = serde_json::to_string(&e).expect("json");
+        assert!(
+            json.ends_with(
+                r#""uid":"u-1","resourceVersion":"42","digest":"07070707070707070707070707070707"}"#
+            ),
+            "{json}"
+        );
+        let back: Entry = serde_json::from_str(&json).expect("reads back");
+        assert_eq!(back, e);
     }
 
     #[test]

@@ -6,14 +6,13 @@
 //! lives in the process, so a restart starts with none. No lock is held across an await.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use super::inventory::{Entry, Inventory};
 use super::live::Live;
 use super::resolve::{Planned, api_version_of};
 use crate::cluster::Resolved;
-use crate::desired::{DesiredObject, ObjectKey, TeamName};
+use crate::desired::{DesiredObject, Digest, ObjectKey, TeamName};
 
 /// An object as last applied, for the drift engine.
 #[derive(Debug, Clone)]
@@ -35,6 +34,9 @@ impl AppliedObject {
             name: key.name.clone(),
             applier: self.desired.applier,
             uid: (!self.uid.is_empty()).then(|| self.uid.clone()),
+            resource_version: (!self.resource_version.is_empty())
+                .then(|| self.resource_version.clone()),
+            digest: Some(self.desired.digest()),
         }
     }
 }
@@ -42,23 +44,11 @@ impl AppliedObject {
 /// Objects as last applied, by key.
 pub(super) type AppliedObjects = BTreeMap<ObjectKey, AppliedObject>;
 
-/// A hash of the desired manifest and the identity it is applied with: equal hashes, the
-/// same apply.
-pub(super) fn object_hash(o: &DesiredObject) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    // serde_json's output for the same Value is deterministic.
-    serde_json::to_string(&o.object)
-        .unwrap_or_default()
-        .hash(&mut h);
-    o.applier.hash(&mut h);
-    h.finish()
-}
-
-/// What one object's last apply left: the manifest's hash and the resourceVersion the
+/// What one object's last apply left: the manifest's digest and the resourceVersion the
 /// apply produced.
 #[derive(Debug, Clone)]
 struct Version {
-    hash: u64,
+    digest: Digest,
     resource_version: String,
 }
 
@@ -78,7 +68,7 @@ impl LastApply {
                 .iter()
                 .map(|(k, a)| {
                     let version = Version {
-                        hash: object_hash(&a.desired),
+                        digest: a.desired.digest(),
                         resource_version: a.resource_version.clone(),
                     };
                     (k.clone(), version)
@@ -94,12 +84,14 @@ impl LastApply {
     pub fn unchanged(&self, p: &Planned, live: &Live) -> bool {
         self.objects
             .get(&p.key)
-            .is_some_and(|v| v.hash == p.hash && v.resource_version == live.resource_version)
+            .is_some_and(|v| v.digest == p.digest && v.resource_version == live.resource_version)
     }
 
     /// The same manifest as last applied (the live object may have moved since).
     pub fn same_manifest(&self, p: &Planned) -> bool {
-        self.objects.get(&p.key).is_some_and(|v| v.hash == p.hash)
+        self.objects
+            .get(&p.key)
+            .is_some_and(|v| v.digest == p.digest)
     }
 
     /// The resourceVersion the last apply of `key` produced.

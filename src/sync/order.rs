@@ -82,6 +82,8 @@ mod tests {
             name: "x".into(),
             applier,
             uid: None,
+            resource_version: None,
+            digest: None,
         }
     }
 

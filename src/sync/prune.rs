@@ -330,6 +330,8 @@ mod tests {
                 name: format!("c{i}"),
                 applier: Applier::Team,
                 uid: Some(format!("u{i}")),
+                resource_version: None,
+                digest: None,
             })
             .collect()
     }
@@ -369,6 +371,8 @@ mod tests {
                 name: format!("b{i}"),
                 applier: Applier::Platform,
                 uid: None,
+                resource_version: None,
+                digest: None,
             })
             .collect()
     }

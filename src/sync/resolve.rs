@@ -8,12 +8,11 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::inventory::Entry;
-use super::memory::object_hash;
 use super::order::Phase;
 use super::{Syncer, UnitResult};
 use crate::cluster::{ClusterError, Resolved, gvk_of};
 use crate::desired::{
-    Applier, DesiredObject, ObjectKey, TEAM_ROLE, TeamName, UnitDesired, plural_guess,
+    Applier, DesiredObject, Digest, ObjectKey, TEAM_ROLE, TeamName, UnitDesired, plural_guess,
 };
 
 /// A desired object with what discovery found about it.
@@ -22,13 +21,13 @@ pub(super) struct Planned<'a> {
     pub object: &'a DesiredObject,
     /// `None` until the CRD that brings its kind is established.
     pub resolved: Option<Resolved>,
-    pub hash: u64,
+    pub digest: Digest,
 }
 
 impl<'a> Planned<'a> {
     pub fn new(key: ObjectKey, object: &'a DesiredObject, resolved: Option<Resolved>) -> Self {
         Planned {
-            hash: object_hash(object),
+            digest: object.digest(),
             key,
             object,
             resolved,
@@ -55,6 +54,8 @@ impl<'a> Planned<'a> {
             name: self.key.name.clone(),
             applier: self.object.applier,
             uid: None,
+            resource_version: None,
+            digest: Some(self.digest),
         }
     }
 }
