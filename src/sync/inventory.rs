@@ -67,6 +67,15 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Whether the live object (its uid and resourceVersion) is exactly as pontoon's last
+    /// apply of this entry left it, and `digest` is what that apply sent: nothing to do.
+    /// False whenever the entry does not know (written before these were recorded).
+    pub fn unchanged(&self, digest: &Digest, live_uid: &str, live_resource_version: &str) -> bool {
+        self.digest.as_ref() == Some(digest)
+            && self.uid.as_deref() == Some(live_uid)
+            && self.resource_version.as_deref() == Some(live_resource_version)
+    }
+
     pub fn key(&self) -> ObjectKey {
         ObjectKey {
             group: self
@@ -379,6 +388,20 @@ mod tests {
         );
         let back: Entry = serde_json::from_str(&json).expect("reads back");
         assert_eq!(back, e);
+        assert!(e.unchanged(&Digest([7; 16]), "u-1", "42"));
+        assert!(
+            !e.unchanged(&Digest([8; 16]), "u-1", "42"),
+            "another manifest"
+        );
+        assert!(
+            !e.unchanged(&Digest([7; 16]), "u-2", "42"),
+            "another object"
+        );
+        assert!(!e.unchanged(&Digest([7; 16]), "u-1", "43"), "changed since");
+        assert!(
+            !entries[0].unchanged(&Digest([7; 16]), "u-1", "42"),
+            "an old entry knows nothing"
+        );
     }
 
     #[test]
