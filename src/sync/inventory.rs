@@ -23,6 +23,9 @@ use kube::Api;
 use kube::api::{Patch, PostParams};
 use serde::{Deserialize, Serialize};
 
+use super::inventory_pages::{
+    self as pages, BINARY_OBJECTS, DATA_OBJECTS, DATA_PAGES, Encoded, LABEL_INVENTORY_PAGE, PageRef,
+};
 use crate::cluster::retry_transport;
 use crate::describe;
 pub use crate::desired::LABEL_INVENTORY;
@@ -34,7 +37,6 @@ use crate::desired::{
 pub const ANNOTATION_RELEASE: &str = "pontoon.dev/release";
 /// The field manager `pontoon release` writes the annotation as.
 pub const RELEASE_FIELD_MANAGER: &str = "pontoon-release";
-const DATA_OBJECTS: &str = "objects";
 const DATA_REVISION: &str = "revision";
 
 /// One object an inventory holds: enough to find and delete it with the right identity,
@@ -107,15 +109,6 @@ pub enum InventoryError {
     },
 }
 
-/// The entries `data.objects` holds, or what is wrong with it.
-fn parse_objects(data: &BTreeMap<String, String>) -> Result<Vec<Entry>, String> {
-    let Some(objects) = data.get(DATA_OBJECTS) else {
-        return Err(format!("has no data.{DATA_OBJECTS}"));
-    };
-    serde_json::from_str(objects)
-        .map_err(|e| format!("data.{DATA_OBJECTS} does not parse as a list of entries: {e}"))
-}
-
 /// The inventory as stored.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Inventory {
@@ -130,6 +123,8 @@ pub struct Inventory {
     pub resource_version: Option<String>,
     /// A platform owner's release of the deletions the hold would stop, when one is set.
     pub release: Option<Release>,
+    /// Whether its entries were stored in pages (which a write must then clean up).
+    pub paged: bool,
 }
 
 /// A release of a unit's held deletions: for one revision only, and who wrote it.
@@ -193,6 +188,40 @@ pub fn name_for(team: &TeamName) -> String {
     format!("pontoon-inventory-{team}")
 }
 
+/// The labels of a unit's inventory ConfigMap.
+fn labels(team: &TeamName) -> BTreeMap<String, String> {
+    [
+        (LABEL_MANAGED_BY, MANAGED_BY_VALUE),
+        (LABEL_INVENTORY, "true"),
+        (LABEL_TEAM, team.0.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// Removes the plain list an inventory written before compression kept, which the write
+/// upgrading it leaves when someone else also owns the field (an edit by hand). Sent only
+/// if the ConfigMap is still the one just written.
+async fn remove_plain_list(
+    api: &Api<ConfigMap>,
+    name: &str,
+    written: &ConfigMap,
+) -> Result<ConfigMap, kube::Error> {
+    let ops = serde_json::json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": written.metadata.resource_version},
+        {"op": "remove", "path": format!("/data/{DATA_OBJECTS}")},
+    ]);
+    let patch: json_patch::Patch = serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
+    let params = kube::api::PatchParams::default();
+    api.patch(name, &params, &Patch::<()>::Json(patch)).await
+}
+
+/// Selects the pages of a unit's inventory.
+fn page_selector(team: &TeamName) -> String {
+    format!("{LABEL_INVENTORY_PAGE}=true,{LABEL_TEAM}={team}")
+}
+
 impl Inventory {
     /// The unit's inventory; an empty one when there is none. One that exists but does
     /// not parse is an error naming the ConfigMap and what is wrong with it.
@@ -201,19 +230,30 @@ impl Inventory {
         let Some(cm) = retry_transport(|| api.get_opt(&name)).await? else {
             return Ok(Inventory::default());
         };
-        let data = cm.data.unwrap_or_default();
-        let entries = parse_objects(&data).map_err(|problem| InventoryError::Corrupt {
+        let corrupt = |problem: String| InventoryError::Corrupt {
             team: team.clone(),
             namespace: cm.metadata.namespace.clone().unwrap_or_default(),
             name: name.clone(),
             problem,
-        })?;
+        };
+        let entries = match pages::decode(api, &cm).await {
+            Ok(Some(entries)) => entries,
+            Ok(None) => {
+                return Err(corrupt(format!(
+                    "has no data.{DATA_OBJECTS}, binaryData.{BINARY_OBJECTS} or data.{DATA_PAGES}"
+                )));
+            }
+            Err(pages::ReadError::Page { source, .. }) => return Err(source.into()),
+            Err(pages::ReadError::Corrupt(problem)) => return Err(corrupt(problem)),
+        };
+        let data = cm.data.unwrap_or_default();
         Ok(Inventory {
             entries: entries.into_iter().map(|e| (e.key(), e)).collect(),
             revision: data.get(DATA_REVISION).cloned().unwrap_or_default(),
             exists: true,
             resource_version: cm.metadata.resource_version.clone(),
             release: release_of(&cm.metadata),
+            paged: data.contains_key(DATA_PAGES),
         })
     }
 
@@ -279,47 +319,70 @@ impl Inventory {
     /// Writes the inventory (server-side apply, as pontoon's own identity), on the
     /// condition that it is still at the resourceVersion this one was read or written at;
     /// a ConfigMap changed since answers 409 Conflict and is left as it is. Keeps the new
-    /// resourceVersion for the next write.
+    /// resourceVersion for the next write. Entries too many for one ConfigMap go to pages
+    /// written first; pages no longer listed are removed after.
     pub async fn store(
         &mut self,
         api: &Api<ConfigMap>,
         team: &TeamName,
     ) -> Result<(), kube::Error> {
+        let name = name_for(team);
         let entries: Vec<&Entry> = self.entries.values().collect();
-        let objects = serde_json::to_string(&entries).map_err(kube::Error::SerdeError)?;
+        let encoded = pages::encode(&entries, &name).map_err(kube::Error::SerdeError)?;
         let mut cm = serde_json::json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": {
-                "name": name_for(team),
-                "labels": {
-                    LABEL_MANAGED_BY: MANAGED_BY_VALUE,
-                    LABEL_INVENTORY: "true",
-                    LABEL_TEAM: team.0,
-                },
-            },
-            "data": {
-                DATA_OBJECTS: objects,
-                DATA_REVISION: self.revision,
-            },
+            "metadata": {"name": name, "labels": labels(team)},
+            "data": {DATA_REVISION: self.revision},
         });
+        let listed = match encoded {
+            Encoded::Inline(gz) => {
+                use base64::Engine as _;
+                let b64 = base64::engine::general_purpose::STANDARD.encode(gz);
+                cm["binaryData"] = serde_json::json!({BINARY_OBJECTS: b64});
+                Vec::new()
+            }
+            Encoded::Paged(written) => {
+                let mut page_labels = labels(team);
+                page_labels.remove(LABEL_INVENTORY);
+                page_labels.insert(LABEL_INVENTORY_PAGE.to_owned(), "true".to_owned());
+                pages::write_pages(api, &written, &page_labels).await?;
+                let listed: Vec<PageRef> = written.into_iter().map(|(r, _)| r).collect();
+                let json = serde_json::to_string(&listed).map_err(kube::Error::SerdeError)?;
+                cm["data"][DATA_PAGES] = serde_json::Value::String(json);
+                listed
+            }
+        };
         if let Some(rv) = &self.resource_version {
             cm["metadata"]["resourceVersion"] = serde_json::Value::String(rv.clone());
         }
-        let (name, params, patch) = (name_for(team), apply_params().force(), Patch::Apply(&cm));
-        let stored = retry_transport(|| api.patch(&name, &params, &patch)).await?;
+        let (params, patch) = (apply_params().force(), Patch::Apply(&cm));
+        let mut stored = retry_transport(|| api.patch(&name, &params, &patch)).await?;
+        if stored
+            .data
+            .as_ref()
+            .is_some_and(|d| d.contains_key(DATA_OBJECTS))
+        {
+            stored = remove_plain_list(api, &name, &stored).await?;
+        }
         self.resource_version = stored.metadata.resource_version;
         self.exists = true;
+        if !listed.is_empty() || self.paged {
+            pages::remove_pages_but(api, &page_selector(team), &listed).await?;
+        }
+        self.paged = !listed.is_empty();
         Ok(())
     }
 
+    /// Deletes the inventory, then its pages.
     pub async fn delete(api: &Api<ConfigMap>, team: &TeamName) -> Result<(), kube::Error> {
         let (name, params) = (name_for(team), Default::default());
         match retry_transport(|| api.delete(&name, &params)).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(e),
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e),
         }
+        pages::remove_pages_but(api, &page_selector(team), &[]).await
     }
 
     pub fn keys(&self) -> BTreeSet<ObjectKey> {
@@ -364,14 +427,10 @@ pub async fn ensure_namespace(client: &kube::Client, namespace: &str) -> Result<
 mod tests {
     use super::*;
 
-    fn data(objects: &str) -> BTreeMap<String, String> {
-        [(DATA_OBJECTS.to_owned(), objects.to_owned())].into()
-    }
-
     #[test]
     fn an_entry_written_before_uids_were_recorded_still_reads() {
         let old = r#"[{"apiVersion":"v1","kind":"ConfigMap","namespace":"shop","name":"a","applier":"team"}]"#;
-        let entries = parse_objects(&data(old)).expect("parses");
+        let entries: Vec<Entry> = serde_json::from_str(old).expect("parses");
         assert_eq!(entries[0].uid, None);
         // Without a uid the entry is written as before; with one, the uid is kept.
         assert_eq!(serde_json::to_string(&entries).expect("json"), old);
@@ -429,17 +488,5 @@ mod tests {
         assert_eq!(release_of(&none), None, "an empty release releases nothing");
         none.annotations = None;
         assert_eq!(release_of(&none), None);
-    }
-
-    #[test]
-    fn an_inventory_that_does_not_parse_says_where() {
-        let problem = parse_objects(&data("garbage")).expect_err("garbage");
-        assert!(
-            problem.starts_with("data.objects does not parse as a list of entries: ")
-                && problem.contains("line 1 column 1"),
-            "{problem}"
-        );
-        let missing = parse_objects(&BTreeMap::new()).expect_err("no objects");
-        assert_eq!(missing, "has no data.objects");
     }
 }

@@ -37,6 +37,7 @@ pub mod health;
 mod health_wait;
 mod in_flight;
 pub mod inventory;
+mod inventory_pages;
 mod live;
 mod memory;
 mod order;

@@ -208,6 +208,7 @@ impl Syncer {
             exists: true,
             resource_version: None,
             release: None,
+            paged: false,
         };
         for (k, a) in &pass.objects {
             holds.entries.insert(k.clone(), a.entry(k));
@@ -343,6 +344,7 @@ mod tests {
             exists: true,
             resource_version: None,
             release: None,
+            paged: false,
         }
     }
 

@@ -6,6 +6,7 @@ mod support;
 
 mod adoption;
 mod alerts;
+mod big_inventory;
 mod cli;
 mod clusters;
 mod control_plane;

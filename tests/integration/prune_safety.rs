@@ -56,9 +56,24 @@ async fn owner_of(cms: &Api<ConfigMap>, name: &str) -> Option<String> {
         .and_then(|c| c.data?.remove("owner"))
 }
 
-/// Sets the inventory's `data.objects` as someone editing the ConfigMap by hand would.
+/// Sets the inventory's list of entries (compressed, as pontoon stores it) as someone
+/// editing the ConfigMap by hand would.
 async fn write_inventory_objects(client: &kube::Client, team: &str, objects: &str) {
-    let patch = json!({"data": {"objects": objects}});
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(objects.as_bytes()).expect("gzip");
+    let gz = base64::engine::general_purpose::STANDARD.encode(gz.finish().expect("gzip"));
+    write_inventory(client, team, json!({"binaryData": {"objects.gz": gz}})).await;
+}
+
+/// Makes the inventory what a version before compression wrote: `data.objects` as JSON.
+async fn write_old_inventory_objects(client: &kube::Client, team: &str, objects: &str) {
+    let patch = json!({"data": {"objects": objects}, "binaryData": null});
+    write_inventory(client, team, patch).await;
+}
+
+async fn write_inventory(client: &kube::Client, team: &str, patch: Value) {
     inventories(client)
         .patch(
             &format!("pontoon-inventory-{team}"),
@@ -69,12 +84,21 @@ async fn write_inventory_objects(client: &kube::Client, team: &str, objects: &st
         .expect("edit inventory");
 }
 
+/// The inventory's list of entries as JSON text, in whichever form it is stored.
 async fn inventory_objects(client: &kube::Client, team: &str) -> Option<String> {
-    inventories(client)
+    use std::io::Read as _;
+    let cm = inventories(client)
         .get_opt(&format!("pontoon-inventory-{team}"))
         .await
-        .expect("get inventory")
-        .and_then(|c| c.data?.remove("objects"))
+        .expect("get inventory")?;
+    if let Some(gz) = cm.binary_data.and_then(|mut b| b.remove("objects.gz")) {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gz.0[..])
+            .read_to_string(&mut text)
+            .expect("gunzip");
+        return Some(text);
+    }
+    cm.data?.remove("objects")
 }
 
 /// A stranger deletes the object pontoon applied and makes their own under its name: the
@@ -219,7 +243,7 @@ async fn an_inventory_that_does_not_parse_fails_the_unit_and_prunes_nothing() {
     let message = r.message.clone().unwrap_or_default();
     for part in [
         format!("team {team}: inventory ConfigMap pontoon-system/pontoon-inventory-{team}: "),
-        "data.objects does not parse as a list of entries: expected value at line 1 column 1"
+        "binaryData.objects.gz does not parse as a list of entries: expected value at line 1 column 1"
             .to_owned(),
         "nothing was applied or pruned".to_owned(),
     ] {
@@ -269,11 +293,14 @@ async fn an_inventory_without_uids_still_prunes_pontoons_own_objects() {
         serde_json::from_str(&inventory_objects(&client, &team).await.expect("inventory"))
             .expect("inventory parses");
     for e in &mut entries {
-        e.as_object_mut().expect("entry").remove("uid");
+        let e = e.as_object_mut().expect("entry");
+        for field in ["uid", "resourceVersion", "digest"] {
+            e.remove(field);
+        }
     }
     let old = serde_json::to_string(&entries).expect("json");
     assert!(!old.contains("\"uid\""), "{old}");
-    write_inventory_objects(&client, &team, &old).await;
+    write_old_inventory_objects(&client, &team, &old).await;
 
     let r = s.sync(&unit_with(cp, &team, &["a"]), "r2").await;
     assert_eq!(r.state, UnitState::Synced, "{r:?}");
@@ -284,6 +311,17 @@ async fn an_inventory_without_uids_still_prunes_pontoons_own_objects() {
     let objects = inventory_objects(&client, &team).await.expect("inventory");
     let entries: Vec<Value> = serde_json::from_str(&objects).expect("inventory parses");
     assert!(entries.iter().all(|e| e["uid"].is_string()), "{objects}");
+    // Upgraded on that write: compressed, and the old plain list gone.
+    let cm = inventories(&client)
+        .get(&format!("pontoon-inventory-{team}"))
+        .await
+        .expect("inventory");
+    assert!(!cm.data.unwrap_or_default().contains_key("objects"));
+    assert!(
+        cm.binary_data
+            .unwrap_or_default()
+            .contains_key("objects.gz")
+    );
 }
 
 /// Fenced writes: an inventory write carries the resourceVersion it was read at, so one
