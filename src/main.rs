@@ -71,6 +71,11 @@ enum Command {
         #[arg(long, default_value = pontoon::config::DEFAULT_NAMESPACE)]
         namespace: String,
     },
+    /// Work with a unit's inventory on a cluster.
+    Inventory {
+        #[command(subcommand)]
+        command: InventoryCommand,
+    },
     /// Print the objects a platform repo renders to, as YAML.
     Render {
         repo: PathBuf,
@@ -103,6 +108,31 @@ enum Format {
 }
 
 #[derive(Debug, Subcommand)]
+enum InventoryCommand {
+    /// Write a lost or unreadable inventory again from the objects labelled for the team:
+    /// those in the team's namespaces (Namespaces labelled for it) and its cluster-scoped
+    /// ones; labelled objects elsewhere are left out and listed. Prints every entry.
+    /// Runs as your own Kubernetes identity (your kubeconfig).
+    Rebuild {
+        /// The team as the platform repo names it.
+        #[arg(long)]
+        team: String,
+        /// The cluster as the platform repo names it.
+        #[arg(long)]
+        cluster: String,
+        /// The kubeconfig context to use; default: the context named like the cluster.
+        #[arg(long)]
+        context: Option<String>,
+        /// Where the daemon keeps its inventories (its `sync.namespace`).
+        #[arg(long, default_value = pontoon::config::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// Print what the inventory would hold; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Check a config file: every field, path, variable and name. Exit 1 on any problem.
     Check { file: PathBuf },
@@ -118,6 +148,24 @@ fn main() -> ExitCode {
             println!("pontoon {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Inventory {
+            command:
+                InventoryCommand::Rebuild {
+                    team,
+                    cluster,
+                    context,
+                    namespace,
+                    dry_run,
+                },
+        } => run_on_worker(rebuild_cmd(
+            Unit {
+                team,
+                cluster,
+                context,
+                namespace,
+            },
+            dry_run,
+        )),
         Command::Render {
             repo,
             team,
@@ -139,13 +187,15 @@ fn main() -> ExitCode {
             revision,
             context,
             namespace,
-        } => run_on_worker(release_cmd(Release {
-            team,
-            cluster,
+        } => run_on_worker(release_cmd(
+            Unit {
+                team,
+                cluster,
+                context,
+                namespace,
+            },
             revision,
-            context,
-            namespace,
-        })),
+        )),
     };
     match result {
         Ok(code) => code,
@@ -462,38 +512,79 @@ async fn plan_cmd(
     })
 }
 
-/// What `pontoon release` was asked to release.
-struct Release {
+/// The unit an operator's command (`release`, `inventory rebuild`) acts on, and how to
+/// reach its cluster.
+struct Unit {
     team: String,
     cluster: String,
-    revision: String,
     context: Option<String>,
     namespace: String,
 }
 
+impl Unit {
+    /// A client with the caller's kubeconfig (never the daemon's credentials), in the
+    /// context given or else the one named like the cluster.
+    async fn client(&self) -> anyhow::Result<kube::Client> {
+        let kubeconfig = kube::config::Kubeconfig::read().context("reading your kubeconfig")?;
+        let context = match &self.context {
+            Some(c) => c.clone(),
+            None if kubeconfig.contexts.iter().any(|c| c.name == self.cluster) => {
+                self.cluster.clone()
+            }
+            None => anyhow::bail!(
+                "your kubeconfig has no context named {}: pass --context with the one that reaches cluster {}",
+                self.cluster,
+                self.cluster
+            ),
+        };
+        let options = kube::config::KubeConfigOptions {
+            context: Some(context.clone()),
+            ..Default::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .with_context(|| format!("kubeconfig context {context}"))?;
+        kube::Client::try_from(config).context("connecting")
+    }
+}
+
+/// Rebuilds a unit's inventory from the objects labelled for the team, as the caller.
+async fn rebuild_cmd(req: Unit, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let client = req.client().await?;
+    let team = pontoon::desired::TeamName(req.team.clone());
+    let rebuilt = pontoon::sync::rebuild::rebuild(&client, &req.namespace, &team, dry_run)
+        .await
+        .with_context(|| format!("{}/{team}", req.cluster))?;
+    for e in &rebuilt.entries {
+        let at = if e.namespace.is_empty() {
+            e.name.clone()
+        } else {
+            format!("{}/{}", e.namespace, e.name)
+        };
+        let applier = match e.applier {
+            pontoon::desired::Applier::Platform => "pontoon",
+            pontoon::desired::Applier::Team => "the team",
+        };
+        println!("{} {at} (deleted as {applier})", e.kind);
+    }
+    for o in &rebuilt.left_out {
+        println!("left out, labelled for {team} outside its namespaces: {o}");
+    }
+    let verb = if dry_run { "would hold" } else { "holds" };
+    println!(
+        "{}/{team}: the inventory {verb} {} objects; the next sync checks each against the repo",
+        req.cluster,
+        rebuilt.entries.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Connects with the caller's kubeconfig (never the daemon's credentials) and writes the
 /// release on the unit's inventory.
-async fn release_cmd(req: Release) -> anyhow::Result<ExitCode> {
-    let revision = req.revision.trim().to_owned();
+async fn release_cmd(req: Unit, revision: String) -> anyhow::Result<ExitCode> {
+    let revision = revision.trim().to_owned();
     anyhow::ensure!(!revision.is_empty(), "--revision may not be empty");
-    let kubeconfig = kube::config::Kubeconfig::read().context("reading your kubeconfig")?;
-    let context = match req.context {
-        Some(c) => c,
-        None if kubeconfig.contexts.iter().any(|c| c.name == req.cluster) => req.cluster.clone(),
-        None => anyhow::bail!(
-            "your kubeconfig has no context named {}: pass --context with the one that reaches cluster {}",
-            req.cluster,
-            req.cluster
-        ),
-    };
-    let options = kube::config::KubeConfigOptions {
-        context: Some(context.clone()),
-        ..Default::default()
-    };
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-        .await
-        .with_context(|| format!("kubeconfig context {context}"))?;
-    let client = kube::Client::try_from(config).context("connecting")?;
+    let client = req.client().await?;
     let api = kube::Api::namespaced(client, &req.namespace);
     let team = pontoon::desired::TeamName(req.team);
     let cluster = req.cluster;

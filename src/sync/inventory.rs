@@ -99,7 +99,7 @@ pub enum InventoryError {
     Read(#[from] kube::Error),
     /// The ConfigMap exists but does not say what the unit holds.
     #[error(
-        "team {team}: inventory ConfigMap {namespace}/{name}: {problem}; nothing was applied or pruned and the inventory is left as it is (delete the ConfigMap to have the next sync write it again)"
+        "team {team}: inventory ConfigMap {namespace}/{name}: {problem}; nothing was applied or pruned and the inventory is left as it is (`pontoon inventory rebuild --team {team} --cluster <this cluster>` writes it again from the team's labelled objects)"
     )]
     Corrupt {
         team: TeamName,

@@ -44,6 +44,7 @@ mod order;
 mod phases;
 pub mod plan;
 mod prune;
+pub mod rebuild;
 mod removal;
 mod resolve;
 mod result;

@@ -10,18 +10,24 @@ pub fn unit(team: &str, cluster: &str) -> UnitId {
     }
 }
 
-/// Adds pontoon's labels to a manifest and wraps it as a desired object.
+/// Adds pontoon's labels and source annotation to a manifest and wraps it as a desired
+/// object, as the renderer does: the base comes from the team's team.yaml, the rest from
+/// its files.
 pub fn obj(team: &str, applier: Applier, mut manifest: Value) -> DesiredObject {
+    let file = match applier {
+        Applier::Platform => format!("teams/{team}/team.yaml"),
+        Applier::Team => format!("teams/{team}/app.yaml"),
+    };
+    let source = SourceRef { file, line: 1 };
     let meta = manifest["metadata"].as_object_mut().expect("metadata");
     let labels = meta.entry("labels").or_insert_with(|| json!({}));
     labels[LABEL_MANAGED_BY] = json!(MANAGED_BY_VALUE);
     labels[LABEL_TEAM] = json!(team);
+    let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
+    annotations[ANNOTATION_SOURCE] = json!(source.to_string());
     DesiredObject {
         object: manifest.into(),
-        source: SourceRef {
-            file: format!("teams/{team}/app.yaml"),
-            line: 1,
-        },
+        source,
         applier,
         drift: DriftMode::Correct,
         ignore_fields: Vec::new(),
