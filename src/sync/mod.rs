@@ -363,7 +363,8 @@ impl Syncer {
     }
 
     /// Writes the inventory the unit holds after this sync, unless it is what is stored
-    /// already (on a first sync, or with nothing pruned, the union is the final inventory).
+    /// already (on a first sync, or with nothing pruned, the union is the final inventory)
+    /// but for resourceVersions.
     async fn store_final_inventory(
         &self,
         mut holds: Inventory,
@@ -371,7 +372,7 @@ impl Syncer {
         team: &TeamName,
         r: &mut UnitResult,
     ) -> Result<(), kube::Error> {
-        if holds.entries != stored.entries || stored.revision != holds.revision {
+        if !holds.same_but_versions(stored) {
             holds.resource_version = stored.resource_version.clone();
             holds.store(&self.inventory_api(), team).await?;
             r.writes += 1;

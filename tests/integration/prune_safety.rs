@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::support::control_plane::{self, ControlPlane, unique_name};
 use crate::support::fixtures::*;
+use crate::support::inventory::inventory_objects;
 use crate::sync::{keys, syncer};
 
 /// The team's unit: its base in the namespace named after it, and a ConfigMap per name.
@@ -82,23 +83,6 @@ async fn write_inventory(client: &kube::Client, team: &str, patch: Value) {
         )
         .await
         .expect("edit inventory");
-}
-
-/// The inventory's list of entries as JSON text, in whichever form it is stored.
-async fn inventory_objects(client: &kube::Client, team: &str) -> Option<String> {
-    use std::io::Read as _;
-    let cm = inventories(client)
-        .get_opt(&format!("pontoon-inventory-{team}"))
-        .await
-        .expect("get inventory")?;
-    if let Some(gz) = cm.binary_data.and_then(|mut b| b.remove("objects.gz")) {
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(&gz.0[..])
-            .read_to_string(&mut text)
-            .expect("gunzip");
-        return Some(text);
-    }
-    cm.data?.remove("objects")
 }
 
 /// A stranger deletes the object pontoon applied and makes their own under its name: the

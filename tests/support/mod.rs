@@ -10,6 +10,7 @@ pub mod exposition;
 pub mod fixtures;
 pub mod git;
 pub mod gitea;
+pub mod inventory;
 pub mod npm;
 pub mod prism;
 pub mod script;

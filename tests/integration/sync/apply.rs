@@ -100,12 +100,8 @@ async fn create_update_prune_and_rollback() {
         .expect("inventory");
     let data = inv.data.expect("data");
     assert_eq!(data["revision"], "rev1");
-    assert_eq!(
-        serde_json::from_str::<Vec<serde_json::Value>>(&data["objects"])
-            .expect("json")
-            .len(),
-        6
-    );
+    let entries = crate::support::inventory::inventory_entries(&cp.client().await, &team).await;
+    assert_eq!(entries.len(), 6);
 }
 
 #[tokio::test]

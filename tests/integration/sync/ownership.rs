@@ -86,13 +86,10 @@ async fn an_inventory_deleted_by_hand_is_written_again_and_nothing_is_left_behin
     assert_eq!(r.state, UnitState::Synced, "{r:?}");
     assert_eq!(keys(&r.pruned), [format!("ConfigMap {team}/b")]);
     assert_eq!(cm_data(cp, &team, "b").await, None);
-    let data = inventories
-        .get(&name)
+    let objects = crate::support::inventory::inventory_objects(&cp.client().await, &team)
         .await
-        .expect("inventory")
-        .data
-        .expect("data");
-    assert!(!data["objects"].contains("\"b\""), "{data:?}");
+        .expect("inventory");
+    assert!(!objects.contains("\"b\""), "{objects}");
 }
 
 /// A team renamed in the repo: the old name's removal prunes its objects but keeps its
