@@ -45,13 +45,27 @@ pub fn plural_guess(kind: &str) -> String {
     }
 }
 
-/// The group every team identity belongs to.
-pub const TEAM_GROUP: &str = "pontoon:teams";
+/// The namespace whose ServiceAccount names are the teams' identities: team `shop` acts
+/// as `system:serviceaccount:pontoon-teams:shop`. pontoon may impersonate service
+/// accounts of this namespace only (a Role here, `deploy/base/rbac.yaml`), so adding a
+/// team needs no RBAC edit, and nothing outside the scheme can be impersonated. The
+/// accounts need not exist (impersonation checks RBAC, not the object), and none should:
+/// no token can then be issued for one. No team may own this namespace.
+pub const TEAM_IDENTITY_NAMESPACE: &str = "pontoon-teams";
 
-/// The user a team's objects are applied as (impersonated, in [`TEAM_GROUP`]); the team's
-/// base binds its Role to this user.
+/// The group the API server puts every team identity in (with `system:serviceaccounts`
+/// and `system:authenticated`): the groups of a service account it is asked to act as.
+pub const TEAM_GROUP: &str = "system:serviceaccounts:pontoon-teams";
+
+/// The user a team's objects are applied as (impersonated): a ServiceAccount name of
+/// [`TEAM_IDENTITY_NAMESPACE`]. The team's base binds its Role to it.
 pub fn team_user(team: &TeamName) -> String {
-    format!("pontoon:team:{team}")
+    format!("system:serviceaccount:{TEAM_IDENTITY_NAMESPACE}:{team}")
+}
+
+/// The RoleBinding subject that is the team's identity (see [`team_user`]).
+pub fn team_subject(team: &TeamName) -> serde_json::Value {
+    serde_json::json!({"kind": "ServiceAccount", "name": team.0, "namespace": TEAM_IDENTITY_NAMESPACE})
 }
 
 /// The namespace on every cluster for pontoon's own objects (inventories, leases) when the
@@ -119,7 +133,7 @@ pub enum Applier {
     /// pontoon's own identity: the team's base (Namespaces, quota, RBAC, NetworkPolicy)
     /// and anything else the platform itself defines.
     Platform,
-    /// The team's impersonated identity (`pontoon:team:<team>`, group `pontoon:teams`):
+    /// The team's impersonated identity (see [`team_user`]):
     /// objects from the team's own files, so the API server enforces the boundary too.
     Team,
 }

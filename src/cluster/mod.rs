@@ -184,8 +184,11 @@ impl Cluster {
         }
     }
 
-    /// A client that acts as the team (`pontoon:team:<team>`, group `pontoon:teams`), so
+    /// A client that acts as the team (the ServiceAccount name [`team_user`] gives), so
     /// the API server's RBAC enforces the team's boundary whatever the renderer allowed.
+    /// It names no group: for a service account the API server adds the account's own
+    /// groups ([`TEAM_GROUP`] among them), and an `impersonate-group` header would need
+    /// a grant on groups as well.
     ///
     /// It sends through pontoon's own client with the impersonation headers added, so every
     /// team shares one pool of connections to the API server: a hundred teams do not open
@@ -200,12 +203,10 @@ impl Cluster {
                 cluster: self.name.0.clone(),
                 source: Box::new(kube::Error::HttpError(e.into())),
             })?;
-        let group = http::HeaderValue::from_static(TEAM_GROUP);
         let admin = self.client.clone();
         let service = tower::service_fn(move |mut request: http::Request<kube::client::Body>| {
             let headers = request.headers_mut();
             headers.insert("impersonate-user", user.clone());
-            headers.insert("impersonate-group", group.clone());
             let admin = admin.clone();
             async move { admin.send(request).await }
         });

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::manifests::stamp;
 pub use crate::desired::plural_guess as plural;
 use crate::desired::{
-    Applier, DesiredObject, DriftMode, LABEL_TEAM, SourceRef, TEAM_ROLE, TeamName, team_user,
+    Applier, DesiredObject, DriftMode, LABEL_TEAM, SourceRef, TEAM_ROLE, TeamName, team_subject,
 };
 use crate::model::Team;
 
@@ -78,7 +78,7 @@ pub(super) fn base_objects(
         push(
             json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": TEAM_ROLE, "namespace": ns},
                     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": TEAM_ROLE},
-                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": team_user(team_name)}]}),
+                    "subjects": [team_subject(team_name)]}),
         );
     }
     out

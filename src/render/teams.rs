@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use super::Files;
-use crate::desired::{ClusterName, DEFAULT_NAMESPACE, Diagnostic, TeamName, is_dns_label};
+use crate::desired::{
+    ClusterName, DEFAULT_NAMESPACE, Diagnostic, TEAM_IDENTITY_NAMESPACE, TeamName, is_dns_label,
+};
 use crate::model::{
     self, API_VERSION, ClusterDef, ClusterSelector, Document, Platform, Team, diag,
 };
@@ -218,6 +220,10 @@ fn reserved_namespace(ns: &str) -> Option<&'static str> {
         Some("Kubernetes itself")
     } else if ns == DEFAULT_NAMESPACE {
         Some("pontoon (its inventories and lease)")
+    } else if ns == TEAM_IDENTITY_NAMESPACE {
+        // Its admins could act as every team: `admin` and `edit` may impersonate the
+        // namespace's service accounts, which are the teams' identities.
+        Some("pontoon (the teams' identities)")
     } else {
         None
     }

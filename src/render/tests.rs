@@ -183,6 +183,7 @@ fn one_bad_repo_per_rule() {
         (vec![("teams/c/team.yaml", team("c", "kube-system"))], "teams/c/team.yaml:5:16: error[namespace-reserved]: team c: namespace kube-system belongs to Kubernetes itself; a team cannot own it"),
         (vec![("teams/c/team.yaml", team("c", "pontoon-system"))], "error[namespace-reserved]: team c: namespace pontoon-system belongs to pontoon"),
         (vec![("teams/c/team.yaml", team("c", "default"))], "error[namespace-reserved]"),
+        (vec![("teams/c/team.yaml", team("c", "pontoon-teams"))], "teams/c/team.yaml:5:16: error[namespace-reserved]: team c: namespace pontoon-teams belongs to pontoon (the teams' identities); a team cannot own it"),
         (vec![("teams/c/team.yaml", team("c", "a"))], "teams/c/team.yaml:5:16: error[namespace-claimed]: team c: namespace a belongs to team a"),
         (vec![("teams/c/team.yaml", team("c", "c, c"))], "teams/c/team.yaml:5:19: error[schema]: team c: namespace c is listed twice (first at spec.namespaces[0])"),
         (vec![("teams/c/team.yaml", team("c", "c").replace("[staging, prod]", "[moon]"))], "teams/c/team.yaml:6:22: error[unknown-cluster]: team c: cluster moon is not defined in platform.yaml"),

@@ -1,15 +1,10 @@
-//! `deploy/` against the real control plane: it applies server-side, and the RBAC it
-//! grants is enough for pontoon to sync a team as that ServiceAccount.
+//! `deploy/` against the real control plane: it applies server-side. What its RBAC lets
+//! pontoon do, and refuses it, is `rbac.rs`.
 
-use std::sync::Arc;
+use kube::Config;
+use tokio::sync::OnceCell;
 
-use pontoon::cluster::Cluster;
-use pontoon::desired::ClusterName;
-use pontoon::sync::{SyncOptions, Syncer, UnitState};
-use serde_json::json;
-
-use crate::support::control_plane::{self, repo_root};
-use crate::support::fixtures::*;
+use crate::support::control_plane::{self, ControlPlane, repo_root};
 
 fn ok(out: std::process::Output, what: &str) -> String {
     assert!(
@@ -21,8 +16,20 @@ fn ok(out: std::process::Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[tokio::test]
-async fn deploy_base_applies_and_its_rbac_is_enough_to_sync_a_team() {
+/// `kubectl apply --server-side -k deploy/base` on the shared control plane, once per test
+/// binary (with the ServiceMonitor CRD it needs); what kubectl printed.
+pub(crate) async fn apply_deploy_base() -> &'static str {
+    static APPLIED: OnceCell<String> = OnceCell::const_new();
+    APPLIED
+        .get_or_init(|| async {
+            tokio::task::spawn_blocking(apply_deploy_base_now)
+                .await
+                .expect("apply deploy/base")
+        })
+        .await
+}
+
+fn apply_deploy_base_now() -> String {
     let cp = control_plane::shared();
     let root = repo_root();
     let crd = root.join("tests/fixtures/crds/servicemonitors.monitoring.coreos.com.yaml");
@@ -40,7 +47,7 @@ async fn deploy_base_applies_and_its_rbac_is_enough_to_sync_a_team() {
         "wait for CRD",
     );
     let base = root.join("deploy/base");
-    let applied = ok(
+    ok(
         cp.kubectl(&[
             "apply",
             "--server-side",
@@ -49,20 +56,14 @@ async fn deploy_base_applies_and_its_rbac_is_enough_to_sync_a_team() {
             base.to_str().expect("path"),
         ]),
         "apply deploy/base",
-    );
-    for expected in [
-        "clusterrole.rbac.authorization.k8s.io/pontoon",
-        "deployment.apps/pontoon",
-        "servicemonitor.monitoring.coreos.com/pontoon",
-    ] {
-        assert!(
-            applied.contains(expected),
-            "{expected} not applied:\n{applied}"
-        );
-    }
+    )
+}
 
-    // Act as the ServiceAccount itself (a real token from the TokenRequest API), so the
-    // team impersonation pontoon does on top is checked exactly as in a cluster.
+/// A client config that is pontoon's ServiceAccount itself (a real token from the
+/// TokenRequest API), so every request, and every impersonation pontoon adds, is
+/// authorised by deploy/base's RBAC alone, exactly as in a cluster.
+pub(crate) async fn as_pontoon(cp: &ControlPlane) -> Config {
+    apply_deploy_base().await;
     let token = ok(
         cp.kubectl(&[
             "create",
@@ -78,44 +79,22 @@ async fn deploy_base_applies_and_its_rbac_is_enough_to_sync_a_team() {
     config.auth_info.token = Some(token.trim().to_owned().into());
     config.auth_info.client_certificate_data = None;
     config.auth_info.client_key_data = None;
-    let cluster = Cluster::from_config(ClusterName(cp.name.into()), config, 8).expect("cluster");
-    let syncer = Syncer::new(Arc::new(cluster), SyncOptions::default());
+    config
+}
 
-    // `payments` is one of the team identities deploy/base lets pontoon impersonate.
-    let team = "payments";
-    let mut objects = team_base(team, &[team]);
-    objects.push(configmap(
-        team,
-        team,
-        "settings",
-        json!({"currency": "EUR"}),
-    ));
-    let r = syncer
-        .sync(&unit_desired(team, cp.name, &[team], objects), "r1")
-        .await;
-    assert_eq!(r.state, UnitState::Synced, "{r:?}");
-    assert!(
-        syncer
-            .teams_on_cluster()
-            .await
-            .expect("list inventories")
-            .iter()
-            .any(|t| t.0 == team)
-    );
-
-    // A team the RBAC does not name cannot be impersonated.
-    let stranger = "stranger";
-    let r = syncer
-        .sync(
-            &unit_desired(
-                stranger,
-                cp.name,
-                &[],
-                vec![configmap(stranger, team, "x", json!({}))],
-            ),
-            "r1",
-        )
-        .await;
-    assert_eq!(r.state, UnitState::Failed, "{r:?}");
-    assert!(r.errors[0].message.contains("impersonate"), "{r:?}");
+#[tokio::test]
+async fn deploy_base_applies_server_side() {
+    let applied = apply_deploy_base().await;
+    for expected in [
+        "namespace/pontoon-teams",
+        "clusterrole.rbac.authorization.k8s.io/pontoon",
+        "role.rbac.authorization.k8s.io/pontoon-impersonate-teams",
+        "deployment.apps/pontoon",
+        "servicemonitor.monitoring.coreos.com/pontoon",
+    ] {
+        assert!(
+            applied.contains(expected),
+            "{expected} not applied:\n{applied}"
+        );
+    }
 }

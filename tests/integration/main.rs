@@ -27,6 +27,7 @@ mod namespaces;
 mod page;
 mod prometheus;
 mod prune_safety;
+mod rbac;
 mod rebuild;
 mod scheduler;
 mod source;

@@ -87,7 +87,7 @@ pub fn team_base(team: &str, namespaces: &[&str]) -> Vec<DesiredObject> {
                 "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                 "metadata": {"name": "pontoon-team", "namespace": ns},
                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pontoon-team"},
-                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": format!("pontoon:team:{team}")}]
+                "subjects": [team_subject(&TeamName(team.into()))]
             }),
         ));
     }

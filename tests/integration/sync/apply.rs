@@ -406,7 +406,10 @@ async fn impersonation_lets_the_apiserver_refuse_a_team_outside_its_namespaces()
         .find(|e| e.object.contains("intruder"))
         .expect("intruder refused");
     assert!(
-        err.message.contains("forbidden") && err.message.contains(&format!("pontoon:team:{a}")),
+        err.message.contains("forbidden")
+            && err
+                .message
+                .contains(&format!("system:serviceaccount:pontoon-teams:{a}")),
         "{err:?}"
     );
     assert_eq!(cm_data(cp, &b, "intruder").await, None);

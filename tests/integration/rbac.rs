@@ -1,0 +1,201 @@
+//! pontoon running with only `deploy/base`'s RBAC, as its ServiceAccount's own token: it
+//! syncs teams, including one added to the repo without any edit of `deploy/`; it may
+//! act as the teams' identities and as nothing else.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{Api, PostParams};
+use pontoon::cluster::Cluster;
+use pontoon::desired::{
+    Applier, ClusterName, TEAM_GROUP, TEAM_IDENTITY_NAMESPACE, TEAM_ROLE, TeamName, UnitDesired,
+    team_user,
+};
+use pontoon::sync::{SyncOptions, Syncer, UnitState};
+use serde_json::json;
+
+use crate::deploy::as_pontoon;
+use crate::support::control_plane::{self, ControlPlane, unique_name};
+use crate::support::fixtures::configmap;
+
+/// A platform repo of `teams` (each owning the namespace of its own name, with an owner,
+/// a quota and a ConfigMap and a Service of its own), rendered by the real renderer.
+fn render_teams(cp: &ControlPlane, teams: &[&str]) -> Vec<UnitDesired> {
+    let mut f = pontoon::render::Files::new();
+    f.insert(
+        "platform.yaml".into(),
+        format!("apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: p}}\nspec:\n  clusters: [{{name: {}}}]\n  policy:\n    allowedKinds: [{{group: \"\", kind: ConfigMap}}, {{group: \"\", kind: Service}}]\n", cp.name).into_bytes(),
+    );
+    for team in teams {
+        f.insert(
+            format!("teams/{team}/team.yaml"),
+            format!("apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  owners: [alice]\n  namespaces: [{team}]\n  clusters: {{names: [{}]}}\n  quota: {{pods: \"10\"}}\n", cp.name).into_bytes(),
+        );
+        f.insert(
+            format!("teams/{team}/app.yaml"),
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {currency: EUR}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80}]\n".to_vec(),
+        );
+    }
+    let state = pontoon::render::render(&f, "r1");
+    assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
+    state.units.into_values().collect()
+}
+
+async fn pontoon_syncer(cp: &ControlPlane) -> Syncer {
+    let cluster = Cluster::from_config(ClusterName(cp.name.into()), as_pontoon(cp).await, 8)
+        .expect("cluster");
+    Syncer::new(Arc::new(cluster), SyncOptions::default())
+}
+
+async fn settings(cp: &ControlPlane, ns: &str, name: &str) -> Option<ConfigMap> {
+    let api: Api<ConfigMap> = Api::namespaced(cp.client().await, ns);
+    api.get_opt(name).await.expect("get configmap")
+}
+
+#[tokio::test]
+async fn pontoon_with_only_deploy_base_rbac_syncs_teams_and_a_new_team_needs_no_edit() {
+    let cp = control_plane::shared();
+    let syncer = pontoon_syncer(cp).await;
+    let first = unique_name("rbac-first");
+    for unit in render_teams(cp, &[&first]) {
+        let r = syncer.sync(&unit, "r1").await;
+        assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    }
+    assert!(settings(cp, &first, "settings").await.is_some());
+
+    // A team added to the repo: deploy/ is not touched, the team syncs all the same.
+    let added = unique_name("rbac-added");
+    let units = render_teams(cp, &[&first, &added]);
+    let unit = units
+        .iter()
+        .find(|u| u.unit.team.0 == added)
+        .expect("the added team's unit");
+    let r = syncer.sync(unit, "r2").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    assert!(settings(cp, &added, "settings").await.is_some());
+
+    // pontoon's own account may write ConfigMaps anywhere (the team Role needs it to), yet
+    // a team object outside the team's namespaces is refused: it is written as the team.
+    let mut crafted = unit.clone();
+    crafted
+        .objects
+        .push(configmap(&added, &first, "intruder", json!({})));
+    crafted.objects.sort_by_key(|o| o.key());
+    let r = syncer.sync(&crafted, "r3").await;
+    assert_eq!(r.state, UnitState::Failed, "{r:?}");
+    let err = r
+        .errors
+        .iter()
+        .find(|e| e.object.contains("intruder"))
+        .expect("intruder refused");
+    assert!(
+        err.message.contains("forbidden")
+            && err.message.contains(&team_user(&TeamName(added.clone()))),
+        "{err:?}"
+    );
+    assert!(settings(cp, &first, "intruder").await.is_none());
+}
+
+/// A client that is pontoon's ServiceAccount acting as `user` (and `groups`, if any).
+async fn acting_as(cp: &ControlPlane, user: &str, groups: &[&str]) -> kube::Client {
+    let mut config = as_pontoon(cp).await;
+    config.auth_info.impersonate = Some(user.to_owned());
+    if !groups.is_empty() {
+        config.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+    }
+    kube::Client::try_from(config).expect("client")
+}
+
+/// Who the API server says the client is: user name and groups, or the refusal's text.
+async fn who(client: kube::Client) -> Result<(String, Vec<String>), String> {
+    let api: Api<SelfSubjectReview> = Api::all(client);
+    let review = api
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let info = review.status.and_then(|s| s.user_info).unwrap_or_default();
+    Ok((
+        info.username.unwrap_or_default(),
+        info.groups.unwrap_or_default(),
+    ))
+}
+
+#[tokio::test]
+async fn pontoon_may_act_as_any_team_identity_and_nothing_else() {
+    let cp = control_plane::shared();
+    // Any team name, none listed anywhere, no ServiceAccount object created for it.
+    let team = unique_name("rbac-anyteam");
+    let user = team_user(&TeamName(team.clone()));
+    let (name, groups) = who(acting_as(cp, &user, &[]).await)
+        .await
+        .expect("a team identity is impersonated");
+    assert_eq!(name, user);
+    assert!(
+        groups.iter().any(|g| g == TEAM_GROUP),
+        "the API server puts every team in {TEAM_GROUP}: {groups:?}"
+    );
+
+    for (user, groups) in [
+        ("system:admin", vec![]),
+        ("alice", vec![]),
+        ("pontoon:team:payments", vec![]),
+        ("system:serviceaccount:kube-system:default", vec![]),
+        ("system:serviceaccount:pontoon-system:pontoon", vec![]),
+        (user.as_str(), vec!["system:masters"]),
+    ] {
+        let refused = who(acting_as(cp, user, &groups).await).await;
+        match refused {
+            Err(e) => assert!(e.contains("impersonate"), "{user} {groups:?}: {e}"),
+            Ok(who) => panic!("pontoon acted as {user} {groups:?}: the server says {who:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_team_bound_to_the_former_user_identity_moves_to_its_service_account() {
+    let cp = control_plane::shared();
+    let team = unique_name("rbac-upgrade");
+    let unit = render_teams(cp, &[&team]).remove(0);
+
+    // What an earlier pontoon left: the team's base, its RoleBinding naming the user
+    // `pontoon:team:<team>` (written with the cluster-admin rights deploy/ used to grant).
+    let mut earlier = unit.clone();
+    earlier.objects.retain(|o| o.applier == Applier::Platform);
+    for o in &mut earlier.objects {
+        if o.object["kind"] == "RoleBinding" && o.object["metadata"]["name"] == TEAM_ROLE {
+            let mut object = (*o.object).clone();
+            object["subjects"] = json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": format!("pontoon:team:{team}")}]);
+            o.object = Arc::new(object);
+        }
+    }
+    let admin =
+        Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 8).expect("cluster");
+    let r = Syncer::new(Arc::new(admin), SyncOptions::default())
+        .sync(&earlier, "r1")
+        .await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+
+    // This version, with only deploy/base's RBAC: the binding names the team's service
+    // account, and nothing else, and the team's objects apply as it.
+    let r = pontoon_syncer(cp).await.sync(&unit, "r2").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    let bindings: Api<RoleBinding> = Api::namespaced(cp.client().await, &team);
+    let binding = bindings.get(TEAM_ROLE).await.expect("team RoleBinding");
+    let subjects: Vec<(String, String, Option<String>)> = binding
+        .subjects
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| (s.kind, s.name, s.namespace))
+        .collect();
+    assert_eq!(
+        subjects,
+        [(
+            "ServiceAccount".to_owned(),
+            team.clone(),
+            Some(TEAM_IDENTITY_NAMESPACE.to_owned())
+        )]
+    );
+    assert!(settings(cp, &team, "settings").await.is_some());
+}
