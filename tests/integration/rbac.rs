@@ -1,10 +1,15 @@
 //! pontoon running with only `deploy/base`'s RBAC, as its ServiceAccount's own token: it
 //! syncs teams, including one added to the repo without any edit of `deploy/`; it may
-//! act as the teams' identities and as nothing else.
+//! act as the teams' identities and as nothing else; it holds no `escalate`, `bind` only
+//! by name, and every permission the team Roles it renders grant.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, PostParams};
@@ -14,10 +19,10 @@ use pontoon::desired::{
     team_user,
 };
 use pontoon::sync::{SyncOptions, Syncer, UnitState};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::deploy::as_pontoon;
-use crate::support::control_plane::{self, ControlPlane, unique_name};
+use crate::deploy::{apply_deploy_base, as_pontoon};
+use crate::support::control_plane::{self, ControlPlane, repo_root, unique_name};
 use crate::support::fixtures::configmap;
 
 /// A platform repo of `teams` (each owning the namespace of its own name, with an owner,
@@ -150,6 +155,149 @@ async fn pontoon_may_act_as_any_team_identity_and_nothing_else() {
             Err(e) => assert!(e.contains("impersonate"), "{user} {groups:?}: {e}"),
             Ok(who) => panic!("pontoon acted as {user} {groups:?}: the server says {who:?}"),
         }
+    }
+}
+
+/// Every rule of `deploy/base/rbac.yaml`'s roles, with the kind and name of its role.
+fn deploy_rules() -> Vec<(String, String, Value)> {
+    let text =
+        std::fs::read_to_string(repo_root().join("deploy/base/rbac.yaml")).expect("rbac.yaml");
+    let mut out = Vec::new();
+    for doc in text.split("\n---\n") {
+        let v: Value = serde_saphyr::from_str(doc).expect("rbac.yaml parses");
+        let kind = v["kind"].as_str().unwrap_or_default().to_owned();
+        let name = v["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        for rule in v["rules"].as_array().into_iter().flatten() {
+            out.push((kind.clone(), name.clone(), rule.clone()));
+        }
+    }
+    out
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// Whether pontoon's ServiceAccount may `verb` the resource, as the API server decides.
+async fn may(client: &kube::Client, verb: &str, group: &str, resource: &str, name: &str) -> bool {
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                name: (!name.is_empty()).then(|| name.into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = api
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("access review");
+    answer.status.is_some_and(|s| s.allowed)
+}
+
+#[tokio::test]
+async fn deploy_base_grants_no_escalate_and_binds_only_by_name() {
+    // As written: no `escalate`, no wildcard verb, `bind` only with resourceNames, and
+    // `impersonate` only on service accounts, in a Role of the team identity namespace.
+    let rules = deploy_rules();
+    assert!(!rules.is_empty());
+    for (kind, name, rule) in &rules {
+        let verbs = strings(&rule["verbs"]);
+        assert!(
+            !verbs.contains(&"escalate") && !verbs.contains(&"*"),
+            "{kind} {name}: {rule}"
+        );
+        assert!(
+            !strings(&rule["resources"]).contains(&"*"),
+            "{kind} {name}: {rule}"
+        );
+        if verbs.contains(&"bind") {
+            assert!(
+                !strings(&rule["resourceNames"]).is_empty(),
+                "{kind} {name}: bind without resourceNames: {rule}"
+            );
+        }
+        if verbs.contains(&"impersonate") {
+            assert_eq!(
+                (kind.as_str(), name.as_str()),
+                ("Role", "pontoon-impersonate-teams")
+            );
+            assert_eq!(strings(&rule["resources"]), ["serviceaccounts"], "{rule}");
+        }
+    }
+
+    // As the API server decides for pontoon's own account.
+    let cp = control_plane::shared();
+    apply_deploy_base().await;
+    let client = kube::Client::try_from(as_pontoon(cp).await).expect("client");
+    let rbac = "rbac.authorization.k8s.io";
+    for resource in ["roles", "clusterroles"] {
+        assert!(
+            !may(&client, "escalate", rbac, resource, "").await,
+            "escalate {resource}"
+        );
+        assert!(
+            !may(&client, "bind", rbac, resource, "").await,
+            "bind any {resource}"
+        );
+    }
+    assert!(!may(&client, "bind", rbac, "clusterroles", "cluster-admin").await);
+    assert!(!may(&client, "bind", rbac, "clusterroles", "edit").await);
+    assert!(may(&client, "bind", rbac, "clusterroles", "admin").await);
+    assert!(may(&client, "bind", rbac, "roles", TEAM_ROLE).await);
+    for resource in ["users", "groups"] {
+        assert!(!may(&client, "impersonate", "", resource, "system:admin").await);
+    }
+    assert!(!may(&client, "get", "", "secrets", "").await);
+}
+
+#[tokio::test]
+async fn pontoon_holds_every_permission_the_example_platforms_team_roles_grant() {
+    let cp = control_plane::shared();
+    apply_deploy_base().await;
+    let client = kube::Client::try_from(as_pontoon(cp).await).expect("client");
+    let snapshot = pontoon::source::dir::read(&repo_root().join("config/example-platform"))
+        .expect("read the example platform");
+    let state = pontoon::render::render(&snapshot.files, "r1");
+    let mut wanted = BTreeSet::new();
+    for unit in state.units.values() {
+        for o in &unit.objects {
+            let is_team_role =
+                o.object["kind"] == "Role" && o.object["metadata"]["name"] == TEAM_ROLE;
+            if !is_team_role {
+                continue;
+            }
+            for rule in o.object["rules"].as_array().into_iter().flatten() {
+                for group in strings(&rule["apiGroups"]) {
+                    for resource in strings(&rule["resources"]) {
+                        for verb in strings(&rule["verbs"]) {
+                            wanted.insert((verb.to_owned(), group.to_owned(), resource.to_owned()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(wanted.len() > 20, "{wanted:?}");
+    for (verb, group, resource) in &wanted {
+        assert!(
+            may(&client, verb, group, resource, "").await,
+            "deploy/base does not give pontoon {verb} {resource}.{group}, which a team Role grants"
+        );
     }
 }
 
