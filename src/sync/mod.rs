@@ -102,13 +102,26 @@ impl Default for SyncOptions {
 /// Why a sync stopped before its end (what concerns single objects is in the result).
 #[derive(Debug, thiserror::Error)]
 enum SyncError {
-    #[error("cannot reach the cluster: {}", describe(.0))]
+    #[error("{}", kube_failure(.0))]
     Kube(#[from] kube::Error),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     /// The unit's inventory exists but does not parse: the unit is not synced at all.
     #[error(transparent)]
     Inventory(InventoryError),
+}
+
+/// A request the sync cannot do without: one refused as Forbidden is pontoon's own RBAC
+/// (a kind teams write that `deploy/base/rbac.yaml` does not grant), not a cluster out of
+/// reach, and the API server's own words name the permission.
+fn kube_failure(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if s.code == 403 => format!(
+            "the cluster refuses pontoon's own account: {} (pontoon's RBAC, deploy/base/rbac.yaml, does not grant it)",
+            s.message
+        ),
+        e => format!("cannot reach the cluster: {}", describe(e)),
+    }
 }
 
 impl From<InventoryError> for SyncError {

@@ -28,10 +28,21 @@ use crate::support::fixtures::configmap;
 /// A platform repo of `teams` (each owning the namespace of its own name, with an owner,
 /// a quota and a ConfigMap and a Service of its own), rendered by the real renderer.
 fn render_teams(cp: &ControlPlane, teams: &[&str]) -> Vec<UnitDesired> {
+    render_teams_with(cp, teams, "", "")
+}
+
+/// [`render_teams`] with `allowed` kinds added to the platform's policy and `extra`
+/// manifests to each team's file.
+fn render_teams_with(
+    cp: &ControlPlane,
+    teams: &[&str],
+    allowed: &str,
+    extra: &str,
+) -> Vec<UnitDesired> {
     let mut f = pontoon::render::Files::new();
     f.insert(
         "platform.yaml".into(),
-        format!("apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: p}}\nspec:\n  clusters: [{{name: {}}}]\n  policy:\n    allowedKinds: [{{group: \"\", kind: ConfigMap}}, {{group: \"\", kind: Service}}]\n", cp.name).into_bytes(),
+        format!("apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: p}}\nspec:\n  clusters: [{{name: {}}}]\n  policy:\n    allowedKinds: [{{group: \"\", kind: ConfigMap}}, {{group: \"\", kind: Service}}{allowed}]\n", cp.name).into_bytes(),
     );
     for team in teams {
         f.insert(
@@ -40,7 +51,7 @@ fn render_teams(cp: &ControlPlane, teams: &[&str]) -> Vec<UnitDesired> {
         );
         f.insert(
             format!("teams/{team}/app.yaml"),
-            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {currency: EUR}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80}]\n".to_vec(),
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings}}\ndata: {{currency: EUR}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  ports: [{{port: 80}}]\n{extra}").into_bytes(),
         );
     }
     let state = pontoon::render::render(&f, "r1");
@@ -299,6 +310,33 @@ async fn pontoon_holds_every_permission_the_example_platforms_team_roles_grant()
             "deploy/base does not give pontoon {verb} {resource}.{group}, which a team Role grants"
         );
     }
+}
+
+#[tokio::test]
+async fn a_team_using_a_kind_pontoon_does_not_hold_fails_naming_the_permission() {
+    let cp = control_plane::shared();
+    let team = unique_name("rbac-secret");
+    let unit = render_teams_with(
+        cp,
+        &[&team],
+        ", {group: \"\", kind: Secret}",
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {name: token}\nstringData: {k: v}\n",
+    )
+    .remove(0);
+    // Every sync lists the kinds its unit manages in its namespaces, so the first request
+    // refused is that list, before anything is written.
+    let r = pontoon_syncer(cp).await.sync(&unit, "r1").await;
+    assert_eq!(r.state, UnitState::Failed, "{r:?}");
+    assert_eq!(r.writes, 0, "{r:?}");
+    let message = r.message.as_deref().unwrap_or_default();
+    assert!(
+        message.starts_with("the cluster refuses pontoon's own account: secrets is forbidden: User \"system:serviceaccount:pontoon-system:pontoon\" cannot list resource \"secrets\"")
+            && message.ends_with("(pontoon's RBAC, deploy/base/rbac.yaml, does not grant it)"),
+        "{message}"
+    );
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(cp.client().await, &team);
+    assert!(secrets.get_opt("token").await.expect("get").is_none());
 }
 
 #[tokio::test]
