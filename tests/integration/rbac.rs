@@ -152,6 +152,12 @@ async fn pontoon_may_act_as_any_team_identity_and_nothing_else() {
         groups.iter().any(|g| g == TEAM_GROUP),
         "the API server puts every team in {TEAM_GROUP}: {groups:?}"
     );
+    // No account exists for it, so no token can be issued that acts as the team.
+    let token = cp.kubectl(&["create", "token", &team, "-n", TEAM_IDENTITY_NAMESPACE]);
+    assert!(
+        !token.status.success() && String::from_utf8_lossy(&token.stderr).contains("not found"),
+        "{token:?}"
+    );
 
     for (user, groups) in [
         ("system:admin", vec![]),
