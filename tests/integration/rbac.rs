@@ -10,8 +10,8 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, PostParams};
 use pontoon::cluster::Cluster;
 use pontoon::desired::{
@@ -25,19 +25,26 @@ use crate::deploy::{apply_deploy_base, as_pontoon};
 use crate::support::control_plane::{self, ControlPlane, repo_root, unique_name};
 use crate::support::fixtures::configmap;
 
+/// A team's ConfigMap.
+const SETTINGS: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {currency: EUR}\n";
+/// A team's Service.
+const WEB: &str =
+    "---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80}]\n";
+
 /// A platform repo of `teams` (each owning the namespace of its own name, with an owner,
 /// a quota and a ConfigMap and a Service of its own), rendered by the real renderer.
 fn render_teams(cp: &ControlPlane, teams: &[&str]) -> Vec<UnitDesired> {
-    render_teams_with(cp, teams, "", "")
+    render_teams_with(cp, teams, "", &format!("{SETTINGS}{WEB}"))
 }
 
-/// [`render_teams`] with `allowed` kinds added to the platform's policy and `extra`
-/// manifests to each team's file.
+/// [`render_teams`] with `allowed` kinds added to the platform's policy and `app` as
+/// each team's file.
 fn render_teams_with(
     cp: &ControlPlane,
     teams: &[&str],
     allowed: &str,
-    extra: &str,
+    app: &str,
 ) -> Vec<UnitDesired> {
     let mut f = pontoon::render::Files::new();
     f.insert(
@@ -49,10 +56,7 @@ fn render_teams_with(
             format!("teams/{team}/team.yaml"),
             format!("apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  owners: [alice]\n  namespaces: [{team}]\n  clusters: {{names: [{}]}}\n  quota: {{pods: \"10\"}}\n", cp.name).into_bytes(),
         );
-        f.insert(
-            format!("teams/{team}/app.yaml"),
-            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings}}\ndata: {{currency: EUR}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  ports: [{{port: 80}}]\n{extra}").into_bytes(),
-        );
+        f.insert(format!("teams/{team}/app.yaml"), app.as_bytes().to_vec());
     }
     let state = pontoon::render::render(&f, "r1");
     assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
@@ -91,6 +95,28 @@ async fn pontoon_with_only_deploy_base_rbac_syncs_teams_and_a_new_team_needs_no_
     let r = syncer.sync(unit, "r2").await;
     assert_eq!(r.state, UnitState::Synced, "{r:?}");
     assert!(settings(cp, &added, "settings").await.is_some());
+
+    // The first team's file drops its Service: pontoon widens the team Role to delete
+    // it, the team deletes it, and the Role narrows to what the team still uses.
+    let dropped = render_teams_with(cp, &[&first], "", SETTINGS).remove(0);
+    let r = syncer.sync(&dropped, "r2").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    assert_eq!(
+        r.pruned.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+        [format!("Service {first}/web")],
+        "{r:?}"
+    );
+    let services: Api<Service> = Api::namespaced(cp.client().await, &first);
+    assert!(services.get_opt("web").await.expect("get").is_none());
+    let roles: Api<Role> = Api::namespaced(cp.client().await, &first);
+    let role = roles.get(TEAM_ROLE).await.expect("team Role");
+    let granted: Vec<String> = role
+        .rules
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|r| r.resources.unwrap_or_default())
+        .collect();
+    assert_eq!(granted, ["configmaps"]);
 
     // pontoon's own account may write ConfigMaps anywhere (the team Role needs it to), yet
     // a team object outside the team's namespaces is refused: it is written as the team.
@@ -326,7 +352,7 @@ async fn a_team_using_a_kind_pontoon_does_not_hold_fails_naming_the_permission()
         cp,
         &[&team],
         ", {group: \"\", kind: Secret}",
-        "---\napiVersion: v1\nkind: Secret\nmetadata: {name: token}\nstringData: {k: v}\n",
+        &format!("{SETTINGS}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: token}}\nstringData: {{k: v}}\n"),
     )
     .remove(0);
     // Every sync lists the kinds its unit manages in its namespaces, so the first request
