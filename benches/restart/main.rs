@@ -8,7 +8,9 @@
 //! For each `sync --once` run: wall time, the process's own CPU and peak RSS (from
 //! `wait4`, so nothing but that process is counted), the CPU kube-apiserver and etcd
 //! spent meanwhile, and the requests the apiserver counted (`apiserver_request_total`),
-//! by verb with dry runs apart, and by resource. The first run creates everything; the
+//! by verb with dry runs apart, and by resource (the apiserver's own requests that
+//! pontoon's cause are among them: `POST ipaddresses` allocating each new Service's
+//! ClusterIP, and its Events). The first run creates everything; the
 //! second finds the cluster exactly as the first left it, as every restart, leader
 //! handover or pipeline run of an unchanged repo does. For the daemon: its peak RSS once
 //! every unit is Synced and again after one resync.
@@ -17,8 +19,11 @@
 //! controller: it watches the managed Deployments and writes each one's status as rolled
 //! out, as the real controller would (a status write moves the object's resourceVersion,
 //! as it does on a real cluster). Those requests are counted apart from pontoon's.
+//!
 //! This is a program of its own rather than a part of the `sync` bench: it runs the
-//! binary as a user does, while `sync` drives the library in-process beside `kubectl`.
+//! binary as a user does, as separate processes whose own CPU and memory it reads, while
+//! `sync` drives the library in-process beside `kubectl`; and either can run without
+//! the other's minutes.
 
 #[path = "../common/mod.rs"]
 #[allow(dead_code)]

@@ -161,7 +161,8 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Per key, the median of the rounds' counts (0 in a round without the key).
+/// Per key, the median of the rounds' counts (0 in a round without the key), leaving out
+/// the keys whose median is 0.
 pub fn median_counts(maps: &[&BTreeMap<String, u64>]) -> BTreeMap<String, u64> {
     let keys: std::collections::BTreeSet<&String> = maps.iter().flat_map(|m| m.keys()).collect();
     keys.into_iter()
@@ -172,5 +173,6 @@ pub fn median_counts(maps: &[&BTreeMap<String, u64>]) -> BTreeMap<String, u64> {
                 .collect();
             (k.clone(), median(v) as u64)
         })
+        .filter(|(_, n)| *n > 0)
         .collect()
 }
