@@ -14,6 +14,9 @@ pub struct Event {
     pub user_agent: String,
     #[serde(default)]
     pub object_ref: Option<ObjectRef>,
+    /// The path and query the request was sent to (`?dryRun=All` marks a dry run).
+    #[serde(default, rename = "requestURI")]
+    pub request_uri: String,
     request_received_timestamp: String,
     stage_timestamp: String,
 }
@@ -76,5 +79,28 @@ pub fn writes_by(dir: &Path, agent: &str, after: Timestamp) -> Vec<Event> {
     writes(dir)
         .into_iter()
         .filter(|e| e.user_agent.starts_with(agent) && e.received() > after)
+        .collect()
+}
+
+impl Event {
+    /// Whether the request was a dry run (nothing written).
+    pub fn dry_run(&self) -> bool {
+        self.request_uri.contains("dryRun=All")
+    }
+
+    /// Whether the request was about `namespace`: an object in it, or the Namespace itself.
+    pub fn touches_namespace(&self, namespace: &str) -> bool {
+        self.object_ref.as_ref().is_some_and(|o| {
+            o.namespace == namespace || (o.resource == "namespaces" && o.name == namespace)
+        })
+    }
+}
+
+/// The dry runs of objects in (or of) `namespace` that the apiserver received after
+/// `after`, oldest first.
+pub fn dry_runs_in(dir: &Path, namespace: &str, after: Timestamp) -> Vec<Event> {
+    writes(dir)
+        .into_iter()
+        .filter(|e| e.dry_run() && e.touches_namespace(namespace) && e.received() > after)
         .collect()
 }
