@@ -478,30 +478,13 @@ async fn plan_cmd(
             continue;
         };
         let plan = syncer
-            .plan(unit)
+            .plan_at(unit, &state.revision)
             .await
             .with_context(|| format!("planning {id}"))?;
-        println!("{id}: {}", plan.summary());
-        for o in &plan.objects {
-            use pontoon::sync::plan::Action;
-            match &o.action {
-                Action::Create => println!("  + {}", o.object),
-                Action::Prune => println!("  - {}", o.object),
-                Action::Update { changes } => {
-                    println!("  ~ {}", o.object);
-                    for c in changes {
-                        let show = |v: &Option<serde_json::Value>| {
-                            v.as_ref().map_or("(none)".to_owned(), |v| v.to_string())
-                        };
-                        println!("      {}: {} → {}", c.path, show(&c.old), show(&c.new));
-                    }
-                }
-                Action::Error { message } => println!("  ! {}: {message}", o.object),
-                Action::Unchanged => {}
-            }
-        }
+        print_plan(&id.to_string(), &plan);
         changes |= plan.changes_anything();
-        errors |= plan.counts().3 > 0;
+        // A held unit is not synced as its repo says until someone releases it.
+        errors |= plan.counts().3 > 0 || plan.held.is_some();
     }
     Ok(if errors {
         ExitCode::FAILURE
@@ -510,6 +493,41 @@ async fn plan_cmd(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// One unit's plan as `pontoon plan` prints it: its summary, whether the hold would stop
+/// it, then a line per object that would change (`+`, `~` with each field, `-`) or be
+/// refused (`!`).
+fn print_plan(id: &str, plan: &pontoon::sync::plan::UnitPlan) {
+    use pontoon::sync::plan::Action;
+    println!("{id}: {}", plan.summary());
+    if let Some(held) = &plan.held {
+        println!("  {held}");
+        println!("  released, the sync would do:");
+    }
+    if let Some(by) = &plan.released_by {
+        println!("  the hold is released for this revision by {by}");
+    }
+    for o in &plan.objects {
+        match &o.action {
+            Action::Create => println!("  + {}", o.object),
+            Action::CreateUnchecked { unchecked } => {
+                println!("  + {} (not dry-run: {unchecked})", o.object)
+            }
+            Action::Prune => println!("  - {}", o.object),
+            Action::Update { changes } => {
+                println!("  ~ {}", o.object);
+                for c in changes {
+                    let show = |v: &Option<serde_json::Value>| {
+                        v.as_ref().map_or("(none)".to_owned(), |v| v.to_string())
+                    };
+                    println!("      {}: {} → {}", c.path, show(&c.old), show(&c.new));
+                }
+            }
+            Action::Error { message } => println!("  ! {}: {message}", o.object),
+            Action::Unchanged => {}
+        }
+    }
 }
 
 /// The unit an operator's command (`release`, `inventory rebuild`) acts on, and how to

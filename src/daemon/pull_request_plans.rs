@@ -1,7 +1,8 @@
 //! Pull-request plans: a pull (merge) request opened or updated against the tracked
 //! branch gets its head commit fetched, rendered and planned against the live clusters
-//! (server-side dry runs, nothing written), and the answer posted as `pontoon/plan` on
-//! that commit: `staging +3 ~1 -0, prod +3 ~1 -0`, or the first errors.
+//! (as `pontoon plan` does: a dry run only for what the pull request changes, nothing
+//! written), and the answer posted as `pontoon/plan` on that commit: `staging +3 ~1 -0,
+//! prod +3 ~1 -0`, or a failure naming the first errors, refusals and held units.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -163,8 +164,13 @@ async fn plan_state(
         };
         let mut counts = [0usize; 4];
         for (id, unit) in state.units.iter().filter(|(id, _)| id.cluster == name) {
-            match syncer.plan(unit).await {
+            match syncer.plan_at(unit, &state.revision).await {
                 Ok(plan) => {
+                    if let Some(held) = &plan.held {
+                        totals
+                            .problems
+                            .push(format!("{id}: {}", first_clause(held)));
+                    }
                     let (a, c, d, e) = plan.counts();
                     for (slot, n) in counts.iter_mut().zip([a, c, d, e]) {
                         *slot += n;
@@ -183,6 +189,13 @@ async fn plan_state(
         totals.per_cluster.push((cluster.clone(), counts));
     }
     totals
+}
+
+/// A message's first clause: `held: this revision would delete 3 of the team's 4 objects
+/// (75% > the platform's limit of 50%)` of the hold's message, which goes on to say how
+/// to release it.
+fn first_clause(message: &str) -> &str {
+    message.split_once("; ").map_or(message, |(first, _)| first)
 }
 
 #[cfg(test)]
@@ -212,5 +225,15 @@ mod tests {
             bad.description,
             "prod +1 ~0 -0 !1; prod/payments: Deployment payments/web: forbidden"
         );
+    }
+
+    #[test]
+    fn a_held_unit_is_named_by_the_first_clause_of_its_hold() {
+        let held = "held: this revision would delete 3 of the team's 4 objects (75% > the platform's limit of 50%); nothing was applied. To release it for this revision only: pontoon release --team shop --cluster prod --revision abc";
+        assert_eq!(
+            first_clause(held),
+            "held: this revision would delete 3 of the team's 4 objects (75% > the platform's limit of 50%)"
+        );
+        assert_eq!(first_clause("no clause"), "no clause");
     }
 }

@@ -25,6 +25,7 @@ mod leader;
 mod manifests;
 mod namespaces;
 mod page;
+mod plans;
 mod prometheus;
 mod prune_safety;
 mod rbac;
