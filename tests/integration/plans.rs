@@ -19,6 +19,8 @@ use serde_json::json;
 
 use crate::support::audit;
 use crate::support::control_plane::{self, ControlPlane, eventually, unique_name};
+use crate::support::daemon::write;
+use crate::support::daemon_config::DaemonConfig;
 use crate::support::fixtures::*;
 use crate::sync::syncer;
 
@@ -416,5 +418,117 @@ async fn an_unchanged_repository_plans_with_no_dry_run() {
     assert!(
         unchanged.is_empty(),
         "a plan of an unchanged repository sent dry runs: {unchanged:#?}"
+    );
+}
+
+/// `pontoon <args> --config FILE`: its exit code and what it printed.
+fn pontoon(args: &[&str], config: &std::path::Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pontoon"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run pontoon");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), printed)
+}
+
+#[tokio::test]
+async fn pontoon_plan_of_an_unchanged_repository_prints_nothing_to_do_without_a_dry_run() {
+    let cp = control_plane::shared();
+    let team = unique_name("plan-cli");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("platform");
+    write(
+        &repo,
+        "platform.yaml",
+        "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {name: plans}\nspec:\n  clusters: [{name: plans}]\n  policy:\n    allowedKinds: [{group: \"\", kind: ConfigMap}]\n",
+    );
+    write(
+        &repo,
+        &format!("teams/{team}/team.yaml"),
+        &format!(
+            "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  namespaces: [{team}]\n  clusters: {{names: [plans]}}\n"
+        ),
+    );
+    let app = |colour: &str| {
+        write(
+            &repo,
+            &format!("teams/{team}/app.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings}}\ndata: {{colour: {colour}}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: other}}\ndata: {{a: b}}\n"
+            ),
+        )
+    };
+    app("blue");
+    // Inventories of their own, so no other test's team is a team removed from this repo.
+    let config = DaemonConfig::dir(&repo)
+        .cluster("plans", &cp.kubeconfig)
+        .inventory_namespace(&format!("{team}-pontoon"))
+        .write(tmp.path());
+    let (code, out) = pontoon(&["sync", "--once"], &config);
+    assert_eq!(code, Some(0), "{out}");
+
+    let unchanged_at = Timestamp::now();
+    let (code, out) = pontoon(&["plan"], &config);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("plans/{team}: +0 ~0 -0, nothing to do")),
+        "{out}"
+    );
+
+    let changed_at = Timestamp::now();
+    app("green");
+    let (code, out) = pontoon(&["plan"], &config);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains(&format!("plans/{team}: +0 ~1 -0")), "{out}");
+    let changed = eventually(
+        "the changed object's dry run in the audit log",
+        Duration::from_secs(30),
+        || async {
+            Some(audit::dry_runs_in(cp.dir(), &team, changed_at)).filter(|d| !d.is_empty())
+        },
+    )
+    .await;
+    assert_eq!(changed.len(), 1, "{changed:#?}");
+    let unchanged = audit::dry_runs_in(cp.dir(), &team, unchanged_at)
+        .into_iter()
+        .filter(|e| e.received() < changed_at)
+        .count();
+    assert_eq!(
+        unchanged, 0,
+        "pontoon plan of an unchanged repository sent dry runs"
+    );
+}
+
+#[tokio::test]
+async fn a_team_claiming_the_inventory_namespace_plans_to_the_syncs_one_error() {
+    let cp = control_plane::shared();
+    let team = unique_name("plan-claims");
+    let cluster =
+        pontoon::cluster::Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 16)
+            .expect("cluster");
+    let options = SyncOptions {
+        namespace: team.clone(),
+        ..SyncOptions::default()
+    };
+    let s = pontoon::sync::Syncer::new(std::sync::Arc::new(cluster), options);
+    let mut objects = team_base(&team, &[&team]);
+    objects.push(configmap(&team, &team, "a", json!({})));
+    let u = unit_desired(&team, cp.name, &[&team], objects);
+    let plan = s.plan(&u).await.expect("plan");
+    let r = s.sync(&u, "r1").await;
+    assert_eq!(r.errors.len(), 1, "{r:?}");
+    assert_eq!(plan.objects.len(), 1, "{plan:#?}");
+    assert_eq!(plan.objects[0].object, r.errors[0].object);
+    assert_eq!(
+        plan.objects[0].action,
+        Action::Error {
+            message: r.errors[0].message.clone()
+        }
     );
 }

@@ -123,7 +123,15 @@ impl Syncer {
         let mut r = UnitResult::new(desired.unit.clone(), revision);
         let mut plan = UnitPlan::new(desired.unit.clone());
         if self.claims_inventory_namespace(desired, &mut r) {
-            plan.objects = objects_of(desired, BTreeMap::new(), &r, &[]);
+            // The sync stops before anything else: the unit's one error is the plan.
+            plan.objects = r
+                .errors
+                .into_iter()
+                .map(|e| PlannedObject {
+                    object: e.object,
+                    action: Action::Error { message: e.message },
+                })
+                .collect();
             return Ok(plan);
         }
         let previous = match self.ensure_namespace().await {
