@@ -58,7 +58,10 @@ pub async fn plan_pull_requests(
     }
 }
 
-async fn plan_pull_request(
+/// The `pontoon/plan` status of one pull request: its head fetched from `target`,
+/// rendered with the namespaces `owners` holds, and planned on each of `clusters` with a
+/// connection in `syncers`, for the head commit (a release of the hold for it counts).
+pub async fn plan_pull_request(
     target: &GitTarget,
     syncers: &BTreeMap<ClusterName, Arc<Syncer>>,
     clusters: &[String],
