@@ -515,6 +515,7 @@ fn print_plan(id: &str, plan: &pontoon::sync::plan::UnitPlan) {
                 println!("  + {} (not dry-run: {unchecked})", o.object)
             }
             Action::Prune => println!("  - {}", o.object),
+            Action::Keep { reason } => println!("  = {} (kept: {reason})", o.object),
             Action::Update { changes } => {
                 println!("  ~ {}", o.object);
                 for c in changes {

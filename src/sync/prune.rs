@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::delete::Outcome;
 use super::inventory::{ANNOTATION_RELEASE, Entry, Inventory, Release, name_for};
-use super::live::LiveObjects;
+use super::live::{Live, LiveObjects};
 use super::order::Phase;
 use super::phases::ApplyPass;
 use super::resolve::Planned;
@@ -93,6 +93,26 @@ pub(super) fn hold_mass_deletion(
         name_for(team),
     ));
     Hold::Held
+}
+
+/// Why a prune keeps `e` instead of deleting it, when a rule says so: the object is marked
+/// `pontoon.dev/prune: disabled` (`live`: as listed), or it is a Namespace or a CRD the
+/// platform does not let pontoon delete.
+pub(super) fn kept_by_rule(
+    e: &Entry,
+    live: Option<&Live>,
+    policy: &PrunePolicy,
+) -> Option<&'static str> {
+    let phase = Phase::of_entry(e);
+    if live.is_some_and(|l| l.prune_disabled) {
+        Some("marked pontoon.dev/prune: disabled")
+    } else if phase.is_namespace() && !policy.namespaces {
+        Some("the platform does not let pontoon delete Namespaces (spec.policy.prune.namespaces)")
+    } else if phase.is_crd() && !policy.crds {
+        Some("the platform does not let pontoon delete CRDs (spec.policy.prune.crds)")
+    } else {
+        None
+    }
 }
 
 /// Puts the widened Roles in place of the rendered ones in `planned`; returns the Roles
@@ -242,11 +262,7 @@ impl Syncer {
         to_prune.sort_by_key(|e| Phase::of_entry(e).prune_rank());
         for e in to_prune {
             let key = e.key();
-            let phase = Phase::of_entry(&e);
-            if live.get(&key).is_some_and(|l| l.prune_disabled)
-                || (phase.is_namespace() && !policy.namespaces)
-                || (phase.is_crd() && !policy.crds)
-            {
+            if kept_by_rule(&e, live.get(&key), policy).is_some() {
                 r.kept.push(key);
                 continue;
             }

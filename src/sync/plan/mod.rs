@@ -38,6 +38,11 @@ pub enum Action {
         changes: Vec<FieldChange>,
     },
     Prune,
+    /// No longer desired, but the prune keeps it (and the inventory forgets it); `reason`
+    /// is the rule.
+    Keep {
+        reason: String,
+    },
     Unchanged,
     /// The apply would be refused; the message says why.
     Error {
@@ -96,7 +101,7 @@ impl UnitPlan {
                 Action::Update { .. } => c.1 += 1,
                 Action::Prune => c.2 += 1,
                 Action::Error { .. } => c.3 += 1,
-                Action::Unchanged => {}
+                Action::Keep { .. } | Action::Unchanged => {}
             }
         }
         c
@@ -122,7 +127,11 @@ impl UnitPlan {
     /// is not as its repo says either).
     pub fn changes_anything(&self) -> bool {
         let (a, c, d, e) = self.counts();
-        a + c + d + e > 0 || self.held.is_some()
+        let kept = self
+            .objects
+            .iter()
+            .any(|o| matches!(o.action, Action::Keep { .. }));
+        a + c + d + e > 0 || kept || self.held.is_some()
     }
 }
 
@@ -233,6 +242,16 @@ mod tests {
         plan.objects = vec![object("d", Action::Unchanged)];
         assert_eq!(plan.summary(), "+0 ~0 -0, nothing to do");
         assert!(!plan.changes_anything());
+        // Something kept is no longer in the inventory: not nothing.
+        plan.objects.push(object(
+            "k",
+            Action::Keep {
+                reason: "marked".into(),
+            },
+        ));
+        assert_eq!(plan.summary(), "+0 ~0 -0");
+        assert!(plan.changes_anything());
+        plan.objects.pop();
         plan.objects.extend([
             object("a", Action::Create),
             object(

@@ -181,7 +181,7 @@ impl Syncer {
         };
         seen.new_namespaces = self.new_namespaces(&planned, &seen).await;
         let actions = self.plan_objects(&planned, &mut seen).await;
-        plan.objects = objects_of(desired, actions, &r, &to_prune);
+        plan.objects = objects_of(desired, actions, &r, &to_prune, &live);
         Ok(plan)
     }
 
@@ -360,12 +360,13 @@ impl Syncer {
 /// The plan's objects in the order the repo gives them: each desired object with its
 /// action, its refusal (from the sync's decisions in `r`), or why it is left out (a
 /// Namespace refused with everything in it); then what `r` refuses that is no desired
-/// object (the unit, a manifest without a name); then the prunes.
+/// object (the unit, a manifest without a name); then what the prune deletes or keeps.
 fn objects_of(
     desired: &UnitDesired,
     mut actions: BTreeMap<ObjectKey, Action>,
     r: &UnitResult,
     to_prune: &[Entry],
+    live: &LiveObjects,
 ) -> Vec<PlannedObject> {
     let mut errors: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for e in &r.errors {
@@ -407,9 +408,18 @@ fn objects_of(
             },
         });
     }
-    out.extend(to_prune.iter().map(|e| PlannedObject {
-        object: e.key().to_string(),
-        action: Action::Prune,
+    out.extend(to_prune.iter().map(|e| {
+        let key = e.key();
+        let action = match prune::kept_by_rule(e, live.get(&key), &desired.prune) {
+            Some(reason) => Action::Keep {
+                reason: reason.to_owned(),
+            },
+            None => Action::Prune,
+        };
+        PlannedObject {
+            object: key.to_string(),
+            action,
+        }
     }));
     out
 }

@@ -449,3 +449,54 @@ async fn a_team_claiming_the_inventory_namespace_plans_to_the_syncs_one_error() 
         }
     );
 }
+
+#[tokio::test]
+async fn a_plan_says_what_the_prune_would_keep_as_the_sync_keeps_it() {
+    let cp = control_plane::shared();
+    let s = syncer(cp).await;
+    let team = unique_name("plan-keep");
+    let second = format!("{team}-two");
+    let mut kept = configmap(&team, &team, "kept", json!({"k": "1"}));
+    let mut manifest = (*kept.object).clone();
+    manifest["metadata"]["annotations"] = json!({ANNOTATION_PRUNE: "disabled"});
+    kept.object = manifest.into();
+    let mut objects = team_base(&team, &[&team, &second]);
+    objects.push(configmap(&team, &team, "a", json!({"k": "1"})));
+    objects.push(configmap(&team, &second, "b", json!({"k": "1"})));
+    objects.push(kept);
+    let mut u = unit_desired(&team, cp.name, &[&team, &second], objects);
+    u.prune.max_share = 1.0;
+    assert_synced(&s.sync(&u, "r1").await);
+
+    // The second namespace and the marked ConfigMap leave the repo.
+    let mut objects = team_base(&team, &[&team]);
+    objects.push(configmap(&team, &team, "a", json!({"k": "1"})));
+    let mut u = unit_desired(&team, cp.name, &[&team], objects);
+    u.prune.max_share = 1.0;
+    let plan = s.plan(&u).await.expect("plan");
+    let got = actions(&plan);
+    let reason = |object: &str| match &got[object] {
+        Action::Keep { reason } => reason.clone(),
+        other => panic!("{object}: {other:?}"),
+    };
+    assert!(
+        reason(&format!("Namespace/{second}")).contains("does not let pontoon delete Namespaces"),
+        "{plan:#?}"
+    );
+    assert!(
+        reason(&format!("ConfigMap {team}/kept")).contains("pontoon.dev/prune: disabled"),
+        "{plan:#?}"
+    );
+    let r = s.sync(&u, "r2").await;
+    assert_synced(&r);
+    assert_eq!(
+        names(&r.kept),
+        planned(&plan, |a| matches!(a, Action::Keep { .. }))
+    );
+    assert_eq!(names(&r.pruned), planned(&plan, |a| *a == Action::Prune));
+    assert_eq!(
+        r.pruned.len(),
+        3,
+        "the Role, RoleBinding and ConfigMap: {r:?}"
+    );
+}
