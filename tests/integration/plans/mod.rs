@@ -337,6 +337,8 @@ async fn a_plan_refuses_what_the_sync_refuses() {
     assert_eq!(sync_refused.len(), 3, "{r:?}");
 
     // Adopted by platform.yaml, the namespace and the ConfigMap are the team's to take.
+    // The team's Role there comes with the same sync, so the team's ConfigMap in it is
+    // dry-run as pontoon once the team's own dry run is Forbidden.
     let adopt = |kind: &str, namespace: &str, name: &str| Adoption {
         key: ObjectKey {
             group: String::new(),
