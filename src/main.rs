@@ -486,6 +486,24 @@ async fn plan_cmd(
         // A held unit is not synced as its repo says until someone releases it.
         errors |= plan.counts().3 > 0 || plan.held.is_some();
     }
+    // The teams that left the repo (or stopped targeting a cluster): removed by the sync.
+    for (name, syncer) in &syncers {
+        if cluster.as_ref().is_some_and(|c| c != &name.0) {
+            continue;
+        }
+        let removals = syncer
+            .plan_removals(&state)
+            .await
+            .with_context(|| format!("planning the teams that left cluster {name}"))?;
+        for plan in removals
+            .iter()
+            .filter(|p| team.as_ref().is_none_or(|t| *t == p.unit.team.0))
+        {
+            print_plan(&format!("{} (left the repo)", plan.unit), plan);
+            changes |= plan.changes_anything();
+            errors |= plan.counts().3 > 0 || plan.held.is_some();
+        }
+    }
     Ok(if errors {
         ExitCode::FAILURE
     } else if changes {

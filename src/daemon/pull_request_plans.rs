@@ -14,6 +14,7 @@ use crate::source::git::GitTarget;
 use crate::source::webhook::PullRequest;
 use crate::status::{Notifier, State, Status};
 use crate::sync::Syncer;
+use crate::sync::plan::{Action, UnitPlan};
 
 /// How many diagnostics a failed plan's description names.
 const SHOWN_ERRORS: usize = 2;
@@ -129,6 +130,24 @@ struct PlanTotals {
 }
 
 impl PlanTotals {
+    /// Adds one unit's plan: its counts to its cluster's, its held hold and refusals to
+    /// the problems.
+    fn add(&mut self, plan: &UnitPlan, counts: &mut [usize; 4]) {
+        let id = &plan.unit;
+        if let Some(held) = &plan.held {
+            self.problems.push(format!("{id}: {}", first_clause(held)));
+        }
+        let (a, c, d, e) = plan.counts();
+        for (slot, n) in counts.iter_mut().zip([a, c, d, e]) {
+            *slot += n;
+        }
+        for o in &plan.objects {
+            if let Action::Error { message } = &o.action {
+                self.problems.push(format!("{id}: {}: {message}", o.object));
+            }
+        }
+    }
+
     fn into_status(self, sha: &str) -> Status {
         let summary: Vec<String> = self
             .per_cluster
@@ -154,6 +173,8 @@ impl PlanTotals {
     }
 }
 
+/// Every unit of `state` on each of `clusters`, and every team that left it there, as
+/// the sync would meet them.
 async fn plan_state(
     state: &DesiredState,
     syncers: &BTreeMap<ClusterName, Arc<Syncer>>,
@@ -168,26 +189,15 @@ async fn plan_state(
         let mut counts = [0usize; 4];
         for (id, unit) in state.units.iter().filter(|(id, _)| id.cluster == name) {
             match syncer.plan_at(unit, &state.revision).await {
-                Ok(plan) => {
-                    if let Some(held) = &plan.held {
-                        totals
-                            .problems
-                            .push(format!("{id}: {}", first_clause(held)));
-                    }
-                    let (a, c, d, e) = plan.counts();
-                    for (slot, n) in counts.iter_mut().zip([a, c, d, e]) {
-                        *slot += n;
-                    }
-                    for o in &plan.objects {
-                        if let crate::sync::plan::Action::Error { message } = &o.action {
-                            totals
-                                .problems
-                                .push(format!("{id}: {}: {message}", o.object));
-                        }
-                    }
-                }
+                Ok(plan) => totals.add(&plan, &mut counts),
                 Err(e) => totals.problems.push(format!("{id}: cannot plan: {e}")),
             }
+        }
+        match syncer.plan_removals(state).await {
+            Ok(plans) => plans.iter().for_each(|p| totals.add(p, &mut counts)),
+            Err(e) => totals
+                .problems
+                .push(format!("{cluster}: cannot plan the teams that left: {e}")),
         }
         totals.per_cluster.push((cluster.clone(), counts));
     }

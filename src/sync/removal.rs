@@ -33,6 +33,21 @@ impl Syncer {
             .collect())
     }
 
+    /// The unit a removal syncs: `team` on this cluster with nothing desired, under the
+    /// platform's prune rules `policy`.
+    pub(super) fn removal_of(&self, team: &TeamName, policy: &PrunePolicy) -> UnitDesired {
+        UnitDesired {
+            unit: UnitId {
+                team: team.clone(),
+                cluster: self.cluster.name.clone(),
+            },
+            namespaces: Vec::new(),
+            objects: Vec::new(),
+            prune: policy.clone(),
+            adopt: Vec::new(),
+        }
+    }
+
     /// Removes everything a team that left the repo had on this cluster, under the same
     /// pruning rules as any sync (the mass-deletion hold included).
     pub async fn remove_team(
@@ -43,18 +58,8 @@ impl Syncer {
     ) -> UnitResult {
         let started = Instant::now();
         let _running = self.in_flight.start(team);
-        let unit = UnitId {
-            team: team.clone(),
-            cluster: self.cluster.name.clone(),
-        };
-        let desired = UnitDesired {
-            unit: unit.clone(),
-            namespaces: Vec::new(),
-            objects: Vec::new(),
-            prune: policy.clone(),
-            adopt: Vec::new(),
-        };
-        let mut result = UnitResult::new(unit, revision);
+        let desired = self.removal_of(team, policy);
+        let mut result = UnitResult::new(desired.unit.clone(), revision);
         match self.sync_inner(&desired, &mut result).await {
             Ok(()) if result.errors.is_empty() && result.held.is_empty() => {
                 match Inventory::delete(&self.inventory_api(), team).await {

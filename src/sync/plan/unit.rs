@@ -27,7 +27,9 @@ use serde_json::Value;
 use super::{Action, PlannedObject, UnitPlan, comparable, diff};
 use crate::cluster::{Cluster, ClusterError, Resolved};
 use crate::describe;
-use crate::desired::{Applier, ObjectKey, TEAM_ROLE, TeamName, UnitDesired, apply_params};
+use crate::desired::{
+    Applier, DesiredState, ObjectKey, TEAM_ROLE, TeamName, UnitDesired, apply_params,
+};
 use crate::sync::inventory::{Entry, Inventory, InventoryError};
 use crate::sync::live::LiveObjects;
 use crate::sync::prune::{self, Hold};
@@ -183,6 +185,19 @@ impl Syncer {
         let actions = self.plan_objects(&planned, &mut seen).await;
         plan.objects = objects_of(desired, actions, &r, &to_prune, &live);
         Ok(plan)
+    }
+
+    /// What the sync of `state` would do to the teams that left it on this cluster (see
+    /// [`Syncer::removed_teams`]): each removal planned as the sync removes it, everything
+    /// pruned under the platform's rules, the hold included.
+    pub async fn plan_removals(&self, state: &DesiredState) -> Result<Vec<UnitPlan>, PlanError> {
+        let teams = self.removed_teams(state).await.map_err(PlanError::Read)?;
+        let mut out = Vec::with_capacity(teams.len());
+        for team in teams {
+            let removal = self.removal_of(&team, &state.default_prune);
+            out.push(self.plan_at(&removal, &state.revision).await?);
+        }
+        Ok(out)
     }
 
     /// The planned Namespaces that do not exist yet (the unit's own are in its lists; one

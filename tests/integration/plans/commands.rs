@@ -13,7 +13,6 @@ use crate::support::audit;
 use crate::support::control_plane::{self, ControlPlane, eventually, unique_name};
 use crate::support::daemon::write;
 use crate::support::daemon_config::DaemonConfig;
-use crate::sync::syncer;
 
 /// `pontoon <args> --config FILE`: its exit code and what it printed.
 fn pontoon(args: &[&str], config: &std::path::Path) -> (Option<i32>, String) {
@@ -32,7 +31,7 @@ fn pontoon(args: &[&str], config: &std::path::Path) -> (Option<i32>, String) {
 }
 
 #[tokio::test]
-async fn pontoon_plan_of_an_unchanged_repository_prints_nothing_to_do_without_a_dry_run() {
+async fn pontoon_plan_says_nothing_to_do_without_a_dry_run_and_holds_a_team_that_left() {
     let cp = control_plane::shared();
     let team = unique_name("plan-cli");
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -97,6 +96,27 @@ async fn pontoon_plan_of_an_unchanged_repository_prints_nothing_to_do_without_a_
         unchanged, 0,
         "pontoon plan of an unchanged repository sent dry runs"
     );
+
+    // The team leaves the repo for another: its removal is planned, and held.
+    std::fs::remove_dir_all(repo.join(format!("teams/{team}"))).expect("remove team");
+    let newcomer = format!("{team}-new");
+    write(
+        &repo,
+        &format!("teams/{newcomer}/team.yaml"),
+        &format!(
+            "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {newcomer}}}\nspec:\n  namespaces: [{newcomer}]\n  clusters: {{names: [plans]}}\n"
+        ),
+    );
+    let (code, out) = pontoon(&["plan"], &config);
+    assert_eq!(code, Some(1), "{out}");
+    for want in [
+        format!("plans/{team} (left the repo): +0 ~0 -5 held"),
+        "  held: this revision would delete 2 of the team's 2 objects".to_owned(),
+        format!("  - ConfigMap {team}/settings"),
+        format!("  = Namespace/{team} (kept: the platform does not let pontoon delete Namespaces"),
+    ] {
+        assert!(out.contains(&want), "missing {want:?} in {out}");
+    }
 }
 
 /// A platform repo of one team on `cp` whose `app.yaml` holds a ConfigMap per
@@ -174,7 +194,15 @@ async fn pull_request_plans_dry_run_only_what_they_change_and_name_a_held_unit()
         auth: ResolvedAuth::default(),
         timeout: Duration::from_secs(60),
     };
-    let s = std::sync::Arc::new(syncer(cp).await);
+    // Inventories of their own: every other test's team would be a team that left.
+    let cluster =
+        pontoon::cluster::Cluster::from_config(ClusterName(cp.name.into()), cp.config().await, 16)
+            .expect("cluster");
+    let options = pontoon::sync::SyncOptions {
+        namespace: format!("{team}-pontoon"),
+        ..pontoon::sync::SyncOptions::default()
+    };
+    let s = std::sync::Arc::new(pontoon::sync::Syncer::new(cluster.into(), options));
     let syncers = BTreeMap::from([(ClusterName(cp.name.into()), s.clone())]);
     let owners = pontoon::daemon::poll_and_render::namespace_owners(&syncers).await;
     // main, synced as the daemon would.
@@ -253,6 +281,24 @@ async fn pull_request_plans_dry_run_only_what_they_change_and_name_a_held_unit()
         status.description.starts_with(&format!(
             "{} +0 ~0 -3; {}/{team}: held: this revision would delete 3 of the team's 4 objects (75% > the platform's limit of 50%)",
             cp.name, cp.name
+        )),
+        "{status:?}"
+    );
+
+    // One that removes the team (another takes its place in the repo): the sync would
+    // remove it, and the hold stops that too.
+    git(&work, &["checkout", "-q", &main]);
+    std::fs::remove_dir_all(work.join(format!("teams/{team}"))).expect("remove team");
+    let newcomer = format!("{team}-new");
+    write_platform(&work, cp, &newcomer, &[&newcomer], &[("a", "1")]);
+    let head = commit("remove the team");
+    push("refs/pull/3/head");
+    let status = plan(3, head).await;
+    assert_eq!(status.state, State::Failure, "{status:?}");
+    assert!(
+        status.description.contains(&format!(
+            "{}/{team}: held: this revision would delete 4 of the team's 4 objects",
+            cp.name
         )),
         "{status:?}"
     );
