@@ -1,7 +1,7 @@
 //! Planning one unit: the sync's own reads and decisions, then one answer per object.
 //!
-//! The steps are the sync's ([`Syncer::sync_inner`](super::super::Syncer)), taken from the
-//! same functions so that a plan cannot disagree with the sync it foretells: read the
+//! The steps are the sync's (`Syncer::sync_inner`), taken from the same functions so
+//! that a plan cannot disagree with the sync it foretells: read the
 //! inventory, resolve kinds, list what is live (`live`), ask the mass-deletion rule
 //! (`prune::hold_mass_deletion`, a release for the planned revision counting), leave out
 //! what another team owns and what exists without pontoon's labels (`live`, `adopt`).
