@@ -1,6 +1,6 @@
 //! The layers point one way: `daemon` wires the engines (`source`, `render`, `sync`,
-//! `drift`, `status`), the engines stand on `cluster`, `model` and `desired`, and nothing
-//! below reaches back up. `render` stays pure: it knows no cluster connection and no daemon
+//! `drift`, `status`), the engines stand on `cluster`, `model`, `ssa` and `desired`, and
+//! nothing below reaches back up (`ssa`, the comparison sync and drift share, is pure). `render` stays pure: it knows no cluster connection and no daemon
 //! config. This test reads the sources, so a path written inline counts as much as a `use`.
 
 use std::path::{Path, PathBuf};
@@ -50,6 +50,21 @@ const RULES: &[(&str, &[&str])] = &[
         "cluster",
         &[
             "crate::daemon",
+            "crate::render",
+            "crate::sync",
+            "crate::drift",
+            "crate::status",
+            "crate::server",
+            "crate::source",
+        ],
+    ),
+    (
+        "ssa",
+        &[
+            "crate::cluster",
+            "crate::config",
+            "crate::daemon",
+            "crate::model",
             "crate::render",
             "crate::sync",
             "crate::drift",

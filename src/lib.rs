@@ -15,6 +15,7 @@ pub mod model;
 pub mod render;
 pub mod server;
 pub mod source;
+pub mod ssa;
 pub mod status;
 pub mod sync;
 pub mod yaml;

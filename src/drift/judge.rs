@@ -17,15 +17,15 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::DriftEvent;
-use super::compare::differences;
 use super::error::DriftError;
 use super::events::{Outcome, reference};
-use super::managed_fields::{
-    Addition, changed_by, human_additions, last_writer, removal_patch, written_by_pontoon,
-};
 use super::watch::DriftWatch;
 use crate::cluster::Resolved;
 use crate::desired::{DriftMode, LABEL_TEAM, ObjectKey, TeamName, UnitId};
+use crate::ssa::compare::differences;
+use crate::ssa::managed_fields::{
+    Addition, changed_by, human_additions, last_writer, removal_patch, written_by_pontoon,
+};
 use crate::sync::AppliedObject;
 
 /// What the watch saw happen to an object.

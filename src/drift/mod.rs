@@ -7,17 +7,16 @@
 //! unit's last desired state and recreates deleted objects); in `report` mode it is only
 //! recorded, and the sync leaves it alone.
 //!
-//! Where things are: `compare` (applied vs live values), `managed_fields` (who changed a
-//! field, what a person added, the patch removing it), `watch` (the watches of a cluster),
+//! Where things are: the comparison of applied and live values, and the reading of
+//! `managedFields` (who changed a field, what a person added, the patch removing it), are
+//! in [`crate::ssa`], shared with the sync engine; here `watch` (the watches of a cluster),
 //! `judge` (one change: drift or not, and what to do), `events` (Kubernetes Events about
 //! drifted objects), `error` (failures, which reach the daemon). Drift knows nothing of
 //! the daemon: it is handed its settings and channels.
 
-mod compare;
 mod error;
 mod events;
 mod judge;
-mod managed_fields;
 mod side_writes;
 mod watch;
 
@@ -27,11 +26,11 @@ use k8s_openapi::api::core::v1::ObjectReference;
 
 use crate::desired::{DriftMode, ObjectKey, UnitId};
 
-pub use compare::differences;
-pub use error::{DriftError, DriftFailure, FailureScope};
-pub use managed_fields::{
+pub use crate::ssa::compare::differences;
+pub use crate::ssa::managed_fields::{
     Addition, HUMAN_MANAGERS, changed_by, human_additions, last_writer, removal_patch,
 };
+pub use error::{DriftError, DriftFailure, FailureScope};
 pub use watch::{DriftSettings, DriftWatch, kinds_of};
 
 /// One drift seen on a cluster.

@@ -19,10 +19,10 @@ use super::DriftEvent;
 use super::error::{DriftError, DriftFailure, FailureSink};
 use super::events::EventPublisher;
 use super::judge::Change;
-use super::managed_fields::HUMAN_MANAGERS;
 use super::side_writes::{Limits, SideWrites};
 use crate::cluster::Resolved;
 use crate::desired::{ObjectKey, TeamName, selector_managed};
+use crate::ssa::managed_fields::HUMAN_MANAGERS;
 use crate::sync::Syncer;
 
 /// How long a deferred object waits for its team's sync to end before it is judged.

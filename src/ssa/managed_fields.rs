@@ -1,6 +1,7 @@
 //! Reading `metadata.managedFields`: who changed a field (the manager that owns it now),
-//! what a person added that pontoon never set, and the JSON patch that removes those
-//! additions. Pure: works on the object as JSON, never talks to the cluster.
+//! what a person added that pontoon never set, what pontoon's own apply owns that its
+//! manifest no longer sets, and the JSON patch that removes a person's additions. Pure:
+//! works on the object as JSON, never talks to the cluster.
 
 use serde_json::Value;
 
@@ -115,6 +116,89 @@ pub fn written_by_pontoon(live: &Value, paths: &[String]) -> bool {
         owned
             .iter()
             .any(|o| o == p || p.starts_with(&format!("{o}/")) || o.starts_with(&format!("{p}/")))
+    })
+}
+
+/// pontoon's server-side apply entries (`manager: pontoon`, `operation: Apply`, on the
+/// object itself, not a subresource) in `live`'s `managedFields`.
+fn pontoon_applies(live: &Value) -> impl Iterator<Item = &Value> {
+    live.pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|m| {
+            m.get("manager").and_then(Value::as_str) == Some(crate::desired::FIELD_MANAGER)
+                && m.get("operation").and_then(Value::as_str) == Some("Apply")
+                && m.get("subresource")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .is_empty()
+        })
+}
+
+/// Whether `live` records a server-side apply of pontoon's, so what pontoon owns in it is
+/// known.
+pub fn applied_by_pontoon(live: &Value) -> bool {
+    pontoon_applies(live).next().is_some()
+}
+
+/// Fields pontoon's apply owns in `live` that `desired` does not set: an apply of
+/// `desired` would remove them, so `live` was applied from another manifest. Entries of
+/// keyed lists are matched on the key fields the desired entry sets (the server fills
+/// in defaulted keys, such as a port's `protocol`).
+pub fn owned_but_not_desired(desired: &Value, live: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in pontoon_applies(live) {
+        if let Some(f) = m.get("fieldsV1") {
+            owned_beyond(f, Some(desired), live, &mut Vec::new(), &mut out);
+        }
+    }
+    let mut paths: Vec<String> = out.iter().map(|s| pointer(s)).collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+fn owned_beyond(
+    fields: &Value,
+    desired: Option<&Value>,
+    live: &Value,
+    at: &mut Vec<Step>,
+    out: &mut Vec<Vec<Step>>,
+) {
+    let Some(map) = fields.as_object() else {
+        return;
+    };
+    for (key, sub) in map {
+        if key == "." {
+            continue;
+        }
+        let Some((step, live_child)) = element_for_key(key, live) else {
+            continue;
+        };
+        at.push(step);
+        match desired.and_then(|d| desired_element_for_key(key, d)) {
+            None => out.push(at.clone()),
+            Some(d) => owned_beyond(sub, Some(d), live_child, at, out),
+        }
+        at.pop();
+    }
+}
+
+/// The element of the desired object a managedFields key stands for. A `k:` key matches
+/// the desired entry whose key fields it sets agree (the ones it leaves out are defaulted
+/// by the server).
+fn desired_element_for_key<'a>(key: &str, desired: &'a Value) -> Option<&'a Value> {
+    let Some(k) = key.strip_prefix("k:") else {
+        return element_for_key(key, desired).map(|(_, v)| v);
+    };
+    let wanted: serde_json::Map<String, Value> = serde_json::from_str(k).ok()?;
+    desired.as_array()?.iter().find(|e| {
+        let mut set = wanted
+            .iter()
+            .filter_map(|(f, v)| Some((e.get(f)?, v)))
+            .peekable();
+        set.peek().is_some() && set.all(|(ev, v)| differences(v, ev, &[]).is_empty())
     })
 }
 
@@ -417,6 +501,28 @@ mod tests {
             Some(("kubectl-edit".to_owned(), "2026-11-24T10:00:00Z".to_owned()))
         );
         assert_eq!(changed_by(&live, &["/data/size".to_owned()]), None);
+    }
+
+    #[test]
+    fn fields_pontoon_applied_that_the_manifest_dropped_are_found() {
+        let live = json!({"data": {"a": "1", "b": "2"}, "spec": {"ports": [{"port": 80, "protocol": "TCP"}]},
+            "metadata": {"managedFields": [
+            {"manager": "pontoon", "operation": "Apply", "fieldsV1": {"f:data": {"f:a": {}, "f:b": {}},
+                "f:spec": {"f:ports": {"k:{\"port\":80,\"protocol\":\"TCP\"}": {".": {}, "f:port": {}}}}}},
+            {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:data": {"f:c": {}}}}
+        ]}});
+        assert!(applied_by_pontoon(&live));
+        // The port's protocol is the server's default: the entry is still the desired one.
+        let desired = json!({"data": {"a": "1", "b": "2"}, "spec": {"ports": [{"port": 80}]}});
+        assert!(owned_but_not_desired(&desired, &live).is_empty());
+        let desired = json!({"data": {"a": "1"}, "spec": {"ports": [{"port": 81}]}});
+        assert_eq!(
+            owned_but_not_desired(&desired, &live),
+            ["/data/b", "/spec/ports/0"]
+        );
+        let updated = json!({"metadata": {"managedFields": [
+            {"manager": "pontoon", "operation": "Update", "fieldsV1": {"f:data": {}}}]}});
+        assert!(!applied_by_pontoon(&updated));
     }
 
     #[test]

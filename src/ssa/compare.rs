@@ -6,17 +6,46 @@
 //! entry by entry on those keys, a set (`v:`) by value, and only other lists (atomic, or
 //! not described) by position and length. An entry another manager added to a keyed list
 //! or a set is not pontoon's drift (a person's addition is found by `managed_fields`).
-//! Pure: no cluster, no clock.
+//!
+//! A difference that may be the server's own rewriting of the applied value rather than
+//! a change (a quantity such as `0.5` stored as `500m`, a zero value such as `false` an
+//! `omitempty` field drops) is marked as such, so a caller that must not act on a false
+//! difference can ask the server instead. Pure: no cluster, no clock.
 
 use serde_json::{Map, Value};
 
 /// Compares what pontoon applied with the live object: every leaf pontoon set must hold
 /// the same value. Returns the paths that differ.
 pub fn differences(desired: &Value, live: &Value, ignore: &[String]) -> Vec<String> {
+    judged_differences(desired, live, ignore)
+        .into_iter()
+        .map(|d| d.path)
+        .collect()
+}
+
+/// One field that no longer holds the applied value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// A JSON pointer into the live object (keyed list entries at their live index).
+    pub path: String,
+    /// Set when the server may have written the applied value this way itself (a
+    /// normalised quantity, a dropped zero value): the difference may not be one.
+    pub maybe_normalised: Option<&'static str>,
+}
+
+/// As [`differences`], with each difference marked when the server may have made it.
+pub fn judged_differences(desired: &Value, live: &Value, ignore: &[String]) -> Vec<Difference> {
     let guide = list_types(live);
     let mut out = Vec::new();
     walk(desired, live, Some(&guide), String::new(), ignore, &mut out);
     out
+}
+
+fn certain(path: String) -> Difference {
+    Difference {
+        path,
+        maybe_normalised: None,
+    }
 }
 
 /// Every manager's `fieldsV1` of the live object merged into one tree: it says how each
@@ -78,7 +107,7 @@ fn walk(
     guide: Option<&Value>,
     path: String,
     ignore: &[String],
-    out: &mut Vec<String>,
+    out: &mut Vec<Difference>,
 ) {
     if ignore
         .iter()
@@ -96,7 +125,11 @@ fn walk(
                     // The apiserver drops null, empty lists and empty maps it is given
                     // (`omitempty`): their absence is the applied value.
                     None if is_empty(dv) => {}
-                    None => out.push(p),
+                    None if is_zero(dv) => out.push(Difference {
+                        path: p,
+                        maybe_normalised: Some("a zero value the server may leave out"),
+                    }),
+                    None => out.push(certain(p)),
                 }
             }
         }
@@ -124,18 +157,18 @@ fn walk(
                             });
                             walk(dv, &l[i], entry, format!("{path}/{i}"), ignore, out);
                         }
-                        None => out.push(path.clone()),
+                        None => out.push(certain(path.clone())),
                     }
                 }
             }
             ListType::Set => {
                 if d.iter().any(|dv| !l.iter().any(|lv| same(dv, lv))) {
-                    out.push(path);
+                    out.push(certain(path));
                 }
             }
             ListType::Atomic => {
                 if d.len() != l.len() {
-                    out.push(path);
+                    out.push(certain(path));
                     return;
                 }
                 for (i, (dv, lv)) in d.iter().zip(l).enumerate() {
@@ -144,7 +177,45 @@ fn walk(
             }
         },
         (d, l) if same(d, l) => {}
-        _ => out.push(path),
+        (d, l) if quantity_like(d) && quantity_like(l) => out.push(Difference {
+            path,
+            maybe_normalised: Some("a quantity or number the server may write its own way"),
+        }),
+        _ => out.push(certain(path)),
+    }
+}
+
+/// A number, or a string that reads as a Kubernetes quantity (`0.5`, `500m`, `1Gi`,
+/// `1e3`): the server stores quantities in a canonical form of its own.
+fn quantity_like(v: &Value) -> bool {
+    let s = match v {
+        Value::Number(_) => return true,
+        Value::String(s) => s.as_str(),
+        _ => return false,
+    };
+    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let digits = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(digits);
+    let mantissa = number.chars().any(|c| c.is_ascii_digit()) && number.matches('.').count() <= 1;
+    let exponent = suffix
+        .strip_prefix(['e', 'E'])
+        .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
+        .is_some_and(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_digit()));
+    const SUFFIXES: [&str; 16] = [
+        "", "n", "u", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
+    ];
+    mantissa && (exponent || SUFFIXES.contains(&suffix))
+}
+
+/// A value Go's `omitempty` leaves out of what the server returns.
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        _ => false,
     }
 }
 
@@ -261,6 +332,35 @@ mod tests {
             differences(&desired, &live, &[]),
             ["/spec/containers/0/env"]
         );
+    }
+
+    #[test]
+    fn what_the_server_may_have_rewritten_is_marked_and_the_rest_is_certain() {
+        let desired = json!({"spec": {"cpu": "0.5", "memory": 1024, "hostNetwork": false,
+            "image": "a:1", "name": "x", "tier": ""}});
+        let live = json!({"spec": {"cpu": "500m", "memory": "1Ki", "image": "a:2", "name": "y"}});
+        let judged = judged_differences(&desired, &live, &[]);
+        let marked: Vec<(&str, bool)> = judged
+            .iter()
+            .map(|d| (d.path.as_str(), d.maybe_normalised.is_some()))
+            .collect();
+        assert_eq!(
+            marked,
+            [
+                ("/spec/cpu", true),
+                ("/spec/hostNetwork", true),
+                ("/spec/image", false),
+                ("/spec/memory", true),
+                ("/spec/name", false),
+                ("/spec/tier", true),
+            ]
+        );
+        for q in ["1", "0.5", "500m", "1Gi", "2Ei", "1e3", "+1.5E-2", ".5"] {
+            assert!(quantity_like(&json!(q)), "{q}");
+        }
+        for q in ["a:1", "1h", "1.2.3", "e3", "", "1Gb", "m"] {
+            assert!(!quantity_like(&json!(q)), "{q}");
+        }
     }
 
     #[test]
