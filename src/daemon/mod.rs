@@ -99,7 +99,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<BTreeMap<ClusterName, Ar
             ClusterName(c.name.clone()),
             Arc::new(Syncer::new(
                 Arc::new(cluster),
-                SyncOptions::from(&config.sync),
+                SyncOptions::from(&config.sync).with_human_managers(&config.drift.human_managers),
             )),
         );
     }

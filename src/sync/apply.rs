@@ -1,8 +1,26 @@
 //! Applying one object: server-side apply as pontoon's field manager, with the identity
-//! the object is applied as; skipped when nothing changed since the last apply, checked by
-//! a dry run when the live object moved; conflicts with other field managers taken over
-//! (or refused, when forcing is off); a team's requests retried for the moment new RBAC
-//! takes to reach the authorizer.
+//! the object is applied as; conflicts with other field managers taken over (or refused,
+//! when forcing is off); a team's requests retried for the moment new RBAC takes to reach
+//! the authorizer.
+//!
+//! Whether to apply at all is decided from what pontoon knows of its last apply (the last
+//! sync, remembered; after a restart, the unit's inventory entry) and the live object:
+//! * no live object (new, or deleted since): apply;
+//! * a live object whose uid is not the one pontoon's apply created (deleted and created
+//!   again by someone else): never applied over, an object error, unless the platform
+//!   adopts it;
+//! * the same manifest digest and the live object at the resourceVersion pontoon's apply
+//!   left: nothing, not a single request;
+//! * a changed manifest: apply;
+//! * the same manifest (or nothing recorded) and an object that moved: judged locally with
+//!   the comparison drift uses ([`crate::ssa`]), from the listed object where the kind is
+//!   listed whole, else from one read of it. Holding: nothing written. Differing: applied,
+//!   a person's added fields removed first (drift mode `correct`), or left and reported
+//!   (mode `report`, same manifest). Only where the object cannot tell — no server-side
+//!   apply of pontoon's in its `managedFields`, fields pontoon's apply owns that the
+//!   manifest no longer sets, or differences that may be the server's own rewriting (a
+//!   quantity or number written its own way, a zero value `omitempty` drops) — does a
+//!   server-side dry run decide.
 //!
 //! An apply never panics on a server answer; every failure is an [`ApplyError`] that says
 //! whether the server may have applied it anyway.
@@ -16,12 +34,14 @@ use serde_json::Value;
 use super::Syncer;
 use super::health::{self, Health};
 use super::live::{Live, to_json};
-use super::memory::LastApply;
+use super::memory::{Known, Recorded};
 use super::plan;
 use super::resolve::{Planned, api_version_of};
 use crate::cluster::{Cluster, retry_transport};
 use crate::describe;
 use crate::desired::{Applier, DriftMode, TeamName, apply_params};
+use crate::ssa::managed_fields::{self, Addition};
+use crate::ssa::{self, Verdict};
 
 /// Why an apply failed.
 #[derive(Debug, thiserror::Error)]
@@ -114,43 +134,92 @@ impl Applied {
             writes: 0,
         }
     }
+
+    /// Nothing written: the object drifted and its drift mode says leave it. The version
+    /// kept is the one pontoon's apply left, so the drift is still seen as drift.
+    fn left_drifted(live: &Live, recorded_version: &str, health: Health) -> Self {
+        Applied {
+            change: Change::LeftDrifted,
+            resource_version: recorded_version.to_owned(),
+            uid: live.uid.clone(),
+            health,
+            conflict: None,
+            writes: 0,
+        }
+    }
+}
+
+/// What judging a moved object came to.
+enum Judged {
+    /// Nothing to write.
+    Settled(Applied),
+    /// Apply it; `removals` writes were made first (removing a person's added fields).
+    Write { removals: usize },
+}
+
+/// Why an object whose uid is not the one pontoon's apply created is left alone.
+fn stranger(created: &str, found: &str) -> String {
+    format!(
+        "was deleted and created again by someone else since pontoon applied it (uid {found}, \
+         pontoon's apply created uid {created}); pontoon leaves it untouched and never deletes \
+         it: delete it to have pontoon create it again, or adopt it (platform.yaml spec.adopt) \
+         to have pontoon apply over it"
+    )
 }
 
 impl Syncer {
     /// Applies one object as its applier, unless the live object (`live`, absent for a
-    /// new one) already holds it. `last` is the unit's last complete apply; without one
-    /// (after a restart) a live object is checked by a dry run before anything is written.
+    /// new one) already holds it. `known` is what the unit's last apply left (remembered,
+    /// or recorded in its inventory after a restart); without it everything is written.
     pub(super) async fn apply_one(
         &self,
         p: &Planned<'_>,
         team: &TeamName,
         live: Option<&Live>,
-        last: Option<&LastApply>,
+        known: Option<&Known<'_>>,
         rbac: Rbac,
     ) -> Result<Applied, ApplyError> {
         let api = self.api_for(p, team)?;
-        // The same manifest and the same live version as our last apply: nothing to do.
-        if let (Some(last), Some(l)) = (last, live)
-            && last.unchanged(p, l)
+        let (Some(l), Some(known)) = (live, known) else {
+            // New, deleted since (recreated), or an apply that must be made as it is.
+            return self.write(&api, p, live, rbac).await;
+        };
+        let recorded = known.of(&p.key);
+        if let Some(created) = recorded.as_ref().and_then(Recorded::uid)
+            && created != l.uid
+            && !known.unit.adopts(&p.key)
         {
+            return Err(ApplyError::refused(stranger(created, &l.uid)));
+        }
+        // The same manifest as our last apply and the live object at the version it
+        // left: nothing to do, not even a request.
+        if recorded.as_ref().is_some_and(|r| r.unchanged(&p.digest, l)) {
             // Health read from status came with the list; other kinds are healthy.
             let health = l.health.clone().unwrap_or(Health::Healthy);
             return Ok(Applied::unchanged(l, health));
         }
-        // After a restart nothing is remembered, and a live object whose version moved
-        // since our apply (a controller wrote its status, an HPA its replicas) may still
-        // hold everything we applied: ask the server whether an apply would change
-        // anything before writing. A changed manifest is applied straight away.
-        let same_manifest = last.is_some_and(|m| m.same_manifest(p));
-        if (last.is_none() || same_manifest)
-            && let Some(l) = live
-            && let Some(done) = self
-                .dry_run_settles(&api, p, l, last, same_manifest)
-                .await?
-        {
-            return Ok(done);
+        // A changed manifest is applied straight away. Otherwise the object moved since
+        // our apply (a controller wrote its status, an HPA its replicas, a person edited
+        // it), or nothing says what was applied: judge it from the live object.
+        let same_manifest = recorded.as_ref().and_then(Recorded::digest) == Some(&p.digest);
+        if recorded.as_ref().and_then(Recorded::digest).is_some() && !same_manifest {
+            return self.write(&api, p, live, rbac).await;
         }
-        self.write(&api, p, live, rbac).await
+        let recorded_version = recorded
+            .as_ref()
+            .and_then(Recorded::resource_version)
+            .unwrap_or_default();
+        match self
+            .judge_moved(&api, p, l, recorded_version, same_manifest)
+            .await?
+        {
+            Judged::Settled(done) => Ok(done),
+            Judged::Write { removals } => {
+                let mut applied = self.write(&api, p, live, rbac).await?;
+                applied.writes += removals;
+                Ok(applied)
+            }
+        }
     }
 
     /// The API to apply `p` with, as its applier; refuses an object whose scope does not
@@ -179,17 +248,125 @@ impl Syncer {
         Ok(api)
     }
 
-    /// Asks the server what an apply would make of the live object. `Some` when nothing
-    /// is to be written: the apply would change nothing, or the object drifted from an
-    /// unchanged manifest and its drift mode says leave it.
-    async fn dry_run_settles(
+    /// Judges a live object that moved since pontoon's apply (or that nothing recorded)
+    /// from the object itself: listed whole, or read once. Settled when nothing is to be
+    /// written (it still holds the apply, or it drifted from an unchanged manifest whose
+    /// drift mode says leave it). A person's added fields are removed before the apply
+    /// (drift mode `correct`). Where the object cannot tell, a dry run decides.
+    async fn judge_moved(
         &self,
         api: &Api<DynamicObject>,
         p: &Planned<'_>,
         live: &Live,
-        last: Option<&LastApply>,
+        recorded_version: &str,
         same_manifest: bool,
-    ) -> Result<Option<Applied>, ApplyError> {
+    ) -> Result<Judged, ApplyError> {
+        let read;
+        let current = match &live.object {
+            Some(o) => o,
+            None => {
+                read = self
+                    .get(api, &p.key.name)
+                    .await
+                    .map_err(|e| ApplyError::refused(e.to_string()))?;
+                &read
+            }
+        };
+        let left_drifted = same_manifest && p.object.drift == DriftMode::Report;
+        let verdict = ssa::judge(
+            &p.object.object,
+            current,
+            &self.options.human_managers,
+            &p.object.ignore_fields,
+        );
+        match verdict {
+            Verdict::Holds => Ok(Judged::Settled(Applied::unchanged(
+                &Live::found(current),
+                health::of(current),
+            ))),
+            // Drift in `report` mode: the desired state did not change since our last
+            // apply, but what we applied did. Leave it; the unit reports OutOfSync.
+            Verdict::Differs { .. } if left_drifted => Ok(Judged::Settled(Applied::left_drifted(
+                live,
+                recorded_version,
+                health::of(current),
+            ))),
+            Verdict::Differs { additions, .. } => {
+                let removals = if p.object.drift == DriftMode::Correct && !additions.is_empty() {
+                    self.remove_additions(api, p, current, &additions).await?
+                } else {
+                    0
+                };
+                Ok(Judged::Write { removals })
+            }
+            Verdict::Undecided(why) => {
+                tracing::debug!(object = %p.key, why, "the live object cannot tell; asking the server with a dry run");
+                self.dry_run_settles(api, p, current, recorded_version, left_drifted)
+                    .await
+            }
+        }
+    }
+
+    /// Removes the fields people added to `current` (found as the drift engine finds
+    /// them) with a JSON patch that applies only to the version judged. Returns the
+    /// writes made; an object changed since (the drift engine removed them first, or
+    /// someone wrote again) is left to the apply and to the next judgement.
+    async fn remove_additions(
+        &self,
+        api: &Api<DynamicObject>,
+        p: &Planned<'_>,
+        current: &Value,
+        additions: &[Addition],
+    ) -> Result<usize, ApplyError> {
+        let version = current
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let patch: json_patch::Patch =
+            serde_json::from_value(managed_fields::removal_patch(additions, version))
+                .map_err(|e| ApplyError::refused(format!("cannot build the removal patch: {e}")))?;
+        let params = PatchParams {
+            field_manager: Some(crate::desired::FIELD_MANAGER.to_owned()),
+            ..Default::default()
+        };
+        let paths: Vec<&str> = additions.iter().map(|a| a.path.as_str()).collect();
+        let _permit = self.cluster.write_permit().await;
+        let patch = Patch::<()>::Json(patch);
+        let request = api.patch_metadata(&p.key.name, &params, &patch);
+        match tokio::time::timeout(self.options.apply_timeout, request).await {
+            Ok(Ok(_)) => {
+                tracing::info!(object = %p.key, fields = %paths.join(", "), "removed fields added by hand");
+                Ok(1)
+            }
+            // The object changed since it was read: whatever changed it is judged again.
+            Ok(Err(kube::Error::Api(s))) if s.code == 422 || s.code == 409 => {
+                tracing::debug!(object = %p.key, "not removing fields added by hand: the object changed since it was read");
+                Ok(1)
+            }
+            Ok(Err(e)) => Err(ApplyError::refused(format!(
+                "cannot remove fields added by hand ({}): {}",
+                paths.join(", "),
+                describe(&e)
+            ))),
+            Err(_) => Err(ApplyError::Unanswered(format!(
+                "removing fields added by hand timed out after {:?}",
+                self.options.apply_timeout
+            ))),
+        }
+    }
+
+    /// Asks the server what an apply would make of the live object (`current`), where
+    /// the object alone cannot tell. Settled when nothing is to be written: the apply would
+    /// change nothing, or the object drifted from an unchanged manifest and its drift mode
+    /// says leave it (`left_drifted`).
+    async fn dry_run_settles(
+        &self,
+        api: &Api<DynamicObject>,
+        p: &Planned<'_>,
+        current: &Value,
+        recorded_version: &str,
+        left_drifted: bool,
+    ) -> Result<Judged, ApplyError> {
         let dry = self
             .patch(
                 api,
@@ -199,29 +376,21 @@ impl Syncer {
                 Answer::Object,
             )
             .await?;
-        let current = self
-            .get(api, &p.key.name)
-            .await
-            .map_err(|e| ApplyError::refused(e.to_string()))?;
-        if plan::comparable(&dry) == plan::comparable(&current) {
-            return Ok(Some(Applied::unchanged(live, health::of(&current))));
+        let found = Live::found(current);
+        if plan::comparable(&dry) == plan::comparable(current) {
+            return Ok(Judged::Settled(Applied::unchanged(
+                &found,
+                health::of(current),
+            )));
         }
-        // Drift in `report` mode: the desired state did not change since our last
-        // apply, but what we applied did. Leave it; the unit reports OutOfSync.
-        if same_manifest && p.object.drift == DriftMode::Report {
-            return Ok(Some(Applied {
-                change: Change::LeftDrifted,
-                resource_version: last
-                    .and_then(|m| m.resource_version(&p.key))
-                    .unwrap_or_default()
-                    .to_owned(),
-                uid: live.uid.clone(),
-                health: health::of(&current),
-                conflict: None,
-                writes: 0,
-            }));
+        if left_drifted {
+            return Ok(Judged::Settled(Applied::left_drifted(
+                &found,
+                recorded_version,
+                health::of(current),
+            )));
         }
-        Ok(None)
+        Ok(Judged::Write { removals: 0 })
     }
 
     /// Writes the apply: retried while new RBAC is not yet seen, forced over a conflict

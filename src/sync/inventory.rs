@@ -388,30 +388,6 @@ impl Inventory {
     pub fn keys(&self) -> BTreeSet<ObjectKey> {
         self.entries.keys().cloned().collect()
     }
-
-    /// Whether `other` holds the same objects, applied the same way, as this one: only
-    /// resourceVersions may differ. Versions that moved while the objects still hold what
-    /// pontoon applied (a controller writing status) are not worth a write of their own:
-    /// the next restart judges those objects from the list, and the next write records
-    /// them.
-    pub fn same_but_versions(&self, other: &Inventory) -> bool {
-        self.revision == other.revision
-            && self.entries.len() == other.entries.len()
-            && self
-                .entries
-                .iter()
-                .zip(&other.entries)
-                .all(|((k, a), (l, b))| {
-                    k == l
-                        && Entry {
-                            resource_version: None,
-                            ..a.clone()
-                        } == Entry {
-                            resource_version: None,
-                            ..b.clone()
-                        }
-                })
-    }
 }
 
 /// Teams that have an inventory on a cluster (to find teams removed from the repo).

@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::adopt::Unmanaged;
 use super::health::{self, Health};
 use super::inventory::Inventory;
+use super::memory::Known;
 use super::resolve::{Planned, api_version_of};
 use super::{SyncError, Syncer, UnitResult};
 use crate::cluster::{Cluster, Resolved, gvk_of, retry_transport};
@@ -30,6 +31,31 @@ pub(super) struct Live {
     pub prune_disabled: bool,
     /// For kinds whose health is read from status: what the listed object says.
     pub health: Option<Health>,
+    /// The whole object as listed, kept only for kinds listed whole and only when it may
+    /// have moved since pontoon's last apply (the apply decision judges it from this
+    /// rather than reading it again); `None` for everything else, so the lists of a large
+    /// unit do not stay in memory.
+    pub object: Option<Value>,
+}
+
+impl Live {
+    /// The facts of an object read whole (from a list, a get or a dry run's answer).
+    pub fn found(object: &Value) -> Live {
+        let field = |path| {
+            object
+                .pointer(path)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Live {
+            resource_version: field("/metadata/resourceVersion"),
+            uid: field("/metadata/uid"),
+            prune_disabled: false,
+            health: None,
+            object: None,
+        }
+    }
 }
 
 /// The unit's live objects by key.
@@ -116,12 +142,14 @@ impl Syncer {
 
     /// Live state of everything the unit holds or will hold, and the other teams' objects
     /// met on the way: one list per kind and namespace it uses (a namespace's objects are
-    /// what the server scans for it).
+    /// what the server scans for it). A listed whole object is kept only if `known` says
+    /// it may have moved since pontoon's last apply.
     pub(super) async fn list_unit(
         &self,
         team: &TeamName,
         planned: &[Planned<'_>],
         previous: &Inventory,
+        known: &Known<'_>,
     ) -> Result<(LiveObjects, Others), kube::Error> {
         let mut kinds = KindsToList::new();
         for p in planned {
@@ -145,7 +173,7 @@ impl Syncer {
                     .insert(e.namespace.clone());
             }
         }
-        self.list_live(team, kinds.into_values()).await
+        self.list_live(team, kinds.into_values(), known).await
     }
 
     /// Lists the unit's live objects of the given kinds in the namespaces given with each:
@@ -162,6 +190,7 @@ impl Syncer {
         &self,
         team: &TeamName,
         kinds: impl Iterator<Item = (Resolved, BTreeSet<String>)>,
+        known: &Known<'_>,
     ) -> Result<(LiveObjects, Others), kube::Error> {
         let own = selector_team(team);
         let mut pending = Vec::new();
@@ -184,6 +213,10 @@ impl Syncer {
             for (key, owner, l) in found? {
                 match owner {
                     Owner::Team(owner) if owner == team.0 => {
+                        let mut l = l;
+                        if l.object.is_some() && !known.moved(&key, &l.resource_version) {
+                            l.object = None;
+                        }
                         live.insert(key, l);
                     }
                     Owner::Team(owner) => {
@@ -208,7 +241,7 @@ impl Syncer {
         detail: Detail,
     ) -> Result<Vec<(ObjectKey, Owner, Live)>, kube::Error> {
         let api = &Cluster::api(self.cluster.client().clone(), &res, &namespace);
-        let entry = |m: &kube::api::ObjectMeta, health| {
+        let entry = |m: &kube::api::ObjectMeta, health, object| {
             let key = ObjectKey {
                 group: res.resource.group.clone(),
                 kind: res.resource.kind.clone(),
@@ -221,6 +254,7 @@ impl Syncer {
                 uid: m.uid.clone().unwrap_or_default(),
                 prune_disabled: prune_disabled(m),
                 health,
+                object,
             };
             (key, owner, live)
         };
@@ -230,7 +264,10 @@ impl Syncer {
             let items = self
                 .list_pages(selector, |p| async move { api.list_metadata(&p).await })
                 .await?;
-            return Ok(items.iter().map(|o| entry(&o.metadata, None)).collect());
+            return Ok(items
+                .iter()
+                .map(|o| entry(&o.metadata, None, None))
+                .collect());
         }
         // List items come without apiVersion and kind, which health reads.
         let items = self
@@ -243,7 +280,8 @@ impl Syncer {
                 fields.insert("apiVersion".into(), res.resource.api_version.clone().into());
                 fields.insert("kind".into(), res.resource.kind.clone().into());
             }
-            out.push(entry(&o.metadata, Some(health::of(&object))));
+            let health = health::of(&object);
+            out.push(entry(&o.metadata, Some(health), Some(object)));
         }
         Ok(out)
     }

@@ -3,7 +3,11 @@
 //! object as last applied (what the drift engine compares the cluster with).
 //!
 //! Memory is only ever a shortcut: forgetting it costs requests, never correctness. It
-//! lives in the process, so a restart starts with none. No lock is held across an await.
+//! lives in the process, so a restart starts with none; then the unit's inventory is the
+//! memory ([`Known`]): each entry's uid, resourceVersion and digest say the same for its
+//! object. Per object only what deciding needs is kept (a digest, a resourceVersion, a
+//! uid), besides the applied manifest the drift engine compares with. No lock is held
+//! across an await.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -12,7 +16,7 @@ use super::inventory::{Entry, Inventory};
 use super::live::Live;
 use super::resolve::{Planned, api_version_of};
 use crate::cluster::Resolved;
-use crate::desired::{DesiredObject, Digest, ObjectKey, TeamName};
+use crate::desired::{DesiredObject, Digest, ObjectKey, TeamName, UnitDesired};
 
 /// An object as last applied, for the drift engine.
 #[derive(Debug, Clone)]
@@ -44,12 +48,13 @@ impl AppliedObject {
 /// Objects as last applied, by key.
 pub(super) type AppliedObjects = BTreeMap<ObjectKey, AppliedObject>;
 
-/// What one object's last apply left: the manifest's digest and the resourceVersion the
-/// apply produced.
+/// What one object's last apply left: the manifest's digest, the resourceVersion the
+/// apply produced (or the one the object was found at, still holding it) and its uid.
 #[derive(Debug, Clone)]
-struct Version {
+pub(super) struct Version {
     digest: Digest,
     resource_version: String,
+    uid: String,
 }
 
 /// What the engine remembers about a unit's last complete (error-free) apply.
@@ -70,6 +75,7 @@ impl LastApply {
                     let version = Version {
                         digest: a.desired.digest(),
                         resource_version: a.resource_version.clone(),
+                        uid: a.uid.clone(),
                     };
                     (k.clone(), version)
                 })
@@ -85,18 +91,6 @@ impl LastApply {
         self.objects
             .get(&p.key)
             .is_some_and(|v| v.digest == p.digest && v.resource_version == live.resource_version)
-    }
-
-    /// The same manifest as last applied (the live object may have moved since).
-    pub fn same_manifest(&self, p: &Planned) -> bool {
-        self.objects
-            .get(&p.key)
-            .is_some_and(|v| v.digest == p.digest)
-    }
-
-    /// The resourceVersion the last apply of `key` produced.
-    pub fn resource_version(&self, key: &ObjectKey) -> Option<&str> {
-        self.objects.get(key).map(|v| v.resource_version.as_str())
     }
 
     /// The whole unit is as the last apply left it, healthy, and its inventory says so:
@@ -115,6 +109,81 @@ impl LastApply {
             && planned
                 .iter()
                 .all(|p| live.get(&p.key).is_some_and(|l| self.unchanged(p, l)))
+    }
+}
+
+/// What a sync knows of its unit's objects before it applies: the last complete apply it
+/// remembers, else what the unit's inventory recorded (after a restart, a leadership
+/// hand-over, in `pontoon sync --once`).
+pub(super) struct Known<'a> {
+    pub last: Option<&'a LastApply>,
+    pub inventory: &'a Inventory,
+    pub unit: &'a UnitDesired,
+}
+
+/// What is known of one object's last apply, from memory or from its inventory entry.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Recorded<'a> {
+    Remembered(&'a Version),
+    Inventory(&'a Entry),
+}
+
+impl<'a> Known<'a> {
+    /// What the last apply of `key` left, if anything says.
+    pub fn of(&self, key: &ObjectKey) -> Option<Recorded<'a>> {
+        if let Some(v) = self.last.and_then(|l| l.objects.get(key)) {
+            return Some(Recorded::Remembered(v));
+        }
+        self.inventory.entries.get(key).map(Recorded::Inventory)
+    }
+
+    /// Whether a live object at `resource_version` may have moved since pontoon's last
+    /// apply of `key` (or nothing says what that apply left): its whole object is needed
+    /// to judge it.
+    pub fn moved(&self, key: &ObjectKey, resource_version: &str) -> bool {
+        self.of(key)
+            .is_none_or(|r| r.resource_version() != Some(resource_version))
+    }
+}
+
+impl Recorded<'_> {
+    /// The digest of the manifest applied, when recorded.
+    pub fn digest(&self) -> Option<&Digest> {
+        match self {
+            Recorded::Remembered(v) => Some(&v.digest),
+            Recorded::Inventory(e) => e.digest.as_ref(),
+        }
+    }
+
+    /// The resourceVersion that apply left, when recorded.
+    pub fn resource_version(&self) -> Option<&str> {
+        match self {
+            Recorded::Remembered(v) => Some(v.resource_version.as_str()),
+            Recorded::Inventory(e) => e.resource_version.as_deref(),
+        }
+        .filter(|rv| !rv.is_empty())
+    }
+
+    /// The uid of the object that apply created or found, when recorded.
+    pub fn uid(&self) -> Option<&str> {
+        match self {
+            Recorded::Remembered(v) => Some(v.uid.as_str()),
+            Recorded::Inventory(e) => e.uid.as_deref(),
+        }
+        .filter(|uid| !uid.is_empty())
+    }
+
+    /// The live object (`live`) is exactly as that apply of the manifest with `digest`
+    /// left it: the same uid, the same resourceVersion. Nothing to do for it.
+    pub fn unchanged(&self, digest: &Digest, live: &Live) -> bool {
+        match self {
+            Recorded::Remembered(v) => {
+                v.digest == *digest
+                    && v.resource_version == live.resource_version
+                    && (v.uid.is_empty() || v.uid == live.uid)
+            }
+            Recorded::Inventory(e) => e.unchanged(digest, &live.uid, &live.resource_version),
+        }
     }
 }
 

@@ -5,7 +5,9 @@
 //!    namespace, filtered by the team's label; whole objects for kinds whose health is
 //!    read from status, metadata for the rest) — reads only;
 //! 2. if the desired objects and the live resourceVersions are what the last sync left,
-//!    stop: no write request at all;
+//!    stop: no write request at all (with nothing remembered, after a restart, the
+//!    inventory's uids, resourceVersions and digests say the same per object, and such an
+//!    object gets no request in step 5);
 //! 3. refuse a sync that would delete more than the platform's share of the team's own
 //!    objects (held, reported), unless released for this revision; leave out what
 //!    another team owns, and what exists without pontoon's labels unless the platform
@@ -61,8 +63,8 @@ use crate::config::SyncConfig;
 use crate::describe;
 use crate::desired::{DesiredState, ObjectKey, TeamName, UnitDesired};
 use in_flight::InFlight;
-use inventory::{Inventory, InventoryError};
-use memory::Memory;
+use inventory::{Entry, Inventory, InventoryError};
+use memory::{Known, Memory};
 use resolve::Planned;
 
 pub use memory::AppliedObject;
@@ -75,6 +77,28 @@ pub struct SyncOptions {
     pub concurrency: usize,
     pub force_conflicts: bool,
     pub apply_timeout: Duration,
+    /// Field managers that stand for people (kubectl's, and the drift config's): the
+    /// fields they add to an object pontoon applies are removed when it is corrected.
+    pub human_managers: Vec<String>,
+}
+
+impl SyncOptions {
+    /// Adds field managers that stand for people (the drift config's `humanManagers`).
+    pub fn with_human_managers(mut self, extra: &[String]) -> Self {
+        for m in extra {
+            if !self.human_managers.contains(m) {
+                self.human_managers.push(m.clone());
+            }
+        }
+        self
+    }
+}
+
+fn kubectl_managers() -> Vec<String> {
+    crate::ssa::managed_fields::HUMAN_MANAGERS
+        .iter()
+        .map(|m| (*m).to_owned())
+        .collect()
 }
 
 impl From<&SyncConfig> for SyncOptions {
@@ -84,6 +108,7 @@ impl From<&SyncConfig> for SyncOptions {
             concurrency: c.concurrency,
             force_conflicts: c.force_conflicts,
             apply_timeout: c.apply_timeout,
+            human_managers: kubectl_managers(),
         }
     }
 }
@@ -95,6 +120,7 @@ impl Default for SyncOptions {
             concurrency: crate::config::DEFAULT_CONCURRENCY as usize,
             force_conflicts: true,
             apply_timeout: crate::config::DEFAULT_APPLY_TIMEOUT,
+            human_managers: kubectl_managers(),
         }
     }
 }
@@ -260,10 +286,15 @@ impl Syncer {
         let named = resolve::team_roles_named_by_discovery(&planned);
         resolve::put_named_roles(&mut planned, &named);
         let desired_keys: BTreeSet<ObjectKey> = planned.iter().map(|p| p.key.clone()).collect();
-        let (live, others) = self.list_unit(team, &planned, &previous).await?;
+        let last = self.memory.last_apply(team);
+        let known = Known {
+            last: last.as_ref(),
+            inventory: &previous,
+            unit: desired,
+        };
+        let (live, others) = self.list_unit(team, &planned, &previous, &known).await?;
 
         // Nothing changed since the last sync: no writes at all.
-        let last = self.memory.last_apply(team);
         if r.errors.is_empty()
             && last
                 .as_ref()
@@ -298,16 +329,15 @@ impl Syncer {
 
         // Write: apply, prune (after a clean apply only), narrow the Role, shrink the
         // inventory, remember.
-        let mut pass = self
-            .apply_in_order(planned, team, &live, last.as_ref(), &previous, r)
-            .await;
+        let mut pass = self.apply_in_order(planned, team, &live, &known, r).await;
         let holds = self
             .prune_or_keep(to_prune, &pass, &previous, &live, desired, r)
             .await;
         self.narrow_team_roles(narrow_after, &mut pass, team, r)
             .await;
         let stored = recorded.as_ref().unwrap_or(&previous);
-        self.store_final_inventory(holds, stored, team, r).await?;
+        self.store_final_inventory(holds, stored, &pass.unwritten, team, r)
+            .await?;
         if let Some(release) = release {
             self.spend_release(team, &release, r).await;
         }
@@ -376,20 +406,97 @@ impl Syncer {
     }
 
     /// Writes the inventory the unit holds after this sync, unless it is what is stored
-    /// already (on a first sync, or with nothing pruned, the union is the final inventory)
-    /// but for resourceVersions.
+    /// already (on a first sync, or with nothing pruned, the union is the final inventory).
+    ///
+    /// Each entry records the uid, the resourceVersion and the digest of the object's
+    /// last apply, so that the next sync, even in another process, needs no request for
+    /// an object still exactly so. A resourceVersion that moved while nothing of
+    /// pontoon's changed (a controller wrote the status) is recorded with the next write,
+    /// not with one of its own: a write per resync would cost more than the one local
+    /// judgement it saves after a restart.
     async fn store_final_inventory(
         &self,
         mut holds: Inventory,
         stored: &Inventory,
+        unwritten: &BTreeSet<ObjectKey>,
         team: &TeamName,
         r: &mut UnitResult,
     ) -> Result<(), kube::Error> {
-        if !holds.same_but_versions(stored) {
+        if !same_but_found_versions(&holds, stored, unwritten) || stored.revision != holds.revision
+        {
             holds.resource_version = stored.resource_version.clone();
             holds.store(&self.inventory_api(), team).await?;
             r.writes += 1;
         }
         Ok(())
+    }
+}
+
+/// Whether `holds` records what `stored` does, but for the resourceVersions of objects no
+/// request of the sync wrote.
+fn same_but_found_versions(
+    holds: &Inventory,
+    stored: &Inventory,
+    unwritten: &BTreeSet<ObjectKey>,
+) -> bool {
+    holds.entries.len() == stored.entries.len()
+        && holds.entries.iter().all(|(k, e)| {
+            stored.entries.get(k).is_some_and(|s| {
+                s == e
+                    || (unwritten.contains(k)
+                        && Entry {
+                            resource_version: s.resource_version.clone(),
+                            ..e.clone()
+                        } == *s)
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::Applier;
+
+    fn entry(name: &str, rv: &str) -> Entry {
+        Entry {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: "shop".into(),
+            name: name.into(),
+            applier: Applier::Team,
+            uid: Some(format!("uid-{name}")),
+            resource_version: Some(rv.into()),
+            digest: None,
+        }
+    }
+
+    fn inventory(entries: &[Entry]) -> Inventory {
+        Inventory {
+            entries: entries.iter().map(|e| (e.key(), e.clone())).collect(),
+            exists: true,
+            ..Inventory::default()
+        }
+    }
+
+    #[test]
+    fn a_version_found_moved_alone_is_no_reason_to_write_the_inventory() {
+        let stored = inventory(&[entry("a", "1"), entry("b", "2")]);
+        let found_moved = inventory(&[entry("a", "7"), entry("b", "2")]);
+        let a: BTreeSet<ObjectKey> = [entry("a", "").key()].into();
+        assert!(same_but_found_versions(&found_moved, &stored, &a));
+        // Written by this sync: its new version is recorded.
+        assert!(!same_but_found_versions(
+            &found_moved,
+            &stored,
+            &BTreeSet::new()
+        ));
+        // Anything else that changed is.
+        let mut other_uid = found_moved.clone();
+        if let Some(e) = other_uid.entries.get_mut(&entry("a", "").key()) {
+            e.uid = Some("another".into());
+        }
+        assert!(!same_but_found_versions(&other_uid, &stored, &a));
+        let fewer = inventory(&[entry("a", "1")]);
+        assert!(!same_but_found_versions(&fewer, &stored, &a));
     }
 }

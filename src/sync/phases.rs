@@ -3,13 +3,13 @@
 //! after the one before it has been applied, and the CRDs established before anything
 //! that may be of their kinds. What each apply did is recorded in the unit's result.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::apply::{Applied, ApplyError, Change, Rbac};
 use super::health::Health;
 use super::inventory::{Entry, Inventory};
 use super::live::LiveObjects;
-use super::memory::{AppliedObject, AppliedObjects, LastApply};
+use super::memory::{AppliedObject, AppliedObjects, Known};
 use super::order::Phase;
 use super::resolve::Planned;
 use super::{ObjectError, Syncer, UnitResult};
@@ -26,6 +26,10 @@ pub(super) struct ApplyPass {
     pub may_exist: Vec<Entry>,
     /// Whether this pass changed RBAC (a Role or a binding).
     pub rbac: Rbac,
+    /// Objects no request of this pass wrote (found holding pontoon's apply, or left
+    /// drifted): a resourceVersion of theirs that moved is not worth an inventory write
+    /// on its own.
+    pub unwritten: BTreeSet<ObjectKey>,
 }
 
 type Outcome<'a> = (Planned<'a>, Result<Applied, ApplyError>);
@@ -37,15 +41,16 @@ impl Syncer {
         planned: Vec<Planned<'_>>,
         team: &TeamName,
         live: &LiveObjects,
-        last: Option<&LastApply>,
-        previous: &Inventory,
+        known: &Known<'_>,
         r: &mut UnitResult,
     ) -> ApplyPass {
+        let previous = known.inventory;
         let mut pass = ApplyPass {
             objects: BTreeMap::new(),
             healthy: true,
             may_exist: Vec::new(),
             rbac: Rbac::Settled,
+            unwritten: BTreeSet::new(),
         };
         let mut phases: BTreeMap<Phase, Vec<Planned>> = BTreeMap::new();
         let mut deferred = Vec::new();
@@ -70,7 +75,7 @@ impl Syncer {
                 continue;
             };
             let outcomes = self
-                .apply_batch(batch, phase, team, live, last, pass.rbac)
+                .apply_batch(batch, phase, team, live, known, pass.rbac)
                 .await;
             let mut crds = Vec::new();
             for (p, out) in outcomes {
@@ -94,7 +99,7 @@ impl Syncer {
         phase: Phase,
         team: &TeamName,
         live: &LiveObjects,
-        last: Option<&LastApply>,
+        known: &Known<'_>,
         rbac: Rbac,
     ) -> Vec<Outcome<'a>> {
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -103,7 +108,9 @@ impl Syncer {
         // all refused and retried together.
         if rbac == Rbac::JustChanged && phase == Phase::TeamNamespaced && batch.len() > 1 {
             let p = batch.remove(0);
-            let out = self.apply_one(&p, team, live.get(&p.key), last, rbac).await;
+            let out = self
+                .apply_one(&p, team, live.get(&p.key), Some(known), rbac)
+                .await;
             outcomes.push((p, out));
         }
         // Futures built in a loop rather than by a closure: the cluster's request
@@ -112,7 +119,7 @@ impl Syncer {
         for p in batch {
             let live = live.get(&p.key);
             pending.push(async move {
-                let out = self.apply_one(&p, team, live, last, rbac).await;
+                let out = self.apply_one(&p, team, live, Some(known), rbac).await;
                 (p, out)
             });
         }
@@ -143,6 +150,9 @@ impl ApplyPass {
             }
         };
         r.writes += a.writes;
+        if a.writes == 0 {
+            self.unwritten.insert(p.key.clone());
+        }
         if let Some(c) = a.conflict {
             r.conflicts.push(ObjectError {
                 object: p.key.to_string(),

@@ -30,6 +30,7 @@ mod prometheus;
 mod prune_safety;
 mod rbac;
 mod rebuild;
+mod restart;
 mod scheduler;
 mod source;
 mod ssh;

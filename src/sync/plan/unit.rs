@@ -32,6 +32,7 @@ use crate::desired::{
 };
 use crate::sync::inventory::{Entry, Inventory, InventoryError};
 use crate::sync::live::LiveObjects;
+use crate::sync::memory::Known;
 use crate::sync::prune::{self, Hold};
 use crate::sync::resolve::{self, Planned};
 use crate::sync::{SyncError, Syncer, UnitResult, adopt};
@@ -145,8 +146,13 @@ impl Syncer {
         let named = resolve::team_roles_named_by_discovery(&planned);
         resolve::put_named_roles(&mut planned, &named);
         let desired_keys: BTreeSet<ObjectKey> = planned.iter().map(|p| p.key.clone()).collect();
+        let known = Known {
+            last: None,
+            inventory: &previous,
+            unit: desired,
+        };
         let (live, others) = self
-            .list_unit(team, &planned, &previous)
+            .list_unit(team, &planned, &previous, &known)
             .await
             .map_err(PlanError::Read)?;
 

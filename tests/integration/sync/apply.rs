@@ -221,8 +221,8 @@ async fn a_resync_with_nothing_changed_sends_no_write_request() {
         after - before
     );
 
-    // A new Syncer (a restarted daemon) remembers nothing but still writes nothing:
-    // it asks with dry runs, which the apiserver does not count as writes.
+    // A new Syncer (a restarted daemon) remembers nothing but still writes nothing: the
+    // inventory records what each object was left at.
     let fresh = syncer(cp).await;
     let before = cp.write_requests();
     let r = fresh.sync(&desired, "r1").await;
@@ -235,7 +235,7 @@ async fn a_resync_with_nothing_changed_sends_no_write_request() {
     assert_eq!(cp.write_requests() - before, 0);
 
     // A controller writes an object's status (its resourceVersion moves, nothing pontoon
-    // applied changes): the resync checks with a dry run and writes nothing.
+    // applied changes): the resync judges it from the object and writes nothing.
     let services: Api<k8s_openapi::api::core::v1::Service> =
         Api::namespaced(cp.client().await, &team);
     services
