@@ -13,7 +13,7 @@
 //!   manifest, and an apply would remove them);
 //! * the only differences are values the server may have rewritten itself: a quantity or
 //!   number written its own way (`0.5` as `500m`), a zero value an `omitempty` field
-//!   drops (`false`, `0`, `""`).
+//!   drops (`false`, `0`, `""`), a Secret's `stringData` (kept in `data`).
 //!
 //! Pure: works on objects as JSON; no cluster, no clock, no I/O.
 

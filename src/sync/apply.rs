@@ -19,8 +19,8 @@
 //!   (mode `report`, same manifest). Only where the object cannot tell — no server-side
 //!   apply of pontoon's in its `managedFields`, fields pontoon's apply owns that the
 //!   manifest no longer sets, or differences that may be the server's own rewriting (a
-//!   quantity or number written its own way, a zero value `omitempty` drops) — does a
-//!   server-side dry run decide.
+//!   quantity or number written its own way, a zero value `omitempty` drops, a Secret's
+//!   `stringData`) — does a server-side dry run decide.
 //!
 //! An apply never panics on a server answer; every failure is an [`ApplyError`] that says
 //! whether the server may have applied it anyway.
