@@ -14,6 +14,7 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use pontoon::cluster::Cluster;
 use pontoon::desired::*;
+use pontoon::sync::inventory::Inventory;
 use pontoon::sync::{SyncOptions, Syncer, UnitResult, UnitState};
 use serde_json::json;
 
@@ -148,6 +149,26 @@ async fn an_object_deleted_while_down_is_created_again() {
     assert_eq!(names(&r.created), ["ConfigMap/cm1"], "{r:?}");
     assert!(r.updated.is_empty(), "{r:?}");
     assert!(cms.get_opt("cm1").await.expect("get cm1").is_some());
+
+    // The inventory now records the new object's uid and version: the next restart
+    // finds it as pontoon left it, not as someone else's.
+    let live = cms.get("cm1").await.expect("cm1").metadata;
+    let inventories: Api<ConfigMap> = Api::namespaced(cp.client().await, DEFAULT_NAMESPACE);
+    let inventory = Inventory::load(&inventories, &TeamName(team.clone()))
+        .await
+        .expect("inventory");
+    let entry = inventory
+        .entries
+        .values()
+        .find(|e| e.name == "cm1")
+        .expect("cm1 in the inventory");
+    assert_eq!(
+        (&entry.uid, &entry.resource_version),
+        (&live.uid, &live.resource_version)
+    );
+    let r = restarted(cp).await.sync(&desired, "r1").await;
+    assert!(r.errors.is_empty(), "{r:?}");
+    assert_eq!((r.writes, r.unchanged), (0, desired.objects.len()), "{r:?}");
 }
 
 #[tokio::test]
