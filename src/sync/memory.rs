@@ -243,3 +243,101 @@ impl Memory {
         self.applied_lock().remove(team);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{Applier, ClusterName, PrunePolicy, UnitId};
+
+    fn live(uid: &str, rv: &str) -> Live {
+        Live {
+            resource_version: rv.into(),
+            uid: uid.into(),
+            prune_disabled: false,
+            health: None,
+            object: None,
+        }
+    }
+
+    fn entry(name: &str, uid: Option<&str>, rv: &str, digest: Digest) -> Entry {
+        Entry {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: "shop".into(),
+            name: name.into(),
+            applier: Applier::Team,
+            uid: uid.map(str::to_owned),
+            resource_version: Some(rv.into()),
+            digest: Some(digest),
+        }
+    }
+
+    #[test]
+    fn the_last_apply_remembered_wins_and_the_inventory_stands_in_for_it_after_a_restart() {
+        let (d1, d2) = (Digest([1; 16]), Digest([2; 16]));
+        let a = entry("a", Some("uid-a"), "10", d1);
+        let old = entry("b", None, "20", d1);
+        let inventory = Inventory {
+            entries: [(a.key(), a.clone()), (old.key(), old.clone())].into(),
+            exists: true,
+            ..Inventory::default()
+        };
+        let unit = UnitDesired {
+            unit: UnitId {
+                team: TeamName("shop".into()),
+                cluster: ClusterName("c".into()),
+            },
+            namespaces: Vec::new(),
+            objects: Vec::new(),
+            prune: PrunePolicy::default(),
+            adopt: Vec::new(),
+        };
+        let restarted = Known {
+            last: None,
+            inventory: &inventory,
+            unit: &unit,
+        };
+        let recorded = restarted.of(&a.key()).expect("recorded");
+        assert!(recorded.unchanged(&d1, &live("uid-a", "10")));
+        assert!(
+            !recorded.unchanged(&d2, &live("uid-a", "10")),
+            "manifest changed"
+        );
+        assert!(
+            !recorded.unchanged(&d1, &live("uid-x", "10")),
+            "another object"
+        );
+        assert!(!restarted.moved(&a.key(), "10"));
+        assert!(restarted.moved(&a.key(), "11"));
+        // An entry written before uids were recorded never says "unchanged".
+        let old_recorded = restarted.of(&old.key()).expect("recorded");
+        assert_eq!(old_recorded.uid(), None);
+        assert!(!old_recorded.unchanged(&d1, &live("uid-b", "20")));
+        // Nothing recorded: the whole object is needed.
+        let mut other = a.key();
+        other.name = "c".into();
+        assert!(restarted.of(&other).is_none());
+        assert!(restarted.moved(&other, "1"));
+
+        // The running daemon's memory is newer than the inventory (a version found moved
+        // is remembered, and written with the next inventory write only).
+        let mut last = LastApply::default();
+        last.objects.insert(
+            a.key(),
+            Version {
+                digest: d1,
+                resource_version: "15".into(),
+                uid: "uid-a".into(),
+            },
+        );
+        let running = Known {
+            last: Some(&last),
+            inventory: &inventory,
+            unit: &unit,
+        };
+        let recorded = running.of(&a.key()).expect("remembered");
+        assert_eq!(recorded.resource_version(), Some("15"));
+        assert!(recorded.unchanged(&d1, &live("uid-a", "15")));
+        assert!(!running.moved(&a.key(), "15"));
+    }
+}
