@@ -1,5 +1,7 @@
 //! Rendering 1,000 teams × 10 instances (about 30,000 objects) with the example
-//! platform's kinds. Prints the median of several runs and the process's peak RSS.
+//! platform's kinds. Prints the median of several runs, in wall time and in CPU time
+//! (on a busy machine a render also waits for a core, which its CPU time leaves out),
+//! and the process's peak RSS.
 //!
 //!     cargo bench --bench render
 
@@ -60,11 +62,13 @@ fn main() {
     let runs = setting("PONTOON_RENDER_RUNS", 7);
     let files = repo(teams);
     let mut times: Vec<Duration> = Vec::new();
+    let mut cpu: Vec<f64> = Vec::new();
     let mut objects = 0;
     for _ in 0..runs {
-        let t = Instant::now();
+        let (t, cpu_before) = (Instant::now(), common::cpu_seconds());
         let state = pontoon::render::render(&files, "bench");
         times.push(t.elapsed());
+        cpu.push(common::cpu_seconds() - cpu_before);
         assert!(
             state.diagnostics.is_empty(),
             "{:?}",
@@ -80,6 +84,13 @@ fn main() {
         times[0].as_secs_f64(),
         times[times.len() - 1].as_secs_f64(),
         times.len()
+    );
+    cpu.sort_by(f64::total_cmp);
+    println!(
+        "render CPU median {:.2} s (min {:.2} s, max {:.2} s)",
+        cpu[cpu.len() / 2],
+        cpu[0],
+        cpu[cpu.len() - 1]
     );
     println!(
         "peak RSS {:.1} MiB (input files and one rendered state held)",
