@@ -223,7 +223,7 @@ fn as_yaml_stream(desired: &DesiredState) -> String {
     let mut docs: Vec<&serde_json::Value> = desired
         .units
         .values()
-        .flat_map(|u| u.objects.iter().map(|o| &*o.object))
+        .flat_map(|u| u.objects.iter().map(|o| &**o.object))
         .collect();
     docs.sort_by_key(|o| o["kind"] != "Namespace");
     let mut text = String::new();

@@ -15,6 +15,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+mod manifest;
+pub use manifest::{Head, HeadMetadata, Manifest};
+
 /// Label every object pontoon applies carries.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "pontoon";
@@ -191,11 +194,32 @@ impl fmt::Display for ObjectKey {
 impl ObjectKey {
     /// The key of a manifest; `None` when apiVersion, kind or metadata.name is missing.
     pub fn of(object: &serde_json::Value) -> Option<ObjectKey> {
-        let api_version = object.get("apiVersion")?.as_str()?;
-        let kind = object.get("kind")?.as_str()?;
         let meta = object.get("metadata")?;
-        let name = meta.get("name")?.as_str()?;
-        let namespace = meta.get("namespace").and_then(|n| n.as_str()).unwrap_or("");
+        ObjectKey::from_parts(
+            object.get("apiVersion")?.as_str()?,
+            object.get("kind")?.as_str()?,
+            meta.get("name")?.as_str()?,
+            meta.get("namespace").and_then(|n| n.as_str()),
+        )
+    }
+
+    /// The key of a manifest kept as text, read without building its tree.
+    pub fn of_manifest(object: &Manifest) -> Option<ObjectKey> {
+        let head = object.head();
+        ObjectKey::from_parts(
+            head.api_version.as_deref()?,
+            head.kind.as_deref()?,
+            head.metadata.name.as_deref()?,
+            head.metadata.namespace.as_deref(),
+        )
+    }
+
+    fn from_parts(
+        api_version: &str,
+        kind: &str,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Option<ObjectKey> {
         let group = match api_version.rsplit_once('/') {
             Some((g, _)) => g,
             None => "",
@@ -203,7 +227,7 @@ impl ObjectKey {
         Some(ObjectKey {
             group: group.to_owned(),
             kind: kind.to_owned(),
-            namespace: namespace.to_owned(),
+            namespace: namespace.unwrap_or("").to_owned(),
             name: name.to_owned(),
         })
     }
@@ -228,9 +252,10 @@ impl fmt::Display for SourceRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DesiredObject {
     /// The full manifest: apiVersion, kind, metadata (with pontoon's labels and
-    /// annotations), and the rest. Key order is deterministic. Shared, not copied, by the
-    /// units' work queues and the sync engine's record of what it applied.
-    pub object: Arc<serde_json::Value>,
+    /// annotations), and the rest. Key order is deterministic. Kept as compact JSON text
+    /// (a tree is built only for a reader that needs one, see [`Manifest`]); shared, not
+    /// copied, by the units' work queues and the sync engine's record of what it applied.
+    pub object: Arc<Manifest>,
     pub source: SourceRef,
     pub applier: Applier,
     pub drift: DriftMode,
@@ -241,7 +266,7 @@ pub struct DesiredObject {
 
 impl DesiredObject {
     pub fn key(&self) -> Option<ObjectKey> {
-        ObjectKey::of(&self.object)
+        ObjectKey::of_manifest(&self.object)
     }
 
     /// The digest of what applying this object sends: its manifest and the identity it is
@@ -249,8 +274,8 @@ impl DesiredObject {
     pub fn digest(&self) -> Digest {
         use sha2::Digest as _;
         let mut h = sha2::Sha256::new();
-        // serde_json's output for the same Value is deterministic.
-        h.update(serde_json::to_vec(&*self.object).unwrap_or_default());
+        // The manifest's text is serde_json's output for its tree, which is deterministic.
+        h.update(self.object.json().as_bytes());
         h.update(match self.applier {
             Applier::Platform => b"\0platform".as_slice(),
             Applier::Team => b"\0team".as_slice(),
@@ -476,7 +501,7 @@ mod tests {
 
     fn object(applier: Applier) -> DesiredObject {
         DesiredObject {
-            object: Arc::new(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap"})),
+            object: Arc::new(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap"}).into()),
             source: SourceRef {
                 file: "a.yaml".into(),
                 line: 1,

@@ -6,22 +6,18 @@
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::DynamicObject;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use serde_json::Value;
+use std::borrow::Cow;
 
 use super::DriftEvent;
 use super::error::DriftError;
+use crate::desired::Manifest;
 
 /// The reference Kubernetes Events use for an object.
-pub(super) fn reference(desired: &Value, o: &DynamicObject) -> ObjectReference {
+pub(super) fn reference(desired: &Manifest, o: &DynamicObject) -> ObjectReference {
+    let head = desired.head();
     ObjectReference {
-        api_version: desired
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        kind: desired
-            .get("kind")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        api_version: head.api_version.map(Cow::into_owned),
+        kind: head.kind.map(Cow::into_owned),
         name: o.metadata.name.clone(),
         namespace: o.metadata.namespace.clone(),
         uid: o.metadata.uid.clone(),

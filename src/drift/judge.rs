@@ -91,10 +91,12 @@ impl DriftWatch {
         let (paths, additions) = if deleted {
             (vec!["(deleted)".to_owned()], Vec::new())
         } else {
+            // A tree of the manifest for this comparison only: the desired state keeps text.
+            let desired = a.desired.object.to_value();
             (
-                differences(&a.desired.object, &live, &a.desired.ignore_fields),
+                differences(&desired, &live, &a.desired.ignore_fields),
                 human_additions(
-                    &a.desired.object,
+                    &desired,
                     &live,
                     &self.human_managers,
                     &a.desired.ignore_fields,

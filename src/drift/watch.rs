@@ -278,10 +278,9 @@ pub fn kinds_of(
         .filter(|u| &u.unit.cluster == cluster)
         .flat_map(|u| u.objects.iter())
         .filter_map(|o| {
-            Some((
-                o.object.get("apiVersion")?.as_str()?.to_owned(),
-                o.object.get("kind")?.as_str()?.to_owned(),
-            ))
+            // Read from the manifest's text: no tree is built for it.
+            let head = o.object.head();
+            Some((head.api_version?.into_owned(), head.kind?.into_owned()))
         })
         .collect()
 }

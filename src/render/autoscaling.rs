@@ -6,34 +6,42 @@
 
 use serde_json::Value;
 
-use crate::desired::{DesiredObject, Diagnostic, Severity, TeamName};
+use crate::desired::{DesiredObject, Diagnostic, ObjectKey, Severity, TeamName};
 use crate::model::diag;
 
 /// A warning for each object in `objects` that sets `spec.replicas` and is the
-/// `scaleTargetRef` of a HorizontalPodAutoscaler among them (same namespace).
+/// `scaleTargetRef` of a HorizontalPodAutoscaler among them (same namespace). `keys` are
+/// the objects' keys, in the same order: only autoscalers and the objects they scale are
+/// read as trees.
 pub(super) fn replicas_under_autoscaler(
     objects: &[DesiredObject],
+    keys: &[Option<ObjectKey>],
     team: &TeamName,
 ) -> Vec<Diagnostic> {
     let str_at = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_owned);
+    let keyed = || {
+        objects
+            .iter()
+            .zip(keys)
+            .filter_map(|(o, k)| Some((o, k.as_ref()?)))
+    };
     let mut out = Vec::new();
-    for hpa in objects.iter().filter(|o| {
-        str_at(&o.object, "/kind").as_deref() == Some("HorizontalPodAutoscaler")
-            && str_at(&o.object, "/apiVersion").is_some_and(|v| v.starts_with("autoscaling/"))
-    }) {
-        let namespace = str_at(&hpa.object, "/metadata/namespace");
+    for (hpa, hpa_key) in
+        keyed().filter(|(_, k)| k.kind == "HorizontalPodAutoscaler" && k.group == "autoscaling")
+    {
+        let hpa = hpa.object.to_value();
         let (Some(kind), Some(name)) = (
-            str_at(&hpa.object, "/spec/scaleTargetRef/kind"),
-            str_at(&hpa.object, "/spec/scaleTargetRef/name"),
+            str_at(&hpa, "/spec/scaleTargetRef/kind"),
+            str_at(&hpa, "/spec/scaleTargetRef/name"),
         ) else {
             continue;
         };
-        let hpa_name = str_at(&hpa.object, "/metadata/name").unwrap_or_default();
-        for target in objects.iter().filter(|o| {
-            str_at(&o.object, "/kind").as_deref() == Some(kind.as_str())
-                && str_at(&o.object, "/metadata/name").as_deref() == Some(name.as_str())
-                && str_at(&o.object, "/metadata/namespace") == namespace
-                && o.object.pointer("/spec/replicas").is_some()
+        let hpa_name = &hpa_key.name;
+        for (target, _) in keyed().filter(|(o, k)| {
+            k.kind == kind
+                && k.name == name
+                && k.namespace == hpa_key.namespace
+                && o.object.to_value().pointer("/spec/replicas").is_some()
         }) {
             let mut d = diag(
                 &target.source.file,

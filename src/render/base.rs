@@ -39,7 +39,7 @@ pub(super) fn base_objects(
     let mut push = |mut object: Value| {
         stamp(&mut object, team_name, &source);
         out.push(DesiredObject {
-            object: Arc::new(object),
+            object: Arc::new(object.into()),
             source: source.clone(),
             applier: Applier::Platform,
             drift,

@@ -174,7 +174,7 @@ impl TeamRender<'_> {
                 .entry(cluster.name.clone())
                 .or_default()
                 .push(DesiredObject {
-                    object: Arc::new(object),
+                    object: Arc::new(object.into()),
                     source,
                     applier: Applier::Team,
                     drift: instance_doc.drift,

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::team::TeamRender;
 use crate::desired::{
     ANNOTATION_SOURCE, Applier, DesiredObject, Diagnostic, LABEL_MANAGED_BY, LABEL_TEAM,
-    MANAGED_BY_VALUE, SourceRef, TeamName,
+    MANAGED_BY_VALUE, Manifest, SourceRef, TeamName,
 };
 use crate::model::{Document, GroupKind};
 
@@ -96,7 +96,7 @@ impl TeamRender<'_> {
         };
         stamp(&mut object, self.team_name, &source);
         // One manifest, shared by every cluster it goes to.
-        let object = Arc::new(object);
+        let object = Arc::new(Manifest::from(object));
         for c in &self.clusters {
             self.objects_by_cluster
                 .entry(c.name.clone())

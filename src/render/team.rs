@@ -157,9 +157,11 @@ impl<'a> TeamRender<'a> {
                 .remove(&cluster.name)
                 .unwrap_or_default(),
         );
-        let mut first_source: BTreeMap<ObjectKey, SourceRef> = BTreeMap::new();
-        for o in &objects {
-            let Some(key) = o.key() else {
+        // Each key is read once from its manifest's text, for every check and the sort.
+        let keys: Vec<Option<ObjectKey>> = objects.iter().map(DesiredObject::key).collect();
+        let mut first_source: BTreeMap<&ObjectKey, &SourceRef> = BTreeMap::new();
+        for (o, key) in objects.iter().zip(&keys) {
+            let Some(key) = key else {
                 self.errors.push(diag(
                     &o.source.file,
                     o.source.line,
@@ -170,7 +172,7 @@ impl<'a> TeamRender<'a> {
                 ));
                 continue;
             };
-            if let Some(first) = first_source.get(&key) {
+            if let Some(first) = first_source.get(key) {
                 self.errors.push(
                     diag(
                         &o.source.file,
@@ -183,15 +185,17 @@ impl<'a> TeamRender<'a> {
                     .on_cluster(&cluster.name),
                 );
             } else {
-                first_source.insert(key, o.source.clone());
+                first_source.insert(key, &o.source);
             }
         }
-        for warning in autoscaling::replicas_under_autoscaler(&objects, self.team_name) {
+        for warning in autoscaling::replicas_under_autoscaler(&objects, &keys, self.team_name) {
             if !self.warnings.contains(&warning) {
                 self.warnings.push(warning);
             }
         }
-        objects.sort_by_key(|o| o.key());
+        let mut keyed: Vec<_> = keys.into_iter().zip(objects).collect();
+        keyed.sort_by(|(a, _), (b, _)| a.cmp(b));
+        let objects = keyed.into_iter().map(|(_, o)| o).collect();
         UnitDesired {
             unit: UnitId {
                 team: self.team_name.clone(),

@@ -388,7 +388,7 @@ fn the_example_platform_renders_as_reviewed() {
         .map(|(id, u)| {
             (
                 id.to_string(),
-                u.objects.iter().map(|o| &*o.object).collect(),
+                u.objects.iter().map(|o| &**o.object).collect(),
             )
         })
         .collect();

@@ -14,9 +14,11 @@ fn unit(team: &str, cluster: &str, objects: usize) -> UnitDesired {
         namespaces: vec![team.into()],
         objects: (0..objects)
             .map(|i| crate::desired::DesiredObject {
-                object: serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-                    "metadata": {"name": format!("c{i}"), "namespace": team}})
-                .into(),
+                object: std::sync::Arc::new(
+                    serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": format!("c{i}"), "namespace": team}})
+                    .into(),
+                ),
                 source: crate::desired::SourceRef {
                     file: "teams/x.yaml".into(),
                     line: 1,

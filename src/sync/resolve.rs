@@ -12,7 +12,8 @@ use super::order::Phase;
 use super::{Syncer, UnitResult};
 use crate::cluster::{ClusterError, Resolved, gvk_of};
 use crate::desired::{
-    Applier, DesiredObject, Digest, ObjectKey, TEAM_ROLE, TeamName, UnitDesired, plural_guess,
+    Applier, DesiredObject, Digest, Manifest, ObjectKey, TEAM_ROLE, TeamName, UnitDesired,
+    plural_guess,
 };
 
 /// A desired object with what discovery found about it.
@@ -60,9 +61,9 @@ impl<'a> Planned<'a> {
     }
 }
 
-/// A manifest's apiVersion (`""` when missing).
-pub(super) fn api_version_of(o: &Value) -> &str {
-    o.get("apiVersion").and_then(Value::as_str).unwrap_or("")
+/// A manifest's apiVersion (`""` when missing), read from its text.
+pub(super) fn api_version_of(o: &Manifest) -> &str {
+    o.api_version()
 }
 
 /// The API groups of the CRDs among the desired objects: kinds of these groups may be
@@ -71,11 +72,10 @@ fn groups_of_crds(desired: &UnitDesired) -> BTreeSet<String> {
     desired
         .objects
         .iter()
-        .filter(|o| {
-            o.object.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition")
-        })
+        .filter(|o| o.object.kind() == "CustomResourceDefinition")
         .filter_map(|o| {
             o.object
+                .to_value()
                 .pointer("/spec/group")
                 .and_then(Value::as_str)
                 .map(str::to_owned)

@@ -26,7 +26,7 @@ pub fn obj(team: &str, applier: Applier, mut manifest: Value) -> DesiredObject {
     let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
     annotations[ANNOTATION_SOURCE] = json!(source.to_string());
     DesiredObject {
-        object: manifest.into(),
+        object: std::sync::Arc::new(manifest.into()),
         source,
         applier,
         drift: DriftMode::Correct,
