@@ -92,6 +92,15 @@ impl Manifest {
         }
     }
 
+    /// Whether a tree is held (beside the text, or alone): what a reader through `Deref`
+    /// leaves behind.
+    pub fn holds_tree(&self) -> bool {
+        match &self.0 {
+            Form::Text { tree, .. } => tree.get().is_some(),
+            Form::Tree(_) => true,
+        }
+    }
+
     /// apiVersion, kind, name and namespace, read without building the tree.
     pub fn head(&self) -> Head<'_> {
         match &self.0 {
@@ -226,13 +235,16 @@ mod tests {
     #[test]
     fn the_text_is_serde_jsons_and_reads_back_as_the_same_tree() {
         let m = Manifest::from(deployment());
+        assert!(!m.holds_tree());
         assert_eq!(m.json(), deployment().to_string());
         assert_eq!(
             serde_json::to_string(&m).expect("json"),
             deployment().to_string()
         );
         assert_eq!(m.to_value(), deployment());
+        assert!(!m.holds_tree(), "to_value keeps no tree");
         assert_eq!(*m, deployment());
+        assert!(m.holds_tree(), "Deref keeps the tree it built");
         assert_eq!(m.get("kind").and_then(Value::as_str), Some("Deployment"));
     }
 

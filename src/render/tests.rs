@@ -575,3 +575,18 @@ fn adoptions_go_to_their_team_and_need_a_reason() {
         "platform.yaml:12:52: error[schema]: an adoption needs a reason"
     );
 }
+
+#[test]
+fn a_render_holds_its_manifests_as_text_alone() {
+    // A render is held as long as the daemon runs: whatever the render read to check its
+    // objects (keys, autoscalers' targets), no manifest keeps a tree (see Manifest).
+    let s = render(&example(), "r");
+    let objects: Vec<&DesiredObject> = s.units.values().flat_map(|u| &u.objects).collect();
+    assert!(objects.len() > 20, "{}", objects.len());
+    let with_tree: Vec<_> = objects.iter().filter(|o| o.object.holds_tree()).collect();
+    assert!(
+        with_tree.is_empty(),
+        "{:?}",
+        with_tree.first().and_then(|o| o.key())
+    );
+}
