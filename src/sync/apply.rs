@@ -39,7 +39,7 @@ use super::plan;
 use super::resolve::{Planned, api_version_of};
 use crate::cluster::{Cluster, retry_transport};
 use crate::describe;
-use crate::desired::{Applier, DriftMode, TeamName, apply_params};
+use crate::desired::{Applier, DriftMode, Manifest, TeamName, apply_params};
 use crate::ssa::managed_fields::{self, Addition};
 use crate::ssa::{self, Verdict};
 
@@ -468,7 +468,7 @@ impl Syncer {
         &self,
         api: &Api<DynamicObject>,
         name: &str,
-        object: &Value,
+        object: &Manifest,
         params: PatchParams,
         answer: Answer,
     ) -> Result<Value, ApplyError> {
