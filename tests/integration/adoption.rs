@@ -17,7 +17,9 @@ use pontoon::desired::*;
 use pontoon::sync::plan::Action;
 use pontoon::sync::{SyncOptions, Syncer, UnitResult, UnitState};
 
-use crate::support::control_plane::{self, ControlPlane, unique_name};
+use crate::support::control_plane::{
+    self, ControlPlane, RequestKey, THE_APISERVERS_OWN, unique_name,
+};
 
 async fn syncer(cp: &ControlPlane) -> Syncer {
     let cluster =
@@ -350,20 +352,21 @@ async fn a_teams_configmap_over_one_made_by_hand_is_refused_until_adopted() {
     );
 }
 
-/// Requests per verb that `sync` sends, from the apiserver's own counters.
+/// Requests per verb that `sync` sends, from the apiserver's counters, without those
+/// the apiserver sends itself.
 async fn requests_of(
     cp: &ControlPlane,
     sync: impl std::future::Future<Output = UnitResult>,
 ) -> (UnitResult, std::collections::BTreeMap<String, u64>) {
-    let before = cp.requests_by_verb();
+    let before = cp.requests_by_resource();
     let r = sync.await;
-    let after = cp.requests_by_verb();
-    let delta = after
-        .into_iter()
-        .map(|(verb, n)| (verb.clone(), n - before.get(&verb).copied().unwrap_or(0)))
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    (r, delta)
+    let mut by_verb = std::collections::BTreeMap::new();
+    for (k, n) in RequestKey::delta(&before, cp.requests_by_resource()) {
+        if !THE_APISERVERS_OWN.contains(&k.resource.as_str()) {
+            *by_verb.entry(k.verb).or_insert(0) += n;
+        }
+    }
+    (r, by_verb)
 }
 
 /// Seeing what exists without pontoon's labels costs no request per object: a sync of a

@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::support::audit;
 use crate::support::control_plane::{self, ControlPlane, unique_name};
-use crate::support::exposition;
+use crate::support::control_plane::{RequestKey, THE_APISERVERS_OWN};
 use crate::support::fixtures::*;
 
 /// A new process's syncer: nothing remembered.
@@ -216,50 +216,6 @@ async fn an_object_someone_else_deleted_and_created_again_is_left_untouched_and_
     );
 }
 
-/// `apiserver_request_total` by (verb, resource, scope, dry run), without the
-/// apiserver's own leases.
-fn requests(cp: &ControlPlane) -> BTreeMap<(String, String, String, bool), u64> {
-    let mut out = BTreeMap::new();
-    for s in exposition::series(&cp.metrics()).filter(|s| s.name == "apiserver_request_total") {
-        let label = |name: &str| {
-            s.labels
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        if label("resource") == "leases" {
-            continue;
-        }
-        let key = (
-            label("verb"),
-            label("resource"),
-            label("scope"),
-            label("dry_run") == "All",
-        );
-        *out.entry(key).or_insert(0) += s.value as u64;
-    }
-    out
-}
-
-fn delta(
-    before: &BTreeMap<(String, String, String, bool), u64>,
-    after: BTreeMap<(String, String, String, bool), u64>,
-) -> BTreeMap<(String, String, String, bool), u64> {
-    after
-        .into_iter()
-        .map(|(k, n)| {
-            let was = before.get(&k).copied().unwrap_or(0);
-            (k, n - was)
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect()
-}
-
-/// The apiserver's own loops read some objects every few seconds (the `kubernetes`
-/// Service, its endpoints, the `default` Namespace): not counted.
-const THE_APISERVERS_OWN: [&str; 4] = ["services", "endpoints", "endpointslices", "namespaces"];
-
 #[tokio::test]
 async fn a_restart_over_an_unchanged_unit_makes_no_request_per_object() {
     let cp = control_plane::dedicated("restart-count");
@@ -273,9 +229,9 @@ async fn a_restart_over_an_unchanged_unit_makes_no_request_per_object() {
 
     let fresh = restarted(cp).await;
     let since = jiff::Timestamp::now();
-    let before = requests(cp);
+    let before = cp.requests_by_resource();
     let r: UnitResult = fresh.sync(&desired, "r1").await;
-    let sent = delta(&before, requests(cp));
+    let sent = RequestKey::delta(&before, cp.requests_by_resource());
     eprintln!("requests of a restarted sync of {objects} unchanged objects: {sent:?}");
     assert!(r.errors.is_empty(), "{r:?}");
     assert_eq!((r.writes, r.unchanged), (0, objects), "{r:?}");
@@ -289,16 +245,16 @@ async fn a_restart_over_an_unchanged_unit_makes_no_request_per_object() {
             .map(audit::Event::describe)
             .collect::<Vec<_>>()
     );
-    let dry_runs: u64 = sent.iter().filter(|(k, _)| k.3).map(|(_, n)| n).sum();
+    let dry_runs: u64 = sent.iter().filter(|(k, _)| k.dry_run).map(|(_, n)| n).sum();
     assert_eq!(dry_runs, 0, "{sent:?}");
     // Reads of single objects: the inventory's ConfigMap, none of the unit's objects
     // (ConfigMaps, a Deployment, a Role and RoleBinding; its Namespace is left out with
     // the apiserver's own reads, and pontoon's namespace is read once per process).
     let gets: BTreeMap<&str, u64> = sent
         .iter()
-        .filter(|(k, _)| k.0 == "GET" && k.2 == "resource" && !k.3)
-        .filter(|(k, _)| !THE_APISERVERS_OWN.contains(&k.1.as_str()))
-        .map(|(k, n)| (k.1.as_str(), *n))
+        .filter(|(k, _)| k.verb == "GET" && k.scope == "resource" && !k.dry_run)
+        .filter(|(k, _)| !THE_APISERVERS_OWN.contains(&k.resource.as_str()))
+        .map(|(k, n)| (k.resource.as_str(), *n))
         .collect();
     assert_eq!(gets, BTreeMap::from([("configmaps", 1)]), "{sent:?}");
 }

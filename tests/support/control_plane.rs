@@ -209,6 +209,76 @@ impl ControlPlane {
     }
 }
 
+/// The apiserver's own loops read some objects every few seconds (the `kubernetes`
+/// Service, its endpoints, the `default` Namespace): a count of a client's requests
+/// leaves these out.
+pub const THE_APISERVERS_OWN: [&str; 4] = ["services", "endpoints", "endpointslices", "namespaces"];
+
+/// What `apiserver_request_total` counts requests by, as far as tests look.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RequestKey {
+    pub verb: String,
+    pub resource: String,
+    pub scope: String,
+    pub dry_run: bool,
+}
+
+impl RequestKey {
+    /// What was counted between `before` and `after`, without what was not.
+    pub fn delta(
+        before: &std::collections::BTreeMap<RequestKey, u64>,
+        after: std::collections::BTreeMap<RequestKey, u64>,
+    ) -> std::collections::BTreeMap<RequestKey, u64> {
+        after
+            .into_iter()
+            .map(|(k, n)| {
+                let was = before.get(&k).copied().unwrap_or(0);
+                (k, n - was)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
+
+impl ControlPlane {
+    /// `apiserver_request_total` by verb, resource, scope and dry run, without the
+    /// apiserver's own leases.
+    pub fn requests_by_resource(&self) -> std::collections::BTreeMap<RequestKey, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for l in self.metrics().lines() {
+            let Some(rest) = l.strip_prefix("apiserver_request_total{") else {
+                continue;
+            };
+            let Some((labels, value)) = rest.rsplit_once("} ") else {
+                continue;
+            };
+            let labels = format!(",{labels}");
+            let label = |name: &str| {
+                labels
+                    .split(&format!(",{name}=\""))
+                    .nth(1)
+                    .and_then(|v| v.split('"').next())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            if label("resource") == "leases" {
+                continue;
+            }
+            let Ok(n) = value.trim().parse::<f64>() else {
+                continue;
+            };
+            let key = RequestKey {
+                verb: label("verb"),
+                resource: label("resource"),
+                scope: label("scope"),
+                dry_run: label("dry_run") == "All",
+            };
+            *out.entry(key).or_insert(0) += n as u64;
+        }
+        out
+    }
+}
+
 /// A control plane of its own for one test (started on first use, shared by name), for
 /// tests whose daemon owns every inventory on its cluster.
 pub fn dedicated(name: &'static str) -> &'static ControlPlane {
