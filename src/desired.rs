@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 mod manifest;
 pub use manifest::{Head, HeadMetadata, Manifest};
+pub mod owner;
+pub use owner::{DEFAULT_OWNER, LABEL_OWNER, Owner};
 
 /// Label every object pontoon applies carries.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";

@@ -47,6 +47,20 @@ const RULES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "desired",
+        &[
+            "crate::cluster",
+            "crate::config",
+            "crate::daemon",
+            "crate::render",
+            "crate::sync",
+            "crate::drift",
+            "crate::status",
+            "crate::server",
+            "crate::source",
+        ],
+    ),
+    (
         "cluster",
         &[
             "crate::daemon",

@@ -26,7 +26,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// Names the platform repo shares with the daemon's config.
-pub use crate::desired::{DEFAULT_NAMESPACE, is_dns_label};
+pub use crate::desired::{DEFAULT_NAMESPACE, DEFAULT_OWNER, Owner, is_dns_label};
 pub use durations::HumanDuration;
 pub use secrets::{Secret, SecretError, SecretRef};
 
@@ -215,6 +215,9 @@ pub struct CommitStatusConfig {
 
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
+    /// The daemon instance this is (`sync.owner`): what it applies and writes carries it,
+    /// and it touches nothing of another owner's.
+    pub owner: Owner,
     /// Namespace on every cluster for pontoon's own objects (inventories, leases).
     pub namespace: String,
     /// Concurrent API requests per cluster.

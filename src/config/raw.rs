@@ -132,6 +132,7 @@ pub(super) struct RawCommitStatus {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct RawSync {
+    pub(super) owner: Option<Spanned<String>>,
     pub(super) namespace: Option<Spanned<String>>,
     pub(super) concurrency: Option<Spanned<u32>>,
     pub(super) force_conflicts: Option<bool>,

@@ -338,6 +338,33 @@ fn leader_election_must_name_a_configured_cluster() {
 }
 
 #[test]
+fn the_owner_defaults_to_pontoon_and_names_the_lease() {
+    let f = Fixture::new();
+    let cfg = f
+        .load(&format!("{GOOD}leaderElection:\n  cluster: prod\n"))
+        .expect("valid");
+    assert_eq!(cfg.sync.owner.as_str(), DEFAULT_OWNER);
+    let blue = GOOD.replace("sync:\n", "sync:\n  owner: blue\n");
+    let cfg = f
+        .load(&format!("{blue}leaderElection:\n  cluster: prod\n"))
+        .expect("valid");
+    assert_eq!(cfg.sync.owner.as_str(), "blue");
+    assert_eq!(
+        cfg.leader_election.expect("leader election").lease_name,
+        "pontoon-blue"
+    );
+    let p = f.problems(&GOOD.replace("sync:\n", "sync:\n  owner: Team_A\n"));
+    assert!(
+        p[0].starts_with("pontoon.yaml:18:10: sync.owner: \"Team_A\" is not a DNS label"),
+        "{}",
+        p[0]
+    );
+    let long = "o".repeat(31);
+    let p = f.problems(&GOOD.replace("sync:\n", &format!("sync:\n  owner: {long}\n")));
+    assert!(p[0].contains("is longer than 30 characters"), "{}", p[0]);
+}
+
+#[test]
 fn an_unreadable_secret_names_where_it_was_looked_for() {
     let missing = std::path::Path::new("/nonexistent/pontoon/token");
     let e = SecretRef::File(missing.to_owned())

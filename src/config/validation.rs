@@ -15,7 +15,7 @@ use super::{
     DEFAULT_APPLY_TIMEOUT, DEFAULT_CONCURRENCY, DEFAULT_GIT_TIMEOUT, DEFAULT_HEALTH_TIMEOUT,
     DEFAULT_LEASE_DURATION, DEFAULT_NAMESPACE, DEFAULT_POLL_INTERVAL, DEFAULT_RESYNC_INTERVAL,
     DEFAULT_SHUTDOWN_TIMEOUT, DriftConfig, GitAuth, GitRef, LeaderElectionConfig, ListenConfig,
-    LogConfig, Provider, SecretRef, SourceConfig, SourceLocation, SyncConfig, WebhookAuth,
+    LogConfig, Owner, Provider, SecretRef, SourceConfig, SourceLocation, SyncConfig, WebhookAuth,
     is_dns_label,
 };
 
@@ -146,7 +146,7 @@ impl<'a> Validator<'a> {
             }
             LeaderElectionConfig {
                 cluster: l.cluster.value,
-                lease_name: l.lease_name.unwrap_or_else(|| "pontoon".to_owned()),
+                lease_name: l.lease_name.unwrap_or_else(|| sync.owner.lease_name()),
                 lease_duration: l.lease_duration.map_or(DEFAULT_LEASE_DURATION, |d| d.0),
             }
         });
@@ -456,6 +456,13 @@ impl<'a> Validator<'a> {
     }
 
     fn sync(&mut self, raw: RawSync) -> SyncConfig {
+        let owner = match raw.owner {
+            Some(o) => Owner::new(&o.value).unwrap_or_else(|problem| {
+                self.problem(&o, "sync.owner", problem);
+                Owner::default()
+            }),
+            None => Owner::default(),
+        };
         let namespace = match raw.namespace {
             Some(ns) => {
                 if !is_dns_label(&ns.value) {
@@ -478,6 +485,7 @@ impl<'a> Validator<'a> {
             None => DEFAULT_CONCURRENCY,
         };
         SyncConfig {
+            owner,
             namespace,
             concurrency: concurrency as usize,
             force_conflicts: raw.force_conflicts.unwrap_or(true),
