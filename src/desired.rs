@@ -4,7 +4,8 @@
 //! pure and the sync engine can be tested with hand-built desired states.
 //!
 //! Invariants the renderer guarantees and the sync engine relies on:
-//! * every object carries `app.kubernetes.io/managed-by: pontoon` and `pontoon.dev/team`;
+//! * every object carries `app.kubernetes.io/managed-by: pontoon` and `pontoon.dev/team`
+//!   (the daemon adds its owner's `pontoon.dev/owner` before applying: [`owner`]);
 //! * within one unit no two objects share a [`ObjectKey`];
 //! * a team with any error is in [`DesiredState::failed_teams`] and has no units: its
 //!   clusters keep what they have (nothing is pruned after a render error).

@@ -70,6 +70,9 @@ enum Command {
         /// Where the daemon keeps its inventories (its `sync.namespace`).
         #[arg(long, default_value = pontoon::config::DEFAULT_NAMESPACE)]
         namespace: String,
+        /// The daemon instance whose unit it is (its `sync.owner`).
+        #[arg(long, default_value = pontoon::config::DEFAULT_OWNER)]
+        owner: String,
     },
     /// Work with a unit's inventory on a cluster.
     Inventory {
@@ -126,6 +129,9 @@ enum InventoryCommand {
         /// Where the daemon keeps its inventories (its `sync.namespace`).
         #[arg(long, default_value = pontoon::config::DEFAULT_NAMESPACE)]
         namespace: String,
+        /// The daemon instance whose unit it is (its `sync.owner`).
+        #[arg(long, default_value = pontoon::config::DEFAULT_OWNER)]
+        owner: String,
         /// Print what the inventory would hold; write nothing.
         #[arg(long)]
         dry_run: bool,
@@ -155,6 +161,7 @@ fn main() -> ExitCode {
                     cluster,
                     context,
                     namespace,
+                    owner,
                     dry_run,
                 },
         } => run_on_worker(rebuild_cmd(
@@ -163,6 +170,7 @@ fn main() -> ExitCode {
                 cluster,
                 context,
                 namespace,
+                owner,
             },
             dry_run,
         )),
@@ -187,12 +195,14 @@ fn main() -> ExitCode {
             revision,
             context,
             namespace,
+            owner,
         } => run_on_worker(release_cmd(
             Unit {
                 team,
                 cluster,
                 context,
                 namespace,
+                owner,
             },
             revision,
         )),
@@ -396,7 +406,8 @@ async fn sync_once(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     let snapshot = snapshot_for(&config, None, None).await?;
     let syncers = pontoon::daemon::connect(&config).await?;
     let owners = pontoon::daemon::poll_and_render::namespace_owners(&syncers).await;
-    let state = pontoon::daemon::poll_and_render::render(snapshot, owners).await;
+    let state =
+        pontoon::daemon::poll_and_render::render(snapshot, owners, &config.sync.owner).await;
     for d in &state.diagnostics {
         eprintln!("{d}");
     }
@@ -457,7 +468,8 @@ async fn plan_cmd(
     let snapshot = snapshot_for(&config, revision, dir).await?;
     let syncers = pontoon::daemon::connect(&config).await?;
     let owners = pontoon::daemon::poll_and_render::namespace_owners(&syncers).await;
-    let state = pontoon::daemon::poll_and_render::render(snapshot, owners).await;
+    let state =
+        pontoon::daemon::poll_and_render::render(snapshot, owners, &config.sync.owner).await;
     for d in &state.diagnostics {
         eprintln!("{d}");
     }
@@ -556,6 +568,7 @@ struct Unit {
     cluster: String,
     context: Option<String>,
     namespace: String,
+    owner: String,
 }
 
 impl Unit {
@@ -587,9 +600,11 @@ impl Unit {
 
 /// Rebuilds a unit's inventory from the objects labelled for the team, as the caller.
 async fn rebuild_cmd(req: Unit, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let owner =
+        pontoon::config::Owner::new(&req.owner).map_err(|e| anyhow::anyhow!("--owner {e}"))?;
     let client = req.client().await?;
     let team = pontoon::desired::TeamName(req.team.clone());
-    let rebuilt = pontoon::sync::rebuild::rebuild(&client, &req.namespace, &team, dry_run)
+    let rebuilt = pontoon::sync::rebuild::rebuild(&client, &req.namespace, &owner, &team, dry_run)
         .await
         .with_context(|| format!("{}/{team}", req.cluster))?;
     for e in &rebuilt.entries {
@@ -621,11 +636,13 @@ async fn rebuild_cmd(req: Unit, dry_run: bool) -> anyhow::Result<ExitCode> {
 async fn release_cmd(req: Unit, revision: String) -> anyhow::Result<ExitCode> {
     let revision = revision.trim().to_owned();
     anyhow::ensure!(!revision.is_empty(), "--revision may not be empty");
+    let owner =
+        pontoon::config::Owner::new(&req.owner).map_err(|e| anyhow::anyhow!("--owner {e}"))?;
     let client = req.client().await?;
     let api = kube::Api::namespaced(client, &req.namespace);
     let team = pontoon::desired::TeamName(req.team);
     let cluster = req.cluster;
-    match pontoon::sync::inventory::Inventory::release(&api, &team, &revision).await {
+    match pontoon::sync::inventory::Inventory::release(&api, &owner, &team, &revision).await {
         Ok(()) => {
             println!(
                 "{cluster}/{team}: released for revision {revision} only; the unit's next sync of that revision deletes what the hold kept"

@@ -8,6 +8,10 @@
 //! Every write carries the resourceVersion it read, so two candidates can never both win
 //! (the loser gets a 409 and reads again).
 //!
+//! The Lease carries its daemon's owner (`pontoon.dev/owner`; the default owner's Lease
+//! from before owners existed carries none): a candidate never takes a Lease another
+//! owner's daemon holds, even one configured with the same Lease name.
+//!
 //! A standby keeps serving `/healthz` and `/metrics`; only the leader syncs, and the
 //! daemon stops every write of a leader the moment `leading` turns false.
 
@@ -21,6 +25,8 @@ use kube::api::{ObjectMeta, PostParams};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::desired::{LABEL_MANAGED_BY, LABEL_OWNER, MANAGED_BY_VALUE, Owner};
+
 #[derive(Debug, Clone)]
 pub struct LeaseSettings {
     pub namespace: String,
@@ -31,6 +37,8 @@ pub struct LeaseSettings {
     pub duration: Duration,
     /// How often the holder renews (and a candidate retries).
     pub retry: Duration,
+    /// The daemon instance the Lease is for (`sync.owner`); labels the Lease.
+    pub owner: Owner,
 }
 
 impl LeaseSettings {
@@ -41,6 +49,7 @@ impl LeaseSettings {
             identity: identity.to_owned(),
             duration,
             retry: duration / 3,
+            owner: Owner::default(),
         }
     }
 }
@@ -152,6 +161,13 @@ async fn try_acquire_or_renew(
             metadata: ObjectMeta {
                 name: Some(s.name.clone()),
                 namespace: Some(s.namespace.clone()),
+                labels: Some(
+                    [
+                        (LABEL_MANAGED_BY.to_owned(), MANAGED_BY_VALUE.to_owned()),
+                        (LABEL_OWNER.to_owned(), s.owner.to_string()),
+                    ]
+                    .into(),
+                ),
                 ..ObjectMeta::default()
             },
             spec: Some(LeaseSpec {
@@ -169,6 +185,12 @@ async fn try_acquire_or_renew(
             Err(e) => Err(e),
         };
     };
+    if !s.owner.owns(lease.metadata.labels.as_ref()) {
+        tracing::error!(lease = %s.name, owner = %s.owner,
+            holder = Owner::of_labels(lease.metadata.labels.as_ref()),
+            "the Lease belongs to another owner's daemon; not leading (give each owner its own leaderElection.leaseName, or leave it to its default)");
+        return Ok(false);
+    }
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
     let mine = spec.holder_identity.as_deref() == Some(&s.identity);
     let expired = observe_expired(observed, spec, Instant::now());

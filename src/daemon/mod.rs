@@ -234,12 +234,15 @@ impl Leadership {
         let syncer = syncers
             .get(&ClusterName(le.cluster.clone()))
             .context("leader election cluster is not configured")?;
-        let settings = leader::LeaseSettings::new(
-            &config.sync.namespace,
-            &le.lease_name,
-            &leader::default_identity(),
-            le.lease_duration,
-        );
+        let settings = leader::LeaseSettings {
+            owner: config.sync.owner.clone(),
+            ..leader::LeaseSettings::new(
+                &config.sync.namespace,
+                &le.lease_name,
+                &leader::default_identity(),
+                le.lease_duration,
+            )
+        };
         let election = tokio::spawn(leader::run(
             syncer.client().clone(),
             settings,
@@ -343,7 +346,10 @@ pub async fn run_from_source(
         source_metrics,
         desired_tx,
         stop_rx,
-        owners,
+        poll_and_render::RenderStart {
+            namespace_owners: owners,
+            owner: config.sync.owner.clone(),
+        },
     ));
     let result = run_with(
         config,

@@ -10,7 +10,7 @@ use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Regist
 use tokio::sync::{Notify, watch};
 
 use crate::config::{GitRef, SourceConfig, SourceLocation, WebhookAuth};
-use crate::desired::{ClusterName, DesiredState, NamespaceOwners};
+use crate::desired::{ClusterName, DesiredState, NamespaceOwners, Owner};
 use crate::source::{Snapshot, Source, webhook};
 use crate::sync::Syncer;
 
@@ -105,10 +105,16 @@ impl SourceMetrics {
 }
 
 /// Renders off the async runtime (rendering is CPU work), after a render that gave each
-/// namespace the owner in `earlier`.
-pub async fn render(snapshot: Arc<Snapshot>, earlier: NamespaceOwners) -> DesiredState {
+/// namespace the owner in `earlier`, with the daemon's `owner` label on every object (once
+/// here rather than at each sync of a unit).
+pub async fn render(
+    snapshot: Arc<Snapshot>,
+    earlier: NamespaceOwners,
+    owner: &Owner,
+) -> DesiredState {
     let revision = snapshot.revision.clone();
     let kept = earlier.clone();
+    let owner = owner.clone();
     tokio::task::spawn_blocking(move || {
         let mut state = crate::render::render_revision(
             &snapshot.files,
@@ -116,6 +122,7 @@ pub async fn render(snapshot: Arc<Snapshot>, earlier: NamespaceOwners) -> Desire
             &snapshot.revision,
             &earlier,
         );
+        owner.stamp_state(&mut state);
         for skipped in &snapshot.skipped {
             tracing::warn!(entry = %skipped, "not read from the platform repo");
         }
@@ -213,6 +220,13 @@ pub fn webhook_routes(
     }))
 }
 
+/// What the daemon's first render starts from: who holds each namespace on the clusters,
+/// and the daemon's own owner, whose label every rendered object carries.
+pub struct RenderStart {
+    pub namespace_owners: NamespaceOwners,
+    pub owner: Owner,
+}
+
 /// Polls until `stop` turns true, publishing each new render on `out`.
 pub async fn poll_loop(
     mut source: Source,
@@ -221,8 +235,9 @@ pub async fn poll_loop(
     metrics: SourceMetrics,
     out: watch::Sender<Option<Arc<DesiredState>>>,
     mut stop: watch::Receiver<bool>,
-    mut owners: NamespaceOwners,
+    start: RenderStart,
 ) {
+    let (mut owners, owner) = (start.namespace_owners, start.owner);
     let mut tick = tokio::time::interval(cfg.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut current: Option<String> = None;
@@ -260,7 +275,7 @@ pub async fn poll_loop(
             tracing::warn!(revision = %snapshot.revision, "the tracked ref moved to a commit that does not descend from the last one (force push or rollback)");
         }
         tracing::info!(revision = %snapshot.revision, author = %snapshot.author, message = %snapshot.message, "new revision");
-        let state = render(snapshot, owners).await;
+        let state = render(snapshot, owners, &owner).await;
         owners = state.namespace_owners.clone();
         let errors = state
             .diagnostics

@@ -84,7 +84,8 @@ pub async fn plan_pull_request(
         }
         Err(e) => return Status::plan(&pr.sha, State::Error, format!("fetch task failed: {e}")),
     };
-    let state = super::poll_and_render::render(snapshot, owners).await;
+    let owner = syncers.values().next().map(|s| s.owner().clone());
+    let state = super::poll_and_render::render(snapshot, owners, &owner.unwrap_or_default()).await;
     if let Some(description) = render_errors(&state) {
         return Status::plan(&pr.sha, State::Failure, description);
     }

@@ -47,6 +47,10 @@ impl DriftWatch {
         change: Change,
     ) {
         let deleted = change == Change::Deleted;
+        // Another daemon instance's object is none of this one's business.
+        if !self.syncer.owner().owns(o.metadata.labels.as_ref()) {
+            return;
+        }
         let Some(team) = o
             .metadata
             .labels

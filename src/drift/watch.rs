@@ -21,7 +21,7 @@ use super::events::EventPublisher;
 use super::judge::Change;
 use super::side_writes::{Limits, SideWrites};
 use crate::cluster::Resolved;
-use crate::desired::{ObjectKey, TeamName, selector_managed};
+use crate::desired::{ObjectKey, TeamName};
 use crate::ssa::managed_fields::HUMAN_MANAGERS;
 use crate::sync::Syncer;
 
@@ -175,7 +175,10 @@ impl DriftWatch {
     async fn run_watch(self: Arc<Self>, resolved: Resolved, listed: watch::Sender<bool>) {
         let api: kube::Api<DynamicObject> =
             kube::Api::all_with(self.syncer.client().clone(), &resolved.resource);
-        let config = watcher::Config::default().labels(&selector_managed());
+        // The daemon's own owner's objects only (the default owner's are told apart by
+        // `judge_change`, since no selector singles out objects without an owner label).
+        let selector = self.syncer.owner().selector_managed();
+        let config = watcher::Config::default().labels(&selector);
         // The watcher re-lists after an expired resourceVersion; objects whose version is
         // what pontoon applied are skipped, so a re-list causes no re-applies.
         let mut stream = watcher(api, config).default_backoff().boxed();

@@ -1,6 +1,6 @@
 //! One delete of a prune, and the rule that guards it: pontoon deletes only what it
 //! created. The object under the entry's name must carry pontoon's labels for the unit's
-//! team and the uid the inventory recorded (any uid, for an entry written before uids
+//! team and this daemon's owner (`pontoon.dev/owner`, none for the default owner) and the uid the inventory recorded (any uid, for an entry written before uids
 //! were recorded), and the delete request requires that uid, so an object put in its
 //! place in the meantime is not deleted either.
 //!
@@ -14,7 +14,7 @@ use super::inventory::Entry;
 use super::live::Live;
 use crate::cluster::{Cluster, ClusterError, Resolved, gvk_of, retry_transport};
 use crate::describe;
-use crate::desired::{LABEL_MANAGED_BY, LABEL_TEAM, MANAGED_BY_VALUE, TeamName};
+use crate::desired::{LABEL_MANAGED_BY, LABEL_TEAM, MANAGED_BY_VALUE, Owner, TeamName};
 
 /// Why a prune's delete failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,21 +43,23 @@ pub(super) enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Holder {
     uid: String,
-    /// Carries `app.kubernetes.io/managed-by: pontoon` and the unit's team label.
+    /// Carries `app.kubernetes.io/managed-by: pontoon`, the unit's team label and the
+    /// daemon's owner.
     labelled: bool,
 }
 
 impl Holder {
-    fn of_meta(meta: &kube::api::ObjectMeta, team: &TeamName) -> Holder {
+    fn of_meta(meta: &kube::api::ObjectMeta, team: &TeamName, owner: &Owner) -> Holder {
         let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k)).cloned();
         Holder {
             uid: meta.uid.clone().unwrap_or_default(),
             labelled: label(LABEL_MANAGED_BY).as_deref() == Some(MANAGED_BY_VALUE)
-                && label(LABEL_TEAM).as_deref() == Some(team.0.as_str()),
+                && label(LABEL_TEAM).as_deref() == Some(team.0.as_str())
+                && owner.owns(meta.labels.as_ref()),
         }
     }
 
-    /// Listed by the sync, whose lists take only pontoon's objects of the team.
+    /// Listed by the sync, whose lists take only pontoon's objects of the team and owner.
     fn listed(live: &Live) -> Holder {
         Holder {
             uid: live.uid.clone(),
@@ -69,10 +71,20 @@ impl Holder {
 /// The uid a delete of `e` must require, when what holds its name is what pontoon created:
 /// pontoon's labels for `team`, and the uid the entry recorded (any, for an entry from
 /// before uids were recorded). Otherwise why not.
-fn may_delete(e: &Entry, holder: &Holder, team: &TeamName) -> Result<String, String> {
-    if !holder.labelled {
+fn may_delete(
+    e: &Entry,
+    holder: &Holder,
+    team: &TeamName,
+    owner: &Owner,
+) -> Result<String, String> {
+    if !holder.labelled && owner.is_default() {
         return Err(format!(
             "it does not carry pontoon's labels for team {team}"
+        ));
+    }
+    if !holder.labelled {
+        return Err(format!(
+            "it does not carry pontoon's labels for team {team} and owner {owner}"
         ));
     }
     match &e.uid {
@@ -106,7 +118,7 @@ impl Syncer {
                 None => return Ok(Outcome::Gone),
             },
         };
-        let uid = match may_delete(e, &holder, team) {
+        let uid = match may_delete(e, &holder, team, &self.options.owner) {
             Ok(uid) => uid,
             Err(why) => return Ok(Outcome::NotOurs(why)),
         };
@@ -149,7 +161,7 @@ impl Syncer {
         let api = Cluster::api(self.cluster.client().clone(), res, &e.namespace);
         let _permit = self.cluster.read_permit().await;
         match retry_transport(|| api.get_metadata_opt(&e.name)).await {
-            Ok(found) => Ok(found.map(|o| Holder::of_meta(&o.metadata, team))),
+            Ok(found) => Ok(found.map(|o| Holder::of_meta(&o.metadata, team, &self.options.owner))),
             Err(kube::Error::Api(s)) => Err(DeleteError::Refused {
                 message: s.message,
                 reason: s.reason,
@@ -185,14 +197,17 @@ mod tests {
             uid: "u0".into(),
             labelled: true,
         };
-        assert_eq!(may_delete(&e, &ours, &team), Ok("u0".into()));
+        assert_eq!(
+            may_delete(&e, &ours, &team, &Owner::default()),
+            Ok("u0".into())
+        );
         // Same name, another object: a new uid, with or without pontoon's labels.
         let replaced = Holder {
             uid: "u9".into(),
             ..ours.clone()
         };
         assert_eq!(
-            may_delete(&e, &replaced, &team),
+            may_delete(&e, &replaced, &team, &Owner::default()),
             Err("its uid is u9 where pontoon applied u0".into())
         );
         let stranger = Holder {
@@ -200,19 +215,22 @@ mod tests {
             ..ours.clone()
         };
         assert_eq!(
-            may_delete(&e, &stranger, &team),
+            may_delete(&e, &stranger, &team, &Owner::default()),
             Err("it does not carry pontoon's labels for team shop".into())
         );
         // An entry from before uids were recorded: the labels decide, the live uid is
         // required.
         let old = Entry { uid: None, ..e };
-        assert_eq!(may_delete(&old, &replaced, &team), Ok("u9".into()));
-        assert!(may_delete(&old, &stranger, &team).is_err());
+        assert_eq!(
+            may_delete(&old, &replaced, &team, &Owner::default()),
+            Ok("u9".into())
+        );
+        assert!(may_delete(&old, &stranger, &team, &Owner::default()).is_err());
     }
 
     #[test]
-    fn the_labels_must_name_pontoon_and_the_team() {
-        let team = TeamName("shop".into());
+    fn the_labels_must_name_pontoon_the_team_and_the_owner() {
+        let (team, default) = (TeamName("shop".into()), Owner::default());
         let meta = |labels: &[(&str, &str)]| kube::api::ObjectMeta {
             uid: Some("u".into()),
             labels: Some(
@@ -224,11 +242,26 @@ mod tests {
             ..Default::default()
         };
         let both = meta(&[(LABEL_MANAGED_BY, MANAGED_BY_VALUE), (LABEL_TEAM, "shop")]);
-        assert!(Holder::of_meta(&both, &team).labelled);
+        assert!(Holder::of_meta(&both, &team, &default).labelled);
         let other_team = meta(&[(LABEL_MANAGED_BY, MANAGED_BY_VALUE), (LABEL_TEAM, "ops")]);
-        assert!(!Holder::of_meta(&other_team, &team).labelled);
+        assert!(!Holder::of_meta(&other_team, &team, &default).labelled);
         let no_manager = meta(&[(LABEL_TEAM, "shop")]);
-        assert!(!Holder::of_meta(&no_manager, &team).labelled);
-        assert!(!Holder::of_meta(&kube::api::ObjectMeta::default(), &team).labelled);
+        assert!(!Holder::of_meta(&no_manager, &team, &default).labelled);
+        assert!(!Holder::of_meta(&kube::api::ObjectMeta::default(), &team, &default).labelled);
+        // Another daemon instance's object, or one from before owners to another owner.
+        let blue = Owner::new("blue").expect("owner");
+        let blues = meta(&[
+            (LABEL_MANAGED_BY, MANAGED_BY_VALUE),
+            (LABEL_TEAM, "shop"),
+            (crate::desired::LABEL_OWNER, "blue"),
+        ]);
+        assert!(!Holder::of_meta(&blues, &team, &default).labelled);
+        assert!(Holder::of_meta(&blues, &team, &blue).labelled);
+        assert!(!Holder::of_meta(&both, &team, &blue).labelled);
+        let holder = Holder::of_meta(&both, &team, &blue);
+        assert_eq!(
+            may_delete(&entry(), &holder, &team, &blue),
+            Err("it does not carry pontoon's labels for team shop and owner blue".into())
+        );
     }
 }

@@ -1,5 +1,9 @@
 //! A unit's inventory: the list of objects pontoon applied for one team on one cluster,
-//! kept on that cluster as a ConfigMap `pontoon-inventory-<team>` in pontoon's namespace.
+//! kept on that cluster as a ConfigMap in pontoon's namespace: `pontoon-inventory-<team>`
+//! for the default owner, `pontoon-inventory-<team>.<owner>` for another (`sync.owner`;
+//! neither team nor owner names hold a dot, so no two units of any owners share a name).
+//! It carries its owner's label, and a daemon lists, reads and trusts only its own
+//! owner's inventories (one without an owner label is the default owner's).
 //!
 //! Prune is "previous inventory minus new desired state", so the inventory must never miss
 //! an object that might exist: before applying, the sync engine records the union of the
@@ -30,8 +34,8 @@ use crate::cluster::retry_transport;
 use crate::describe;
 pub use crate::desired::LABEL_INVENTORY;
 use crate::desired::{
-    Applier, Digest, LABEL_MANAGED_BY, LABEL_TEAM, MANAGED_BY_VALUE, ObjectKey, TeamName,
-    apply_params, selector_inventories,
+    Applier, Digest, LABEL_MANAGED_BY, LABEL_OWNER, LABEL_TEAM, MANAGED_BY_VALUE, ObjectKey, Owner,
+    TeamName, apply_params, selector_inventories,
 };
 /// The annotation on a unit's inventory that releases its held deletions for one revision.
 pub const ANNOTATION_RELEASE: &str = "pontoon.dev/release";
@@ -184,16 +188,33 @@ pub enum ReleaseError {
     },
 }
 
-pub fn name_for(team: &TeamName) -> String {
-    format!("pontoon-inventory-{team}")
+/// The name of `owner`'s inventory of `team`: the name pontoon always used for the
+/// default owner, the owner after a dot for any other.
+pub fn name_for(owner: &Owner, team: &TeamName) -> String {
+    if owner.is_default() {
+        format!("pontoon-inventory-{team}")
+    } else {
+        format!("pontoon-inventory-{team}.{owner}")
+    }
+}
+
+/// Why a ConfigMap under an inventory's name is not `owner`'s, when it is not.
+fn foreign_owner(meta: &kube::api::ObjectMeta, owner: &Owner) -> Option<String> {
+    (!owner.owns(meta.labels.as_ref())).then(|| {
+        format!(
+            "is labelled {LABEL_OWNER}: {}, not this daemon's owner {owner}",
+            Owner::of_labels(meta.labels.as_ref())
+        )
+    })
 }
 
 /// The labels of a unit's inventory ConfigMap.
-fn labels(team: &TeamName) -> BTreeMap<String, String> {
+fn labels(owner: &Owner, team: &TeamName) -> BTreeMap<String, String> {
     [
         (LABEL_MANAGED_BY, MANAGED_BY_VALUE),
         (LABEL_INVENTORY, "true"),
         (LABEL_TEAM, team.0.as_str()),
+        (LABEL_OWNER, owner.as_str()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -218,18 +239,31 @@ async fn remove_plain_list(
 }
 
 /// Selects the pages of a unit's inventory.
-fn page_selector(team: &TeamName) -> String {
-    format!("{LABEL_INVENTORY_PAGE}=true,{LABEL_TEAM}={team}")
+fn page_selector(owner: &Owner, team: &TeamName) -> String {
+    format!("{LABEL_INVENTORY_PAGE}=true,{LABEL_TEAM}={team},{LABEL_OWNER}={owner}")
 }
 
 impl Inventory {
     /// The unit's inventory; an empty one when there is none. One that exists but does
     /// not parse is an error naming the ConfigMap and what is wrong with it.
-    pub async fn load(api: &Api<ConfigMap>, team: &TeamName) -> Result<Inventory, InventoryError> {
-        let name = name_for(team);
+    /// One labelled for another owner is not trusted either.
+    pub async fn load(
+        api: &Api<ConfigMap>,
+        owner: &Owner,
+        team: &TeamName,
+    ) -> Result<Inventory, InventoryError> {
+        let name = name_for(owner, team);
         let Some(cm) = retry_transport(|| api.get_opt(&name)).await? else {
             return Ok(Inventory::default());
         };
+        if let Some(problem) = foreign_owner(&cm.metadata, owner) {
+            return Err(InventoryError::Corrupt {
+                team: team.clone(),
+                namespace: cm.metadata.namespace.clone().unwrap_or_default(),
+                name: name.clone(),
+                problem,
+            });
+        }
         let corrupt = |problem: String| InventoryError::Corrupt {
             team: team.clone(),
             namespace: cm.metadata.namespace.clone().unwrap_or_default(),
@@ -263,10 +297,11 @@ impl Inventory {
     /// did. Replaces any earlier release.
     pub async fn release(
         api: &Api<ConfigMap>,
+        owner: &Owner,
         team: &TeamName,
         revision: &str,
     ) -> Result<(), ReleaseError> {
-        let name = name_for(team);
+        let name = name_for(owner, team);
         let patch =
             serde_json::json!({"metadata": {"annotations": {ANNOTATION_RELEASE: revision}}});
         let params = kube::api::PatchParams {
@@ -288,6 +323,7 @@ impl Inventory {
     /// release written since for another revision stays). False when it was not there.
     pub async fn clear_release(
         api: &Api<ConfigMap>,
+        owner: &Owner,
         team: &TeamName,
         revision: &str,
     ) -> Result<bool, kube::Error> {
@@ -301,7 +337,7 @@ impl Inventory {
         ]);
         let patch: json_patch::Patch =
             serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
-        let (name, params) = (name_for(team), kube::api::PatchParams::default());
+        let (name, params) = (name_for(owner, team), kube::api::PatchParams::default());
         match api.patch(&name, &params, &Patch::<()>::Json(patch)).await {
             Ok(_) => Ok(true),
             // The test failed (another release, or none) or the ConfigMap is gone.
@@ -311,8 +347,12 @@ impl Inventory {
     }
 
     /// Whether the unit has an inventory at all, whatever it holds.
-    pub async fn exists(api: &Api<ConfigMap>, team: &TeamName) -> Result<bool, kube::Error> {
-        let name = name_for(team);
+    pub async fn exists(
+        api: &Api<ConfigMap>,
+        owner: &Owner,
+        team: &TeamName,
+    ) -> Result<bool, kube::Error> {
+        let name = name_for(owner, team);
         Ok(retry_transport(|| api.get_opt(&name)).await?.is_some())
     }
 
@@ -324,15 +364,16 @@ impl Inventory {
     pub async fn store(
         &mut self,
         api: &Api<ConfigMap>,
+        owner: &Owner,
         team: &TeamName,
     ) -> Result<(), kube::Error> {
-        let name = name_for(team);
+        let name = name_for(owner, team);
         let entries: Vec<&Entry> = self.entries.values().collect();
         let encoded = pages::encode(&entries, &name).map_err(kube::Error::SerdeError)?;
         let mut cm = serde_json::json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": {"name": name, "labels": labels(team)},
+            "metadata": {"name": name, "labels": labels(owner, team)},
             "data": {DATA_REVISION: self.revision},
         });
         let listed = match encoded {
@@ -343,7 +384,7 @@ impl Inventory {
                 Vec::new()
             }
             Encoded::Paged(written) => {
-                let mut page_labels = labels(team);
+                let mut page_labels = labels(owner, team);
                 page_labels.remove(LABEL_INVENTORY);
                 page_labels.insert(LABEL_INVENTORY_PAGE.to_owned(), "true".to_owned());
                 pages::write_pages(api, &written, &page_labels).await?;
@@ -368,21 +409,25 @@ impl Inventory {
         self.resource_version = stored.metadata.resource_version;
         self.exists = true;
         if !listed.is_empty() || self.paged {
-            pages::remove_pages_but(api, &page_selector(team), &listed).await?;
+            pages::remove_pages_but(api, &page_selector(owner, team), &listed).await?;
         }
         self.paged = !listed.is_empty();
         Ok(())
     }
 
     /// Deletes the inventory, then its pages.
-    pub async fn delete(api: &Api<ConfigMap>, team: &TeamName) -> Result<(), kube::Error> {
-        let (name, params) = (name_for(team), Default::default());
+    pub async fn delete(
+        api: &Api<ConfigMap>,
+        owner: &Owner,
+        team: &TeamName,
+    ) -> Result<(), kube::Error> {
+        let (name, params) = (name_for(owner, team), Default::default());
         match retry_transport(|| api.delete(&name, &params)).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(e),
         }
-        pages::remove_pages_but(api, &page_selector(team), &[]).await
+        pages::remove_pages_but(api, &page_selector(owner, team), &[]).await
     }
 
     pub fn keys(&self) -> BTreeSet<ObjectKey> {
@@ -390,20 +435,34 @@ impl Inventory {
     }
 }
 
-/// Teams that have an inventory on a cluster (to find teams removed from the repo).
-pub async fn teams_with_inventory(api: &Api<ConfigMap>) -> Result<Vec<TeamName>, kube::Error> {
-    let params = kube::api::ListParams::default().labels(&selector_inventories());
+/// Teams that have an inventory of `owner`'s on a cluster (to find teams removed from the
+/// repo); another owner's inventories are not listed.
+pub async fn teams_with_inventory(
+    api: &Api<ConfigMap>,
+    owner: &Owner,
+) -> Result<Vec<TeamName>, kube::Error> {
+    let mut selector = selector_inventories();
+    if !owner.is_default() {
+        selector = format!("{selector},{LABEL_OWNER}={owner}");
+    }
+    let params = kube::api::ListParams::default().labels(&selector);
     let list = retry_transport(|| api.list(&params)).await?;
     Ok(list
         .items
         .into_iter()
+        .filter(|cm| owner.owns(cm.metadata.labels.as_ref()))
         .filter_map(|cm| cm.metadata.labels.and_then(|l| l.get(LABEL_TEAM).cloned()))
         .map(TeamName)
         .collect())
 }
 
-/// Makes sure pontoon's own namespace exists.
-pub async fn ensure_namespace(client: &kube::Client, namespace: &str) -> Result<(), kube::Error> {
+/// Makes sure pontoon's own namespace exists (created labelled with the owner of the
+/// daemon that made it first; several owners may share it).
+pub async fn ensure_namespace(
+    client: &kube::Client,
+    namespace: &str,
+    owner: &Owner,
+) -> Result<(), kube::Error> {
     let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     if api.get_opt(namespace).await?.is_some() {
         return Ok(());
@@ -411,7 +470,13 @@ pub async fn ensure_namespace(client: &kube::Client, namespace: &str) -> Result<
     let ns = k8s_openapi::api::core::v1::Namespace {
         metadata: kube::api::ObjectMeta {
             name: Some(namespace.to_owned()),
-            labels: Some([(LABEL_MANAGED_BY.to_owned(), MANAGED_BY_VALUE.to_owned())].into()),
+            labels: Some(
+                [
+                    (LABEL_MANAGED_BY.to_owned(), MANAGED_BY_VALUE.to_owned()),
+                    (LABEL_OWNER.to_owned(), owner.to_string()),
+                ]
+                .into(),
+            ),
             ..Default::default()
         },
         ..Default::default()
@@ -488,5 +553,35 @@ mod tests {
         assert_eq!(release_of(&none), None, "an empty release releases nothing");
         none.annotations = None;
         assert_eq!(release_of(&none), None);
+    }
+
+    #[test]
+    fn each_owner_has_its_own_inventory_names() {
+        let (shop, default, blue) = (
+            TeamName("shop".into()),
+            Owner::default(),
+            Owner::new("blue").expect("owner"),
+        );
+        assert_eq!(name_for(&default, &shop), "pontoon-inventory-shop");
+        assert_eq!(name_for(&blue, &shop), "pontoon-inventory-shop.blue");
+        // A team and an owner can never make another pair's name.
+        let blue_shop = Owner::new("blue-shop").expect("owner");
+        assert_ne!(
+            name_for(&blue_shop, &TeamName("x".into())),
+            name_for(
+                &Owner::new("blue").expect("owner"),
+                &TeamName("shop-x".into())
+            )
+        );
+        let meta = |owner: Option<&str>| kube::api::ObjectMeta {
+            labels: owner.map(|o| [(LABEL_OWNER.to_owned(), o.to_owned())].into()),
+            ..Default::default()
+        };
+        assert_eq!(foreign_owner(&meta(None), &default), None);
+        assert_eq!(foreign_owner(&meta(Some("blue")), &blue), None);
+        assert_eq!(
+            foreign_owner(&meta(None), &blue).as_deref(),
+            Some("is labelled pontoon.dev/owner: pontoon, not this daemon's owner blue")
+        );
     }
 }

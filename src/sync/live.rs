@@ -4,7 +4,9 @@
 //! and which team holds each of pontoon's Namespaces.
 //!
 //! Everything here only reads. Ownership is what an object's labels say; an object of a
-//! team whose inventory is gone from the cluster belongs to no one any more.
+//! team whose inventory is gone from the cluster belongs to no one any more. An object
+//! another daemon instance owns (another `sync.owner` in its `pontoon.dev/owner` label) is
+//! that daemon's for good: it is never the unit's, never taken over, and never pruned.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -20,7 +22,7 @@ use super::{SyncError, Syncer, UnitResult};
 use crate::cluster::{Cluster, Resolved, gvk_of, retry_transport};
 use crate::desired::{
     ANNOTATION_PRUNE, LABEL_MANAGED_BY, LABEL_TEAM, MANAGED_BY_VALUE, NamespaceOwners, ObjectKey,
-    TeamName, UnitDesired, selector_managed, selector_team,
+    Owner, TeamName, UnitDesired, selector_team,
 };
 
 /// Live facts about an object, from the per-kind lists.
@@ -64,20 +66,27 @@ pub(super) type LiveObjects = HashMap<ObjectKey, Live>;
 /// Objects of other teams, by key, with the team their label names.
 pub(super) type ForeignOwners = HashMap<ObjectKey, String>;
 
+/// Objects of other daemon instances, by key, with the owner and team their labels name.
+pub(super) type OtherDaemons = HashMap<ObjectKey, (String, String)>;
+
 /// The live objects met that are not the unit's own.
 #[derive(Debug, Default)]
 pub(super) struct Others {
-    /// Other teams' objects.
+    /// Other teams' objects (of this daemon's owner).
     pub teams: ForeignOwners,
+    /// Objects another daemon instance (another owner) applied, whatever their team.
+    pub daemons: OtherDaemons,
     /// Objects without pontoon's labels (made by hand, by another tool, by a controller).
     pub unmanaged: Unmanaged,
 }
 
 /// Who an object belongs to, by its labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Owner {
-    /// pontoon's, for the team its label names.
+enum HeldBy {
+    /// This daemon's (its owner's), for the team its label names.
     Team(String),
+    /// Another daemon instance's: the owner and the team its labels name.
+    Daemon { owner: String, team: String },
     /// Not pontoon's: without `managed-by: pontoon` or without a team label.
     Unmanaged,
 }
@@ -90,8 +99,47 @@ pub(super) fn team_label(labels: Option<&BTreeMap<String, String>>) -> Option<&S
         .flatten()
 }
 
-fn owner_of(meta: &kube::api::ObjectMeta) -> Owner {
-    team_label(meta.labels.as_ref()).map_or(Owner::Unmanaged, |t| Owner::Team(t.clone()))
+/// Who holds an object with `meta`, as seen by the daemon instance `me`.
+fn held_by(meta: &kube::api::ObjectMeta, me: &Owner) -> HeldBy {
+    let labels = meta.labels.as_ref();
+    match team_label(labels) {
+        None => HeldBy::Unmanaged,
+        Some(team) if me.owns(labels) => HeldBy::Team(team.clone()),
+        Some(team) => HeldBy::Daemon {
+            owner: Owner::of_labels(labels).to_owned(),
+            team: team.clone(),
+        },
+    }
+}
+
+/// Adds to `refused` (an error in `r` each) every planned object in a Namespace another
+/// daemon instance holds: nothing is put into it, as nothing is put into a Namespace that
+/// exists without pontoon's labels.
+fn refuse_inside_other_daemons_namespaces(
+    planned: &[Planned<'_>],
+    daemons: &OtherDaemons,
+    refused: &mut BTreeSet<ObjectKey>,
+    r: &mut UnitResult,
+) {
+    let held: BTreeMap<&str, &str> = daemons
+        .iter()
+        .filter(|(k, _)| k.group.is_empty() && k.kind == "Namespace")
+        .map(|(k, (owner, _))| (k.name.as_str(), owner.as_str()))
+        .collect();
+    for p in planned {
+        let Some(owner) = held.get(p.key.namespace.as_str()) else {
+            continue;
+        };
+        if refused.insert(p.key.clone()) {
+            r.error(
+                &p.key,
+                format!(
+                    "namespace {} belongs to the pontoon instance with owner {owner}; nothing is applied into it (from {})",
+                    p.key.namespace, p.object.source
+                ),
+            );
+        }
+    }
 }
 
 /// Kinds to list, each with the namespaces to list it in (`""`: cluster-wide).
@@ -120,19 +168,22 @@ pub(super) fn to_json<T: serde::Serialize>(o: T) -> Result<Value, kube::Error> {
 }
 
 impl Syncer {
-    /// Which team each of pontoon's Namespaces on this cluster belongs to, by its team
-    /// label: where a render with no earlier one to go by learns who held a namespace.
+    /// Which team each of this daemon's owner's Namespaces on this cluster belongs to, by
+    /// its team label: where a render with no earlier one to go by learns who held a
+    /// namespace. Another owner's Namespaces are not listed: the sync refuses them.
     pub async fn namespace_owners(&self) -> Result<NamespaceOwners, kube::Error> {
         let api: kube::Api<k8s_openapi::api::core::v1::Namespace> =
             kube::Api::all(self.cluster.client().clone());
+        let me = &self.options.owner;
         let items = self
-            .list_pages(&selector_managed(), |p| {
+            .list_pages(&me.selector_managed(), |p| {
                 let api = api.clone();
                 async move { api.list_metadata(&p).await }
             })
             .await?;
         Ok(items
             .into_iter()
+            .filter(|n| me.owns(n.metadata.labels.as_ref()))
             .filter_map(|n| {
                 let team = n.metadata.labels?.remove(LABEL_TEAM)?;
                 Some((n.metadata.name?, TeamName(team)))
@@ -210,19 +261,22 @@ impl Syncer {
         }
         let (mut live, mut others) = (HashMap::new(), Others::default());
         for found in futures::future::join_all(pending).await {
-            for (key, owner, l) in found? {
-                match owner {
-                    Owner::Team(owner) if owner == team.0 => {
+            for (key, held, l) in found? {
+                match held {
+                    HeldBy::Team(owner) if owner == team.0 => {
                         let mut l = l;
                         if l.object.is_some() && !known.moved(&key, &l.resource_version) {
                             l.object = None;
                         }
                         live.insert(key, l);
                     }
-                    Owner::Team(owner) => {
+                    HeldBy::Team(owner) => {
                         others.teams.insert(key, owner);
                     }
-                    Owner::Unmanaged => {
+                    HeldBy::Daemon { owner, team } => {
+                        others.daemons.insert(key, (owner, team));
+                    }
+                    HeldBy::Unmanaged => {
                         others.unmanaged.insert(key, l.uid);
                     }
                 }
@@ -239,7 +293,7 @@ impl Syncer {
         namespace: String,
         selector: &str,
         detail: Detail,
-    ) -> Result<Vec<(ObjectKey, Owner, Live)>, kube::Error> {
+    ) -> Result<Vec<(ObjectKey, HeldBy, Live)>, kube::Error> {
         let api = &Cluster::api(self.cluster.client().clone(), &res, &namespace);
         let entry = |m: &kube::api::ObjectMeta, health, object| {
             let key = ObjectKey {
@@ -248,7 +302,7 @@ impl Syncer {
                 namespace: m.namespace.clone().unwrap_or_default(),
                 name: m.name.clone().unwrap_or_default(),
             };
-            let owner = owner_of(m);
+            let owner = held_by(m, &self.options.owner);
             let live = Live {
                 resource_version: m.resource_version.clone().unwrap_or_default(),
                 uid: m.uid.clone().unwrap_or_default(),
@@ -309,19 +363,30 @@ impl Syncer {
             .collect();
         let cluster_scoped = self.foreign_owners(&new, team).await?;
         others.teams.extend(cluster_scoped.teams);
+        others.daemons.extend(cluster_scoped.daemons);
         others.unmanaged.extend(cluster_scoped.unmanaged);
         let foreign = others.teams;
+        let me = &self.options.owner;
         let claimed: BTreeSet<&String> = new.iter().filter_map(|p| foreign.get(&p.key)).collect();
         let mut gone = BTreeSet::new();
         for owner in claimed {
             let owner = TeamName(owner.clone());
-            if !Inventory::exists(&self.inventory_api(), &owner).await? {
+            if !Inventory::exists(&self.inventory_api(), me, &owner).await? {
                 gone.insert(owner.0);
             }
         }
         let mut owned_elsewhere = BTreeSet::new();
         for p in &new {
-            if let Some(owner) = foreign.get(&p.key).filter(|o| gone.contains(*o)) {
+            if let Some((owner, other_team)) = others.daemons.get(&p.key) {
+                r.error(
+                    &p.key,
+                    format!(
+                        "belongs to the pontoon instance with owner {owner} (team {other_team}); this one (sync.owner {me}) does not take over another instance's object (from {}, team {team})",
+                        p.object.source
+                    ),
+                );
+                owned_elsewhere.insert(p.key.clone());
+            } else if let Some(owner) = foreign.get(&p.key).filter(|o| gone.contains(*o)) {
                 tracing::info!(unit = %desired.unit, object = %p.key, from = %owner,
                     "adopting an object left by a team pontoon no longer manages here");
             } else if let Some(owner) = foreign.get(&p.key) {
@@ -335,6 +400,7 @@ impl Syncer {
                 owned_elsewhere.insert(p.key.clone());
             }
         }
+        refuse_inside_other_daemons_namespaces(planned, &others.daemons, &mut owned_elsewhere, r);
         planned.retain(|p| !owned_elsewhere.contains(&p.key));
         Ok(others.unmanaged)
     }
@@ -368,13 +434,16 @@ impl Syncer {
         .await;
         let mut out = Others::default();
         for l in lists {
-            for (key, owner, live) in l? {
-                match owner {
-                    Owner::Team(owner) if owner == team.0 => {}
-                    Owner::Team(owner) => {
+            for (key, held, live) in l? {
+                match held {
+                    HeldBy::Team(owner) if owner == team.0 => {}
+                    HeldBy::Team(owner) => {
                         out.teams.insert(key, owner);
                     }
-                    Owner::Unmanaged => {
+                    HeldBy::Daemon { owner, team } => {
+                        out.daemons.insert(key, (owner, team));
+                    }
+                    HeldBy::Unmanaged => {
                         out.unmanaged.insert(key, live.uid);
                     }
                 }
@@ -387,7 +456,7 @@ impl Syncer {
         &self,
         res: Resolved,
         keys: BTreeSet<ObjectKey>,
-    ) -> Result<Vec<(ObjectKey, Owner, Live)>, kube::Error> {
+    ) -> Result<Vec<(ObjectKey, HeldBy, Live)>, kube::Error> {
         Ok(self
             .list_live_in(res, String::new(), "", Detail::Metadata)
             .await?

@@ -61,7 +61,7 @@ use kube::{Api, Client};
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::SyncConfig;
 use crate::describe;
-use crate::desired::{DesiredState, ObjectKey, TeamName, UnitDesired};
+use crate::desired::{DesiredState, ObjectKey, Owner, TeamName, UnitDesired};
 use in_flight::InFlight;
 use inventory::{Entry, Inventory, InventoryError};
 use memory::{Known, Memory};
@@ -73,6 +73,8 @@ pub use result::{ObjectError, UnitResult, UnitState};
 /// Settings of the sync engine (from the daemon config's `sync` section).
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
+    /// The daemon instance whose objects and inventories these are (`sync.owner`).
+    pub owner: Owner,
     pub namespace: String,
     pub concurrency: usize,
     pub force_conflicts: bool,
@@ -104,6 +106,7 @@ fn kubectl_managers() -> Vec<String> {
 impl From<&SyncConfig> for SyncOptions {
     fn from(c: &SyncConfig) -> Self {
         SyncOptions {
+            owner: c.owner.clone(),
             namespace: c.namespace.clone(),
             concurrency: c.concurrency,
             force_conflicts: c.force_conflicts,
@@ -116,6 +119,7 @@ impl From<&SyncConfig> for SyncOptions {
 impl Default for SyncOptions {
     fn default() -> Self {
         SyncOptions {
+            owner: Owner::default(),
             namespace: crate::config::DEFAULT_NAMESPACE.to_owned(),
             concurrency: crate::config::DEFAULT_CONCURRENCY as usize,
             force_conflicts: true,
@@ -191,6 +195,11 @@ impl Syncer {
         self.in_flight.contains(team)
     }
 
+    /// The daemon instance this syncer writes as: it touches no other owner's objects.
+    pub fn owner(&self) -> &Owner {
+        &self.options.owner
+    }
+
     pub fn cluster(&self) -> &Arc<Cluster> {
         &self.cluster
     }
@@ -217,7 +226,11 @@ impl Syncer {
     async fn ensure_namespace(&self) -> Result<(), kube::Error> {
         self.namespace_ready
             .get_or_try_init(|| {
-                inventory::ensure_namespace(self.cluster.client(), &self.options.namespace)
+                inventory::ensure_namespace(
+                    self.cluster.client(),
+                    &self.options.namespace,
+                    &self.options.owner,
+                )
             })
             .await
             .map(|_| ())
@@ -226,11 +239,14 @@ impl Syncer {
     /// Teams with an inventory on this cluster.
     pub async fn teams_on_cluster(&self) -> Result<Vec<TeamName>, kube::Error> {
         self.ensure_namespace().await?;
-        inventory::teams_with_inventory(&self.inventory_api()).await
+        inventory::teams_with_inventory(&self.inventory_api(), &self.options.owner).await
     }
 
     /// Makes the unit equal to `desired`. Never panics; every failure is in the result.
+    /// Every object is applied with this syncer's owner label (stamped here when the
+    /// caller did not stamp it already).
     pub async fn sync(&self, desired: &UnitDesired, revision: &str) -> UnitResult {
+        let desired = &*self.options.owner.owned(desired);
         let started = Instant::now();
         let _running = self.in_flight.start(&desired.unit.team);
         let mut result = UnitResult::new(desired.unit.clone(), revision);
@@ -313,6 +329,7 @@ impl Syncer {
             &previous,
             &desired.prune,
             &self.options.namespace,
+            &self.options.owner,
             r,
         ) {
             prune::Hold::Held => return Ok(()),
@@ -370,7 +387,8 @@ impl Syncer {
     async fn previous_inventory(&self, desired: &UnitDesired) -> Result<Inventory, SyncError> {
         let team = &desired.unit.team;
         self.ensure_namespace().await?;
-        let mut previous = Inventory::load(&self.inventory_api(), team).await?;
+        let mut previous =
+            Inventory::load(&self.inventory_api(), &self.options.owner, team).await?;
         if !previous.exists
             && let Some(last) = self.applied(team).filter(|l| !l.is_empty())
         {
@@ -400,7 +418,9 @@ impl Syncer {
         if previous.exists && union.entries.len() == previous.entries.len() {
             return Ok(None);
         }
-        union.store(&self.inventory_api(), team).await?;
+        union
+            .store(&self.inventory_api(), &self.options.owner, team)
+            .await?;
         r.writes += 1;
         Ok(Some(union))
     }
@@ -425,7 +445,9 @@ impl Syncer {
         if !same_but_found_versions(&holds, stored, unwritten) || stored.revision != holds.revision
         {
             holds.resource_version = stored.resource_version.clone();
-            holds.store(&self.inventory_api(), team).await?;
+            holds
+                .store(&self.inventory_api(), &self.options.owner, team)
+                .await?;
             r.writes += 1;
         }
         Ok(())

@@ -25,7 +25,7 @@ use super::resolve::Planned;
 use super::{Syncer, UnitResult};
 use crate::cluster::gvk_of;
 use crate::desired::{
-    Applier, DesiredObject, ObjectKey, PrunePolicy, TEAM_ROLE, TeamName, UnitDesired,
+    Applier, DesiredObject, ObjectKey, Owner, PrunePolicy, TEAM_ROLE, TeamName, UnitDesired,
 };
 
 /// What the previous inventory holds and the desired state does not.
@@ -60,6 +60,7 @@ pub(super) fn hold_mass_deletion(
     previous: &Inventory,
     policy: &PrunePolicy,
     namespace: &str,
+    owner: &Owner,
     r: &mut UnitResult,
 ) -> Hold {
     let own = |e: &&Entry| e.applier == Applier::Team;
@@ -85,12 +86,17 @@ pub(super) fn hold_mass_deletion(
     } else {
         format!(" --namespace {namespace}")
     };
+    let owner_flag = if owner.is_default() {
+        String::new()
+    } else {
+        format!(" --owner {owner}")
+    };
     r.held = to_prune.iter().map(Entry::key).collect();
     r.message = Some(format!(
-        "held: this revision would delete {deleting} of the team's {holds} objects ({:.0}% > the platform's limit of {:.0}%); nothing was applied. To release it for this revision only: pontoon release --team {team} --cluster {cluster} --revision {revision}{ns_flag} (or kubectl -n {namespace} annotate configmap {} {ANNOTATION_RELEASE}={revision} --overwrite)",
+        "held: this revision would delete {deleting} of the team's {holds} objects ({:.0}% > the platform's limit of {:.0}%); nothing was applied. To release it for this revision only: pontoon release --team {team} --cluster {cluster} --revision {revision}{ns_flag}{owner_flag} (or kubectl -n {namespace} annotate configmap {} {ANNOTATION_RELEASE}={revision} --overwrite)",
         share * 100.0,
         policy.max_share * 100.0,
-        name_for(team),
+        name_for(owner, team),
     ));
     Hold::Held
 }
@@ -297,7 +303,8 @@ impl Syncer {
         if !r.errors.is_empty() {
             return;
         }
-        match Inventory::clear_release(&self.inventory_api(), team, &release.revision).await {
+        let (api, owner) = (self.inventory_api(), &self.options.owner);
+        match Inventory::clear_release(&api, owner, team, &release.revision).await {
             Ok(true) => r.writes += 1,
             Ok(false) => {}
             Err(e) => tracing::warn!(unit = %r.unit, error = %crate::describe(&e),
@@ -409,7 +416,14 @@ mod tests {
         let all = entries(4);
         let previous = inventory(&all);
         let mut r = result();
-        let hold = hold_mass_deletion(&all[..3], &previous, &policy(0.5), NS, &mut r);
+        let hold = hold_mass_deletion(
+            &all[..3],
+            &previous,
+            &policy(0.5),
+            NS,
+            &Owner::default(),
+            &mut r,
+        );
         assert_eq!(hold, Hold::Held);
         assert_eq!(r.held.len(), 3);
         assert_eq!(
@@ -419,10 +433,27 @@ mod tests {
             )
         );
         let mut r = result();
-        hold_mass_deletion(&all[..3], &previous, &policy(0.5), "ops", &mut r);
+        hold_mass_deletion(
+            &all[..3],
+            &previous,
+            &policy(0.5),
+            "ops",
+            &Owner::default(),
+            &mut r,
+        );
         let message = r.message.unwrap_or_default();
         assert!(
             message.contains("--revision b --namespace ops (or kubectl -n ops annotate"),
+            "{message}"
+        );
+        let mut r = result();
+        let blue = Owner::new("blue").expect("owner");
+        hold_mass_deletion(&all[..3], &previous, &policy(0.5), NS, &blue, &mut r);
+        let message = r.message.unwrap_or_default();
+        assert!(
+            message.contains(
+                "--revision b --owner blue (or kubectl -n pontoon-system annotate configmap pontoon-inventory-shop.blue "
+            ),
             "{message}"
         );
     }
@@ -433,7 +464,14 @@ mod tests {
         let previous = inventory(&all);
         let mut r = result();
         let mut hold = |to_prune: &[Entry], share| {
-            hold_mass_deletion(to_prune, &previous, &policy(share), NS, &mut r)
+            hold_mass_deletion(
+                to_prune,
+                &previous,
+                &policy(share),
+                NS,
+                &Owner::default(),
+                &mut r,
+            )
         };
         assert_eq!(hold(&all[..2], 0.5), Hold::Clear);
         assert_eq!(hold(&all, 1.0), Hold::Clear);
@@ -448,7 +486,14 @@ mod tests {
         let (workloads, base) = (entries(2), base(6));
         let previous = inventory(&[workloads.clone(), base.clone()].concat());
         let mut r = result();
-        let hold = hold_mass_deletion(&workloads, &previous, &policy(0.5), NS, &mut r);
+        let hold = hold_mass_deletion(
+            &workloads,
+            &previous,
+            &policy(0.5),
+            NS,
+            &Owner::default(),
+            &mut r,
+        );
         assert_eq!(hold, Hold::Held);
         assert!(
             r.message
@@ -458,12 +503,26 @@ mod tests {
         );
         // Dropping a namespace's base alone deletes none of the team's objects.
         let mut r = result();
-        let hold = hold_mass_deletion(&base, &previous, &policy(0.0), NS, &mut r);
+        let hold = hold_mass_deletion(
+            &base,
+            &previous,
+            &policy(0.0),
+            NS,
+            &Owner::default(),
+            &mut r,
+        );
         assert_eq!(hold, Hold::Clear);
         // A removed team: everything goes, the base too; the team's objects decide.
         let mut r = result();
         let everything: Vec<Entry> = previous.entries.values().cloned().collect();
-        let hold = hold_mass_deletion(&everything, &previous, &policy(0.5), NS, &mut r);
+        let hold = hold_mass_deletion(
+            &everything,
+            &previous,
+            &policy(0.5),
+            NS,
+            &Owner::default(),
+            &mut r,
+        );
         assert_eq!(hold, Hold::Held);
         assert_eq!(
             r.held.len(),
@@ -472,7 +531,14 @@ mod tests {
         );
         // One workload of two is exactly the share: not over it.
         let mut r = result();
-        let hold = hold_mass_deletion(&workloads[..1], &previous, &policy(0.5), NS, &mut r);
+        let hold = hold_mass_deletion(
+            &workloads[..1],
+            &previous,
+            &policy(0.5),
+            NS,
+            &Owner::default(),
+            &mut r,
+        );
         assert_eq!(hold, Hold::Clear);
     }
 
@@ -482,7 +548,7 @@ mod tests {
         let mut previous = inventory(&all);
         previous.release = release("b");
         let mut r = result();
-        let hold = hold_mass_deletion(&all, &previous, &policy(0.5), NS, &mut r);
+        let hold = hold_mass_deletion(&all, &previous, &policy(0.5), NS, &Owner::default(), &mut r);
         assert_eq!(hold, Hold::Released(release("b").expect("release")));
         assert!(r.held.is_empty() && r.message.is_none(), "{r:?}");
         assert_eq!(
@@ -499,7 +565,7 @@ mod tests {
 
         previous.release = release("a");
         let mut r = result();
-        let hold = hold_mass_deletion(&all, &previous, &policy(0.5), NS, &mut r);
+        let hold = hold_mass_deletion(&all, &previous, &policy(0.5), NS, &Owner::default(), &mut r);
         assert_eq!(hold, Hold::Held);
         assert_eq!(r.released, None);
         // A prefix of the revision is not the revision.
@@ -508,7 +574,7 @@ mod tests {
             by: String::new(),
         });
         let mut r = UnitResult::new(result().unit, "bb");
-        let hold = hold_mass_deletion(&all, &previous, &policy(0.5), NS, &mut r);
+        let hold = hold_mass_deletion(&all, &previous, &policy(0.5), NS, &Owner::default(), &mut r);
         assert_eq!(hold, Hold::Held);
     }
 

@@ -4,7 +4,7 @@
 //! them names what the operator then reviews (the command prints every entry).
 //!
 //! What it takes: every object of every served, listable kind that carries pontoon's
-//! labels for the team, in a namespace that itself carries them (a team's namespaces), and
+//! labels for the team and the daemon's owner, in a namespace that itself carries them (a team's namespaces), and
 //! the team's cluster-scoped objects (its Namespaces). A labelled object in any other
 //! namespace (kube-system, another team's) is left out and reported: labels alone never
 //! make something pontoon may prune. Each entry keeps the live uid, so a prune still
@@ -24,9 +24,7 @@ use super::inventory::{Entry, Inventory, LABEL_INVENTORY};
 use super::inventory_pages::LABEL_INVENTORY_PAGE;
 use crate::cluster::retry_transport;
 use crate::describe;
-use crate::desired::{
-    ANNOTATION_SOURCE, Applier, LABEL_MANAGED_BY, LABEL_TEAM, MANAGED_BY_VALUE, TeamName,
-};
+use crate::desired::{ANNOTATION_SOURCE, Applier, LABEL_TEAM, Owner, TeamName};
 
 /// Why an inventory could not be rebuilt.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +46,8 @@ pub struct Rebuilt {
     pub left_out: Vec<String>,
 }
 
-fn selector(team: &TeamName) -> String {
-    format!("{LABEL_MANAGED_BY}={MANAGED_BY_VALUE},{LABEL_TEAM}={team}")
+fn selector(owner: &Owner, team: &TeamName) -> String {
+    format!("{},{LABEL_TEAM}={team}", owner.selector_managed())
 }
 
 /// The unit's inventory and its pages carry the team's labels too.
@@ -79,10 +77,13 @@ fn applier_of(o: &DynamicObject, team: &TeamName) -> Applier {
 pub async fn rebuild(
     client: &Client,
     inventory_namespace: &str,
+    owner: &Owner,
     team: &TeamName,
     dry_run: bool,
 ) -> Result<Rebuilt, RebuildError> {
-    let found = labelled(client, team).await?;
+    let mut found = labelled(client, owner, team).await?;
+    // The default owner's selector also finds other owners' objects: theirs are not ours.
+    found.retain(|(_, o)| owner.owns(o.metadata.labels.as_ref()));
     let namespaces: BTreeSet<String> = found
         .iter()
         .filter(|(res, _)| res.kind == "Namespace" && res.group.is_empty())
@@ -114,7 +115,7 @@ pub async fn rebuild(
     out.entries.sort();
     out.left_out.sort();
     if !dry_run {
-        write(client, inventory_namespace, team, &out.entries).await?;
+        write(client, inventory_namespace, owner, team, &out.entries).await?;
     }
     Ok(out)
 }
@@ -122,13 +123,14 @@ pub async fn rebuild(
 /// Every object of a served, listable kind labelled for `team`, with its kind.
 async fn labelled(
     client: &Client,
+    owner: &Owner,
     team: &TeamName,
 ) -> Result<Vec<(ApiResource, DynamicObject)>, RebuildError> {
     let discovery = Discovery::new(client.clone())
         .run()
         .await
         .map_err(RebuildError::Discovery)?;
-    let params = ListParams::default().labels(&selector(team));
+    let params = ListParams::default().labels(&selector(owner, team));
     let mut out = Vec::new();
     for group in discovery.groups() {
         for (res, caps) in group.recommended_resources() {
@@ -152,11 +154,12 @@ async fn labelled(
 async fn write(
     client: &Client,
     namespace: &str,
+    owner: &Owner,
     team: &TeamName,
     entries: &[Entry],
 ) -> Result<(), RebuildError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let name = super::inventory::name_for(team);
+    let name = super::inventory::name_for(owner, team);
     let current = retry_transport(|| api.get_opt(&name))
         .await
         .map_err(RebuildError::Write)?;
@@ -173,7 +176,7 @@ async fn write(
         paged: true,
     };
     inventory
-        .store(&api, team)
+        .store(&api, owner, team)
         .await
         .map_err(RebuildError::Write)
 }

@@ -62,7 +62,7 @@ impl Syncer {
         let mut result = UnitResult::new(desired.unit.clone(), revision);
         match self.sync_inner(&desired, &mut result).await {
             Ok(()) if result.errors.is_empty() && result.held.is_empty() => {
-                match Inventory::delete(&self.inventory_api(), team).await {
+                match Inventory::delete(&self.inventory_api(), &self.options.owner, team).await {
                     Ok(()) => result.writes += 1,
                     Err(e) => result.error("inventory", e.to_string()),
                 }

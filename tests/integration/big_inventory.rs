@@ -77,7 +77,7 @@ async fn a_unit_of_twenty_thousand_objects_syncs_prunes_and_survives_a_restart()
     let (listed, existing) = pages(&inventories, team).await;
     assert!(listed.len() >= 2, "20,000 entries need pages: {listed:?}");
     assert_eq!(listed, existing, "every page listed exists, and no other");
-    let stored = Inventory::load(&inventories, &TeamName(team.into()))
+    let stored = Inventory::load(&inventories, &Owner::default(), &TeamName(team.into()))
         .await
         .expect("inventory reads");
     let ours: Vec<_> = stored
@@ -104,7 +104,7 @@ async fn a_unit_of_twenty_thousand_objects_syncs_prunes_and_survives_a_restart()
     assert_eq!(names, expected);
     let (listed, existing) = pages(&inventories, team).await;
     assert_eq!(listed, existing, "pages of the earlier write are removed");
-    let stored = Inventory::load(&inventories, &TeamName(team.into()))
+    let stored = Inventory::load(&inventories, &Owner::default(), &TeamName(team.into()))
         .await
         .expect("inventory reads");
     assert_eq!(
@@ -118,7 +118,7 @@ async fn a_unit_of_twenty_thousand_objects_syncs_prunes_and_survives_a_restart()
     assert_eq!(stored.revision, "r2");
 
     // Deleting the inventory (as a team's removal does) deletes its pages too.
-    Inventory::delete(&inventories, &TeamName(team.into()))
+    Inventory::delete(&inventories, &Owner::default(), &TeamName(team.into()))
         .await
         .expect("delete inventory");
     let (listed, existing) = pages(&inventories, team).await;

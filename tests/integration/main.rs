@@ -24,6 +24,7 @@ mod hold;
 mod leader;
 mod manifests;
 mod namespaces;
+mod owners;
 mod page;
 mod plans;
 mod prometheus;

@@ -324,20 +324,21 @@ async fn an_inventory_changed_since_it_was_read_is_not_overwritten() {
 
     let api = inventories(&client);
     let tn = TeamName(team.clone());
-    let mut read = Inventory::load(&api, &tn).await.expect("inventory");
-    let mut other = Inventory::load(&api, &tn).await.expect("inventory");
+    let owner = pontoon::desired::Owner::default();
+    let mut read = Inventory::load(&api, &owner, &tn).await.expect("inventory");
+    let mut other = Inventory::load(&api, &owner, &tn).await.expect("inventory");
     other.revision = "written-by-the-other".into();
     other
-        .store(&api, &tn)
+        .store(&api, &owner, &tn)
         .await
         .expect("the first writer writes");
 
     read.revision = "stale".into();
-    match read.store(&api, &tn).await {
+    match read.store(&api, &owner, &tn).await {
         Err(kube::Error::Api(s)) if s.code == 409 => {}
         other => panic!("a write at a stale resourceVersion must conflict, got {other:?}"),
     }
-    let now = Inventory::load(&api, &tn).await.expect("inventory");
+    let now = Inventory::load(&api, &owner, &tn).await.expect("inventory");
     assert_eq!(now.revision, "written-by-the-other");
     assert_eq!(
         now.entries, read.entries,
@@ -346,10 +347,13 @@ async fn an_inventory_changed_since_it_was_read_is_not_overwritten() {
 
     let mut fresh = now.clone();
     fresh.revision = "fresh".into();
-    fresh.store(&api, &tn).await.expect("a fresh read writes");
+    fresh
+        .store(&api, &owner, &tn)
+        .await
+        .expect("a fresh read writes");
     fresh.revision = "again".into();
     fresh
-        .store(&api, &tn)
+        .store(&api, &owner, &tn)
         .await
         .expect("the version a write returns is the next write's");
 }

@@ -154,9 +154,13 @@ async fn an_object_deleted_while_down_is_created_again() {
     // finds it as pontoon left it, not as someone else's.
     let live = cms.get("cm1").await.expect("cm1").metadata;
     let inventories: Api<ConfigMap> = Api::namespaced(cp.client().await, DEFAULT_NAMESPACE);
-    let inventory = Inventory::load(&inventories, &TeamName(team.clone()))
-        .await
-        .expect("inventory");
+    let inventory = Inventory::load(
+        &inventories,
+        &pontoon::desired::Owner::default(),
+        &TeamName(team.clone()),
+    )
+    .await
+    .expect("inventory");
     let entry = inventory
         .entries
         .values()

@@ -119,6 +119,11 @@ impl DaemonConfig {
         self.sync_field("namespace", json!(namespace))
     }
 
+    /// `sync.owner`: the daemon instance this is (the default owner otherwise).
+    pub fn owner(self, owner: &str) -> DaemonConfig {
+        self.sync_field("owner", json!(owner))
+    }
+
     fn sync_field(mut self, field: &str, value: Value) -> DaemonConfig {
         self.sync.insert(field.into(), value);
         self

@@ -122,6 +122,7 @@ impl Syncer {
         desired: &UnitDesired,
         revision: &str,
     ) -> Result<UnitPlan, PlanError> {
+        let desired = &*self.options.owner.owned(desired);
         let team = &desired.unit.team;
         let mut r = UnitResult::new(desired.unit.clone(), revision);
         let mut plan = UnitPlan::new(desired.unit.clone());
@@ -138,7 +139,7 @@ impl Syncer {
             return Ok(plan);
         }
         let previous = match self.ensure_namespace().await {
-            Ok(()) => Inventory::load(&self.inventory_api(), team).await?,
+            Ok(()) => Inventory::load(&self.inventory_api(), &self.options.owner, team).await?,
             // A read-only identity cannot create the namespace; then nothing was synced yet.
             Err(_) => Inventory::default(),
         };
@@ -162,6 +163,7 @@ impl Syncer {
             &previous,
             &desired.prune,
             &self.options.namespace,
+            &self.options.owner,
             &mut r,
         ) {
             Hold::Held => plan.held = r.message.take(),

@@ -208,7 +208,12 @@ async fn pull_request_plans_dry_run_only_what_they_change_and_name_a_held_unit()
     // main, synced as the daemon would.
     let snapshot =
         pontoon::source::git::fetch_review(&target, "refs/heads/main", &main).expect("fetch main");
-    let state = pontoon::daemon::poll_and_render::render(snapshot.into(), owners.clone()).await;
+    let state = pontoon::daemon::poll_and_render::render(
+        snapshot.into(),
+        owners.clone(),
+        &pontoon::desired::Owner::default(),
+    )
+    .await;
     for unit in state.units.values() {
         assert_synced(&s.sync(unit, &state.revision).await);
     }

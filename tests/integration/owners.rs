@@ -1,0 +1,496 @@
+//! Two pontoon instances on one cluster, told apart by `sync.owner`: each lists, trusts,
+//! prunes and writes only what carries its own owner, in the default `sync.namespace`.
+//! A control plane of its own: an instance's removed-team detection sees every inventory
+//! on its cluster, which is the point here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::Api;
+use kube::api::ListParams;
+use pontoon::cluster::Cluster;
+use pontoon::daemon::leader::{self, LeaseSettings};
+use pontoon::desired::*;
+use pontoon::sync::{SyncOptions, Syncer, UnitResult, UnitState};
+use tokio::sync::watch;
+
+use crate::support::audit;
+use crate::support::control_plane::{self, ControlPlane, unique_name};
+use crate::support::daemon::write;
+use crate::support::daemon_config::DaemonConfig;
+
+/// The control plane of these tests, and the cluster's name in their platform repos.
+const PLANE: &str = "owners";
+
+/// One team of a platform repo: its namespaces and its ConfigMaps `(namespace, name,
+/// value)`.
+struct Team<'a> {
+    name: &'a str,
+    namespaces: Vec<&'a str>,
+    configmaps: Vec<(&'a str, &'a str, &'a str)>,
+}
+
+/// The files of a platform repo on the cluster [`PLANE`]: ConfigMaps allowed, whole units
+/// prunable (`maxShare: 1.0`, so a removed team is deleted, not held).
+fn repo(teams: &[Team<'_>]) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    files.insert(
+        "platform.yaml".to_owned(),
+        format!("apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: p}}\nspec:\n  clusters: [{{name: {PLANE}}}]\n  policy:\n    allowedKinds: [{{group: \"\", kind: ConfigMap}}]\n    prune: {{maxShare: 1.0}}\n"),
+    );
+    for t in teams {
+        files.insert(
+            format!("teams/{}/team.yaml", t.name),
+            format!(
+                "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {}}}\nspec:\n  namespaces: [{}]\n  clusters: {{names: [{PLANE}]}}\n",
+                t.name,
+                t.namespaces.join(", ")
+            ),
+        );
+        let docs: Vec<String> = t
+            .configmaps
+            .iter()
+            .map(|(ns, name, value)| {
+                format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {ns}}}\ndata: {{v: \"{value}\"}}\n")
+            })
+            .collect();
+        files.insert(format!("teams/{}/app.yaml", t.name), docs.join("---\n"));
+    }
+    files
+}
+
+/// An instance's syncer on `cp` as `owner`, sending `agent` as its user agent so the
+/// audit log tells its writes apart.
+async fn instance(cp: &ControlPlane, owner: &str, agent: &'static str) -> Syncer {
+    let mut config = cp.config().await;
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(agent),
+    ));
+    let cluster = Cluster::from_config(ClusterName(cp.name.into()), config, 16).expect("cluster");
+    let options = SyncOptions {
+        owner: Owner::new(owner).expect("owner"),
+        ..SyncOptions::default()
+    };
+    Syncer::new(Arc::new(cluster), options)
+}
+
+/// One revision of an instance's repo, as its daemon syncs it: every unit, and the teams
+/// that left.
+async fn sync(s: &Syncer, files: &BTreeMap<String, String>, rev: &str) -> Vec<UnitResult> {
+    let files: pontoon::render::Files = files
+        .iter()
+        .map(|(p, t)| (p.clone(), t.clone().into_bytes()))
+        .collect();
+    let earlier = s.namespace_owners().await.expect("namespace owners");
+    let state = pontoon::render::render_after(&files, rev, &earlier);
+    assert!(state.failed_teams.is_empty(), "{:?}", state.diagnostics);
+    s.sync_cluster(&state).await
+}
+
+fn result<'a>(results: &'a [UnitResult], team: &str) -> &'a UnitResult {
+    results
+        .iter()
+        .find(|r| r.unit.team.0 == team)
+        .unwrap_or_else(|| panic!("no result for team {team}: {results:?}"))
+}
+
+fn assert_synced(results: &[UnitResult]) {
+    for r in results {
+        assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    }
+}
+
+/// Every object of the kinds pontoon writes here that carries `owner`'s label:
+/// `Kind namespace/name` to `uid@resourceVersion`.
+async fn owned_by(client: &kube::Client, owner: &str) -> BTreeMap<String, String> {
+    let selector = format!("{LABEL_OWNER}={owner}");
+    let mut out = BTreeMap::new();
+    versions::<Namespace>(client, &selector, &mut out).await;
+    versions::<ConfigMap>(client, &selector, &mut out).await;
+    versions::<ResourceQuota>(client, &selector, &mut out).await;
+    versions::<Role>(client, &selector, &mut out).await;
+    versions::<RoleBinding>(client, &selector, &mut out).await;
+    versions::<NetworkPolicy>(client, &selector, &mut out).await;
+    out
+}
+
+async fn versions<K>(client: &kube::Client, selector: &str, out: &mut BTreeMap<String, String>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let list = api
+        .list_metadata(&ListParams::default().labels(selector))
+        .await
+        .expect("list");
+    for o in list.items {
+        let m = o.metadata;
+        out.insert(
+            format!(
+                "{} {}/{}",
+                K::kind(&()),
+                m.namespace.unwrap_or_default(),
+                m.name.unwrap_or_default()
+            ),
+            format!(
+                "{}@{}",
+                m.uid.unwrap_or_default(),
+                m.resource_version.unwrap_or_default()
+            ),
+        );
+    }
+}
+
+/// The writes the apiserver received from `agent` since `after` that concern one of
+/// `objects` (as [`owned_by`] names them) or anything in their team namespaces.
+fn writes_to(
+    cp: &ControlPlane,
+    agent: &str,
+    after: jiff::Timestamp,
+    objects: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let sync_namespace = SyncOptions::default().namespace;
+    let mut names = BTreeSet::new();
+    let mut team_namespaces = BTreeSet::new();
+    for key in objects.keys() {
+        let (kind, path) = key.split_once(' ').expect("kind and path");
+        let (ns, name) = path.split_once('/').expect("namespace/name");
+        names.insert((ns.to_owned(), name.to_owned()));
+        if kind == "Namespace" && name != sync_namespace {
+            team_namespaces.insert(name.to_owned());
+        }
+    }
+    audit::writes_by(cp.dir(), agent, after)
+        .into_iter()
+        .filter(|e| {
+            let Some(o) = &e.object_ref else { return false };
+            team_namespaces.contains(&o.namespace)
+                || (o.resource == "namespaces" && team_namespaces.contains(&o.name))
+                || names.contains(&(o.namespace.clone(), o.name.clone()))
+        })
+        .map(|e| e.describe())
+        .collect()
+}
+
+async fn value(client: &kube::Client, ns: &str, name: &str) -> Option<String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    api.get_opt(name)
+        .await
+        .expect("get configmap")
+        .and_then(|c| c.data?.remove("v"))
+}
+
+/// Lets the audit log's clock move past the writes before a mark (its timestamps have
+/// microseconds; the machine is loaded).
+async fn mark() -> jiff::Timestamp {
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    jiff::Timestamp::now()
+}
+
+/// Two instances with different owners and platform repos on one cluster, each syncing
+/// several revisions (changes, additions, removals, a team removed, a claim on the other's
+/// namespace): not one object of either is written by the other, by resourceVersion and
+/// by the apiserver's audit log. Both repos have a team of the same name.
+#[tokio::test]
+async fn two_owners_on_one_cluster_never_touch_each_others_objects() {
+    const AGENT_X: &str = "pontoon-owners-test-x";
+    const AGENT_Y: &str = "pontoon-owners-test-y";
+    let cp = control_plane::dedicated(PLANE);
+    let client = cp.client().await;
+    let (ox, oy) = (unique_name("ox"), unique_name("oy"));
+    let (x, y) = (
+        instance(cp, &ox, AGENT_X).await,
+        instance(cp, &oy, AGENT_Y).await,
+    );
+    let (shop, web, ops) = (unique_name("shop"), unique_name("web"), unique_name("ops"));
+    let (xs, xw) = (format!("x-{shop}"), format!("x-{web}"));
+    let (ys, yo) = (format!("y-{shop}"), format!("y-{ops}"));
+
+    let x1 = repo(&[
+        Team {
+            name: &shop,
+            namespaces: vec![&xs],
+            configmaps: vec![(&xs, "a", "x1"), (&xs, "b", "x1")],
+        },
+        Team {
+            name: &web,
+            namespaces: vec![&xw],
+            configmaps: vec![(&xw, "a", "x1")],
+        },
+    ]);
+    let y_ops = Team {
+        name: &ops,
+        namespaces: vec![&yo],
+        configmaps: vec![(&yo, "a", "y1")],
+    };
+    let y1 = repo(&[
+        Team {
+            name: &shop,
+            namespaces: vec![&ys],
+            configmaps: vec![(&ys, "a", "y1"), (&ys, "b", "y1")],
+        },
+        y_ops,
+    ]);
+    let r = sync(&x, &x1, "x1").await;
+    assert_synced(&r);
+    let r = sync(&y, &y1, "y1").await;
+    assert_synced(&r);
+    assert_eq!(r.len(), 2, "y sees no team of x's as removed: {r:?}");
+
+    // y's revisions: a change, an addition, a removal, a claim on x's namespace, then the
+    // claim dropped and a whole team removed, then one more addition.
+    let xs_before = owned_by(&client, &ox).await;
+    assert!(
+        xs_before.contains_key(&format!("ConfigMap {xs}/a"))
+            && xs_before.contains_key(&format!(
+                "ConfigMap pontoon-system/pontoon-inventory-{shop}.{ox}"
+            )),
+        "{xs_before:?}"
+    );
+    let since = mark().await;
+    let y2 = repo(&[
+        Team {
+            name: &shop,
+            namespaces: vec![&ys, &xs],
+            configmaps: vec![(&ys, "a", "y2"), (&ys, "c", "y2"), (&xs, "z", "y2")],
+        },
+        Team {
+            name: &ops,
+            namespaces: vec![&yo],
+            configmaps: vec![(&yo, "a", "y1")],
+        },
+    ]);
+    let r = sync(&y, &y2, "y2").await;
+    let claim = result(&r, &shop);
+    assert_eq!(claim.state, UnitState::Failed, "{claim:?}");
+    let errors = format!("{:?}", claim.errors);
+    assert!(
+        errors.contains(&format!(
+            "belongs to the pontoon instance with owner {ox} (team {shop}); this one (sync.owner {oy}) does not take over another instance's object"
+        )) && errors.contains(&format!(
+            "namespace {xs} belongs to the pontoon instance with owner {ox}; nothing is applied into it"
+        )),
+        "{errors}"
+    );
+    assert_eq!(value(&client, &ys, "a").await.as_deref(), Some("y2"));
+    let y3 = repo(&[Team {
+        name: &shop,
+        namespaces: vec![&ys],
+        configmaps: vec![(&ys, "a", "y2"), (&ys, "c", "y2")],
+    }]);
+    let r = sync(&y, &y3, "y3").await;
+    assert_synced(&r);
+    assert!(
+        result(&r, &ops)
+            .pruned
+            .iter()
+            .any(|k| k.kind == "ConfigMap"),
+        "the team y removed is pruned: {r:?}"
+    );
+    let y4 = repo(&[Team {
+        name: &shop,
+        namespaces: vec![&ys],
+        configmaps: vec![(&ys, "a", "y2"), (&ys, "c", "y2"), (&ys, "d", "y4")],
+    }]);
+    assert_synced(&sync(&y, &y4, "y4").await);
+    assert_eq!(value(&client, &ys, "b").await, None, "y pruned its own b");
+    assert_eq!(value(&client, &yo, "a").await, None, "y removed its team");
+    assert_eq!(value(&client, &ys, "d").await.as_deref(), Some("y4"));
+
+    assert_eq!(
+        owned_by(&client, &ox).await,
+        xs_before,
+        "y's syncs left every object of x's as it was"
+    );
+    let touched = writes_to(cp, AGENT_Y, since, &xs_before);
+    assert!(touched.is_empty(), "y wrote to x's objects: {touched:#?}");
+    assert!(
+        !audit::writes_by(cp.dir(), AGENT_Y, since).is_empty(),
+        "y's writes are in the audit log under its user agent"
+    );
+
+    // x's revisions: a change, an addition, a team removed (its team `shop` has the name
+    // of y's).
+    let ys_before = owned_by(&client, &oy).await;
+    let since = mark().await;
+    let x2 = repo(&[Team {
+        name: &shop,
+        namespaces: vec![&xs],
+        configmaps: vec![(&xs, "a", "x2"), (&xs, "b", "x1"), (&xs, "e", "x2")],
+    }]);
+    let r = sync(&x, &x2, "x2").await;
+    assert_synced(&r);
+    assert!(
+        result(&r, &web)
+            .pruned
+            .iter()
+            .any(|k| k.kind == "ConfigMap"),
+        "{r:?}"
+    );
+    let x3 = repo(&[Team {
+        name: &shop,
+        namespaces: vec![&xs],
+        configmaps: vec![(&xs, "a", "x3"), (&xs, "e", "x2")],
+    }]);
+    let r = sync(&x, &x3, "x3").await;
+    assert_synced(&r);
+    assert_eq!(r.len(), 1, "x sees no team of y's as removed: {r:?}");
+    assert_eq!(value(&client, &xs, "a").await.as_deref(), Some("x3"));
+    assert_eq!(value(&client, &xw, "a").await, None, "x removed its team");
+    assert_eq!(
+        owned_by(&client, &oy).await,
+        ys_before,
+        "x's syncs left every object of y's as it was"
+    );
+    let touched = writes_to(cp, AGENT_X, since, &ys_before);
+    assert!(touched.is_empty(), "x wrote to y's objects: {touched:#?}");
+}
+
+/// `pontoon sync --once --config <dir>/pontoon.yaml`, asserting it exits 0; its stdout.
+fn sync_once(dir: &Path) -> String {
+    let config = dir.join("pontoon.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_pontoon"))
+        .args(["sync", "--once", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run pontoon");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Two daemons with different platform repos and the default `sync.namespace` on one
+/// cluster, as `pontoon sync --once` runs them: the first keeps the default owner (a
+/// cluster synced before owners existed), the second names its own. Neither takes the
+/// other's inventories for teams removed from its repo (which, with `maxShare: 1.0`,
+/// deleted them), in either order, over two revisions each.
+#[tokio::test]
+async fn two_daemons_in_the_default_namespace_do_not_prune_each_others_teams() {
+    let cp = control_plane::dedicated(PLANE);
+    let client = cp.client().await;
+    let (ta, tb, owner_b) = (unique_name("ta"), unique_name("tb"), unique_name("ob"));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let write_repo = |dir: &Path, team: &str, v: &str| {
+        let files = repo(&[Team {
+            name: team,
+            namespaces: vec![team],
+            configmaps: vec![(team, "app", v)],
+        }]);
+        for (path, text) in &files {
+            write(&dir.join("platform"), path, text);
+        }
+    };
+    write_repo(&a, &ta, "a1");
+    write_repo(&b, &tb, "b1");
+    DaemonConfig::dir(&a.join("platform"))
+        .cluster(PLANE, &cp.kubeconfig)
+        .write(&a);
+    DaemonConfig::dir(&b.join("platform"))
+        .cluster(PLANE, &cp.kubeconfig)
+        .owner(&owner_b)
+        .write(&b);
+
+    let out = sync_once(&a);
+    assert!(out.contains(&format!("{PLANE}/{ta}")), "{out}");
+    let out = sync_once(&b);
+    assert!(!out.contains(&ta), "b does not sync a's team: {out}");
+    assert_eq!(value(&client, &ta, "app").await.as_deref(), Some("a1"));
+    let out = sync_once(&a);
+    assert!(!out.contains(&tb), "a does not sync b's team: {out}");
+    assert_eq!(value(&client, &tb, "app").await.as_deref(), Some("b1"));
+
+    write_repo(&a, &ta, "a2");
+    write_repo(&b, &tb, "b2");
+    sync_once(&b);
+    sync_once(&a);
+    assert_eq!(value(&client, &ta, "app").await.as_deref(), Some("a2"));
+    assert_eq!(value(&client, &tb, "app").await.as_deref(), Some("b2"));
+
+    // Each daemon's inventory under its own name, with its owner's label.
+    let inventories: Api<ConfigMap> = Api::namespaced(client, &SyncOptions::default().namespace);
+    let owner_of = |cm: Option<ConfigMap>| {
+        cm.and_then(|c| c.metadata.labels?.remove(LABEL_OWNER))
+            .unwrap_or_default()
+    };
+    let a_inventory = inventories
+        .get_opt(&format!("pontoon-inventory-{ta}"))
+        .await
+        .expect("get");
+    assert_eq!(owner_of(a_inventory), DEFAULT_OWNER);
+    let b_inventory = inventories
+        .get_opt(&format!("pontoon-inventory-{tb}.{owner_b}"))
+        .await
+        .expect("get");
+    assert_eq!(owner_of(b_inventory), owner_b);
+}
+
+/// A candidate for the Lease `lease` in `default` as `owner` (3 s leases, tried every
+/// 300 ms): whether it leads, and its task.
+fn candidate(
+    client: kube::Client,
+    lease: &str,
+    owner: &str,
+    identity: &str,
+) -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
+    let (tx, leading) = watch::channel(false);
+    let (stop, stop_rx) = watch::channel(false);
+    let settings = LeaseSettings {
+        retry: Duration::from_millis(300),
+        owner: Owner::new(owner).expect("owner"),
+        ..LeaseSettings::new("default", lease, identity, Duration::from_secs(3))
+    };
+    let task = tokio::spawn(async move {
+        leader::run(client, settings, tx, stop_rx).await;
+        drop(stop);
+    });
+    (leading, task)
+}
+
+/// The Lease carries its owner, and a daemon of another owner configured with the same
+/// Lease name never takes it, even once it expires; a replica of the same owner does.
+#[tokio::test]
+async fn a_lease_is_taken_over_only_by_a_daemon_of_its_owner() {
+    let cp = control_plane::shared();
+    let client = cp.client().await;
+    let lease = unique_name("owned-lease");
+    let (ox, oy) = (unique_name("lx"), unique_name("ly"));
+    let (mut x, x_task) = candidate(client.clone(), &lease, &ox, "x-1");
+    tokio::time::timeout(Duration::from_secs(10), x.wait_for(|l| *l))
+        .await
+        .expect("x leads in time")
+        .expect("election runs");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let labels = leases.get(&lease).await.expect("lease").metadata.labels;
+    assert_eq!(
+        labels.and_then(|mut l| l.remove(LABEL_OWNER)),
+        Some(ox.clone())
+    );
+
+    // x dies without letting go: the Lease expires after 3 s.
+    x_task.abort();
+    let (y, y_task) = candidate(client.clone(), &lease, &oy, "y-1");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(!*y.borrow(), "a daemon of another owner took the Lease");
+    let (mut x2, x2_task) = candidate(client, &lease, &ox, "x-2");
+    tokio::time::timeout(Duration::from_secs(10), x2.wait_for(|l| *l))
+        .await
+        .expect("a replica of x's owner takes over")
+        .expect("election runs");
+    assert!(!*y.borrow());
+    y_task.abort();
+    x2_task.abort();
+}
