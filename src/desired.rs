@@ -30,7 +30,8 @@ pub const LABEL_TEAM: &str = "pontoon.dev/team";
 pub const ANNOTATION_SOURCE: &str = "pontoon.dev/source";
 /// Annotation or label `pontoon.dev/prune: disabled` keeps an object when it leaves the repo.
 pub const ANNOTATION_PRUNE: &str = "pontoon.dev/prune";
-/// The field manager of every apply.
+/// The field manager of the default owner's applies (another owner's is
+/// `pontoon-<owner>`: [`Owner::field_manager`]).
 pub const FIELD_MANAGER: &str = "pontoon";
 /// The Role (and its RoleBinding) in each of a team's namespaces that lets the team's
 /// identity manage the kinds the team uses.
@@ -89,12 +90,13 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// Server-side apply as pontoon's field manager. Field validation is `Ignore`: for an
+/// Server-side apply as `owner`'s field manager ([`Owner::field_manager`]: `pontoon` for
+/// the default owner). Field validation is `Ignore`: for an
 /// apply, `Warn` and `Strict` only add a second, strict YAML parse of the body to find
 /// duplicate keys, which a body serialized from a JSON value cannot hold; a field the
 /// schema does not declare is refused by the apply itself whatever the setting.
-pub fn apply_params() -> kube::api::PatchParams {
-    kube::api::PatchParams::apply(FIELD_MANAGER).validation_ignore()
+pub fn apply_params(owner: &Owner) -> kube::api::PatchParams {
+    kube::api::PatchParams::apply(&owner.field_manager()).validation_ignore()
 }
 
 /// A team's name, as its folder under `teams/` says.

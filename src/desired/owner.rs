@@ -1,7 +1,7 @@
 //! The daemon instance that owns what it applies: its `sync.owner`, one name per pontoon
 //! installation on a cluster. Everything pontoon writes carries it (the label
 //! [`LABEL_OWNER`] on applied objects and inventories, the inventory's name, the leader
-//! Lease's name), and every query and decision of a daemon is limited
+//! Lease's name, the field manager), and every query and decision of a daemon is limited
 //! to what carries its own: another owner's inventories are not read, listed as removed
 //! teams nor pruned, and another owner's objects are neither watched nor taken over.
 //!
@@ -89,6 +89,17 @@ impl Owner {
     /// other labels are checked by the caller).
     pub fn owns(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
         Owner::of_labels(labels) == self.0
+    }
+
+    /// The field manager of this owner's applies: `pontoon` for the default owner (as
+    /// always), `pontoon-<owner>` for the others, so that two owners never share the
+    /// ownership of a field and a write of one is never taken for the other's own.
+    pub fn field_manager(&self) -> String {
+        if self.is_default() {
+            super::FIELD_MANAGER.to_owned()
+        } else {
+            format!("{}-{}", super::FIELD_MANAGER, self.0)
+        }
     }
 
     /// The leader Lease's name when the config names none: `pontoon` for the default
@@ -253,11 +264,13 @@ mod tests {
     #[test]
     fn the_default_owner_keeps_the_names_pontoon_always_used() {
         let (default, blue) = (Owner::default(), Owner::new("blue").expect("owner"));
+        assert_eq!(default.field_manager(), "pontoon");
         assert_eq!(default.lease_name(), "pontoon");
         assert_eq!(
             default.selector_managed(),
             "app.kubernetes.io/managed-by=pontoon"
         );
+        assert_eq!(blue.field_manager(), "pontoon-blue");
         assert_eq!(blue.lease_name(), "pontoon-blue");
         assert_eq!(
             blue.selector_managed(),

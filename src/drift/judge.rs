@@ -92,6 +92,7 @@ impl DriftWatch {
             return;
         }
         let live = serde_json::to_value(&o).unwrap_or(Value::Null);
+        let ours = self.syncer.owner().field_manager();
         let (paths, additions) = if deleted {
             (vec!["(deleted)".to_owned()], Vec::new())
         } else {
@@ -104,6 +105,7 @@ impl DriftWatch {
                     &live,
                     &self.human_managers,
                     &a.desired.ignore_fields,
+                    &ours,
                 ),
             )
         };
@@ -116,15 +118,15 @@ impl DriftWatch {
         let (manager, at) = if deleted {
             ("unknown".to_owned(), String::new())
         } else {
-            changed_by(&live, &paths).unwrap_or_else(|| last_writer(&live))
+            changed_by(&live, &paths, &ours).unwrap_or_else(|| last_writer(&live))
         };
-        if manager == crate::desired::FIELD_MANAGER && !deleted && additions.is_empty() {
+        if manager == ours && !deleted && additions.is_empty() {
             if self.syncer.is_syncing(&team) {
                 // Our own write in flight: the sync that made it records the new version.
                 // A field someone removed while the sync ran is owned by nobody: judged
                 // again once the sync is over, against what it applied, or it is lost
                 // when the sync's apply came first.
-                if !written_by_pontoon(&live, &paths) {
+                if !written_by_pontoon(&live, &paths, &ours) {
                     self.recheck_after_sync(resolved, team, key, None);
                 }
                 return;
@@ -198,10 +200,11 @@ impl DriftWatch {
         let name = o.metadata.name.clone().unwrap_or_default();
         let paths: Vec<String> = additions.iter().map(|a| a.path.clone()).collect();
         let object = key.clone();
+        let manager = self.syncer.owner().field_manager();
         self.side_writes
             .submit(team, "removing fields added by hand", async move {
                 let params = kube::api::PatchParams {
-                    field_manager: Some(crate::desired::FIELD_MANAGER.to_owned()),
+                    field_manager: Some(manager),
                     ..Default::default()
                 };
                 api.patch(&name, &params, &kube::api::Patch::<()>::Json(patch))

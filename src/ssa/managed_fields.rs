@@ -50,11 +50,11 @@ pub fn last_writer(live: &Value) -> (String, String) {
     }
 }
 
-/// Who owns the drifted fields now: the newest of the field managers other than pontoon
-/// (status writers aside) whose `managedFields` cover one of `paths` (a changed value moves to whoever changed
+/// Who owns the drifted fields now: the newest of the field managers other than pontoon's
+/// own (`ours`, the daemon's owner's field manager; status writers aside) whose `managedFields` cover one of `paths` (a changed value moves to whoever changed
 /// it). `managedFields` times have whole seconds, so the newest entry alone cannot tell
 /// a hand edit from pontoon's apply in the same second; ownership can.
-pub fn changed_by(live: &Value, paths: &[String]) -> Option<(String, String)> {
+pub fn changed_by(live: &Value, paths: &[String], ours: &str) -> Option<(String, String)> {
     let entries = live.pointer("/metadata/managedFields")?.as_array()?;
     let covers = |owned: &str, path: &str| {
         owned == path
@@ -63,7 +63,7 @@ pub fn changed_by(live: &Value, paths: &[String]) -> Option<(String, String)> {
     };
     entries
         .iter()
-        .filter(|m| m.get("manager").and_then(Value::as_str) != Some(crate::desired::FIELD_MANAGER))
+        .filter(|m| m.get("manager").and_then(Value::as_str) != Some(ours))
         // Writes through a subresource other than status (`kubectl scale` and an HPA go
         // through `scale`) are recorded in the object's own field paths: they count.
         .filter(|m| m.get("subresource").and_then(Value::as_str) != Some("status"))
@@ -89,10 +89,11 @@ pub fn changed_by(live: &Value, paths: &[String]) -> Option<(String, String)> {
         })
 }
 
-/// Whether pontoon's own entries in `live`'s `managedFields` cover every one of `paths`:
+/// Whether pontoon's own entries (field manager `ours`) in `live`'s `managedFields` cover
+/// every one of `paths`:
 /// a change pontoon wrote itself. A field someone removed is owned by nobody any more, so
 /// it is not covered (nor is one pontoon's manifest stopped setting).
-pub fn written_by_pontoon(live: &Value, paths: &[String]) -> bool {
+pub fn written_by_pontoon(live: &Value, paths: &[String], ours: &str) -> bool {
     let Some(entries) = live
         .pointer("/metadata/managedFields")
         .and_then(Value::as_array)
@@ -101,13 +102,13 @@ pub fn written_by_pontoon(live: &Value, paths: &[String]) -> bool {
     };
     let mut leaves = Vec::new();
     for m in entries {
-        let ours = m.get("manager").and_then(Value::as_str) == Some(crate::desired::FIELD_MANAGER);
+        let is_ours = m.get("manager").and_then(Value::as_str) == Some(ours);
         let main = m
             .get("subresource")
             .and_then(Value::as_str)
             .unwrap_or("")
             .is_empty();
-        if let (true, true, Some(f)) = (ours, main, m.get("fieldsV1")) {
+        if let (true, true, Some(f)) = (is_ours, main, m.get("fieldsV1")) {
             owned_leaves(f, live, &mut Vec::new(), &mut leaves);
         }
     }
@@ -119,15 +120,15 @@ pub fn written_by_pontoon(live: &Value, paths: &[String]) -> bool {
     })
 }
 
-/// pontoon's server-side apply entries (`manager: pontoon`, `operation: Apply`, on the
+/// pontoon's server-side apply entries (field manager `ours`, `operation: Apply`, on the
 /// object itself, not a subresource) in `live`'s `managedFields`.
-fn pontoon_applies(live: &Value) -> impl Iterator<Item = &Value> {
+fn pontoon_applies<'a>(live: &'a Value, ours: &'a str) -> impl Iterator<Item = &'a Value> {
     live.pointer("/metadata/managedFields")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|m| {
-            m.get("manager").and_then(Value::as_str) == Some(crate::desired::FIELD_MANAGER)
+        .filter(move |m| {
+            m.get("manager").and_then(Value::as_str) == Some(ours)
                 && m.get("operation").and_then(Value::as_str) == Some("Apply")
                 && m.get("subresource")
                     .and_then(Value::as_str)
@@ -138,17 +139,17 @@ fn pontoon_applies(live: &Value) -> impl Iterator<Item = &Value> {
 
 /// Whether `live` records a server-side apply of pontoon's, so what pontoon owns in it is
 /// known.
-pub fn applied_by_pontoon(live: &Value) -> bool {
-    pontoon_applies(live).next().is_some()
+pub fn applied_by_pontoon(live: &Value, ours: &str) -> bool {
+    pontoon_applies(live, ours).next().is_some()
 }
 
 /// Fields pontoon's apply owns in `live` that `desired` does not set: an apply of
 /// `desired` would remove them, so `live` was applied from another manifest. Entries of
 /// keyed lists are matched on the key fields the desired entry sets (the server fills
 /// in defaulted keys, such as a port's `protocol`).
-pub fn owned_but_not_desired(desired: &Value, live: &Value) -> Vec<String> {
+pub fn owned_but_not_desired(desired: &Value, live: &Value, ours: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for m in pontoon_applies(live) {
+    for m in pontoon_applies(live, ours) {
         if let Some(f) = m.get("fieldsV1") {
             owned_beyond(f, Some(desired), live, &mut Vec::new(), &mut out);
         }
@@ -231,12 +232,14 @@ pub struct Addition {
 /// desired object does not set: an env var or a container added by `kubectl edit`, a
 /// label added by `kubectl label`. Only the topmost such field is named (a whole added
 /// container, not each of its fields). Fields another controller also owns are left
-/// (something relies on them), and so are `ignore` pointers and prefixes of them.
+/// (something relies on them), and so are `ignore` pointers and prefixes of them. `ours`
+/// is pontoon's own field manager (the daemon's owner's).
 pub fn human_additions(
     desired: &Value,
     live: &Value,
     humans: &[String],
     ignore: &[String],
+    ours: &str,
 ) -> Vec<Addition> {
     let Some(entries) = live
         .pointer("/metadata/managedFields")
@@ -260,7 +263,7 @@ pub fn human_additions(
     let mut controllers: Vec<Vec<Step>> = Vec::new();
     for m in entries {
         let name = manager(m);
-        if humans.contains(&name) || name == crate::desired::FIELD_MANAGER {
+        if humans.contains(&name) || name == ours {
             continue;
         }
         if let Some(f) = m.get("fieldsV1") {
@@ -428,10 +431,11 @@ mod tests {
                 {"name": "app", "image": "a:1", "env": [{"name": "MODE", "value": "prod"}, {"name": "DEBUG", "value": "1"}]},
                 {"name": "sidecar", "image": "busybox"}]}}}}),
         );
-        let found: Vec<(String, String)> = human_additions(&desired, &live, &humans(), &[])
-            .into_iter()
-            .map(|a| (a.path, a.manager))
-            .collect();
+        let found: Vec<(String, String)> =
+            human_additions(&desired, &live, &humans(), &[], "pontoon")
+                .into_iter()
+                .map(|a| (a.path, a.manager))
+                .collect();
         assert_eq!(
             found,
             [
@@ -449,7 +453,10 @@ mod tests {
                 ),
             ]
         );
-        let patch = removal_patch(&human_additions(&desired, &live, &humans(), &[]), "42");
+        let patch = removal_patch(
+            &human_additions(&desired, &live, &humans(), &[], "pontoon"),
+            "42",
+        );
         assert_eq!(
             patch[0],
             json!({"op": "test", "path": "/metadata/resourceVersion", "value": "42"})
@@ -482,7 +489,8 @@ mod tests {
                 &desired,
                 &live,
                 &humans(),
-                &["/metadata/annotations".to_owned()]
+                &["/metadata/annotations".to_owned()],
+                "pontoon"
             )
             .is_empty()
         );
@@ -497,10 +505,13 @@ mod tests {
              "fieldsV1": {"f:data": {"f:size": {}}}}
         ]}});
         assert_eq!(
-            changed_by(&live, &["/data/colour".to_owned()]),
+            changed_by(&live, &["/data/colour".to_owned()], "pontoon"),
             Some(("kubectl-edit".to_owned(), "2026-11-24T10:00:00Z".to_owned()))
         );
-        assert_eq!(changed_by(&live, &["/data/size".to_owned()]), None);
+        assert_eq!(
+            changed_by(&live, &["/data/size".to_owned()], "pontoon"),
+            None
+        );
     }
 
     #[test]
@@ -511,18 +522,18 @@ mod tests {
                 "f:spec": {"f:ports": {"k:{\"port\":80,\"protocol\":\"TCP\"}": {".": {}, "f:port": {}}}}}},
             {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:data": {"f:c": {}}}}
         ]}});
-        assert!(applied_by_pontoon(&live));
+        assert!(applied_by_pontoon(&live, "pontoon"));
         // The port's protocol is the server's default: the entry is still the desired one.
         let desired = json!({"data": {"a": "1", "b": "2"}, "spec": {"ports": [{"port": 80}]}});
-        assert!(owned_but_not_desired(&desired, &live).is_empty());
+        assert!(owned_but_not_desired(&desired, &live, "pontoon").is_empty());
         let desired = json!({"data": {"a": "1"}, "spec": {"ports": [{"port": 81}]}});
         assert_eq!(
-            owned_but_not_desired(&desired, &live),
+            owned_but_not_desired(&desired, &live, "pontoon"),
             ["/data/b", "/spec/ports/0"]
         );
         let updated = json!({"metadata": {"managedFields": [
             {"manager": "pontoon", "operation": "Update", "fieldsV1": {"f:data": {}}}]}});
-        assert!(!applied_by_pontoon(&updated));
+        assert!(!applied_by_pontoon(&updated, "pontoon"));
     }
 
     #[test]
@@ -544,11 +555,26 @@ mod tests {
             {"manager": "pontoon", "operation": "Apply", "time": "2026-11-24T10:00:00Z",
              "fieldsV1": {"f:data": {"f:size": {}}, "f:metadata": {"f:labels": {"f:app": {}}}}}
         ]}});
-        assert!(written_by_pontoon(&live, &["/data/size".to_owned()]));
+        assert!(written_by_pontoon(
+            &live,
+            &["/data/size".to_owned()],
+            "pontoon"
+        ));
         // `tier` was removed: nobody owns it now.
         assert!(!written_by_pontoon(
             &live,
-            &["/data/size".to_owned(), "/metadata/labels/tier".to_owned()]
+            &["/data/size".to_owned(), "/metadata/labels/tier".to_owned()],
+            "pontoon"
         ));
+        // Another owner's pontoon is not this one.
+        assert!(!written_by_pontoon(
+            &live,
+            &["/data/size".to_owned()],
+            "pontoon-blue"
+        ));
+        assert_eq!(
+            changed_by(&live, &["/data/size".to_owned()], "pontoon-blue").map(|(m, _)| m),
+            Some("pontoon".to_owned())
+        );
     }
 }

@@ -41,13 +41,20 @@ pub enum Verdict {
 }
 
 /// Judges `live` against `desired` (the manifest pontoon applies). `humans` are the field
-/// managers that stand for people; `ignore` are JSON pointers pontoon leaves alone.
-pub fn judge(desired: &Value, live: &Value, humans: &[String], ignore: &[String]) -> Verdict {
-    if !managed_fields::applied_by_pontoon(live) {
+/// managers that stand for people; `ignore` are JSON pointers pontoon leaves alone; `ours`
+/// is pontoon's own field manager (the daemon's owner's).
+pub fn judge(
+    desired: &Value,
+    live: &Value,
+    humans: &[String],
+    ignore: &[String],
+    ours: &str,
+) -> Verdict {
+    if !managed_fields::applied_by_pontoon(live, ours) {
         return Verdict::Undecided("the object records no server-side apply of pontoon's");
     }
     let differences = compare::judged_differences(desired, live, ignore);
-    let additions = managed_fields::human_additions(desired, live, humans, ignore);
+    let additions = managed_fields::human_additions(desired, live, humans, ignore, ours);
     if differences.iter().any(|d| d.maybe_normalised.is_none()) || !additions.is_empty() {
         return Verdict::Differs {
             paths: differences.into_iter().map(|d| d.path).collect(),
@@ -57,7 +64,7 @@ pub fn judge(desired: &Value, live: &Value, humans: &[String], ignore: &[String]
     if let Some(why) = differences.iter().find_map(|d| d.maybe_normalised) {
         return Verdict::Undecided(why);
     }
-    if !managed_fields::owned_but_not_desired(desired, live).is_empty() {
+    if !managed_fields::owned_but_not_desired(desired, live, ours).is_empty() {
         return Verdict::Undecided("pontoon's apply owns fields the manifest does not set");
     }
     Verdict::Holds
@@ -90,7 +97,10 @@ mod tests {
         let managers = json!([pontoon(json!({"f:data": {"f:a": {}}})),
             {"manager": "some-operator", "operation": "Update", "fieldsV1": {"f:data": {"f:b": {}}}}]);
         let l = live(json!({"a": "1", "b": "2"}), managers);
-        assert_eq!(judge(&desired, &l, &humans(), &[]), Verdict::Holds);
+        assert_eq!(
+            judge(&desired, &l, &humans(), &[], "pontoon"),
+            Verdict::Holds
+        );
     }
 
     #[test]
@@ -103,6 +113,7 @@ mod tests {
             &live(json!({"a": "9", "extra": "x"}), managers),
             &humans(),
             &[],
+            "pontoon",
         ) else {
             panic!("a changed value differs");
         };
@@ -118,7 +129,7 @@ mod tests {
         // Nobody recorded pontoon's apply.
         let l = live(json!({"a": "1"}), json!([]));
         assert!(matches!(
-            judge(&desired, &l, &humans(), &[]),
+            judge(&desired, &l, &humans(), &[], "pontoon"),
             Verdict::Undecided(_)
         ));
         // A quantity the server may have written its own way.
@@ -129,7 +140,7 @@ mod tests {
         );
         l["spec"] = json!({"cpu": "500m"});
         assert!(matches!(
-            judge(&desired, &l, &humans(), &[]),
+            judge(&desired, &l, &humans(), &[], "pontoon"),
             Verdict::Undecided(_)
         ));
         // pontoon's apply set a field this manifest does not.
@@ -139,7 +150,7 @@ mod tests {
             json!([pontoon(json!({"f:data": {"f:a": {}, "f:b": {}}}))]),
         );
         assert!(matches!(
-            judge(&desired, &l, &humans(), &[]),
+            judge(&desired, &l, &humans(), &[], "pontoon"),
             Verdict::Undecided(_)
         ));
     }

@@ -278,6 +278,7 @@ impl Syncer {
             current,
             &self.options.human_managers,
             &p.object.ignore_fields,
+            &self.options.owner.field_manager(),
         );
         match verdict {
             Verdict::Holds => Ok(Judged::Settled(Applied::unchanged(
@@ -326,7 +327,7 @@ impl Syncer {
             serde_json::from_value(managed_fields::removal_patch(additions, version))
                 .map_err(|e| ApplyError::refused(format!("cannot build the removal patch: {e}")))?;
         let params = PatchParams {
-            field_manager: Some(crate::desired::FIELD_MANAGER.to_owned()),
+            field_manager: Some(self.options.owner.field_manager()),
             ..Default::default()
         };
         let paths: Vec<&str> = additions.iter().map(|a| a.path.as_str()).collect();
@@ -372,7 +373,7 @@ impl Syncer {
                 api,
                 &p.key.name,
                 &p.object.object,
-                apply_params().force().dry_run(),
+                apply_params(&self.options.owner).force().dry_run(),
                 Answer::Object,
             )
             .await?;
@@ -411,7 +412,8 @@ impl Syncer {
         } else {
             Answer::Metadata
         };
-        let apply = || self.patch(api, &p.key.name, &p.object.object, apply_params(), answer);
+        let params = apply_params(&self.options.owner);
+        let apply = || self.patch(api, &p.key.name, &p.object.object, params.clone(), answer);
         let mut first = apply().await;
         // RBAC granted a moment ago in this sync reaches the authorizer's cache a little
         // later: a team's request may be refused for that moment, so retry briefly.
@@ -434,7 +436,7 @@ impl Syncer {
                 }
                 conflict = Some(format!("took ownership: {detail}"));
                 writes += 1;
-                let force = apply_params().force();
+                let force = apply_params(&self.options.owner).force();
                 self.patch(api, &p.key.name, &p.object.object, force, answer)
                     .await?
             }

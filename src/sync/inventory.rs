@@ -397,7 +397,7 @@ impl Inventory {
         if let Some(rv) = &self.resource_version {
             cm["metadata"]["resourceVersion"] = serde_json::Value::String(rv.clone());
         }
-        let (params, patch) = (apply_params().force(), Patch::Apply(&cm));
+        let (params, patch) = (apply_params(owner).force(), Patch::Apply(&cm));
         let mut stored = retry_transport(|| api.patch(&name, &params, &patch)).await?;
         if stored
             .data

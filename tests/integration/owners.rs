@@ -18,13 +18,15 @@ use kube::api::ListParams;
 use pontoon::cluster::Cluster;
 use pontoon::daemon::leader::{self, LeaseSettings};
 use pontoon::desired::*;
+use pontoon::drift::{DriftEvent, DriftFailure, DriftSettings, DriftWatch, kinds_of};
 use pontoon::sync::{SyncOptions, Syncer, UnitResult, UnitState};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::support::audit;
 use crate::support::control_plane::{self, ControlPlane, unique_name};
 use crate::support::daemon::write;
 use crate::support::daemon_config::DaemonConfig;
+use crate::support::fixtures::{configmap, team_base, unit_desired};
 
 /// The control plane of these tests, and the cluster's name in their platform repos.
 const PLANE: &str = "owners";
@@ -188,6 +190,18 @@ async fn value(client: &kube::Client, ns: &str, name: &str) -> Option<String> {
         .and_then(|c| c.data?.remove("v"))
 }
 
+/// The field managers of the ConfigMap `ns/name`.
+async fn managers(client: &kube::Client, ns: &str, name: &str) -> Vec<String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let cm = api.get(name).await.expect("get configmap");
+    cm.metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect()
+}
+
 /// Lets the audit log's clock move past the writes before a mark (its timestamps have
 /// microseconds; the machine is loaded).
 async fn mark() -> jiff::Timestamp {
@@ -304,6 +318,11 @@ async fn two_owners_on_one_cluster_never_touch_each_others_objects() {
     assert_eq!(value(&client, &ys, "b").await, None, "y pruned its own b");
     assert_eq!(value(&client, &yo, "a").await, None, "y removed its team");
     assert_eq!(value(&client, &ys, "d").await.as_deref(), Some("y4"));
+    assert_eq!(
+        managers(&client, &ys, "a").await,
+        [format!("pontoon-{oy}")],
+        "y applies as its own field manager"
+    );
 
     assert_eq!(
         owned_by(&client, &ox).await,
@@ -493,4 +512,88 @@ async fn a_lease_is_taken_over_only_by_a_daemon_of_its_owner() {
     assert!(!*y.borrow());
     y_task.abort();
     x2_task.abort();
+}
+
+async fn next(rx: &mut mpsc::Receiver<DriftEvent>, what: &str) -> DriftEvent {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no drift event for {what} within 10s"))
+        .expect("channel open")
+}
+
+/// A daemon of another owner than the default applies as `pontoon-<owner>`, and its drift
+/// engine knows that manager for its own: its applies of a new revision are not drift,
+/// while a person's edit is, named and corrected.
+#[tokio::test]
+async fn an_owners_own_applies_are_not_drift_and_a_persons_edit_is() {
+    let cp = control_plane::shared();
+    let owner = unique_name("do");
+    let syncer = Arc::new(instance(cp, &owner, "pontoon-owners-test-drift").await);
+    let team = unique_name("drifty");
+    let unit = |mode: &str| {
+        let mut objects = team_base(&team, &[&team]);
+        objects.push(configmap(
+            &team,
+            &team,
+            "settings",
+            serde_json::json!({"mode": mode}),
+        ));
+        unit_desired(&team, cp.name, &[&team], objects)
+    };
+    let u = unit("safe");
+    assert_eq!(syncer.sync(&u, "r1").await.state, UnitState::Synced);
+    let mut state = DesiredState::default();
+    state.units.insert(u.unit.clone(), u);
+    let (tx, mut rx) = mpsc::channel(64);
+    let (failures, _) = mpsc::channel::<DriftFailure>(64);
+    let settings = DriftSettings {
+        human_managers: Vec::new(),
+        reporter_instance: "owners-tests".into(),
+    };
+    let watch = DriftWatch::new(syncer.clone(), tx, failures, &settings);
+    watch
+        .ensure(kinds_of(&state, &ClusterName(cp.name.into())))
+        .await;
+    tokio::time::timeout(Duration::from_secs(30), watch.listed())
+        .await
+        .expect("the drift watches list within 30s");
+
+    // A new revision, applied as pontoon-<owner>: not drift.
+    let u2 = unit("careful");
+    assert_eq!(syncer.sync(&u2, "r2").await.state, UnitState::Synced);
+    if let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
+        panic!("the owner's own apply is not drift, got {e:?}");
+    }
+
+    // A person's edit is: named, then corrected by the next sync.
+    let cms: Api<ConfigMap> = Api::namespaced(cp.client().await, &team);
+    let edit = kube::api::PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..Default::default()
+    };
+    cms.patch(
+        "settings",
+        &edit,
+        &kube::api::Patch::Merge(serde_json::json!({"data": {"mode": "yolo"}})),
+    )
+    .await
+    .expect("hand edit");
+    let e = next(&mut rx, "the hand edit").await;
+    assert_eq!(
+        (e.key.name.as_str(), e.manager.as_str(), e.corrected),
+        ("settings", "kubectl-edit", false),
+        "{e:?}"
+    );
+    let _ = syncer.sync(&u2, "r2").await;
+    let e = next(&mut rx, "the correction").await;
+    assert!(e.corrected, "{e:?}");
+    assert_eq!(
+        value_of(&cms, "settings", "mode").await.as_deref(),
+        Some("careful")
+    );
+    watch.stop();
+}
+
+async fn value_of(cms: &Api<ConfigMap>, name: &str, key: &str) -> Option<String> {
+    cms.get(name).await.expect("get").data?.remove(key)
 }

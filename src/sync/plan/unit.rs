@@ -340,7 +340,7 @@ impl Syncer {
             .client_for(applier, team)
             .map_err(|e| refused(e.to_string()))?;
         let api: kube::Api<DynamicObject> = Cluster::api(client, res, &p.key.namespace);
-        let params = apply_params().force().dry_run();
+        let params = apply_params(&self.options.owner).force().dry_run();
         let patch = Patch::Apply(&*p.object.object);
         let answer = {
             let _permit = self.cluster.write_permit().await;
