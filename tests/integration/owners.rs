@@ -452,3 +452,76 @@ async fn two_daemons_in_the_default_namespace_do_not_prune_each_others_teams() {
         .expect("get");
     assert_eq!(owner_of(b_inventory), owner_b);
 }
+
+/// Takes the owner label off the ConfigMap `ns/name`, as versions before owners wrote it.
+async fn strip_owner(client: &kube::Client, ns: &str, name: &str) {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let patch = serde_json::json!({"metadata": {"labels": {LABEL_OWNER: null}}});
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(patch),
+    )
+    .await
+    .expect("strip the owner label");
+}
+
+/// What pontoon wrote before owners existed (its labels, no owner label) is the default
+/// owner's: a daemon of the default owner, restarted, trusts that inventory, prunes from
+/// it and labels what it keeps; a daemon of another owner does not list it.
+#[tokio::test]
+async fn what_was_written_before_owners_is_the_default_owners() {
+    let cp = control_plane::shared();
+    let client = cp.client().await;
+    let team = unique_name("old");
+    let unit = |names: &[&str]| {
+        let mut objects = crate::support::fixtures::team_base(&team, &[&team]);
+        for n in names {
+            objects.push(crate::support::fixtures::configmap(
+                &team,
+                &team,
+                n,
+                serde_json::json!({"v": "1"}),
+            ));
+        }
+        crate::support::fixtures::unit_desired(&team, cp.name, &[&team], objects)
+    };
+    let s = instance(cp, DEFAULT_OWNER, "pontoon-owners-test-old").await;
+    assert_eq!(
+        s.sync(&unit(&["a", "b"]), "r1").await.state,
+        UnitState::Synced
+    );
+    let sync_namespace = SyncOptions::default().namespace;
+    strip_owner(
+        &client,
+        &sync_namespace,
+        &format!("pontoon-inventory-{team}"),
+    )
+    .await;
+    for name in ["a", "b"] {
+        strip_owner(&client, &team, name).await;
+    }
+
+    let other = instance(cp, "another", "pontoon-owners-test-another").await;
+    let theirs = other.teams_on_cluster().await.expect("inventories");
+    assert!(!theirs.contains(&TeamName(team.clone())), "{theirs:?}");
+
+    let restarted = instance(cp, DEFAULT_OWNER, "pontoon-owners-test-old").await;
+    assert!(
+        restarted
+            .teams_on_cluster()
+            .await
+            .expect("inventories")
+            .contains(&TeamName(team.clone()))
+    );
+    let r = restarted.sync(&unit(&["a"]), "r2").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    assert!(r.pruned.iter().any(|k| k.name == "b"), "{r:?}");
+    let cms: Api<ConfigMap> = Api::namespaced(client, &team);
+    let labels = cms.get("a").await.expect("a").metadata.labels;
+    assert_eq!(
+        labels.and_then(|mut l| l.remove(LABEL_OWNER)).as_deref(),
+        Some(DEFAULT_OWNER),
+        "what the default owner keeps carries its label again"
+    );
+}
