@@ -145,6 +145,7 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config {
@@ -212,6 +213,24 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// glibc's malloc gives threads that allocate at once arenas of their own, up to eight per
+/// core, and memory freed in one arena serves no other: a runtime whose workers take
+/// turns at the same requests keeps the high-water mark of every arena. Two arenas keep
+/// a `pontoon run` of 10,000 objects at 88 MiB instead of 129 MiB, and `sync --once` at
+/// 85 MiB instead of 124 MiB, with no CPU cost measured (`cargo bench --bench restart`).
+/// `MALLOC_ARENA_MAX` set in the environment still decides.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called first thing in main, before any other thread exists; mallopt
+        // only changes a malloc tunable and reports failure by its return value, which
+        // leaves the default in place.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
 }
