@@ -151,6 +151,31 @@ impl Syncer {
         }
     }
 
+    /// Why a prune of `e` would leave what is under its name (what a plan shows): `None`
+    /// when the delete would go ahead, or nothing is there. Reads only, as [`Self::delete`]
+    /// decides before it deletes.
+    pub(super) async fn would_leave(
+        &self,
+        e: &Entry,
+        live: Option<&Live>,
+        team: &TeamName,
+    ) -> Result<Option<String>, DeleteError> {
+        let holder = match live {
+            Some(l) => Holder::listed(l),
+            None => {
+                let res = self
+                    .cluster
+                    .resolve(&gvk_of(&e.api_version, &e.kind))
+                    .await?;
+                match self.holder(&res, e, team).await? {
+                    Some(h) => h,
+                    None => return Ok(None),
+                }
+            }
+        };
+        Ok(may_delete(e, &holder, team, &self.options.owner).err())
+    }
+
     /// What lives under `e`'s name, read as pontoon itself; `None` when nothing does.
     async fn holder(
         &self,

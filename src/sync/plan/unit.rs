@@ -191,8 +191,34 @@ impl Syncer {
         };
         seen.new_namespaces = self.new_namespaces(&planned, &seen).await;
         let actions = self.plan_objects(&planned, &mut seen).await;
-        plan.objects = objects_of(desired, actions, &r, &to_prune, &live);
+        let left = self.left_by_prune(&to_prune, &live, desired).await;
+        plan.objects = objects_of(desired, actions, &r, &to_prune, &live, &left);
         Ok(plan)
+    }
+
+    /// The prune's candidates that its guarded delete would leave, and why: what is under
+    /// their names now is not what pontoon created. A candidate that cannot be read is
+    /// shown as a prune, as the sync would try it.
+    async fn left_by_prune(
+        &self,
+        to_prune: &[Entry],
+        live: &LiveObjects,
+        desired: &UnitDesired,
+    ) -> BTreeMap<ObjectKey, String> {
+        let mut left = BTreeMap::new();
+        for e in to_prune {
+            let key = e.key();
+            if prune::kept_by_rule(e, live.get(&key), &desired.prune).is_some() {
+                continue;
+            }
+            if let Ok(Some(why)) = self
+                .would_leave(e, live.get(&key), &desired.unit.team)
+                .await
+            {
+                left.insert(key, why);
+            }
+        }
+        left
     }
 
     /// What the sync of `state` would do to the teams that left it on this cluster (see
@@ -390,6 +416,7 @@ fn objects_of(
     r: &UnitResult,
     to_prune: &[Entry],
     live: &LiveObjects,
+    left: &BTreeMap<ObjectKey, String>,
 ) -> Vec<PlannedObject> {
     let mut errors: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for e in &r.errors {
@@ -437,7 +464,12 @@ fn objects_of(
             Some(reason) => Action::Keep {
                 reason: reason.to_owned(),
             },
-            None => Action::Prune,
+            None => match left.get(&key) {
+                Some(why) => Action::Keep {
+                    reason: format!("pontoon did not create what is there now: {why}"),
+                },
+                None => Action::Prune,
+            },
         };
         PlannedObject {
             object: key.to_string(),

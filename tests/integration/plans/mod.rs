@@ -502,3 +502,42 @@ async fn a_plan_says_what_the_prune_would_keep_as_the_sync_keeps_it() {
         "the Role, RoleBinding and ConfigMap: {r:?}"
     );
 }
+
+/// An object the repo drops that someone deleted and made again under its name (no
+/// pontoon labels, another uid): the sync leaves it, and the plan says so instead of
+/// showing a delete.
+#[tokio::test]
+async fn a_plan_shows_what_the_prune_would_leave_as_not_pontoons() {
+    let cp = control_plane::shared();
+    let s = syncer(cp).await;
+    let team = unique_name("plan-left");
+    assert_synced(
+        &s.sync(&unit_with(cp, &team, &["a", "b", "c", "d", "e"]), "r1")
+            .await,
+    );
+    Api::<ConfigMap>::namespaced(cp.client().await, &team)
+        .delete("b", &Default::default())
+        .await
+        .expect("delete b");
+    configmap_made(cp, &team, "b", &[]).await;
+
+    let next = unit_with(cp, &team, &["a", "d", "e"]);
+    let plan = s.plan(&next).await.expect("plan");
+    let got = actions(&plan);
+    match &got[&format!("ConfigMap {team}/b")] {
+        Action::Keep { reason } => assert!(
+            reason.starts_with("pontoon did not create what is there now: ")
+                && reason.contains("does not carry pontoon's labels"),
+            "{reason}"
+        ),
+        other => panic!("b: {other:?}"),
+    }
+    assert_eq!(got[&format!("ConfigMap {team}/c")], Action::Prune);
+    let r = s.sync(&next, "r2").await;
+    assert_synced(&r);
+    assert_eq!(
+        names(&r.left),
+        BTreeSet::from([format!("ConfigMap {team}/b")])
+    );
+    assert_eq!(names(&r.pruned), planned(&plan, |a| *a == Action::Prune));
+}
