@@ -219,10 +219,12 @@ fn main() -> ExitCode {
 
 /// glibc's malloc gives threads that allocate at once arenas of their own, up to eight per
 /// core, and memory freed in one arena serves no other: a runtime whose workers take
-/// turns at the same requests keeps the high-water mark of every arena. Two arenas keep
-/// a `pontoon run` of 10,000 objects at 88 MiB instead of 129 MiB, and `sync --once` at
-/// 85 MiB instead of 124 MiB, with no CPU cost measured (`cargo bench --bench restart`).
-/// `MALLOC_ARENA_MAX` set in the environment still decides.
+/// turns at the same requests keeps the high-water mark of every arena. With two, a
+/// `pontoon run` of 10,000 objects peaked at 86.5 MiB where glibc's default (16 arenas
+/// on 2 cores) peaked at 92.5 MiB, and a `sync --once` with nothing to do at 64 MiB
+/// instead of 68 MiB, with no CPU cost seen (`cargo bench --bench restart`, with and
+/// without `MALLOC_ARENA_MAX=16`). `MALLOC_ARENA_MAX` set in the environment still
+/// decides.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
