@@ -64,6 +64,7 @@ fn main() {
     let mut times: Vec<Duration> = Vec::new();
     let mut cpu: Vec<f64> = Vec::new();
     let mut objects = 0;
+    let mut freed: Vec<Duration> = Vec::new();
     for _ in 0..runs {
         let (t, cpu_before) = (Instant::now(), common::cpu_seconds());
         let state = pontoon::render::render(&files, "bench");
@@ -75,7 +76,13 @@ fn main() {
             state.diagnostics.first()
         );
         objects = state.units.values().map(|u| u.objects.len()).sum();
+        // The daemon frees the previous state when a new one replaces it: part of what
+        // every render costs.
+        let freeing = Instant::now();
+        drop(state);
+        freed.push(freeing.elapsed());
     }
+    freed.sort();
     times.sort();
     println!("render: {teams} teams x 10 instances = {objects} objects");
     println!(
@@ -84,6 +91,10 @@ fn main() {
         times[0].as_secs_f64(),
         times[times.len() - 1].as_secs_f64(),
         times.len()
+    );
+    println!(
+        "freeing a rendered state: median {:.3} s",
+        freed[freed.len() / 2].as_secs_f64()
     );
     cpu.sort_by(f64::total_cmp);
     println!(
