@@ -41,7 +41,7 @@ use crate::desired::{
 pub const ANNOTATION_RELEASE: &str = "pontoon.dev/release";
 /// The field manager `pontoon release` writes the annotation as.
 pub const RELEASE_FIELD_MANAGER: &str = "pontoon-release";
-const DATA_REVISION: &str = "revision";
+pub(super) const DATA_REVISION: &str = "revision";
 
 /// One object an inventory holds: enough to find and delete it with the right identity,
 /// and to know it is still the object pontoon applied.

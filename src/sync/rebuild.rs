@@ -167,7 +167,12 @@ async fn write(
         entries: entries.iter().map(|e| (e.key(), e.clone())).collect(),
         revision: current
             .as_ref()
-            .and_then(|c| c.data.as_ref()?.get("revision").cloned())
+            .and_then(|c| {
+                c.data
+                    .as_ref()?
+                    .get(super::inventory::DATA_REVISION)
+                    .cloned()
+            })
             .unwrap_or_default(),
         exists: current.is_some(),
         resource_version: current.and_then(|c| c.metadata.resource_version),
