@@ -267,6 +267,31 @@ pub struct DesiredObject {
     /// JSON pointers (RFC 6901, e.g. `/spec/replicas`) that drift detection leaves alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore_fields: Vec<String>,
+    /// The platform's own rule for reading this object's health (its Kind resource's, or
+    /// `platform.yaml`'s for its group and kind), checked at render time; `None`: the
+    /// built-in rules, then kstatus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Arc<HealthRule>>,
+}
+
+/// How the platform says an object's health is read, where no built-in rule or
+/// convention fits (an operator that reports `status.phase`): CEL expressions over the
+/// live object (`self`). They were compiled when the repo rendered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthRule {
+    /// True once the object is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_when: Option<String>,
+    /// True when waiting will not make it ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_when: Option<String>,
+    /// What a failed (or not yet ready) object reports; may hold `${expression}`s over
+    /// `self`, e.g. `${self.status.phase}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Where the rule is written (`kinds/database.yaml:12`), named in what it reports.
+    pub source: SourceRef,
 }
 
 impl DesiredObject {
@@ -514,6 +539,7 @@ mod tests {
             applier,
             drift: DriftMode::Correct,
             ignore_fields: Vec::new(),
+            health: None,
         }
     }
 

@@ -303,6 +303,7 @@ mod tests {
                 applier: Applier::Team,
                 drift: DriftMode::Correct,
                 ignore_fields: Vec::new(),
+                health: None,
             }],
             prune: PrunePolicy::default(),
             adopt: Vec::new(),

@@ -118,6 +118,32 @@ pub struct PlatformSpec {
     /// did not create. A team's own files cannot adopt anything.
     #[serde(default)]
     pub adopt: Vec<AdoptSpec>,
+    /// How the health of a group and kind is read, for operators whose resources follow
+    /// no convention the built-in rules know (a `status.phase`): a Kind resource's own
+    /// `readyWhen`/`failedWhen` still come first.
+    #[serde(default)]
+    pub health: Vec<HealthSpec>,
+}
+
+/// The health of every object of one group and kind, e.g. `{group: postgresql.cnpg.io,
+/// kind: Cluster, readyWhen: "self.status.phase == 'Cluster in healthy state'"}`.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthSpec {
+    /// API group, empty (the default) for the core group.
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    /// CEL over the live object (`self`): true once it is ready.
+    #[serde(default)]
+    pub ready_when: Option<String>,
+    /// CEL over the live object (`self`): true when waiting will not make it ready.
+    #[serde(default)]
+    pub failed_when: Option<String>,
+    /// What the object reports while not ready or failed; may hold `${expression}`s over
+    /// `self`.
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 /// One object the platform hands to a team although it exists without pontoon's labels,
@@ -266,6 +292,17 @@ pub struct ResourceTemplate {
     /// A Kubernetes object whose strings may hold `${expression}`.
     #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     pub template: Value,
+    /// CEL over the live object (`self`): true once it is ready. Comes before the
+    /// platform's rule for its kind, the built-in rules and kstatus.
+    #[serde(default)]
+    pub ready_when: Option<String>,
+    /// CEL over the live object (`self`): true when waiting will not make it ready.
+    #[serde(default)]
+    pub failed_when: Option<String>,
+    /// What the object reports while not ready or failed; may hold `${expression}`s over
+    /// `self`.
+    #[serde(default)]
+    pub health_message: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]

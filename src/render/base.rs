@@ -44,6 +44,7 @@ pub(super) fn base_objects(
             applier: Applier::Platform,
             drift,
             ignore_fields: Vec::new(),
+            health: None,
         });
     };
     for ns in &team.spec.namespaces {

@@ -72,22 +72,7 @@ impl Scope {
 
     /// Evaluates one expression to JSON.
     pub fn eval(&self, expr: &str) -> Result<Value, ExprError> {
-        if expr.len() > MAX_EXPR_LEN {
-            return Err(ExprError::TooLong);
-        }
-        // CEL has no loops, but list macros nest: ten elements mapped inside ten mapped
-        // inside ten grows as 10^n before any result limit can see it. Bound the nesting.
-        let macros = ["map(", "filter(", "all(", "exists(", "exists_one("]
-            .iter()
-            .map(|m| expr.matches(m).count())
-            .sum::<usize>();
-        if macros > MAX_MACROS {
-            return Err(ExprError::TooManyMacros {
-                expr: expr.to_owned(),
-                macros,
-            });
-        }
-        let program = compiled(expr)?;
+        let program = checked(expr)?;
         let value = program
             .execute(&self.context)
             .map_err(|e| ExprError::Evaluation {
@@ -172,9 +157,49 @@ impl Scope {
     }
 }
 
+/// Checks an expression without evaluating it: within the limits, and it parses. What a
+/// renderer does for an expression that is evaluated later, against a live object.
+pub fn check(expr: &str) -> Result<(), ExprError> {
+    checked(strip(expr).unwrap_or(expr)).map(|_| ())
+}
+
+/// Checks every `${expression}` of a text, as [`check`] does.
+pub fn check_template(text: &str) -> Result<(), ExprError> {
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let end = find_close(after).ok_or_else(|| ExprError::Unclosed {
+            text: text.to_owned(),
+        })?;
+        checked(&after[..end])?;
+        rest = &after[end + 1..];
+    }
+    Ok(())
+}
+
+/// The compiled program of an expression within the limits.
+fn checked(expr: &str) -> Result<std::rc::Rc<cel::Program>, ExprError> {
+    if expr.len() > MAX_EXPR_LEN {
+        return Err(ExprError::TooLong);
+    }
+    // CEL has no loops, but list macros nest: ten elements mapped inside ten mapped
+    // inside ten grows as 10^n before any result limit can see it. Bound the nesting.
+    let macros = ["map(", "filter(", "all(", "exists(", "exists_one("]
+        .iter()
+        .map(|m| expr.matches(m).count())
+        .sum::<usize>();
+    if macros > MAX_MACROS {
+        return Err(ExprError::TooManyMacros {
+            expr: expr.to_owned(),
+            macros,
+        });
+    }
+    compiled(expr)
+}
+
 thread_local! {
-    /// Compiled expressions. Only kinds' templates hold expressions, so the set is small;
-    /// it is cleared if it ever grows past a bound.
+    /// Compiled expressions. Only kinds' templates and the platform's health rules hold
+    /// expressions, so the set is small; it is cleared if it ever grows past a bound.
     static PROGRAMS: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<cel::Program>>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }

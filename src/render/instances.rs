@@ -138,7 +138,7 @@ impl TeamRender<'_> {
                 .on_cluster(&cluster.name)
         };
         let scope = expression_scope(&spec, instance, &instance_doc.namespace, team_name, cluster);
-        for res in &definition.spec.resources {
+        for (index, res) in definition.spec.resources.iter().enumerate() {
             if let Some(condition) = &res.include_when {
                 match scope.condition(condition) {
                     Ok(true) => {}
@@ -170,6 +170,11 @@ impl TeamRender<'_> {
                 continue;
             }
             stamp(&mut object, team_name, &source);
+            let health = self
+                .revision
+                .kinds
+                .health_rule(kind, index)
+                .or_else(|| self.revision.health.for_object(&object));
             self.objects_by_cluster
                 .entry(cluster.name.clone())
                 .or_default()
@@ -179,6 +184,7 @@ impl TeamRender<'_> {
                     applier: Applier::Team,
                     drift: instance_doc.drift,
                     ignore_fields: instance_doc.ignore_fields.clone(),
+                    health,
                 });
         }
     }

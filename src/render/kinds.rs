@@ -3,9 +3,10 @@
 //! use it fail, each with a pointer to the kind's own error.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use super::{Files, is_yaml, schema};
-use crate::desired::{Diagnostic, TeamName};
+use super::{Files, health, is_yaml, schema};
+use crate::desired::{Diagnostic, HealthRule, TeamName};
 use crate::model::{self, API_VERSION, Document, diag};
 
 /// The kinds of a revision.
@@ -15,6 +16,8 @@ pub(super) struct Kinds {
     /// The first problem of each broken kind, by its name, and by its file's stem
     /// (lowercased) when the file could not be read far enough to know the name.
     pub broken: BTreeMap<String, Diagnostic>,
+    /// The health rule of each resource of each defined kind (by index), if it has one.
+    pub health: BTreeMap<String, Vec<Option<Arc<HealthRule>>>>,
 }
 
 /// Reads every kind file; problems go to `diags`.
@@ -22,6 +25,7 @@ pub(super) fn read(files: &Files, diags: &mut Vec<Diagnostic>) -> Kinds {
     let mut kinds = Kinds {
         defined: BTreeMap::new(),
         broken: BTreeMap::new(),
+        health: BTreeMap::new(),
     };
     for (path, bytes) in files.range("kinds/".to_owned()..) {
         if !path.starts_with("kinds/") {
@@ -66,7 +70,8 @@ impl Kinds {
                     ))
                 }
                 Ok(k) => {
-                    let errs = schema::check_kind(&doc, &k);
+                    let mut errs = schema::check_kind(&doc, &k);
+                    errs.extend(health::check_kind(&doc, &k));
                     if let Some(first) = errs.first() {
                         self.broken.insert(k.metadata.name.clone(), first.clone());
                         problems.extend(errs);
@@ -81,6 +86,8 @@ impl Kinds {
                             ),
                         ));
                     } else {
+                        self.health
+                            .insert(k.metadata.name.clone(), health::kind_rules(&doc, &k));
                         self.defined.insert(k.metadata.name.clone(), (doc, k));
                     }
                 }
@@ -88,6 +95,11 @@ impl Kinds {
             }
         }
         problems
+    }
+
+    /// The health rule of resource `index` of kind `kind`, if it has one.
+    pub fn health_rule(&self, kind: &str, index: usize) -> Option<Arc<HealthRule>> {
+        self.health.get(kind)?.get(index)?.clone()
     }
 
     /// The definition of the kind an instance names, or the error that tells its team

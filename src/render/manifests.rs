@@ -95,6 +95,7 @@ impl TeamRender<'_> {
             line: doc.line,
         };
         stamp(&mut object, self.team_name, &source);
+        let health = self.revision.health.for_object(&object);
         // One manifest, shared by every cluster it goes to.
         let object = Arc::new(Manifest::from(object));
         for c in &self.clusters {
@@ -107,6 +108,7 @@ impl TeamRender<'_> {
                     applier: Applier::Team,
                     drift: self.team_drift,
                     ignore_fields: Vec::new(),
+                    health: health.clone(),
                 });
         }
     }

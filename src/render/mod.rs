@@ -16,6 +16,7 @@ mod autoscaling;
 mod base;
 mod claims;
 pub mod expr;
+mod health;
 mod instances;
 mod kinds;
 mod manifests;
@@ -76,7 +77,12 @@ pub fn render_revision(
         .is_empty()
         .then(|| platform::read(files, &mut diags))
         .flatten();
-    let Some((platform, adoptions)) = platform else {
+    let Some(platform::PlatformRead {
+        platform,
+        adoptions,
+        health,
+    }) = platform
+    else {
         state.platform_failed = true;
         finish(&mut state, diags);
         return state;
@@ -98,6 +104,7 @@ pub fn render_revision(
         kinds: &kinds,
         namespace_owners: &namespace_owners,
         adoptions: &adoptions,
+        health: &health,
     };
     let mut skipped_by_team = skipped.teams;
     for (name, team_yaml) in team_yamls {

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 
 use super::Files;
+use super::health::{self, PlatformHealth};
 use crate::desired::{
     Adoption, Diagnostic, ObjectKey, PrunePolicy, SourceRef, TeamName, is_dns_label,
 };
@@ -14,9 +15,16 @@ use crate::model::{self, API_VERSION, Document, Platform, diag};
 /// The objects `platform.yaml` hands over, each with the team that takes it.
 pub(super) type Adoptions = Vec<(TeamName, Adoption)>;
 
+/// What `platform.yaml` holds for the rest of the render, checked.
+pub(super) struct PlatformRead {
+    pub platform: Platform,
+    pub adoptions: Adoptions,
+    pub health: PlatformHealth,
+}
+
 /// Reads and checks `platform.yaml`; `None` (with the reasons in `diags`) when it is
 /// missing, holds anything but one good Platform document, or breaks a rule.
-pub(super) fn read(files: &Files, diags: &mut Vec<Diagnostic>) -> Option<(Platform, Adoptions)> {
+pub(super) fn read(files: &Files, diags: &mut Vec<Diagnostic>) -> Option<PlatformRead> {
     let Some(bytes) = files.get("platform.yaml") else {
         diags.push(diag(
             "platform.yaml",
@@ -34,7 +42,12 @@ pub(super) fn read(files: &Files, diags: &mut Vec<Diagnostic>) -> Option<(Platfo
             Ok(p) => {
                 let p = check(doc, p, diags)?;
                 let adoptions = adoptions(doc, &p, diags)?;
-                Some((p, adoptions))
+                let health = health::platform_rules(doc, &p, diags)?;
+                Some(PlatformRead {
+                    platform: p,
+                    adoptions,
+                    health,
+                })
             }
             Err(d) => {
                 diags.push(*d);

@@ -25,6 +25,8 @@ pub(super) struct RevisionContext<'a> {
     pub namespace_owners: &'a NamespaceOwners,
     /// What `platform.yaml` hands over to which team.
     pub adoptions: &'a platform::Adoptions,
+    /// `platform.yaml`'s health rules, by group and kind.
+    pub health: &'a super::health::PlatformHealth,
 }
 
 /// One team's render in progress: what it knows of the team, and what it has produced.

@@ -26,6 +26,7 @@ fn unit(team: &str, cluster: &str, objects: usize) -> UnitDesired {
                 applier: crate::desired::Applier::Platform,
                 drift: crate::desired::DriftMode::Correct,
                 ignore_fields: Vec::new(),
+                health: None,
             })
             .collect(),
         prune: Default::default(),

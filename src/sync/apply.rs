@@ -36,7 +36,7 @@ use super::health::{self, Health};
 use super::live::{Live, to_json};
 use super::memory::{Known, Recorded};
 use super::plan;
-use super::resolve::{Planned, api_version_of};
+use super::resolve::Planned;
 use crate::cluster::{Cluster, retry_transport};
 use crate::describe;
 use crate::desired::{Applier, DriftMode, Manifest, TeamName, apply_params};
@@ -194,7 +194,7 @@ impl Syncer {
         // The same manifest as our last apply and the live object at the version it
         // left: nothing to do, not even a request.
         if recorded.as_ref().is_some_and(|r| r.unchanged(&p.digest, l)) {
-            // Health read from status came with the list; other kinds are healthy.
+            // Health came with the list for kinds read whole; the others are healthy.
             let health = l.health.clone().unwrap_or(Health::Healthy);
             return Ok(Applied::unchanged(l, health));
         }
@@ -283,14 +283,14 @@ impl Syncer {
         match verdict {
             Verdict::Holds => Ok(Judged::Settled(Applied::unchanged(
                 &Live::found(current),
-                health::of(current),
+                health::of(current, p.object.health.as_deref()),
             ))),
             // Drift in `report` mode: the desired state did not change since our last
             // apply, but what we applied did. Leave it; the unit reports OutOfSync.
             Verdict::Differs { .. } if left_drifted => Ok(Judged::Settled(Applied::left_drifted(
                 live,
                 recorded_version,
-                health::of(current),
+                health::of(current, p.object.health.as_deref()),
             ))),
             Verdict::Differs { additions, .. } => {
                 let removals = if p.object.drift == DriftMode::Correct && !additions.is_empty() {
@@ -381,14 +381,14 @@ impl Syncer {
         if plan::comparable(&dry) == plan::comparable(current) {
             return Ok(Judged::Settled(Applied::unchanged(
                 &found,
-                health::of(current),
+                health::of(current, p.object.health.as_deref()),
             )));
         }
         if left_drifted {
             return Ok(Judged::Settled(Applied::left_drifted(
                 &found,
                 recorded_version,
-                health::of(current),
+                health::of(current, p.object.health.as_deref()),
             )));
         }
         Ok(Judged::Write { removals: 0 })
@@ -405,9 +405,9 @@ impl Syncer {
     ) -> Result<Applied, ApplyError> {
         let mut conflict = None;
         let mut writes = 1;
-        // Kinds healthy once applied need only the new resourceVersion back: the server
+        // Kinds healthy by nature need only the new resourceVersion back: the server
         // then encodes the metadata alone, not the whole object.
-        let answer = if health::has_rule(api_version_of(&p.object.object), &p.key.kind) {
+        let answer = if health::read_whole(&p.key.group, &p.key.kind, p.object.health.is_some()) {
             Answer::Object
         } else {
             Answer::Metadata
@@ -458,7 +458,10 @@ impl Syncer {
             change,
             resource_version: rv,
             uid,
-            health: health::of(&out),
+            health: match answer {
+                Answer::Object => health::of(&out, p.object.health.as_deref()),
+                Answer::Metadata => Health::Healthy,
+            },
             conflict,
             writes,
         })

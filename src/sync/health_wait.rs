@@ -58,7 +58,7 @@ impl Syncer {
             };
             let api = Cluster::api(self.cluster.client().clone(), &a.resolved, &key.namespace);
             let h = match self.get(&api, &key.name).await {
-                Ok(v) => health::of(&v),
+                Ok(v) => health::of(&v, a.desired.health.as_deref()),
                 Err(e) => Health::Progressing(format!("cannot read: {e}")),
             };
             out.push((key.clone(), h));
@@ -81,6 +81,11 @@ impl Syncer {
             for (key, h) in checks {
                 match h {
                     Health::Healthy => {}
+                    Health::NoRule => {
+                        if !result.no_health_rule.contains(&key) {
+                            result.no_health_rule.push(key);
+                        }
+                    }
                     Health::Progressing(why) => result.not_ready.push((key, why)),
                     Health::Failed(why) => result.error(&key, why),
                 }

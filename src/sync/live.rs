@@ -20,6 +20,7 @@ use super::memory::Known;
 use super::resolve::{Planned, api_version_of};
 use super::{SyncError, Syncer, UnitResult};
 use crate::cluster::{Cluster, Resolved, gvk_of, retry_transport};
+use crate::desired::HealthRule;
 use crate::desired::{
     ANNOTATION_PRUNE, LABEL_MANAGED_BY, LABEL_TEAM, MANAGED_BY_VALUE, NamespaceOwners, ObjectKey,
     Owner, TeamName, UnitDesired, selector_team,
@@ -31,7 +32,7 @@ pub(super) struct Live {
     pub resource_version: String,
     pub uid: String,
     pub prune_disabled: bool,
-    /// For kinds whose health is read from status: what the listed object says.
+    /// For kinds read whole for their health: what the listed object says.
     pub health: Option<Health>,
     /// The whole object as listed, kept only for kinds listed whole and only when it may
     /// have moved since pontoon's last apply (the apply decision judges it from this
@@ -142,17 +143,21 @@ fn refuse_inside_other_daemons_namespaces(
     }
 }
 
-/// Kinds to list, each with the namespaces to list it in (`""`: cluster-wide).
-type KindsToList = BTreeMap<(String, String), (Resolved, BTreeSet<String>)>;
+/// Kinds to list, each with the namespaces to list it in (`""`: cluster-wide) and how
+/// much of each object to read.
+type KindsToList = BTreeMap<(String, String), (Resolved, BTreeSet<String>, Detail)>;
 
 /// How much of each listed object to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Detail {
     /// Metadata only.
     Metadata,
-    /// Whole objects for the kinds whose health is read from status, metadata for others.
-    HealthWhereRuled,
+    /// The whole object: its health is read from it.
+    Whole,
 }
+
+/// The platform's health rule of each planned object that has one.
+type Rules<'a> = HashMap<&'a ObjectKey, &'a HealthRule>;
 
 fn prune_disabled(meta: &kube::api::ObjectMeta) -> bool {
     let disabled = |m: &Option<BTreeMap<String, String>>| {
@@ -203,32 +208,42 @@ impl Syncer {
         known: &Known<'_>,
     ) -> Result<(LiveObjects, Others), kube::Error> {
         let mut kinds = KindsToList::new();
+        let mut rules = Rules::new();
         for p in planned {
             if let Some(res) = &p.resolved {
-                kinds
+                let ruled = p.object.health.is_some();
+                let entry = kinds
                     .entry((
                         api_version_of(&p.object.object).to_owned(),
                         p.key.kind.clone(),
                     ))
-                    .or_insert_with(|| (res.clone(), BTreeSet::new()))
-                    .1
-                    .insert(p.key.namespace.clone());
+                    .or_insert_with(|| (res.clone(), BTreeSet::new(), Detail::Metadata));
+                entry.1.insert(p.key.namespace.clone());
+                if health::read_whole(&p.key.group, &p.key.kind, ruled) {
+                    entry.2 = Detail::Whole;
+                }
+            }
+            if let Some(rule) = &p.object.health {
+                rules.insert(&p.key, rule);
             }
         }
+        // Kinds only the inventory names are listed for the prune: metadata is enough.
         for e in previous.entries.values() {
             if let Ok(res) = self.cluster.resolve(&gvk_of(&e.api_version, &e.kind)).await {
                 kinds
                     .entry((e.api_version.clone(), e.kind.clone()))
-                    .or_insert_with(|| (res, BTreeSet::new()))
+                    .or_insert_with(|| (res, BTreeSet::new(), Detail::Metadata))
                     .1
                     .insert(e.namespace.clone());
             }
         }
-        self.list_live(team, kinds.into_values(), known).await
+        self.list_live(team, kinds.into_values(), &rules, known)
+            .await
     }
 
-    /// Lists the unit's live objects of the given kinds in the namespaces given with each:
-    /// metadata only, except for kinds whose health is read from their status.
+    /// Lists the unit's live objects of the given kinds in the namespaces given with each,
+    /// as much of each as its kind's [`Detail`] says; the health of each of the unit's
+    /// objects read whole is read from it (by its platform rule in `rules`, if any).
     ///
     /// In a namespace the list takes every object of the kind, whatever its labels: the
     /// same request then also names the other teams' objects there, and the objects that
@@ -240,23 +255,19 @@ impl Syncer {
     async fn list_live(
         &self,
         team: &TeamName,
-        kinds: impl Iterator<Item = (Resolved, BTreeSet<String>)>,
+        kinds: impl Iterator<Item = (Resolved, BTreeSet<String>, Detail)>,
+        rules: &Rules<'_>,
         known: &Known<'_>,
     ) -> Result<(LiveObjects, Others), kube::Error> {
         let own = selector_team(team);
         let mut pending = Vec::new();
-        for (res, namespaces) in kinds {
+        for (res, namespaces, detail) in kinds {
             if res.namespaced {
                 for namespace in namespaces {
-                    pending.push(self.list_live_in(
-                        res.clone(),
-                        namespace,
-                        "",
-                        Detail::HealthWhereRuled,
-                    ));
+                    pending.push(self.list_live_in(res.clone(), namespace, "", detail));
                 }
             } else {
-                pending.push(self.list_live_in(res, String::new(), &own, Detail::HealthWhereRuled));
+                pending.push(self.list_live_in(res, String::new(), &own, detail));
             }
         }
         let (mut live, mut others) = (HashMap::new(), Others::default());
@@ -265,8 +276,12 @@ impl Syncer {
                 match held {
                     HeldBy::Team(owner) if owner == team.0 => {
                         let mut l = l;
-                        if l.object.is_some() && !known.moved(&key, &l.resource_version) {
-                            l.object = None;
+                        if let Some(object) = &l.object {
+                            let rule = rules.get(&key).copied();
+                            l.health = Some(health::of(object, rule));
+                            if !known.moved(&key, &l.resource_version) {
+                                l.object = None;
+                            }
                         }
                         live.insert(key, l);
                     }
@@ -295,7 +310,7 @@ impl Syncer {
         detail: Detail,
     ) -> Result<Vec<(ObjectKey, HeldBy, Live)>, kube::Error> {
         let api = &Cluster::api(self.cluster.client().clone(), &res, &namespace);
-        let entry = |m: &kube::api::ObjectMeta, health, object| {
+        let entry = |m: &kube::api::ObjectMeta, object| {
             let key = ObjectKey {
                 group: res.resource.group.clone(),
                 kind: res.resource.kind.clone(),
@@ -307,21 +322,16 @@ impl Syncer {
                 resource_version: m.resource_version.clone().unwrap_or_default(),
                 uid: m.uid.clone().unwrap_or_default(),
                 prune_disabled: prune_disabled(m),
-                health,
+                health: None,
                 object,
             };
             (key, owner, live)
         };
-        let with_health = detail == Detail::HealthWhereRuled
-            && health::has_rule(&res.resource.api_version, &res.resource.kind);
-        if !with_health {
+        if detail == Detail::Metadata {
             let items = self
                 .list_pages(selector, |p| async move { api.list_metadata(&p).await })
                 .await?;
-            return Ok(items
-                .iter()
-                .map(|o| entry(&o.metadata, None, None))
-                .collect());
+            return Ok(items.iter().map(|o| entry(&o.metadata, None)).collect());
         }
         // List items come without apiVersion and kind, which health reads.
         let items = self
@@ -334,8 +344,7 @@ impl Syncer {
                 fields.insert("apiVersion".into(), res.resource.api_version.clone().into());
                 fields.insert("kind".into(), res.resource.kind.clone().into());
             }
-            let health = health::of(&object);
-            out.push(entry(&o.metadata, Some(health), Some(object)));
+            out.push(entry(&o.metadata, Some(object)));
         }
         Ok(out)
     }

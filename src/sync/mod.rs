@@ -3,7 +3,7 @@
 //! One sync is the sequence of steps in [`Syncer::sync_inner`], and why in that order:
 //! 1. read the unit's inventory and list its live objects (one list per kind and
 //!    namespace, filtered by the team's label; whole objects for kinds whose health is
-//!    read from status, metadata for the rest) — reads only;
+//!    read from them, metadata for the kinds healthy by nature) — reads only;
 //! 2. if the desired objects and the live resourceVersions are what the last sync left,
 //!    stop: no write request at all (with nothing remembered, after a restart, the
 //!    inventory's uids, resourceVersions and digests say the same per object, and such an
@@ -317,6 +317,15 @@ impl Syncer {
                 .is_some_and(|l| l.still_holds(&previous, &desired_keys, &planned, &live))
         {
             r.unchanged = planned.len();
+            r.no_health_rule = planned
+                .iter()
+                .filter(|p| {
+                    live.get(&p.key).and_then(|l| l.health.as_ref())
+                        == Some(&health::Health::NoRule)
+                })
+                .map(|p| p.key.clone())
+                .collect();
+            r.no_health_rule.sort();
             return Ok(());
         }
 

@@ -89,6 +89,7 @@ impl Syncer {
         }
         r.created.sort();
         r.updated.sort();
+        r.no_health_rule.sort();
         pass
     }
 
@@ -174,6 +175,7 @@ impl ApplyPass {
         let mut establishing = None;
         match a.health {
             Health::Healthy => {}
+            Health::NoRule => r.no_health_rule.push(p.key.clone()),
             Health::Progressing(why) => {
                 self.healthy = false;
                 if phase == Phase::Crds {

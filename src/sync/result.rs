@@ -59,6 +59,9 @@ pub struct UnitResult {
     pub conflicts: Vec<ObjectError>,
     /// Objects still rolling out, with what they wait for.
     pub not_ready: Vec<(ObjectKey, String)>,
+    /// Objects healthy only in that they were applied: no health rule applies to them and
+    /// they have no status to read (a kind the platform gave no `readyWhen`).
+    pub no_health_rule: Vec<ObjectKey>,
     /// Who released the mass-deletion hold this sync went ahead on (field manager and
     /// time), when it did.
     pub released: Option<String>,
@@ -87,6 +90,7 @@ impl UnitResult {
             errors: Vec::new(),
             conflicts: Vec::new(),
             not_ready: Vec::new(),
+            no_health_rule: Vec::new(),
             message: None,
             writes: 0,
             duration: Duration::ZERO,
@@ -196,6 +200,13 @@ impl UnitResult {
         if !self.errors.is_empty() {
             s.push_str(&format!(", {} errors", self.errors.len()));
         }
+        if !self.no_health_rule.is_empty() {
+            s.push_str(&format!(
+                ", {} with {}",
+                self.no_health_rule.len(),
+                crate::sync::health::NO_HEALTH_RULE
+            ));
+        }
         s
     }
 }
@@ -286,5 +297,7 @@ mod tests {
             r.summary(),
             "applied 3 (+1 ~0), pruned 0, kept 1, left 1 object pontoon did not create, held 1, 1 errors"
         );
+        r.no_health_rule.push(key("f"));
+        assert!(r.summary().ends_with(", 1 errors, 1 with no health rule"));
     }
 }

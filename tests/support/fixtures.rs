@@ -31,6 +31,7 @@ pub fn obj(team: &str, applier: Applier, mut manifest: Value) -> DesiredObject {
         applier,
         drift: DriftMode::Correct,
         ignore_fields: Vec::new(),
+        health: None,
     }
 }
 
