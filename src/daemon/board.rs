@@ -57,6 +57,8 @@ struct Entry {
     /// The last failure to watch or correct the unit's drift, until drift is handled again
     /// or a sync ends Synced.
     drift_error: Option<String>,
+    /// The objects the last sync found with no health rule and no status.
+    no_health_rule: Vec<String>,
 }
 
 impl Entry {
@@ -69,6 +71,7 @@ impl Entry {
             last_error: None,
             drifted: Vec::new(),
             drift_error: None,
+            no_health_rule: Vec::new(),
         }
     }
 }
@@ -230,6 +233,7 @@ impl Board {
         e.revision = r.revision.clone();
         e.finished = Some(Instant::now());
         e.last_error = r.message.clone();
+        e.no_health_rule = r.no_health_rule.iter().map(ToString::to_string).collect();
     }
 
     /// Drift seen on a unit (most recent last; at most 20 kept).
@@ -288,6 +292,7 @@ impl StatusSource for Board {
                 last_error: e.last_error.clone(),
                 drifted: e.drifted.clone(),
                 drift_error: e.drift_error.clone(),
+                no_health_rule: e.no_health_rule.clone(),
             })
             .collect()
     }

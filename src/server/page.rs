@@ -24,6 +24,10 @@ pub struct UnitView {
     /// Why drift on the unit's objects is not watched or corrected right now, if it is not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift_error: Option<String>,
+    /// Objects healthy only in that they were applied: no health rule applies to them and
+    /// they have no status (`Kind namespace/name`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub no_health_rule: Vec<String>,
 }
 
 /// An object that drifted: what, who changed it and when.
@@ -156,6 +160,15 @@ fn cell(h: &mut String, u: &UnitView) {
     if let Some(e) = &u.drift_error {
         let _ = write!(h, "<div class=\"err\">drift: {}</div>", escape(e));
     }
+    if !u.no_health_rule.is_empty() {
+        let names: Vec<String> = u.no_health_rule.iter().map(|o| escape(o)).collect();
+        let _ = write!(
+            h,
+            "<div class=\"small\">{}: {}</div>",
+            crate::sync::health::NO_HEALTH_RULE,
+            names.join(", ")
+        );
+    }
     if !u.drifted.is_empty() {
         h.push_str("<ul>");
         for d in &u.drifted {
@@ -199,6 +212,7 @@ mod tests {
             last_error: None,
             drifted: vec![],
             drift_error: None,
+            no_health_rule: vec![],
         }
     }
 
@@ -229,5 +243,16 @@ mod tests {
         assert!(page.contains("standby"));
         assert!(page.contains("1m ago"));
         assert!(page.contains("<code>0123456789</code>"));
+    }
+
+    #[test]
+    fn objects_without_a_health_rule_are_named() {
+        let mut u = unit("a", "prod", "Synced");
+        u.no_health_rule = vec!["PrometheusRule.monitoring.coreos.com a/alerts".into()];
+        let page = render(&[u], "rev", true);
+        assert!(
+            page.contains("no health rule: PrometheusRule.monitoring.coreos.com a/alerts"),
+            "{page}"
+        );
     }
 }
