@@ -437,32 +437,42 @@ async fn sync_once(config_path: PathBuf) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     let mut all_synced = state.failed_teams.is_empty();
+    let mut synced = Vec::new();
     for syncer in syncers.values() {
-        for r in syncer.sync_cluster(&state).await {
-            let r = if r.state == pontoon::sync::UnitState::Progressing {
-                syncer
-                    .wait_healthy(
-                        r,
-                        std::time::Instant::now(),
-                        config.sync.health_timeout,
-                        std::time::Duration::from_secs(2),
-                    )
-                    .await
-            } else {
-                r
-            };
-            println!(
-                "{:<24} {:<12} {}{}",
-                r.unit.to_string(),
-                r.state.as_str(),
-                r.summary(),
-                r.message
-                    .as_deref()
-                    .map(|m| format!(": {m}"))
-                    .unwrap_or_default()
-            );
-            all_synced &= r.state == pontoon::sync::UnitState::Synced;
+        synced.extend(
+            syncer
+                .sync_cluster(&state)
+                .await
+                .into_iter()
+                .map(|r| (syncer, r)),
+        );
+    }
+    // Every unit's rollout is waited for at once: the slowest one sets the time, and each
+    // unit still has the whole health timeout from the end of the applies.
+    let waited_from = std::time::Instant::now();
+    let timeout = config.sync.health_timeout;
+    let results = futures::future::join_all(synced.into_iter().map(|(syncer, r)| async move {
+        if r.state == pontoon::sync::UnitState::Progressing {
+            syncer
+                .wait_healthy(r, waited_from, timeout, std::time::Duration::from_secs(2))
+                .await
+        } else {
+            r
         }
+    }))
+    .await;
+    for r in results {
+        println!(
+            "{:<24} {:<12} {}{}",
+            r.unit.to_string(),
+            r.state.as_str(),
+            r.summary(),
+            r.message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        );
+        all_synced &= r.state == pontoon::sync::UnitState::Synced;
     }
     for team in state.failed_teams.keys() {
         println!(
