@@ -20,6 +20,7 @@ mod faults;
 mod forge;
 mod gitea;
 mod github;
+mod health_rules;
 mod hold;
 mod leader;
 mod manifests;
