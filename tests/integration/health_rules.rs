@@ -4,11 +4,15 @@
 //! `platform.yaml`'s rule for the kind; a kind with no status is Synced and says it has
 //! no health rule.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
-use pontoon::desired::UnitDesired;
+use pontoon::daemon::board::Board;
+use pontoon::desired::{DesiredState, UnitDesired};
+use pontoon::server::StatusSource;
+use pontoon::status::{SyncReport, Tracker};
 use pontoon::sync::{Syncer, UnitResult, UnitState};
 use serde_json::{Value, json};
 
@@ -31,10 +35,10 @@ spec:
         spec: {size: 1}
 ";
 
-/// The unit of a platform repo of one team on `cp`, through the real renderer: a Widget
-/// and a Gadget as plain manifests, a Widget from the Probe kind, and the platform's rule
-/// for Widgets (which the Probe's own rule comes before).
-fn unit(cp: &ControlPlane, team: &str) -> UnitDesired {
+/// A platform repo of one team on `cp`, through the real renderer: a Widget and a Gadget
+/// as plain manifests, a Widget from the Probe kind, and the platform's rule for Widgets
+/// (which the Probe's own rule comes before).
+fn render(cp: &ControlPlane, team: &str) -> Arc<DesiredState> {
     let mut f = pontoon::render::Files::new();
     f.insert(
         "platform.yaml".into(),
@@ -56,7 +60,41 @@ fn unit(cp: &ControlPlane, team: &str) -> UnitDesired {
     );
     let state = pontoon::render::render(&f, "r1");
     assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
-    state.units.into_values().next().expect("one unit")
+    Arc::new(state)
+}
+
+/// What a result shows outward: the unit's error in `/api/status`, the status page, and
+/// the description of the unit's commit status.
+fn shown(cp: &ControlPlane, state: &Arc<DesiredState>, r: &UnitResult) -> [String; 3] {
+    let board = Board::new();
+    board.set_leading(true);
+    board.rendered(state, &[cp.name.to_owned()]);
+    board.record(r, false);
+    let units = board.units();
+    let api = units[0].last_error.clone().unwrap_or_default();
+    let page = pontoon::server::page::render(&units, &state.revision, true);
+    let mut tracker = Tracker::new([cp.name.to_owned()]);
+    tracker.rendered(state);
+    let statuses = tracker.reported(&SyncReport {
+        result: r.clone(),
+        first_attempt: true,
+        removal: false,
+    });
+    let context = pontoon::status::unit_context(&r.unit);
+    let description = statuses
+        .into_iter()
+        .find(|s| s.context == context)
+        .map(|s| s.description)
+        .unwrap_or_default();
+    [api, page, description]
+}
+
+/// Each of the paths outward says `what`.
+fn shown_everywhere(cp: &ControlPlane, state: &Arc<DesiredState>, r: &UnitResult, what: &str) {
+    let paths = ["/api/status", "the page", "the commit status"];
+    for (path, text) in paths.into_iter().zip(shown(cp, state, r)) {
+        assert!(text.contains(what), "{path}: {text}");
+    }
 }
 
 fn install_crds(cp: &ControlPlane) {
@@ -107,7 +145,8 @@ async fn custom_resources_are_healthy_by_their_conditions_and_the_platforms_rule
     install_crds(cp);
     let s: Syncer = crate::sync::syncer(cp).await;
     let team = unique_name("health");
-    let d = unit(cp, &team);
+    let state = render(cp, &team);
+    let d: &UnitDesired = state.units.values().next().expect("one unit");
     let widgets: Api<DynamicObject> = Api::namespaced_with(
         cp.client().await,
         &team,
@@ -122,7 +161,7 @@ async fn custom_resources_are_healthy_by_their_conditions_and_the_platforms_rule
 
     // Just applied: the plain Widget and the Gadget have no status and no rule that could
     // read one; the Probe's Widget waits for its readyWhen, which has no status to read.
-    let r = s.sync(&d, "r1").await;
+    let r = s.sync(d, "r1").await;
     assert_eq!(r.state, UnitState::Progressing, "{r:?}");
     assert!(
         waits_for(&r, "ruled").is_some_and(|w| w
@@ -140,7 +179,7 @@ async fn custom_resources_are_healthy_by_their_conditions_and_the_platforms_rule
              "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
     };
     set_status(&widgets, "plain", ready("False", "warming up")).await;
-    let r = s.sync(&d, "r1").await;
+    let r = s.sync(d, "r1").await;
     assert_eq!(
         waits_for(&r, "plain").as_deref(),
         Some("not ready: warming up"),
@@ -161,7 +200,7 @@ async fn custom_resources_are_healthy_by_their_conditions_and_the_platforms_rule
                      "message": "out of quota", "lastTransitionTime": "2026-01-01T00:00:00Z"}),
         );
     set_status(&widgets, "plain", stalled).await;
-    let r = s.sync(&d, "r1").await;
+    let r = s.sync(d, "r1").await;
     assert_eq!(r.state, UnitState::Failed, "{r:?}");
     assert!(
         r.message
@@ -170,6 +209,8 @@ async fn custom_resources_are_healthy_by_their_conditions_and_the_platforms_rule
             .contains("plain: out of quota"),
         "{r:?}"
     );
+    // The condition's message reaches /api/status, the page and the commit status.
+    shown_everywhere(cp, &state, &r, "plain: out of quota");
 
     // The platform's failedWhen for Widgets, with its message.
     set_status(
@@ -178,13 +219,14 @@ async fn custom_resources_are_healthy_by_their_conditions_and_the_platforms_rule
         json!({"conditions": null, "phase": "Broken", "reason": "disk full"}),
     )
     .await;
-    let r = s.sync(&d, "r1").await;
+    let r = s.sync(d, "r1").await;
     assert_eq!(r.state, UnitState::Failed, "{r:?}");
     let message = r.message.clone().unwrap_or_default();
     assert!(
         message.contains("plain: widget broken: disk full (platform.yaml:"),
         "{message}"
     );
+    shown_everywhere(cp, &state, &r, "plain: widget broken: disk full");
 
     // The Kind's failedWhen comes before the platform's: its own message.
     let mut fine = ready("True", "");
@@ -196,7 +238,7 @@ async fn custom_resources_are_healthy_by_their_conditions_and_the_platforms_rule
         json!({"phase": "Broken", "reason": "bad disk"}),
     )
     .await;
-    let r = s.sync(&d, "r1").await;
+    let r = s.sync(d, "r1").await;
     let message = r.message.clone().unwrap_or_default();
     assert!(
         message.contains("ruled: probe says bad disk (kinds/probe.yaml:"),
@@ -210,7 +252,7 @@ async fn custom_resources_are_healthy_by_their_conditions_and_the_platforms_rule
         json!({"observedGeneration": 0, "phase": "Ready", "reason": "fine"}),
     )
     .await;
-    let r = s.sync(&d, "r1").await;
+    let r = s.sync(d, "r1").await;
     assert_eq!(r.state, UnitState::Progressing, "{r:?}");
     assert_eq!(
         waits_for(&r, "ruled").as_deref(),
@@ -232,11 +274,25 @@ async fn custom_resources_are_healthy_by_their_conditions_and_the_platforms_rule
     assert_eq!(r.state, UnitState::Synced, "{r:?}");
     let unruled: Vec<&str> = r.no_health_rule.iter().map(|k| k.name.as_str()).collect();
     assert_eq!(unruled, ["bare"], "{r:?}");
-    let r = s.sync(&d, "r1").await;
+    let r = s.sync(d, "r1").await;
     assert_eq!((r.state, r.writes), (UnitState::Synced, 0), "{r:?}");
     assert!(
         r.summary().ends_with(", 1 with no health rule"),
         "{}",
         r.summary()
+    );
+    let [api_error, page, _] = shown(cp, &state, &r);
+    assert_eq!(api_error, "", "Synced");
+    assert!(
+        page.contains(&format!(
+            "no health rule: Gadget.health.pontoon.dev {team}/bare"
+        )),
+        "{page}"
+    );
+    let board = Board::new();
+    board.record(&r, false);
+    assert_eq!(
+        board.units()[0].no_health_rule,
+        [format!("Gadget.health.pontoon.dev {team}/bare")]
     );
 }
