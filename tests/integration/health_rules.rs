@@ -2,7 +2,7 @@
 //! test writes as an operator would, read by kstatus (`Ready`, `Stalled`,
 //! `observedGeneration`), by a Kind resource's `readyWhen`/`failedWhen` and by
 //! `platform.yaml`'s rule for the kind; a kind with no status is Synced and says it has
-//! no health rule.
+//! no health rule. And `pontoon sync --once` waiting for every unit's health together.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +17,8 @@ use pontoon::sync::{Syncer, UnitResult, UnitState};
 use serde_json::{Value, json};
 
 use crate::support::control_plane::{self, ControlPlane, repo_root, unique_name};
+use crate::support::daemon::write;
+use crate::support::daemon_config::DaemonConfig;
 
 const KIND: &str = "\
 apiVersion: pontoon.dev/v1alpha1
@@ -294,5 +296,71 @@ async fn custom_resources_are_healthy_by_their_conditions_and_the_platforms_rule
     assert_eq!(
         board.units()[0].no_health_rule,
         [format!("Gadget.health.pontoon.dev {team}/bare")]
+    );
+}
+
+/// Units whose health never comes: one team per unit, each with a Widget the platform
+/// says is ready when `false` is true.
+const TEAMS_THAT_NEVER_BECOME_HEALTHY: usize = 4;
+/// Long enough that waiting for the units one after another (4 × 12 s) could not be taken
+/// for waiting for them together (12 s, plus the process's start and the applies).
+const HEALTH_TIMEOUT_SECONDS: u64 = 12;
+
+#[tokio::test]
+async fn sync_once_waits_for_every_units_health_at_once() {
+    let cp = control_plane::shared();
+    install_crds(cp);
+    let prefix = unique_name("once");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("platform");
+    write(
+        &repo,
+        "platform.yaml",
+        "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {name: p}\nspec:\n  clusters: [{name: once}]\n  policy:\n    allowedKinds: [{group: health.pontoon.dev, kind: Widget}]\n  health:\n    - {group: health.pontoon.dev, kind: Widget, readyWhen: \"false\", message: never ready}\n",
+    );
+    for i in 0..TEAMS_THAT_NEVER_BECOME_HEALTHY {
+        let team = format!("{prefix}-{i}");
+        write(
+            &repo,
+            &format!("teams/{team}/team.yaml"),
+            &format!(
+                "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  namespaces: [{team}]\n  clusters: {{names: [once]}}\n"
+            ),
+        );
+        write(
+            &repo,
+            &format!("teams/{team}/app.yaml"),
+            "apiVersion: health.pontoon.dev/v1\nkind: Widget\nmetadata: {name: w}\nspec: {size: 1}\n",
+        );
+    }
+    let config = DaemonConfig::dir(&repo)
+        .cluster("once", &cp.kubeconfig)
+        .inventory_namespace(&format!("{prefix}-pontoon"))
+        .health_timeout(&format!("{HEALTH_TIMEOUT_SECONDS}s"))
+        .write(tmp.path());
+
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pontoon"))
+        .args(["sync", "--config", config.to_str().expect("path"), "--once"])
+        .output()
+        .expect("run pontoon");
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let timed_out = stdout
+        .lines()
+        .filter(|l| {
+            l.contains("Failed")
+                && l.contains(&format!("not healthy after {HEALTH_TIMEOUT_SECONDS}s"))
+                && l.contains("never ready")
+        })
+        .count();
+    assert_eq!(timed_out, TEAMS_THAT_NEVER_BECOME_HEALTHY, "{stdout}");
+    // One after another would take at least 4 × 12 s = 48 s.
+    let one_after_another =
+        Duration::from_secs(HEALTH_TIMEOUT_SECONDS * TEAMS_THAT_NEVER_BECOME_HEALTHY as u64);
+    assert!(
+        took < one_after_another - Duration::from_secs(HEALTH_TIMEOUT_SECONDS),
+        "took {took:?}: the units were waited for one after another\n{stdout}"
     );
 }

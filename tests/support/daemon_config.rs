@@ -112,6 +112,11 @@ impl DaemonConfig {
         self.sync_field("applyTimeout", json!(timeout))
     }
 
+    /// `sync.healthTimeout`.
+    pub fn health_timeout(self, timeout: &str) -> DaemonConfig {
+        self.sync_field("healthTimeout", json!(timeout))
+    }
+
     /// `sync.namespace`: where pontoon keeps its inventories. A namespace of its own keeps
     /// one test's removed-team detection away from every other test's teams on a shared
     /// control plane.
