@@ -43,6 +43,7 @@ const NOTHING_TO_WAIT_FOR: &[(&str, &str)] = &[
     ("", "ResourceQuota"),
     ("", "LimitRange"),
     ("", "Endpoints"),
+    ("batch", "CronJob"),
     ("discovery.k8s.io", "EndpointSlice"),
     ("rbac.authorization.k8s.io", "Role"),
     ("rbac.authorization.k8s.io", "RoleBinding"),
@@ -143,6 +144,7 @@ mod tests {
         assert!(!read_whole("rbac.authorization.k8s.io", "Role", false));
         assert!(read_whole("", "ConfigMap", true));
         assert!(read_whole("", "Service", false));
+        assert!(!read_whole("batch", "CronJob", false));
         assert!(read_whole("example.com", "Widget", false));
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
         assert_eq!(of(&cm, None), Health::Healthy);
