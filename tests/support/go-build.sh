@@ -5,6 +5,7 @@
 # `replace` lines that module's own release needs. Nothing is vendored into this repository.
 #
 #   tests/support/go-build.sh control-plane   # kube-apiserver, kubectl, etcd
+#   tests/support/go-build.sh nodes           # kube-controller-manager, kube-scheduler, kwok
 #   tests/support/go-build.sh gitea
 #   tests/support/go-build.sh bin-dir         # prints where the binaries are
 #
@@ -15,6 +16,7 @@ set -euo pipefail
 K8S_VERSION=1.37.2
 ETCD_VERSION=3.6.16
 GITEA_VERSION=1.26.0
+KWOK_VERSION=0.8.0
 
 CACHE=${PONTOON_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pontoon}
 BIN="$CACHE/bin"
@@ -97,6 +99,33 @@ build_control_plane() {
   ln -sfn "$eout/etcd" "$BIN/etcd"
 }
 
+# The parts a rollout needs beyond the apiserver: kube-controller-manager and
+# kube-scheduler from the apiserver's own consumer (same module, same version, same
+# replace lines), and kwok, which plays the nodes and the kubelets' pod lifecycle.
+build_nodes() {
+  build_control_plane
+  local out="$BIN/k8s-$K8S_VERSION-controllers"
+  if [ ! -x "$out/kube-controller-manager" ] || [ ! -x "$out/kube-scheduler" ]; then
+    local dir="$CACHE/consumers/kubernetes-$K8S_VERSION"
+    log "building kube-controller-manager and kube-scheduler v$K8S_VERSION (first time: several minutes)"
+    [ -f "$dir/go.mod" ] || consumer "$dir" k8s.io/kubernetes "v$K8S_VERSION" "v0.${K8S_VERSION#*.}"
+    (cd "$dir" && go build -trimpath -ldflags "$(k8s_ldflags)" -o "$out.tmp/kube-controller-manager" k8s.io/kubernetes/cmd/kube-controller-manager \
+      && go build -trimpath -ldflags "$(k8s_ldflags)" -o "$out.tmp/kube-scheduler" k8s.io/kubernetes/cmd/kube-scheduler)
+    rm -rf "$out"; mv "$out.tmp" "$out"
+  fi
+  local kout="$BIN/kwok-$KWOK_VERSION"
+  if [ ! -x "$kout/kwok" ]; then
+    local dir="$CACHE/consumers/kwok-$KWOK_VERSION"
+    log "building kwok v$KWOK_VERSION"
+    consumer "$dir" sigs.k8s.io/kwok "v$KWOK_VERSION"
+    (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$kout.tmp/kwok" sigs.k8s.io/kwok/cmd/kwok)
+    rm -rf "$kout"; mv "$kout.tmp" "$kout"
+  fi
+  ln -sfn "$out/kube-controller-manager" "$BIN/kube-controller-manager"
+  ln -sfn "$out/kube-scheduler" "$BIN/kube-scheduler"
+  ln -sfn "$kout/kwok" "$BIN/kwok"
+}
+
 # Gitea stores its data in sqlite through mattn/go-sqlite3, which needs cgo (a C compiler)
 # and the release's tags `sqlite sqlite_unlock_notify`, with the SQLITE_MAX_VARIABLE_NUMBER
 # its Makefile sets. The web UI's built frontend assets are not part of the module; the
@@ -124,7 +153,8 @@ build_gitea() {
 
 case "${1:-}" in
   control-plane) build_control_plane ;;
+  nodes) build_nodes ;;
   gitea) build_gitea ;;
   bin-dir) echo "$BIN" ;;
-  *) echo "usage: $0 control-plane|gitea|bin-dir" >&2; exit 2 ;;
+  *) echo "usage: $0 control-plane|nodes|gitea|bin-dir" >&2; exit 2 ;;
 esac
