@@ -1,5 +1,7 @@
 //! A real Kubernetes control plane (etcd + kube-apiserver, built from the Go module proxy
-//! by `go-build.sh`) per test binary, started on first use by `control-plane.sh`.
+//! by `go-build.sh`) per test binary, started on first use by `control-plane.sh`; and one
+//! "with nodes" (controller manager, scheduler and kwok's fake nodes) for the tests that
+//! need real rollouts, or the ClusterRoles the aggregation controller fills.
 //!
 //! The script runs until its standard input closes. We keep the write end of that pipe
 //! in a static for the life of the test binary, so when the binary exits — normally, by
@@ -38,6 +40,17 @@ pub fn second() -> &'static ControlPlane {
     SECOND.get_or_init(|| ControlPlane::start("two"))
 }
 
+static NODES: OnceLock<ControlPlane> = OnceLock::new();
+
+/// The control plane with nodes that tests share: Deployments, StatefulSets, DaemonSets
+/// and Jobs roll out for real there (kube-controller-manager, kube-scheduler, three kwok
+/// nodes; a container image tagged `never-ready` never gets Ready), and the aggregated
+/// `admin`/`edit`/`view` ClusterRoles are filled. Its controllers write all the time:
+/// tests that count the apiserver's requests use [`quiet`] instead.
+pub fn with_nodes() -> &'static ControlPlane {
+    NODES.get_or_init(|| ControlPlane::start_with_nodes("nodes"))
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -46,11 +59,22 @@ impl ControlPlane {
     /// A control plane owned by the caller: [`ControlPlane::stop`] ends it (dropping it
     /// does too, without waiting). The statics above hold the ones tests share.
     pub fn start(name: &'static str) -> ControlPlane {
-        let script = Script::start(
+        ControlPlane::start_script(name, &[])
+    }
+
+    /// A control plane with nodes owned by the caller (see [`with_nodes`]).
+    pub fn start_with_nodes(name: &'static str) -> ControlPlane {
+        ControlPlane::start_script(name, &["--nodes"])
+    }
+
+    fn start_script(name: &'static str, args: &[&str]) -> ControlPlane {
+        let script = Script::start_with(
             "control-plane.sh",
             name,
+            args,
             "PONTOON_CP_CLEANUP",
-            "it needs Go to build kube-apiserver and etcd, plus openssl, curl and python3",
+            "it needs Go to build kube-apiserver, etcd (and with nodes kube-controller-manager, \
+             kube-scheduler and kwok), plus openssl, curl and python3",
         );
         eprintln!("control plane {name} at {}", script.get("API_SERVER"));
         ControlPlane {

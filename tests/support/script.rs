@@ -31,6 +31,17 @@ impl Script {
     /// process and `name`, removed afterwards via `cleanup_var=1`) and waits for `ready`.
     /// `needs` says what the server needs, for the message when it does not start.
     pub fn start(script: &str, name: &str, cleanup_var: &str, needs: &str) -> Script {
+        Script::start_with(script, name, &[], cleanup_var, needs)
+    }
+
+    /// [`Script::start`] with `args` after `start DIR` (e.g. `--nodes`).
+    pub fn start_with(
+        script: &str,
+        name: &str,
+        args: &[&str],
+        cleanup_var: &str,
+        needs: &str,
+    ) -> Script {
         let dir = std::env::temp_dir().join(format!(
             "pontoon-{}-{}-{name}",
             script.trim_end_matches(".sh"),
@@ -43,6 +54,7 @@ impl Script {
             .arg(&path)
             .arg("start")
             .arg(&dir)
+            .args(args)
             .env(cleanup_var, "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
