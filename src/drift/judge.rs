@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::DynamicObject;
+use kube::api::{DynamicObject, TypeMeta};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -90,6 +90,16 @@ impl DriftWatch {
         // back what a person added, so an open object is checked in full.
         if !deleted && rv == a.resource_version && !is_open {
             return;
+        }
+        // The objects of a watch's first list come without apiVersion and kind (a list
+        // names them once for all its items): without them every object a controller
+        // wrote since pontoon's apply would differ there.
+        let mut o = o;
+        if o.types.is_none() {
+            o.types = Some(TypeMeta {
+                api_version: resolved.resource.api_version.clone(),
+                kind: resolved.resource.kind.clone(),
+            });
         }
         let live = serde_json::to_value(&o).unwrap_or(Value::Null);
         let ours = self.syncer.owner().field_manager();

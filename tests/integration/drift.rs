@@ -162,7 +162,9 @@ async fn quiet(rx: &mut mpsc::Receiver<DriftEvent>, what: &str, control: &mut Co
 
 #[tokio::test]
 async fn hand_edits_are_detected_named_and_corrected_and_controller_fields_are_not() {
-    let cp = control_plane::shared();
+    // Real controllers: the deployment controller writes the status and its revision
+    // annotation as the Deployment rolls out and scales.
+    let cp = control_plane::with_nodes();
     let syncer = syncer(cp).await;
     let team = unique_name("drift");
     let mut objects = team_base(&team, &[&team]);
@@ -192,25 +194,27 @@ async fn hand_edits_are_detected_named_and_corrected_and_controller_fields_are_n
     let _ = syncer.sync(&u, "r1").await;
     quiet(&mut rx, "pontoon's own apply", &mut control).await;
 
-    // A controller's field (the HPA's replicas) and status: not drift, and neither is the
-    // empty args list the apiserver did not keep.
+    // A controller's field (the HPA's replicas) and the status the deployment controller
+    // writes as it scales up: not drift, and neither is the empty args list the
+    // apiserver did not keep.
     deployments
         .patch("web", &PatchParams::apply("horizontal-pod-autoscaler").force(), &Patch::Apply(json!({
             "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 5}})))
         .await
         .expect("hpa scales");
-    deployments
-        .patch_status(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"observedGeneration": 9}})),
-        )
-        .await
-        .expect("status");
     quiet(
         &mut rx,
-        "the HPA's replicas and a status update",
+        "the HPA's replicas and the rollout's status updates",
         &mut control,
+    )
+    .await;
+    control_plane::eventually(
+        "the deployment controller scaling up",
+        Duration::from_secs(30),
+        || async {
+            let status = deployments.get("web").await.ok()?.status?;
+            (status.replicas? == 5).then_some(())
+        },
     )
     .await;
 
@@ -262,7 +266,7 @@ async fn hand_edits_are_detected_named_and_corrected_and_controller_fields_are_n
 
 #[tokio::test]
 async fn report_mode_leaves_the_object_and_marks_the_unit_out_of_sync() {
-    let cp = control_plane::shared();
+    let cp = control_plane::with_nodes();
     let syncer = syncer(cp).await;
     let team = unique_name("report");
     let mut objects = team_base(&team, &[&team]);
@@ -275,16 +279,14 @@ async fn report_mode_leaves_the_object_and_marks_the_unit_out_of_sync() {
     let u = unit_desired(&team, cp.name, &[&team], objects);
     assert_eq!(syncer.sync(&u, "r1").await.state, UnitState::Progressing);
 
-    // A controller writing the status moves the object's version; that is not drift.
-    let deployments: Api<Deployment> = Api::namespaced(cp.client().await, &team);
-    deployments
-        .patch_status(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}})),
-        )
-        .await
-        .expect("status");
+    // The deployment controller writing the status as the rollout goes on moves the
+    // object's version; that is not drift.
+    control_plane::eventually("the rollout", Duration::from_secs(90), || async {
+        let r = syncer.sync(&u, "r1").await;
+        assert!(r.drifted.is_empty(), "{r:?}");
+        (r.state == UnitState::Synced).then_some(())
+    })
+    .await;
     for _ in 0..2 {
         let r = syncer.sync(&u, "r1").await;
         assert_eq!(r.state, UnitState::Synced, "{r:?}");
