@@ -75,7 +75,13 @@ pub(super) fn observed(v: &Value) -> bool {
 
 fn deployment(v: &Value) -> Health {
     if condition_reason(v, "Progressing") == Some("ProgressDeadlineExceeded") {
-        return Health::Failed("Deployment exceeded its progress deadline".to_owned());
+        // The deployment controller's own words name the ReplicaSet that timed out, and
+        // stay short enough for a commit status's description.
+        let said = condition_message(v, "Progressing").filter(|m| !m.is_empty());
+        return Health::Failed(
+            said.map_or("Deployment exceeded its progress deadline", |m| m)
+                .to_owned(),
+        );
     }
     if !observed(v) {
         return Health::Progressing(
@@ -283,7 +289,26 @@ mod tests {
             json!({"observedGeneration": 1, "conditions": [
             {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}),
         ));
-        assert!(matches!(h, Health::Failed(_)));
+        assert_eq!(
+            h,
+            Health::Failed("Deployment exceeded its progress deadline".into())
+        );
+    }
+
+    #[test]
+    fn deployment_past_its_deadline_says_what_the_controller_said() {
+        let h = of(&deploy(
+            1,
+            json!({"observedGeneration": 1, "conditions": [
+            {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+             "message": "Deployment does not have minimum availability."},
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+             "message": "ReplicaSet \"web-5d8f7c\" has timed out progressing."}]}),
+        ));
+        assert_eq!(
+            h,
+            Health::Failed("ReplicaSet \"web-5d8f7c\" has timed out progressing.".into())
+        );
     }
 
     #[test]
