@@ -33,6 +33,7 @@ mod prune_safety;
 mod rbac;
 mod rebuild;
 mod restart;
+mod rollouts;
 mod scheduler;
 mod source;
 mod ssh;
