@@ -1,5 +1,5 @@
-//! `deploy/` against the real control plane: it applies server-side. What its RBAC lets
-//! pontoon do, and refuses it, is `rbac.rs`.
+//! `deploy/` against the real control plane with nodes: it applies server-side and its
+//! Deployment rolls out. What its RBAC lets pontoon do, and refuses it, is `rbac.rs`.
 
 use kube::Config;
 use tokio::sync::OnceCell;
@@ -16,7 +16,8 @@ fn ok(out: std::process::Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `kubectl apply --server-side -k deploy/base` on the shared control plane, once per test
+/// `kubectl apply --server-side -k deploy/base` on the control plane with nodes (where the
+/// aggregated ClusterRoles are filled, as in a cluster), once per test
 /// binary (with the ServiceMonitor CRD it needs); what kubectl printed.
 pub(crate) async fn apply_deploy_base() -> &'static str {
     static APPLIED: OnceCell<String> = OnceCell::const_new();
@@ -30,7 +31,7 @@ pub(crate) async fn apply_deploy_base() -> &'static str {
 }
 
 fn apply_deploy_base_now() -> String {
-    let cp = control_plane::shared();
+    let cp = control_plane::with_nodes();
     let root = repo_root();
     let crd = root.join("tests/fixtures/crds/servicemonitors.monitoring.coreos.com.yaml");
     ok(
@@ -97,4 +98,18 @@ async fn deploy_base_applies_server_side() {
             "{expected} not applied:\n{applied}"
         );
     }
+    // Its two replicas are scheduled onto kwok's nodes and get Ready.
+    let rollout = tokio::task::spawn_blocking(|| {
+        control_plane::with_nodes().kubectl(&[
+            "-n",
+            "pontoon-system",
+            "rollout",
+            "status",
+            "deployment/pontoon",
+            "--timeout=120s",
+        ])
+    })
+    .await
+    .expect("kubectl");
+    ok(rollout, "deploy/base's Deployment rolls out");
 }

@@ -1,7 +1,9 @@
 //! pontoon running with only `deploy/base`'s RBAC, as its ServiceAccount's own token: it
 //! syncs teams, including one added to the repo without any edit of `deploy/`; it may
 //! act as the teams' identities and as nothing else; it holds no `escalate`, `bind` only
-//! by name, and every permission the team Roles it renders grant.
+//! by name, and every permission the team Roles it renders grant. On the control plane
+//! with nodes, whose controller manager fills the aggregated `admin`, `edit` and `view`
+//! ClusterRoles as in any cluster: the owners' binding to `admin` is one to a full role.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 use kube::api::{Api, PostParams};
 use pontoon::cluster::Cluster;
 use pontoon::desired::{
@@ -76,8 +78,14 @@ async fn settings(cp: &ControlPlane, ns: &str, name: &str) -> Option<ConfigMap> 
 
 #[tokio::test]
 async fn pontoon_with_only_deploy_base_rbac_syncs_teams_and_a_new_team_needs_no_edit() {
-    let cp = control_plane::shared();
+    let cp = control_plane::with_nodes();
     let syncer = pontoon_syncer(cp).await;
+    let roles: Api<ClusterRole> = Api::all(cp.client().await);
+    let admin = roles.get("admin").await.expect("the admin ClusterRole");
+    assert!(
+        admin.rules.as_ref().is_some_and(|r| r.len() > 10),
+        "the aggregation controller filled `admin`: {admin:?}"
+    );
     let first = unique_name("rbac-first");
     for unit in render_teams(cp, &[&first]) {
         let r = syncer.sync(&unit, "r1").await;
@@ -166,7 +174,7 @@ async fn who(client: kube::Client) -> Result<(String, Vec<String>), String> {
 
 #[tokio::test]
 async fn pontoon_may_act_as_any_team_identity_and_nothing_else() {
-    let cp = control_plane::shared();
+    let cp = control_plane::with_nodes();
     // Any team name, none listed anywhere, no ServiceAccount object created for it.
     let team = unique_name("rbac-anyteam");
     let user = team_user(&TeamName(team.clone()));
@@ -284,7 +292,7 @@ async fn deploy_base_grants_no_escalate_and_binds_only_by_name() {
     }
 
     // As the API server decides for pontoon's own account.
-    let cp = control_plane::shared();
+    let cp = control_plane::with_nodes();
     apply_deploy_base().await;
     let client = kube::Client::try_from(as_pontoon(cp).await).expect("client");
     let rbac = "rbac.authorization.k8s.io";
@@ -310,7 +318,7 @@ async fn deploy_base_grants_no_escalate_and_binds_only_by_name() {
 
 #[tokio::test]
 async fn pontoon_holds_every_permission_the_example_platforms_team_roles_grant() {
-    let cp = control_plane::shared();
+    let cp = control_plane::with_nodes();
     apply_deploy_base().await;
     let client = kube::Client::try_from(as_pontoon(cp).await).expect("client");
     let snapshot = pontoon::source::dir::read(&repo_root().join("config/example-platform"))
@@ -346,7 +354,7 @@ async fn pontoon_holds_every_permission_the_example_platforms_team_roles_grant()
 
 #[tokio::test]
 async fn a_team_using_a_kind_pontoon_does_not_hold_fails_naming_the_permission() {
-    let cp = control_plane::shared();
+    let cp = control_plane::with_nodes();
     let team = unique_name("rbac-secret");
     let unit = render_teams_with(
         cp,
@@ -373,7 +381,7 @@ async fn a_team_using_a_kind_pontoon_does_not_hold_fails_naming_the_permission()
 
 #[tokio::test]
 async fn a_team_bound_to_the_former_user_identity_moves_to_its_service_account() {
-    let cp = control_plane::shared();
+    let cp = control_plane::with_nodes();
     let team = unique_name("rbac-upgrade");
     let unit = render_teams(cp, &[&team]).remove(0);
 
