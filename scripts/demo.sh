@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make demo`: two local control planes (staging and prod), the example platform repo as
-# a local Git repository, and pontoon syncing it. Prints what to look at; Ctrl-C stops
-# everything this script started.
+# `make demo`: two local control planes (staging and prod), each with a controller
+# manager, a scheduler and three kwok nodes, so Deployments roll out into real Pods; the
+# example platform repo as a local Git repository, and pontoon syncing it. Prints what to
+# look at; Ctrl-C stops everything this script started.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${PONTOON_DEMO_DIR:-$root/.cache/demo}
@@ -29,7 +30,7 @@ trap 'exit 0' INT TERM
 # Each control plane runs until its stdin closes: give it a pipe that we hold open.
 for cluster in staging prod; do
   mkfifo "$work/$cluster.in"
-  "$root/tests/support/control-plane.sh" start "$work/$cluster" < "$work/$cluster.in" > "$work/$cluster.out" 2>"$work/$cluster.err" &
+  "$root/tests/support/control-plane.sh" start "$work/$cluster" --nodes < "$work/$cluster.in" > "$work/$cluster.out" 2>"$work/$cluster.err" &
   pids+=($!)
   exec {fd}>"$work/$cluster.in"
   eval "fd_$cluster=$fd"
@@ -78,23 +79,6 @@ YAML
 "$pontoon" run --config "$work/pontoon.yaml" > "$work/pontoon.log" 2>&1 &
 pids+=($!)
 
-# The local control plane has no controller manager and no nodes, so nothing would ever
-# roll a Deployment out. This loop stands in for them: it reports each Deployment's
-# current generation as rolled out, so health checks can pass as in a real cluster.
-(
-  while sleep 2; do
-    for cluster in staging prod; do
-      KUBECONFIG="$work/$cluster/kubeconfig" "$kubectl" get deployments -A -o jsonpath='{range .items[*]}{.metadata.namespace} {.metadata.name} {.metadata.generation} {.spec.replicas}{"\n"}{end}' 2>/dev/null |
-        while read -r ns name gen replicas; do
-          [ -n "$name" ] || continue
-          KUBECONFIG="$work/$cluster/kubeconfig" "$kubectl" -n "$ns" patch deployment "$name" --subresource=status --type=merge \
-            -p "{\"status\":{\"observedGeneration\":$gen,\"replicas\":$replicas,\"updatedReplicas\":$replicas,\"readyReplicas\":$replicas,\"availableReplicas\":$replicas}}" >/dev/null 2>&1 || true
-        done
-    done
-  done
-) &
-pids+=($!)
-
 cat <<TEXT
 
 $(say "pontoon is running")
@@ -102,6 +86,10 @@ $(say "pontoon is running")
   status as JSON  http://127.0.0.1:$port/api/status
   metrics         http://127.0.0.1:$port/metrics
   daemon log      $work/pontoon.log
+
+The Deployments roll out for real: ReplicaSets, and Pods scheduled onto kwok's fake
+nodes that start and turn Ready (no container runs; kwok plays the kubelet):
+  KUBECONFIG=$work/staging/kubeconfig $kubectl get pods -A -o wide
 
 Make drift: pontoon watches what it manages and puts it back at once (the log names
 who changed what):
