@@ -494,6 +494,38 @@ pub struct DesiredState {
     /// starts from it.
     #[serde(default)]
     pub namespace_owners: NamespaceOwners,
+    /// The platform's rollout stages, resolved to clusters.
+    #[serde(default)]
+    pub rollout: Rollout,
+}
+
+/// The order in which a commit reaches the clusters (`platform.yaml` `spec.rollout`), as
+/// render resolved it: each stage's clusters by name, and the teams that skip stages.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// In order: a commit reaches stage N+1 after stage N.
+    pub stages: Vec<Stage>,
+    /// Teams whose `team.yaml` says `rollout: {skipStages: true}`.
+    #[serde(default)]
+    pub skip_teams: std::collections::BTreeSet<TeamName>,
+}
+
+/// One rollout stage: its clusters (each in no other stage) and its soak time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    pub name: String,
+    pub clusters: Vec<ClusterName>,
+    /// How long a team's units here stay Synced at a commit before the next stage gets it.
+    pub soak: std::time::Duration,
+}
+
+impl Rollout {
+    /// The index of the stage `cluster` is in, if any.
+    pub fn stage_of(&self, cluster: &ClusterName) -> Option<usize> {
+        self.stages
+            .iter()
+            .position(|s| s.clusters.contains(cluster))
+    }
 }
 
 /// Namespace name to the team that owns it.

@@ -123,6 +123,9 @@ pub struct PlatformSpec {
     /// `readyWhen`/`failedWhen` still come first.
     #[serde(default)]
     pub health: Vec<HealthSpec>,
+    /// The order in which a new commit reaches the clusters.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
 }
 
 /// The health of every object of one group and kind, e.g. `{group: postgresql.cnpg.io,
@@ -144,6 +147,29 @@ pub struct HealthSpec {
     /// `self`.
     #[serde(default)]
     pub message: Option<String>,
+}
+
+/// `spec.rollout`: ordered stages of clusters. A commit reaches a team's units in a
+/// stage only once that team's units in every earlier stage are Synced and healthy at
+/// that commit for their stage's soak time. Clusters in no stage take a commit at once.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSpec {
+    #[serde(default)]
+    pub stages: Vec<StageSpec>,
+}
+
+/// One rollout stage, e.g. `{name: staging, clusters: {names: [staging]}, soak: 10m}`.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    pub name: String,
+    /// The stage's clusters, by name or by labels; a cluster is in one stage at most.
+    pub clusters: ClusterSelector,
+    /// How long the stage's units stay Synced and healthy at a commit before the next
+    /// stage gets it: `30s`, `10m`, `1h 30m`. None (the default) is no wait.
+    #[serde(default)]
+    pub soak: Option<String>,
 }
 
 /// One object the platform hands to a team although it exists without pontoon's labels,
@@ -251,6 +277,19 @@ pub struct TeamSpec {
     pub quota: BTreeMap<String, String>,
     #[serde(default)]
     pub drift_mode: Option<DriftMode>,
+    /// How the team's commits roll out across the platform's stages.
+    #[serde(default)]
+    pub rollout: TeamRollout,
+}
+
+/// `spec.rollout` of a team.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TeamRollout {
+    /// `true`: a commit reaches every cluster of the team at once, whatever the
+    /// platform's rollout stages say.
+    #[serde(default)]
+    pub skip_stages: bool,
 }
 
 /// Clusters by name or by label.

@@ -11,6 +11,7 @@
 //! `teams` (each `team.yaml` and the clusters it selects), `claims` (who owns each
 //! namespace); then `team` renders each team's documents: `instances` of platform kinds,
 //! plain `manifests`, and the team's `base` objects. `report` formats the diagnostics.
+//! `rollout` resolves the platform's rollout stages to clusters.
 
 mod autoscaling;
 mod base;
@@ -22,6 +23,7 @@ mod kinds;
 mod manifests;
 mod platform;
 mod report;
+mod rollout;
 pub mod schema;
 mod skipped;
 mod team;
@@ -87,6 +89,11 @@ pub fn render_revision(
         finish(&mut state, diags);
         return state;
     };
+    let Some(stages) = rollout::stages(files, &platform, &mut diags) else {
+        state.platform_failed = true;
+        finish(&mut state, diags);
+        return state;
+    };
     state.default_prune = platform::prune_policy(&platform);
     let mut kinds = kinds::read(files, &mut diags);
     for (stem, d) in skipped.kinds {
@@ -96,6 +103,7 @@ pub fn render_revision(
     let files_by_team = teams::files_by_team(files);
     let mut team_yamls = teams::read_team_yamls(&files_by_team, &platform);
     let clusters_by_team = teams::clusters_by_team(&team_yamls, &platform);
+    state.rollout = rollout::rollout(stages, &team_yamls);
     let namespace_owners = claims::claim_namespaces(&mut team_yamls, earlier);
     state.namespace_owners = namespace_owners.clone();
 
