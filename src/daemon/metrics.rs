@@ -32,6 +32,10 @@ pub struct Metrics {
     pub drifted: IntGaugeVec,
     pub drift_errors: IntCounterVec,
     pub drift_watch_errors: IntCounterVec,
+    /// 1 for a unit waiting on an earlier rollout stage, 0 for one in a stage that does not.
+    pub rollout_waiting: IntGaugeVec,
+    /// The stage each unit's `rollout_waiting` series names, to drop it when that changes.
+    rollout_series: std::sync::Mutex<std::collections::BTreeMap<UnitId, String>>,
 }
 
 impl Metrics {
@@ -140,6 +144,14 @@ impl Metrics {
                 ),
                 &["cluster", "kind"],
             )?,
+            rollout_waiting: IntGaugeVec::new(
+                Opts::new(
+                    "pontoon_rollout_waiting",
+                    "1 while the unit waits for an earlier rollout stage to take the newest commit, 0 for a unit in a stage that does not",
+                ),
+                &["team", "cluster", "stage"],
+            )?,
+            rollout_series: Default::default(),
         };
         m.register_in(r)?;
         m.build_info
@@ -165,6 +177,7 @@ impl Metrics {
         r.register(Box::new(self.drift_detected.clone()))?;
         r.register(Box::new(self.drift_corrected.clone()))?;
         r.register(Box::new(self.drift_correction.clone()))?;
+        r.register(Box::new(self.rollout_waiting.clone()))?;
         Ok(())
     }
 
@@ -197,6 +210,31 @@ impl Metrics {
         let _ = self.managed_objects.remove_label_values(&unit);
         let _ = self.prune_held.remove_label_values(&unit);
         let _ = self.drifted.remove_label_values(&unit);
+    }
+
+    /// The rollout gate's view of every unit in a stage: its stage and whether it waits.
+    /// A unit no longer in a stage (or in another) loses its old series.
+    pub fn rollout(&self, staged: &std::collections::BTreeMap<UnitId, (String, bool)>) {
+        let mut shown = self
+            .rollout_series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (unit, stage) in shown.iter() {
+            if staged.get(unit).is_none_or(|(s, _)| s != stage) {
+                let _ = self.rollout_waiting.remove_label_values(&[
+                    &unit.team.0,
+                    &unit.cluster.0,
+                    stage,
+                ]);
+            }
+        }
+        shown.clear();
+        for (unit, (stage, waiting)) in staged {
+            self.rollout_waiting
+                .with_label_values(&[&unit.team.0, &unit.cluster.0, stage])
+                .set(i64::from(*waiting));
+            shown.insert(unit.clone(), stage.clone());
+        }
     }
 
     /// Records one finished attempt; a completed removal drops the unit's series.

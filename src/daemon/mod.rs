@@ -13,7 +13,9 @@ pub mod leader;
 pub mod metrics;
 pub mod poll_and_render;
 pub mod pull_request_plans;
+pub mod rollout;
 pub mod scheduler;
+pub mod stages;
 
 /// The former name of [`poll_and_render`], kept for callers outside the crate.
 pub use poll_and_render as feed;
@@ -144,7 +146,14 @@ pub async fn run_with(
     });
 
     let leadership = Leadership::start(&config, &syncers, stop_rx.clone())?;
-    let (report_tx, reporting) = spawn_reporting(board.clone(), metrics.clone(), statuses.clone());
+    let rollout = Arc::new(std::sync::Mutex::new(rollout::Rollout::default()));
+    let rollout_wake = Arc::new(tokio::sync::Notify::new());
+    let (report_tx, reporting) = spawn_reporting(
+        board.clone(),
+        metrics.clone(),
+        statuses.clone(),
+        (rollout.clone(), rollout_wake.clone()),
+    );
 
     let options = SchedulerOptions {
         health_timeout: config.sync.health_timeout,
@@ -166,6 +175,8 @@ pub async fn run_with(
                 reporter_instance: leader::default_identity(),
             },
             statuses: statuses.clone(),
+            rollout,
+            rollout_wake,
         },
         inputs.desired,
         leadership.leading.clone(),
@@ -258,14 +269,23 @@ impl Leadership {
 }
 
 /// Reports → board, metrics and commit statuses, on a task of their own.
+/// The rollout gate hears every report too, and is woken when one may open a stage.
 fn spawn_reporting(
     board: Arc<Board>,
     metrics: Arc<metrics::Metrics>,
     statuses: Option<Arc<crate::status::Notifier>>,
+    (rollout, wake): (SharedRollout, Arc<tokio::sync::Notify>),
 ) -> (mpsc::Sender<SyncReport>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<SyncReport>(4096);
     let task = tokio::spawn(async move {
         while let Some(r) = rx.recv().await {
+            if !r.removal {
+                let mut rollout = rollout.lock().unwrap_or_else(|e| e.into_inner());
+                rollout.reported(&r.result, std::time::Instant::now());
+                if rollout.staged() {
+                    wake.notify_one();
+                }
+            }
             let shown = board.with_render_failure(&r.result, r.removal);
             board.record(&shown, r.removal);
             metrics.observe(&shown, r.removal);
@@ -446,6 +466,68 @@ struct TermContext {
     shutdown_timeout: Duration,
     drift: crate::drift::DriftSettings,
     statuses: Option<Arc<crate::status::Notifier>>,
+    rollout: SharedRollout,
+    /// Woken by reports that may open a rollout stage.
+    rollout_wake: Arc<tokio::sync::Notify>,
+}
+
+/// The rollout gate's memory, shared by the reporting task and the scheduling loop.
+type SharedRollout = Arc<std::sync::Mutex<rollout::Rollout>>;
+
+/// How often a soak that is running is looked at again, so the descriptions of the
+/// units waiting on it count down.
+const SOAK_REFRESH: Duration = Duration::from_secs(60);
+
+impl TermContext {
+    /// Plans the rollout of `state` now, posts the gate statuses it decided and sets the
+    /// waiting metrics; returns the plan and when to look again.
+    fn plan_rollout(&self, state: &DesiredState) -> (rollout::Plan, Option<tokio::time::Instant>) {
+        let plan = self
+            .rollout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .plan(state, std::time::Instant::now());
+        for (unit, sha, stopped, description) in &plan.statuses {
+            tracing::info!(%unit, revision = %sha, %description, "rollout stage");
+            if let Some(s) = &self.statuses {
+                s.gated(sha, unit, *stopped, description);
+            }
+        }
+        self.metrics.rollout(&plan.stages);
+        // A moment past the soak's end, so the gate sees it over.
+        let recheck = plan.recheck.map(|left| {
+            tokio::time::Instant::now() + left.min(SOAK_REFRESH) + Duration::from_millis(20)
+        });
+        (plan, recheck)
+    }
+
+    /// Looks at the rollout of the newest good render again (a report came, a soak
+    /// ended): units whose stage opened take it, held ones keep what they run.
+    fn step_rollout(
+        &self,
+        scheduler: &Scheduler,
+        state: &DesiredState,
+    ) -> Option<tokio::time::Instant> {
+        let (plan, recheck) = self.plan_rollout(state);
+        for (unit, running) in plan.go {
+            tracing::info!(%unit, revision = %running.revision, "rollout stage open: the unit takes the commit");
+            scheduler.sync_unit(&unit, running.desired, &running.revision);
+        }
+        for (unit, running) in plan.held {
+            if let Some(r) = running {
+                scheduler.keep(&unit, r.desired, &r.revision);
+            }
+        }
+        recheck
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// One scheduler (and one set of drift watches) per term of leadership: created when
@@ -481,6 +563,8 @@ async fn leadership_terms(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         desired.mark_changed();
+        let mut latest: Option<Arc<DesiredState>> = None;
+        let mut recheck: Option<tokio::time::Instant> = None;
         let ended_by_stop = loop {
             tokio::select! {
                 _ = until(&mut stop, true) => break true,
@@ -499,12 +583,22 @@ async fn leadership_terms(
                         if let Some(s) = &ctx.statuses {
                             s.rendered(&state);
                         }
-                        scheduler.apply(&state).await;
                         if !state.platform_failed {
+                            let (plan, at) = ctx.plan_rollout(&state);
+                            recheck = at;
+                            scheduler.apply_staged(&state, &plan.held_work()).await;
                             drift.ensure(&state).await;
+                            latest = Some(state);
                         }
                     }
                 }
+                _ = ctx.rollout_wake.notified() => if let Some(state) = &latest {
+                    recheck = ctx.step_rollout(&scheduler, state);
+                },
+                _ = sleep_until(recheck) => match &latest {
+                    Some(state) => recheck = ctx.step_rollout(&scheduler, state),
+                    None => recheck = None,
+                },
                 _ = tick.tick() => scheduler.trigger_all(),
             }
         };

@@ -101,6 +101,18 @@ impl Scheduler {
     /// left the repo (or a cluster) are removed, teams that failed to render are left
     /// exactly as they are. A broken platform.yaml changes nothing.
     pub async fn apply(&self, state: &DesiredState) {
+        self.apply_staged(state, &BTreeMap::new()).await;
+    }
+
+    /// [`Scheduler::apply`], except for the units a rollout stage holds: each keeps the
+    /// revision it runs (`Some`: started with it if it has no worker yet, else left to
+    /// its worker, whose resyncs and drift corrections go on), or stays idle when nothing
+    /// is known of what it runs (`None`).
+    pub async fn apply_staged(
+        &self,
+        state: &DesiredState,
+        held: &BTreeMap<UnitId, Option<(Arc<UnitDesired>, String)>>,
+    ) {
         if state.platform_failed {
             return;
         }
@@ -109,6 +121,15 @@ impl Scheduler {
             if !self.syncers.contains_key(&id.cluster) {
                 tracing::warn!(unit = %id, "the platform names a cluster this daemon has no connection for");
                 continue;
+            }
+            match held.get(id) {
+                Some(Some((desired, revision))) => {
+                    expected.insert(id.clone());
+                    self.keep(id, desired.clone(), revision);
+                    continue;
+                }
+                Some(None) => continue,
+                None => {}
             }
             expected.insert(id.clone());
             let generation = self.next_generation();
@@ -146,6 +167,32 @@ impl Scheduler {
             }
         }
         *self.expected.lock().unwrap_or_else(|e| e.into_inner()) = expected;
+    }
+
+    /// Hands one unit a desired state of its own (a rollout stage opening for it).
+    pub fn sync_unit(&self, id: &UnitId, desired: Arc<UnitDesired>, revision: &str) {
+        let generation = self.next_generation();
+        self.send(
+            id,
+            Work::Sync {
+                desired,
+                revision: revision.to_owned(),
+                generation,
+            },
+        );
+    }
+
+    /// Starts a unit on `revision` unless it has a worker already, which keeps its work.
+    pub fn keep(&self, id: &UnitId, desired: Arc<UnitDesired>, revision: &str) {
+        let running = self
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .is_some_and(|w| !w.task.is_finished());
+        if !running {
+            self.sync_unit(id, desired, revision);
+        }
     }
 
     /// Syncs one unit again with its current desired state (drift, resync).

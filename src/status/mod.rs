@@ -5,7 +5,8 @@
 //! breaks or removes), `pontoon/<cluster>` as a summary of every unit of that cluster at
 //! that commit. `pending` when the unit's work is handed to its worker, then `success`
 //! (Synced), `failure` (Failed, OutOfSync, a render error) or `error` (superseded by a
-//! newer commit before it finished).
+//! newer commit before it finished). A unit a rollout stage holds back from a commit
+//! stays `pending` with why, or turns `failure` when an earlier stage failed there.
 
 pub mod forge;
 pub mod poster;
@@ -64,6 +65,12 @@ impl Notifier {
     /// A unit reported.
     pub fn reported(&self, report: &SyncReport) {
         let out = self.tracker().reported(report);
+        self.poster.post(out);
+    }
+
+    /// A rollout stage holds a unit back from a commit (see [`Tracker::gated`]).
+    pub fn gated(&self, sha: &str, unit: &UnitId, stopped: bool, description: &str) {
+        let out = self.tracker().gated(sha, unit, stopped, description);
         self.poster.post(out);
     }
 
@@ -368,6 +375,41 @@ impl Tracker {
             if let Some(s) = summary(older, &result.unit.cluster) {
                 out.push(s);
             }
+        }
+        out
+    }
+
+    /// A rollout stage holds `unit` back from commit `sha`: `pending` with why while it
+    /// waits for an earlier stage, `failure` once an earlier stage failed at that commit
+    /// (`stopped`), which the unit then never takes.
+    pub fn gated(
+        &mut self,
+        sha: &str,
+        unit: &UnitId,
+        stopped: bool,
+        description: &str,
+    ) -> Vec<Status> {
+        let mut out = Vec::new();
+        let Some(commit) = self.commits.iter_mut().find(|c| c.sha == sha) else {
+            return out;
+        };
+        let Some(progress) = commit.units.get_mut(unit) else {
+            return out;
+        };
+        if progress.finished() {
+            return out;
+        }
+        let state = if stopped {
+            *progress = Progress::Failed(description.to_owned());
+            State::Failure
+        } else {
+            State::Pending
+        };
+        if commit.own.contains(unit) {
+            out.push(Status::unit(sha, unit, state, description));
+        }
+        if let Some(s) = summary(commit, &unit.cluster) {
+            out.push(s);
         }
         out
     }

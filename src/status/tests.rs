@@ -276,3 +276,57 @@ fn descriptions_fit_githubs_limit() {
     assert!(cut.ends_with('…'));
     assert_eq!(truncate(" short ", DESCRIPTION_LIMIT), "short");
 }
+
+#[test]
+fn a_unit_a_rollout_stage_holds_waits_pending_then_is_stopped_for_good() {
+    let mut t = Tracker::new(["staging".to_owned(), "prod".to_owned()]);
+    t.rendered(&state(
+        "aaa",
+        &[("shop", "staging", 1), ("shop", "prod", 1)],
+    ));
+    t.rendered(&state(
+        "bbb",
+        &[("shop", "staging", 2), ("shop", "prod", 2)],
+    ));
+    let out = t.gated(
+        "bbb",
+        &id("shop", "prod"),
+        false,
+        "waiting for staging to sync",
+    );
+    let own = find(&out, "pontoon/prod/shop").expect("own status");
+    assert_eq!(own.state, State::Pending);
+    assert_eq!(own.description, "waiting for staging to sync");
+    assert_eq!(
+        find(&out, "pontoon/prod").map(|s| (s.state, s.description.as_str())),
+        Some((State::Pending, "0/1 teams synced; waiting: shop"))
+    );
+    // prod's resyncs of the revision it runs say nothing about the commit it waits for.
+    assert!(
+        t.reported(&report("aaa", "shop", "prod", UnitState::Synced))
+            .iter()
+            .all(|s| s.sha == "aaa")
+    );
+    let out = t.gated("bbb", &id("shop", "prod"), true, "stopped: staging failed");
+    let own = find(&out, "pontoon/prod/shop").expect("own status");
+    assert_eq!(
+        (own.state, own.description.as_str()),
+        (State::Failure, "stopped: staging failed")
+    );
+    assert_eq!(
+        find(&out, "pontoon/prod").map(|s| s.state),
+        Some(State::Failure)
+    );
+    // Stopped is final: a later wait on the same commit posts nothing.
+    assert!(
+        t.gated("bbb", &id("shop", "prod"), false, "waiting")
+            .is_empty()
+    );
+    // The next commit prod takes leaves the stopped one failed, not superseded.
+    t.rendered(&state(
+        "ccc",
+        &[("shop", "staging", 1), ("shop", "prod", 1)],
+    ));
+    let out = t.reported(&report("ccc", "shop", "prod", UnitState::Synced));
+    assert!(out.iter().all(|s| s.sha == "ccc"), "{out:?}");
+}

@@ -37,6 +37,7 @@ mod rollouts;
 mod scheduler;
 mod source;
 mod ssh;
+mod stages;
 mod sync;
 mod webhook_secrets;
 mod webhooks;

@@ -124,6 +124,11 @@ impl DaemonConfig {
         self.sync_field("namespace", json!(namespace))
     }
 
+    /// `sync.healthTimeout`: how long a unit may roll out before it is Failed.
+    pub fn health_timeout(self, timeout: &str) -> DaemonConfig {
+        self.sync_field("healthTimeout", json!(timeout))
+    }
+
     /// `sync.owner`: the daemon instance this is (the default owner otherwise).
     pub fn owner(self, owner: &str) -> DaemonConfig {
         self.sync_field("owner", json!(owner))
