@@ -37,7 +37,7 @@ fn ok(out: std::process::Output) -> String {
 #[test]
 fn rules_check_and_every_alert_has_a_passing_unit_test_and_a_runbook() {
     let checked = ok(promtool(&["check", "rules", "pontoon-rules.yaml"], None));
-    assert!(checked.contains("SUCCESS: 5 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 6 rules found"), "{checked}");
     ok(promtool(
         &["test", "rules", "tests/pontoon-rules.test.yaml"],
         None,
@@ -88,9 +88,13 @@ fn exported_metrics_pass_promtool_check_metrics() {
         cluster: pontoon::desired::ClusterName("prod".into()),
     };
     metrics.observe(
-        &pontoon::sync::UnitResult::for_tests(unit, pontoon::sync::UnitState::Synced),
+        &pontoon::sync::UnitResult::for_tests(unit.clone(), pontoon::sync::UnitState::Synced),
         false,
     );
+    metrics.rollout(&std::collections::BTreeMap::from([(
+        unit.clone(),
+        ("prod".to_owned(), true),
+    )]));
     source.fetches.with_label_values(&["success"]).inc();
     source.duration.observe(0.02);
     source.webhooks.with_label_values(&["gitea", "poll"]).inc();

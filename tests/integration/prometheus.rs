@@ -186,13 +186,13 @@ fn the_dashboard_is_importable_and_every_panel_queries_prometheus() {
 }
 
 /// The first commit in `work`: team shop with two ConfigMaps, team broken with one the
-/// API server refuses.
+/// API server refuses; the cluster is a rollout stage, so its units have a waiting series.
 fn first_commit(work: &Path) {
     git(work, &["init", "-q"]);
     write(
         work,
         "platform.yaml",
-        "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {name: m}\nspec:\n  clusters: [{name: prom}]\n  policy:\n    allowedKinds: [{group: \"\", kind: ConfigMap}]\n",
+        "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {name: m}\nspec:\n  clusters: [{name: prom}]\n  policy:\n    allowedKinds: [{group: \"\", kind: ConfigMap}]\n  rollout:\n    stages: [{name: all, clusters: {names: [prom]}}]\n",
     );
     for team in ["shop", "broken"] {
         write(
@@ -255,7 +255,7 @@ async fn every_expression_returns_series(prom: &Prometheus, rules: &Path) {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    assert_eq!(loaded.len(), 5, "{r}");
+    assert_eq!(loaded.len(), 6, "{r}");
     for rule in &loaded {
         assert_eq!(rule["health"], "ok", "{rule}");
     }
