@@ -9,6 +9,7 @@
 
 pub mod board;
 mod drift_handling;
+mod gatekeeper;
 pub mod leader;
 pub mod metrics;
 pub mod poll_and_render;
@@ -42,6 +43,8 @@ pub struct Inputs {
     pub desired: watch::Receiver<Option<Arc<DesiredState>>>,
     /// Mounted next to the daemon's own routes (webhooks).
     pub routes: axum::Router,
+    /// Older revisions of the source, for units a rollout stage holds after a restart.
+    pub history: Option<crate::source::History>,
 }
 
 /// Handles a caller (tests, `main`) keeps on a running daemon.
@@ -146,13 +149,18 @@ pub async fn run_with(
     });
 
     let leadership = Leadership::start(&config, &syncers, stop_rx.clone())?;
-    let rollout = Arc::new(std::sync::Mutex::new(rollout::Rollout::default()));
-    let rollout_wake = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::new(gatekeeper::Gatekeeper::new(
+        metrics.clone(),
+        statuses.clone(),
+        inputs.history.clone(),
+        config.sync.owner.clone(),
+        syncers.clone(),
+    ));
     let (report_tx, reporting) = spawn_reporting(
         board.clone(),
         metrics.clone(),
         statuses.clone(),
-        (rollout.clone(), rollout_wake.clone()),
+        gate.clone(),
     );
 
     let options = SchedulerOptions {
@@ -175,8 +183,7 @@ pub async fn run_with(
                 reporter_instance: leader::default_identity(),
             },
             statuses: statuses.clone(),
-            rollout,
-            rollout_wake,
+            gate,
         },
         inputs.desired,
         leadership.leading.clone(),
@@ -274,17 +281,13 @@ fn spawn_reporting(
     board: Arc<Board>,
     metrics: Arc<metrics::Metrics>,
     statuses: Option<Arc<crate::status::Notifier>>,
-    (rollout, wake): (SharedRollout, Arc<tokio::sync::Notify>),
+    gate: Arc<gatekeeper::Gatekeeper>,
 ) -> (mpsc::Sender<SyncReport>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<SyncReport>(4096);
     let task = tokio::spawn(async move {
         while let Some(r) = rx.recv().await {
             if !r.removal {
-                let mut rollout = rollout.lock().unwrap_or_else(|e| e.into_inner());
-                rollout.reported(&r.result, std::time::Instant::now());
-                if rollout.staged() {
-                    wake.notify_one();
-                }
+                gate.reported(&r.result);
             }
             let shown = board.with_render_failure(&r.result, r.removal);
             board.record(&shown, r.removal);
@@ -332,6 +335,7 @@ pub async fn run_from_source(
         }
         None => None,
     };
+    let history = source.history();
     let (desired_tx, desired_rx) = watch::channel(None);
     // Pull-request plans, for a Git source: planned wherever the webhook lands (they
     // only read), posted when commit statuses are configured.
@@ -376,6 +380,7 @@ pub async fn run_from_source(
         Inputs {
             desired: desired_rx,
             routes,
+            history,
         },
         handles,
         shutdown,
@@ -466,68 +471,7 @@ struct TermContext {
     shutdown_timeout: Duration,
     drift: crate::drift::DriftSettings,
     statuses: Option<Arc<crate::status::Notifier>>,
-    rollout: SharedRollout,
-    /// Woken by reports that may open a rollout stage.
-    rollout_wake: Arc<tokio::sync::Notify>,
-}
-
-/// The rollout gate's memory, shared by the reporting task and the scheduling loop.
-type SharedRollout = Arc<std::sync::Mutex<rollout::Rollout>>;
-
-/// How often a soak that is running is looked at again, so the descriptions of the
-/// units waiting on it count down.
-const SOAK_REFRESH: Duration = Duration::from_secs(60);
-
-impl TermContext {
-    /// Plans the rollout of `state` now, posts the gate statuses it decided and sets the
-    /// waiting metrics; returns the plan and when to look again.
-    fn plan_rollout(&self, state: &DesiredState) -> (rollout::Plan, Option<tokio::time::Instant>) {
-        let plan = self
-            .rollout
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .plan(state, std::time::Instant::now());
-        for (unit, sha, stopped, description) in &plan.statuses {
-            tracing::info!(%unit, revision = %sha, %description, "rollout stage");
-            if let Some(s) = &self.statuses {
-                s.gated(sha, unit, *stopped, description);
-            }
-        }
-        self.metrics.rollout(&plan.stages);
-        // A moment past the soak's end, so the gate sees it over.
-        let recheck = plan.recheck.map(|left| {
-            tokio::time::Instant::now() + left.min(SOAK_REFRESH) + Duration::from_millis(20)
-        });
-        (plan, recheck)
-    }
-
-    /// Looks at the rollout of the newest good render again (a report came, a soak
-    /// ended): units whose stage opened take it, held ones keep what they run.
-    fn step_rollout(
-        &self,
-        scheduler: &Scheduler,
-        state: &DesiredState,
-    ) -> Option<tokio::time::Instant> {
-        let (plan, recheck) = self.plan_rollout(state);
-        for (unit, running) in plan.go {
-            tracing::info!(%unit, revision = %running.revision, "rollout stage open: the unit takes the commit");
-            scheduler.sync_unit(&unit, running.desired, &running.revision);
-        }
-        for (unit, running) in plan.held {
-            if let Some(r) = running {
-                scheduler.keep(&unit, r.desired, &r.revision);
-            }
-        }
-        recheck
-    }
-}
-
-/// Sleeps until `at`, or forever when there is nothing to wait for.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
+    gate: Arc<gatekeeper::Gatekeeper>,
 }
 
 /// One scheduler (and one set of drift watches) per term of leadership: created when
@@ -584,7 +528,7 @@ async fn leadership_terms(
                             s.rendered(&state);
                         }
                         if !state.platform_failed {
-                            let (plan, at) = ctx.plan_rollout(&state);
+                            let (plan, at) = ctx.gate.plan(&state);
                             recheck = at;
                             scheduler.apply_staged(&state, &plan.held_work()).await;
                             drift.ensure(&state).await;
@@ -592,11 +536,11 @@ async fn leadership_terms(
                         }
                     }
                 }
-                _ = ctx.rollout_wake.notified() => if let Some(state) = &latest {
-                    recheck = ctx.step_rollout(&scheduler, state);
+                _ = ctx.gate.woken() => if let Some(state) = &latest {
+                    recheck = ctx.gate.step(&scheduler, state);
                 },
-                _ = sleep_until(recheck) => match &latest {
-                    Some(state) => recheck = ctx.step_rollout(&scheduler, state),
+                _ = gatekeeper::sleep_until(recheck) => match &latest {
+                    Some(state) => recheck = ctx.gate.step(&scheduler, state),
                     None => recheck = None,
                 },
                 _ = tick.tick() => scheduler.trigger_all(),

@@ -4,8 +4,8 @@
 //! its resyncs and drift corrections go on at the revision it runs, never held.
 //!
 //! Kept in memory only. After a restart the gate starts again: a held unit's revision is
-//! read back from its inventory and rendered again from the source (`restore`), and a
-//! stage's soak time counts from the first Synced report the new process sees.
+//! read back from its inventory and rendered again from the source (`gatekeeper`), and
+//! a stage's soak time counts from the first Synced report the new process sees.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -60,6 +60,8 @@ pub struct Rollout {
     shown: BTreeMap<UnitId, (String, String)>,
     /// The newest render has stages: reports may open one.
     staged: bool,
+    /// Units whose running revision a restart found again, not handed to a worker yet.
+    restored: BTreeSet<UnitId>,
 }
 
 impl Rollout {
@@ -99,16 +101,10 @@ impl Rollout {
 
     /// What the unit runs, as a restart found it again (its inventory's revision).
     pub fn restored(&mut self, unit: UnitId, running: Running) {
-        self.running.entry(unit).or_insert(running);
-    }
-
-    /// Units of `state` held back with nothing known of what they run.
-    pub fn unknown(&self, plan: &Plan) -> Vec<UnitId> {
-        plan.held
-            .iter()
-            .filter(|(_, r)| r.is_none())
-            .map(|(id, _)| id.clone())
-            .collect()
+        if !self.running.contains_key(&unit) {
+            self.running.insert(unit.clone(), running);
+            self.restored.insert(unit);
+        }
     }
 
     /// The gate of every unit of `state` (the newest render) at `now`. Units that go are
@@ -157,7 +153,8 @@ impl Rollout {
             }
             match stopped {
                 None => {
-                    if running.is_none_or(|r| r.revision != state.revision) {
+                    let restored = self.restored.remove(&id);
+                    if restored || running.is_none_or(|r| r.revision != state.revision) {
                         let now_running = Running {
                             revision: state.revision.clone(),
                             desired: Arc::new(latest.clone()),
@@ -167,6 +164,7 @@ impl Rollout {
                     }
                 }
                 Some(stopped) => {
+                    self.restored.remove(&id);
                     plan.held.insert(id.clone(), running.cloned());
                     let shown = (state.revision.clone(), description.clone());
                     if self.shown.get(&id) != Some(&shown) {
@@ -246,7 +244,10 @@ mod tests {
         let first = state("a", &["one"]);
         let plan = rollout.plan(&first, t0);
         assert_eq!(plan.go.len(), 1, "staging goes");
-        assert_eq!(rollout.unknown(&plan), vec![unit("prod")]);
+        assert!(
+            plan.held[&unit("prod")].is_none(),
+            "nothing known of prod yet"
+        );
         rollout.reported(&report("staging", "a", UnitState::Synced), t0);
         let plan = rollout.plan(&first, t0 + Duration::from_secs(3));
         assert_eq!(plan.go.len(), 1, "prod goes once staging soaked");

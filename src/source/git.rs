@@ -408,6 +408,31 @@ pub fn read_commit(repo: &Repository, commit: &git2::Commit) -> Result<Snapshot,
     })
 }
 
+/// Reads commit `sha` of the tracked repository: from the cache, or fetched by its id
+/// when the cache lacks it (a restarted daemon whose units run an older commit than the
+/// one the ref points to; a forge that does not serve commits by id refuses the fetch).
+pub fn read_revision(target: &GitTarget, sha: &str) -> Result<Snapshot, SourceError> {
+    let wanted = Oid::from_str(sha).map_err(|e| SourceError::Ref(e.message().to_owned()))?;
+    let deadline = Instant::now() + target.timeout;
+    let _cache = hold_cache(&target.cache_dir, deadline)?;
+    let repo = open_cache(&target.cache_dir)?;
+    if repo.find_commit(wanted).is_err() {
+        let mut remote = repo
+            .remote_anonymous(&target.url)
+            .map_err(|e| SourceError::Remote(clean(&e)))?;
+        let mut fo = FetchOptions::new();
+        fo.remote_callbacks(callbacks(&target.auth, deadline));
+        fo.download_tags(AutotagOption::None);
+        remote
+            .fetch(&[sha], Some(&mut fo), None)
+            .map_err(|e| classify_fetch(&e, deadline))?;
+    }
+    let commit = repo
+        .find_commit(wanted)
+        .map_err(|e| SourceError::Ref(format!("commit {sha}: {}", e.message())))?;
+    read_commit(&repo, &commit)
+}
+
 /// Fetches a pull request's head (`refname` on the same remote, e.g. `refs/pull/7/head`)
 /// and reads commit `sha`. The commit must be what the ref points to or an ancestor of it,
 /// so a webhook cannot name an arbitrary object; nothing of the tracked ref changes.

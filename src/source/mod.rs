@@ -78,6 +78,21 @@ pub struct Source {
     last: Option<Arc<Snapshot>>,
 }
 
+/// Reads any commit of a Git source again, off the async runtime: what a restarted
+/// daemon renders for a unit that runs an older commit than the newest.
+#[derive(Clone)]
+pub struct History(git::GitTarget);
+
+impl History {
+    pub async fn snapshot(&self, revision: &str) -> Result<Arc<Snapshot>, SourceError> {
+        let (target, revision) = (self.0.clone(), revision.to_owned());
+        tokio::task::spawn_blocking(move || git::read_revision(&target, &revision))
+            .await
+            .unwrap_or_else(|e| Err(SourceError::Cache(format!("read task failed: {e}"))))
+            .map(Arc::new)
+    }
+}
+
 enum Kind {
     Git(git::GitTarget),
     Dir(std::path::PathBuf),
@@ -122,6 +137,11 @@ impl Source {
             Kind::Git(t) => Some(t),
             Kind::Dir(_) => None,
         }
+    }
+
+    /// Older revisions of a Git source (None for a directory, which keeps no history).
+    pub fn history(&self) -> Option<History> {
+        self.git_target().cloned().map(History)
     }
 
     /// The folder a directory source watches.

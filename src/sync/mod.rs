@@ -245,6 +245,16 @@ impl Syncer {
     /// Makes the unit equal to `desired`. Never panics; every failure is in the result.
     /// Every object is applied with this syncer's owner label (stamped here when the
     /// caller did not stamp it already).
+    /// The revision the unit's inventory records as last applied; `None` when the unit
+    /// has no inventory on this cluster.
+    pub async fn inventory_revision(
+        &self,
+        team: &TeamName,
+    ) -> Result<Option<String>, InventoryError> {
+        let inventory = Inventory::load(&self.inventory_api(), &self.options.owner, team).await?;
+        Ok(inventory.exists.then_some(inventory.revision))
+    }
+
     pub async fn sync(&self, desired: &UnitDesired, revision: &str) -> UnitResult {
         let desired = &*self.options.owner.owned(desired);
         let started = Instant::now();

@@ -230,3 +230,87 @@ async fn a_commit_reaches_prod_after_staging_is_healthy_and_soaked_and_a_failure
     }
     daemon.finish().await;
 }
+
+/// After a restart, a unit a stage holds back runs the revision its inventory records,
+/// rendered again from the source, and corrects drift there: a hand edit made on prod
+/// while the daemon was down is undone at the old revision while prod waits for staging.
+#[tokio::test]
+async fn after_a_restart_a_held_unit_keeps_and_corrects_the_revision_its_inventory_records() {
+    let (staging, prod) = (control_plane::shared(), control_plane::second());
+    let gitea = gitea::shared();
+    let repo = unique_name("stages-restart");
+    gitea.create_repo(&repo).await;
+    let (name, ns) = (unique_name("shop"), unique_name("shop"));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).expect("mkdir");
+    git(&work, &["init", "-q"]);
+    write(&work, "platform.yaml", &platform());
+    write(&work, &format!("teams/{name}/team.yaml"), &team(&name, &ns));
+    write(&work, &format!("teams/{name}/app.yaml"), &settings("v1"));
+    let first = commit_and_push(gitea, &work, &repo, "first");
+
+    std::fs::write(tmp.path().join("token"), gitea.token()).expect("token");
+    let owner = gitea.user();
+    let config = |cache: &str| {
+        DaemonConfig::git(
+            &format!("{}/{owner}/{repo}.git", gitea.url()),
+            &tmp.path().join(cache),
+        )
+        .git_token(owner, "token")
+        .cluster("staging", &staging.kubeconfig)
+        .cluster("prod", &prod.kubeconfig)
+        .inventory_namespace(&format!("{ns}-inv"))
+        .health_timeout("10m")
+        .gitea_statuses(
+            &format!("{}/api/v1", gitea.url()),
+            &format!("{owner}/{repo}"),
+            "token",
+        )
+    };
+    let prod_ctx = format!("pontoon/prod/{name}");
+    let daemon = Daemon::start(&config("cache").write(tmp.path()));
+    wait_status(gitea, &repo, &first, &prod_ctx, "success").await;
+    daemon.finish().await;
+
+    // While the daemon is down: a commit staging never finishes, and a hand edit on prod.
+    write(&work, &format!("teams/{name}/app.yaml"), &settings("v2"));
+    write(&work, &format!("teams/{name}/web.yaml"), NEVER_READY);
+    let second = commit_and_push(gitea, &work, &repo, "web that never starts");
+    let prod_cms: Api<ConfigMap> = Api::namespaced(prod.client().await, &ns);
+    prod_cms
+        .patch(
+            "settings",
+            &kube::api::PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &kube::api::Patch::Merge(serde_json::json!({"data": {"value": "by hand"}})),
+        )
+        .await
+        .expect("edit by hand");
+
+    // A new process with a new cache, which fetched only the newest commit.
+    let config = config("cache-after-restart");
+    let restarted = Daemon::start(&config.write(tmp.path()));
+    let d = wait_status(gitea, &repo, &second, &prod_ctx, "pending").await;
+    assert_eq!(
+        d,
+        format!("waiting for staging to sync and soak {SOAK_SECONDS}s")
+    );
+    eventually(
+        "prod corrected back to the first commit's value",
+        Duration::from_secs(90),
+        || async { (value(&prod_cms).await.as_deref() == Some("v1")).then_some(()) },
+    )
+    .await;
+    let staging_cms: Api<ConfigMap> = Api::namespaced(staging.client().await, &ns);
+    assert_eq!(value(&staging_cms).await.as_deref(), Some("v2"));
+    let d = history(gitea, &repo, &second, &prod_ctx).await;
+    assert_eq!(
+        d.last().map(|(s, _)| s.as_str()),
+        Some("pending"),
+        "prod waits for staging: {d:?}"
+    );
+    restarted.finish().await;
+}
