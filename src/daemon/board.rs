@@ -236,6 +236,21 @@ impl Board {
         e.no_health_rule = r.no_health_rule.iter().map(ToString::to_string).collect();
     }
 
+    /// A unit a rollout stage holds back with nothing to run yet (new on its cluster):
+    /// counted as attempted for `/readyz`, since it waits on purpose, and showing why
+    /// until its first sync.
+    pub fn held_back(&self, unit: &UnitId, why: &str) {
+        let mut inner = self.lock();
+        inner.attempted.insert(unit.clone());
+        let e = inner
+            .units
+            .entry(unit.clone())
+            .or_insert_with(Entry::pending);
+        if e.state == BoardState::Pending {
+            e.summary = why.to_owned();
+        }
+    }
+
     /// Drift seen on a unit (most recent last; at most 20 kept).
     pub fn drift(&self, unit: &UnitId, view: DriftView, out_of_sync: bool) {
         let mut inner = self.lock();

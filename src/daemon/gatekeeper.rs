@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::board::Board;
 use super::metrics::Metrics;
 use super::rollout::{Plan, Rollout, Running};
 use super::scheduler::Scheduler;
@@ -32,6 +33,7 @@ pub struct Gatekeeper {
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
     statuses: Option<Arc<Notifier>>,
+    board: Arc<Board>,
     /// Where a restart reads the revision a held unit runs (None: a directory source).
     history: Option<History>,
     owner: Owner,
@@ -42,8 +44,7 @@ pub struct Gatekeeper {
 
 impl Gatekeeper {
     pub fn new(
-        metrics: Arc<Metrics>,
-        statuses: Option<Arc<Notifier>>,
+        (metrics, statuses, board): (Arc<Metrics>, Option<Arc<Notifier>>, Arc<Board>),
         history: Option<History>,
         owner: Owner,
         syncers: BTreeMap<ClusterName, Arc<Syncer>>,
@@ -53,6 +54,7 @@ impl Gatekeeper {
             wake: Arc::new(Notify::new()),
             metrics,
             statuses,
+            board,
             history,
             owner,
             syncers,
@@ -87,6 +89,9 @@ impl Gatekeeper {
             tracing::info!(%unit, revision = %sha, %description, "rollout stage");
             if let Some(s) = &self.statuses {
                 s.gated(sha, unit, *stopped, description);
+            }
+            if plan.held.get(unit).is_some_and(Option::is_none) {
+                self.board.held_back(unit, description);
             }
         }
         self.metrics.rollout(&plan.stages);

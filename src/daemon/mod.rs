@@ -150,8 +150,7 @@ pub async fn run_with(
 
     let leadership = Leadership::start(&config, &syncers, stop_rx.clone())?;
     let gate = Arc::new(gatekeeper::Gatekeeper::new(
-        metrics.clone(),
-        statuses.clone(),
+        (metrics.clone(), statuses.clone(), board.clone()),
         inputs.history.clone(),
         config.sync.owner.clone(),
         syncers.clone(),

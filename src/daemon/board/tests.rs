@@ -305,3 +305,31 @@ fn a_drift_failure_shows_on_its_unit_until_a_sync_ends_synced() {
     report(&board, &UnitResult::new(shop.clone(), "aaaaaaa1"));
     assert_eq!(view(&board, &shop).drift_error, None);
 }
+
+#[test]
+fn a_unit_a_rollout_stage_holds_with_nothing_to_run_does_not_keep_the_daemon_unready() {
+    let board = Board::new();
+    board.set_leading(true);
+    let (staging, prod) = (unit("shop", "staging"), unit("shop", "prod"));
+    let mut state = render("r1", None);
+    for id in [&staging, &prod] {
+        state.units.insert(
+            id.clone(),
+            UnitDesired {
+                unit: id.clone(),
+                namespaces: vec!["shop".into()],
+                objects: Vec::new(),
+                prune: PrunePolicy::default(),
+                adopt: Vec::new(),
+            },
+        );
+    }
+    board.rendered(&state, &["staging".into(), "prod".into()]);
+    report(&board, &UnitResult::new(staging, "r1"));
+    assert!(!board.ready(), "prod has not been attempted");
+    board.held_back(&prod, "waiting for staging to sync and soak 10m");
+    assert!(board.ready());
+    let shown = view(&board, &prod);
+    assert_eq!(shown.state, "Pending");
+    assert_eq!(shown.summary, "waiting for staging to sync and soak 10m");
+}
