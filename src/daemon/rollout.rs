@@ -67,6 +67,9 @@ pub struct Rollout {
 impl Rollout {
     /// A sync of `result.unit` finished (or is rolling out).
     pub fn reported(&mut self, result: &UnitResult, now: Instant) {
+        if !self.staged {
+            return;
+        }
         let seen = self
             .seen
             .entry(result.unit.clone())
@@ -115,6 +118,12 @@ impl Rollout {
             return plan;
         }
         self.staged = !state.rollout.stages.is_empty();
+        if !self.staged {
+            // Nothing to gate, nothing to remember: stages added later find what each
+            // unit runs in its inventory, as after a restart.
+            *self = Rollout::default();
+            return plan;
+        }
         // A team that left the repo (or a cluster) leaves the rollout; one that fails
         // to render keeps what it runs.
         let gone = |id: &UnitId| {
@@ -317,5 +326,16 @@ mod tests {
         let plan = rollout.plan(&third, t0);
         assert!(plan.held.is_empty());
         assert_eq!(plan.go.len(), 2);
+    }
+
+    #[test]
+    fn without_stages_nothing_is_held_or_remembered() {
+        let mut rollout = Rollout::default();
+        let mut plain = state("a", &["one"]);
+        plain.rollout = Stages::default();
+        let plan = rollout.plan(&plain, Instant::now());
+        assert!(plan.held.is_empty() && plan.go.is_empty() && plan.stages.is_empty());
+        rollout.reported(&report("prod", "a", UnitState::Synced), Instant::now());
+        assert!(rollout.running.is_empty() && rollout.seen.is_empty());
     }
 }
