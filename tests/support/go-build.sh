@@ -7,6 +7,7 @@
 #   tests/support/go-build.sh control-plane   # kube-apiserver, kubectl, etcd
 #   tests/support/go-build.sh nodes           # kube-controller-manager, kube-scheduler, kwok
 #   tests/support/go-build.sh gitea
+#   tests/support/go-build.sh sops            # sops and age-keygen
 #   tests/support/go-build.sh bin-dir         # prints where the binaries are
 #
 # Binaries are cached under $PONTOON_CACHE (default ~/.cache/pontoon): a second run only
@@ -17,6 +18,8 @@ K8S_VERSION=1.37.2
 ETCD_VERSION=3.6.16
 GITEA_VERSION=1.26.0
 KWOK_VERSION=0.8.0
+SOPS_VERSION=3.13.3
+AGE_VERSION=1.3.2
 
 CACHE=${PONTOON_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pontoon}
 BIN="$CACHE/bin"
@@ -151,10 +154,34 @@ build_gitea() {
   ln -sfn "$out/workpath" "$BIN/gitea.workpath"
 }
 
+# sops encrypts the test fixtures that pontoon decrypts; age-keygen makes their keys.
+# Both are pure Go; each gets its own consumer module so their dependency graphs stay apart.
+build_sops() {
+  local out="$BIN/sops-$SOPS_VERSION"
+  if [ ! -x "$out/sops" ]; then
+    local dir="$CACHE/consumers/sops-$SOPS_VERSION"
+    log "building sops v$SOPS_VERSION"
+    consumer "$dir" github.com/getsops/sops/v3 "v$SOPS_VERSION"
+    (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$out.tmp/sops" github.com/getsops/sops/v3/cmd/sops)
+    rm -rf "$out"; mv "$out.tmp" "$out"
+  fi
+  local aout="$BIN/age-$AGE_VERSION"
+  if [ ! -x "$aout/age-keygen" ]; then
+    local dir="$CACHE/consumers/age-$AGE_VERSION"
+    log "building age-keygen v$AGE_VERSION"
+    consumer "$dir" filippo.io/age "v$AGE_VERSION"
+    (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$aout.tmp/age-keygen" filippo.io/age/cmd/age-keygen)
+    rm -rf "$aout"; mv "$aout.tmp" "$aout"
+  fi
+  ln -sfn "$out/sops" "$BIN/sops"
+  ln -sfn "$aout/age-keygen" "$BIN/age-keygen"
+}
+
 case "${1:-}" in
   control-plane) build_control_plane ;;
   nodes) build_nodes ;;
   gitea) build_gitea ;;
+  sops) build_sops ;;
   bin-dir) echo "$BIN" ;;
-  *) echo "usage: $0 control-plane|nodes|gitea|bin-dir" >&2; exit 2 ;;
+  *) echo "usage: $0 control-plane|nodes|gitea|sops|bin-dir" >&2; exit 2 ;;
 esac
