@@ -14,6 +14,7 @@ pub mod drift;
 pub mod model;
 pub mod render;
 pub mod server;
+pub mod sops;
 pub mod source;
 pub mod ssa;
 pub mod status;
