@@ -79,13 +79,21 @@ enum Command {
         #[command(subcommand)]
         command: InventoryCommand,
     },
-    /// Print the objects a platform repo renders to, as YAML.
+    /// Print the objects a platform repo renders to, as YAML. Secrets' values are
+    /// replaced by `(secret)` unless `--show-secrets` is given.
     Render {
         repo: PathBuf,
         #[arg(long)]
         team: Option<String>,
         #[arg(long)]
         cluster: Option<String>,
+        /// Decrypt SOPS files with the keys of this daemon config (without it, their
+        /// structure is checked and their encrypted values render empty).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print Secrets' values as they are.
+        #[arg(long)]
+        show_secrets: bool,
     },
     /// Check a platform repo and print every diagnostic. Exit 1 on errors.
     Validate {
@@ -179,7 +187,15 @@ fn main() -> ExitCode {
             repo,
             team,
             cluster,
-        } => render_cmd(&repo, team.as_deref(), cluster.as_deref()),
+            config,
+            show_secrets,
+        } => render_cmd(
+            &repo,
+            team.as_deref(),
+            cluster.as_deref(),
+            config.as_deref(),
+            show_secrets,
+        ),
         Command::Validate { repo, format } => validate_cmd(&repo, format),
         Command::Run { config } => run_on_worker(run_cmd(config)),
         Command::Sync { config, .. } => run_on_worker(sync_once(config)),
@@ -279,12 +295,20 @@ fn read_repo(repo: &Path) -> anyhow::Result<pontoon::source::Snapshot> {
 }
 
 /// Renders a folder read as a snapshot, the entries it did not read included.
-fn render_snapshot(snapshot: &pontoon::source::Snapshot) -> pontoon::desired::DesiredState {
-    pontoon::render::render_revision(
+/// SOPS files are decrypted with `keys`, or without keys only checked.
+fn render_snapshot(
+    snapshot: &pontoon::source::Snapshot,
+    keys: Option<&pontoon::sops::Keyring>,
+) -> pontoon::desired::DesiredState {
+    pontoon::render::render_decrypting(
         &snapshot.files,
         &snapshot.skipped,
         &snapshot.revision,
         &Default::default(),
+        keys.map_or(
+            pontoon::render::Decryption::StructureOnly,
+            pontoon::render::Decryption::Keys,
+        ),
     )
 }
 
@@ -297,9 +321,19 @@ fn exit_for(diagnostics: &[pontoon::desired::Diagnostic]) -> ExitCode {
     }
 }
 
-fn render_cmd(repo: &Path, team: Option<&str>, cluster: Option<&str>) -> anyhow::Result<ExitCode> {
+fn render_cmd(
+    repo: &Path,
+    team: Option<&str>,
+    cluster: Option<&str>,
+    config: Option<&Path>,
+    show_secrets: bool,
+) -> anyhow::Result<ExitCode> {
     let snapshot = read_repo(repo)?;
-    let state = render_snapshot(&snapshot);
+    let keys = match config {
+        Some(c) => Some(load_config(c)?.decryption.keyring()?),
+        None => None,
+    };
+    let state = render_snapshot(&snapshot, keys.as_ref());
     for d in state.diagnostics.iter() {
         eprintln!("{d}");
     }
@@ -313,7 +347,12 @@ fn render_cmd(repo: &Path, team: Option<&str>, cluster: Option<&str>) -> anyhow:
                 "---\n# cluster: {}, team: {}, from {}\n",
                 id.cluster, id.team, o.source
             ));
-            out.push_str(&serde_saphyr::to_string(&o.object).context("writing YAML")?);
+            let yaml = if show_secrets {
+                serde_saphyr::to_string(&o.object)
+            } else {
+                serde_saphyr::to_string(&pontoon::render::redacted(&o.object.to_value()))
+            };
+            out.push_str(&yaml.context("writing YAML")?);
         }
     }
     print!("{out}");
@@ -322,7 +361,7 @@ fn render_cmd(repo: &Path, team: Option<&str>, cluster: Option<&str>) -> anyhow:
 
 fn validate_cmd(repo: &Path, format: Format) -> anyhow::Result<ExitCode> {
     let snapshot = read_repo(repo)?;
-    let state = render_snapshot(&snapshot);
+    let state = render_snapshot(&snapshot, None);
     match format {
         Format::Text => {
             print!("{}", pontoon::render::format_text(&state.diagnostics));
@@ -427,8 +466,9 @@ async fn sync_once(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     let snapshot = snapshot_for(&config, None, None).await?;
     let syncers = pontoon::daemon::connect(&config).await?;
     let owners = pontoon::daemon::poll_and_render::namespace_owners(&syncers).await;
+    let keys = pontoon::daemon::poll_and_render::load_keys(&config.decryption).await?;
     let state =
-        pontoon::daemon::poll_and_render::render(snapshot, owners, &config.sync.owner).await;
+        pontoon::daemon::poll_and_render::render(snapshot, owners, &config.sync.owner, &keys).await;
     for d in &state.diagnostics {
         eprintln!("{d}");
     }
@@ -499,8 +539,9 @@ async fn plan_cmd(
     let snapshot = snapshot_for(&config, revision, dir).await?;
     let syncers = pontoon::daemon::connect(&config).await?;
     let owners = pontoon::daemon::poll_and_render::namespace_owners(&syncers).await;
+    let keys = pontoon::daemon::poll_and_render::load_keys(&config.decryption).await?;
     let state =
-        pontoon::daemon::poll_and_render::render(snapshot, owners, &config.sync.owner).await;
+        pontoon::daemon::poll_and_render::render(snapshot, owners, &config.sync.owner, &keys).await;
     for d in &state.diagnostics {
         eprintln!("{d}");
     }
@@ -580,6 +621,10 @@ fn print_plan(id: &str, plan: &pontoon::sync::plan::UnitPlan) {
             Action::Update { changes } => {
                 println!("  ~ {}", o.object);
                 for c in changes {
+                    if c.is_hidden() {
+                        println!("      {} (secret changed)", c.path);
+                        continue;
+                    }
                     let show = |v: &Option<serde_json::Value>| {
                         v.as_ref().map_or("(none)".to_owned(), |v| v.to_string())
                     };

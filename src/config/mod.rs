@@ -13,6 +13,7 @@
 //! [`Config`], `secrets` references to secrets and their reading, `durations` the way
 //! durations are written.
 
+mod decryption;
 mod durations;
 mod raw;
 mod secrets;
@@ -27,6 +28,7 @@ use serde::Deserialize;
 
 /// Names the platform repo shares with the daemon's config.
 pub use crate::desired::{DEFAULT_NAMESPACE, DEFAULT_OWNER, Owner, is_dns_label};
+pub use decryption::{DecryptionConfig, KeyringError};
 pub use durations::HumanDuration;
 pub use secrets::{Secret, SecretError, SecretRef};
 
@@ -117,6 +119,8 @@ pub struct Config {
     pub leader_election: Option<LeaderElectionConfig>,
     /// How long shutdown waits for in-flight syncs and owed statuses.
     pub shutdown_timeout: Duration,
+    /// The age keys that decrypt SOPS files (none: an encrypted file fails its team).
+    pub decryption: DecryptionConfig,
 }
 
 #[derive(Debug, Clone)]

@@ -29,6 +29,15 @@ pub(super) struct RawConfig {
     pub(super) leader_election: Option<RawLeaderElection>,
     #[serde(default)]
     pub(super) shutdown_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub(super) decryption: Option<RawDecryption>,
+}
+
+/// `decryption`: the age keys, each `{file: PATH}` or `{env: NAME}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDecryption {
+    pub(super) keys: std::collections::BTreeMap<String, Spanned<SecretRef>>,
 }
 
 #[derive(Debug, Deserialize)]

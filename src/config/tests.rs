@@ -301,13 +301,34 @@ fn the_shipped_example_config_is_valid() {
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         std::fs::write(&p, "x").expect("write");
     }
+    let age = root.join("age/payments.txt");
+    std::fs::create_dir_all(age.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&age, include_str!("../sops/testdata/test-key.txt")).expect("write");
     let text = example.replace("/var/run/pontoon", &root.display().to_string());
     let cfg = f.load(&text).expect("example config must be valid");
+    let keys = cfg.decryption.keyring().expect("the example's key reads");
+    assert_eq!(keys.names().collect::<Vec<_>>(), ["payments-age"]);
     assert_eq!(cfg.clusters.len(), 2);
     assert_eq!(
         cfg.commit_status.as_ref().map(|c| c.provider),
         Some(Provider::Gitea)
     );
+}
+
+#[test]
+fn a_decryption_key_that_is_no_age_identity_is_a_problem_that_never_shows_it() {
+    let f = Fixture::new();
+    std::fs::write(f.dir.path().join("pasted.txt"), "AGE-SECRET-KEY-1TYPO\n").expect("write");
+    let p = f.problems(&format!(
+        "{GOOD}decryption:\n  keys:\n    shop: {{file: pasted.txt}}\n    gone: {{file: missing.txt}}\n"
+    ));
+    let text = p.join("\n");
+    assert!(
+        text.contains("decryption.keys.shop: key `shop`: line 1 is not an age identity"),
+        "{text}"
+    );
+    assert!(text.contains("decryption.keys.gone"), "{text}");
+    assert!(!text.contains("TYPO"), "{text}");
 }
 
 #[test]

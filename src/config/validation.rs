@@ -8,15 +8,16 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::Spanned;
 
 use super::raw::{
-    RawCluster, RawCommitStatus, RawConfig, RawGitAuth, RawGitRef, RawSource, RawSync, RawWebhook,
+    RawCluster, RawCommitStatus, RawConfig, RawDecryption, RawGitAuth, RawGitRef, RawSource,
+    RawSync, RawWebhook,
 };
 use super::{
     ClusterConfig, ClusterConnection, CommitStatusConfig, Config, ConfigError, ConfigProblem,
     DEFAULT_APPLY_TIMEOUT, DEFAULT_CONCURRENCY, DEFAULT_GIT_TIMEOUT, DEFAULT_HEALTH_TIMEOUT,
     DEFAULT_LEASE_DURATION, DEFAULT_NAMESPACE, DEFAULT_POLL_INTERVAL, DEFAULT_RESYNC_INTERVAL,
-    DEFAULT_SHUTDOWN_TIMEOUT, DriftConfig, GitAuth, GitRef, LeaderElectionConfig, ListenConfig,
-    LogConfig, Owner, Provider, SecretRef, SourceConfig, SourceLocation, SyncConfig, WebhookAuth,
-    is_dns_label,
+    DEFAULT_SHUTDOWN_TIMEOUT, DecryptionConfig, DriftConfig, GitAuth, GitRef, LeaderElectionConfig,
+    ListenConfig, LogConfig, Owner, Provider, SecretRef, SourceConfig, SourceLocation, SyncConfig,
+    WebhookAuth, is_dns_label,
 };
 
 pub(super) fn yaml_problem(path: &Path, e: &serde_saphyr::Error) -> ConfigProblem {
@@ -150,6 +151,7 @@ impl<'a> Validator<'a> {
                 lease_duration: l.lease_duration.map_or(DEFAULT_LEASE_DURATION, |d| d.0),
             }
         });
+        let decryption = self.decryption(raw.decryption);
         let log = LogConfig {
             format: raw.log.format,
             level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
@@ -172,6 +174,7 @@ impl<'a> Validator<'a> {
                 shutdown_timeout: raw
                     .shutdown_timeout
                     .map_or(DEFAULT_SHUTDOWN_TIMEOUT, |d| d.0),
+                decryption,
             })
         } else {
             self.problems.sort_by_key(|p| (p.line, p.column));
@@ -421,6 +424,27 @@ impl<'a> Validator<'a> {
             });
         }
         out
+    }
+
+    /// Each key's file (or variable) exists and holds age identities: a bad key is a
+    /// problem of the config, found by `config check`, not at the first encrypted file.
+    fn decryption(&mut self, raw: Option<RawDecryption>) -> DecryptionConfig {
+        let mut keys = std::collections::BTreeMap::new();
+        for (name, at) in raw.map(|r| r.keys).unwrap_or_default() {
+            let field = format!("decryption.keys.{name}");
+            let problems = self.problems.len();
+            let r = self.check_secret(&at, &field);
+            let one = DecryptionConfig {
+                keys: [(name.clone(), r.clone())].into(),
+            };
+            if self.problems.len() == problems
+                && let Err(e) = one.keyring()
+            {
+                self.problem(&at, &field, e.to_string());
+            }
+            keys.insert(name, r);
+        }
+        DecryptionConfig { keys }
     }
 
     fn commit_status(&mut self, raw: RawCommitStatus) -> CommitStatusConfig {

@@ -335,6 +335,7 @@ pub async fn run_from_source(
         None => None,
     };
     let history = source.history();
+    let keys = poll_and_render::load_keys(&config.decryption).await?;
     let (desired_tx, desired_rx) = watch::channel(None);
     // Pull-request plans, for a Git source: planned wherever the webhook lands (they
     // only read), posted when commit statuses are configured.
@@ -348,6 +349,7 @@ pub async fn run_from_source(
                 handles.statuses.clone(),
                 desired_rx.clone(),
                 rx,
+                keys.clone(),
             ));
             (Some(tx), Some(task))
         }
@@ -372,6 +374,7 @@ pub async fn run_from_source(
         poll_and_render::RenderStart {
             namespace_owners: owners,
             owner: config.sync.owner.clone(),
+            keys,
         },
     ));
     let result = run_with(

@@ -11,6 +11,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::{GitRef, SourceConfig, SourceLocation, WebhookAuth};
 use crate::desired::{ClusterName, DesiredState, NamespaceOwners, Owner};
+use crate::sops::Keyring;
 use crate::source::{Snapshot, Source, webhook};
 use crate::sync::Syncer;
 
@@ -107,20 +108,24 @@ impl SourceMetrics {
 /// Renders off the async runtime (rendering is CPU work), after a render that gave each
 /// namespace the owner in `earlier`, with the daemon's `owner` label on every object (once
 /// here rather than at each sync of a unit).
+/// Each team's SOPS files are decrypted with its key from `keys`.
 pub async fn render(
     snapshot: Arc<Snapshot>,
     earlier: NamespaceOwners,
     owner: &Owner,
+    keys: &Arc<Keyring>,
 ) -> DesiredState {
     let revision = snapshot.revision.clone();
     let kept = earlier.clone();
     let owner = owner.clone();
+    let keys = keys.clone();
     tokio::task::spawn_blocking(move || {
-        let mut state = crate::render::render_revision(
+        let mut state = crate::render::render_decrypting(
             &snapshot.files,
             &snapshot.skipped,
             &snapshot.revision,
             &earlier,
+            crate::render::Decryption::Keys(&keys),
         );
         owner.stamp_state(&mut state);
         for skipped in &snapshot.skipped {
@@ -225,6 +230,8 @@ pub fn webhook_routes(
 pub struct RenderStart {
     pub namespace_owners: NamespaceOwners,
     pub owner: Owner,
+    /// The age keys SOPS files are decrypted with.
+    pub keys: Arc<Keyring>,
 }
 
 /// Polls until `stop` turns true, publishing each new render on `out`.
@@ -237,7 +244,7 @@ pub async fn poll_loop(
     mut stop: watch::Receiver<bool>,
     start: RenderStart,
 ) {
-    let (mut owners, owner) = (start.namespace_owners, start.owner);
+    let (mut owners, owner, keys) = (start.namespace_owners, start.owner, start.keys);
     let mut tick = tokio::time::interval(cfg.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut current: Option<String> = None;
@@ -275,7 +282,7 @@ pub async fn poll_loop(
             tracing::warn!(revision = %snapshot.revision, "the tracked ref moved to a commit that does not descend from the last one (force push or rollback)");
         }
         tracing::info!(revision = %snapshot.revision, author = %snapshot.author, message = %snapshot.message, "new revision");
-        let state = render(snapshot, owners, &owner).await;
+        let state = render(snapshot, owners, &owner, &keys).await;
         owners = state.namespace_owners.clone();
         let errors = state
             .diagnostics
@@ -302,4 +309,12 @@ pub async fn poll_loop(
             .set(1.0);
         out.send_replace(Some(Arc::new(state)));
     }
+}
+
+/// Reads the config's age keys, off the runtime (file reads). An unreadable key stops
+/// the daemon at start: running without it would fail every team that needs it.
+pub async fn load_keys(config: &crate::config::DecryptionConfig) -> anyhow::Result<Arc<Keyring>> {
+    let config = config.clone();
+    let keys = tokio::task::spawn_blocking(move || config.keyring()).await??;
+    Ok(Arc::new(keys))
 }

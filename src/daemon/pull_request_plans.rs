@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 use crate::desired::{ClusterName, DesiredState, NamespaceOwners, Severity};
+use crate::sops::Keyring;
 use crate::source::git::GitTarget;
 use crate::source::webhook::PullRequest;
 use crate::status::{Notifier, State, Status};
@@ -28,6 +29,7 @@ pub async fn plan_pull_requests(
     statuses: Option<Arc<Notifier>>,
     desired: watch::Receiver<Option<Arc<DesiredState>>>,
     mut requests: mpsc::Receiver<PullRequest>,
+    keys: Arc<Keyring>,
 ) {
     while let Some(first) = requests.recv().await {
         let mut batch: BTreeMap<u64, PullRequest> = BTreeMap::new();
@@ -53,7 +55,7 @@ pub async fn plan_pull_requests(
                 Some(o) => o,
                 None => super::poll_and_render::namespace_owners(&syncers).await,
             };
-            let status = plan_pull_request(&target, &syncers, &clusters, &pr, owners).await;
+            let status = plan_pull_request(&target, &syncers, &clusters, &pr, owners, &keys).await;
             post(status);
         }
     }
@@ -68,6 +70,7 @@ pub async fn plan_pull_request(
     clusters: &[String],
     pr: &PullRequest,
     owners: NamespaceOwners,
+    keys: &Arc<Keyring>,
 ) -> Status {
     let fetched = {
         let (t, r, s) = (target.clone(), pr.head_ref.clone(), pr.sha.clone());
@@ -85,7 +88,8 @@ pub async fn plan_pull_request(
         Err(e) => return Status::plan(&pr.sha, State::Error, format!("fetch task failed: {e}")),
     };
     let owner = syncers.values().next().map(|s| s.owner().clone());
-    let state = super::poll_and_render::render(snapshot, owners, &owner.unwrap_or_default()).await;
+    let state =
+        super::poll_and_render::render(snapshot, owners, &owner.unwrap_or_default(), keys).await;
     if let Some(description) = render_errors(&state) {
         return Status::plan(&pr.sha, State::Failure, description);
     }

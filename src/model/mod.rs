@@ -126,6 +126,9 @@ pub struct PlatformSpec {
     /// The order in which a new commit reaches the clusters.
     #[serde(default)]
     pub rollout: RolloutSpec,
+    /// Which of the daemon's age keys decrypts which team's SOPS files.
+    #[serde(default)]
+    pub decryption: DecryptionSpec,
 }
 
 /// The health of every object of one group and kind, e.g. `{group: postgresql.cnpg.io,
@@ -170,6 +173,18 @@ pub struct StageSpec {
     /// stage gets it: `30s`, `10m`, `1h 30m`. None (the default) is no wait.
     #[serde(default)]
     pub soak: Option<String>,
+}
+
+/// Which of the daemon's age keys (named in the daemon config's `decryption.keys`)
+/// decrypts each team's SOPS-encrypted files. A team without an entry has no key: an
+/// encrypted file in its folder fails its render. A key decrypts only the files of the
+/// teams it is given to here, whatever else the daemon holds.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptionSpec {
+    /// Team name → key name, e.g. `{payments: payments-age}`.
+    #[serde(default)]
+    pub teams: BTreeMap<String, String>,
 }
 
 /// One object the platform hands to a team although it exists without pontoon's labels,

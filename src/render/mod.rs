@@ -25,6 +25,7 @@ mod platform;
 mod report;
 mod rollout;
 pub mod schema;
+mod secrets;
 mod skipped;
 mod team;
 mod teams;
@@ -36,6 +37,7 @@ use crate::model::Skipped;
 
 pub use base::plural;
 pub use report::{format_github, format_text};
+pub use secrets::{Decryption, NO_KEYS, REDACTED, is_secret, redacted};
 
 /// The files of a revision: path (relative, `/`-separated) → content.
 pub type Files = BTreeMap<String, Vec<u8>>;
@@ -63,6 +65,25 @@ pub fn render_revision(
     skipped: &[Skipped],
     revision: &str,
     earlier: &NamespaceOwners,
+) -> DesiredState {
+    render_decrypting(
+        files,
+        skipped,
+        revision,
+        earlier,
+        Decryption::Keys(&NO_KEYS),
+    )
+}
+
+/// Renders a revision as [`render_revision`] does, decrypting the teams' SOPS files as
+/// `decryption` says: with the daemon's keys, each team with its own (the module
+/// `secrets`), or, without keys, checking their structure only.
+pub fn render_decrypting(
+    files: &Files,
+    skipped: &[Skipped],
+    revision: &str,
+    earlier: &NamespaceOwners,
+    decryption: Decryption,
 ) -> DesiredState {
     let mut state = DesiredState {
         revision: revision.to_owned(),
@@ -113,6 +134,7 @@ pub fn render_revision(
         namespace_owners: &namespace_owners,
         adoptions: &adoptions,
         health: &health,
+        decryption,
     };
     let mut skipped_by_team = skipped.teams;
     for (name, team_yaml) in team_yamls {

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use super::kinds::Kinds;
+use super::secrets::{Decryption, TeamSecrets};
 use super::teams::select_clusters;
 use super::{autoscaling, base, is_manifest_file, platform};
 use crate::desired::{
@@ -27,6 +28,8 @@ pub(super) struct RevisionContext<'a> {
     pub adoptions: &'a platform::Adoptions,
     /// `platform.yaml`'s health rules, by group and kind.
     pub health: &'a super::health::PlatformHealth,
+    /// How the teams' SOPS files are decrypted.
+    pub decryption: Decryption<'a>,
 }
 
 /// One team's render in progress: what it knows of the team, and what it has produced.
@@ -110,7 +113,16 @@ impl<'a> TeamRender<'a> {
 
     /// Renders every document of one file of the team's folder.
     fn add_file(&mut self, path: &str, bytes: &[u8]) {
-        for doc in model::documents(path, bytes, Some(self.team_name), &mut self.errors) {
+        let mut docs = model::documents(path, bytes, Some(self.team_name), &mut self.errors);
+        if docs.iter().any(|d| crate::sops::is_encrypted(&d.value)) {
+            let secrets = TeamSecrets {
+                decryption: self.revision.decryption,
+                platform: self.revision.platform,
+                team: self.team_name,
+            };
+            docs = secrets.decrypt(path, docs, &mut self.errors, self.warnings);
+        }
+        for doc in docs {
             self.add_document(path, &doc);
         }
     }

@@ -10,6 +10,7 @@ use super::*;
 mod autoscaling;
 mod health;
 mod kubectl;
+mod secrets;
 
 const PLATFORM: &str = "\
 apiVersion: pontoon.dev/v1alpha1

@@ -50,7 +50,9 @@ pub enum Action {
     },
 }
 
-/// One field that would change: a dotted path with the old and new values.
+/// One field that would change: a dotted path with the old and new values. Both are
+/// `None` when the value is never shown: a Secret's `data` and `stringData` (see
+/// [`hide_secret_values`]); the change reads `~ data.password (secret changed)`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldChange {
     pub path: String,
@@ -156,11 +158,41 @@ pub fn comparable(v: &Value) -> Value {
     v
 }
 
-/// Field-level differences between two objects, as dotted paths in sorted order.
+/// Field-level differences between two objects, as dotted paths in sorted order. A
+/// Secret's values are hidden ([`hide_secret_values`]).
 pub fn diff(old: &Value, new: &Value) -> Vec<FieldChange> {
     let mut out = Vec::new();
     walk("", old, new, &mut out);
+    if is_secret(new) || is_secret(old) {
+        hide_secret_values(&mut out);
+    }
     out
+}
+
+fn is_secret(v: &Value) -> bool {
+    v.get("kind").and_then(Value::as_str) == Some("Secret")
+        && v.get("apiVersion").and_then(Value::as_str) == Some("v1")
+}
+
+/// Drops the values of the changes under a Secret's `data` and `stringData`: a plan (on
+/// the terminal, in a pull request) names the key that changes, never its value.
+pub fn hide_secret_values(changes: &mut [FieldChange]) {
+    for c in changes {
+        let hidden = ["data", "stringData"]
+            .iter()
+            .any(|f| c.path == *f || c.path.starts_with(&format!("{f}.")));
+        if hidden {
+            c.old = None;
+            c.new = None;
+        }
+    }
+}
+
+impl FieldChange {
+    /// Whether the values of this change are hidden (a Secret's).
+    pub fn is_hidden(&self) -> bool {
+        self.old.is_none() && self.new.is_none()
+    }
 }
 
 fn walk(path: &str, old: &Value, new: &Value, out: &mut Vec<FieldChange>) {
@@ -201,6 +233,26 @@ fn walk(path: &str, old: &Value, new: &Value, out: &mut Vec<FieldChange>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_secret_change_names_the_key_never_the_value() {
+        let old = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                         "data": {"password": "b2xk", "same": "eA=="}});
+        let new = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                         "data": {"password": "bmV3", "same": "eA==", "added": "eQ=="}});
+        let changes = diff(&old, &new);
+        let paths: Vec<_> = changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["data.added", "data.password"]);
+        assert!(changes.iter().all(FieldChange::is_hidden), "{changes:?}");
+        let text = serde_json::to_string(&changes).unwrap();
+        assert!(!text.contains("bmV3") && !text.contains("b2xk") && !text.contains("eQ=="));
+        // Not a Secret: values shown.
+        let cm = diff(
+            &json!({"kind": "ConfigMap", "data": {"k": "1"}}),
+            &json!({"kind": "ConfigMap", "data": {"k": "2"}}),
+        );
+        assert!(!cm[0].is_hidden());
+    }
 
     #[test]
     fn diff_names_each_changed_field() {

@@ -212,6 +212,7 @@ async fn pull_request_plans_dry_run_only_what_they_change_and_name_a_held_unit()
         snapshot.into(),
         owners.clone(),
         &pontoon::desired::Owner::default(),
+        &Default::default(),
     )
     .await;
     for unit in state.units.values() {
@@ -226,7 +227,15 @@ async fn pull_request_plans_dry_run_only_what_they_change_and_name_a_held_unit()
                 sha,
                 from_fork: false,
             };
-            plan_pull_request(target, syncers, &[cp.name.to_owned()], &pr, owners).await
+            plan_pull_request(
+                target,
+                syncers,
+                &[cp.name.to_owned()],
+                &pr,
+                owners,
+                &Default::default(),
+            )
+            .await
         }
     };
 
