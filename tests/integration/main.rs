@@ -35,6 +35,7 @@ mod rebuild;
 mod restart;
 mod rollouts;
 mod scheduler;
+mod sops;
 mod source;
 mod ssh;
 mod stages;
