@@ -11,7 +11,7 @@
 
 use crate::desired::{Diagnostic, Severity, TeamName};
 use crate::model::{Document, Platform, diag};
-use crate::sops::{Keyring, SopsFile};
+use crate::sops::{Keyring, Plain, SopsFile};
 
 /// What render may do with the teams' SOPS files.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +43,7 @@ impl TeamSecrets<'_> {
         docs: Vec<Document>,
         errors: &mut Vec<Diagnostic>,
         warnings: &mut Vec<Diagnostic>,
+        secrets: &mut Vec<Plain>,
     ) -> Vec<Document> {
         let line = docs.first().map_or(1, |d| d.line);
         let fail = |errors: &mut Vec<Diagnostic>, message: String| {
@@ -96,7 +97,7 @@ impl TeamSecrets<'_> {
                 });
                 file.placeholders()
             }
-            (Decryption::Keys(keys), Some(key)) => match file.decrypt(keys, key) {
+            (Decryption::Keys(keys), Some(key)) => match file.decrypt_noting(keys, key, secrets) {
                 Ok(nodes) => nodes,
                 Err(e) => return fail(errors, format!("SOPS file: {e}")),
             },
@@ -114,6 +115,31 @@ impl TeamSecrets<'_> {
             }
         }
         out
+    }
+}
+
+/// Shortest decrypted text replaced in messages: a shorter one would blot out common
+/// words (and says little about the value).
+const MIN_REDACTED_LEN: usize = 4;
+
+/// Replaces every decrypted text of `secrets` in the diagnostics' messages with
+/// [`REDACTED`]: a message that quotes a value (a namespace, a name) read from an
+/// encrypted field never shows it.
+pub(super) fn redact(diags: &mut [Diagnostic], secrets: &[Plain]) {
+    let texts: Vec<&str> = secrets
+        .iter()
+        .filter_map(|p| std::str::from_utf8(p.expose()).ok())
+        .filter(|t| t.len() >= MIN_REDACTED_LEN)
+        .collect();
+    if texts.is_empty() {
+        return;
+    }
+    for d in diags {
+        for t in &texts {
+            if d.message.contains(t) {
+                d.message = d.message.replace(t, REDACTED);
+            }
+        }
     }
 }
 

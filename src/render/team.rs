@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use super::kinds::Kinds;
-use super::secrets::{Decryption, TeamSecrets};
+use super::secrets::{self, Decryption, TeamSecrets};
 use super::teams::select_clusters;
 use super::{autoscaling, base, is_manifest_file, platform};
 use crate::desired::{
@@ -17,6 +17,7 @@ use crate::desired::{
     TeamName, UnitDesired, UnitId,
 };
 use crate::model::{self, API_VERSION, ClusterDef, Document, GroupKind, Platform, Team, diag};
+use crate::sops::Plain;
 
 /// What every team's render reads from the rest of the revision.
 pub(super) struct RevisionContext<'a> {
@@ -50,6 +51,8 @@ pub(super) struct TeamRender<'a> {
     /// The (group, kind) of every object from the team's files: the team's Role grants
     /// its identity these and nothing else.
     pub kinds_used: BTreeSet<(String, String)>,
+    /// Every text decrypted from the team's SOPS files: replaced in its diagnostics.
+    pub secrets: Vec<Plain>,
     pub errors: Vec<Diagnostic>,
     /// Warnings fail nothing: they go straight to the revision's diagnostics.
     pub warnings: &'a mut Vec<Diagnostic>,
@@ -106,6 +109,7 @@ impl<'a> TeamRender<'a> {
             allowed_kinds: platform.spec.policy.allowed_kinds.iter().collect(),
             objects_by_cluster: BTreeMap::new(),
             kinds_used: BTreeSet::new(),
+            secrets: Vec::new(),
             errors,
             warnings,
         }
@@ -120,7 +124,13 @@ impl<'a> TeamRender<'a> {
                 platform: self.revision.platform,
                 team: self.team_name,
             };
-            docs = secrets.decrypt(path, docs, &mut self.errors, self.warnings);
+            docs = secrets.decrypt(
+                path,
+                docs,
+                &mut self.errors,
+                self.warnings,
+                &mut self.secrets,
+            );
         }
         for doc in docs {
             self.add_document(path, &doc);
@@ -153,6 +163,8 @@ impl<'a> TeamRender<'a> {
     fn into_units(mut self) -> Result<Vec<UnitDesired>, Vec<Diagnostic>> {
         let clusters = std::mem::take(&mut self.clusters);
         let units: Vec<UnitDesired> = clusters.iter().map(|c| self.unit_on(c)).collect();
+        secrets::redact(&mut self.errors, &self.secrets);
+        secrets::redact(self.warnings, &self.secrets);
         if self.errors.is_empty() {
             Ok(units)
         } else {

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 use super::SopsError;
 use super::cipher;
 use super::keyring::Keyring;
-use super::node::Node;
+use super::node::{Node, Plain};
 
 /// SOPS's default when a file names no rule: keys ending in `_unencrypted` stay plain.
 const DEFAULT_UNENCRYPTED_SUFFIX: &str = "_unencrypted";
@@ -280,6 +280,17 @@ impl SopsFile {
     /// Decrypts every document with the identities of `key` in `keyring`, and checks the
     /// MAC. The documents come back without their `sops` metadata.
     pub fn decrypt(&self, keyring: &Keyring, key: &str) -> Result<Vec<Node>, SopsError> {
+        self.decrypt_noting(keyring, key, &mut Vec::new())
+    }
+
+    /// As [`SopsFile::decrypt`], adding to `secrets` the text of every string value that
+    /// was encrypted: what must never be shown (a caller replaces it in its messages).
+    pub fn decrypt_noting(
+        &self,
+        keyring: &Keyring,
+        key: &str,
+        secrets: &mut Vec<Plain>,
+    ) -> Result<Vec<Node>, SopsError> {
         let data_key = self.data_key(keyring, key)?;
         let mut hash = Sha512::new();
         if self.mac_only_encrypted {
@@ -289,7 +300,7 @@ impl SopsFile {
         let docs = self
             .docs
             .iter()
-            .map(|d| self.walk_decrypt(d, &mut path, &data_key, &mut hash))
+            .map(|d| self.walk_decrypt(d, &mut path, &data_key, &mut hash, secrets))
             .collect::<Result<Vec<_>, _>>()?;
         let computed = Zeroizing::new(hex::encode_upper(hash.finalize()));
         let sealed = cipher::parse(&self.mac).map_err(|e| structure(format!("sops.mac: {e}")))?;
@@ -307,13 +318,14 @@ impl SopsFile {
         path: &mut Vec<String>,
         key: &[u8; 32],
         hash: &mut Sha512,
+        secrets: &mut Vec<Plain>,
     ) -> Result<Node, SopsError> {
         let leaf = match node {
             Node::Map(entries) => {
                 let mut out = Vec::with_capacity(entries.len());
                 for (k, v) in entries {
                     path.push(k.clone());
-                    out.push((k.clone(), self.walk_decrypt(v, path, key, hash)?));
+                    out.push((k.clone(), self.walk_decrypt(v, path, key, hash, secrets)?));
                     path.pop();
                 }
                 return Ok(Node::Map(out));
@@ -321,7 +333,7 @@ impl SopsFile {
             Node::List(items) => {
                 let out = items
                     .iter()
-                    .map(|v| self.walk_decrypt(v, path, key, hash))
+                    .map(|v| self.walk_decrypt(v, path, key, hash, secrets))
                     .collect::<Result<_, _>>()?;
                 return Ok(Node::List(out));
             }
@@ -339,6 +351,9 @@ impl SopsFile {
                 let aad: String = path.iter().map(|k| format!("{k}:")).collect();
                 let plain = cipher::open(&sealed, key, &aad)
                     .map_err(|reason| SopsError::Value { path: at(), reason })?;
+                if matches!(sealed.kind.as_str(), "str" | "bytes") {
+                    secrets.push(plain.clone());
+                }
                 cipher::typed(&sealed.kind, plain)
                     .map_err(|reason| SopsError::Value { path: at(), reason })?
             }

@@ -129,3 +129,23 @@ fn without_keys_the_structure_is_checked_and_the_key_it_needs_reported() {
         "{d:?}"
     );
 }
+
+#[test]
+fn a_diagnostic_never_quotes_a_decrypted_value() {
+    // Its namespace, decrypted (`hidden-namespace-value`), is not one of team a's: the
+    // error says so without it.
+    let mut f = repo(&[(
+        "teams/a/leak.yaml",
+        include_str!("../../sops/testdata/foreign-namespace.yaml"),
+    )]);
+    f.insert("platform.yaml".into(), platform_with_keys().into_bytes());
+    let keys = keys();
+    let (_, d) = render_with(&f, Decryption::Keys(&keys));
+    assert_eq!(
+        d,
+        [
+            "teams/a/leak.yaml:5:5: error[namespace-not-owned]: team a: (secret) in namespace (secret), which is not one of the team's namespaces"
+        ],
+        "its kind was encrypted too, so it goes as well"
+    );
+}
