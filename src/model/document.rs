@@ -28,6 +28,9 @@ pub struct Document {
     /// item of a `List` (`items[2].items[0]` for a `List` in a `List`).
     pub within: String,
     pub value: Value,
+    /// The value was decrypted from a SOPS file and `text` is the encrypted text: good
+    /// for locating a field, never parsed again for a value.
+    pub decrypted: bool,
 }
 
 impl Document {
@@ -40,6 +43,7 @@ impl Document {
             text_line: line,
             within: String::new(),
             value,
+            decrypted: false,
         }
     }
 
@@ -73,6 +77,7 @@ impl Document {
                         text_line: self.text_line,
                         within,
                         value: item.clone(),
+                        decrypted: self.decrypted,
                     }
                 })
                 .collect(),
@@ -257,8 +262,9 @@ pub fn typed<T: for<'de> Deserialize<'de>>(
         Ok(t) => return Ok(t),
         Err(e) => e,
     };
-    if !doc.within.is_empty() {
-        // An item of a List: its text is the List's; place the error at the item.
+    if !doc.within.is_empty() || doc.decrypted {
+        // An item of a List: its text is the List's; place the error at the item. (A
+        // decrypted document's text holds its values encrypted.)
         let message = e.to_string();
         return Err(Box::new(doc.diag_at("", team, rule(&message), message)));
     }

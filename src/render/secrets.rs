@@ -108,7 +108,11 @@ impl TeamSecrets<'_> {
             match node.to_json("") {
                 // Its apiVersion or kind encrypted too: nothing to check it as.
                 Ok(value) if placeholders && !has_type(&value) => {}
-                Ok(value) => out.push(Document { value, ..doc }),
+                Ok(value) => out.push(Document {
+                    value,
+                    decrypted: true,
+                    ..doc
+                }),
                 Err(why) => {
                     errors.push(diag(path, doc.line, 1, Some(self.team), "sops", why));
                 }

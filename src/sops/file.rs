@@ -283,8 +283,9 @@ impl SopsFile {
         self.decrypt_noting(keyring, key, &mut Vec::new())
     }
 
-    /// As [`SopsFile::decrypt`], adding to `secrets` the text of every string value that
-    /// was encrypted: what must never be shown (a caller replaces it in its messages).
+    /// As [`SopsFile::decrypt`], adding to `secrets` the text of every value that was
+    /// encrypted (booleans aside): what must never be shown (a caller replaces it in its
+    /// messages).
     pub fn decrypt_noting(
         &self,
         keyring: &Keyring,
@@ -351,7 +352,8 @@ impl SopsFile {
                 let aad: String = path.iter().map(|k| format!("{k}:")).collect();
                 let plain = cipher::open(&sealed, key, &aad)
                     .map_err(|reason| SopsError::Value { path: at(), reason })?;
-                if matches!(sealed.kind.as_str(), "str" | "bytes") {
+                // A boolean's text (True) is no secret worth blotting out of a message.
+                if sealed.kind != "bool" {
                     secrets.push(plain.clone());
                 }
                 cipher::typed(&sealed.kind, plain)

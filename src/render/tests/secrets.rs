@@ -149,3 +149,23 @@ fn a_diagnostic_never_quotes_a_decrypted_value() {
         "its kind was encrypted too, so it goes as well"
     );
 }
+
+#[test]
+fn a_decrypted_instance_is_read_from_its_values_never_its_encrypted_text() {
+    // `metadata.name: 98765`, an integer: refused from the decrypted value. Read again
+    // from the file's text it would be the string `ENC[…]`.
+    let mut f = repo(&[(
+        "teams/a/app.yaml",
+        include_str!("../../sops/testdata/instance.yaml"),
+    )]);
+    f.insert("platform.yaml".into(), platform_with_keys().into_bytes());
+    let keys = keys();
+    let (s, d) = render_with(&f, Decryption::Keys(&keys));
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(
+        d[0].starts_with("teams/a/app.yaml:1:1: error[schema]: team a: "),
+        "{d:?}"
+    );
+    assert!(!d[0].contains("98765") && !d[0].contains("ENC["), "{d:?}");
+    assert!(s.failed_teams.contains_key(&TeamName("a".into())));
+}
