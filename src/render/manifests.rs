@@ -86,6 +86,7 @@ impl TeamRender<'_> {
             return;
         }
         let mut object = doc.value.clone();
+        super::secrets::string_data_into_data(&mut object);
         let default_namespace = self.default_namespace.clone();
         if !self.place_in_team_namespace(&mut object, &default_namespace, doc) {
             return;

@@ -183,3 +183,38 @@ pub fn redacted(object: &serde_json::Value) -> serde_json::Value {
     }
     object
 }
+
+/// A Secret's `stringData` written into `data`, base64-encoded, as the API server stores
+/// it (`stringData` wins over `data` for the same key, and is never stored itself).
+/// Applied as written, `stringData` would be missing from every live Secret: drift on
+/// every watch event and a write on every sync.
+pub(super) fn string_data_into_data(object: &mut serde_json::Value) {
+    use base64::Engine;
+    if !is_secret(object) {
+        return;
+    }
+    let Some(map) = object.as_object_mut() else {
+        return;
+    };
+    let all_strings = match map.get("stringData") {
+        Some(serde_json::Value::Object(m)) => m.values().all(serde_json::Value::is_string),
+        _ => false,
+    };
+    // Anything else is left for the API server to refuse, with its own message.
+    if !all_strings {
+        return;
+    }
+    let Some(serde_json::Value::Object(strings)) = map.remove("stringData") else {
+        return;
+    };
+    let data = map
+        .entry("data")
+        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    if let Some(data) = data.as_object_mut() {
+        for (k, v) in strings {
+            let text = v.as_str().unwrap_or_default();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+            data.insert(k, serde_json::Value::String(encoded));
+        }
+    }
+}

@@ -55,13 +55,20 @@ fn each_team_decrypts_its_own_files_and_never_another_teams() {
         .iter()
         .filter(|o| o.object.kind() == "Secret")
         .map(|o| {
-            o.object.to_value()["stringData"]["token"]
+            o.object.to_value()["data"]["token"]
                 .as_str()
                 .unwrap()
                 .to_owned()
         })
         .collect();
-    assert_eq!(tokens, ["first-document-token", "second-document-token"]);
+    // stringData, rendered into data as the API server stores it.
+    assert_eq!(
+        tokens,
+        [
+            "Zmlyc3QtZG9jdW1lbnQtdG9rZW4=",
+            "c2Vjb25kLWRvY3VtZW50LXRva2Vu"
+        ]
+    );
     assert!(s.failed_teams.contains_key(&TeamName("b".into())));
 }
 
@@ -116,9 +123,13 @@ fn without_keys_the_structure_is_checked_and_the_key_it_needs_reported() {
         .objects
         .iter()
         .filter(|o| o.object.kind() == "Secret")
-        .map(|o| o.object.to_value()["stringData"]["token"].clone())
+        .map(|o| o.object.to_value()["data"]["token"].clone())
         .collect();
-    assert_eq!(tokens, [json!(""), json!("")]);
+    assert_eq!(
+        tokens,
+        [json!(""), json!("")],
+        "base64 of the empty placeholder"
+    );
     // A broken file is an error even without keys.
     let broken = ENCRYPTED.replacen("token: ENC[", "token: ENC[x", 1);
     f.insert("teams/a/secrets.yaml".into(), broken.into_bytes());
@@ -168,4 +179,28 @@ fn a_decrypted_instance_is_read_from_its_values_never_its_encrypted_text() {
     );
     assert!(!d[0].contains("98765") && !d[0].contains("ENC["), "{d:?}");
     assert!(s.failed_teams.contains_key(&TeamName("a".into())));
+}
+
+#[test]
+fn a_secrets_string_data_renders_into_data_as_the_api_server_stores_it() {
+    let mut f = repo(&[(
+        "teams/a/s.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {a: eA==, b: eA==}\nstringData: {b: two, c: three}\n",
+    )]);
+    f.insert("platform.yaml".into(), platform_with_keys().into_bytes());
+    let (s, d) = render_with(&f, Decryption::Keys(&NO_KEYS));
+    assert!(d.is_empty(), "{d:?}");
+    let unit = s.units.values().next().unwrap();
+    let secret = unit
+        .objects
+        .iter()
+        .find(|o| o.object.kind() == "Secret")
+        .unwrap()
+        .object
+        .to_value();
+    assert_eq!(
+        secret["data"],
+        json!({"a": "eA==", "b": "dHdv", "c": "dGhyZWU="})
+    );
+    assert!(secret.get("stringData").is_none(), "{secret}");
 }
