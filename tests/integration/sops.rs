@@ -216,9 +216,22 @@ fn every_value_type_decrypts_to_what_sops_prints() {
         Some(Node::Str(plain)) => assert_eq!(plain.expose(), theirs.as_slice()),
         other => panic!("no data: {other:?}"),
     }
+}
 
-    // A value or the MAC changed by hand, or another key: errors.
-    let enc = std::fs::read_to_string(d.join("values.enc.yaml")).expect("read");
+#[test]
+fn a_changed_value_or_mac_or_another_key_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (key, recipient) = keygen(d, "k");
+    let mut keys = Keyring::new();
+    keys.add("k", &std::fs::read_to_string(&key).expect("key"))
+        .expect("age-keygen's file reads");
+    write(d, "values.yaml", VALUES);
+    let enc = encrypt(d, "values.yaml", &recipient, &[]);
+    SopsFile::from_yaml_documents(&[&enc])
+        .expect("parses")
+        .decrypt(&keys, "k")
+        .expect("untouched, it decrypts");
     let pw_line = enc
         .lines()
         .find(|l| l.starts_with("password: "))
@@ -316,6 +329,129 @@ async fn secret_password(api: &Api<Secret>) -> Option<String> {
     String::from_utf8(v).ok()
 }
 
+/// The daemon's config in `dir`: the Gitea repo polled with a token, statuses posted
+/// there, one cluster, the age `keys` as `decryption.keys`, logging at debug. Its path and
+/// the base URL of what it serves.
+fn daemon_config(
+    dir: &Path,
+    repo: &str,
+    cluster: &str,
+    kubeconfig: &Path,
+    keys: Value,
+) -> (PathBuf, String) {
+    let gitea = gitea::shared();
+    std::fs::write(dir.join("token"), gitea.token()).expect("token");
+    let owner = gitea.user();
+    let config = DaemonConfig::git(
+        &format!("{}/{owner}/{repo}.git", gitea.url()),
+        &dir.join("cache"),
+    )
+    .git_token(owner, "token")
+    .cluster(cluster, kubeconfig)
+    .resync_interval("1h")
+    .log_level("pontoon=debug")
+    .gitea_statuses(
+        &format!("{}/api/v1", gitea.url()),
+        &format!("{owner}/{repo}"),
+        "token",
+    );
+    let mut doc = config.to_value();
+    doc["decryption"] = json!({ "keys": keys });
+    let path = dir.join("pontoon.yaml");
+    std::fs::write(&path, serde_saphyr::to_string(&doc).expect("yaml")).expect("write");
+    (path, config.base_url())
+}
+
+/// What the daemon at `base` serves: `/api/status`, the page, `/metrics`.
+async fn served(base: &str) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for path in ["/api/status", "/", "/metrics"] {
+        let text = reqwest::get(format!("{base}{path}"))
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("text");
+        out.push((path, text));
+    }
+    out
+}
+
+/// Team b, whose file is encrypted for team a's key, fails with its file and the reason,
+/// on Gitea and in `/api/status`, and gets nothing on the cluster.
+async fn team_b_fails(first: &str, repo: &str, cluster: &str, b: &str, base: &str) {
+    let (cp, gitea) = (control_plane::shared(), gitea::shared());
+    let context_b = format!("pontoon/{cluster}/{b}");
+    let described = eventually(
+        "team b's failure status",
+        Duration::from_secs(60),
+        || async {
+            let list = gitea.statuses(repo, first).await;
+            list.as_array()?
+                .iter()
+                .find(|s| s["context"] == context_b.as_str() && s["status"] == "failure")
+                .map(|s| s["description"].as_str().unwrap_or("").to_owned())
+        },
+    )
+    .await;
+    assert!(
+        described.contains(&format!("teams/{b}/db.yaml")),
+        "{described}"
+    );
+    let status = reqwest::get(format!("{base}/api/status"))
+        .await
+        .expect("status")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        status.contains("it is encrypted for the key `key-a`, not for `key-b`"),
+        "{status}"
+    );
+    let b_secrets: Api<Secret> = Api::namespaced(cp.client().await, b);
+    assert_eq!(
+        secret_password(&b_secrets).await,
+        None,
+        "team b got nothing"
+    );
+}
+
+/// A hand edit of the Secret's data is corrected, and the Event telling of it names the
+/// key: its note.
+async fn drift_is_corrected_and_named_by_key(
+    secrets: &Api<Secret>,
+    namespace: &str,
+    password: &str,
+) -> String {
+    let cp = control_plane::shared();
+    // Drift on the Secret's data is corrected.
+    let patch = json!({"data": {"password": base64::engine::general_purpose::STANDARD.encode("changed-by-hand")}});
+    secrets
+        .patch("db", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch the Secret by hand");
+    eventually(
+        "drift on the Secret corrected",
+        Duration::from_secs(60),
+        || async { (secret_password(secrets).await.as_deref() == Some(password)).then_some(()) },
+    )
+    .await;
+
+    // The drift, as the Event on the Secret tells it: the key, never the value.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(cp.client().await, namespace);
+    let note = eventually("the drift's Event", Duration::from_secs(30), || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("DriftCorrected"))
+            .and_then(|e| e.note)
+    })
+    .await;
+    assert!(note.contains("password"), "{note}");
+    note
+}
+
 #[tokio::test]
 async fn two_teams_on_one_cluster_decrypt_only_their_own_files_and_no_value_is_ever_shown() {
     let cp = control_plane::shared();
@@ -344,26 +480,8 @@ async fn two_teams_on_one_cluster_decrypt_only_their_own_files_and_no_value_is_e
     secret_file(&work, &scratch, &b, &recipient_a, &password, &token);
     let first = commit_and_push(gitea, &work, &repo, "secrets");
 
-    std::fs::write(tmp.path().join("token"), gitea.token()).expect("token");
-    let owner = gitea.user();
-    let config = DaemonConfig::git(
-        &format!("{}/{owner}/{repo}.git", gitea.url()),
-        &tmp.path().join("cache"),
-    )
-    .git_token(owner, "token")
-    .cluster(cluster, &cp.kubeconfig)
-    .resync_interval("1h")
-    .log_level("pontoon=debug")
-    .gitea_statuses(
-        &format!("{}/api/v1", gitea.url()),
-        &format!("{owner}/{repo}"),
-        "token",
-    );
-    let base = config.base_url();
-    let mut doc = config.to_value();
-    doc["decryption"] = json!({"keys": {"key-a": {"file": key_a}, "key-b": {"file": key_b}}});
-    let config_path = tmp.path().join("pontoon.yaml");
-    std::fs::write(&config_path, serde_saphyr::to_string(&doc).expect("yaml")).expect("write");
+    let keys = json!({"key-a": {"file": key_a}, "key-b": {"file": key_b}});
+    let (config_path, base) = daemon_config(tmp.path(), &repo, cluster, &cp.kubeconfig, keys);
     let log = tmp.path().join("pontoon.log");
     let mut daemon = spawn_run(&config_path, &log);
 
@@ -377,55 +495,8 @@ async fn two_teams_on_one_cluster_decrypt_only_their_own_files_and_no_value_is_e
         },
     )
     .await;
-    // Team b fails with its file and the reason, on Gitea and in /api/status.
-    let context_b = format!("pontoon/{cluster}/{b}");
-    let described = eventually(
-        "team b's failure status",
-        Duration::from_secs(60),
-        || async {
-            let list = gitea.statuses(&repo, &first).await;
-            list.as_array()?
-                .iter()
-                .find(|s| s["context"] == context_b.as_str() && s["status"] == "failure")
-                .map(|s| s["description"].as_str().unwrap_or("").to_owned())
-        },
-    )
-    .await;
-    assert!(
-        described.contains(&format!("teams/{b}/db.yaml")),
-        "{described}"
-    );
-    let status = reqwest::get(format!("{base}/api/status"))
-        .await
-        .expect("status")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        status.contains("it is encrypted for the key `key-a`, not for `key-b`"),
-        "{status}"
-    );
-    let b_secrets: Api<Secret> = Api::namespaced(cp.client().await, &b);
-    assert_eq!(
-        secret_password(&b_secrets).await,
-        None,
-        "team b got nothing"
-    );
-
-    // Drift on the Secret's data is corrected.
-    let patch = json!({"data": {"password": base64::engine::general_purpose::STANDARD.encode("changed-by-hand")}});
-    secrets
-        .patch("db", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("patch the Secret by hand");
-    eventually(
-        "drift on the Secret corrected",
-        Duration::from_secs(60),
-        || async {
-            (secret_password(&secrets).await.as_deref() == Some(password.as_str())).then_some(())
-        },
-    )
-    .await;
+    team_b_fails(&first, &repo, cluster, &b, &base).await;
+    let note = drift_is_corrected_and_named_by_key(&secrets, &a, &password).await;
 
     // A new password: planned without its value, then synced.
     secret_file(&work, &scratch, &a, &recipient_a, &password2, &token);
@@ -445,7 +516,7 @@ async fn two_teams_on_one_cluster_decrypt_only_their_own_files_and_no_value_is_e
         "--show-secrets",
     ]);
     assert!(
-        shown.contains(&password2),
+        shown.contains(&base64::engine::general_purpose::STANDARD.encode(&password2)),
         "--show-secrets shows it: {shown}"
     );
     let validated = pontoon(&["validate", &dir]);
@@ -477,25 +548,13 @@ async fn two_teams_on_one_cluster_decrypt_only_their_own_files_and_no_value_is_e
     .await;
 
     // Everything printed, served and posted.
-    let get = |path: &str| {
-        let url = format!("{base}{path}");
-        async move {
-            reqwest::get(url)
-                .await
-                .expect("GET")
-                .text()
-                .await
-                .expect("text")
-        }
-    };
-    let mut seen = vec![
-        ("/api/status", get("/api/status").await),
-        ("/", get("/").await),
-        ("/metrics", get("/metrics").await),
+    let mut seen = served(&base).await;
+    seen.extend([
         ("pontoon plan", plan),
         ("pontoon render", rendered),
         ("pontoon validate", validated),
-    ];
+        ("the drift's Event", note),
+    ]);
     for sha in [&first, &second] {
         seen.push((
             "commit statuses",
