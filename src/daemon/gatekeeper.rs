@@ -15,6 +15,7 @@ use super::metrics::Metrics;
 use super::rollout::{Plan, Rollout, Running};
 use super::scheduler::Scheduler;
 use crate::desired::{ClusterName, DesiredState, Owner, UnitId};
+use crate::sops::Keyring;
 use crate::source::History;
 use crate::status::Notifier;
 use crate::sync::{Syncer, UnitResult};
@@ -36,6 +37,8 @@ pub struct Gatekeeper {
     board: Arc<Board>,
     /// Where a restart reads the revision a held unit runs (None: a directory source).
     history: Option<History>,
+    /// The age keys that older revision's SOPS files are decrypted with.
+    keys: Arc<Keyring>,
     owner: Owner,
     syncers: BTreeMap<ClusterName, Arc<Syncer>>,
     /// Units whose running revision a restore is looking for or found.
@@ -45,7 +48,7 @@ pub struct Gatekeeper {
 impl Gatekeeper {
     pub fn new(
         (metrics, statuses, board): (Arc<Metrics>, Option<Arc<Notifier>>, Arc<Board>),
-        history: Option<History>,
+        (history, keys): (Option<History>, Arc<Keyring>),
         owner: Owner,
         syncers: BTreeMap<ClusterName, Arc<Syncer>>,
     ) -> Gatekeeper {
@@ -56,6 +59,7 @@ impl Gatekeeper {
             statuses,
             board,
             history,
+            keys,
             owner,
             syncers,
             restoring: Mutex::new(BTreeSet::new()),
@@ -194,6 +198,7 @@ impl Gatekeeper {
                 snapshot,
                 state.namespace_owners.clone(),
                 &self.owner,
+                &self.keys,
             )
             .await;
             old.units.get(unit).cloned()

@@ -45,6 +45,8 @@ pub struct Inputs {
     pub routes: axum::Router,
     /// Older revisions of the source, for units a rollout stage holds after a restart.
     pub history: Option<crate::source::History>,
+    /// The age keys such an older revision is rendered with, as the newest one is.
+    pub keys: Arc<crate::sops::Keyring>,
 }
 
 /// Handles a caller (tests, `main`) keeps on a running daemon.
@@ -151,7 +153,7 @@ pub async fn run_with(
     let leadership = Leadership::start(&config, &syncers, stop_rx.clone())?;
     let gate = Arc::new(gatekeeper::Gatekeeper::new(
         (metrics.clone(), statuses.clone(), board.clone()),
-        inputs.history.clone(),
+        (inputs.history.clone(), inputs.keys.clone()),
         config.sync.owner.clone(),
         syncers.clone(),
     ));
@@ -374,7 +376,7 @@ pub async fn run_from_source(
         poll_and_render::RenderStart {
             namespace_owners: owners,
             owner: config.sync.owner.clone(),
-            keys,
+            keys: keys.clone(),
         },
     ));
     let result = run_with(
@@ -383,6 +385,7 @@ pub async fn run_from_source(
             desired: desired_rx,
             routes,
             history,
+            keys,
         },
         handles,
         shutdown,

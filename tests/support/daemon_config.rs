@@ -112,7 +112,7 @@ impl DaemonConfig {
         self.sync_field("applyTimeout", json!(timeout))
     }
 
-    /// `sync.healthTimeout`.
+    /// `sync.healthTimeout`: how long a unit may roll out before it is Failed.
     pub fn health_timeout(self, timeout: &str) -> DaemonConfig {
         self.sync_field("healthTimeout", json!(timeout))
     }
@@ -122,11 +122,6 @@ impl DaemonConfig {
     /// control plane.
     pub fn inventory_namespace(self, namespace: &str) -> DaemonConfig {
         self.sync_field("namespace", json!(namespace))
-    }
-
-    /// `sync.healthTimeout`: how long a unit may roll out before it is Failed.
-    pub fn health_timeout(self, timeout: &str) -> DaemonConfig {
-        self.sync_field("healthTimeout", json!(timeout))
     }
 
     /// `sync.owner`: the daemon instance this is (the default owner otherwise).
