@@ -20,7 +20,7 @@ use pontoon::sync::UnitState;
 use pontoon::sync::health::Health;
 use serde_json::{Value, json};
 
-use crate::support::control_plane::{self, eventually, unique_name};
+use crate::support::control_plane::{self, ControlPlane, eventually, unique_name};
 use crate::support::daemon::{spawn_run, write};
 use crate::support::daemon_config::DaemonConfig;
 use crate::support::fixtures::{obj, team_base, unit_desired};
@@ -282,6 +282,57 @@ fn commit_and_push(gitea: &Gitea, work: &Path, repo: &str, message: &str) -> Str
     git(work, &["rev-parse", "HEAD"])
 }
 
+/// A work tree under `dir` of a platform repo of `cluster`, where teams may write
+/// Deployments, and of `team`, whose files are not written yet.
+fn platform_repo(dir: &Path, cluster: &str, team: &str) -> std::path::PathBuf {
+    let work = dir.join("work");
+    std::fs::create_dir(&work).expect("mkdir");
+    git(&work, &["init", "-q"]);
+    write(
+        &work,
+        "platform.yaml",
+        &format!(
+            "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: r}}\nspec:\n  clusters: [{{name: {cluster}}}]\n  policy:\n    allowedKinds: [{{group: apps, kind: Deployment}}]\n"
+        ),
+    );
+    write(
+        &work,
+        &format!("teams/{team}/team.yaml"),
+        &format!(
+            "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  namespaces: [{team}]\n  clusters: {{names: [{cluster}]}}\n"
+        ),
+    );
+    work
+}
+
+/// A daemon that polls `repo` on Gitea, syncs it to `cp` and posts commit statuses there;
+/// its token is written to `dir`. Its inventories are in a namespace of their own on the
+/// shared cluster, so other tests' teams are not its business.
+async fn daemon_config(cp: &ControlPlane, gitea: &Gitea, repo: &str, dir: &Path) -> DaemonConfig {
+    let system = unique_name("rollouts-system");
+    Api::<Namespace>::all(cp.client().await)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": system}})).expect("ns"),
+        )
+        .await
+        .expect("the daemon's namespace");
+    std::fs::write(dir.join("token"), gitea.token()).expect("token");
+    let owner = gitea.user();
+    DaemonConfig::git(
+        &format!("{}/{owner}/{repo}.git", gitea.url()),
+        &dir.join("cache"),
+    )
+    .git_token(owner, "token")
+    .cluster(cp.name, &cp.kubeconfig)
+    .inventory_namespace(&system)
+    .gitea_statuses(
+        &format!("{}/api/v1", gitea.url()),
+        &format!("{owner}/{repo}"),
+        "token",
+    )
+}
+
 #[tokio::test]
 async fn a_rollout_that_never_gets_ready_fails_with_the_controllers_message() {
     let cp = control_plane::with_nodes();
@@ -290,25 +341,7 @@ async fn a_rollout_that_never_gets_ready_fails_with_the_controllers_message() {
     gitea.create_repo(&repo).await;
     let team = unique_name("stuck");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let work = tmp.path().join("work");
-    std::fs::create_dir(&work).expect("mkdir");
-    git(&work, &["init", "-q"]);
-    write(
-        &work,
-        "platform.yaml",
-        &format!(
-            "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: r}}\nspec:\n  clusters: [{{name: {}}}]\n  policy:\n    allowedKinds: [{{group: apps, kind: Deployment}}]\n",
-            cp.name
-        ),
-    );
-    write(
-        &work,
-        &format!("teams/{team}/team.yaml"),
-        &format!(
-            "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  namespaces: [{team}]\n  clusters: {{names: [{}]}}\n",
-            cp.name
-        ),
-    );
+    let work = platform_repo(tmp.path(), cp.name, &team);
     // Pods of this image run but never pass their readiness check (kwok's stages): the
     // deployment controller gives up after ten seconds.
     write(
@@ -318,29 +351,7 @@ async fn a_rollout_that_never_gets_ready_fails_with_the_controllers_message() {
     );
     let stuck = commit_and_push(gitea, &work, &repo, "never ready");
 
-    // The daemon keeps its inventories in a namespace of its own on the shared cluster.
-    let system = unique_name("rollouts-system");
-    Api::<Namespace>::all(cp.client().await)
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": system}})).expect("ns"),
-        )
-        .await
-        .expect("the daemon's namespace");
-    std::fs::write(tmp.path().join("token"), gitea.token()).expect("token");
-    let owner = gitea.user();
-    let config = DaemonConfig::git(
-        &format!("{}/{owner}/{repo}.git", gitea.url()),
-        &tmp.path().join("cache"),
-    )
-    .git_token(owner, "token")
-    .cluster(cp.name, &cp.kubeconfig)
-    .inventory_namespace(&system)
-    .gitea_statuses(
-        &format!("{}/api/v1", gitea.url()),
-        &format!("{owner}/{repo}"),
-        "token",
-    );
+    let config = daemon_config(cp, gitea, &repo, tmp.path()).await;
     let base = config.base_url();
     let log = tmp.path().join("pontoon.log");
     let _daemon = Running(spawn_run(&config.write(tmp.path()), &log));

@@ -45,8 +45,9 @@ static NODES: OnceLock<ControlPlane> = OnceLock::new();
 /// The control plane with nodes that tests share: Deployments, StatefulSets, DaemonSets
 /// and Jobs roll out for real there (kube-controller-manager, kube-scheduler, three kwok
 /// nodes; a container image tagged `never-ready` never gets Ready), and the aggregated
-/// `admin`/`edit`/`view` ClusterRoles are filled. Its controllers write all the time:
-/// tests that count the apiserver's requests use [`quiet`] instead.
+/// `admin`/`edit`/`view` ClusterRoles are filled. Its controllers answer every workload
+/// with ReplicaSets, Pods and status writes: tests that count the apiserver's requests
+/// use [`quiet`] instead.
 pub fn with_nodes() -> &'static ControlPlane {
     NODES.get_or_init(|| ControlPlane::start_with_nodes("nodes"))
 }
