@@ -392,6 +392,53 @@ pub struct UnitDesired {
     /// team (`spec.adopt`); the sync refuses every other such object.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adopt: Vec<Adoption>,
+
+    /// What objects wait for before they are applied (`dependsOn`), by the waiting
+    /// object's key; every key named is one of this unit's objects. Kept beside the
+    /// objects rather than in them: it decides when an object is applied, never what is
+    /// applied, so it is no part of an object's digest, and a unit without dependencies
+    /// carries nothing.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "dependency_pairs"
+    )]
+    pub dependencies: BTreeMap<ObjectKey, Vec<Dependency>>,
+}
+
+/// [`UnitDesired::dependencies`] as a list of `[object, dependencies]` pairs: a JSON
+/// object's keys are strings, and an [`ObjectKey`] is not one.
+mod dependency_pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{Dependency, ObjectKey};
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<ObjectKey, Vec<Dependency>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<ObjectKey, Vec<Dependency>>, D::Error> {
+        let pairs: Vec<(ObjectKey, Vec<Dependency>)> = Deserialize::deserialize(d)?;
+        Ok(pairs.into_iter().collect())
+    }
+}
+
+/// Something an object waits for: every object in `objects` applied and healthy.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Dependency {
+    /// What it is, as the platform repo names it: another instance (`Database/ledger`),
+    /// or another resource of the same instance, by its object's kind and name
+    /// (`Job/web-migrate`).
+    pub name: String,
+    /// The objects it stands for, in this unit.
+    pub objects: Vec<ObjectKey>,
 }
 
 /// An existing object the platform lets one team take over, and why.

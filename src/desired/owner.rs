@@ -307,6 +307,7 @@ mod tests {
             }],
             prune: PrunePolicy::default(),
             adopt: Vec::new(),
+            dependencies: Default::default(),
         };
         let blue = Owner::new("blue").expect("owner");
         let mut state = DesiredState::default();

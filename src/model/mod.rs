@@ -357,6 +357,12 @@ pub struct ResourceTemplate {
     /// `self`.
     #[serde(default)]
     pub health_message: Option<String>,
+
+    /// Ids of other resources of this kind that must be applied and healthy before this
+    /// one is applied (a migration Job before the Deployment that needs it). A resource
+    /// `includeWhen` leaves out is nothing to wait for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
@@ -420,6 +426,11 @@ pub struct Instance {
     pub clusters: Option<ClusterSelector>,
     #[serde(default)]
     pub drift: Option<InstanceDrift>,
+
+    /// Other instances of the same team, as `Kind/name` (`Database/ledger`), whose
+    /// objects must all be applied and healthy before any object of this one is applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::dependencies::instance_name;
 use super::manifests::stamp;
 use super::team::TeamRender;
 use super::teams::select_clusters;
 use super::{expr, schema};
-use crate::desired::{Applier, DesiredObject, DriftMode, Severity, SourceRef, TeamName};
+use crate::desired::{Applier, DesiredObject, DriftMode, ObjectKey, Severity, SourceRef, TeamName};
 use crate::model::{self, ClusterDef, Document, Instance, diag};
 
 /// One instance document being rendered: where it is, the kind it names and that
@@ -51,6 +52,8 @@ impl TeamRender<'_> {
             None => self.clusters.clone(),
         };
         self.check_override_clusters(&instance, doc);
+        let name = instance_name(kind, &instance.metadata.name);
+        self.dependencies.instance(&name, doc, &instance.depends_on);
         let instance_doc = InstanceDoc {
             path,
             doc,
@@ -75,6 +78,7 @@ impl TeamRender<'_> {
         };
         for cluster in instance_clusters {
             if self.clusters.iter().any(|tc| tc.name == cluster.name) {
+                self.dependencies.goes_to(&name, &cluster.name);
                 self.add_instance_on(&instance_doc, cluster);
             }
         }
@@ -138,6 +142,7 @@ impl TeamRender<'_> {
                 .on_cluster(&cluster.name)
         };
         let scope = expression_scope(&spec, instance, &instance_doc.namespace, team_name, cluster);
+        let mut rendered: Vec<(&str, ObjectKey, &[String])> = Vec::new();
         for (index, res) in definition.spec.resources.iter().enumerate() {
             if let Some(condition) = &res.include_when {
                 match scope.condition(condition) {
@@ -175,6 +180,9 @@ impl TeamRender<'_> {
                 .kinds
                 .health_rule(kind, index)
                 .or_else(|| self.revision.health.for_object(&object));
+            if let Some(key) = ObjectKey::of(&object) {
+                rendered.push((&res.id, key, &res.depends_on));
+            }
             self.objects_by_cluster
                 .entry(cluster.name.clone())
                 .or_default()
@@ -187,6 +195,8 @@ impl TeamRender<'_> {
                     health,
                 });
         }
+        let name = instance_name(kind, &instance.metadata.name);
+        self.dependencies.rendered(&name, &cluster.name, &rendered);
     }
 
     /// The instance's spec on one cluster: the cluster's override merged over the spec,

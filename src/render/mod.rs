@@ -10,12 +10,14 @@
 //! A render reads, in this order: `platform` (`platform.yaml`), `kinds` (`kinds/`),
 //! `teams` (each `team.yaml` and the clusters it selects), `claims` (who owns each
 //! namespace); then `team` renders each team's documents: `instances` of platform kinds,
-//! plain `manifests`, and the team's `base` objects. `report` formats the diagnostics.
-//! `rollout` resolves the platform's rollout stages to clusters.
+//! plain `manifests`, and the team's `base` objects; `dependencies` checks and resolves
+//! what objects wait for (`dependsOn`). `report` formats the diagnostics. `rollout`
+//! resolves the platform's rollout stages to clusters.
 
 mod autoscaling;
 mod base;
 mod claims;
+mod dependencies;
 pub mod expr;
 mod health;
 mod instances;

@@ -79,6 +79,7 @@ pub fn check_kind(doc: &Document, k: &Kind) -> Vec<Diagnostic> {
             }
         }
     }
+    out.extend(super::dependencies::check_kind(doc, k));
     out
 }
 

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
+use super::dependencies::TeamDependencies;
 use super::kinds::Kinds;
 use super::secrets::{self, Decryption, TeamSecrets};
 use super::teams::select_clusters;
@@ -53,6 +54,8 @@ pub(super) struct TeamRender<'a> {
     pub kinds_used: BTreeSet<(String, String)>,
     /// Every text decrypted from the team's SOPS files: replaced in its diagnostics.
     pub secrets: Vec<Plain>,
+    /// What the team's instances and their resources wait for (`dependsOn`).
+    pub dependencies: TeamDependencies,
     pub errors: Vec<Diagnostic>,
     /// Warnings fail nothing: they go straight to the revision's diagnostics.
     pub warnings: &'a mut Vec<Diagnostic>,
@@ -110,6 +113,7 @@ impl<'a> TeamRender<'a> {
             objects_by_cluster: BTreeMap::new(),
             kinds_used: BTreeSet::new(),
             secrets: Vec::new(),
+            dependencies: TeamDependencies::default(),
             errors,
             warnings,
         }
@@ -161,6 +165,7 @@ impl<'a> TeamRender<'a> {
 
     /// One unit per cluster the team selects, or every error of the team.
     fn into_units(mut self) -> Result<Vec<UnitDesired>, Vec<Diagnostic>> {
+        self.dependencies.check(self.team_name, &mut self.errors);
         let clusters = std::mem::take(&mut self.clusters);
         let units: Vec<UnitDesired> = clusters.iter().map(|c| self.unit_on(c)).collect();
         secrets::redact(&mut self.errors, &self.secrets);
@@ -237,6 +242,7 @@ impl<'a> TeamRender<'a> {
                 .filter(|(team, _)| team == self.team_name)
                 .map(|(_, a)| a.clone())
                 .collect(),
+            dependencies: self.dependencies.on_cluster(&cluster.name),
         }
     }
 }

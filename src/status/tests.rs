@@ -31,6 +31,7 @@ fn unit(team: &str, cluster: &str, objects: usize) -> UnitDesired {
             .collect(),
         prune: Default::default(),
         adopt: Vec::new(),
+        dependencies: Default::default(),
     }
 }
 

@@ -291,6 +291,7 @@ mod tests {
             objects: Vec::new(),
             prune: PrunePolicy::default(),
             adopt: Vec::new(),
+            dependencies: Default::default(),
         };
         let restarted = Known {
             last: None,

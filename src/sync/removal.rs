@@ -45,6 +45,7 @@ impl Syncer {
             objects: Vec::new(),
             prune: policy.clone(),
             adopt: Vec::new(),
+            dependencies: Default::default(),
         }
     }
 

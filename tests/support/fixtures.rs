@@ -108,5 +108,6 @@ pub fn unit_desired(
         objects,
         prune: PrunePolicy::default(),
         adopt: Vec::new(),
+        dependencies: Default::default(),
     }
 }

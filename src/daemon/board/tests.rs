@@ -264,6 +264,7 @@ fn a_new_team_that_renders_again_leaves_the_clusters_it_does_not_run_on() {
             objects: Vec::new(),
             prune: PrunePolicy::default(),
             adopt: Vec::new(),
+            dependencies: Default::default(),
         },
     );
     let r = board.rendered(&state, &clusters);
