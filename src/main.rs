@@ -491,13 +491,29 @@ async fn sync_once(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     // unit still has the whole health timeout from the end of the applies.
     let waited_from = std::time::Instant::now();
     let timeout = config.sync.health_timeout;
+    let state = &state;
     let results = futures::future::join_all(synced.into_iter().map(|(syncer, r)| async move {
-        if r.state == pontoon::sync::UnitState::Progressing {
-            syncer
-                .wait_healthy(r, waited_from, timeout, std::time::Duration::from_secs(2))
-                .await
-        } else {
-            r
+        match state.units.get(&r.unit) {
+            // Waits for health, and syncs again whenever objects waiting for others
+            // (dependsOn) can be applied.
+            Some(desired) if r.state == pontoon::sync::UnitState::Progressing => {
+                syncer
+                    .settle(
+                        desired,
+                        &state.revision,
+                        r,
+                        waited_from,
+                        timeout,
+                        std::time::Duration::from_secs(2),
+                    )
+                    .await
+            }
+            None if r.state == pontoon::sync::UnitState::Progressing => {
+                syncer
+                    .wait_healthy(r, waited_from, timeout, std::time::Duration::from_secs(2))
+                    .await
+            }
+            _ => r,
         }
     }))
     .await;

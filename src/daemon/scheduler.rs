@@ -335,10 +335,12 @@ async fn run_worker(
                             now
                         }
                     };
-                    // Report Progressing now, then wait for health unless new work comes.
+                    // Report Progressing now, then wait for health (syncing again
+                    // when objects waiting for others can be applied) unless new work
+                    // comes.
                     send_report(&reports, &attempted, &result, &mut first, false);
                     tokio::select! {
-                        r = syncer.wait_healthy(result.clone(), since, options.health_timeout, options.health_poll) => result = r,
+                        r = syncer.settle(desired, revision, result.clone(), since, options.health_timeout, options.health_poll) => result = r,
                         _ = rx.changed() => { rx.mark_changed(); continue; }
                         _ = shutdown.changed() => return,
                     }

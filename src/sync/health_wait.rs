@@ -67,7 +67,9 @@ impl Syncer {
     }
 
     /// Waits until a Progressing unit is healthy, or fails it after `timeout` (counted
-    /// from `since`, the first time this revision was seen Progressing).
+    /// from `since`, the first time this revision was seen Progressing). Returns early,
+    /// still Progressing, once objects that wait for others could be applied
+    /// ([`UnitResult::dependencies_ready`]); [`Syncer::settle`] then syncs again.
     pub async fn wait_healthy(
         &self,
         mut result: UnitResult,
@@ -93,6 +95,10 @@ impl Syncer {
             result.message = None;
             let d = result.duration;
             result.finish(Instant::now() - d);
+            if result.dependencies_ready() {
+                // Objects wait for what is healthy now: only a sync applies them.
+                break;
+            }
             if result.state == UnitState::Progressing && since.elapsed() >= timeout {
                 let (key, why) = result.not_ready[0].clone();
                 result.message = Some(format!(

@@ -17,15 +17,16 @@
 //! 5. server-side apply in a safe order ([`order::Phase`]) — CRDs (then wait until
 //!    Established), Namespaces, other cluster-scoped objects, namespaced objects —
 //!    concurrently within a phase, bounded by the cluster's request limit; team objects
-//!    as the team's identity;
+//!    as the team's identity; what depends on other objects in later waves, once those
+//!    are healthy (`waves`), each wave recorded in the inventory before it is applied;
 //! 6. prune what the previous inventory holds and the desired state does not, unless
-//!    anything failed (a failed apply never deletes), respecting `pontoon.dev/prune:
+//!    anything failed (a failed apply never deletes) or waits, respecting `pontoon.dev/prune:
 //!    disabled` and the platform's rules for Namespaces and CRDs;
 //! 7. shrink the inventory to what is desired; read health from what the apply returned.
 //!
 //! Where each part lives: the result model in `result`, resolving kinds in `resolve`,
 //! what is live and who owns it in `live`, what a team may take over in `adopt`, one object's apply in `apply`, the phases in
-//! `order` and `phases`, pruning in `prune` and its guarded delete in `delete`, what is
+//! `order` and `phases`, waves of what depends on other objects in `waves`, pruning in `prune` and its guarded delete in `delete`, what is
 //! remembered between syncs in `memory`, syncs in flight in `in_flight`, health rules in
 //! `health` and the waits for them in `health_wait`, teams that left in `removal`, the
 //! dry run in `plan`.
@@ -50,6 +51,7 @@ pub mod rebuild;
 mod removal;
 mod resolve;
 mod result;
+mod waves;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -68,7 +70,7 @@ use memory::{Known, Memory};
 use resolve::Planned;
 
 pub use memory::AppliedObject;
-pub use result::{ObjectError, UnitResult, UnitState};
+pub use result::{ObjectError, UnitResult, UnitState, Waiting};
 
 /// Settings of the sync engine (from the daemon config's `sync` section).
 #[derive(Debug, Clone)]
@@ -361,20 +363,26 @@ impl Syncer {
         adopt::refuse_unmanaged(&mut planned, &unmanaged, &previous, desired, r);
         let widened = self.widen_team_roles(&planned, &to_prune).await;
         let narrow_after = prune::put_widened_roles(&mut planned, &widened);
-        let recorded = self.record_union(&previous, &planned, team, r).await?;
 
-        // Write: apply, prune (after a clean apply only), narrow the Role, shrink the
-        // inventory, remember.
-        let mut pass = self.apply_in_order(planned, team, &live, &known, r).await;
+        // Write: record and apply, wave by wave (what depends on others after those are
+        // healthy), prune (after a clean apply with nothing waiting only), narrow the
+        // Role, shrink the inventory, remember.
+        let mut recorded = None;
+        let mut pass = self
+            .apply_in_waves(planned, &mut recorded, &live, &known, r)
+            .await?;
+        let pruned = r.errors.is_empty() && pass.waiting.is_empty();
         let holds = self
             .prune_or_keep(to_prune, &pass, &previous, &live, desired, r)
             .await;
-        self.narrow_team_roles(narrow_after, &mut pass, team, r)
-            .await;
+        if pruned {
+            self.narrow_team_roles(narrow_after, &mut pass, team, r)
+                .await;
+        }
         let stored = recorded.as_ref().unwrap_or(&previous);
         self.store_final_inventory(holds, stored, &pass.unwritten, team, r)
             .await?;
-        if let Some(release) = release {
+        if let Some(release) = release.filter(|_| pruned) {
             self.spend_release(team, &release, r).await;
         }
         self.memory

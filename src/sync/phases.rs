@@ -12,6 +12,7 @@ use super::live::LiveObjects;
 use super::memory::{AppliedObject, AppliedObjects, Known};
 use super::order::Phase;
 use super::resolve::Planned;
+use super::waves::Outcome;
 use super::{ObjectError, Syncer, UnitResult};
 use crate::cluster::Resolved;
 use crate::desired::{ObjectKey, TeamName};
@@ -30,28 +31,40 @@ pub(super) struct ApplyPass {
     /// drifted): a resourceVersion of theirs that moved is not worth an inventory write
     /// on its own.
     pub unwritten: BTreeSet<ObjectKey>,
+    /// How each object this pass tried ended, for the objects that depend on it.
+    pub outcomes: BTreeMap<ObjectKey, Outcome>,
+    /// Objects not applied because what they depend on is not healthy yet.
+    pub waiting: BTreeSet<ObjectKey>,
 }
 
-type Outcome<'a> = (Planned<'a>, Result<Applied, ApplyError>);
+impl ApplyPass {
+    pub fn new() -> Self {
+        ApplyPass {
+            objects: BTreeMap::new(),
+            healthy: true,
+            may_exist: Vec::new(),
+            rbac: Rbac::Settled,
+            unwritten: BTreeSet::new(),
+            outcomes: BTreeMap::new(),
+            waiting: BTreeSet::new(),
+        }
+    }
+}
+
+type Applies<'a> = (Planned<'a>, Result<Applied, ApplyError>);
 
 impl Syncer {
-    /// Applies `planned` phase by phase; every failure is an error in `r`.
+    /// Applies `planned` phase by phase, into `pass`; every failure is an error in `r`.
     pub(super) async fn apply_in_order(
         &self,
         planned: Vec<Planned<'_>>,
         team: &TeamName,
         live: &LiveObjects,
         known: &Known<'_>,
+        pass: &mut ApplyPass,
         r: &mut UnitResult,
-    ) -> ApplyPass {
+    ) {
         let previous = known.inventory;
-        let mut pass = ApplyPass {
-            objects: BTreeMap::new(),
-            healthy: true,
-            may_exist: Vec::new(),
-            rbac: Rbac::Settled,
-            unwritten: BTreeSet::new(),
-        };
         let mut phases: BTreeMap<Phase, Vec<Planned>> = BTreeMap::new();
         let mut deferred = Vec::new();
         for p in planned {
@@ -90,7 +103,6 @@ impl Syncer {
         r.created.sort();
         r.updated.sort();
         r.no_health_rule.sort();
-        pass
     }
 
     /// Applies one phase's objects together.
@@ -102,7 +114,7 @@ impl Syncer {
         live: &LiveObjects,
         known: &Known<'_>,
         rbac: Rbac,
-    ) -> Vec<Outcome<'a>> {
+    ) -> Vec<Applies<'a>> {
         let mut outcomes = Vec::with_capacity(batch.len());
         // RBAC granted a moment ago reaches the authorizer a little later: the first
         // team object goes alone (retrying while it is refused), so the rest are not
@@ -146,7 +158,10 @@ impl ApplyPass {
                 if e.unanswered() && !previous.entries.contains_key(&p.key) {
                     self.may_exist.push(p.entry());
                 }
-                r.error(&p.key, format!("{e} (from {})", p.object.source));
+                let message = format!("{e} (from {})", p.object.source);
+                self.outcomes
+                    .insert(p.key.clone(), Outcome::Failed(message.clone()));
+                r.error(&p.key, message);
                 return None;
             }
         };
@@ -173,6 +188,7 @@ impl ApplyPass {
             }
         }
         let mut establishing = None;
+        self.outcomes.insert(p.key.clone(), Outcome::of(&a.health));
         match a.health {
             Health::Healthy => {}
             Health::NoRule => r.no_health_rule.push(p.key.clone()),

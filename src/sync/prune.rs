@@ -216,9 +216,9 @@ impl Syncer {
 
     /// The inventory the unit holds after this sync. After a clean apply: what was
     /// applied, and every candidate whose delete failed, once the rest is pruned. After a
-    /// failed one nothing is pruned: every previous entry is kept, and every new object an
-    /// unanswered apply may have created, so a later clean sync prunes what is no longer
-    /// desired.
+    /// failed one, or one with objects still waiting for their dependencies, nothing is
+    /// pruned: every previous entry is kept, and every new object an unanswered apply may
+    /// have created, so a later clean sync prunes what is no longer desired.
     pub(super) async fn prune_or_keep(
         &self,
         to_prune: Vec<Entry>,
@@ -239,7 +239,7 @@ impl Syncer {
         for (k, a) in &pass.objects {
             holds.entries.insert(k.clone(), a.entry(k));
         }
-        if r.errors.is_empty() {
+        if r.errors.is_empty() && pass.waiting.is_empty() {
             for e in self.prune(to_prune, live, desired, r).await {
                 holds.entries.insert(e.key(), e);
             }

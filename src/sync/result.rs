@@ -35,6 +35,18 @@ pub struct ObjectError {
     pub message: String,
 }
 
+/// An object that waits for its dependencies before it is applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Waiting {
+    pub object: ObjectKey,
+    /// What it waits for, as the platform repo names it (`Database/ledger`).
+    pub on: String,
+    /// The objects of `on` that are not healthy yet (not applied yet, for one that waits
+    /// itself).
+    #[serde(skip)]
+    pub until: Vec<ObjectKey>,
+}
+
 /// What one sync did.
 #[derive(Debug, Clone, Serialize)]
 pub struct UnitResult {
@@ -62,6 +74,9 @@ pub struct UnitResult {
     /// Objects healthy only in that they were applied: no health rule applies to them and
     /// they have no status to read (a kind the platform gave no `readyWhen`).
     pub no_health_rule: Vec<ObjectKey>,
+    /// Objects not applied yet because what they depend on (`dependsOn`) is not healthy
+    /// yet: desired, never pruned, in the inventory only once they exist.
+    pub waiting: Vec<Waiting>,
     /// Who released the mass-deletion hold this sync went ahead on (field manager and
     /// time), when it did.
     pub released: Option<String>,
@@ -91,6 +106,7 @@ impl UnitResult {
             conflicts: Vec::new(),
             not_ready: Vec::new(),
             no_health_rule: Vec::new(),
+            waiting: Vec::new(),
             message: None,
             writes: 0,
             duration: Duration::ZERO,
@@ -139,6 +155,11 @@ impl UnitResult {
                 ));
             }
             UnitState::OutOfSync
+        } else if let Some(w) = self.waiting.first() {
+            if self.message.is_none() {
+                self.message = Some(self.waiting_message(w));
+            }
+            UnitState::Progressing
         } else if let Some((key, why)) = self.not_ready.first() {
             if self.message.is_none() {
                 self.message = Some(format!("waiting for {key}: {why}"));
@@ -147,6 +168,64 @@ impl UnitResult {
         } else {
             UnitState::Synced
         };
+    }
+
+    /// `waiting for Database/ledger to be healthy (Cluster.postgresql.cnpg.io
+    /// shop/ledger: …) before applying Deployment.apps shop/web and 1 more object`.
+    fn waiting_message(&self, w: &Waiting) -> String {
+        let why = self
+            .not_ready
+            .iter()
+            .find(|(k, _)| w.until.contains(k))
+            .map(|(k, why)| format!(" ({k}: {why})"))
+            .unwrap_or_default();
+        let more = match self.waiting.len() {
+            1 => String::new(),
+            2 => " and 1 more object".to_owned(),
+            n => format!(" and {} more objects", n - 1),
+        };
+        format!(
+            "waiting for {} to be healthy{why} before applying {}{more}",
+            w.on, w.object
+        )
+    }
+
+    /// Whether what an object of this Progressing unit waits for has turned healthy since
+    /// (none of its objects is still rolling out or waiting itself): another sync of the
+    /// unit would apply it.
+    pub fn dependencies_ready(&self) -> bool {
+        let settled = |k: &ObjectKey| {
+            !self.not_ready.iter().any(|(n, _)| n == k)
+                && !self.waiting.iter().any(|o| o.object == *k)
+        };
+        self.state == UnitState::Progressing
+            && self.waiting.iter().any(|w| w.until.iter().all(settled))
+    }
+
+    /// Counts into this result what an earlier sync of the same revision did (the waves
+    /// applied before this one), so the unit's summary says what reaching it took: an
+    /// object created then and found unchanged now counts as created.
+    pub(super) fn carry(&mut self, earlier: &UnitResult) {
+        let mut moved = 0;
+        for (mine, theirs) in [
+            (&mut self.created, &earlier.created),
+            (&mut self.updated, &earlier.updated),
+        ] {
+            for k in theirs {
+                if !mine.contains(k) {
+                    mine.push(k.clone());
+                    moved += 1;
+                }
+            }
+            mine.sort();
+        }
+        self.unchanged = self.unchanged.saturating_sub(moved);
+        for k in &earlier.pruned {
+            if !self.pruned.contains(k) {
+                self.pruned.push(k.clone());
+            }
+        }
+        self.writes += earlier.writes;
     }
 
     /// A result with the given state and nothing done, for tests of what consumes results.
@@ -277,6 +356,53 @@ mod tests {
         let mut r = result();
         r.finish(Instant::now());
         assert_eq!((r.state, r.message), (UnitState::Synced, None));
+    }
+
+    #[test]
+    fn waiting_is_progressing_and_names_what_it_waits_for() {
+        let mut r = result();
+        let db = key("ledger");
+        r.not_ready.push((db.clone(), "Ready=False".into()));
+        r.waiting.push(Waiting {
+            object: key("web"),
+            on: "Database/ledger".into(),
+            until: vec![db.clone()],
+        });
+        r.waiting.push(Waiting {
+            object: key("worker"),
+            on: "ConfigMap/web".into(),
+            until: vec![key("web")],
+        });
+        r.finish(Instant::now());
+        assert_eq!(r.state, UnitState::Progressing);
+        assert_eq!(
+            r.message.as_deref(),
+            Some(
+                "waiting for Database/ledger to be healthy (ConfigMap shop/ledger: Ready=False) before applying ConfigMap shop/web and 1 more object"
+            )
+        );
+        // The dependency still rolls out, and the other waits on one that waits itself.
+        assert!(!r.dependencies_ready());
+        r.not_ready.clear();
+        assert!(r.dependencies_ready());
+        // A failed unit syncs again by its retry, not as a wave.
+        r.error(&db, "failed");
+        r.finish(Instant::now());
+        assert!(!r.dependencies_ready());
+    }
+
+    #[test]
+    fn an_earlier_wave_counts_in_the_summary() {
+        let mut first = result();
+        first.created.push(key("db"));
+        first.writes = 2;
+        let mut second = result();
+        second.created.push(key("web"));
+        second.unchanged = 1;
+        second.writes = 1;
+        second.carry(&first);
+        assert_eq!(second.summary(), "applied 2 (+2 ~0), pruned 0");
+        assert_eq!(second.writes, 3);
     }
 
     #[test]

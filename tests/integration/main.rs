@@ -12,6 +12,7 @@ mod clusters;
 mod control_plane;
 mod crash;
 mod daemon;
+mod depends;
 mod deploy;
 mod drift;
 mod drift_bursts;
