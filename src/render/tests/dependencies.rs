@@ -153,3 +153,20 @@ fn every_dependency_mistake_is_an_error_at_its_entry() {
         assert!(s.units.keys().any(|u| u.team.0 == "b"), "team b renders");
     }
 }
+
+#[test]
+fn the_examples_checkout_waits_for_its_database() {
+    let s = render(&example(), "r");
+    assert!(s.diagnostics.is_empty(), "{:?}", s.diagnostics);
+    for unit in s.units.values().filter(|u| u.unit.team.0 == "payments") {
+        let checkout = ObjectKey {
+            group: "apps".into(),
+            kind: "Deployment".into(),
+            namespace: "payments".into(),
+            name: "checkout".into(),
+        };
+        let deps = unit.dependencies.get(&checkout).expect("checkout waits");
+        assert_eq!(deps[0].name, "Database/ledger");
+        assert_eq!(deps[0].objects[0].kind, "Cluster");
+    }
+}
