@@ -9,7 +9,8 @@
 //!
 //! Waiting objects are desired: nothing prunes them, the mass-deletion hold never counts
 //! them, and the inventory records one only once it may exist (each wave is recorded
-//! before it is applied, as the first one is). The prune itself waits until nothing
+//! before it is applied, as the first one is). One that exists already (a new revision
+//! changes it) stays as last applied meanwhile, and drift goes on judging it by that. The prune itself waits until nothing
 //! does, so what a new revision replaces is deleted after its replacement is applied.
 //!
 //! Which rule found an object healthy is the health module's business, not this one's.
@@ -138,7 +139,12 @@ impl Syncer {
                 }
             }
             if ready.is_empty() && !failed {
+                // One that exists already stays as last applied, for drift to judge.
+                let last = self.memory.applied(team);
                 for (p, on, until) in still {
+                    if let Some(a) = last.as_ref().and_then(|l| l.get(&p.key)) {
+                        pass.objects.insert(p.key.clone(), a.clone());
+                    }
                     pass.waiting.insert(p.key.clone());
                     r.waiting.push(Waiting {
                         object: p.key,

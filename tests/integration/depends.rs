@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use pontoon::cluster::Cluster;
-use pontoon::desired::{ClusterName, UnitDesired};
+use pontoon::desired::{ClusterName, TeamName, UnitDesired};
 use pontoon::sync::{SyncOptions, Syncer, UnitState};
 use serde_json::json;
 
@@ -372,6 +372,13 @@ async fn what_waits_is_neither_changed_nor_pruned_and_the_prune_comes_last() {
             "{name}: {entries:?}"
         );
     }
+    // Drift still judges the waiting object by what was applied last.
+    let applied = s.applied(&TeamName(team.clone())).expect("applied");
+    let web = applied
+        .iter()
+        .find(|(k, _)| k.kind == "ConfigMap" && k.name == "web")
+        .map(|(_, a)| a.desired.object.to_value());
+    assert_eq!(web.map(|w| w["data"]["db"].clone()), Some(json!("ledger")));
 
     set_status(cp, &team, "ledger", true).await;
     let r = s
