@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::support::audit;
 use crate::support::control_plane::{self, ControlPlane, unique_name};
-use crate::support::daemon::write;
+use crate::support::daemon::{Daemon, write};
 use crate::support::daemon_config::DaemonConfig;
 use crate::support::inventory::inventory_entries;
 
@@ -405,6 +405,55 @@ async fn what_waits_is_neither_changed_nor_pruned_and_the_prune_comes_last() {
         ],
         "{r:?}"
     );
+}
+
+#[tokio::test]
+async fn the_daemon_shows_what_a_unit_waits_for_and_applies_it_once_healthy() {
+    let cp = control_plane::shared();
+    let team = unique_name("depends-run");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("platform");
+    platform_repo(&repo, "run", &team, INSTANCES);
+    let config = DaemonConfig::dir(&repo)
+        .cluster("run", &cp.kubeconfig)
+        .inventory_namespace(&format!("{team}-pontoon"));
+    let daemon = Daemon::start(&config.write(tmp.path()));
+    let shown = |state: &'static str| {
+        let (daemon, team) = (&daemon, &team);
+        move || async move {
+            let s = daemon.status().await?;
+            let u = s["units"]
+                .as_array()?
+                .iter()
+                .find(|u| u["team"] == team.as_str())?
+                .clone();
+            (u["state"] == state).then(|| u["last_error"].as_str().unwrap_or("").to_owned())
+        }
+    };
+    let message = control_plane::eventually(
+        "the unit shown waiting",
+        Duration::from_secs(60),
+        shown("Progressing"),
+    )
+    .await;
+    assert!(
+        message.starts_with("waiting for Database/ledger to be healthy"),
+        "{message}"
+    );
+    let page = reqwest::get(format!("{}/", daemon.base))
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("page text");
+    assert!(page.contains("waiting for Database/ledger"), "{page}");
+    assert!(!configmap_exists(cp, &team, "web").await);
+
+    // The daemon's health wait syncs again once the database is rolled out.
+    set_status(cp, &team, "ledger", true).await;
+    control_plane::eventually("the unit Synced", Duration::from_secs(60), shown("Synced")).await;
+    assert!(configmap_exists(cp, &team, "web").await);
+    daemon.finish().await;
 }
 
 #[tokio::test]
