@@ -233,6 +233,7 @@ mod tests {
                     objects: Vec::new(),
                     prune: PrunePolicy::default(),
                     adopt: Vec::new(),
+                    dependencies: Default::default(),
                 },
             );
         }

@@ -322,6 +322,7 @@ fn a_unit_a_rollout_stage_holds_with_nothing_to_run_does_not_keep_the_daemon_unr
                 objects: Vec::new(),
                 prune: PrunePolicy::default(),
                 adopt: Vec::new(),
+                dependencies: Default::default(),
             },
         );
     }
