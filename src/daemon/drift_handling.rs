@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::board::Board;
 use super::metrics::Metrics;
 use super::scheduler::Scheduler;
-use crate::desired::{ClusterName, DesiredState, DriftMode, UnitId};
+use crate::desired::{ClusterName, DesiredState, DriftMode, UnitDesired, UnitId};
 use crate::drift::{DriftEvent, DriftFailure, DriftSettings, DriftWatch, FailureScope};
 use crate::sync::Syncer;
 
@@ -67,9 +67,17 @@ impl DriftHandling {
     }
 
     /// Watches the kinds `state` manages on each cluster.
-    pub(super) async fn ensure(&self, state: &DesiredState) {
+    /// Watches the kinds `state` manages on each cluster, and those of the revisions the
+    /// units in `held` run (a rollout stage holds them back: their drift is corrected at
+    /// their own revision, which may use a kind the newest one dropped).
+    pub(super) async fn ensure(&self, state: &DesiredState, held: &[Arc<UnitDesired>]) {
         for (name, w) in &self.watches {
-            w.ensure(crate::drift::kinds_of(state, name)).await;
+            let mut kinds = crate::drift::kinds_of(state, name);
+            kinds.extend(crate::drift::kinds_of_units(
+                held.iter().map(|u| u.as_ref()),
+                name,
+            ));
+            w.ensure(kinds).await;
         }
     }
 

@@ -14,7 +14,7 @@ use super::board::Board;
 use super::metrics::Metrics;
 use super::rollout::{Plan, Rollout, Running};
 use super::scheduler::Scheduler;
-use crate::desired::{ClusterName, DesiredState, Owner, UnitId};
+use crate::desired::{ClusterName, DesiredState, Owner, UnitDesired, UnitId};
 use crate::sops::Keyring;
 use crate::source::History;
 use crate::status::Notifier;
@@ -108,13 +108,15 @@ impl Gatekeeper {
     }
 
     /// Plans `state` again (a report came, a soak ended): units whose stage opened take
-    /// it, held ones keep what they run. Returns when to look again.
+    /// it, held ones keep what they run. Returns when to look again, and what the held
+    /// units run when a restored one joined them (its kinds need drift watches).
     pub fn step(
         self: &Arc<Self>,
         scheduler: &Scheduler,
         state: &Arc<DesiredState>,
-    ) -> Option<Instant> {
+    ) -> (Option<Instant>, Option<Vec<Arc<UnitDesired>>>) {
         let (plan, recheck) = self.plan(state);
+        let watch = plan.restored.then(|| plan.held_running());
         for (unit, running) in plan.go {
             tracing::info!(%unit, revision = %running.revision, "rollout stage open: the unit takes the commit");
             scheduler.sync_unit(&unit, running.desired, &running.revision);
@@ -124,7 +126,7 @@ impl Gatekeeper {
                 scheduler.keep(&unit, r.desired, &r.revision);
             }
         }
-        recheck
+        (recheck, watch)
     }
 
     /// Held units nothing is known of (this process has not run them: it restarted):

@@ -515,7 +515,7 @@ async fn leadership_terms(
         let mut latest: Option<Arc<DesiredState>> = None;
         let mut recheck: Option<tokio::time::Instant> = None;
         let ended_by_stop = loop {
-            tokio::select! {
+            let step_rollout = tokio::select! {
                 _ = until(&mut stop, true) => break true,
                 open = until(&mut leading, false) => break !open,
                 changed = desired.changed() => {
@@ -536,19 +536,25 @@ async fn leadership_terms(
                             let (plan, at) = ctx.gate.plan(&state);
                             recheck = at;
                             scheduler.apply_staged(&state, &plan.held_work()).await;
-                            drift.ensure(&state).await;
+                            drift.ensure(&state, &plan.held_running()).await;
                             latest = Some(state);
                         }
                     }
+                    false
                 }
-                _ = ctx.gate.woken() => if let Some(state) = &latest {
-                    recheck = ctx.gate.step(&scheduler, state);
-                },
-                _ = gatekeeper::sleep_until(recheck) => match &latest {
-                    Some(state) => recheck = ctx.gate.step(&scheduler, state),
-                    None => recheck = None,
-                },
-                _ = tick.tick() => scheduler.trigger_all(),
+                _ = ctx.gate.woken() => true,
+                _ = gatekeeper::sleep_until(recheck) => true,
+                _ = tick.tick() => { scheduler.trigger_all(); false }
+            };
+            if step_rollout {
+                recheck = None;
+                if let Some(state) = &latest {
+                    let (at, watch) = ctx.gate.step(&scheduler, state);
+                    recheck = at;
+                    if let Some(held) = watch {
+                        drift.ensure(state, &held).await;
+                    }
+                }
             }
         };
         drift.stop();

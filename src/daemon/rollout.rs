@@ -36,9 +36,21 @@ pub struct Plan {
     pub stages: BTreeMap<UnitId, (String, bool)>,
     /// When a soak now running ends.
     pub recheck: Option<Duration>,
+    /// A unit whose running revision a restart found again is in this plan for the
+    /// first time (the kinds it uses may need drift watches).
+    pub restored: bool,
 }
 
 impl Plan {
+    /// What the held units run, where that is known.
+    pub fn held_running(&self) -> Vec<Arc<UnitDesired>> {
+        self.held
+            .values()
+            .flatten()
+            .map(|r| r.desired.clone())
+            .collect()
+    }
+
     /// The held units in the scheduler's terms.
     pub fn held_work(&self) -> BTreeMap<UnitId, Option<(Arc<UnitDesired>, String)>> {
         self.held
@@ -163,6 +175,7 @@ impl Rollout {
             match stopped {
                 None => {
                     let restored = self.restored.remove(&id);
+                    plan.restored |= restored;
                     if restored || running.is_none_or(|r| r.revision != state.revision) {
                         let now_running = Running {
                             revision: state.revision.clone(),
@@ -173,7 +186,7 @@ impl Rollout {
                     }
                 }
                 Some(stopped) => {
-                    self.restored.remove(&id);
+                    plan.restored |= self.restored.remove(&id);
                     plan.held.insert(id.clone(), running.cloned());
                     let shown = (state.revision.clone(), description.clone());
                     if self.shown.get(&id) != Some(&shown) {

@@ -31,7 +31,7 @@ pub use crate::ssa::managed_fields::{
     Addition, HUMAN_MANAGERS, changed_by, human_additions, last_writer, removal_patch,
 };
 pub use error::{DriftError, DriftFailure, FailureScope};
-pub use watch::{DriftSettings, DriftWatch, kinds_of};
+pub use watch::{DriftSettings, DriftWatch, kinds_of, kinds_of_units};
 
 /// One drift seen on a cluster.
 #[derive(Debug, Clone)]

@@ -275,9 +275,17 @@ pub fn kinds_of(
     state: &crate::desired::DesiredState,
     cluster: &crate::desired::ClusterName,
 ) -> BTreeSet<(String, String)> {
-    state
-        .units
-        .values()
+    kinds_of_units(state.units.values(), cluster)
+}
+
+/// The kinds `units` manage on `cluster`: those of a render, or those of the revisions
+/// units a rollout stage holds back run.
+pub fn kinds_of_units<'a>(
+    units: impl IntoIterator<Item = &'a crate::desired::UnitDesired>,
+    cluster: &crate::desired::ClusterName,
+) -> BTreeSet<(String, String)> {
+    units
+        .into_iter()
         .filter(|u| &u.unit.cluster == cluster)
         .flat_map(|u| u.objects.iter())
         .filter_map(|o| {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::Api;
 
 use crate::support::control_plane::{self, eventually, unique_name};
@@ -21,7 +21,7 @@ const SOAK_SECONDS: i64 = 4;
 
 fn platform() -> String {
     format!(
-        "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: stages}}\nspec:\n  clusters: [{{name: staging}}, {{name: prod, labels: {{tier: prod}}}}]\n  policy:\n    allowedKinds: [{{group: \"\", kind: ConfigMap}}, {{group: apps, kind: Deployment}}]\n  rollout:\n    stages:\n    - {{name: staging, clusters: {{names: [staging]}}, soak: {SOAK_SECONDS}s}}\n    - {{name: prod, clusters: {{matchLabels: {{tier: prod}}}}}}\n"
+        "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: stages}}\nspec:\n  clusters: [{{name: staging}}, {{name: prod, labels: {{tier: prod}}}}]\n  policy:\n    allowedKinds: [{{group: \"\", kind: ConfigMap}}, {{group: \"\", kind: Service}}, {{group: apps, kind: Deployment}}]\n  rollout:\n    stages:\n    - {{name: staging, clusters: {{names: [staging]}}, soak: {SOAK_SECONDS}s}}\n    - {{name: prod, clusters: {{matchLabels: {{tier: prod}}}}}}\n"
     )
 }
 
@@ -36,6 +36,9 @@ fn settings(value: &str) -> String {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings}}\ndata: {{value: \"{value}\"}}\n"
     )
 }
+
+/// A Service only the first commit has: a kind the later commits drop.
+const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80}]\n";
 
 /// A Deployment whose Pods no node can take: it never becomes available.
 const NEVER_READY: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      nodeSelector: {pontoon.dev/no-such-node: \"true\"}\n      containers: [{name: web, image: registry.invalid/web:1}]\n";
@@ -111,6 +114,10 @@ fn waiting_metric(metrics: &str, team: &str) -> Option<String> {
 
 #[tokio::test]
 async fn a_commit_reaches_prod_after_staging_is_healthy_and_soaked_and_a_failure_stops_it() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("pontoon=info")
+        .with_test_writer()
+        .try_init();
     let (staging, prod) = (control_plane::shared(), control_plane::second());
     let gitea = gitea::shared();
     let repo = unique_name("stages");
@@ -123,6 +130,7 @@ async fn a_commit_reaches_prod_after_staging_is_healthy_and_soaked_and_a_failure
     write(&work, "platform.yaml", &platform());
     write(&work, &format!("teams/{name}/team.yaml"), &team(&name, &ns));
     write(&work, &format!("teams/{name}/app.yaml"), &settings("v1"));
+    write(&work, &format!("teams/{name}/service.yaml"), SERVICE);
     let first = commit_and_push(gitea, &work, &repo, "first");
 
     std::fs::write(tmp.path().join("token"), gitea.token()).expect("token");
@@ -158,6 +166,7 @@ async fn a_commit_reaches_prod_after_staging_is_healthy_and_soaked_and_a_failure
     // v1, then is stopped for that commit when staging fails.
     write(&work, &format!("teams/{name}/app.yaml"), &settings("v2"));
     write(&work, &format!("teams/{name}/web.yaml"), NEVER_READY);
+    std::fs::remove_file(work.join(format!("teams/{name}/service.yaml"))).expect("rm");
     let broken = commit_and_push(gitea, &work, &repo, "web that never starts");
     let d = wait_status(gitea, &repo, &broken, &prod_ctx, "pending").await;
     assert_eq!(
@@ -198,6 +207,30 @@ async fn a_commit_reaches_prod_after_staging_is_healthy_and_soaked_and_a_failure
         Some("0"),
         "{metrics}"
     );
+    // Drift on prod is corrected at the revision prod runs, at once, even for a kind the
+    // newest commit no longer uses anywhere (the resync interval is ten minutes).
+    let services: Api<Service> = Api::namespaced(prod.client().await, &ns);
+    services
+        .patch(
+            "web",
+            &kube::api::PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"selector": {"app": "other"}}})),
+        )
+        .await
+        .expect("edit the Service by hand");
+    eventually(
+        "the Service's selector corrected on prod",
+        Duration::from_secs(30),
+        || async {
+            let svc = services.get("web").await.ok()?;
+            let app = svc.spec?.selector?.get("app")?.clone();
+            (app == "web").then_some(())
+        },
+    )
+    .await;
 
     // The next good commit flows through both: prod pending with the soak counting down,
     // then applied no sooner than the soak after staging.
