@@ -16,7 +16,7 @@ use pontoon::status::{SyncReport, Tracker};
 use pontoon::sync::{Syncer, UnitResult, UnitState};
 use serde_json::{Value, json};
 
-use crate::support::control_plane::{self, ControlPlane, repo_root, unique_name};
+use crate::support::control_plane::{self, ControlPlane, RequestKey, repo_root, unique_name};
 use crate::support::daemon::write;
 use crate::support::daemon_config::DaemonConfig;
 
@@ -181,7 +181,15 @@ async fn custom_resources_are_healthy_by_their_conditions_and_the_platforms_rule
              "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
     };
     set_status(&widgets, "plain", ready("False", "warming up")).await;
+    let before = cp.requests_by_resource();
     let r = s.sync(d, "r1").await;
+    // Read from the list the resync makes anyway: not one request for a Widget alone.
+    let gets: u64 = RequestKey::delta(&before, cp.requests_by_resource())
+        .iter()
+        .filter(|(k, _)| k.resource == "widgets" && k.verb == "GET")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(gets, 0, "{r:?}");
     assert_eq!(
         waits_for(&r, "plain").as_deref(),
         Some("not ready: warming up"),
@@ -299,7 +307,7 @@ async fn custom_resources_are_healthy_by_their_conditions_and_the_platforms_rule
     );
 }
 
-/// Units whose health never comes: one team per unit, each with a Widget the platform
+/// Units whose health never comes: one team per unit, each with a Gadget the platform
 /// says is ready when `false` is true.
 const TEAMS_THAT_NEVER_BECOME_HEALTHY: usize = 4;
 /// Long enough that waiting for the units one after another (4 × 12 s) could not be taken
@@ -316,7 +324,7 @@ async fn sync_once_waits_for_every_units_health_at_once() {
     write(
         &repo,
         "platform.yaml",
-        "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {name: p}\nspec:\n  clusters: [{name: once}]\n  policy:\n    allowedKinds: [{group: health.pontoon.dev, kind: Widget}]\n  health:\n    - {group: health.pontoon.dev, kind: Widget, readyWhen: \"false\", message: never ready}\n",
+        "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {name: p}\nspec:\n  clusters: [{name: once}]\n  policy:\n    allowedKinds: [{group: health.pontoon.dev, kind: Gadget}]\n  health:\n    - {group: health.pontoon.dev, kind: Gadget, readyWhen: \"false\", message: never ready}\n",
     );
     for i in 0..TEAMS_THAT_NEVER_BECOME_HEALTHY {
         let team = format!("{prefix}-{i}");
@@ -330,7 +338,7 @@ async fn sync_once_waits_for_every_units_health_at_once() {
         write(
             &repo,
             &format!("teams/{team}/app.yaml"),
-            "apiVersion: health.pontoon.dev/v1\nkind: Widget\nmetadata: {name: w}\nspec: {size: 1}\n",
+            "apiVersion: health.pontoon.dev/v1\nkind: Gadget\nmetadata: {name: g}\nspec: {size: 1}\n",
         );
     }
     let config = DaemonConfig::dir(&repo)
