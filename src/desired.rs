@@ -544,6 +544,10 @@ pub struct DesiredState {
     /// The platform's rollout stages, resolved to clusters.
     #[serde(default)]
     pub rollout: Rollout,
+    /// Per platform policy id, the objects of this render that break it: what the
+    /// daemon's policy-debt metric shows without asking any cluster.
+    #[serde(default)]
+    pub policy_debt: BTreeMap<String, PolicyDebt>,
 }
 
 /// The order in which a commit reaches the clusters (`platform.yaml` `spec.rollout`), as
@@ -572,6 +576,25 @@ impl Rollout {
         self.stages
             .iter()
             .position(|s| s.clusters.contains(cluster))
+    }
+}
+
+/// The objects (one per cluster it goes to) of a render that break one platform rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDebt {
+    /// Broke a `deny` rule: their team did not render on that cluster.
+    pub denied: u64,
+    /// Broke a `warn` rule.
+    pub warned: u64,
+    /// Broke a rule an exception lets them break: what the exception expiring would deny.
+    pub exempted: u64,
+}
+
+impl PolicyDebt {
+    pub fn add(&mut self, other: &PolicyDebt) {
+        self.denied += other.denied;
+        self.warned += other.warned;
+        self.exempted += other.exempted;
     }
 }
 

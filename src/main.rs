@@ -309,6 +309,7 @@ fn render_snapshot(
             pontoon::render::Decryption::StructureOnly,
             pontoon::render::Decryption::Keys,
         ),
+        Some(pontoon::daemon::poll_and_render::today()),
     )
 }
 

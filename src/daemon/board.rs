@@ -149,10 +149,12 @@ impl Board {
         }
         let mut failed = Vec::new();
         for (team, diags) in &inner.render_failures {
+            // A unit the render holds is not failed: a `deny` policy stops a team on
+            // some of its clusters only.
             let mut ids: Vec<UnitId> = inner
                 .units
                 .keys()
-                .filter(|id| &id.team == team)
+                .filter(|id| &id.team == team && !inner.expected.contains(*id))
                 .cloned()
                 .collect();
             if ids.is_empty() {
@@ -165,6 +167,7 @@ impl Board {
                         team: team.clone(),
                         cluster,
                     })
+                    .filter(|id| !inner.expected.contains(id))
                     .collect();
             }
             for id in ids {
@@ -185,7 +188,7 @@ impl Board {
     pub fn with_render_failure<'a>(&self, r: &'a UnitResult, removal: bool) -> Cow<'a, UnitResult> {
         let inner = self.lock();
         match inner.render_failures.get(&r.unit.team) {
-            Some(diags) if !removal => {
+            Some(diags) if !removal && !inner.expected.contains(&r.unit) => {
                 let message = render_failure(&inner.revision, diags, &r.unit.cluster);
                 let mut r = r.clone();
                 r.message = Some(match &r.message {

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub rollout_waiting: IntGaugeVec,
     /// The stage each unit's `rollout_waiting` series names, to drop it when that changes.
     rollout_series: std::sync::Mutex<std::collections::BTreeMap<UnitId, String>>,
+    /// Policy debt: per platform rule, the objects of the newest render that break it.
+    pub policy_violations: IntGaugeVec,
 }
 
 impl Metrics {
@@ -152,6 +154,13 @@ impl Metrics {
                 &["team", "cluster", "stage"],
             )?,
             rollout_series: Default::default(),
+            policy_violations: IntGaugeVec::new(
+                Opts::new(
+                    "pontoon_policy_violations",
+                    "Objects of the newest render (one per cluster) that break a platform policy: denied, warned, or exempted by an exception",
+                ),
+                &["policy", "state"],
+            )?,
         };
         m.register_in(r)?;
         m.build_info
@@ -178,7 +187,29 @@ impl Metrics {
         r.register(Box::new(self.drift_corrected.clone()))?;
         r.register(Box::new(self.drift_correction.clone()))?;
         r.register(Box::new(self.rollout_waiting.clone()))?;
+        r.register(Box::new(self.policy_violations.clone()))?;
         Ok(())
+    }
+
+    /// The policy debt of a new render, counted by the render itself: no request to any
+    /// cluster. A rule the platform dropped loses its series. A broken platform.yaml
+    /// keeps the last figures.
+    pub fn policy_debt(&self, state: &crate::desired::DesiredState) {
+        if state.platform_failed {
+            return;
+        }
+        self.policy_violations.reset();
+        for (policy, debt) in &state.policy_debt {
+            for (name, n) in [
+                ("denied", debt.denied),
+                ("warned", debt.warned),
+                ("exempted", debt.exempted),
+            ] {
+                self.policy_violations
+                    .with_label_values(&[policy.as_str(), name])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
     }
 
     /// A unit whose team fails to render at the newest revision: Failed until a sync of a

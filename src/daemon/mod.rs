@@ -529,6 +529,7 @@ async fn leadership_terms(
                         for unit in &shown.dropped {
                             ctx.metrics.forget(unit);
                         }
+                        ctx.metrics.policy_debt(&state);
                         if let Some(s) = &ctx.statuses {
                             s.rendered(&state);
                         }

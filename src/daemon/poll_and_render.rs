@@ -126,6 +126,7 @@ pub async fn render(
             &snapshot.revision,
             &earlier,
             crate::render::Decryption::Keys(&keys),
+            Some(today()),
         );
         owner.stamp_state(&mut state);
         for skipped in &snapshot.skipped {
@@ -144,6 +145,13 @@ pub async fn render(
             ..DesiredState::default()
         }
     })
+}
+
+/// Today's date in UTC: the day a render decides which policy exceptions still hold on.
+pub fn today() -> jiff::civil::Date {
+    jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
 }
 
 /// Who holds each of pontoon's Namespaces on the clusters, for a render with no earlier

@@ -129,6 +129,14 @@ pub struct PlatformSpec {
     /// Which of the daemon's age keys decrypts which team's SOPS files.
     #[serde(default)]
     pub decryption: DecryptionSpec,
+    /// The platform's own rules over every object a team's files render to: CEL over the
+    /// rendered object, `deny` (the team does not sync on that cluster) or `warn`.
+    #[serde(default)]
+    pub policies: Vec<PolicyRule>,
+    /// Teams (or one instance of a team) a rule does not hold for, each with a reason and
+    /// an optional expiry date. Written here only: a team's files cannot exempt anything.
+    #[serde(default)]
+    pub policy_exceptions: Vec<PolicyException>,
 }
 
 /// The health of every object of one group and kind, e.g. `{group: postgresql.cnpg.io,
@@ -185,6 +193,85 @@ pub struct DecryptionSpec {
     /// Team name → key name, e.g. `{payments: payments-age}`.
     #[serde(default)]
     pub teams: BTreeMap<String, String>,
+}
+
+/// One platform rule, e.g. images only from the company registry.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyRule {
+    /// Stable name, shown in every diagnostic as `policy/<id>`.
+    pub id: String,
+    /// Which objects it checks; empty matches every object of every team.
+    #[serde(default, rename = "match")]
+    pub matches: PolicyMatch,
+    /// CEL that must be true for the object to pass, over `object` (the rendered object),
+    /// `team` (its name), `cluster` (`name`, `labels`) and `instance` (`kind`, `name`,
+    /// `spec` on that cluster; null for a plain manifest).
+    pub expression: String,
+    /// Where in the object the offending value sits (`spec.replicas`,
+    /// `spec.template.spec.containers[*].image`): the diagnostic points at the line of the
+    /// team's files that wrote it. Without it, the first `object.` path of the expression.
+    #[serde(default)]
+    pub field_path: Option<String>,
+    /// What the team reads; `${expression}` is filled from the same variables.
+    pub message: String,
+    /// `deny` (default) or `warn`.
+    #[serde(default)]
+    pub action: PolicyAction,
+}
+
+/// What a broken rule does.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Deserialize,
+    Serialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyAction {
+    /// The team fails to render on that cluster: nothing of it is applied or pruned there.
+    #[default]
+    Deny,
+    /// A diagnostic only.
+    Warn,
+}
+
+/// The objects a rule checks: each list empty means any.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyMatch {
+    #[serde(default)]
+    pub kinds: Vec<GroupKind>,
+    /// Clusters by name or labels; absent means every cluster.
+    #[serde(default)]
+    pub clusters: Option<ClusterSelector>,
+    #[serde(default)]
+    pub teams: Vec<String>,
+}
+
+/// A team (or one of its instances) exempted from a rule by the platform.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyException {
+    /// The rule's id.
+    pub policy: String,
+    pub team: String,
+    /// The name of one instance of a platform kind; absent exempts the whole team.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// Why: required, for whoever reads the file later.
+    pub reason: String,
+    /// Last day (`YYYY-MM-DD`, UTC) the exception holds; from the day after, the rule
+    /// applies again.
+    #[serde(default)]
+    pub expires: Option<String>,
 }
 
 /// One object the platform hands to a team although it exists without pontoon's labels,

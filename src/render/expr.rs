@@ -198,8 +198,9 @@ fn checked(expr: &str) -> Result<std::rc::Rc<cel::Program>, ExprError> {
 }
 
 thread_local! {
-    /// Compiled expressions. Only kinds' templates and the platform's health rules hold
-    /// expressions, so the set is small; it is cleared if it ever grows past a bound.
+    /// Compiled expressions. Only kinds' templates and the platform's health rules and
+    /// policies hold expressions, so the set is small; it is cleared if it ever grows
+    /// past a bound.
     static PROGRAMS: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<cel::Program>>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::dependencies::instance_name;
 use super::manifests::stamp;
+use super::policy_check::Origin;
 use super::team::TeamRender;
 use super::teams::select_clusters;
 use super::{expr, schema};
@@ -183,6 +184,14 @@ impl TeamRender<'_> {
             if let Some(key) = ObjectKey::of(&object) {
                 rendered.push((&res.id, key, &res.depends_on));
             }
+            let origin = Origin::Instance {
+                doc,
+                template: &res.template,
+                kind,
+                name: &instance.metadata.name,
+                spec: &spec,
+            };
+            self.check_policies(&object, cluster, origin);
             self.objects_by_cluster
                 .entry(cluster.name.clone())
                 .or_default()

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::policy_check::Origin;
 use super::team::TeamRender;
 use crate::desired::{
     ANNOTATION_SOURCE, Applier, DesiredObject, Diagnostic, LABEL_MANAGED_BY, LABEL_TEAM,
@@ -97,6 +98,9 @@ impl TeamRender<'_> {
         };
         stamp(&mut object, self.team_name, &source);
         let health = self.revision.health.for_object(&object);
+        for c in self.clusters.clone() {
+            self.check_policies(&object, c, Origin::Manifest(doc));
+        }
         // One manifest, shared by every cluster it goes to.
         let object = Arc::new(Manifest::from(object));
         for c in &self.clusters {

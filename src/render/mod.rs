@@ -24,6 +24,8 @@ mod instances;
 mod kinds;
 mod manifests;
 mod platform;
+pub mod policies;
+mod policy_check;
 mod report;
 mod rollout;
 pub mod schema;
@@ -45,7 +47,8 @@ pub use secrets::{Decryption, NO_KEYS, REDACTED, is_secret, redacted};
 pub type Files = BTreeMap<String, Vec<u8>>;
 
 /// Renders a revision on its own, with nothing known of earlier ones: a namespace that
-/// several teams claim is refused to all of them.
+/// several teams claim is refused to all of them. With no date given, no policy
+/// exception that has an expiry holds ([`render_revision`] takes the day).
 pub fn render(files: &Files, revision: &str) -> DesiredState {
     render_after(files, revision, &NamespaceOwners::new())
 }
@@ -56,17 +59,20 @@ pub fn render(files: &Files, revision: &str) -> DesiredState {
 /// copying an existing team's namespace into its team.yaml stops itself, not the team
 /// that was there first.
 pub fn render_after(files: &Files, revision: &str, earlier: &NamespaceOwners) -> DesiredState {
-    render_revision(files, &[], revision, earlier)
+    render_revision(files, &[], revision, earlier, None)
 }
 
 /// Renders a revision as [`render_after`] does, with the entries its source did not read
 /// (`skipped`): each fails what it belongs to (the module `skipped` says how), so that nothing the
-/// revision holds vanishes from the render without an error.
+/// revision holds vanishes from the render without an error. `today` (UTC) decides which
+/// policy exceptions still hold: the caller reads the clock, render never does; `None`
+/// holds none that has an expiry.
 pub fn render_revision(
     files: &Files,
     skipped: &[Skipped],
     revision: &str,
     earlier: &NamespaceOwners,
+    today: Option<jiff::civil::Date>,
 ) -> DesiredState {
     render_decrypting(
         files,
@@ -74,10 +80,11 @@ pub fn render_revision(
         revision,
         earlier,
         Decryption::Keys(&NO_KEYS),
+        today,
     )
 }
 
-/// Renders a revision as [`render_revision`] does, decrypting the teams' SOPS files as
+/// Renders a revision as [`render_revision`] does (on `today`), decrypting the teams' SOPS files as
 /// `decryption` says: with the daemon's keys, each team with its own (the module
 /// `secrets`), or, without keys, checking their structure only.
 pub fn render_decrypting(
@@ -86,6 +93,7 @@ pub fn render_decrypting(
     revision: &str,
     earlier: &NamespaceOwners,
     decryption: Decryption,
+    today: Option<jiff::civil::Date>,
 ) -> DesiredState {
     let mut state = DesiredState {
         revision: revision.to_owned(),
@@ -100,12 +108,13 @@ pub fn render_decrypting(
     let platform = skipped
         .platform
         .is_empty()
-        .then(|| platform::read(files, &mut diags))
+        .then(|| platform::read(files, today, &mut diags))
         .flatten();
     let Some(platform::PlatformRead {
         platform,
         adoptions,
         health,
+        policies,
     }) = platform
     else {
         state.platform_failed = true;
@@ -137,6 +146,7 @@ pub fn render_decrypting(
         adoptions: &adoptions,
         health: &health,
         decryption,
+        policies: &policies,
     };
     let mut skipped_by_team = skipped.teams;
     for (name, team_yaml) in team_yamls {
@@ -148,6 +158,7 @@ pub fn render_decrypting(
                 &team,
                 &files_by_team[&name],
                 &mut diags,
+                &mut state.policy_debt,
             )
         });
         let rendered = skipped::fail_team(rendered, skipped_by_team.remove(&name));
@@ -168,18 +179,31 @@ pub fn render_decrypting(
 }
 
 /// Puts one team's render in the state: its units, or its errors together with the
-/// clusters where its failure is shown (when its team.yaml says where it runs).
+/// clusters where its failure is shown (when its team.yaml says where it runs). A team
+/// a `deny` rule stops on some clusters has its units on the others and is failed on
+/// those: a failed team's unit that the state holds is not failed.
 fn record_team(
     state: &mut DesiredState,
     diags: &mut Vec<Diagnostic>,
     team_name: TeamName,
-    rendered: Result<Vec<UnitDesired>, Vec<Diagnostic>>,
+    rendered: Result<team::TeamUnits, Vec<Diagnostic>>,
     clusters: Option<&Vec<ClusterName>>,
 ) {
     match rendered {
-        Ok(units) => {
+        Ok(team::TeamUnits { units, denied }) => {
             for u in units {
                 state.units.insert(u.unit.clone(), u);
+            }
+            if !denied.is_empty() {
+                diags.extend(denied.iter().cloned());
+                let on: Vec<ClusterName> = clusters
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| denied.iter().any(|d| d.concerns(&c.0)))
+                    .cloned()
+                    .collect();
+                state.failed_team_clusters.insert(team_name.clone(), on);
+                state.failed_teams.insert(team_name, denied);
             }
         }
         Err(errs) => {

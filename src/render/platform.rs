@@ -5,8 +5,11 @@
 
 use std::collections::BTreeSet;
 
+use jiff::civil::Date;
+
 use super::Files;
 use super::health::{self, PlatformHealth};
+use super::policies::Policies;
 use crate::desired::{
     Adoption, Diagnostic, ObjectKey, PrunePolicy, SourceRef, TeamName, is_dns_label,
 };
@@ -20,11 +23,18 @@ pub(super) struct PlatformRead {
     pub platform: Platform,
     pub adoptions: Adoptions,
     pub health: PlatformHealth,
+    /// The platform's policies, with the exceptions that hold on the render's day.
+    pub policies: Policies,
 }
 
-/// Reads and checks `platform.yaml`; `None` (with the reasons in `diags`) when it is
+/// Reads and checks `platform.yaml`, its policies with the exceptions that hold on
+/// `today`; `None` (with the reasons in `diags`) when it is
 /// missing, holds anything but one good Platform document, or breaks a rule.
-pub(super) fn read(files: &Files, diags: &mut Vec<Diagnostic>) -> Option<PlatformRead> {
+pub(super) fn read(
+    files: &Files,
+    today: Option<Date>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<PlatformRead> {
     let Some(bytes) = files.get("platform.yaml") else {
         diags.push(diag(
             "platform.yaml",
@@ -43,10 +53,12 @@ pub(super) fn read(files: &Files, diags: &mut Vec<Diagnostic>) -> Option<Platfor
                 let p = check(doc, p, diags)?;
                 let adoptions = adoptions(doc, &p, diags)?;
                 let health = health::platform_rules(doc, &p, diags)?;
+                let policies = Policies::read(&p, doc, today, diags)?;
                 Some(PlatformRead {
                     platform: p,
                     adoptions,
                     health,
+                    policies,
                 })
             }
             Err(d) => {

@@ -100,10 +100,10 @@ fn team_folder(path: &str) -> Option<&str> {
 }
 
 /// A team's render with the errors of its skipped entries added: any makes it fail.
-pub(super) fn fail_team(
-    rendered: Result<Vec<crate::desired::UnitDesired>, Vec<Diagnostic>>,
+pub(super) fn fail_team<T>(
+    rendered: Result<T, Vec<Diagnostic>>,
     skipped: Option<Vec<Diagnostic>>,
-) -> Result<Vec<crate::desired::UnitDesired>, Vec<Diagnostic>> {
+) -> Result<T, Vec<Diagnostic>> {
     match (rendered, skipped) {
         (rendered, None) => rendered,
         (Ok(_), Some(errs)) => Err(errs),

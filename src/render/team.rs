@@ -11,6 +11,8 @@ use serde_json::Value;
 use super::dependencies::TeamDependencies;
 use super::kinds::Kinds;
 use super::secrets::{self, Decryption, TeamSecrets};
+use super::policies::Policies;
+use super::policy_check::DebtByRule;
 use super::teams::select_clusters;
 use super::{autoscaling, base, is_manifest_file, platform};
 use crate::desired::{
@@ -32,6 +34,15 @@ pub(super) struct RevisionContext<'a> {
     pub health: &'a super::health::PlatformHealth,
     /// How the teams' SOPS files are decrypted.
     pub decryption: Decryption<'a>,
+    /// The platform's rules and the exceptions that hold today.
+    pub policies: &'a Policies,
+}
+
+/// A team that rendered: its units, less those a `deny` rule withholds, and the
+/// diagnostics of what was denied (each about one cluster).
+pub(super) struct TeamUnits {
+    pub units: Vec<UnitDesired>,
+    pub denied: Vec<Diagnostic>,
 }
 
 /// One team's render in progress: what it knows of the team, and what it has produced.
@@ -59,17 +70,23 @@ pub(super) struct TeamRender<'a> {
     pub errors: Vec<Diagnostic>,
     /// Warnings fail nothing: they go straight to the revision's diagnostics.
     pub warnings: &'a mut Vec<Diagnostic>,
+    /// Broken `deny` rules, each about one cluster: the team's unit there is withheld.
+    pub denied: Vec<Diagnostic>,
+    /// What the team's objects owe each rule, added to the revision's.
+    pub policy_debt: &'a mut DebtByRule,
 }
 
-/// Renders one team whose team.yaml read clean: its units, or every error it has.
+/// Renders one team whose team.yaml read clean: its units (less those a rule denies), or
+/// every error it has.
 pub(super) fn render_team(
     revision: &RevisionContext,
     team_name: &TeamName,
     team: &Team,
     files: &[(&String, &Vec<u8>)],
     warnings: &mut Vec<Diagnostic>,
-) -> Result<Vec<UnitDesired>, Vec<Diagnostic>> {
-    let mut team_render = TeamRender::new(revision, team_name, team, warnings);
+    policy_debt: &mut DebtByRule,
+) -> Result<TeamUnits, Vec<Diagnostic>> {
+    let mut team_render = TeamRender::new(revision, team_name, team, warnings, policy_debt);
     for (path, bytes) in files {
         if is_manifest_file(path) && !path.ends_with("/team.yaml") {
             team_render.add_file(path, bytes);
@@ -84,6 +101,7 @@ impl<'a> TeamRender<'a> {
         team_name: &'a TeamName,
         team: &'a Team,
         warnings: &'a mut Vec<Diagnostic>,
+        policy_debt: &'a mut DebtByRule,
     ) -> Self {
         let platform = revision.platform;
         let mut errors = Vec::new();
@@ -116,6 +134,8 @@ impl<'a> TeamRender<'a> {
             dependencies: TeamDependencies::default(),
             errors,
             warnings,
+            denied: Vec::new(),
+            policy_debt,
         }
     }
 
@@ -174,7 +194,24 @@ impl<'a> TeamRender<'a> {
             Ok(units)
         } else {
             Err(self.errors)
+    /// One unit per cluster the team selects but those where a `deny` rule is broken, or
+    /// every error of the team (denials included) when it has any other.
+    fn into_units(mut self) -> Result<TeamUnits, Vec<Diagnostic>> {
+        let clusters = std::mem::take(&mut self.clusters);
+        let units: Vec<UnitDesired> = clusters.iter().map(|c| self.unit_on(c)).collect();
+        if !self.errors.is_empty() {
+            self.errors.append(&mut self.denied);
+            return Err(self.errors);
         }
+        let denied = &self.denied;
+        let units = units
+            .into_iter()
+            .filter(|u| !denied.iter().any(|d| d.concerns(&u.unit.cluster.0)))
+            .collect();
+        Ok(TeamUnits {
+            units,
+            denied: self.denied,
+        })
     }
 
     /// The team's unit on one cluster: its base objects and its files' objects there,

@@ -303,6 +303,15 @@ impl Tracker {
                     team: team.clone(),
                     cluster,
                 };
+                // A `deny` policy stops a team on some clusters only: those it renders
+                // on have their own statuses above.
+                if state.units.contains_key(&id) {
+                    continue;
+                }
+                let first = diagnostics
+                    .iter()
+                    .find(|d| d.concerns(&id.cluster.0))
+                    .map_or_else(|| first.clone(), |d| d.to_string());
                 out.push(Status::unit(
                     sha,
                     &id,

@@ -335,3 +335,44 @@ fn a_unit_a_rollout_stage_holds_with_nothing_to_run_does_not_keep_the_daemon_unr
     assert_eq!(shown.state, "Pending");
     assert_eq!(shown.summary, "waiting for staging to sync and soak 10m");
 }
+
+/// A `deny` policy stops a team on one cluster: Failed there, its unit on the other
+/// cluster syncs and reports as itself.
+#[test]
+fn a_team_denied_on_one_cluster_is_failed_there_alone() {
+    let board = Board::new();
+    let clusters = ["prod".into(), "staging".into()];
+    for c in ["prod", "staging"] {
+        report(&board, &UnitResult::new(unit("shop", c), "aaaaaaa1"));
+    }
+    let mut state = render("bbbbbbb2", Some("shop"));
+    state
+        .failed_teams
+        .get_mut(&TeamName("shop".into()))
+        .expect("failed")[0]
+        .cluster = Some("prod".into());
+    state.units.insert(
+        unit("shop", "staging"),
+        UnitDesired {
+            unit: unit("shop", "staging"),
+            namespaces: vec!["shop".into()],
+            objects: Vec::new(),
+            prune: PrunePolicy::default(),
+            adopt: Vec::new(),
+            dependencies: Default::default(),
+        },
+    );
+    let r = board.rendered(&state, &clusters);
+    assert_eq!(r.failed, [unit("shop", "prod")]);
+    assert_eq!(
+        report(
+            &board,
+            &UnitResult::new(unit("shop", "staging"), "bbbbbbb2")
+        ),
+        UnitState::Synced
+    );
+    assert_eq!(
+        report(&board, &UnitResult::new(unit("shop", "prod"), "aaaaaaa1")),
+        UnitState::Failed
+    );
+}

@@ -156,7 +156,7 @@ fn with_skipped(
         .iter()
         .map(|(p, r)| Skipped::new(*p, r.clone()))
         .collect();
-    let s = render_revision(&repo(extra), &skipped, "rev", &NamespaceOwners::new());
+    let s = render_revision(&repo(extra), &skipped, "rev", &NamespaceOwners::new(), None);
     let d = s.diagnostics.iter().map(|d| d.to_string()).collect();
     (s, d)
 }
@@ -202,7 +202,7 @@ fn a_skipped_platform_kind_or_other_file_fails_what_it_belongs_to() {
         "kinds/app.yaml",
         SkipReason::Unreadable("permission denied".into()),
     )];
-    let s = render_revision(&files, &skipped, "rev", &NamespaceOwners::new());
+    let s = render_revision(&files, &skipped, "rev", &NamespaceOwners::new(), None);
     let d: Vec<String> = s.diagnostics.iter().map(|d| d.to_string()).collect();
     assert!(
         d.iter()
