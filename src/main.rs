@@ -49,6 +49,17 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Check the platform's policies (platform.yaml spec.policies) against the live
+    /// objects pontoon manages on each cluster: what a new rule, or an exception
+    /// expiring, would break. Reads only. Exit 0 when nothing breaks a deny rule without
+    /// an exception, 1 otherwise.
+    Audit {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Audit with the policies of a local folder instead of the configured repo.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Release one unit's held deletions for one revision: the sync of that revision goes
     /// ahead past the mass-deletion hold, once. Writes the annotation
     /// `pontoon.dev/release` on the unit's inventory as your own Kubernetes identity (your
@@ -206,6 +217,7 @@ fn main() -> ExitCode {
             revision,
             dir,
         } => run_on_worker(plan_cmd(config, cluster, team, revision, dir)),
+        Command::Audit { config, dir } => run_on_worker(audit_cmd(config, dir)),
         Command::Release {
             team,
             cluster,
@@ -459,6 +471,20 @@ async fn snapshot_for(
         anyhow::bail!("cannot read the platform repo: {e}");
     }
     source.last().context("the platform repo gave no snapshot")
+}
+
+async fn audit_cmd(config_path: PathBuf, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let config = load_config(&config_path)?;
+    let snapshot = snapshot_for(&config, None, dir).await?;
+    let syncers = pontoon::daemon::connect(&config).await?;
+    let today = pontoon::daemon::poll_and_render::today();
+    let audit = pontoon::daemon::audit::audit(&snapshot, &syncers, today).await?;
+    print!("{}", pontoon::daemon::audit::report(&audit));
+    Ok(if audit.denies() || !audit.problems.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn sync_once(config_path: PathBuf) -> anyhow::Result<ExitCode> {

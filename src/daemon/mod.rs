@@ -7,6 +7,7 @@
 //! Shutdown: stop taking work, let in-flight syncs finish within the configured
 //! deadline, say what was abandoned, release the lease.
 
+pub mod audit;
 pub mod board;
 mod drift_handling;
 mod gatekeeper;

@@ -279,7 +279,7 @@ fn expression_scope(
 
 /// Deep merge of an override over a spec: objects merge key by key, anything else is
 /// replaced.
-fn merge_override(base: &mut Value, over: &Value) {
+pub fn merge_override(base: &mut Value, over: &Value) {
     match (base, over) {
         (Value::Object(b), Value::Object(o)) => {
             for (k, v) in o {

@@ -37,9 +37,10 @@ mod teams;
 use std::collections::BTreeMap;
 
 use crate::desired::*;
-use crate::model::Skipped;
+use crate::model::{self, Skipped};
 
 pub use base::plural;
+pub use instances::merge_override;
 pub use report::{format_github, format_text};
 pub use secrets::{Decryption, NO_KEYS, REDACTED, is_secret, redacted};
 
@@ -47,8 +48,8 @@ pub use secrets::{Decryption, NO_KEYS, REDACTED, is_secret, redacted};
 pub type Files = BTreeMap<String, Vec<u8>>;
 
 /// Renders a revision on its own, with nothing known of earlier ones: a namespace that
-/// several teams claim is refused to all of them. With no date given, no policy
-/// exception that has an expiry holds ([`render_revision`] takes the day).
+/// several teams claim is refused to all of them. With no date given, policy exceptions
+/// hold whatever their expiry ([`render_revision`] takes the day).
 pub fn render(files: &Files, revision: &str) -> DesiredState {
     render_after(files, revision, &NamespaceOwners::new())
 }
@@ -66,7 +67,7 @@ pub fn render_after(files: &Files, revision: &str, earlier: &NamespaceOwners) ->
 /// (`skipped`): each fails what it belongs to (the module `skipped` says how), so that nothing the
 /// revision holds vanishes from the render without an error. `today` (UTC) decides which
 /// policy exceptions still hold: the caller reads the clock, render never does; `None`
-/// holds none that has an expiry.
+/// checks no expiry.
 pub fn render_revision(
     files: &Files,
     skipped: &[Skipped],
@@ -176,6 +177,20 @@ pub fn render_decrypting(
     }
     finish(&mut state, diags);
     state
+}
+
+/// The platform's clusters and rules with the exceptions that hold on `today`, as a
+/// render of `files` reads them: what `pontoon audit` checks live objects against. The
+/// diagnostics of a `platform.yaml` that does not read.
+pub fn platform_policies(
+    files: &Files,
+    today: Option<jiff::civil::Date>,
+) -> Result<(Vec<model::ClusterDef>, policies::Policies), Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    match platform::read(files, today, &mut diags) {
+        Some((platform, _, policies)) => Ok((platform.spec.clusters, policies)),
+        None => Err(diags),
+    }
 }
 
 /// Puts one team's render in the state: its units, or its errors together with the

@@ -71,7 +71,7 @@ impl Policies {
     /// Reads and checks `spec.policies` and `spec.policyExceptions` of `platform.yaml`;
     /// `None` (with every problem in `diags`) when one is broken. An exception whose
     /// `expires` is before `today` no longer holds and says so in a warning; with no
-    /// `today`, no exception with an expiry holds.
+    /// `today` (a render on its own, in tests and benchmarks), expiries are not checked.
     pub fn read(
         platform: &Platform,
         doc: &Document,
@@ -123,7 +123,7 @@ impl Policies {
                     continue;
                 }
             };
-            if let Some(expired) = expires.filter(|d| today.is_none_or(|t| *d < t)) {
+            if let Some(expired) = expires.filter(|d| today.is_some_and(|t| *d < t)) {
                 let mut w = doc.diag_at(
                     &format!("{at}.expires"),
                     None,
@@ -149,6 +149,15 @@ impl Policies {
 
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// The (group, kind) pairs the rules name.
+    pub fn kinds(&self) -> Vec<(String, String)> {
+        self.rules
+            .iter()
+            .flat_map(|r| &r.def.matches.kinds)
+            .map(|k| (k.group.clone(), k.kind.clone()))
+            .collect()
     }
 
     /// Every rule `subject` breaks, exempted ones included (marked so).

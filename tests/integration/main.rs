@@ -29,6 +29,7 @@ mod namespaces;
 mod owners;
 mod page;
 mod plans;
+mod policies;
 mod prometheus;
 mod prune_safety;
 mod rbac;
