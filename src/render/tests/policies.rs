@@ -271,6 +271,27 @@ fn broken_rules_and_exceptions_stop_the_platform_with_their_line() {
 }
 
 #[test]
+fn a_rule_id_twice_a_bad_id_and_a_bad_expiry_are_refused() {
+    let rules = r#"  policies:
+    - {id: same, expression: "true", message: m}
+    - {id: same, expression: "true", message: m}
+    - {id: Not_An_Id, expression: "true", message: m}
+  policyExceptions:
+    - {policy: same, team: a, reason: r, expires: next week}
+"#;
+    let s = render(&with_platform(&platform_with(rules), &[]), "r");
+    assert!(s.platform_failed);
+    assert_eq!(
+        lines(&s),
+        [
+            "platform.yaml:14:8: error[schema]: policy same is defined twice",
+            "platform.yaml:15:8: error[schema]: \"Not_An_Id\" is not a valid policy id (lower case, digits, -)",
+            "platform.yaml:17:42: error[schema]: expires must be a date such as 2026-12-31, not \"next week\"",
+        ]
+    );
+}
+
+#[test]
 fn a_rule_that_cannot_decide_is_broken_with_the_reason() {
     let rules = r#"  policies:
     - id: limits
