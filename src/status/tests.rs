@@ -227,6 +227,42 @@ fn a_broken_team_fails_on_its_clusters_and_others_go_on() {
     assert_eq!(s.description, "1/2 teams synced; not rendered: payments");
 }
 
+/// A `deny` policy on prod alone: prod's status fails naming the rule, staging's unit
+/// syncs and reports as itself.
+#[test]
+fn a_team_denied_on_one_cluster_fails_there_alone() {
+    let mut t = Tracker::new(["staging".to_owned(), "prod".to_owned()]);
+    t.rendered(&state(
+        "aaa",
+        &[("payments", "prod", 2), ("payments", "staging", 2)],
+    ));
+    let mut s = state("bbb", &[("payments", "staging", 3)]);
+    std::sync::Arc::make_mut(&mut s).failed_teams.insert(
+        TeamName("payments".into()),
+        vec![Diagnostic {
+            file: "teams/payments/web.yaml".into(),
+            line: 9,
+            column: 5,
+            team: Some(TeamName("payments".into())),
+            cluster: Some("prod".into()),
+            severity: Severity::Error,
+            rule: "policy/replicas-in-prod".into(),
+            message: "policy replicas-in-prod on prod: web runs 1 replica(s)".into(),
+        }],
+    );
+    let out = t.rendered(&s);
+    let prod = find(&out, "pontoon/prod/payments").expect("prod fails");
+    assert_eq!(prod.state, State::Failure);
+    assert!(
+        prod.description
+            .contains("teams/payments/web.yaml:9:5: error[policy/replicas-in-prod]"),
+        "{}",
+        prod.description
+    );
+    let staging = find(&out, "pontoon/staging/payments").expect("staging syncs");
+    assert_eq!(staging.state, State::Pending, "{staging:?}");
+}
+
 #[test]
 fn a_removed_team_gets_a_status_for_its_removal() {
     let mut t = Tracker::new(["prod".to_owned()]);
