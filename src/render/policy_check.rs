@@ -56,13 +56,12 @@ impl TeamRender<'_> {
                 PolicyAction::Warn => debt.warned += 1,
             }
             let d = self.violation_diag(&v, object, cluster, &origin);
+            // Repeats (a manifest's warning on each cluster) go when the render sorts
+            // and dedups its diagnostics: no search here, which would grow with their
+            // square.
             match v.action {
                 PolicyAction::Deny => self.denied.push(d),
-                PolicyAction::Warn => {
-                    if !self.warnings.contains(&d) {
-                        self.warnings.push(d);
-                    }
-                }
+                PolicyAction::Warn => self.warnings.push(d),
             }
         }
     }
