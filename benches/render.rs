@@ -43,7 +43,7 @@ fn repo(teams: usize) -> BTreeMap<String, Vec<u8>> {
                     "apiVersion: pontoon.dev/v1alpha1\nkind: WebService\nmetadata: {{name: web-{i}}}\nspec:\n  image: registry.example.com/{team}/web:{i}.0\n  replicas: 2\n"
                 ),
                 1 => format!(
-                    "apiVersion: pontoon.dev/v1alpha1\nkind: Worker\nmetadata: {{name: worker-{i}}}\nspec:\n  image: registry.example.com/{team}/worker:{i}.0\n  args: [\"--shard\", \"{i}\"]\n"
+                    "apiVersion: pontoon.dev/v1alpha1\nkind: Worker\nmetadata: {{name: worker-{i}}}\nspec:\n  image: registry.example.com/{team}/worker:{i}.0\n  replicas: 2\n  args: [\"--shard\", \"{i}\"]\n"
                 ),
                 _ => format!(
                     "apiVersion: pontoon.dev/v1alpha1\nkind: Topic\nmetadata: {{name: topic-{i}}}\nspec:\n  partitions: 6\n"
