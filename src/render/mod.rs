@@ -188,7 +188,7 @@ pub fn platform_policies(
 ) -> Result<(Vec<model::ClusterDef>, policies::Policies), Vec<Diagnostic>> {
     let mut diags = Vec::new();
     match platform::read(files, today, &mut diags) {
-        Some((platform, _, policies)) => Ok((platform.spec.clusters, policies)),
+        Some(read) => Ok((read.platform.spec.clusters, read.policies)),
         None => Err(diags),
     }
 }

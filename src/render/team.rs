@@ -10,9 +10,9 @@ use serde_json::Value;
 
 use super::dependencies::TeamDependencies;
 use super::kinds::Kinds;
-use super::secrets::{self, Decryption, TeamSecrets};
 use super::policies::Policies;
 use super::policy_check::DebtByRule;
+use super::secrets::{self, Decryption, TeamSecrets};
 use super::teams::select_clusters;
 use super::{autoscaling, base, is_manifest_file, platform};
 use crate::desired::{
@@ -183,22 +183,16 @@ impl<'a> TeamRender<'a> {
         }
     }
 
-    /// One unit per cluster the team selects, or every error of the team.
-    fn into_units(mut self) -> Result<Vec<UnitDesired>, Vec<Diagnostic>> {
-        self.dependencies.check(self.team_name, &mut self.errors);
-        let clusters = std::mem::take(&mut self.clusters);
-        let units: Vec<UnitDesired> = clusters.iter().map(|c| self.unit_on(c)).collect();
-        secrets::redact(&mut self.errors, &self.secrets);
-        secrets::redact(self.warnings, &self.secrets);
-        if self.errors.is_empty() {
-            Ok(units)
-        } else {
-            Err(self.errors)
     /// One unit per cluster the team selects but those where a `deny` rule is broken, or
     /// every error of the team (denials included) when it has any other.
     fn into_units(mut self) -> Result<TeamUnits, Vec<Diagnostic>> {
+        self.dependencies.check(self.team_name, &mut self.errors);
         let clusters = std::mem::take(&mut self.clusters);
         let units: Vec<UnitDesired> = clusters.iter().map(|c| self.unit_on(c)).collect();
+        // A policy's message may quote the object it judged: decrypted values included.
+        secrets::redact(&mut self.errors, &self.secrets);
+        secrets::redact(&mut self.denied, &self.secrets);
+        secrets::redact(self.warnings, &self.secrets);
         if !self.errors.is_empty() {
             self.errors.append(&mut self.denied);
             return Err(self.errors);

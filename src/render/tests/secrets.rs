@@ -25,7 +25,7 @@ fn keys() -> Keyring {
 }
 
 fn render_with(files: &Files, decryption: Decryption) -> (DesiredState, Vec<String>) {
-    let s = render_decrypting(files, &[], "rev", &NamespaceOwners::new(), decryption);
+    let s = render_decrypting(files, &[], "rev", &NamespaceOwners::new(), decryption, None);
     let d = s.diagnostics.iter().map(|d| d.to_string()).collect();
     (s, d)
 }
