@@ -79,6 +79,31 @@ YAML
 "$pontoon" run --config "$work/pontoon.yaml" > "$work/pontoon.log" 2>&1 &
 pids+=($!)
 
+# No CloudNativePG operator runs here (its Postgres pods could not run on kwok's nodes), so
+# nothing would ever report a Database healthy, and checkout, which waits for its
+# database (dependsOn), would never be applied. This plays that operator, out loud and
+# once per Cluster, 20 seconds after the Cluster appears: long enough to watch checkout
+# wait for Database/ledger on the status page, then roll out.
+(
+  declare -A first
+  while sleep 2; do
+    for cluster in staging prod; do
+      export KUBECONFIG="$work/$cluster/kubeconfig"
+      while read -r ns name phase; do
+        [ -n "$name" ] && [ -z "$phase" ] || continue
+        key="$cluster/$ns/$name"
+        : "${first[$key]:=$SECONDS}"
+        [ $((SECONDS - first[$key])) -ge 20 ] || continue
+        "$kubectl" -n "$ns" patch clusters.postgresql.cnpg.io "$name" --subresource=status --type=merge \
+          -p '{"status":{"phase":"Cluster in healthy state"}}' >/dev/null 2>&1 &&
+          say "demo: playing the CloudNativePG operator on $cluster: Cluster $ns/$name is 'Cluster in healthy state'"
+      done < <("$kubectl" get clusters.postgresql.cnpg.io -A \
+        -o jsonpath='{range .items[*]}{.metadata.namespace} {.metadata.name} {.status.phase}{"\n"}{end}' 2>/dev/null)
+    done
+  done
+) &
+pids+=($!)
+
 cat <<TEXT
 
 $(say "pontoon is running")
@@ -90,6 +115,12 @@ $(say "pontoon is running")
 The Deployments roll out for real: ReplicaSets, and Pods scheduled onto kwok's fake
 nodes that start and turn Ready (no container runs; kwok plays the kubelet):
   KUBECONFIG=$work/staging/kubeconfig $kubectl get pods -A -o wide
+
+Health tells the truth: payments' checkout waits for its database (dependsOn), and no
+CloudNativePG operator runs here, so this script plays it 20s after each Cluster appears
+(watch the status page say "waiting for Database/ledger" until then). Prod takes each
+commit once staging has been healthy at it for 30s (rollout stages):
+  KUBECONFIG=$work/staging/kubeconfig $kubectl -n payments get clusters.postgresql.cnpg.io,deployments
 
 Make drift: pontoon watches what it manages and puts it back at once (the log names
 who changed what):
