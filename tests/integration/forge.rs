@@ -115,18 +115,7 @@ async fn pull_requests_are_planned(
 
     let open_pr = |branch: &'static str| {
         let repo = repo.to_owned();
-        async move {
-            let resp = gitea
-                .api(
-                    Method::POST,
-                    &format!("/repos/{}/{repo}/pulls", gitea.user()),
-                )
-                .json(&json!({"head": branch, "base": "main", "title": branch}))
-                .send()
-                .await
-                .expect("open pull request");
-            assert!(resp.status().is_success(), "{:?}", resp.text().await);
-        }
+        async move { gitea.open_pull_request(&repo, branch, "main", branch).await }
     };
     git(work, &["checkout", "-q", "-b", "more-config"]);
     write(work, "teams/shop/extra.yaml", &configmap("extra", "1"));

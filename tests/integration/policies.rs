@@ -285,13 +285,9 @@ async fn a_pull_request_breaking_a_rule_fails_its_plan_on_gitea_naming_the_rule_
     git(&work, &["checkout", "-q", "-b", "no-cost-center"]);
     write(&work, &app, &settings("green", "{app: web}"));
     let head = commit_and_push(gitea, &work, &repo, "no-cost-center");
-    let resp = gitea
-        .api(Method::POST, &format!("/repos/{owner}/{repo}/pulls"))
-        .json(&json!({"head": "no-cost-center", "base": "main", "title": "drop the label"}))
-        .send()
-        .await
-        .expect("open pull request");
-    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    gitea
+        .open_pull_request(&repo, "no-cost-center", "main", "drop the label")
+        .await;
     let d = wait_status(gitea, &repo, &head, "pontoon/plan", "failure").await;
     assert!(
         d.starts_with(&format!(

@@ -143,6 +143,32 @@ impl Gitea {
         );
     }
 
+    /// Opens a pull request of `head` into `base` in repository `repo`. Gitea registers a
+    /// pushed branch from a queue after the push returns: until it has, the branch is "not
+    /// found", so that answer is asked again for a while.
+    pub async fn open_pull_request(&self, repo: &str, head: &str, base: &str, title: &str) {
+        let path = format!("/repos/{}/{repo}/pulls", self.user);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let resp = self
+                .api(reqwest::Method::POST, &path)
+                .json(&json!({"head": head, "base": base, "title": title}))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("POST {path}: {e:?}"));
+            let status = resp.status();
+            if status.is_success() {
+                return;
+            }
+            let body = resp.text().await.unwrap_or_default();
+            assert!(
+                status == reqwest::StatusCode::NOT_FOUND && std::time::Instant::now() < deadline,
+                "open pull request {head} -> {base}: {status} {body}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     /// The commit statuses of `sha` in repository `repo`, newest first, as Gitea returns them.
     pub async fn statuses(&self, repo: &str, sha: &str) -> Value {
         let path = format!("/repos/{}/{repo}/commits/{sha}/statuses", self.user);
