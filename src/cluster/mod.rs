@@ -86,6 +86,10 @@ pub struct Cluster {
     team_clients: Mutex<HashMap<TeamName, Client>>,
     writes: Arc<Semaphore>,
     reads: Arc<Semaphore>,
+    /// How long the server keeps one watch open (`timeoutSeconds`): shorter than the
+    /// client's read timeout, so a quiet watch is closed by the server and resumed from
+    /// its resourceVersion, never cut by the client as a timed-out read.
+    watch_timeout: u32,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -155,6 +159,7 @@ impl Cluster {
                 http::HeaderValue::from_static(USER_AGENT),
             ));
         }
+        let watch_timeout = watch_timeout(config.read_timeout);
         let client = Client::try_from(config).map_err(|source| ClusterError::Client {
             cluster: name.0.clone(),
             source: Box::new(source),
@@ -168,7 +173,13 @@ impl Cluster {
             team_clients: Mutex::new(HashMap::new()),
             writes: Arc::new(Semaphore::new(concurrency.max(1))),
             reads: Arc::new(Semaphore::new(concurrency.max(1) * READS_PER_WRITE)),
+            watch_timeout,
         })
+    }
+
+    /// The `timeoutSeconds` of every watch on this cluster: see [`watch_timeout`].
+    pub fn watch_timeout(&self) -> u32 {
+        self.watch_timeout
     }
 
     /// pontoon's own client.
@@ -335,12 +346,29 @@ pub fn gvk_of(api_version: &str, kind: &str) -> GroupVersionKind {
     }
 }
 
+/// The longest a watch may stay open: three quarters of the client's read timeout (a
+/// watch with no event sends no byte, and the client would cut it as a failed read), at
+/// most the 290 seconds a watch is usually kept, at least one.
+fn watch_timeout(read_timeout: Option<std::time::Duration>) -> u32 {
+    let read = read_timeout.map_or(u64::MAX, |d| d.as_secs());
+    u32::try_from((read.saturating_mul(3) / 4).clamp(1, 290)).unwrap_or(290)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_watch_is_closed_by_the_server_before_the_client_would_cut_it() {
+        assert_eq!(watch_timeout(Some(Duration::from_secs(60))), 45);
+        assert_eq!(watch_timeout(Some(Duration::from_secs(4))), 3);
+        assert_eq!(watch_timeout(Some(Duration::from_secs(1))), 1);
+        assert_eq!(watch_timeout(None), 290);
+        assert_eq!(watch_timeout(Some(Duration::from_secs(3600))), 290);
+    }
 
     #[tokio::test]
     async fn a_transport_failure_is_sent_once_more() {

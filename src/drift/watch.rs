@@ -178,7 +178,10 @@ impl DriftWatch {
         // The daemon's own owner's objects only (the default owner's are told apart by
         // `judge_change`, since no selector singles out objects without an owner label).
         let selector = self.syncer.owner().selector_managed();
-        let config = watcher::Config::default().labels(&selector);
+        // Closed by the server before the client's read timeout would cut a quiet watch.
+        let config = watcher::Config::default()
+            .labels(&selector)
+            .timeout(self.syncer.cluster().watch_timeout());
         // The watcher re-lists after an expired resourceVersion; objects whose version is
         // what pontoon applied are skipped, so a re-list causes no re-applies.
         let mut stream = watcher(api, config).default_backoff().boxed();

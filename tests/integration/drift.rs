@@ -626,3 +626,56 @@ async fn a_change_through_the_scale_subresource_is_named_by_who_made_it() {
     );
     watch.stop();
 }
+
+/// A watch that sees no event for longer than the client's read timeout is closed by the
+/// server and resumed, never cut by the client as a failed read: no drift failure, and a
+/// hand edit made after the quiet spell is still seen.
+#[tokio::test]
+async fn a_quiet_watch_outlives_the_clients_read_timeout() {
+    let cp = control_plane::shared();
+    let mut config = cp.config().await;
+    config.read_timeout = Some(Duration::from_secs(4));
+    let cluster = Cluster::from_config(ClusterName(cp.name.into()), config, 8).expect("cluster");
+    let syncer = Arc::new(Syncer::new(Arc::new(cluster), SyncOptions::default()));
+    let team = unique_name("quiet");
+    let mut objects = team_base(&team, &[&team]);
+    objects.push(configmap(&team, &team, "settings", json!({"k": "v"})));
+    let u = unit_desired(&team, cp.name, &[&team], objects);
+    assert_eq!(syncer.sync(&u, "r1").await.state, UnitState::Synced);
+    let mut state = DesiredState::default();
+    state.units.insert(u.unit.clone(), u);
+
+    let (tx, mut rx) = mpsc::channel(64);
+    let (failures_tx, mut failures) = mpsc::channel::<DriftFailure>(64);
+    let settings = DriftSettings {
+        human_managers: Vec::new(),
+        reporter_instance: "drift-tests".into(),
+    };
+    let watch = DriftWatch::new(syncer.clone(), tx, failures_tx, &settings);
+    watch
+        .ensure(kinds_of(&state, &ClusterName(cp.name.into())))
+        .await;
+    tokio::time::timeout(Duration::from_secs(30), watch.listed())
+        .await
+        .expect("the drift watches list within 30s");
+
+    // Three read timeouts with nothing to report.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    if let Ok(f) = failures.try_recv() {
+        panic!("a quiet watch failed: {:?}: {}", f.scope, f.error);
+    }
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(cp.client().await, &team);
+    configmaps
+        .patch(
+            "settings",
+            &PatchParams::apply("kubectl-edit").force(),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                                 "metadata": {"name": "settings"}, "data": {"k": "by hand"}})),
+        )
+        .await
+        .expect("edit by hand");
+    let event = next(&mut rx, "the edit after the quiet spell").await;
+    assert!(format!("{event:?}").contains("settings"), "{event:?}");
+    watch.stop();
+}
