@@ -152,7 +152,7 @@ async fn a_deployment_is_progressing_while_its_pods_come_up_then_synced() {
 }
 
 #[tokio::test]
-async fn a_statefulset_a_daemonset_and_a_job_roll_out_for_real() {
+async fn a_statefulset_a_daemonset_a_job_and_a_disruption_budget_roll_out_for_real() {
     let cp = control_plane::with_nodes();
     let s = syncer(cp).await;
     let team = unique_name("workloads");
@@ -180,10 +180,18 @@ async fn a_statefulset_a_daemonset_and_a_job_roll_out_for_real() {
         "migrate",
         json!({"backoffLimit": 0, "template": job_pod}),
     ));
+    // Healthy once the disruption controller has counted the pods it guards.
+    objects.push(obj(
+        &team,
+        Applier::Platform,
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+               "metadata": {"name": "db", "namespace": team},
+               "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}}}),
+    ));
     let d = unit_desired(&team, cp.name, &[&team], objects);
     let r = s.sync(&d, "r1").await;
     assert_eq!(r.state, UnitState::Progressing, "{r:?}");
-    assert_eq!(r.not_ready.len(), 3, "{r:?}");
+    assert_eq!(r.not_ready.len(), 4, "{r:?}");
     let r = s
         .wait_healthy(
             r,

@@ -179,14 +179,15 @@ start_nodes() {
   local kcm_port scheduler_port
   kcm_port=$(free_port)
   scheduler_port=$(free_port)
-  # Only the controllers a rollout and a namespace's life need: no node lifecycle (kwok's
-  # nodes send no heartbeats), no service-account tokens (the apiserver runs without the
-  # ServiceAccount admission plugin), no root CA ConfigMap in every namespace.
+  # Only the controllers a rollout, a disruption budget and a namespace's life need: no
+  # node lifecycle (kwok's nodes send no heartbeats), no service-account tokens (the
+  # apiserver runs without the ServiceAccount admission plugin), no root CA ConfigMap in
+  # every namespace.
   "$bin/kube-controller-manager" \
     --kubeconfig="$dir/kube-controller-manager.kubeconfig" \
     --authentication-kubeconfig="$dir/kube-controller-manager.kubeconfig" \
     --authorization-kubeconfig="$dir/kube-controller-manager.kubeconfig" \
-    --controllers=deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,job-controller,garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller \
+    --controllers=deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,job-controller,garbage-collector-controller,namespace-controller,disruption-controller,clusterrole-aggregation-controller \
     --leader-elect=false \
     --secure-port="$kcm_port" \
     --bind-address=127.0.0.1 \

@@ -18,7 +18,6 @@ const RULES: &[(&str, &str, Rule)] = &[
     ("apiextensions.k8s.io", "CustomResourceDefinition", crd),
     ("", "PersistentVolumeClaim", pvc),
     ("", "Service", service),
-    ("networking.k8s.io", "Ingress", ingress),
     ("autoscaling", "HorizontalPodAutoscaler", hpa),
     ("policy", "PodDisruptionBudget", pdb),
 ];
@@ -189,14 +188,6 @@ fn service(v: &Value) -> Health {
         Health::Healthy
     } else {
         Health::Progressing("waiting for the load balancer to assign an address".to_owned())
-    }
-}
-
-fn ingress(v: &Value) -> Health {
-    if has_address(v) {
-        Health::Healthy
-    } else {
-        Health::Progressing("waiting for the ingress controller to assign an address".to_owned())
     }
 }
 
@@ -391,13 +382,13 @@ mod tests {
                 Health::Healthy,
             ),
             (
-                v("networking.k8s.io/v1", "Ingress", json!({}), json!({})),
-                Health::Progressing(
-                    "waiting for the ingress controller to assign an address".into(),
+                // No address yet, and none needed: many ingress controllers never write one.
+                v(
+                    "networking.k8s.io/v1",
+                    "Ingress",
+                    json!({}),
+                    json!({"loadBalancer": {}}),
                 ),
-            ),
-            (
-                v("networking.k8s.io/v1", "Ingress", json!({}), address),
                 Health::Healthy,
             ),
             (
