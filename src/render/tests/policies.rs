@@ -141,7 +141,7 @@ spec:
         - name: app
           image: registry.acme.dev/api:1
         - name: sidecar
-          image: docker.io/envoy:1
+          image: images.elsewhere.example/envoy:1
 ";
     let s = render(
         &with_platform(&platform_with(REGISTRY), &[("teams/a/api.yaml", deploy)]),
@@ -160,7 +160,7 @@ spec:
 
 #[test]
 fn a_deny_on_an_instance_points_at_the_field_its_template_reads() {
-    let web = "apiVersion: pontoon.dev/v1alpha1\nkind: App\nmetadata: {name: web}\nspec:\n  replicas: 2\n  image: docker.io/web:1\n";
+    let web = "apiVersion: pontoon.dev/v1alpha1\nkind: App\nmetadata: {name: web}\nspec:\n  replicas: 2\n  image: images.elsewhere.example/web:1\n";
     let s = render(
         &with_platform(&platform_with(REGISTRY), &[("teams/a/web.yaml", web)]),
         "r",
