@@ -70,33 +70,7 @@ fn repo(teams: usize, policies: &str) -> BTreeMap<String, Vec<u8>> {
         "platform.yaml".into(),
         format!("{base}\n{policies}").into_bytes(),
     );
-    for t in 0..teams {
-        let team = format!("team-{t:04}");
-        files.insert(
-            format!("teams/{team}/team.yaml"),
-            format!(
-                "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  owners: [owner@example.com]\n  namespaces: [{team}]\n  clusters: {{names: [prod]}}\n  quota: {{pods: \"50\"}}\n"
-            )
-            .into_bytes(),
-        );
-        let mut apps = String::new();
-        for i in 0..10 {
-            let doc = match i % 3 {
-                0 => format!(
-                    "apiVersion: pontoon.dev/v1alpha1\nkind: WebService\nmetadata: {{name: web-{i}}}\nspec:\n  image: registry.example.com/{team}/web:{i}.0\n  replicas: 2\n"
-                ),
-                1 => format!(
-                    "apiVersion: pontoon.dev/v1alpha1\nkind: Worker\nmetadata: {{name: worker-{i}}}\nspec:\n  image: registry.example.com/{team}/worker:{i}.0\n  replicas: 2\n  args: [\"--shard\", \"{i}\"]\n"
-                ),
-                _ => format!(
-                    "apiVersion: pontoon.dev/v1alpha1\nkind: Topic\nmetadata: {{name: topic-{i}}}\nspec:\n  partitions: 6\n"
-                ),
-            };
-            apps.push_str("---\n");
-            apps.push_str(&doc);
-        }
-        files.insert(format!("teams/{team}/apps.yaml"), apps.into_bytes());
-    }
+    common::add_teams(&mut files, teams);
     files
 }
 

@@ -118,3 +118,36 @@ fn status_mib(field: &str) -> f64 {
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
+
+/// Adds `teams` teams to a platform repo's `files`, each with ten instances of the
+/// example platform's kinds (web services, workers and topics): the render benchmarks'
+/// load.
+pub fn add_teams(files: &mut std::collections::BTreeMap<String, Vec<u8>>, teams: usize) {
+    for t in 0..teams {
+        let team = format!("team-{t:04}");
+        files.insert(
+            format!("teams/{team}/team.yaml"),
+            format!(
+                "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {team}}}\nspec:\n  owners: [owner@example.com]\n  namespaces: [{team}]\n  clusters: {{names: [prod]}}\n  quota: {{pods: \"50\"}}\n"
+            )
+            .into_bytes(),
+        );
+        let mut apps = String::new();
+        for i in 0..10 {
+            let doc = match i % 3 {
+                0 => format!(
+                    "apiVersion: pontoon.dev/v1alpha1\nkind: WebService\nmetadata: {{name: web-{i}}}\nspec:\n  image: registry.example.com/{team}/web:{i}.0\n  replicas: 2\n"
+                ),
+                1 => format!(
+                    "apiVersion: pontoon.dev/v1alpha1\nkind: Worker\nmetadata: {{name: worker-{i}}}\nspec:\n  image: registry.example.com/{team}/worker:{i}.0\n  replicas: 2\n  args: [\"--shard\", \"{i}\"]\n"
+                ),
+                _ => format!(
+                    "apiVersion: pontoon.dev/v1alpha1\nkind: Topic\nmetadata: {{name: topic-{i}}}\nspec:\n  partitions: 6\n"
+                ),
+            };
+            apps.push_str("---\n");
+            apps.push_str(&doc);
+        }
+        files.insert(format!("teams/{team}/apps.yaml"), apps.into_bytes());
+    }
+}
