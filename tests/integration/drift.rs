@@ -34,20 +34,34 @@ async fn watching(
     cp: &ControlPlane,
     state: &DesiredState,
 ) -> (Arc<DriftWatch>, mpsc::Receiver<DriftEvent>) {
+    let (watch, rx, _) = watching_with_failures(syncer, cp, state).await;
+    (watch, rx)
+}
+
+/// [`watching`], with the drift failures the watches report.
+async fn watching_with_failures(
+    syncer: &Arc<Syncer>,
+    cp: &ControlPlane,
+    state: &DesiredState,
+) -> (
+    Arc<DriftWatch>,
+    mpsc::Receiver<DriftEvent>,
+    mpsc::Receiver<DriftFailure>,
+) {
     let (tx, rx) = mpsc::channel(64);
-    let (failures, _) = mpsc::channel::<DriftFailure>(64);
+    let (failures_tx, failures) = mpsc::channel::<DriftFailure>(64);
     let settings = DriftSettings {
         human_managers: Vec::new(),
         reporter_instance: "drift-tests".into(),
     };
-    let watch = DriftWatch::new(syncer.clone(), tx, failures, &settings);
+    let watch = DriftWatch::new(syncer.clone(), tx, failures_tx, &settings);
     watch
         .ensure(kinds_of(state, &ClusterName(cp.name.into())))
         .await;
     tokio::time::timeout(Duration::from_secs(30), watch.listed())
         .await
         .expect("the drift watches list within 30s");
-    (watch, rx)
+    (watch, rx, failures)
 }
 
 /// A team of its own whose ConfigMaps `control-<n>` are edited by hand after each quiet
@@ -645,19 +659,7 @@ async fn a_quiet_watch_outlives_the_clients_read_timeout() {
     let mut state = DesiredState::default();
     state.units.insert(u.unit.clone(), u);
 
-    let (tx, mut rx) = mpsc::channel(64);
-    let (failures_tx, mut failures) = mpsc::channel::<DriftFailure>(64);
-    let settings = DriftSettings {
-        human_managers: Vec::new(),
-        reporter_instance: "drift-tests".into(),
-    };
-    let watch = DriftWatch::new(syncer.clone(), tx, failures_tx, &settings);
-    watch
-        .ensure(kinds_of(&state, &ClusterName(cp.name.into())))
-        .await;
-    tokio::time::timeout(Duration::from_secs(30), watch.listed())
-        .await
-        .expect("the drift watches list within 30s");
+    let (watch, mut rx, mut failures) = watching_with_failures(&syncer, cp, &state).await;
 
     // Three read timeouts with nothing to report.
     tokio::time::sleep(Duration::from_secs(12)).await;
