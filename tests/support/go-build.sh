@@ -8,6 +8,7 @@
 #   tests/support/go-build.sh nodes           # kube-controller-manager, kube-scheduler, kwok
 #   tests/support/go-build.sh gitea
 #   tests/support/go-build.sh sops            # sops and age-keygen
+#   tests/support/go-build.sh packages        # helm, kustomize, and an OCI registry
 #   tests/support/go-build.sh bin-dir         # prints where the binaries are
 #
 # Binaries are cached under $PONTOON_CACHE (default ~/.cache/pontoon): a second run only
@@ -20,6 +21,9 @@ GITEA_VERSION=1.26.0
 KWOK_VERSION=0.8.0
 SOPS_VERSION=3.13.3
 AGE_VERSION=1.3.2
+HELM_VERSION=4.3.1
+KUSTOMIZE_VERSION=5.8.2
+REGISTRY_VERSION=3.1.2
 
 CACHE=${PONTOON_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pontoon}
 BIN="$CACHE/bin"
@@ -177,11 +181,36 @@ build_sops() {
   ln -sfn "$aout/age-keygen" "$BIN/age-keygen"
 }
 
+# gobuild NAME MODULE VERSION PACKAGE [LDFLAGS]: one binary from its own consumer module.
+gobuild() {
+  local name=$1 module=$2 version=$3 package=$4 ldflags=${5:-}
+  local out="$BIN/$name-${version#v}"
+  if [ ! -x "$out/$name" ]; then
+    local dir="$CACHE/consumers/$name-${version#v}"
+    log "building $name $version"
+    consumer "$dir" "$module" "$version"
+    (cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out.tmp/$name" "$package")
+    rm -rf "$out"; mv "$out.tmp" "$out"
+  fi
+  ln -sfn "$out/$name" "$BIN/$name"
+}
+
+# What charts and overlays are rendered with (helm template, kustomize build), and a real
+# OCI registry (distribution) to serve charts from in the tests.
+build_packages() {
+  gobuild helm helm.sh/helm/v4 "v$HELM_VERSION" helm.sh/helm/v4/cmd/helm \
+    "-X helm.sh/helm/v4/internal/version.version=v$HELM_VERSION"
+  gobuild kustomize sigs.k8s.io/kustomize/kustomize/v5 "v$KUSTOMIZE_VERSION" sigs.k8s.io/kustomize/kustomize/v5
+  gobuild registry github.com/distribution/distribution/v3 "v$REGISTRY_VERSION" \
+    github.com/distribution/distribution/v3/cmd/registry
+}
+
 case "${1:-}" in
   control-plane) build_control_plane ;;
   nodes) build_nodes ;;
   gitea) build_gitea ;;
   sops) build_sops ;;
+  packages) build_packages ;;
   bin-dir) echo "$BIN" ;;
-  *) echo "usage: $0 control-plane|nodes|gitea|sops|bin-dir" >&2; exit 2 ;;
+  *) echo "usage: $0 control-plane|nodes|gitea|sops|packages|bin-dir" >&2; exit 2 ;;
 esac
