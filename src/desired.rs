@@ -20,6 +20,11 @@ mod manifest;
 pub use manifest::{Head, HeadMetadata, Manifest};
 pub mod owner;
 pub use owner::{DEFAULT_OWNER, LABEL_OWNER, Owner};
+pub mod package;
+pub use package::{
+    ClusterCapabilities, ExpandedDocument, Expansion, Expansions, FetchedChart, PackageError,
+    PackageOwner, PackageRequest, PackageSource,
+};
 
 /// Label every object pontoon applies carries.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
