@@ -7,10 +7,15 @@
 
 mod document;
 mod locate;
+mod package;
 mod skipped;
 
 pub use document::{Document, MAX_FILE_BYTES, documents, typed};
 pub use locate::Fields;
+pub use package::{
+    CHART_KIND, ChartDoc, ChartSpec, KUSTOMIZATION_FILES, KustomizeInputs, KustomizeRefError,
+    TeamPackages, join, kustomization_file, kustomize_inputs, resolve,
+};
 pub use skipped::{SkipReason, Skipped};
 
 use std::collections::BTreeMap;
@@ -137,6 +142,11 @@ pub struct PlatformSpec {
     /// an optional expiry date. Written here only: a team's files cannot exempt anything.
     #[serde(default)]
     pub policy_exceptions: Vec<PolicyException>,
+
+    /// The packages a team's folder may hold: Kustomize folders, `kind: Chart` references.
+    /// Their output meets the team's rules like its plain manifests.
+    #[serde(default)]
+    pub team_packages: TeamPackages,
 }
 
 /// The health of every object of one group and kind, e.g. `{group: postgresql.cnpg.io,
@@ -540,5 +550,6 @@ pub fn schemas() -> BTreeMap<&'static str, Value> {
     put("team.schema.json", schemars::schema_for!(Team));
     put("kind.schema.json", schemars::schema_for!(Kind));
     put("instance.schema.json", schemars::schema_for!(Instance));
+    put("chart.schema.json", schemars::schema_for!(ChartDoc));
     out
 }

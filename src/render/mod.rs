@@ -23,6 +23,7 @@ mod health;
 mod instances;
 mod kinds;
 mod manifests;
+mod packages;
 mod platform;
 pub mod policies;
 mod policy_check;
@@ -41,6 +42,7 @@ use crate::model::{self, Skipped};
 
 pub use base::plural;
 pub use instances::merge_override;
+pub use packages::package_requests;
 pub use report::{format_github, format_text};
 pub use secrets::{Decryption, NO_KEYS, REDACTED, is_secret, redacted};
 
@@ -96,6 +98,29 @@ pub fn render_decrypting(
     decryption: Decryption,
     today: Option<jiff::civil::Date>,
 ) -> DesiredState {
+    render_expanded(
+        files,
+        skipped,
+        revision,
+        earlier,
+        decryption,
+        today,
+        &Expansions::new(),
+    )
+}
+
+/// Renders a revision as [`render_decrypting`] does, reading the teams' packages from
+/// `expansions`: the expansions of what [`package_requests`] listed for these files. A
+/// package with no expansion there fails its team (`package-not-expanded`).
+pub fn render_expanded(
+    files: &Files,
+    skipped: &[Skipped],
+    revision: &str,
+    earlier: &NamespaceOwners,
+    decryption: Decryption,
+    today: Option<jiff::civil::Date>,
+    expansions: &Expansions,
+) -> DesiredState {
     let mut state = DesiredState {
         revision: revision.to_owned(),
         // Kept as they were when platform.yaml is broken and nothing renders.
@@ -148,6 +173,7 @@ pub fn render_decrypting(
         health: &health,
         decryption,
         policies: &policies,
+        expansions,
     };
     let mut skipped_by_team = skipped.teams;
     for (name, team_yaml) in team_yamls {

@@ -14,10 +14,10 @@ use super::policies::Policies;
 use super::policy_check::DebtByRule;
 use super::secrets::{self, Decryption, TeamSecrets};
 use super::teams::select_clusters;
-use super::{autoscaling, base, is_manifest_file, platform};
+use super::{autoscaling, base, is_manifest_file, packages, platform};
 use crate::desired::{
-    ClusterName, DesiredObject, Diagnostic, DriftMode, NamespaceOwners, ObjectKey, SourceRef,
-    TeamName, UnitDesired, UnitId,
+    ClusterName, DesiredObject, Diagnostic, DriftMode, Expansions, NamespaceOwners, ObjectKey,
+    SourceRef, TeamName, UnitDesired, UnitId,
 };
 use crate::model::{self, API_VERSION, ClusterDef, Document, GroupKind, Platform, Team, diag};
 use crate::sops::Plain;
@@ -36,6 +36,8 @@ pub(super) struct RevisionContext<'a> {
     pub decryption: Decryption<'a>,
     /// The platform's rules and the exceptions that hold today.
     pub policies: &'a Policies,
+    /// The teams' packages (charts, Kustomize folders) as they were expanded.
+    pub expansions: &'a Expansions,
 }
 
 /// A team that rendered: its units, less those a `deny` rule withholds, and the
@@ -87,11 +89,16 @@ pub(super) fn render_team(
     policy_debt: &mut DebtByRule,
 ) -> Result<TeamUnits, Vec<Diagnostic>> {
     let mut team_render = TeamRender::new(revision, team_name, team, warnings, policy_debt);
+    let packages = packages::scan_team(team_name, files);
     for (path, bytes) in files {
-        if is_manifest_file(path) && !path.ends_with("/team.yaml") {
+        if is_manifest_file(path)
+            && !path.ends_with("/team.yaml")
+            && !packages.package_files.contains(*path)
+        {
             team_render.add_file(path, bytes);
         }
     }
+    team_render.add_packages(packages);
     team_render.into_units()
 }
 
@@ -176,6 +183,8 @@ impl<'a> TeamRender<'a> {
             for item in &items {
                 self.add_document(path, item);
             }
+        } else if packages::is_chart_document(doc) {
+            self.add_chart(path, doc);
         } else if api_version == API_VERSION {
             self.add_instance(path, doc, &kind);
         } else {

@@ -11,6 +11,7 @@ mod autoscaling;
 mod dependencies;
 mod health;
 mod kubectl;
+mod packages;
 mod policies;
 mod secrets;
 
