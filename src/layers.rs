@@ -12,6 +12,7 @@ const RULES: &[(&str, &[&str])] = &[
         &[
             "crate::cluster",
             "crate::config",
+            "crate::expand",
             "crate::daemon",
             "crate::sync",
             "crate::drift",
@@ -94,6 +95,20 @@ const RULES: &[(&str, &[&str])] = &[
             "crate::config",
             "crate::daemon",
             "crate::model",
+            "crate::render",
+            "crate::sync",
+            "crate::drift",
+            "crate::status",
+            "crate::server",
+            "crate::source",
+        ],
+    ),
+    (
+        "expand",
+        &[
+            "crate::cluster",
+            "crate::config",
+            "crate::daemon",
             "crate::render",
             "crate::sync",
             "crate::drift",

@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod desired;
 pub mod drift;
+pub mod expand;
 pub mod model;
 pub mod render;
 pub mod server;
