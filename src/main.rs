@@ -308,11 +308,16 @@ fn read_repo(repo: &Path) -> anyhow::Result<pontoon::source::Snapshot> {
 
 /// Renders a folder read as a snapshot, the entries it did not read included.
 /// SOPS files are decrypted with `keys`, or without keys only checked.
+/// Charts and Kustomize folders are expanded with the tools `packages` names, with no
+/// cluster to ask.
 fn render_snapshot(
     snapshot: &pontoon::source::Snapshot,
     keys: Option<&pontoon::sops::Keyring>,
+    packages: &pontoon::config::PackagesConfig,
 ) -> pontoon::desired::DesiredState {
-    pontoon::render::render_decrypting(
+    let expansions =
+        pontoon::daemon::packages::Packages::offline(packages).expand_blocking(&snapshot.files);
+    pontoon::render::render_expanded(
         &snapshot.files,
         &snapshot.skipped,
         &snapshot.revision,
@@ -322,6 +327,7 @@ fn render_snapshot(
             pontoon::render::Decryption::Keys,
         ),
         Some(pontoon::daemon::poll_and_render::today()),
+        &expansions,
     )
 }
 
@@ -342,11 +348,14 @@ fn render_cmd(
     show_secrets: bool,
 ) -> anyhow::Result<ExitCode> {
     let snapshot = read_repo(repo)?;
-    let keys = match config {
-        Some(c) => Some(load_config(c)?.decryption.keyring()?),
-        None => None,
+    let (keys, packages) = match config {
+        Some(c) => {
+            let config = load_config(c)?;
+            (Some(config.decryption.keyring()?), config.packages)
+        }
+        None => (None, Default::default()),
     };
-    let state = render_snapshot(&snapshot, keys.as_ref());
+    let state = render_snapshot(&snapshot, keys.as_ref(), &packages);
     for d in state.diagnostics.iter() {
         eprintln!("{d}");
     }
@@ -374,7 +383,7 @@ fn render_cmd(
 
 fn validate_cmd(repo: &Path, format: Format) -> anyhow::Result<ExitCode> {
     let snapshot = read_repo(repo)?;
-    let state = render_snapshot(&snapshot, None);
+    let state = render_snapshot(&snapshot, None, &Default::default());
     match format {
         Format::Text => {
             print!("{}", pontoon::render::format_text(&state.diagnostics));
@@ -494,8 +503,15 @@ async fn sync_once(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     let syncers = pontoon::daemon::connect(&config).await?;
     let owners = pontoon::daemon::poll_and_render::namespace_owners(&syncers).await;
     let keys = pontoon::daemon::poll_and_render::load_keys(&config.decryption).await?;
-    let state =
-        pontoon::daemon::poll_and_render::render(snapshot, owners, &config.sync.owner, &keys).await;
+    let packages = pontoon::daemon::packages::Packages::new(&config.packages, &syncers);
+    let state = pontoon::daemon::poll_and_render::render(
+        snapshot,
+        owners,
+        &config.sync.owner,
+        &keys,
+        &packages,
+    )
+    .await;
     for d in &state.diagnostics {
         eprintln!("{d}");
     }
@@ -583,8 +599,15 @@ async fn plan_cmd(
     let syncers = pontoon::daemon::connect(&config).await?;
     let owners = pontoon::daemon::poll_and_render::namespace_owners(&syncers).await;
     let keys = pontoon::daemon::poll_and_render::load_keys(&config.decryption).await?;
-    let state =
-        pontoon::daemon::poll_and_render::render(snapshot, owners, &config.sync.owner, &keys).await;
+    let packages = pontoon::daemon::packages::Packages::new(&config.packages, &syncers);
+    let state = pontoon::daemon::poll_and_render::render(
+        snapshot,
+        owners,
+        &config.sync.owner,
+        &keys,
+        &packages,
+    )
+    .await;
     for d in &state.diagnostics {
         eprintln!("{d}");
     }

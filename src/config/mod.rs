@@ -121,6 +121,32 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// The age keys that decrypt SOPS files (none: an encrypted file fails its team).
     pub decryption: DecryptionConfig,
+    pub packages: PackagesConfig,
+}
+
+/// `packages`: how charts and Kustomize folders are expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackagesConfig {
+    /// The `helm` binary; default `helm` on `PATH`.
+    pub helm: PathBuf,
+    /// The `kustomize` binary; default `kustomize` on `PATH`.
+    pub kustomize: PathBuf,
+    /// How long one `helm template` or `kustomize build` may run; default 60s.
+    pub timeout: Duration,
+    /// How many expansions are kept to be reused while their inputs do not change;
+    /// default 4096.
+    pub cache_entries: usize,
+}
+
+impl Default for PackagesConfig {
+    fn default() -> Self {
+        PackagesConfig {
+            helm: PathBuf::from("helm"),
+            kustomize: PathBuf::from("kustomize"),
+            timeout: Duration::from_secs(60),
+            cache_entries: 4096,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -31,6 +31,19 @@ pub(super) struct RawConfig {
     pub(super) shutdown_timeout: Option<HumanDuration>,
     #[serde(default)]
     pub(super) decryption: Option<RawDecryption>,
+
+    #[serde(default)]
+    pub(super) packages: RawPackages,
+}
+
+/// `packages`: the tools charts and Kustomize folders are expanded with.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawPackages {
+    pub(super) helm: Option<PathBuf>,
+    pub(super) kustomize: Option<PathBuf>,
+    pub(super) timeout: Option<HumanDuration>,
+    pub(super) cache_entries: Option<usize>,
 }
 
 /// `decryption`: the age keys, each `{file: PATH}` or `{env: NAME}`.

@@ -77,6 +77,23 @@ impl<'a> Validator<'a> {
         });
     }
 
+    /// `packages`, each field defaulted; a tool named by a path (not a bare name looked
+    /// up on `PATH`) is resolved like every path of the file.
+    fn packages(&self, raw: super::raw::RawPackages) -> super::PackagesConfig {
+        let default = super::PackagesConfig::default();
+        let tool = |p: Option<PathBuf>, default: PathBuf| match p {
+            Some(p) if p.components().count() > 1 || p.starts_with("~") => self.resolve(&p),
+            Some(p) => p,
+            None => default,
+        };
+        super::PackagesConfig {
+            helm: tool(raw.helm, default.helm),
+            kustomize: tool(raw.kustomize, default.kustomize),
+            timeout: raw.timeout.map_or(default.timeout, |d| d.0),
+            cache_entries: raw.cache_entries.unwrap_or(default.cache_entries).max(1),
+        }
+    }
+
     fn resolve(&self, p: &Path) -> PathBuf {
         let expanded = match p.strip_prefix("~") {
             Ok(rest) => match std::env::var_os("HOME") {
@@ -175,6 +192,7 @@ impl<'a> Validator<'a> {
                     .shutdown_timeout
                     .map_or(DEFAULT_SHUTDOWN_TIMEOUT, |d| d.0),
                 decryption,
+                packages: self.packages(raw.packages),
             })
         } else {
             self.problems.sort_by_key(|p| (p.line, p.column));

@@ -39,6 +39,8 @@ pub struct Gatekeeper {
     history: Option<History>,
     /// The age keys that older revision's SOPS files are decrypted with.
     keys: Arc<Keyring>,
+    /// How that older revision's packages are expanded.
+    packages: Arc<super::packages::Packages>,
     owner: Owner,
     syncers: BTreeMap<ClusterName, Arc<Syncer>>,
     /// Units whose running revision a restore is looking for or found.
@@ -48,7 +50,11 @@ pub struct Gatekeeper {
 impl Gatekeeper {
     pub fn new(
         (metrics, statuses, board): (Arc<Metrics>, Option<Arc<Notifier>>, Arc<Board>),
-        (history, keys): (Option<History>, Arc<Keyring>),
+        (history, keys, packages): (
+            Option<History>,
+            Arc<Keyring>,
+            Arc<super::packages::Packages>,
+        ),
         owner: Owner,
         syncers: BTreeMap<ClusterName, Arc<Syncer>>,
     ) -> Gatekeeper {
@@ -60,6 +66,7 @@ impl Gatekeeper {
             board,
             history,
             keys,
+            packages,
             owner,
             syncers,
             restoring: Mutex::new(BTreeSet::new()),
@@ -201,6 +208,7 @@ impl Gatekeeper {
                 state.namespace_owners.clone(),
                 &self.owner,
                 &self.keys,
+                &self.packages,
             )
             .await;
             old.units.get(unit).cloned()

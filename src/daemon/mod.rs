@@ -13,6 +13,7 @@ mod drift_handling;
 mod gatekeeper;
 pub mod leader;
 pub mod metrics;
+pub mod packages;
 pub mod poll_and_render;
 pub mod pull_request_plans;
 pub mod rollout;
@@ -48,6 +49,8 @@ pub struct Inputs {
     pub history: Option<crate::source::History>,
     /// The age keys such an older revision is rendered with, as the newest one is.
     pub keys: Arc<crate::sops::Keyring>,
+    /// How the packages of such an older revision are expanded.
+    pub packages: Arc<packages::Packages>,
 }
 
 /// Handles a caller (tests, `main`) keeps on a running daemon.
@@ -154,7 +157,11 @@ pub async fn run_with(
     let leadership = Leadership::start(&config, &syncers, stop_rx.clone())?;
     let gate = Arc::new(gatekeeper::Gatekeeper::new(
         (metrics.clone(), statuses.clone(), board.clone()),
-        (inputs.history.clone(), inputs.keys.clone()),
+        (
+            inputs.history.clone(),
+            inputs.keys.clone(),
+            inputs.packages.clone(),
+        ),
         config.sync.owner.clone(),
         syncers.clone(),
     ));
@@ -339,6 +346,7 @@ pub async fn run_from_source(
     };
     let history = source.history();
     let keys = poll_and_render::load_keys(&config.decryption).await?;
+    let packages = Arc::new(packages::Packages::new(&config.packages, &handles.syncers));
     let (desired_tx, desired_rx) = watch::channel(None);
     // Pull-request plans, for a Git source: planned wherever the webhook lands (they
     // only read), posted when commit statuses are configured.
@@ -352,7 +360,7 @@ pub async fn run_from_source(
                 handles.statuses.clone(),
                 desired_rx.clone(),
                 rx,
-                keys.clone(),
+                (keys.clone(), packages.clone()),
             ));
             (Some(tx), Some(task))
         }
@@ -378,6 +386,7 @@ pub async fn run_from_source(
             namespace_owners: owners,
             owner: config.sync.owner.clone(),
             keys: keys.clone(),
+            packages: packages.clone(),
         },
     ));
     let result = run_with(
@@ -387,6 +396,7 @@ pub async fn run_from_source(
             routes,
             history,
             keys,
+            packages,
         },
         handles,
         shutdown,

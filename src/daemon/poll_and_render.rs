@@ -114,19 +114,22 @@ pub async fn render(
     earlier: NamespaceOwners,
     owner: &Owner,
     keys: &Arc<Keyring>,
+    packages: &super::packages::Packages,
 ) -> DesiredState {
+    let expansions = packages.expand(&snapshot).await;
     let revision = snapshot.revision.clone();
     let kept = earlier.clone();
     let owner = owner.clone();
     let keys = keys.clone();
     tokio::task::spawn_blocking(move || {
-        let mut state = crate::render::render_decrypting(
+        let mut state = crate::render::render_expanded(
             &snapshot.files,
             &snapshot.skipped,
             &snapshot.revision,
             &earlier,
             crate::render::Decryption::Keys(&keys),
             Some(today()),
+            &expansions,
         );
         owner.stamp_state(&mut state);
         for skipped in &snapshot.skipped {
@@ -240,6 +243,8 @@ pub struct RenderStart {
     pub owner: Owner,
     /// The age keys SOPS files are decrypted with.
     pub keys: Arc<Keyring>,
+    /// How the packages of each revision are expanded.
+    pub packages: Arc<super::packages::Packages>,
 }
 
 /// Polls until `stop` turns true, publishing each new render on `out`.
@@ -252,7 +257,12 @@ pub async fn poll_loop(
     mut stop: watch::Receiver<bool>,
     start: RenderStart,
 ) {
-    let (mut owners, owner, keys) = (start.namespace_owners, start.owner, start.keys);
+    let (mut owners, owner, keys, packages) = (
+        start.namespace_owners,
+        start.owner,
+        start.keys,
+        start.packages,
+    );
     let mut tick = tokio::time::interval(cfg.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut current: Option<String> = None;
@@ -290,7 +300,7 @@ pub async fn poll_loop(
             tracing::warn!(revision = %snapshot.revision, "the tracked ref moved to a commit that does not descend from the last one (force push or rollback)");
         }
         tracing::info!(revision = %snapshot.revision, author = %snapshot.author, message = %snapshot.message, "new revision");
-        let state = render(snapshot, owners, &owner, &keys).await;
+        let state = render(snapshot, owners, &owner, &keys, &packages).await;
         owners = state.namespace_owners.clone();
         let errors = state
             .diagnostics

@@ -29,7 +29,7 @@ pub async fn plan_pull_requests(
     statuses: Option<Arc<Notifier>>,
     desired: watch::Receiver<Option<Arc<DesiredState>>>,
     mut requests: mpsc::Receiver<PullRequest>,
-    keys: Arc<Keyring>,
+    (keys, packages): (Arc<Keyring>, Arc<super::packages::Packages>),
 ) {
     while let Some(first) = requests.recv().await {
         let mut batch: BTreeMap<u64, PullRequest> = BTreeMap::new();
@@ -55,7 +55,9 @@ pub async fn plan_pull_requests(
                 Some(o) => o,
                 None => super::poll_and_render::namespace_owners(&syncers).await,
             };
-            let status = plan_pull_request(&target, &syncers, &clusters, &pr, owners, &keys).await;
+            let status =
+                plan_pull_request(&target, &syncers, &clusters, &pr, owners, &keys, &packages)
+                    .await;
             post(status);
         }
     }
@@ -71,6 +73,7 @@ pub async fn plan_pull_request(
     pr: &PullRequest,
     owners: NamespaceOwners,
     keys: &Arc<Keyring>,
+    packages: &super::packages::Packages,
 ) -> Status {
     let fetched = {
         let (t, r, s) = (target.clone(), pr.head_ref.clone(), pr.sha.clone());
@@ -88,8 +91,14 @@ pub async fn plan_pull_request(
         Err(e) => return Status::plan(&pr.sha, State::Error, format!("fetch task failed: {e}")),
     };
     let owner = syncers.values().next().map(|s| s.owner().clone());
-    let state =
-        super::poll_and_render::render(snapshot, owners, &owner.unwrap_or_default(), keys).await;
+    let state = super::poll_and_render::render(
+        snapshot,
+        owners,
+        &owner.unwrap_or_default(),
+        keys,
+        packages,
+    )
+    .await;
     if let Some(description) = render_errors(&state) {
         return Status::plan(&pr.sha, State::Failure, description);
     }

@@ -213,6 +213,7 @@ async fn pull_request_plans_dry_run_only_what_they_change_and_name_a_held_unit()
         owners.clone(),
         &pontoon::desired::Owner::default(),
         &Default::default(),
+        &Default::default(),
     )
     .await;
     for unit in state.units.values() {
@@ -233,6 +234,7 @@ async fn pull_request_plans_dry_run_only_what_they_change_and_name_a_held_unit()
                 &[cp.name.to_owned()],
                 &pr,
                 owners,
+                &Default::default(),
                 &Default::default(),
             )
             .await

@@ -1,0 +1,177 @@
+//! The wiring of packages: the requests render lists for a revision, each cluster's
+//! capabilities (its version and API versions, from discovery, asked once and kept), the
+//! expansion off the async runtime, and the render that reads the expansions. The
+//! daemon's renders, `pontoon plan`, `sync --once`, pull-request plans, `render` and
+//! `validate` all go through here, so all of them cover packages.
+//!
+//! Remote charts (HTTP chart repositories, OCI registries) are not fetched here yet:
+//! their requests fail with a clear error until the source side fetches them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::PackagesConfig;
+use crate::desired::{ClusterCapabilities, ClusterName, Expansions, PackageRequest};
+use crate::expand::{ExpandConfig, Expander};
+use crate::source::Snapshot;
+use crate::sync::Syncer;
+
+/// How long a cluster's capabilities are kept before discovery is asked again.
+const CAPABILITIES_TTL: Duration = Duration::from_secs(600);
+/// How long discovery may take before a cluster's packages render without it.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Default for Packages {
+    /// The default tools, from `PATH`, and no cluster to ask.
+    fn default() -> Self {
+        Packages::offline(&PackagesConfig::default())
+    }
+}
+
+/// The expander and what each cluster says about itself.
+pub struct Packages {
+    expander: Arc<Expander>,
+    syncers: BTreeMap<ClusterName, Arc<Syncer>>,
+    capabilities: Mutex<BTreeMap<ClusterName, (Instant, ClusterCapabilities)>>,
+}
+
+impl Packages {
+    /// Packages expanded with the config's tools, each chart with its cluster's
+    /// capabilities as one of `syncers` discovers them.
+    pub fn new(config: &PackagesConfig, syncers: &BTreeMap<ClusterName, Arc<Syncer>>) -> Self {
+        Packages {
+            expander: Arc::new(Expander::new(ExpandConfig {
+                helm: config.helm.clone(),
+                kustomize: config.kustomize.clone(),
+                timeout: config.timeout,
+                cache_entries: config.cache_entries,
+            })),
+            syncers: syncers.clone(),
+            capabilities: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Packages expanded with no cluster to ask (`render`, `validate`): helm's defaults
+    /// stand for the cluster's version and API versions.
+    pub fn offline(config: &PackagesConfig) -> Self {
+        Packages::new(config, &BTreeMap::new())
+    }
+
+    /// How many times a tool has run (cache hits not counted).
+    pub fn runs(&self) -> u64 {
+        self.expander.runs()
+    }
+
+    /// Expands what `snapshot` asks for, off the async runtime.
+    pub async fn expand(&self, snapshot: &Arc<Snapshot>) -> Expansions {
+        let requests = {
+            let snapshot = snapshot.clone();
+            match tokio::task::spawn_blocking(move || {
+                crate::render::package_requests(&snapshot.files)
+            })
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "listing packages failed");
+                    return Expansions::new();
+                }
+            }
+        };
+        if requests.is_empty() {
+            return Expansions::new();
+        }
+        let capabilities = self.capabilities(&requests).await;
+        let expander = self.expander.clone();
+        let snapshot = snapshot.clone();
+        tokio::task::spawn_blocking(move || {
+            expander.expand(&snapshot.files, &requests, &capabilities, &BTreeMap::new())
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "expanding packages failed");
+            Expansions::new()
+        })
+    }
+
+    /// Expands what `files` asks for on this thread, with no cluster's capabilities: for
+    /// the commands that read a folder and nothing else.
+    pub fn expand_blocking(&self, files: &BTreeMap<String, Vec<u8>>) -> Expansions {
+        let requests = crate::render::package_requests(files);
+        self.expander
+            .expand(files, &requests, &BTreeMap::new(), &BTreeMap::new())
+    }
+
+    /// The capabilities of every cluster a request targets: kept ones while fresh, else
+    /// discovery's answer; a cluster that does not answer renders with the ones it gave
+    /// last (or helm's defaults), and says so.
+    async fn capabilities(
+        &self,
+        requests: &[PackageRequest],
+    ) -> BTreeMap<ClusterName, ClusterCapabilities> {
+        let mut wanted: Vec<&ClusterName> = requests
+            .iter()
+            .filter(|r| r.source.is_chart())
+            .map(|r| &r.cluster)
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        let mut out = BTreeMap::new();
+        for cluster in wanted {
+            let kept = self
+                .lock()
+                .get(cluster)
+                .filter(|(at, _)| at.elapsed() < CAPABILITIES_TTL)
+                .map(|(_, c)| c.clone());
+            if let Some(c) = kept {
+                out.insert(cluster.clone(), c);
+                continue;
+            }
+            let Some(syncer) = self.syncers.get(cluster) else {
+                continue;
+            };
+            match tokio::time::timeout(DISCOVERY_TIMEOUT, discover(syncer.client())).await {
+                Ok(Ok(c)) => {
+                    self.lock()
+                        .insert(cluster.clone(), (Instant::now(), c.clone()));
+                    out.insert(cluster.clone(), c);
+                }
+                failed => {
+                    let why = match failed {
+                        Ok(Err(e)) => crate::describe(&e),
+                        _ => format!("no answer within {DISCOVERY_TIMEOUT:?}"),
+                    };
+                    tracing::warn!(%cluster, error = %why, "cannot read the cluster's version and API versions for its charts");
+                    if let Some((_, c)) = self.lock().get(cluster) {
+                        out.insert(cluster.clone(), c.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<ClusterName, (Instant, ClusterCapabilities)>> {
+        self.capabilities.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A cluster's version and every group/version it serves.
+async fn discover(client: &kube::Client) -> Result<ClusterCapabilities, kube::Error> {
+    let version = client.apiserver_version().await?;
+    let core = client.list_core_api_versions().await?;
+    let groups = client.list_api_groups().await?;
+    let mut api_versions: Vec<String> = core.versions;
+    for group in groups.groups {
+        api_versions.extend(group.versions.into_iter().map(|v| v.group_version));
+    }
+    api_versions.sort();
+    api_versions.dedup();
+    Ok(ClusterCapabilities {
+        kube_version: version.git_version,
+        api_versions,
+    })
+}
