@@ -27,6 +27,7 @@ mod leader;
 mod manifests;
 mod namespaces;
 mod owners;
+mod packages;
 mod page;
 mod plans;
 mod policies;
