@@ -10,9 +10,10 @@
 //! and no error message ever repeats a secret's value.
 //!
 //! Files: `raw` the document as written, `validation` the checks that turn it into a
-//! [`Config`], `secrets` references to secrets and their reading, `durations` the way
-//! durations are written.
+//! [`Config`], `charts` reaching chart repositories and registries, `secrets` references
+//! to secrets and their reading, `durations` the way durations are written.
 
+mod charts;
 mod decryption;
 mod durations;
 mod raw;
@@ -28,6 +29,7 @@ use serde::Deserialize;
 
 /// Names the platform repo shares with the daemon's config.
 pub use crate::desired::{DEFAULT_NAMESPACE, DEFAULT_OWNER, Owner, is_dns_label};
+pub use charts::{ChartHost, ChartsConfig, DEFAULT_CHART_TIMEOUT};
 pub use decryption::{DecryptionConfig, KeyringError};
 pub use durations::HumanDuration;
 pub use secrets::{Secret, SecretError, SecretRef};
@@ -121,6 +123,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// The age keys that decrypt SOPS files (none: an encrypted file fails its team).
     pub decryption: DecryptionConfig,
+    /// How remote charts are reached: time limit, per-host credentials and plain HTTP.
+    pub charts: ChartsConfig,
     pub packages: PackagesConfig,
 }
 

@@ -31,6 +31,9 @@ pub(super) struct RawConfig {
     pub(super) shutdown_timeout: Option<HumanDuration>,
     #[serde(default)]
     pub(super) decryption: Option<RawDecryption>,
+    /// `charts`: reaching chart repositories and registries.
+    #[serde(default)]
+    pub(super) charts: Option<super::charts::RawCharts>,
 
     #[serde(default)]
     pub(super) packages: RawPackages,

@@ -296,6 +296,7 @@ fn the_shipped_example_config_is_valid() {
         "webhook/secret",
         "kubeconfigs/staging",
         "forge/token",
+        "charts/password",
     ] {
         let p = root.join(file);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
@@ -313,6 +314,7 @@ fn the_shipped_example_config_is_valid() {
         cfg.commit_status.as_ref().map(|c| c.provider),
         Some(Provider::Gitea)
     );
+    assert_eq!(cfg.charts.hosts.len(), 1);
 }
 
 #[test]

@@ -51,7 +51,7 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn problem<T>(
+    pub(super) fn problem<T>(
         &mut self,
         at: &Spanned<T>,
         field: impl Into<String>,
@@ -124,7 +124,7 @@ impl<'a> Validator<'a> {
         resolved
     }
 
-    fn check_secret(&mut self, at: &Spanned<SecretRef>, field: &str) -> SecretRef {
+    pub(super) fn check_secret(&mut self, at: &Spanned<SecretRef>, field: &str) -> SecretRef {
         match &at.value {
             SecretRef::File(p) => {
                 let resolved = self.resolve(p);
@@ -169,6 +169,7 @@ impl<'a> Validator<'a> {
             }
         });
         let decryption = self.decryption(raw.decryption);
+        let charts = self.charts(raw.charts, &source.cache_dir);
         let log = LogConfig {
             format: raw.log.format,
             level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
@@ -193,6 +194,7 @@ impl<'a> Validator<'a> {
                     .map_or(DEFAULT_SHUTDOWN_TIMEOUT, |d| d.0),
                 decryption,
                 packages: self.packages(raw.packages),
+                charts,
             })
         } else {
             self.problems.sort_by_key(|p| (p.line, p.column));
