@@ -5,7 +5,11 @@
 //! The source never runs libgit2 or a file walk on the async runtime: each poll is one
 //! `spawn_blocking` job returning an owned result. It keeps the last good snapshot, so a
 //! remote that is down (or a ref that vanished) keeps the clusters on what they have.
+//!
+//! `charts` fetches the remote charts a revision pins (chart repositories, OCI
+//! registries) into a cache by digest, so rendering them needs no network.
 
+pub mod charts;
 pub mod dir;
 pub mod git;
 pub mod webhook;

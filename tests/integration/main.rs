@@ -7,6 +7,7 @@ mod support;
 mod adoption;
 mod alerts;
 mod big_inventory;
+mod charts;
 mod cli;
 mod clusters;
 mod control_plane;

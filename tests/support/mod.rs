@@ -13,5 +13,6 @@ pub mod gitea;
 pub mod inventory;
 pub mod npm;
 pub mod prism;
+pub mod registry;
 pub mod script;
 pub mod slow_link;

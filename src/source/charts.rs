@@ -1,0 +1,378 @@
+//! Remote charts: fetched from HTTP chart repositories (`index` submodule) and OCI
+//! registries (`oci`), verified by digest, and kept in a cache so that a render never
+//! needs the network.
+//!
+//! The cache, under `<cacheDir>/charts/`:
+//! * `sha256-<hex>.tgz` — an archive, named by the digest it was verified against;
+//! * `pins/<hash>.json` — a pin (repository, chart, version; or reference, version,
+//!   digest) and the digest of the archive it gave;
+//! * `index/<hash>.yaml` and `.etag` — a repository's last index and its ETag.
+//!
+//! Invariants: a pin seen before is served from the cache with no request at all (a pin
+//! is a version, and the archive it gave was verified); an archive is stored only after
+//! its digest was checked, and a pin only after its archive, each written whole (temp
+//! file, then rename), so a failed fetch leaves the cache as it was. A failure is the
+//! error of that one chart. No file work runs on the async runtime.
+
+mod http;
+mod index;
+mod oci;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::Digest as _;
+
+use crate::config::ChartsConfig;
+use crate::desired::{FetchedChart, PackageSource};
+
+/// Why one chart could not be fetched: the chart, then the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{chart}: {reason}")]
+pub struct ChartError {
+    /// `chart podinfo 6.1.0 from https://…` or `chart oci://…/podinfo 6.1.0`.
+    pub chart: String,
+    pub reason: FetchError,
+}
+
+/// What went wrong fetching a chart. Never holds a secret or a URL's credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("not a remote chart (a folder of the platform repo is read from the revision)")]
+    NotRemote,
+    #[error("{0}")]
+    Refused(String),
+    #[error("request to {url} failed: {message}")]
+    Transport { url: String, message: String },
+    #[error("{url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url} sent more than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    #[error("authentication: {0}")]
+    Auth(String),
+    #[error("credentials: {0}")]
+    Credentials(String),
+    #[error("{0}")]
+    Index(String),
+    #[error("{0}")]
+    NotHelm(String),
+    #[error("digest mismatch: {what} is {actual}, but {expected} was expected")]
+    Digest {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("cache {}: {message}", path.display())]
+    Cache { path: PathBuf, message: String },
+}
+
+/// Fetches remote charts into the cache, each pin once.
+pub struct ChartFetcher {
+    http: http::Http,
+    dir: PathBuf,
+    /// Pins served in this process, with their verified archive.
+    known: Mutex<HashMap<String, FetchedChart>>,
+    /// One fetch per pin at a time: a second waits and then finds the first's archive.
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A remote chart and the pin that names it.
+enum Remote<'a> {
+    Repository {
+        url: &'a str,
+        chart: &'a str,
+        version: &'a str,
+    },
+    Oci {
+        reference: &'a str,
+        version: &'a str,
+        digest: Option<&'a str>,
+    },
+}
+
+impl Remote<'_> {
+    /// Equal for the same pin, different for any change to it.
+    fn pin(&self) -> String {
+        match self {
+            Remote::Repository {
+                url,
+                chart,
+                version,
+            } => format!("repository {} {chart} {version}", url.trim_end_matches('/')),
+            Remote::Oci {
+                reference,
+                version,
+                digest,
+            } => format!("oci {reference} {version} {}", digest.unwrap_or("-")),
+        }
+    }
+}
+
+/// What a fetch downloaded: the archive, and its digest, already verified.
+struct Downloaded {
+    bytes: Vec<u8>,
+    sha256_hex: String,
+}
+
+impl ChartFetcher {
+    pub fn new(config: &ChartsConfig) -> Result<ChartFetcher, FetchError> {
+        Ok(ChartFetcher {
+            http: http::Http::new(config)?,
+            dir: config.cache_dir.join("charts"),
+            known: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The chart `source` pins, from the cache when this pin was fetched before (no
+    /// request), else fetched, verified and stored.
+    pub async fn fetch(&self, source: &PackageSource) -> Result<FetchedChart, ChartError> {
+        let fail = |reason| ChartError {
+            chart: source.to_string(),
+            reason,
+        };
+        let remote = match source {
+            PackageSource::ChartRepository {
+                url,
+                chart,
+                version,
+            } => Remote::Repository {
+                url,
+                chart,
+                version,
+            },
+            PackageSource::ChartOci {
+                reference,
+                version,
+                digest,
+            } => Remote::Oci {
+                reference,
+                version,
+                digest: digest.as_deref(),
+            },
+            PackageSource::ChartFolder { .. } | PackageSource::Kustomize { .. } => {
+                return Err(fail(FetchError::NotRemote));
+            }
+        };
+        let pin = remote.pin();
+        let lock = {
+            let mut fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+            fetching.entry(pin.clone()).or_default().clone()
+        };
+        let _one_at_a_time = lock.lock().await;
+        if let Some(found) = self.cached(&pin).await {
+            return Ok(found);
+        }
+        let downloaded = match remote {
+            Remote::Repository {
+                url,
+                chart,
+                version,
+            } => index::fetch(&self.http, &self.dir, url, chart, version).await,
+            Remote::Oci {
+                reference,
+                version,
+                digest,
+            } => oci::fetch(&self.http, reference, version, digest).await,
+        }
+        .map_err(fail)?;
+        let fetched = self.store(&pin, downloaded).await.map_err(fail)?;
+        self.remember(&pin, &fetched);
+        Ok(fetched)
+    }
+
+    fn remember(&self, pin: &str, fetched: &FetchedChart) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known.insert(pin.to_owned(), fetched.clone());
+    }
+
+    /// The archive a pin gave before: known in this process, or recorded on disk with an
+    /// archive that still has its digest (anything else is fetched again).
+    async fn cached(&self, pin: &str) -> Option<FetchedChart> {
+        let known = {
+            let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            known.get(pin).cloned()
+        };
+        if let Some(found) = known.filter(|f| f.archive.is_file()) {
+            return Some(found);
+        }
+        let (dir, pin_owned) = (self.dir.clone(), pin.to_owned());
+        let found = tokio::task::spawn_blocking(move || read_pin(&dir, &pin_owned))
+            .await
+            .ok()
+            .flatten()?;
+        self.remember(pin, &found);
+        Some(found)
+    }
+
+    /// Writes the archive, then the pin, each whole.
+    async fn store(&self, pin: &str, d: Downloaded) -> Result<FetchedChart, FetchError> {
+        let (dir, pin) = (self.dir.clone(), pin.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let archive = archive_path(&dir, &d.sha256_hex);
+            write_whole(&archive, &d.bytes)?;
+            let fetched = FetchedChart {
+                archive,
+                digest: format!("sha256:{}", d.sha256_hex),
+            };
+            let record = serde_json::json!({"pin": pin, "digest": fetched.digest});
+            write_whole(&pin_path(&dir, &pin), record.to_string().as_bytes())?;
+            Ok(fetched)
+        })
+        .await
+        .map_err(|e| FetchError::Cache {
+            path: self.dir.clone(),
+            message: format!("store task failed: {e}"),
+        })?
+    }
+}
+
+fn archive_path(dir: &Path, sha256_hex: &str) -> PathBuf {
+    dir.join(format!("sha256-{sha256_hex}.tgz"))
+}
+
+/// A short stable file name for a key (a pin or a URL).
+fn hashed_name(key: &str) -> String {
+    hex::encode(&sha2::Sha256::digest(key.as_bytes())[..16])
+}
+
+fn pin_path(dir: &Path, pin: &str) -> PathBuf {
+    dir.join("pins").join(format!("{}.json", hashed_name(pin)))
+}
+
+/// The archive a pin recorded, if its file is there and still has its digest.
+fn read_pin(dir: &Path, pin: &str) -> Option<FetchedChart> {
+    let text = std::fs::read(pin_path(dir, pin)).ok()?;
+    let record: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    if record.get("pin")?.as_str()? != pin {
+        return None;
+    }
+    let hex = record.get("digest")?.as_str()?.strip_prefix("sha256:")?;
+    let archive = archive_path(dir, hex);
+    let bytes = std::fs::read(&archive).ok()?;
+    (sha256_hex(&bytes) == hex).then(|| FetchedChart {
+        archive,
+        digest: format!("sha256:{hex}"),
+    })
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Writes a file whole: a temp file beside it, then a rename.
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
+    let cache = |e: std::io::Error| FetchError::Cache {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(cache)?;
+    }
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(cache)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        cache(e)
+    })
+}
+
+/// Checks downloaded bytes against the digest they were promised (`sha256:<hex>` or bare
+/// hex, as chart repository indexes write it).
+fn verify(what: &str, bytes: &[u8], expected: &str) -> Result<String, FetchError> {
+    let want = expected.strip_prefix("sha256:").unwrap_or(expected);
+    if want.len() != 64 || !want.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(FetchError::Refused(format!(
+            "{what}: {expected:?} is not a sha256 digest (the only algorithm pontoon verifies)"
+        )));
+    }
+    let actual = sha256_hex(bytes);
+    if actual.eq_ignore_ascii_case(want) {
+        Ok(actual)
+    } else {
+        Err(FetchError::Digest {
+            what: what.to_owned(),
+            expected: format!("sha256:{}", want.to_ascii_lowercase()),
+            actual: format!("sha256:{actual}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pin_changes_with_any_of_its_parts() {
+        let a = Remote::Oci {
+            reference: "oci://r.internal/c/app",
+            version: "1.0.0",
+            digest: None,
+        };
+        let b = Remote::Oci {
+            reference: "oci://r.internal/c/app",
+            version: "1.0.0",
+            digest: Some("sha256:00"),
+        };
+        let c = Remote::Repository {
+            url: "https://r.internal/charts/",
+            chart: "app",
+            version: "1.0.0",
+        };
+        let d = Remote::Repository {
+            url: "https://r.internal/charts",
+            chart: "app",
+            version: "1.0.1",
+        };
+        assert_ne!(a.pin(), b.pin());
+        assert_ne!(c.pin(), d.pin());
+        assert_eq!(
+            c.pin(),
+            "repository https://r.internal/charts app 1.0.0",
+            "a trailing slash is the same repository"
+        );
+    }
+
+    #[test]
+    fn verify_names_both_digests_and_refuses_other_algorithms() {
+        let ok = verify("x", b"abc", &sha256_hex(b"abc")).expect("same bytes");
+        assert_eq!(ok, sha256_hex(b"abc"));
+        let e = verify(
+            "chart archive",
+            b"abd",
+            &format!("sha256:{}", sha256_hex(b"abc")),
+        )
+        .expect_err("tampered");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "digest mismatch: chart archive is sha256:{}, but sha256:{} was expected",
+                sha256_hex(b"abd"),
+                sha256_hex(b"abc")
+            )
+        );
+        let e = verify("layer", b"abc", "sha512:00").expect_err("other algorithm");
+        assert!(e.to_string().contains("not a sha256 digest"), "{e}");
+    }
+
+    #[test]
+    fn a_recorded_pin_is_served_only_while_its_archive_keeps_its_digest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bytes = b"archive".to_vec();
+        let hex = sha256_hex(&bytes);
+        write_whole(&archive_path(dir.path(), &hex), &bytes).expect("archive");
+        let record = serde_json::json!({"pin": "p", "digest": format!("sha256:{hex}")});
+        write_whole(&pin_path(dir.path(), "p"), record.to_string().as_bytes()).expect("pin");
+        let found = read_pin(dir.path(), "p").expect("cached");
+        assert_eq!(found.digest, format!("sha256:{hex}"));
+        assert!(read_pin(dir.path(), "q").is_none(), "another pin");
+        std::fs::write(archive_path(dir.path(), &hex), b"changed").expect("tamper");
+        assert!(
+            read_pin(dir.path(), "p").is_none(),
+            "a changed archive is no hit"
+        );
+    }
+}
