@@ -18,17 +18,28 @@ mod http;
 mod index;
 mod oci;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use sha2::Digest as _;
 
 use crate::config::ChartsConfig;
-use crate::desired::{FetchedChart, PackageSource};
+use crate::desired::{FetchedChart, PackageError, PackageSource};
+
+/// Charts fetched at once by [`ChartFetcher::fetch_all`].
+const FETCH_CONCURRENCY: usize = 4;
+
+impl From<&ChartError> for PackageError {
+    /// The package's error: it names the chart and the reason; no file of the platform
+    /// repo is to blame.
+    fn from(e: &ChartError) -> PackageError {
+        PackageError::new(e.to_string())
+    }
+}
 
 /// Why one chart could not be fetched: the chart, then the reason.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{chart}: {reason}")]
 pub struct ChartError {
     /// `chart podinfo 6.1.0 from https://…` or `chart oci://…/podinfo 6.1.0`.
@@ -37,7 +48,7 @@ pub struct ChartError {
 }
 
 /// What went wrong fetching a chart. Never holds a secret or a URL's credentials.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
     #[error("not a remote chart (a folder of the platform repo is read from the revision)")]
     NotRemote,
@@ -182,6 +193,23 @@ impl ChartFetcher {
         Ok(fetched)
     }
 
+    /// Every remote chart among `sources`, each distinct pin fetched once, a few at a
+    /// time; folders of the platform repo are left out. One chart's failure is its own
+    /// entry and stops no other.
+    pub async fn fetch_all<'a>(
+        &self,
+        sources: impl IntoIterator<Item = &'a PackageSource>,
+    ) -> BTreeMap<PackageSource, Result<FetchedChart, ChartError>> {
+        use futures::StreamExt as _;
+        let distinct: std::collections::BTreeSet<&PackageSource> =
+            sources.into_iter().filter(|s| s.is_remote()).collect();
+        futures::stream::iter(distinct)
+            .map(|source| async move { (source.clone(), self.fetch(source).await) })
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .collect()
+            .await
+    }
+
     fn remember(&self, pin: &str, fetched: &FetchedChart) {
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         known.insert(pin.to_owned(), fetched.clone());
@@ -194,7 +222,9 @@ impl ChartFetcher {
             let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
             known.get(pin).cloned()
         };
-        if let Some(found) = known.filter(|f| f.archive.is_file()) {
+        if let Some(found) = known
+            && tokio::fs::try_exists(&found.archive).await.unwrap_or(false)
+        {
             return Some(found);
         }
         let (dir, pin_owned) = (self.dir.clone(), pin.to_owned());

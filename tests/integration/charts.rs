@@ -543,3 +543,46 @@ async fn a_registry_behind_a_token_service_is_fetched_with_a_token_for_the_crede
         "one token serves the manifest and the layer"
     );
 }
+
+#[tokio::test]
+async fn charts_fetched_together_are_fetched_once_each_and_fail_alone() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (home, served) = (tmp.path().join("helm"), tmp.path().join("www"));
+    let repo = served.join("charts");
+    let archive = package(&home, &repo, "app", "0.1.0");
+    helm(&home, &["repo", "index", repo.to_str().expect("path")]);
+    let server = FileServer::start(served).await;
+    let fetcher = ChartFetcher::new(&config(&tmp.path().join("cache"), vec![])).expect("fetcher");
+    let (good, missing) = (
+        from_repository(&server.url, "0.1.0"),
+        from_repository(&server.url, "9.9.9"),
+    );
+    let folder = PackageSource::ChartFolder {
+        path: "teams/a/chart".into(),
+    };
+    // Two teams on two clusters ask for the same pin; one asks for a version not there.
+    let got = fetcher
+        .fetch_all([&good, &good, &missing, &folder, &good])
+        .await;
+    assert_eq!(
+        got.len(),
+        2,
+        "each remote pin once, the folder left out: {got:?}"
+    );
+    let fetched = got[&good].as_ref().expect("fetched");
+    assert_eq!(fetched.digest, format!("sha256:{}", sha256_hex(&archive)));
+    let err = got[&missing].as_ref().expect_err("no such version");
+    assert_eq!(
+        pontoon::desired::PackageError::from(err).message,
+        format!(
+            "chart app 9.9.9 from {}/charts: the repository's index has no version 9.9.9 of app (it has 0.1.0)",
+            server.url
+        )
+    );
+    let archives = server
+        .take()
+        .into_iter()
+        .filter(|r| r.ends_with(".tgz 200"))
+        .count();
+    assert_eq!(archives, 1, "the shared pin's archive was downloaded once");
+}
