@@ -154,10 +154,21 @@ fn index_paths(cache: &Path, index_url: &Url) -> (PathBuf, PathBuf) {
     )
 }
 
+/// The parser's limits for an index: pontoon's own, but room for the nodes of a public
+/// repository's index (tens of thousands of entries), which the body limit bounds anyway.
+fn index_options() -> serde_saphyr::Options {
+    let mut options = crate::yaml::options();
+    let mut budget = options.budget.take().unwrap_or_default();
+    budget.max_nodes = budget.max_nodes.max(INDEX_LIMIT / 2);
+    budget.max_events = budget.max_events.max(INDEX_LIMIT);
+    options.budget = Some(budget);
+    options
+}
+
 /// The archive URL (as written, maybe relative) and digest of `chart` at `version`.
 fn find_entry(text: &str, chart: &str, version: &str) -> Result<(String, String), FetchError> {
-    let index: IndexFile = serde_saphyr::from_str_with_options(text, crate::yaml::options())
-        .map_err(|e| {
+    let index: IndexFile =
+        serde_saphyr::from_str_with_options(text, index_options()).map_err(|e| {
             let (line, _) = crate::yaml::error_position(&e);
             FetchError::Index(format!(
                 "the repository's index.yaml cannot be read (line {line}): {}",
@@ -238,6 +249,22 @@ generated: "2026-01-01T00:00:00Z"
         );
         let e = find_entry(INDEX, "app", "1.1.0").expect_err("no digest");
         assert!(e.to_string().contains("no digest"), "{e}");
+    }
+
+    #[test]
+    fn a_large_public_index_is_read() {
+        // 10,000 versions, about 290,000 nodes: more than the parser allows a document
+        // of the platform repo.
+        let mut text = String::from("apiVersion: v1\nentries:\n  app:\n");
+        for i in 0..10_000 {
+            text.push_str(&format!(
+                "  - name: app\n    version: 1.0.{i}\n    digest: d{i}\n    urls: [app-1.0.{i}.tgz]\n    annotations: {{a: b, c: d}}\n    maintainers: [{{name: m, email: e}}]\n    keywords: [x, y, z]\n"
+            ));
+        }
+        assert_eq!(
+            find_entry(&text, "app", "1.0.9999").expect("found"),
+            ("app-1.0.9999.tgz".to_owned(), "d9999".to_owned())
+        );
     }
 
     #[test]
