@@ -113,7 +113,16 @@ impl FileServer {
 }
 
 fn serve_file(root: &Path, path: &str, headers: &HeaderMap, log: &Mutex<Vec<String>>) -> Response {
-    let (status, body, etag) = match std::fs::read(root.join(path.trim_start_matches('/'))) {
+    let file = root.join(path.trim_start_matches('/'));
+    if let Ok(to) = std::fs::read_to_string(file.with_extension("redirect")) {
+        log.lock().expect("lock").push(format!("GET {path} 302"));
+        return Response::builder()
+            .status(StatusCode::FOUND)
+            .header(header::LOCATION, to.trim())
+            .body(Body::empty())
+            .expect("response");
+    }
+    let (status, body, etag) = match std::fs::read(&file) {
         Ok(bytes) => {
             let etag = format!("\"{}\"", hex::encode(sha2::Sha256::digest(&bytes)));
             let unchanged = headers
@@ -298,6 +307,36 @@ async fn plain_http_to_a_host_not_allowed_it_is_refused_before_any_request() {
     assert_eq!(
         err.to_string(),
         "chart app 1.0.0 from http://charts.internal/stable: plain HTTP to charts.internal is refused: only a loopback address, or a host marked `insecure: true` under charts.hosts, is reached without TLS"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_to_plain_http_is_refused_like_a_url() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (home, served) = (tmp.path().join("helm"), tmp.path().join("www"));
+    let repo = served.join("charts");
+    package(&home, &repo, "app", "0.1.0");
+    helm(&home, &["repo", "index", repo.to_str().expect("path")]);
+    // The entry's archive moved to a host reached without TLS.
+    let index = repo.join("index.yaml");
+    let text = std::fs::read_to_string(&index).expect("index");
+    std::fs::write(&index, text.replace("- app-0.1.0.tgz", "- moved.tgz")).expect("write");
+    std::fs::write(
+        repo.join("moved.redirect"),
+        "http://charts.internal/app-0.1.0.tgz",
+    )
+    .expect("write");
+    let server = FileServer::start(served).await;
+    let fetcher = ChartFetcher::new(&config(&tmp.path().join("cache"), vec![])).expect("fetcher");
+    let err = fetcher
+        .fetch(&from_repository(&server.url, "0.1.0"))
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string().ends_with(
+            "redirected to http://charts.internal/app-0.1.0.tgz, which is refused: only a loopback address, or a host marked `insecure: true` under charts.hosts, is reached without TLS"
+        ),
+        "{err}"
     );
 }
 

@@ -10,6 +10,10 @@ use reqwest::{Response, StatusCode, Url};
 use super::FetchError;
 use crate::config::{ChartsConfig, Secret};
 
+/// Why plain HTTP was refused, in every message that refuses it.
+const PLAIN_HTTP_RULE: &str = "only a loopback address, or a host marked `insecure: true` under charts.hosts, is reached without TLS";
+/// Redirects followed for one request.
+const MAX_REDIRECTS: usize = 10;
 /// Largest token service answer read.
 const TOKEN_LIMIT: usize = 1 << 20;
 
@@ -29,8 +33,28 @@ pub(super) enum Auth {
 
 impl Http {
     pub(super) fn new(config: &ChartsConfig) -> Result<Http, FetchError> {
+        // A redirect meets the rule a URL meets: plain HTTP to a host not allowed it would
+        // let an index and its archives be swapped together on the way.
+        let hosts = config.clone();
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= MAX_REDIRECTS {
+                attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+            } else if attempt.url().scheme() == "https"
+                || (attempt.url().scheme() == "http" && plain_http_allowed(&hosts, attempt.url()))
+            {
+                attempt.follow()
+            } else {
+                let refused = format!(
+                    "redirected to {}, which is refused: {}",
+                    without_query(attempt.url()),
+                    PLAIN_HTTP_RULE
+                );
+                attempt.error(refused)
+            }
+        });
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
+            .redirect(redirects)
             .user_agent(concat!("pontoon/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| FetchError::Transport {
@@ -43,15 +67,9 @@ impl Http {
         })
     }
 
-    /// Whether `host` (`name` or `name:port`) may be reached over plain HTTP.
+    /// Whether `url`'s host may be reached over plain HTTP.
     pub(super) fn plain_http_allowed(&self, url: &Url) -> bool {
-        let host = url.host_str().unwrap_or_default();
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let loopback = match bare.parse::<std::net::IpAddr>() {
-            Ok(ip) => ip.is_loopback(),
-            Err(_) => bare.eq_ignore_ascii_case("localhost"),
-        };
-        loopback || self.host_config(url).is_some_and(|h| h.insecure)
+        plain_http_allowed(&self.config, url)
     }
 
     /// Refuses what pontoon never fetches: plain HTTP to a host not allowed it, other
@@ -66,7 +84,7 @@ impl Http {
             "https" => Ok(()),
             "http" if self.plain_http_allowed(url) => Ok(()),
             "http" => Err(FetchError::Refused(format!(
-                "plain HTTP to {} is refused: only a loopback address, or a host marked `insecure: true` under charts.hosts, is reached without TLS",
+                "plain HTTP to {} is refused: {PLAIN_HTTP_RULE}",
                 host_port(url)
             ))),
             other => Err(FetchError::Refused(format!(
@@ -76,9 +94,7 @@ impl Http {
     }
 
     fn host_config(&self, url: &Url) -> Option<&crate::config::ChartHost> {
-        self.config
-            .host(&host_port(url))
-            .or_else(|| url.host_str().and_then(|h| self.config.host(h)))
+        host_config(&self.config, url)
     }
 
     /// The configured user and password for `url`'s host, read now (off the runtime).
@@ -215,6 +231,24 @@ impl Http {
     }
 }
 
+/// What the config says about `url`'s host: `name:port` first, then `name`.
+fn host_config<'a>(config: &'a ChartsConfig, url: &Url) -> Option<&'a crate::config::ChartHost> {
+    config
+        .host(&host_port(url))
+        .or_else(|| url.host_str().and_then(|h| config.host(h)))
+}
+
+/// Plain HTTP goes to a loopback address, or to a host marked `insecure: true`.
+fn plain_http_allowed(config: &ChartsConfig, url: &Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => bare.eq_ignore_ascii_case("localhost"),
+    };
+    loopback || host_config(config, url).is_some_and(|h| h.insecure)
+}
+
 fn unauthorized(url: &Url, had_credentials: bool) -> FetchError {
     let host = host_port(url);
     FetchError::Auth(if had_credentials {
@@ -288,12 +322,16 @@ fn without_url(e: &reqwest::Error) -> String {
         "timed out".to_owned()
     } else if e.is_connect() {
         "cannot connect".to_owned()
+    } else if e.is_redirect() {
+        String::new()
     } else {
         "transfer failed".to_owned()
     };
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
         text.push_str(&s.to_string());
         source = s.source();
     }
