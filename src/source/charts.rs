@@ -189,6 +189,7 @@ impl ChartFetcher {
         }
         .map_err(fail)?;
         let fetched = self.store(&pin, downloaded).await.map_err(fail)?;
+        tracing::info!(chart = %source, digest = %fetched.digest, "fetched a remote chart");
         self.remember(&pin, &fetched);
         Ok(fetched)
     }

@@ -136,9 +136,23 @@ fn serve_file(root: &Path, path: &str, headers: &HeaderMap, log: &Mutex<Vec<Stri
         }
         Err(_) => (StatusCode::NOT_FOUND, Vec::new(), None),
     };
+    // Whose credentials came along, when any did.
+    let user = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .map(|b| {
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&decoded).into_owned();
+            format!(" as {}", text.split(':').next().unwrap_or_default())
+        })
+        .unwrap_or_default();
     log.lock()
         .expect("lock")
-        .push(format!("GET {path} {}", status.as_u16()));
+        .push(format!("GET {path} {}{user}", status.as_u16()));
     let mut response = Response::builder().status(status);
     if let Some(etag) = etag {
         response = response.header(header::ETAG, etag);
@@ -307,6 +321,44 @@ async fn plain_http_to_a_host_not_allowed_it_is_refused_before_any_request() {
     assert_eq!(
         err.to_string(),
         "chart app 1.0.0 from http://charts.internal/stable: plain HTTP to charts.internal is refused: only a loopback address, or a host marked `insecure: true` under charts.hosts, is reached without TLS"
+    );
+}
+
+#[tokio::test]
+async fn repository_credentials_go_to_the_repository_host_only() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (home, served) = (tmp.path().join("helm"), tmp.path().join("www"));
+    let repo = served.join("charts");
+    package(&home, &repo, "app", "0.1.0");
+    helm(&home, &["repo", "index", repo.to_str().expect("path")]);
+    let server = FileServer::start(served).await;
+    // The index is read at 127.0.0.1; its entry points at the same server by another
+    // name, which is another host to a client.
+    let other_host = server.url.replace("127.0.0.1", "localhost");
+    let index = repo.join("index.yaml");
+    let text = std::fs::read_to_string(&index).expect("index");
+    let moved = format!("- {other_host}/charts/app-0.1.0.tgz");
+    std::fs::write(&index, text.replace("- app-0.1.0.tgz", &moved)).expect("write");
+    let password = tmp.path().join("password");
+    std::fs::write(&password, "s3cret\n").expect("write");
+    let host = server.url.trim_start_matches("http://").to_owned();
+    let hosts = vec![ChartHost {
+        host,
+        username: Some("robot".into()),
+        password: Some(SecretRef::File(password)),
+        insecure: false,
+    }];
+    let fetcher = ChartFetcher::new(&config(&tmp.path().join("cache"), hosts)).expect("fetcher");
+    fetcher
+        .fetch(&from_repository(&server.url, "0.1.0"))
+        .await
+        .expect("fetched");
+    assert_eq!(
+        server.take(),
+        [
+            "GET /charts/index.yaml 200 as robot",
+            "GET /charts/app-0.1.0.tgz 200"
+        ]
     );
 }
 
