@@ -389,7 +389,49 @@ impl Challenge {
 
 #[cfg(test)]
 mod tests {
-    use super::Challenge;
+    use super::{Challenge, plain_http_allowed};
+    use crate::config::{ChartHost, ChartsConfig};
+    use reqwest::Url;
+
+    #[test]
+    fn plain_http_goes_to_loopback_and_to_hosts_marked_insecure_only() {
+        let config = ChartsConfig {
+            cache_dir: "/nonexistent".into(),
+            timeout: std::time::Duration::from_secs(1),
+            hosts: vec![
+                ChartHost {
+                    host: "mirror.internal:8080".into(),
+                    username: None,
+                    password: None,
+                    insecure: true,
+                },
+                ChartHost {
+                    host: "charts.internal".into(),
+                    username: None,
+                    password: None,
+                    insecure: false,
+                },
+            ],
+        };
+        let allowed = |u: &str| plain_http_allowed(&config, &Url::parse(u).expect("url"));
+        for yes in [
+            "http://127.0.0.1:5000/x",
+            "http://127.0.0.2/x",
+            "http://[::1]:5000/x",
+            "http://localhost/x",
+            "http://mirror.internal:8080/x",
+        ] {
+            assert!(allowed(yes), "{yes}");
+        }
+        for no in [
+            "http://charts.internal/x",
+            "http://mirror.internal/x",
+            "http://mirror.internal:8081/x",
+            "http://10.0.0.1/x",
+        ] {
+            assert!(!allowed(no), "{no}");
+        }
+    }
 
     #[test]
     fn a_bearer_challenge_keeps_quoted_commas() {
