@@ -503,7 +503,8 @@ async fn sync_once(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     let syncers = pontoon::daemon::connect(&config).await?;
     let owners = pontoon::daemon::poll_and_render::namespace_owners(&syncers).await;
     let keys = pontoon::daemon::poll_and_render::load_keys(&config.decryption).await?;
-    let packages = pontoon::daemon::packages::Packages::new(&config.packages, &syncers);
+    let packages =
+        pontoon::daemon::packages::Packages::new(&config.packages, &config.charts, &syncers);
     let state = pontoon::daemon::poll_and_render::render(
         snapshot,
         owners,
@@ -599,7 +600,8 @@ async fn plan_cmd(
     let syncers = pontoon::daemon::connect(&config).await?;
     let owners = pontoon::daemon::poll_and_render::namespace_owners(&syncers).await;
     let keys = pontoon::daemon::poll_and_render::load_keys(&config.decryption).await?;
-    let packages = pontoon::daemon::packages::Packages::new(&config.packages, &syncers);
+    let packages =
+        pontoon::daemon::packages::Packages::new(&config.packages, &config.charts, &syncers);
     let state = pontoon::daemon::poll_and_render::render(
         snapshot,
         owners,

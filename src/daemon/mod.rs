@@ -346,7 +346,11 @@ pub async fn run_from_source(
     };
     let history = source.history();
     let keys = poll_and_render::load_keys(&config.decryption).await?;
-    let packages = Arc::new(packages::Packages::new(&config.packages, &handles.syncers));
+    let packages = Arc::new(packages::Packages::new(
+        &config.packages,
+        &config.charts,
+        &handles.syncers,
+    ));
     let (desired_tx, desired_rx) = watch::channel(None);
     // Pull-request plans, for a Git source: planned wherever the webhook lands (they
     // only read), posted when commit statuses are configured.

@@ -4,17 +4,22 @@
 //! daemon's renders, `pontoon plan`, `sync --once`, pull-request plans, `render` and
 //! `validate` all go through here, so all of them cover packages.
 //!
-//! Remote charts (HTTP chart repositories, OCI registries) are not fetched here yet:
-//! their requests fail with a clear error until the source side fetches them.
+//! Remote charts (HTTP chart repositories, OCI registries) are fetched by the source side
+//! (`source::charts`) before expansion, each pin once and kept by digest; a chart that
+//! cannot be fetched is the error of its own packages only. `render` and `validate`,
+//! which read a folder and no config, fetch nothing: a remote chart fails there, saying so.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::PackagesConfig;
-use crate::desired::{ClusterCapabilities, ClusterName, Expansions, PackageRequest};
+use crate::config::{ChartsConfig, PackagesConfig};
+use crate::desired::{
+    ClusterCapabilities, ClusterName, Expansions, FetchedChart, PackageError, PackageRequest,
+};
 use crate::expand::{ExpandConfig, Expander};
 use crate::source::Snapshot;
+use crate::source::charts::ChartFetcher;
 use crate::sync::Syncer;
 
 /// How long a cluster's capabilities are kept before discovery is asked again.
@@ -29,17 +34,43 @@ impl Default for Packages {
     }
 }
 
+/// Remote charts fetched for one expansion: by request key, and the requests whose chart
+/// could not be fetched, with why.
+type Fetched = (
+    BTreeMap<String, FetchedChart>,
+    Vec<(PackageRequest, PackageError)>,
+);
+
 /// The expander and what each cluster says about itself.
 pub struct Packages {
     expander: Arc<Expander>,
     syncers: BTreeMap<ClusterName, Arc<Syncer>>,
+    /// `None` where no config says how to reach chart repositories, or it is unusable.
+    charts: Option<Arc<ChartFetcher>>,
     capabilities: Mutex<BTreeMap<ClusterName, (Instant, ClusterCapabilities)>>,
 }
 
 impl Packages {
     /// Packages expanded with the config's tools, each chart with its cluster's
-    /// capabilities as one of `syncers` discovers them.
-    pub fn new(config: &PackagesConfig, syncers: &BTreeMap<ClusterName, Arc<Syncer>>) -> Self {
+    /// capabilities as one of `syncers` discovers them, remote charts fetched as `charts`
+    /// says.
+    pub fn new(
+        config: &PackagesConfig,
+        charts: &ChartsConfig,
+        syncers: &BTreeMap<ClusterName, Arc<Syncer>>,
+    ) -> Self {
+        let mut packages = Packages::offline(config);
+        packages.syncers = syncers.clone();
+        packages.charts = ChartFetcher::new(charts)
+            .map_err(|e| tracing::error!(error = %e, "remote charts cannot be fetched"))
+            .ok()
+            .map(Arc::new);
+        packages
+    }
+
+    /// Packages expanded with no cluster to ask and no remote chart fetched (`render`,
+    /// `validate`): helm's defaults stand for the cluster's version and API versions.
+    pub fn offline(config: &PackagesConfig) -> Self {
         Packages {
             expander: Arc::new(Expander::new(ExpandConfig {
                 helm: config.helm.clone(),
@@ -47,15 +78,10 @@ impl Packages {
                 timeout: config.timeout,
                 cache_entries: config.cache_entries,
             })),
-            syncers: syncers.clone(),
+            syncers: BTreeMap::new(),
+            charts: None,
             capabilities: Mutex::new(BTreeMap::new()),
         }
-    }
-
-    /// Packages expanded with no cluster to ask (`render`, `validate`): helm's defaults
-    /// stand for the cluster's version and API versions.
-    pub fn offline(config: &PackagesConfig) -> Self {
-        Packages::new(config, &BTreeMap::new())
     }
 
     /// How many times a tool has run (cache hits not counted).
@@ -83,16 +109,40 @@ impl Packages {
             return Expansions::new();
         }
         let capabilities = self.capabilities(&requests).await;
+        let (fetched, failed) = self.fetch(&requests).await;
         let expander = self.expander.clone();
         let snapshot = snapshot.clone();
-        tokio::task::spawn_blocking(move || {
-            expander.expand(&snapshot.files, &requests, &capabilities, &BTreeMap::new())
+        let mut expansions = tokio::task::spawn_blocking(move || {
+            expander.expand(&snapshot.files, &requests, &capabilities, &fetched)
         })
         .await
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "expanding packages failed");
             Expansions::new()
-        })
+        });
+        for (request, error) in failed {
+            expansions.insert(&request, Err(error));
+        }
+        expansions
+    }
+
+    /// The remote charts `requests` name, each distinct pin fetched once.
+    async fn fetch(&self, requests: &[PackageRequest]) -> Fetched {
+        let (mut fetched, mut failed) = (BTreeMap::new(), Vec::new());
+        let Some(charts) = &self.charts else {
+            return (fetched, failed);
+        };
+        let by_source = charts.fetch_all(requests.iter().map(|r| &r.source)).await;
+        for request in requests {
+            match by_source.get(&request.source) {
+                Some(Ok(chart)) => {
+                    fetched.insert(request.key(), chart.clone());
+                }
+                Some(Err(e)) => failed.push((request.clone(), PackageError::from(e))),
+                None => {}
+            }
+        }
+        (fetched, failed)
     }
 
     /// Expands what `files` asks for on this thread, with no cluster's capabilities: for

@@ -295,7 +295,7 @@ fn inputs<'f>(
                 digest: Some(chart.digest.clone()),
             }),
             None => Err(PackageError::new(format!(
-                "{}: remote charts are not fetched yet",
+                "{}: a remote chart is fetched by the daemon, `pontoon plan` and `sync --once` (with the daemon config), not by `render` or `validate`",
                 request.source
             ))),
         },

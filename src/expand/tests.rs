@@ -323,7 +323,8 @@ fn a_remote_chart_without_its_archive_fails_clearly() {
         .expand_one(&BTreeMap::new(), &request, &caps(), None)
         .expect_err("not fetched");
     assert!(
-        err.message.contains("remote charts are not fetched yet"),
+        err.message
+            .contains("a remote chart is fetched by the daemon"),
         "{}",
         err.message
     );

@@ -2,7 +2,8 @@
 //! real `helm`, served from an HTTP chart repository (`helm repo index` output behind a
 //! static file server here, which counts what it is asked) and from a real OCI registry
 //! (distribution's `registry`, `helm push`ed to, with basic auth). Verified by digest,
-//! cached per pin, refused when tampered with, and kept when the registry is down.
+//! cached per pin, refused when tampered with, and kept when the registry is down; and a
+//! team's `kind: Chart` naming a registry chart renders through the daemon's own wiring.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -676,4 +677,108 @@ async fn charts_fetched_together_are_fetched_once_each_and_fail_alone() {
         .filter(|r| r.ends_with(".tgz 200"))
         .count();
     assert_eq!(archives, 1, "the shared pin's archive was downloaded once");
+}
+
+/// A team's `kind: Chart` naming a chart in the registry is fetched, verified and rendered
+/// by the same wiring the daemon renders with; a pin the registry does not hold fails that
+/// chart's team only, naming the chart.
+#[tokio::test]
+async fn a_teams_registry_chart_is_fetched_and_rendered_by_the_daemons_wiring() {
+    use pontoon::daemon::packages::Packages;
+    use pontoon::source::Snapshot;
+    use std::collections::BTreeMap;
+
+    let registry = Registry::start("charts");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = tmp.path().join("helm");
+    let archive = package(&home, &tmp.path().join("packaged"), "app", "0.1.0");
+    let manifest = push(&home, &registry, &archive);
+    let password = tmp.path().join("registry-password");
+    std::fs::write(&password, &registry.password).expect("write");
+    let charts = config(
+        &tmp.path().join("cache"),
+        vec![ChartHost {
+            host: registry.host.clone(),
+            username: Some(registry.user.clone()),
+            password: Some(SecretRef::File(password)),
+            insecure: false,
+        }],
+    );
+    let team = |name: &str, version: &str| {
+        [
+            (
+                format!("teams/{name}/team.yaml"),
+                format!(
+                    "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {name}}}\nspec:\n  namespaces: [{name}]\n  clusters: {{names: [c1]}}\n"
+                ),
+            ),
+            (
+                format!("teams/{name}/app.yaml"),
+                format!(
+                    "apiVersion: pontoon.dev/v1alpha1\nkind: Chart\nmetadata: {{name: app}}\nspec:\n  oci: oci://{}/charts/app\n  version: {version}\n  digest: {manifest}\n  values: {{replicaCount: 3}}\n",
+                    registry.host
+                ),
+            ),
+        ]
+    };
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    files.insert(
+        "platform.yaml".into(),
+        b"apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {name: p}\nspec:\n  clusters: [{name: c1}]\n  teamPackages: {charts: true}\n  policy:\n    allowedKinds:\n      - {group: apps, kind: Deployment}\n      - {kind: Service}\n      - {kind: ServiceAccount}\n".to_vec(),
+    );
+    for (path, text) in team("good", "0.1.0")
+        .into_iter()
+        .chain(team("missing", "9.9.9"))
+    {
+        files.insert(path, text.into_bytes());
+    }
+    let packages = Packages::new(
+        &crate::packages::packages_config(),
+        &charts,
+        &BTreeMap::new(),
+    );
+    let snapshot = Arc::new(Snapshot {
+        revision: "r1".into(),
+        files,
+        ..Snapshot::default()
+    });
+    let (owner, keys) = (Default::default(), Default::default());
+    let state = pontoon::daemon::poll_and_render::render(
+        snapshot,
+        Default::default(),
+        &owner,
+        &keys,
+        &packages,
+    )
+    .await;
+    let text: Vec<String> = state.diagnostics.iter().map(|d| d.to_string()).collect();
+
+    // good's chart came from the registry: helm create's Deployment with the team's values.
+    let unit = state
+        .units
+        .iter()
+        .find(|(id, _)| id.team.0 == "good")
+        .map(|(_, u)| u)
+        .unwrap_or_else(|| panic!("no unit for good: {text:#?}"));
+    let deployment = unit
+        .objects
+        .iter()
+        .find(|o| o.object.kind() == "Deployment")
+        .unwrap_or_else(|| panic!("no Deployment: {text:#?}"));
+    assert_eq!(
+        deployment.object.to_value()["spec"]["replicas"],
+        3,
+        "{text:#?}"
+    );
+    // missing's pin is not in the registry: its chart fails naming it, and only its team.
+    assert!(
+        text.iter()
+            .any(|d| d.contains("team missing") && d.contains("9.9.9")),
+        "{text:#?}"
+    );
+    assert!(
+        !state.units.keys().any(|id| id.team.0 == "missing"),
+        "{text:#?}"
+    );
+    assert_eq!(packages.runs(), 1, "one helm run, for good's chart");
 }

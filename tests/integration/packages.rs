@@ -41,7 +41,7 @@ fn bin(name: &str) -> PathBuf {
     .join(name)
 }
 
-fn packages_config() -> PackagesConfig {
+pub(crate) fn packages_config() -> PackagesConfig {
     PackagesConfig {
         helm: bin("helm"),
         kustomize: bin("kustomize"),
@@ -173,7 +173,7 @@ async fn team_packages_sync_under_the_teams_rules_and_one_teams_broken_package_s
         unique_name("leaky"),
         unique_name("broken"),
     );
-    let packages = Packages::new(&packages_config(), &syncers);
+    let packages = Packages::new(&packages_config(), &Default::default(), &syncers);
     let snapshot = Arc::new(Snapshot {
         revision: "r1".into(),
         files: repo(cp, &good, &leaky, &broken),
