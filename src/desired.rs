@@ -409,6 +409,61 @@ pub struct UnitDesired {
         with = "dependency_pairs"
     )]
     pub dependencies: BTreeMap<ObjectKey, Vec<Dependency>>,
+
+    /// The platform's components this unit's objects wait for (a Kind's `requires`), and,
+    /// in a `platform` unit, the objects each component stands for on this cluster.
+    #[serde(default, skip_serializing_if = "UnitComponents::is_empty")]
+    pub components: UnitComponents,
+}
+
+/// The team name of the unit that holds a cluster's platform components: reserved, no
+/// team folder may take it.
+pub const PLATFORM_UNIT: &str = "platform";
+
+/// What a unit has to do with the platform's components (see [`UnitDesired::components`]).
+/// Like dependencies, it decides when an object is applied, never what is applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitComponents {
+    /// Objects that wait, by key, for the components named (each healthy on the cluster).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "requires_pairs"
+    )]
+    pub requires: BTreeMap<ObjectKey, Vec<String>>,
+    /// In a `platform` unit: each component's objects on this cluster, by its name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub provides: BTreeMap<String, Vec<ObjectKey>>,
+}
+
+impl UnitComponents {
+    pub fn is_empty(&self) -> bool {
+        self.requires.is_empty() && self.provides.is_empty()
+    }
+}
+
+/// [`UnitComponents::requires`] as `[object, components]` pairs (an [`ObjectKey`] is no
+/// JSON object key).
+mod requires_pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::ObjectKey;
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<ObjectKey, Vec<String>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<ObjectKey, Vec<String>>, D::Error> {
+        let pairs: Vec<(ObjectKey, Vec<String>)> = Deserialize::deserialize(d)?;
+        Ok(pairs.into_iter().collect())
+    }
 }
 
 /// [`UnitDesired::dependencies`] as a list of `[object, dependencies]` pairs: a JSON

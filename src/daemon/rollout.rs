@@ -247,6 +247,7 @@ mod tests {
                     prune: PrunePolicy::default(),
                     adopt: Vec::new(),
                     dependencies: Default::default(),
+                    components: Default::default(),
                 },
             );
         }

@@ -308,6 +308,7 @@ mod tests {
             prune: PrunePolicy::default(),
             adopt: Vec::new(),
             dependencies: Default::default(),
+            components: Default::default(),
         };
         let blue = Owner::new("blue").expect("owner");
         let mut state = DesiredState::default();

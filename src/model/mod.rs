@@ -5,11 +5,16 @@
 //! structs here, which refuse unknown fields; everything else is a plain Kubernetes
 //! manifest kept as JSON. `skipped` names an entry the source did not read.
 
+mod component;
 mod document;
 mod locate;
 mod package;
 mod skipped;
 
+pub use component::{
+    ChartRef, Component, ComponentOverride, ComponentPatch, ComponentSource, ComponentSpec,
+    FolderRef, PatchTarget,
+};
 pub use document::{Document, MAX_FILE_BYTES, documents, typed};
 pub use locate::Fields;
 pub use package::{
@@ -431,6 +436,11 @@ pub struct KindSpec {
     #[serde(default)]
     pub parameters: BTreeMap<String, Param>,
     pub resources: Vec<ResourceTemplate>,
+
+    /// Platform components (`components/<name>.yaml`) an instance of this kind needs:
+    /// its objects on a cluster wait until every one of them is healthy there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -551,5 +561,6 @@ pub fn schemas() -> BTreeMap<&'static str, Value> {
     put("kind.schema.json", schemars::schema_for!(Kind));
     put("instance.schema.json", schemars::schema_for!(Instance));
     put("chart.schema.json", schemars::schema_for!(ChartDoc));
+    put("component.schema.json", schemars::schema_for!(Component));
     out
 }

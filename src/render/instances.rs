@@ -142,6 +142,27 @@ impl TeamRender<'_> {
             diag(path, doc.line, 1, Some(team_name), "expression", message)
                 .on_cluster(&cluster.name)
         };
+        if let Err(why) = super::components::check_requires(
+            self.revision.components,
+            &definition.spec.requires,
+            &cluster.name,
+        ) {
+            self.errors.push(
+                diag(
+                    path,
+                    doc.line,
+                    1,
+                    Some(team_name),
+                    "unknown-component",
+                    format!(
+                        "{kind} {} on {}: kind {kind} {why}",
+                        instance.metadata.name, cluster.name
+                    ),
+                )
+                .on_cluster(&cluster.name),
+            );
+            return;
+        }
         let scope = expression_scope(&spec, instance, &instance_doc.namespace, team_name, cluster);
         let mut rendered: Vec<(&str, ObjectKey, &[String])> = Vec::new();
         for (index, res) in definition.spec.resources.iter().enumerate() {
@@ -182,6 +203,12 @@ impl TeamRender<'_> {
                 .health_rule(kind, index)
                 .or_else(|| self.revision.health.for_object(&object));
             if let Some(key) = ObjectKey::of(&object) {
+                if !definition.spec.requires.is_empty() {
+                    self.requires
+                        .entry(cluster.name.clone())
+                        .or_default()
+                        .insert(key.clone(), definition.spec.requires.clone());
+                }
                 rendered.push((&res.id, key, &res.depends_on));
             }
             let origin = Origin::Instance {

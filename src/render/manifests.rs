@@ -35,11 +35,11 @@ const CLUSTER_SCOPED: &[(&str, &str)] = &[
     ),
 ];
 
-fn group_of(api_version: &str) -> &str {
+pub(super) fn group_of(api_version: &str) -> &str {
     api_version.rsplit_once('/').map_or("", |(g, _)| g)
 }
 
-fn is_cluster_scoped(group: &str, kind: &str) -> bool {
+pub(super) fn is_cluster_scoped(group: &str, kind: &str) -> bool {
     CLUSTER_SCOPED
         .iter()
         .any(|(g, k)| *g == group && *k == kind)

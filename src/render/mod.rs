@@ -11,12 +11,14 @@
 //! `teams` (each `team.yaml` and the clusters it selects), `claims` (who owns each
 //! namespace); then `team` renders each team's documents: `instances` of platform kinds,
 //! plain `manifests`, and the team's `base` objects; `dependencies` checks and resolves
-//! what objects wait for (`dependsOn`). `report` formats the diagnostics. `rollout`
+//! what objects wait for (`dependsOn`). `components` renders the platform's components
+//! to one `platform` unit per cluster. `report` formats the diagnostics. `rollout`
 //! resolves the platform's rollout stages to clusters.
 
 mod autoscaling;
 mod base;
 mod claims;
+pub mod components;
 mod dependencies;
 pub mod expr;
 mod health;
@@ -158,6 +160,7 @@ pub fn render_expanded(
         kinds.broken.entry(stem).or_insert_with(|| d.clone());
         diags.push(d);
     }
+    let components = components::read(files, &platform);
     let files_by_team = teams::files_by_team(files);
     let mut team_yamls = teams::read_team_yamls(&files_by_team, &platform);
     let clusters_by_team = teams::clusters_by_team(&team_yamls, &platform);
@@ -174,7 +177,27 @@ pub fn render_expanded(
         decryption,
         policies: &policies,
         expansions,
+        components: &components,
     };
+    let components_context = components::ComponentsContext {
+        platform: &platform,
+        files,
+        namespace_owners: &namespace_owners,
+        adoptions: &adoptions,
+        health: &health,
+        policies: &policies,
+    };
+    if let Some((rendered, on)) =
+        components::platform_units(&components_context, &components, &mut diags)
+    {
+        record_team(
+            &mut state,
+            &mut diags,
+            TeamName(PLATFORM_UNIT.to_owned()),
+            rendered,
+            Some(&on),
+        );
+    }
     let mut skipped_by_team = skipped.teams;
     for (name, team_yaml) in team_yamls {
         let team_name = TeamName(name.clone());

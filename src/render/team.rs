@@ -17,7 +17,7 @@ use super::teams::select_clusters;
 use super::{autoscaling, base, is_manifest_file, packages, platform};
 use crate::desired::{
     ClusterName, DesiredObject, Diagnostic, DriftMode, Expansions, NamespaceOwners, ObjectKey,
-    SourceRef, TeamName, UnitDesired, UnitId,
+    SourceRef, TeamName, UnitComponents, UnitDesired, UnitId,
 };
 use crate::model::{self, API_VERSION, ClusterDef, Document, GroupKind, Platform, Team, diag};
 use crate::sops::Plain;
@@ -38,6 +38,8 @@ pub(super) struct RevisionContext<'a> {
     pub policies: &'a Policies,
     /// The teams' packages (charts, Kustomize folders) as they were expanded.
     pub expansions: &'a Expansions,
+    /// The platform's components: what a Kind's `requires` may name.
+    pub components: &'a super::components::Components,
 }
 
 /// A team that rendered: its units, less those a `deny` rule withholds, and the
@@ -69,6 +71,8 @@ pub(super) struct TeamRender<'a> {
     pub secrets: Vec<Plain>,
     /// What the team's instances and their resources wait for (`dependsOn`).
     pub dependencies: TeamDependencies,
+    /// By cluster name, the components each object waits for (its Kind's `requires`).
+    pub requires: BTreeMap<String, BTreeMap<ObjectKey, Vec<String>>>,
     pub errors: Vec<Diagnostic>,
     /// Warnings fail nothing: they go straight to the revision's diagnostics.
     pub warnings: &'a mut Vec<Diagnostic>,
@@ -139,6 +143,7 @@ impl<'a> TeamRender<'a> {
             kinds_used: BTreeSet::new(),
             secrets: Vec::new(),
             dependencies: TeamDependencies::default(),
+            requires: BTreeMap::new(),
             errors,
             warnings,
             denied: Vec::new(),
@@ -283,6 +288,10 @@ impl<'a> TeamRender<'a> {
                 .map(|(_, a)| a.clone())
                 .collect(),
             dependencies: self.dependencies.on_cluster(&cluster.name),
+            components: UnitComponents {
+                requires: self.requires.remove(&cluster.name).unwrap_or_default(),
+                provides: BTreeMap::new(),
+            },
         }
     }
 }

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use super::Files;
 use crate::desired::{
-    ClusterName, DEFAULT_NAMESPACE, Diagnostic, TEAM_IDENTITY_NAMESPACE, TeamName, is_dns_label,
+    ClusterName, DEFAULT_NAMESPACE, Diagnostic, PLATFORM_UNIT, TEAM_IDENTITY_NAMESPACE, TeamName,
+    is_dns_label,
 };
 use crate::model::{
     self, API_VERSION, ClusterDef, ClusterSelector, Document, Platform, Team, diag,
@@ -147,6 +148,15 @@ fn check_team(doc: &Document, t: &Team, folder: &str, platform: &Platform) -> Ve
             format!(
                 "metadata.name is {:?} but the folder is teams/{folder}/",
                 t.metadata.name
+            ),
+        );
+    }
+    if folder == PLATFORM_UNIT {
+        problem(
+            "metadata.name",
+            "team-reserved",
+            format!(
+                "{folder:?} is the unit of the platform's components on each cluster (components/); no team may take the name"
             ),
         );
     }

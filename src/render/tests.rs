@@ -8,6 +8,7 @@ use serde_json::json;
 use super::*;
 
 mod autoscaling;
+mod components;
 mod dependencies;
 mod health;
 mod kubectl;

@@ -32,6 +32,7 @@ fn unit(team: &str, cluster: &str, objects: usize) -> UnitDesired {
         prune: Default::default(),
         adopt: Vec::new(),
         dependencies: Default::default(),
+        components: Default::default(),
     }
 }
 

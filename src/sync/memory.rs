@@ -292,6 +292,7 @@ mod tests {
             prune: PrunePolicy::default(),
             adopt: Vec::new(),
             dependencies: Default::default(),
+            components: Default::default(),
         };
         let restarted = Known {
             last: None,

@@ -46,6 +46,7 @@ impl Syncer {
             prune: policy.clone(),
             adopt: Vec::new(),
             dependencies: Default::default(),
+            components: Default::default(),
         }
     }
 

@@ -109,5 +109,6 @@ pub fn unit_desired(
         prune: PrunePolicy::default(),
         adopt: Vec::new(),
         dependencies: Default::default(),
+        components: Default::default(),
     }
 }

@@ -265,6 +265,7 @@ fn a_new_team_that_renders_again_leaves_the_clusters_it_does_not_run_on() {
             prune: PrunePolicy::default(),
             adopt: Vec::new(),
             dependencies: Default::default(),
+            components: Default::default(),
         },
     );
     let r = board.rendered(&state, &clusters);
@@ -323,6 +324,7 @@ fn a_unit_a_rollout_stage_holds_with_nothing_to_run_does_not_keep_the_daemon_unr
                 prune: PrunePolicy::default(),
                 adopt: Vec::new(),
                 dependencies: Default::default(),
+                components: Default::default(),
             },
         );
     }
@@ -360,6 +362,7 @@ fn a_team_denied_on_one_cluster_is_failed_there_alone() {
             prune: PrunePolicy::default(),
             adopt: Vec::new(),
             dependencies: Default::default(),
+            components: Default::default(),
         },
     );
     let r = board.rendered(&state, &clusters);
