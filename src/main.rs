@@ -536,7 +536,7 @@ async fn sync_once(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     let waited_from = std::time::Instant::now();
     let timeout = config.sync.health_timeout;
     let state = &state;
-    let results = futures::future::join_all(synced.into_iter().map(|(syncer, r)| async move {
+    let settle = |syncer: std::sync::Arc<pontoon::sync::Syncer>, r: pontoon::sync::UnitResult| async move {
         match state.units.get(&r.unit) {
             // Waits for health, and syncs again whenever objects waiting for others
             // (dependsOn) can be applied.
@@ -559,8 +559,26 @@ async fn sync_once(config_path: PathBuf) -> anyhow::Result<ExitCode> {
             }
             _ => r,
         }
-    }))
-    .await;
+    };
+    // The platform units settle first; a team's objects that wait for a component are
+    // then synced again, the components' health being known.
+    let (platform, teams): (Vec<_>, Vec<_>) = synced
+        .into_iter()
+        .partition(|(_, r)| r.unit.team.0 == pontoon::desired::PLATFORM_UNIT);
+    let mut results =
+        futures::future::join_all(platform.into_iter().map(|(s, r)| settle(s.clone(), r))).await;
+    results.extend(
+        futures::future::join_all(teams.into_iter().map(|(syncer, r)| async move {
+            let r = match state.units.get(&r.unit) {
+                Some(desired) if r.waits_for_components() => {
+                    syncer.sync(desired, &state.revision).await
+                }
+                _ => r,
+            };
+            settle(syncer.clone(), r).await
+        }))
+        .await,
+    );
     for r in results {
         println!(
             "{:<24} {:<12} {}{}",

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::backoff::backoff;
-use crate::desired::{ClusterName, DesiredState, PrunePolicy, UnitDesired, UnitId};
+use crate::desired::{ClusterName, DesiredState, PLATFORM_UNIT, PrunePolicy, UnitDesired, UnitId};
 use crate::status::SyncReport;
 use crate::sync::{Syncer, UnitResult, UnitState};
 
@@ -117,6 +117,15 @@ impl Scheduler {
             return;
         }
         let mut expected: BTreeSet<UnitId> = BTreeSet::new();
+        // A cluster's platform unit syncs this revision before its teams do.
+        for id in state.units.keys() {
+            if id.team.0 == PLATFORM_UNIT
+                && !held.contains_key(id)
+                && let Some(syncer) = self.syncers.get(&id.cluster)
+            {
+                syncer.components().expect_platform(&state.revision);
+            }
+        }
         for (id, unit) in &state.units {
             if !self.syncers.contains_key(&id.cluster) {
                 tracing::warn!(unit = %id, "the platform names a cluster this daemon has no connection for");
@@ -375,6 +384,15 @@ async fn run_worker(
             if matches!(work, Work::Remove { .. }) && result.state == UnitState::Synced {
                 // The team is gone from this cluster; the worker has nothing left to do.
                 return;
+            }
+            if result.waits_for_components() {
+                // Objects wait for a platform component: sync again once the platform
+                // unit finds it healthy (or failing for another reason), or on new work.
+                tokio::select! {
+                    _ = syncer.components().moved_since(&result) => rx.mark_changed(),
+                    changed = rx.changed() => { if changed.is_err() { return } rx.mark_changed(); }
+                    _ = shutdown.changed() => return,
+                }
             }
         }
     }

@@ -95,8 +95,11 @@ impl Syncer {
             result.message = None;
             let d = result.duration;
             result.finish(Instant::now() - d);
-            if result.dependencies_ready() {
-                // Objects wait for what is healthy now: only a sync applies them.
+            if result.dependencies_ready()
+                || (result.not_ready.is_empty() && result.waits_for_components())
+            {
+                // Objects wait for what is healthy now (only a sync applies them), or for
+                // components, which the platform unit's syncs find healthy.
                 break;
             }
             if result.state == UnitState::Progressing && since.elapsed() >= timeout {

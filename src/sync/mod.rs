@@ -35,6 +35,7 @@
 
 pub mod adopt;
 mod apply;
+pub mod components;
 mod delete;
 pub mod health;
 mod health_wait;
@@ -63,7 +64,7 @@ use kube::{Api, Client};
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::SyncConfig;
 use crate::describe;
-use crate::desired::{DesiredState, ObjectKey, Owner, TeamName, UnitDesired};
+use crate::desired::{DesiredState, ObjectKey, Owner, PLATFORM_UNIT, TeamName, UnitDesired};
 use in_flight::InFlight;
 use inventory::{Entry, Inventory, InventoryError};
 use memory::{Known, Memory};
@@ -174,6 +175,8 @@ pub struct Syncer {
     /// Teams with a sync in flight, so drift can tell pontoon's own write that has not
     /// been recorded yet from someone else's.
     in_flight: InFlight,
+    /// The platform's components on this cluster, as team units wait for them.
+    components: components::ComponentBoard,
 }
 
 impl Syncer {
@@ -184,7 +187,14 @@ impl Syncer {
             memory: Memory::default(),
             namespace_ready: tokio::sync::OnceCell::new(),
             in_flight: InFlight::default(),
+            components: components::ComponentBoard::default(),
         }
+    }
+
+    /// The platform's components on this cluster: their health as the `platform` unit's
+    /// syncs found it, and its turn before the teams'.
+    pub fn components(&self) -> &components::ComponentBoard {
+        &self.components
     }
 
     /// Returns once no sync of `team` is running on this cluster.
@@ -259,6 +269,9 @@ impl Syncer {
 
     pub async fn sync(&self, desired: &UnitDesired, revision: &str) -> UnitResult {
         let desired = &*self.options.owner.owned(desired);
+        if desired.unit.team.0 != PLATFORM_UNIT {
+            self.components.platform_first().await;
+        }
         let started = Instant::now();
         let _running = self.in_flight.start(&desired.unit.team);
         let mut result = UnitResult::new(desired.unit.clone(), revision);
@@ -267,6 +280,7 @@ impl Syncer {
             result.error(&desired.unit, e.to_string());
         }
         result.finish(started);
+        self.components.record(desired, &result);
         result
     }
 
@@ -278,12 +292,20 @@ impl Syncer {
         if state.platform_failed {
             return Vec::new();
         }
-        let units = state
+        // The platform's components first: the teams' objects may stand on them.
+        let (platform, teams): (Vec<&UnitDesired>, Vec<&UnitDesired>) = state
             .units
             .values()
-            .filter(|u| u.unit.cluster == self.cluster.name);
-        let mut results: Vec<UnitResult> =
-            futures::future::join_all(units.map(|u| self.sync(u, &state.revision))).await;
+            .filter(|u| u.unit.cluster == self.cluster.name)
+            .partition(|u| u.unit.team.0 == PLATFORM_UNIT);
+        let mut results = Vec::new();
+        for u in platform {
+            results.push(self.sync(u, &state.revision).await);
+        }
+        results.extend(
+            futures::future::join_all(teams.into_iter().map(|u| self.sync(u, &state.revision)))
+                .await,
+        );
         let removed = match self.removed_teams(state).await {
             Ok(t) => t,
             Err(e) => {

@@ -45,6 +45,14 @@ pub struct Waiting {
     /// itself).
     #[serde(skip)]
     pub until: Vec<ObjectKey>,
+    /// The platform component it waits for (its Kind `requires` it), when that is what it
+    /// waits for; `on` is then `component <name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// Why what it waits for is not healthy, where the sync knows it from elsewhere (a
+    /// component: the platform unit's words).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// What one sync did.
@@ -173,12 +181,15 @@ impl UnitResult {
     /// `waiting for Database/ledger to be healthy (Cluster.postgresql.cnpg.io
     /// shop/ledger: …) before applying Deployment.apps shop/web and 1 more object`.
     fn waiting_message(&self, w: &Waiting) -> String {
-        let why = self
-            .not_ready
-            .iter()
-            .find(|(k, _)| w.until.contains(k))
-            .map(|(k, why)| format!(" ({k}: {why})"))
-            .unwrap_or_default();
+        let why = match &w.reason {
+            Some(why) => format!(" ({why})"),
+            None => self
+                .not_ready
+                .iter()
+                .find(|(k, _)| w.until.contains(k))
+                .map(|(k, why)| format!(" ({k}: {why})"))
+                .unwrap_or_default(),
+        };
         let more = match self.waiting.len() {
             1 => String::new(),
             2 => " and 1 more object".to_owned(),
@@ -199,7 +210,17 @@ impl UnitResult {
                 && !self.waiting.iter().any(|o| o.object == *k)
         };
         self.state == UnitState::Progressing
-            && self.waiting.iter().any(|w| w.until.iter().all(settled))
+            && self
+                .waiting
+                .iter()
+                .any(|w| w.component.is_none() && w.until.iter().all(settled))
+    }
+
+    /// Whether this Progressing unit has objects waiting for a platform component: a
+    /// sync applies them once the component is healthy on the cluster, which the
+    /// `platform` unit's syncs find, not this unit's health checks.
+    pub fn waits_for_components(&self) -> bool {
+        self.state == UnitState::Progressing && self.waiting.iter().any(|w| w.component.is_some())
     }
 
     /// Counts into this result what an earlier sync of the same revision did (the waves
@@ -367,11 +388,15 @@ mod tests {
             object: key("web"),
             on: "Database/ledger".into(),
             until: vec![db.clone()],
+            component: None,
+            reason: None,
         });
         r.waiting.push(Waiting {
             object: key("worker"),
             on: "ConfigMap/web".into(),
             until: vec![key("web")],
+            component: None,
+            reason: None,
         });
         r.finish(Instant::now());
         assert_eq!(r.state, UnitState::Progressing);

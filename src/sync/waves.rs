@@ -115,15 +115,20 @@ impl Syncer {
         let (desired, previous) = (known.unit, known.inventory);
         let team = &desired.unit.team;
         let deps = &desired.dependencies;
+        let mut pass = ApplyPass::new();
+        let (planned, blocked) = self.wait_for_components(planned, desired, &mut pass, r);
         let (now, mut later): (Vec<_>, Vec<_>) = planned
             .into_iter()
             .partition(|p| !deps.contains_key(&p.key));
-        let mut pass = ApplyPass::new();
         self.record_wave(previous, stored, &now, team, r).await?;
         self.apply_in_order(now, team, live, known, &mut pass, r)
             .await;
         while !later.is_empty() {
-            let pending: BTreeSet<ObjectKey> = later.iter().map(|p| p.key.clone()).collect();
+            let pending: BTreeSet<ObjectKey> = later
+                .iter()
+                .map(|p| p.key.clone())
+                .chain(blocked.iter().cloned())
+                .collect();
             let (mut ready, mut still, mut failed) = (Vec::new(), Vec::new(), false);
             for p in later {
                 let of = deps.get(&p.key).map(Vec::as_slice).unwrap_or_default();
@@ -150,6 +155,8 @@ impl Syncer {
                         object: p.key,
                         on,
                         until,
+                        component: None,
+                        reason: None,
                     });
                 }
                 pass.healthy = false;
@@ -161,6 +168,49 @@ impl Syncer {
             later = still.into_iter().map(|(p, _, _)| p).collect();
         }
         Ok(pass)
+    }
+
+    /// Leaves out of this sync the objects whose Kind requires a platform component that
+    /// is not healthy on the cluster: they wait as objects whose dependencies are not
+    /// healthy do (one that exists stays as last applied). Returns the rest, and the keys
+    /// of what waits.
+    fn wait_for_components<'p>(
+        &self,
+        planned: Vec<Planned<'p>>,
+        desired: &UnitDesired,
+        pass: &mut ApplyPass,
+        r: &mut UnitResult,
+    ) -> (Vec<Planned<'p>>, BTreeSet<ObjectKey>) {
+        let requires = &desired.components.requires;
+        if requires.is_empty() {
+            return (planned, BTreeSet::new());
+        }
+        let last = self.memory.applied(&desired.unit.team);
+        let mut blocked = BTreeSet::new();
+        let mut go = Vec::with_capacity(planned.len());
+        for p in planned {
+            let Some((name, why)) = requires
+                .get(&p.key)
+                .and_then(|names| self.components.first_not_healthy(names))
+            else {
+                go.push(p);
+                continue;
+            };
+            if let Some(a) = last.as_ref().and_then(|l| l.get(&p.key)) {
+                pass.objects.insert(p.key.clone(), a.clone());
+            }
+            pass.waiting.insert(p.key.clone());
+            pass.healthy = false;
+            blocked.insert(p.key.clone());
+            r.waiting.push(Waiting {
+                object: p.key,
+                on: format!("component {name}"),
+                until: Vec::new(),
+                component: Some(name.to_owned()),
+                reason: Some(why),
+            });
+        }
+        (go, blocked)
     }
 
     /// Records a wave's new objects in the inventory before any of them is created.
@@ -194,6 +244,7 @@ impl Syncer {
     ) -> UnitResult {
         loop {
             result = self.wait_healthy(result, since, timeout, every).await;
+            self.components.record(desired, &result);
             if !result.dependencies_ready() {
                 return result;
             }

@@ -10,6 +10,7 @@ mod big_inventory;
 mod charts;
 mod cli;
 mod clusters;
+mod components;
 mod control_plane;
 mod crash;
 mod daemon;
