@@ -44,9 +44,16 @@ use crate::model::{self, Skipped};
 
 pub use base::plural;
 pub use instances::merge_override;
-pub use packages::package_requests;
 pub use report::{format_github, format_text};
 pub use secrets::{Decryption, NO_KEYS, REDACTED, is_secret, redacted};
+
+/// Every package a revision asks to expand before [`render_expanded`] renders it: the
+/// teams' (Kustomize folders, charts) and the platform's components'.
+pub fn package_requests(files: &Files) -> Vec<PackageRequest> {
+    let mut requests = packages::package_requests(files);
+    requests.extend(components::package_requests(files));
+    requests
+}
 
 /// The files of a revision: path (relative, `/`-separated) → content.
 pub type Files = BTreeMap<String, Vec<u8>>;
@@ -186,6 +193,7 @@ pub fn render_expanded(
         adoptions: &adoptions,
         health: &health,
         policies: &policies,
+        expansions,
     };
     if let Some((rendered, on)) =
         components::platform_units(&components_context, &components, &mut diags)

@@ -239,3 +239,181 @@ fn a_kinds_requires_waits_its_objects_for_a_component_that_runs_on_their_cluster
     assert_eq!(unit.components.requires, want);
     drop(s);
 }
+
+const CHARTED: &str = "\
+apiVersion: pontoon.dev/v1alpha1
+kind: Component
+metadata: {name: cnpg}
+spec:
+  clusters: {names: [staging, prod]}
+  namespace: cnpg-system
+  source: {chart: {repository: https://charts.example/, name: cloudnative-pg, version: 0.23.0}}
+  values: {replicaCount: 1, image: {tag: \"1.25\"}}
+  overrides:
+    prod: {values: {replicaCount: 3}}
+";
+
+const OVERLAY: &str = "\
+apiVersion: pontoon.dev/v1alpha1
+kind: Component
+metadata: {name: ingress}
+spec:
+  clusters: {names: [prod]}
+  source: {kustomize: {path: components/ingress/overlay}}
+";
+
+fn render_with(files: &Files, expansions: &Expansions) -> (DesiredState, Vec<String>) {
+    let s = render_expanded(
+        files,
+        &[],
+        "rev",
+        &NamespaceOwners::new(),
+        Decryption::Keys(&NO_KEYS),
+        None,
+        expansions,
+    );
+    let d = s.diagnostics.iter().map(|d| d.to_string()).collect();
+    (s, d)
+}
+
+#[test]
+fn a_components_chart_and_overlay_are_requested_per_cluster_and_read_from_their_expansions() {
+    let files = repo(&[
+        ("components/cnpg.yaml", CHARTED),
+        ("components/ingress.yaml", OVERLAY),
+        (
+            "components/ingress/overlay/kustomization.yaml",
+            "resources: [../base]\n",
+        ),
+        (
+            "components/ingress/base/kustomization.yaml",
+            "resources: [cm.yaml]\n",
+        ),
+        (
+            "components/ingress/base/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+        ),
+    ]);
+    let requests = crate::render::components::package_requests(&files);
+    let described: Vec<String> = requests
+        .iter()
+        .map(|r| format!("{} {} {} {}", r.cluster, r.owner, r.source, r.values))
+        .collect();
+    assert_eq!(
+        described,
+        [
+            "staging component cnpg chart cloudnative-pg 0.23.0 from https://charts.example/ {\"image\":{\"tag\":\"1.25\"},\"replicaCount\":1}",
+            "prod component cnpg chart cloudnative-pg 0.23.0 from https://charts.example/ {\"image\":{\"tag\":\"1.25\"},\"replicaCount\":3}",
+            "prod component ingress kustomization components/ingress/overlay null",
+        ]
+    );
+    assert!(requests.iter().all(|r| r.origin.starts_with("components/")));
+    // The revision's requests, which the daemon expands, hold the components'.
+    assert_eq!(crate::render::package_requests(&files), requests);
+
+    // Nothing expanded: each package is an error at its component, on its clusters.
+    let (s, d) = render_with(&files, &Expansions::new());
+    assert!(
+        d.iter().any(|l| l.starts_with("components/cnpg.yaml:7")
+            && l.contains("error[package-not-expanded]")),
+        "{d:#?}"
+    );
+    assert!(platform_unit(&s, "prod").is_none());
+
+    let mut expansions = Expansions::new();
+    let deployment =
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: cnpg}\nspec: {replicas: 3}\n";
+    let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: clusters.postgresql.cnpg.io}\n";
+    for r in &requests {
+        let documents = match &r.source {
+            PackageSource::Kustomize { .. } => vec![ExpandedDocument {
+                origin: "ConfigMap x".into(),
+                text: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: ingress}\n"
+                    .into(),
+            }],
+            _ => vec![
+                ExpandedDocument {
+                    origin: "crds/clusters.yaml".into(),
+                    text: crd.into(),
+                },
+                ExpandedDocument {
+                    origin: "templates/deployment.yaml".into(),
+                    text: deployment.into(),
+                },
+            ],
+        };
+        expansions.insert(r, Ok(Expansion { documents }));
+    }
+    let (s, d) = render_with(&files, &expansions);
+    assert!(d.is_empty(), "{d:#?}");
+    let unit = platform_unit(&s, "prod").expect("prod's platform unit");
+    let keys: Vec<String> = unit
+        .objects
+        .iter()
+        .filter_map(|o| o.key())
+        .map(|k| k.to_string())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "ConfigMap ingress/x",
+            "CustomResourceDefinition.apiextensions.k8s.io/clusters.postgresql.cnpg.io",
+            "Deployment.apps cnpg-system/cnpg",
+        ]
+    );
+    assert_eq!(unit.objects[2].source.to_string(), "components/cnpg.yaml:1");
+    assert_eq!(unit.components.provides["cnpg"].len(), 2);
+    assert_eq!(
+        platform_unit(&s, "staging").expect("staging").objects.len(),
+        2
+    );
+
+    // A template error names the chart, the template and its line, on that cluster alone.
+    let prod_chart = requests
+        .iter()
+        .find(|r| r.cluster.0 == "prod" && r.source.is_chart())
+        .expect("prod chart");
+    expansions.insert(
+        prod_chart,
+        Err(PackageError {
+            message: "template: cloudnative-pg/templates/deployment.yaml:12:3: nil pointer".into(),
+            file: Some("templates/deployment.yaml".into()),
+            line: Some(12),
+        }),
+    );
+    let (s, d) = render_with(&files, &expansions);
+    assert!(
+        d.iter().any(|l| l.starts_with("components/cnpg.yaml:7")
+            && l.contains("error[package-error]")
+            && l.contains("component cnpg: chart cloudnative-pg 0.23.0 from https://charts.example/ on cluster prod: templates/deployment.yaml:12: ")),
+        "{d:#?}"
+    );
+    assert!(platform_unit(&s, "prod").is_none());
+    assert!(platform_unit(&s, "staging").is_some());
+    assert!(
+        s.units
+            .keys()
+            .any(|u| u.team.0 == "a" && u.cluster.0 == "prod")
+    );
+}
+
+#[test]
+fn a_components_kustomize_folder_with_a_remote_base_is_refused_at_its_file() {
+    let files = repo(&[
+        ("components/ingress.yaml", OVERLAY),
+        (
+            "components/ingress/overlay/kustomization.yaml",
+            "resources: [https://example.com/base?ref=v1]\n",
+        ),
+    ]);
+    assert!(crate::render::components::package_requests(&files).is_empty());
+    let (_, d) = render_with(&files, &Expansions::new());
+    assert!(
+        d.iter().any(
+            |l| l.starts_with("components/ingress/overlay/kustomization.yaml:1")
+                && l.contains("error[package-reference]")
+                && l.contains("component ingress")
+        ),
+        "{d:#?}"
+    );
+}

@@ -4,32 +4,29 @@
 //! rules are not checked, `platform.yaml`'s policies are), each component's objects
 //! recorded so that a Kind's `requires` can wait for that component's health.
 //!
-//! A component's plain manifests are read here; its Kustomize folder or Helm chart is
-//! expanded out of process and read from the expansions. A component with an error fails
+//! A component's plain manifests are read from its folder (`objects`); its Kustomize
+//! folder or Helm chart is expanded out of process from the requests `packages` lists, and
+//! read from the expansions. A component with an error fails
 //! the `platform` unit on the clusters it selects (what runs there stays, nothing is
 //! pruned); the platform units of other clusters and every team go on.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+mod objects;
+mod packages;
 
-use serde_json::{Value, json};
+pub use packages::package_requests;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::health::PlatformHealth;
-use super::instances::merge_override;
-use super::manifests::{group_of, is_cluster_scoped, stamp};
-use super::policies::{Policies, Subject};
+use super::policies::Policies;
 use super::team::TeamUnits;
 use super::teams::select_clusters;
-use super::{Files, is_manifest_file, platform};
+use super::{Files, platform};
 use crate::desired::{
-    Applier, ClusterName, DesiredObject, Diagnostic, DriftMode, Manifest, NamespaceOwners,
-    ObjectKey, PLATFORM_UNIT, Severity, SourceRef, TeamName, UnitComponents, UnitDesired, UnitId,
-    is_dns_label,
+    ClusterName, DesiredObject, Diagnostic, Expansions, NamespaceOwners, ObjectKey, PLATFORM_UNIT,
+    SourceRef, TeamName, UnitComponents, UnitDesired, UnitId, is_dns_label,
 };
-use crate::model::{
-    self, API_VERSION, ClusterDef, Component, ComponentPatch, Document, Platform, PolicyAction,
-    diag,
-};
+use crate::model::{self, API_VERSION, ClusterDef, Component, Document, Platform, diag};
 
 /// The folder components are written in.
 pub const FOLDER: &str = "components/";
@@ -252,6 +249,8 @@ pub(super) struct ComponentsContext<'a> {
     pub adoptions: &'a platform::Adoptions,
     pub health: &'a PlatformHealth,
     pub policies: &'a Policies,
+    /// The components' packages (charts, Kustomize folders) as they were expanded.
+    pub expansions: &'a Expansions,
 }
 
 /// One component's objects on one cluster (before its patches), or its errors there.
@@ -299,7 +298,7 @@ pub(super) fn platform_units(
             if !c.clusters.contains(&cluster.name) {
                 continue;
             }
-            match render_on(cx, c, cluster, warnings) {
+            match objects::render_on(cx, c, cluster, warnings) {
                 Ok(objects) => unit.add(name, objects),
                 Err(errs) => denied.extend(errs.into_iter().map(|d| d.on_cluster(&cluster.name))),
             }
@@ -389,249 +388,6 @@ impl PlatformUnit {
         }
         keyed.sort_by(|(a, _), (b, _)| a.cmp(b));
         (keyed.into_iter().map(|(_, o)| o).collect(), errs)
-    }
-}
-
-/// One component's objects on one cluster: its source's documents, placed, patched as
-/// the cluster's override says, stamped and checked against the platform's policies.
-fn render_on(
-    cx: &ComponentsContext,
-    c: &ReadComponent,
-    cluster: &ClusterDef,
-    warnings: &mut Vec<Diagnostic>,
-) -> Rendered {
-    let team = platform_team();
-    let mut errs = Vec::new();
-    let docs = source_documents(cx, c, &mut errs);
-    let patches = c
-        .component
-        .spec
-        .overrides
-        .get(&cluster.name)
-        .map(|o| o.patches.as_slice())
-        .unwrap_or_default();
-    let mut used = vec![false; patches.len()];
-    let mut objects = Vec::new();
-    for doc in docs {
-        let Some(mut object) = place(cx, c, &doc, &mut errs) else {
-            continue;
-        };
-        for (i, p) in patches.iter().enumerate() {
-            if targets(p, &object) {
-                merge_override(&mut object, &p.patch);
-                used[i] = true;
-            }
-        }
-        let source = SourceRef {
-            file: doc.file.clone(),
-            line: doc.line,
-        };
-        stamp(&mut object, &team, &source);
-        check_policies(cx, &object, cluster, &doc, &mut errs, warnings);
-        objects.push(DesiredObject {
-            health: cx.health.for_object(&object),
-            object: Arc::new(Manifest::from(object)),
-            source,
-            applier: Applier::Platform,
-            drift: cx
-                .platform
-                .spec
-                .defaults
-                .drift_mode
-                .unwrap_or(DriftMode::Correct),
-            ignore_fields: Vec::new(),
-        });
-    }
-    for (i, _) in used.iter().enumerate().filter(|(_, u)| !**u) {
-        errs.push(c.doc.diag_at(
-            &format!("spec.overrides.{}.patches[{i}]", cluster.name),
-            Some(&team),
-            "unknown-object",
-            format!(
-                "component {}: patch on {} targets no object of the component",
-                c.component.metadata.name, cluster.name
-            ),
-        ));
-    }
-    if errs.is_empty() {
-        Ok(objects)
-    } else {
-        Err(errs)
-    }
-}
-
-/// The component's documents: its folder's manifests, every `List` expanded.
-fn source_documents(
-    cx: &ComponentsContext,
-    c: &ReadComponent,
-    errs: &mut Vec<Diagnostic>,
-) -> Vec<Document> {
-    let team = platform_team();
-    let source = &c.component.spec.source;
-    let Some(folder) = &source.manifests else {
-        errs.push(c.doc.diag_at(
-            "spec.source",
-            Some(&team),
-            "package-not-expanded",
-            format!(
-                "component {}: its Kustomize folder or Helm chart was not expanded for this render",
-                c.component.metadata.name
-            ),
-        ));
-        return Vec::new();
-    };
-    let prefix = format!("{}/", folder.path.trim_end_matches('/'));
-    let mut docs = Vec::new();
-    for (path, bytes) in cx.files.range(prefix.clone()..) {
-        if !path.starts_with(&prefix) {
-            break;
-        }
-        if is_manifest_file(path) {
-            for doc in model::documents(path, bytes, Some(&team), errs) {
-                match doc.list_items() {
-                    Some(items) => docs.extend(items),
-                    None => docs.push(doc),
-                }
-            }
-        }
-    }
-    if docs.is_empty() && errs.is_empty() {
-        errs.push(c.doc.diag_at(
-            "spec.source.manifests.path",
-            Some(&team),
-            "empty-component",
-            format!(
-                "component {}: {prefix} holds no manifests",
-                c.component.metadata.name
-            ),
-        ));
-    }
-    docs
-}
-
-/// Checks one document as a Kubernetes object and fills the component's namespace into
-/// a namespaced object that names none. A component may write anything but into a
-/// namespace a team owns.
-fn place(
-    cx: &ComponentsContext,
-    c: &ReadComponent,
-    doc: &Document,
-    errs: &mut Vec<Diagnostic>,
-) -> Option<Value> {
-    let team = platform_team();
-    let mut object = doc.value.clone();
-    let field =
-        |o: &Value, name: &str| o.get(name).and_then(Value::as_str).unwrap_or("").to_owned();
-    let (api_version, kind) = (field(&object, "apiVersion"), field(&object, "kind"));
-    if api_version.is_empty() || kind.is_empty() {
-        errs.push(doc.diag_at(
-            "",
-            Some(&team),
-            "schema",
-            "every document needs apiVersion and kind",
-        ));
-        return None;
-    }
-    if api_version == API_VERSION {
-        errs.push(doc.diag_at(
-            "apiVersion",
-            Some(&team),
-            "schema",
-            format!("a component's files are Kubernetes manifests; {kind} is a pontoon document"),
-        ));
-        return None;
-    }
-    if object
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
-        errs.push(doc.diag_at(
-            "metadata.name",
-            Some(&team),
-            "schema",
-            format!("{kind} has no metadata.name"),
-        ));
-        return None;
-    }
-    let namespace = object
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let namespace = match (namespace, &c.component.spec.namespace) {
-        (None, Some(ns)) if !is_cluster_scoped(group_of(&api_version), &kind) => {
-            if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.insert("namespace".to_owned(), json!(ns));
-            }
-            Some(ns.clone())
-        }
-        (ns, _) => ns,
-    };
-    if let Some(ns) = namespace
-        && let Some(owner) = cx.namespace_owners.get(&ns)
-    {
-        errs.push(doc.diag_at(
-            "metadata.namespace",
-            Some(&team),
-            "namespace-not-owned",
-            format!("{kind} in namespace {ns}, which belongs to team {owner}; a component writes outside the teams' namespaces"),
-        ));
-        return None;
-    }
-    Some(object)
-}
-
-/// Whether a patch's target names this object.
-fn targets(p: &ComponentPatch, object: &Value) -> bool {
-    let Some(key) = ObjectKey::of(object) else {
-        return false;
-    };
-    let t = &p.target;
-    t.kind == key.kind
-        && t.name == key.name
-        && t.group.as_ref().is_none_or(|g| *g == key.group)
-        && t.namespace.as_ref().is_none_or(|n| *n == key.namespace)
-}
-
-/// The platform's rules hold for components too: a `deny` fails the `platform` unit on
-/// that cluster, a `warn` is a warning.
-fn check_policies(
-    cx: &ComponentsContext,
-    object: &Value,
-    cluster: &ClusterDef,
-    doc: &Document,
-    errs: &mut Vec<Diagnostic>,
-    warnings: &mut Vec<Diagnostic>,
-) {
-    if cx.policies.is_empty() {
-        return;
-    }
-    let team = platform_team();
-    let subject = Subject {
-        object,
-        team: &team,
-        cluster,
-        instance: None,
-    };
-    for v in cx.policies.check(&subject) {
-        if v.exempted {
-            continue;
-        }
-        let field = v.field_path.as_deref().unwrap_or("");
-        let mut d = doc.diag_at(
-            field,
-            Some(&team),
-            &format!("policy/{}", v.rule),
-            format!("policy {} on {}: {}", v.rule, cluster.name, v.message),
-        );
-        d = d.on_cluster(&cluster.name);
-        match v.action {
-            PolicyAction::Deny => errs.push(d),
-            PolicyAction::Warn => {
-                d.severity = Severity::Warning;
-                warnings.push(d);
-            }
-        }
     }
 }
 
