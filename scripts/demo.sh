@@ -41,13 +41,6 @@ for cluster in staging prod; do
 done
 kubectl=$("$root/tests/support/go-build.sh" bin-dir)/kubectl
 
-# The operators' CRDs the example's kinds build on are the platform's, installed first.
-for cluster in staging prod; do
-  for crd in "$root"/tests/fixtures/crds/*.yaml; do
-    KUBECONFIG="$work/$cluster/kubeconfig" "$kubectl" apply --server-side -f "$crd" >/dev/null
-  done
-done
-
 # The example platform repo as a Git repository, as a platform team would have it.
 repo="$work/platform.git"
 git init -q -b main "$work/platform"

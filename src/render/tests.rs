@@ -321,7 +321,11 @@ fn the_example_platform_validates_clean() {
     let s = render(&example(), "r");
     assert!(s.diagnostics.is_empty(), "{:#?}", s.diagnostics);
     let teams: BTreeSet<&str> = s.units.keys().map(|u| u.team.0.as_str()).collect();
-    assert_eq!(teams, BTreeSet::from(["data", "payments", "search"]));
+    // The platform unit holds the example's components on each cluster.
+    assert_eq!(
+        teams,
+        BTreeSet::from(["data", "payments", PLATFORM_UNIT, "search"])
+    );
     // search targets prod only (by label); overrides apply per cluster.
     assert!(
         !s.units
