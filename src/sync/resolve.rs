@@ -115,6 +115,9 @@ impl Syncer {
             let resolved = match self.cluster.resolve(&gvk).await {
                 Ok(res) => Some(res),
                 Err(_) if crd_groups.contains(&key.group) => None,
+                // Its kind may come with a component it waits for: it is not applied
+                // before that component is healthy, and is resolved then.
+                Err(_) if self.waits_for_a_component(desired, &key) => None,
                 Err(e) => {
                     let message = unresolved(&e, object, &desired.unit.team);
                     r.error(&key, message);
@@ -124,6 +127,15 @@ impl Syncer {
             planned.push(Planned::new(key, object, resolved));
         }
         planned
+    }
+
+    /// Whether `key` requires a platform component not healthy on this cluster.
+    fn waits_for_a_component(&self, desired: &UnitDesired, key: &ObjectKey) -> bool {
+        desired
+            .components
+            .requires
+            .get(key)
+            .is_some_and(|names| self.components.first_not_healthy(names).is_some())
     }
 
     /// Resolves an object whose kind came with a CRD of this sync, once the CRDs are

@@ -151,6 +151,39 @@ async fn set_operator_status(cp: &ControlPlane, ns: &str, rolled_out: bool) {
         .expect("status");
 }
 
+/// Every write of the platform unit's objects (received since `started`) finished before
+/// the first write of either team's was received.
+fn assert_platform_wrote_first(cp: &ControlPlane, id: &str, started: jiff::Timestamp) {
+    let writes = audit::writes_by(cp.dir(), pontoon::cluster::USER_AGENT, started);
+    let is_platform = |e: &audit::Event| {
+        e.object_ref.as_ref().is_some_and(|o| {
+            o.namespace == format!("{id}-ops")
+                || o.name == format!("{id}-ops")
+                || o.name == format!("widgets.{id}.example.com")
+        })
+    };
+    let is_team =
+        |e: &audit::Event| e.touches_namespace(id) || e.touches_namespace(&format!("{id}-b"));
+    let last_platform = writes
+        .iter()
+        .filter(|e| is_platform(e))
+        .map(audit::Event::at)
+        .max();
+    let first_team = writes
+        .iter()
+        .filter(|e| is_team(e))
+        .map(audit::Event::received)
+        .min();
+    let (last_platform, first_team) = (
+        last_platform.expect("platform writes"),
+        first_team.expect("team writes"),
+    );
+    assert!(
+        last_platform < first_team,
+        "platform's last write finished {last_platform}, a team's first was received {first_team}"
+    );
+}
+
 /// Settles the platform unit (waits for its health) after the first pass.
 async fn settle_platform(s: &Syncer, state: &DesiredState, first: &UnitResult) -> UnitResult {
     let desired = &state.units[&first.unit];
@@ -213,36 +246,7 @@ async fn components_apply_before_teams_and_a_required_component_is_waited_for() 
     );
 
     // Every write of the platform unit came before the first of any team.
-    let writes = audit::writes_by(cp.dir(), pontoon::cluster::USER_AGENT, started);
-    let is_platform = |e: &audit::Event| {
-        e.object_ref.as_ref().is_some_and(|o| {
-            o.namespace == format!("{id}-ops")
-                || o.name == format!("{id}-ops")
-                || o.name == format!("widgets.{id}.example.com")
-                || (o.namespace == format!("{id}-pontoon")
-                    && o.name == "pontoon-inventory-platform")
-        })
-    };
-    let is_team =
-        |e: &audit::Event| e.touches_namespace(&id) || e.touches_namespace(&format!("{id}-b"));
-    let last_platform = writes
-        .iter()
-        .filter(|e| is_platform(e))
-        .map(audit::Event::at)
-        .max();
-    let first_team = writes
-        .iter()
-        .filter(|e| is_team(e))
-        .map(audit::Event::received)
-        .min();
-    let (last_platform, first_team) = (
-        last_platform.expect("platform writes"),
-        first_team.expect("team writes"),
-    );
-    assert!(
-        last_platform < first_team,
-        "platform's last write finished {last_platform}, a team's first was received {first_team}"
-    );
+    assert_platform_wrote_first(cp, &id, started);
 
     // The operator rolls out: the platform unit is healthy, and the team's next sync
     // (which the board announces) applies the Database, created after that.
@@ -296,4 +300,204 @@ async fn a_failing_component_keeps_dependents_waiting_with_its_reason_and_others
         .await;
     assert_eq!(other.state, UnitState::Synced, "{other:?}");
     assert!(configmap(cp, &format!("{id}-b"), "plain").await.is_some());
+}
+
+/// `pontoon <args> --config FILE`: its exit code and what it printed.
+fn pontoon(args: &[&str], config: &Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pontoon"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run pontoon");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), printed)
+}
+
+/// A component that brings a CRD, and a Kind whose objects are of that CRD.
+fn gadget_repo(root: &Path, id: &str, short_name: &str) {
+    write(
+        root,
+        "platform.yaml",
+        "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {name: p}\nspec:\n  clusters: [{name: c}]\n",
+    );
+    write(
+        root,
+        "components/gadgets.yaml",
+        "apiVersion: pontoon.dev/v1alpha1\nkind: Component\nmetadata: {name: gadgets}\nspec:\n  clusters: {names: [c]}\n  source: {manifests: {path: components/gadgets}}\n",
+    );
+    write(
+        root,
+        "components/gadgets/crd.yaml",
+        &format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: gadgets.{id}.example.com}}\nspec:\n  group: {id}.example.com\n  scope: Namespaced\n  names: {{plural: gadgets, singular: gadget, kind: Gadget, shortNames: [{short_name}]}}\n  versions:\n    - name: v1\n      served: true\n      storage: true\n      schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}\n"
+        ),
+    );
+    write(
+        root,
+        "kinds/gadget.yaml",
+        &format!(
+            "apiVersion: pontoon.dev/v1alpha1\nkind: Kind\nmetadata: {{name: Gadget}}\nspec:\n  requires: [gadgets]\n  resources:\n    - id: gadget\n      template: {{apiVersion: {id}.example.com/v1, kind: Gadget, metadata: {{name: \"${{name}}\"}}, spec: {{size: 1}}}}\n"
+        ),
+    );
+    write(
+        root,
+        &format!("teams/{id}/team.yaml"),
+        &format!(
+            "apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {{name: {id}}}\nspec:\n  namespaces: [{id}]\n  clusters: {{names: [c]}}\n"
+        ),
+    );
+    write(
+        root,
+        &format!("teams/{id}/gadget.yaml"),
+        "apiVersion: pontoon.dev/v1alpha1\nkind: Gadget\nmetadata: {name: g1}\n",
+    );
+}
+
+#[tokio::test]
+async fn sync_once_applies_the_platform_unit_first_and_plan_shows_it() {
+    let cp = control_plane::shared();
+    let id = unique_name("comp-cli");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("platform");
+    gadget_repo(&repo, &id, "gd");
+    let config = crate::support::daemon_config::DaemonConfig::dir(&repo)
+        .cluster("c", &cp.kubeconfig)
+        .inventory_namespace(&format!("{id}-pontoon"))
+        .write(tmp.path());
+    // The team's Gadget needs the component's CRD: one pass applies both, in order.
+    let (code, out) = pontoon(&["sync", "--once"], &config);
+    assert_eq!(code, Some(0), "{out}");
+    for unit in ["c/platform".to_owned(), format!("c/{id}")] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&unit) && l.contains(" Synced ")),
+            "{unit}: {out}"
+        );
+    }
+
+    let (code, out) = pontoon(&["plan"], &config);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("c/platform: +0 ~0 -0, nothing to do"), "{out}");
+    gadget_repo(&repo, &id, "gdt");
+    let (code, out) = pontoon(&["plan"], &config);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("c/platform: +0 ~1 -0"), "{out}");
+}
+
+#[tokio::test]
+async fn the_daemon_shows_a_unit_waiting_for_its_component_and_syncs_it_once_healthy() {
+    let cp = control_plane::shared();
+    let id = unique_name("comp-run");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("platform");
+    platform_repo(&repo, "run", &id);
+    let config = crate::support::daemon_config::DaemonConfig::dir(&repo)
+        .cluster("run", &cp.kubeconfig)
+        .inventory_namespace(&format!("{id}-pontoon"));
+    let started = jiff::Timestamp::now();
+    let daemon = crate::support::daemon::Daemon::start(&config.write(tmp.path()));
+    let shown = |team: String, state: &'static str| {
+        let daemon = &daemon;
+        move || {
+            let team = team.clone();
+            async move {
+                let s = daemon.status().await?;
+                let u = s["units"]
+                    .as_array()?
+                    .iter()
+                    .find(|u| u["team"] == team.as_str())?
+                    .clone();
+                (u["state"] == state).then(|| u["last_error"].as_str().unwrap_or("").to_owned())
+            }
+        }
+    };
+    let message = control_plane::eventually(
+        "the team shown waiting for its component",
+        Duration::from_secs(60),
+        shown(id.clone(), "Progressing"),
+    )
+    .await;
+    assert!(
+        message.starts_with("waiting for component operator to be healthy"),
+        "{message}"
+    );
+    control_plane::eventually(
+        "the platform unit shown rolling out",
+        Duration::from_secs(60),
+        shown(PLATFORM_UNIT.to_owned(), "Progressing"),
+    )
+    .await;
+    control_plane::eventually(
+        "the other team synced",
+        Duration::from_secs(60),
+        shown(format!("{id}-b"), "Synced"),
+    )
+    .await;
+    let page = reqwest::get(format!("{}/", daemon.base))
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("page text");
+    assert!(page.contains("waiting for component operator"), "{page}");
+    assert!(configmap(cp, &id, "ledger-db").await.is_none());
+
+    // The operator rolls out: the platform unit turns healthy, and the waiting team is
+    // synced again at once (no resync interval passes in this test).
+    set_operator_status(cp, &format!("{id}-ops"), true).await;
+    control_plane::eventually(
+        "the team Synced",
+        Duration::from_secs(60),
+        shown(id.clone(), "Synced"),
+    )
+    .await;
+    assert!(configmap(cp, &id, "ledger-db").await.is_some());
+    // The daemon, too, applied the platform unit before any team.
+    assert_platform_wrote_first(cp, &id, started);
+    daemon.finish().await;
+}
+
+#[tokio::test]
+async fn a_custom_resource_of_a_components_crd_waits_for_it_rather_than_failing() {
+    let cp = control_plane::shared();
+    let id = unique_name("comp-crd");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    gadget_repo(tmp.path(), &id, "gd");
+    let snapshot = pontoon::source::dir::read(tmp.path()).expect("repo");
+    let state = pontoon::render::render(&snapshot.files, "r1");
+    assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
+    let cluster =
+        Cluster::from_config(ClusterName("c".into()), cp.config().await, 16).expect("cluster");
+    let s = Syncer::new(
+        Arc::new(cluster),
+        SyncOptions {
+            namespace: format!("{id}-pontoon"),
+            ..SyncOptions::default()
+        },
+    );
+    let unit_on = |team: &str| UnitId {
+        team: pontoon::desired::TeamName(team.into()),
+        cluster: ClusterName("c".into()),
+    };
+    // The team first, its Gadget's kind not served yet: it waits for the component.
+    let team = s.sync(&state.units[&unit_on(&id)], "r1").await;
+    assert_eq!(team.state, UnitState::Progressing, "{team:?}");
+    assert_eq!(
+        team.message.as_deref(),
+        Some(
+            format!(
+                "waiting for component gadgets to be healthy (the platform unit has not synced it yet) before applying Gadget.{id}.example.com {id}/g1"
+            )
+            .as_str()
+        )
+    );
+    let platform = s.sync(&state.units[&unit_on(PLATFORM_UNIT)], "r1").await;
+    assert_eq!(platform.state, UnitState::Synced, "{platform:?}");
+    let team = s.sync(&state.units[&unit_on(&id)], "r1").await;
+    assert_eq!(team.state, UnitState::Synced, "{team:?}");
 }
