@@ -501,3 +501,125 @@ async fn a_custom_resource_of_a_components_crd_waits_for_it_rather_than_failing(
     let team = s.sync(&state.units[&unit_on(&id)], "r1").await;
     assert_eq!(team.state, UnitState::Synced, "{team:?}");
 }
+
+/// A platform repo on `cluster` whose component `ingress` is a Kustomize overlay (a base
+/// ConfigMap, a patch of it, and a Kustomize component adding another), in namespace
+/// `<id>-ingress`: the base's own, and the component's `spec.namespace` for what the
+/// Kustomize component adds above the base.
+fn kustomize_repo(cluster: &str, id: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut f = std::collections::BTreeMap::new();
+    let mut put = |path: &str, text: String| {
+        f.insert(path.to_owned(), text.into_bytes());
+    };
+    put(
+        "platform.yaml",
+        format!(
+            "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: p}}\nspec:\n  clusters: [{{name: {cluster}}}]\n"
+        ),
+    );
+    put(
+        "components/ingress.yaml",
+        "apiVersion: pontoon.dev/v1alpha1\nkind: Component\nmetadata: {name: ingress}\nspec:\n  clusters: {names: [CLUSTER]}\n  namespace: NS\n  source: {kustomize: {path: components/ingress/overlay}}\n"
+            .replace("CLUSTER", cluster)
+            .replace("NS", &format!("{id}-ingress")),
+    );
+    put(
+        "components/ingress/base/kustomization.yaml",
+        format!("namespace: {id}-ingress\nresources: [namespace.yaml, settings.yaml]\n"),
+    );
+    put(
+        "components/ingress/base/namespace.yaml",
+        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {id}-ingress}}\n"),
+    );
+    put(
+        "components/ingress/base/settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: base}\n"
+            .to_owned(),
+    );
+    put(
+        "components/ingress/overlay/kustomization.yaml",
+        "resources: [../base]\ncomponents: [../extra]\npatches:\n  - path: mode.yaml\n".to_owned(),
+    );
+    put(
+        "components/ingress/overlay/mode.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: overlay}\n"
+            .to_owned(),
+    );
+    put(
+        "components/ingress/extra/kustomization.yaml",
+        "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\nresources: [extra.yaml]\n"
+            .to_owned(),
+    );
+    put(
+        "components/ingress/extra/extra.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra}\ndata: {from: component}\n"
+            .to_owned(),
+    );
+    f
+}
+
+#[tokio::test]
+async fn a_kustomize_component_is_built_by_the_real_kustomize_and_synced_as_the_platform_unit() {
+    let cp = control_plane::shared();
+    let id = unique_name("comp-kust");
+    let s = Arc::new(syncer(cp, &id).await);
+    let cluster = ClusterName(cp.name.into());
+    let syncers = std::collections::BTreeMap::from([(cluster.clone(), s.clone())]);
+    let packages = pontoon::daemon::packages::Packages::new(&packages_config(), &syncers);
+    let snapshot = Arc::new(pontoon::source::Snapshot {
+        revision: "r1".into(),
+        files: kustomize_repo(cp.name, &id),
+        skipped: Vec::new(),
+        author: String::new(),
+        message: String::new(),
+    });
+    let (owner, keys) = (Default::default(), Default::default());
+    let state = pontoon::daemon::poll_and_render::render(
+        snapshot,
+        Default::default(),
+        &owner,
+        &keys,
+        &packages,
+    )
+    .await;
+    assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
+    let r = s.sync(&state.units[&unit(cp, PLATFORM_UNIT)], "r1").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    let ns = format!("{id}-ingress");
+    let settings = configmap(cp, &ns, "settings").await.expect("settings");
+    assert_eq!(
+        settings
+            .data
+            .unwrap_or_default()
+            .get("mode")
+            .map(String::as_str),
+        Some("overlay")
+    );
+    let extra = configmap(cp, &ns, "extra").await.expect("extra");
+    let labels = extra.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels.get("pontoon.dev/team").map(String::as_str),
+        Some(PLATFORM_UNIT)
+    );
+}
+
+/// `helm` and `kustomize` as `tests/support/go-build.sh packages` builds them (or finds
+/// them in its cache).
+fn packages_config() -> pontoon::config::PackagesConfig {
+    let script = crate::support::control_plane::repo_root().join("tests/support/go-build.sh");
+    let built = std::process::Command::new(&script)
+        .arg("packages")
+        .status()
+        .expect("run go-build.sh packages");
+    assert!(built.success(), "go-build.sh packages failed");
+    let out = std::process::Command::new(&script)
+        .arg("bin-dir")
+        .output()
+        .expect("bin-dir");
+    let dir = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    pontoon::config::PackagesConfig {
+        helm: dir.join("helm"),
+        kustomize: dir.join("kustomize"),
+        ..pontoon::config::PackagesConfig::default()
+    }
+}
