@@ -120,6 +120,7 @@ const RULES: &[(&str, &[&str])] = &[
     ("sync", &["crate::daemon", "crate::server"]),
     ("drift", &["crate::daemon", "crate::server"]),
     ("status", &["crate::daemon", "crate::server"]),
+    ("units", &["crate::daemon", "crate::server"]),
     (
         "source",
         &[

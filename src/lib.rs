@@ -20,6 +20,7 @@ pub mod source;
 pub mod ssa;
 pub mod status;
 pub mod sync;
+pub mod units;
 pub mod yaml;
 
 /// An error with its causes, outermost first: transport errors say little on their own

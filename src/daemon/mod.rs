@@ -19,6 +19,7 @@ pub mod pull_request_plans;
 pub mod rollout;
 pub mod scheduler;
 pub mod stages;
+pub mod units;
 
 /// The former name of [`poll_and_render`], kept for callers outside the crate.
 pub use poll_and_render as feed;
@@ -51,6 +52,8 @@ pub struct Inputs {
     pub keys: Arc<crate::sops::Keyring>,
     /// How the packages of such an older revision are expanded.
     pub packages: Arc<packages::Packages>,
+    /// The source polled on request (a Unit's reconcile with source), when there is one.
+    pub poll_now: Option<poll_and_render::PollNow>,
 }
 
 /// Handles a caller (tests, `main`) keeps on a running daemon.
@@ -193,6 +196,11 @@ pub async fn run_with(
             },
             statuses: statuses.clone(),
             gate,
+            units: units::UnitSettings {
+                namespace: config.sync.namespace.clone(),
+                owner: config.sync.owner.clone(),
+                poll_now: inputs.poll_now.clone(),
+            },
         },
         inputs.desired,
         leadership.leading.clone(),
@@ -377,6 +385,11 @@ pub async fn run_from_source(
         plan_requests,
     )?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (polls_tx, polls_rx) = watch::channel(poll_and_render::Polls::default());
+    let poll_now = poll_and_render::PollNow {
+        wake: wake.clone(),
+        polls: polls_rx,
+    };
     // The first render has no earlier one: the clusters say who holds each namespace.
     let owners = poll_and_render::namespace_owners(&handles.syncers).await;
     let poller = tokio::spawn(poll_and_render::poll_loop(
@@ -391,6 +404,7 @@ pub async fn run_from_source(
             owner: config.sync.owner.clone(),
             keys: keys.clone(),
             packages: packages.clone(),
+            polls: polls_tx,
         },
     ));
     let result = run_with(
@@ -401,6 +415,7 @@ pub async fn run_from_source(
             history,
             keys,
             packages,
+            poll_now: Some(poll_now),
         },
         handles,
         shutdown,
@@ -492,6 +507,7 @@ struct TermContext {
     drift: crate::drift::DriftSettings,
     statuses: Option<Arc<crate::status::Notifier>>,
     gate: Arc<gatekeeper::Gatekeeper>,
+    units: units::UnitSettings,
 }
 
 /// One scheduler (and one set of drift watches) per term of leadership: created when
@@ -511,11 +527,20 @@ async fn leadership_terms(
         }
         ctx.board.set_leading(true);
         tracing::info!("leading: scheduling units");
+        let (term_reports, reports) = mpsc::channel(4096);
         let scheduler = Arc::new(Scheduler::new(
             ctx.syncers.clone(),
             ctx.options.clone(),
-            ctx.reports.clone(),
+            term_reports,
         ));
+        let unit_objects = units::UnitsTerm::start(
+            &ctx.syncers,
+            &ctx.units,
+            ctx.board.clone(),
+            scheduler.clone(),
+            reports,
+            ctx.reports.clone(),
+        );
         let drift = DriftHandling::start(
             &ctx.syncers,
             &ctx.drift,
@@ -573,6 +598,8 @@ async fn leadership_terms(
                 }
             }
         };
+        // The Units' writes stop before anything else of the term.
+        unit_objects.stop().await;
         drift.stop();
         if ended_by_stop {
             return scheduler.shutdown(ctx.shutdown_timeout).await;

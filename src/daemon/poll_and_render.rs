@@ -245,6 +245,51 @@ pub struct RenderStart {
     pub keys: Arc<Keyring>,
     /// How the packages of each revision are expanded.
     pub packages: Arc<super::packages::Packages>,
+    /// Counts polls started and finished, for whoever wakes the loop and waits for the
+    /// poll it asked for ([`PollNow`]).
+    pub polls: watch::Sender<Polls>,
+}
+
+/// Polls started and finished so far. A poll is finished once what it brought is
+/// rendered and published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Polls {
+    pub started: u64,
+    pub finished: u64,
+}
+
+/// Counts a poll as finished when dropped, whichever way the poll ended.
+struct PollDone<'a>(&'a watch::Sender<Polls>);
+
+impl Drop for PollDone<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|p| p.finished += 1);
+    }
+}
+
+/// The source polled on request: wakes the poll loop and waits until a poll that
+/// started after the request is finished.
+#[derive(Clone)]
+pub struct PollNow {
+    pub wake: Arc<Notify>,
+    pub polls: watch::Receiver<Polls>,
+}
+
+impl PollNow {
+    /// Returns once a poll started after this call is finished, or after `timeout`.
+    pub async fn poll(&self, timeout: std::time::Duration) {
+        let mut polls = self.polls.clone();
+        let now = *polls.borrow_and_update();
+        // A poll under way already may have read the repo before the request: the one
+        // after it counts (the wake is kept for the loop's next turn).
+        let target = if now.started > now.finished {
+            now.started + 1
+        } else {
+            now.finished + 1
+        };
+        self.wake.notify_one();
+        let _ = tokio::time::timeout(timeout, polls.wait_for(|p| p.finished >= target)).await;
+    }
 }
 
 /// Polls until `stop` turns true, publishing each new render on `out`.
@@ -263,6 +308,7 @@ pub async fn poll_loop(
         start.keys,
         start.packages,
     );
+    let polls = start.polls;
     let mut tick = tokio::time::interval(cfg.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut current: Option<String> = None;
@@ -272,6 +318,8 @@ pub async fn poll_loop(
             _ = tick.tick() => {}
             _ = wake.notified() => tracing::debug!("woken early by a webhook or a file change"),
         }
+        polls.send_modify(|p| p.started += 1);
+        let _done = PollDone(&polls);
         let polled = match tokio::time::timeout(cfg.timeout, source.poll()).await {
             Ok(p) => p,
             Err(_) => {

@@ -45,5 +45,6 @@ mod source;
 mod ssh;
 mod stages;
 mod sync;
+mod units;
 mod webhook_secrets;
 mod webhooks;

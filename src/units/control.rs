@@ -1,0 +1,278 @@
+//! The requests behind the Units of one cluster: the status written when it changed
+//! (compared with what this process last wrote or listed, so a no-op resync sends
+//! nothing), the Unit created with its first status, removed with its team, and the
+//! watch that reads what people ask of a unit (the reconcile annotation).
+//!
+//! Each write takes the cluster's write permit, as every apply does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use kube::Api;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+
+use super::status::{Observed, UnitStatus, next_status};
+use super::{
+    ANNOTATION_RECONCILE, ANNOTATION_RECONCILE_SOURCE, API_VERSION, GROUP, KIND, PLURAL, UnitError,
+    VERSION,
+};
+use crate::cluster::Cluster;
+use crate::desired::{LABEL_OWNER, Owner, TeamName};
+use crate::sync::UnitResult;
+
+/// The Unit's REST resource.
+pub fn resource() -> ApiResource {
+    ApiResource {
+        group: GROUP.to_owned(),
+        version: VERSION.to_owned(),
+        api_version: API_VERSION.to_owned(),
+        kind: KIND.to_owned(),
+        plural: PLURAL.to_owned(),
+    }
+}
+
+/// The Units API in `namespace`.
+pub fn api(client: kube::Client, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client, namespace, &resource())
+}
+
+/// The label selector of `owner`'s Units.
+pub fn selector(owner: &Owner) -> String {
+    format!("{LABEL_OWNER}={owner}")
+}
+
+/// What is known of one Unit on the cluster.
+#[derive(Debug, Clone, Default)]
+struct Known {
+    generation: i64,
+    status: Option<UnitStatus>,
+}
+
+/// The Units of one cluster, as this process wrote or listed them.
+pub struct UnitWriter {
+    cluster: Arc<Cluster>,
+    api: Api<DynamicObject>,
+    namespace: String,
+    owner: Owner,
+    known: HashMap<TeamName, Known>,
+}
+
+impl UnitWriter {
+    pub fn new(cluster: Arc<Cluster>, namespace: &str, owner: &Owner) -> UnitWriter {
+        UnitWriter {
+            api: api(cluster.client().clone(), namespace),
+            cluster,
+            namespace: namespace.to_owned(),
+            owner: owner.clone(),
+            known: HashMap::new(),
+        }
+    }
+
+    /// Reads the owner's Units once, so a restarted daemon writes none that is as its
+    /// first sync would write it.
+    pub async fn load(&mut self) -> Result<(), UnitError> {
+        let _permit = self.cluster.read_permit().await;
+        let list = self
+            .api
+            .list(&ListParams::default().labels(&selector(&self.owner)))
+            .await
+            .map_err(|source| UnitError::Request {
+                name: format!("{}/*", self.namespace),
+                source,
+            })?;
+        for o in list.items {
+            let Some(team) = o
+                .metadata
+                .name
+                .as_deref()
+                .and_then(|n| super::team_of(&self.owner, n))
+            else {
+                continue;
+            };
+            self.known.insert(team, known_of(&o));
+        }
+        Ok(())
+    }
+
+    /// The status this process knows `team`'s Unit to have.
+    pub fn status(&self, team: &TeamName) -> Option<&UnitStatus> {
+        self.known.get(team).and_then(|k| k.status.as_ref())
+    }
+
+    /// Writes the status `result` leaves the Unit in, unless it already has it; creates
+    /// the Unit first when there is none. `handled`: the reconcile request this sync
+    /// answers, if it answers one. Returns whether anything was written.
+    pub async fn record(
+        &mut self,
+        result: &UnitResult,
+        handled: Option<&str>,
+        now: &str,
+    ) -> Result<bool, UnitError> {
+        let team = &result.unit.team;
+        let name = super::unit_name(&self.owner, team);
+        let known = self.known.get(team).cloned();
+        let handled = handled.map(str::to_owned).or_else(|| {
+            known
+                .as_ref()
+                .and_then(|k| k.status.as_ref())
+                .and_then(|s| s.last_handled_reconcile_at.clone())
+        });
+        let decide = |generation| {
+            next_status(
+                result,
+                known.as_ref().and_then(|k| k.status.as_ref()),
+                Observed {
+                    generation,
+                    handled_reconcile: handled.as_deref(),
+                    now,
+                },
+            )
+        };
+        let mut generation = known.as_ref().map_or(0, |k| k.generation);
+        if let Some(k) = &known
+            && k.status.as_ref() == Some(&decide(generation))
+        {
+            return Ok(false);
+        }
+        let _permit = self.cluster.write_permit().await;
+        let request = |source| UnitError::Request {
+            name: format!("{}/{name}", self.namespace),
+            source,
+        };
+        if known.is_none() {
+            let body = json!({
+                "apiVersion": API_VERSION, "kind": KIND,
+                "metadata": {"name": name, "namespace": self.namespace,
+                             "labels": {LABEL_OWNER: self.owner.as_str()}},
+                "spec": {"team": team.0, "cluster": result.unit.cluster.0},
+            });
+            let created = self
+                .api
+                .patch(
+                    &name,
+                    &crate::desired::apply_params(&self.owner).force(),
+                    &Patch::Apply(body),
+                )
+                .await
+                .map_err(request)?;
+            generation = known_of(&created).generation;
+        }
+        let status = decide(generation);
+        let body = json!({
+            "apiVersion": API_VERSION, "kind": KIND,
+            "metadata": {"name": name, "namespace": self.namespace},
+            "status": status,
+        });
+        let params = crate::desired::apply_params(&self.owner).force();
+        let written = match self
+            .api
+            .patch_status(&name, &params, &Patch::Apply(body))
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                // Deleted by someone since: the next report creates it again.
+                self.known.remove(team);
+                return Err(request(kube::Error::Api(s)));
+            }
+            other => other.map_err(request)?,
+        };
+        self.known.insert(
+            team.clone(),
+            Known {
+                generation: known_of(&written).generation,
+                status: Some(status),
+            },
+        );
+        Ok(true)
+    }
+
+    /// Deletes `team`'s Unit (its team left the cluster); one already gone is fine.
+    pub async fn remove(&mut self, team: &TeamName) -> Result<(), UnitError> {
+        let name = super::unit_name(&self.owner, team);
+        let _permit = self.cluster.write_permit().await;
+        match self.api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => {
+                return Err(UnitError::Request {
+                    name: format!("{}/{name}", self.namespace),
+                    source,
+                });
+            }
+        }
+        self.known.remove(team);
+        Ok(())
+    }
+}
+
+fn known_of(o: &DynamicObject) -> Known {
+    Known {
+        generation: o.metadata.generation.unwrap_or(0),
+        status: o
+            .data
+            .get("status")
+            .and_then(|s| serde_json::from_value(s.clone()).ok()),
+    }
+}
+
+/// What a person asks of a unit, as its Unit says it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asked {
+    pub team: TeamName,
+    /// The reconcile-requested-at annotation's value.
+    pub reconcile: Option<String>,
+    /// The request the status says was answered last.
+    pub handled: Option<String>,
+    /// The request asks for the platform repo to be polled first.
+    pub with_source: bool,
+}
+
+/// Every change of the owner's Units in `namespace`, as what they ask. The stream never
+/// ends; watch errors are logged and retried with backoff.
+pub fn watch_asked(
+    cluster: &Cluster,
+    namespace: &str,
+    owner: &Owner,
+) -> impl Stream<Item = Asked> + Send + use<> {
+    let config = watcher::Config::default()
+        .labels(&selector(owner))
+        .timeout(cluster.watch_timeout());
+    let owner = owner.clone();
+    watcher(api(cluster.client().clone(), namespace), config)
+        .default_backoff()
+        .filter_map(move |event| {
+            let asked = match event {
+                Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
+                    asked_of(&owner, &o)
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(error = %crate::describe(&e), "watching Units");
+                    None
+                }
+            };
+            std::future::ready(asked)
+        })
+}
+
+fn asked_of(owner: &Owner, o: &DynamicObject) -> Option<Asked> {
+    let team = super::team_of(owner, o.metadata.name.as_deref()?)?;
+    let empty = BTreeMap::new();
+    let annotations = o.metadata.annotations.as_ref().unwrap_or(&empty);
+    let reconcile = annotations.get(ANNOTATION_RECONCILE).cloned();
+    Some(Asked {
+        team,
+        with_source: reconcile.is_some()
+            && annotations.get(ANNOTATION_RECONCILE_SOURCE) == reconcile.as_ref(),
+        reconcile,
+        handled: o
+            .data
+            .get("status")
+            .and_then(|s| s.get("lastHandledReconcileAt"))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+    })
+}
