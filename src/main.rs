@@ -85,6 +85,38 @@ enum Command {
         #[arg(long, default_value = pontoon::config::DEFAULT_OWNER)]
         owner: String,
     },
+    /// Sync a team's units now: sets `pontoon.dev/reconcile-requested-at` on each Unit as
+    /// your own Kubernetes identity (your kubeconfig; RBAC decides who may). Exit 0 once
+    /// asked, or with `--wait` once every unit answered Ready; 1 otherwise.
+    Reconcile {
+        /// The team as the platform repo names it.
+        #[arg(long)]
+        team: String,
+        /// One cluster; default: every cluster of `--config`.
+        #[arg(long, required_unless_present = "config")]
+        cluster: Option<String>,
+        /// The daemon's config: its clusters, namespace and owner.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Have the daemon poll the platform repo first (a commit pushed a moment ago).
+        #[arg(long)]
+        with_source: bool,
+        /// Follow each Unit until the daemon answered, print its summary.
+        #[arg(long)]
+        wait: bool,
+        /// How long `--wait` waits.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// The kubeconfig context to use; default: the context named like the cluster.
+        #[arg(long)]
+        context: Option<String>,
+        /// The daemon's `sync.namespace` (without `--config`).
+        #[arg(long, default_value = pontoon::config::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// The daemon's `sync.owner` (without `--config`).
+        #[arg(long, default_value = pontoon::config::DEFAULT_OWNER)]
+        owner: String,
+    },
     /// Work with a unit's inventory on a cluster.
     Inventory {
         #[command(subcommand)]
@@ -234,6 +266,30 @@ fn main() -> ExitCode {
                 owner,
             },
             revision,
+        )),
+        Command::Reconcile {
+            team,
+            cluster,
+            config,
+            with_source,
+            wait,
+            timeout,
+            context,
+            namespace,
+            owner,
+        } => run_on_worker(reconcile_cmd(
+            Unit {
+                team,
+                cluster: cluster.unwrap_or_default(),
+                context,
+                namespace,
+                owner,
+            },
+            config,
+            Asking {
+                with_source,
+                wait: wait.then_some(timeout),
+            },
         )),
     };
     match result {
@@ -816,4 +872,93 @@ async fn release_cmd(req: Unit, revision: String) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// What `pontoon reconcile` asks and whether it follows the answer.
+struct Asking {
+    with_source: bool,
+    /// `--wait`, with its timeout.
+    wait: Option<std::time::Duration>,
+}
+
+/// Asks each of the team's units (one cluster, or every cluster of the daemon config) for
+/// a sync now, as the caller; with `--wait`, follows each until the daemon answered.
+async fn reconcile_cmd(
+    req: Unit,
+    config: Option<PathBuf>,
+    asking: Asking,
+) -> anyhow::Result<ExitCode> {
+    let (clusters, namespace, owner) = match &config {
+        Some(file) => {
+            let cfg = Config::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let clusters = match req.cluster.as_str() {
+                "" => cfg.clusters.iter().map(|c| c.name.clone()).collect(),
+                one => vec![one.to_owned()],
+            };
+            (clusters, cfg.sync.namespace, cfg.sync.owner)
+        }
+        None => (
+            vec![req.cluster.clone()],
+            req.namespace.clone(),
+            pontoon::config::Owner::new(&req.owner).map_err(|e| anyhow::anyhow!("--owner {e}"))?,
+        ),
+    };
+    let team = pontoon::desired::TeamName(req.team.clone());
+    let name = pontoon::units::unit_name(&owner, &team);
+    let value = jiff::Timestamp::now().to_string();
+    let mut ok = true;
+    for cluster in clusters {
+        let unit = Unit {
+            cluster: cluster.clone(),
+            namespace: namespace.clone(),
+            context: req.context.clone(),
+            team: req.team.clone(),
+            owner: owner.to_string(),
+        };
+        let api = pontoon::units::control::api(unit.client().await?, &namespace);
+        let asked = pontoon::units::request::request_reconcile(
+            &api,
+            &name,
+            &value,
+            asking.with_source,
+            "pontoon-reconcile",
+        )
+        .await;
+        if let Err(e) = asked {
+            eprintln!("{cluster}/{team}: {e}");
+            ok = false;
+            continue;
+        }
+        let Some(timeout) = asking.wait else {
+            println!("{cluster}/{team}: reconcile requested ({value})");
+            continue;
+        };
+        match pontoon::units::request::follow(&api, &name, &value, timeout).await {
+            Ok(status) => {
+                let ready = status.is(pontoon::units::status::READY);
+                let reason = status
+                    .condition(pontoon::units::status::READY)
+                    .map(|c| c.reason.clone())
+                    .unwrap_or_default();
+                let said = match (&status.last_error, ready) {
+                    (Some(e), false) => e.clone(),
+                    _ => status.summary.text.clone(),
+                };
+                println!(
+                    "{cluster}/{team}: {reason} at {}: {said}",
+                    status.short_revision
+                );
+                ok &= ready;
+            }
+            Err(e) => {
+                eprintln!("{cluster}/{team}: {e}");
+                ok = false;
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -9,6 +9,7 @@
 
 pub mod control;
 pub mod crd;
+pub mod request;
 pub mod status;
 
 use crate::desired::{Owner, TeamName};

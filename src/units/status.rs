@@ -211,10 +211,13 @@ fn summary(result: &UnitResult, previous: Option<&UnitStatus>) -> Summary {
     }
 }
 
-/// The first 7 characters of a commit; a revision that is no commit (a folder's) as is.
+/// The first 7 characters of a commit (`dir-` and 7 of a folder's digest); anything
+/// else as is.
 pub fn short(revision: &str) -> &str {
-    if revision.len() >= 40 && revision.bytes().all(|b| b.is_ascii_hexdigit()) {
-        &revision[..7]
+    let prefix = if revision.starts_with("dir-") { 4 } else { 0 };
+    let digest = &revision[prefix..];
+    if digest.len() > 7 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        &revision[..prefix + 7]
     } else {
         revision
     }
@@ -344,7 +347,8 @@ mod tests {
     }
 
     #[test]
-    fn a_folder_revision_is_shown_whole() {
+    fn a_revision_is_shortened_to_seven_digits() {
+        assert_eq!(short("dir-01e868e2459f91147035"), "dir-01e868e");
         assert_eq!(short("dir:3f2a"), "dir:3f2a");
     }
 }

@@ -16,6 +16,7 @@ use crate::support::control_plane::{self, ControlPlane, eventually, unique_name}
 use crate::support::daemon::{Daemon, write};
 use crate::support::daemon_config::DaemonConfig;
 use crate::support::exposition::sample;
+use crate::support::git::git;
 
 /// A platform of one cluster whose teams may write ConfigMaps.
 pub fn platform(cluster: &str) -> String {
@@ -210,6 +211,161 @@ async fn a_unit_shows_each_sync_and_a_no_op_resync_writes_nothing() {
         .find(|l| l.contains(&name))
         .unwrap_or_else(|| panic!("{name} in {text}"));
     assert!(row.contains("True") && row.contains("Synced"), "{row}");
+
+    daemon.finish().await;
+}
+
+/// A work tree and the bare repository the daemon polls, pushed to on every commit.
+struct Repo {
+    work: std::path::PathBuf,
+    bare: std::path::PathBuf,
+}
+
+impl Repo {
+    fn new(dir: &Path, cp: &ControlPlane, name: &str, app: &str) -> Repo {
+        let work = dir.join("work");
+        std::fs::create_dir(&work).expect("mkdir");
+        git(&work, &["init", "-q"]);
+        repo(&work, cp, name, app);
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "first"]);
+        git(dir, &["clone", "-q", "--bare", "work", "platform.git"]);
+        Repo {
+            work,
+            bare: dir.join("platform.git"),
+        }
+    }
+
+    /// Commits `app` as the team's app.yaml and pushes it; the new commit.
+    fn commit_app(&self, name: &str, app: &str) -> String {
+        write(&self.work, &format!("teams/{name}/app.yaml"), app);
+        git(&self.work, &["commit", "-q", "-am", "change"]);
+        git(
+            &self.work,
+            &["push", "-q", self.bare.to_str().expect("path"), "main"],
+        );
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+}
+
+/// `pontoon reconcile ARGS` as the harness's admin (its kubeconfig); exit code, output,
+/// and when it returned.
+async fn reconcile(cp: &ControlPlane, args: &[&str]) -> (i32, String, jiff::Timestamp) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pontoon"));
+    command
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .arg("reconcile")
+        .args(args)
+        .args(["--context", "local", "--timeout", "60s"]);
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("run pontoon reconcile");
+    let at = jiff::Timestamp::now();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text, at)
+}
+
+/// The `key` the live settings ConfigMap holds, if any.
+async fn keys(cp: &ControlPlane, namespace: &str) -> Vec<String> {
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(cp.client().await, namespace);
+    cms.get_opt("settings")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|c| c.data)
+        .map(|d| d.into_keys().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn reconcile_syncs_now_and_wait_follows_the_unit_to_its_answer() {
+    let cp = control_plane::shared();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (name, ns) = (unique_name("reconcile"), unique_name("pontoon-reconcile"));
+    let repo = Repo::new(tmp.path(), cp, &name, &settings("first"));
+    // Nothing but a request makes this daemon poll or resync within the test.
+    let config = DaemonConfig::git_file(&repo.bare, &tmp.path().join("cache"))
+        .poll_interval("1h")
+        .cluster(cp.name, &cp.kubeconfig)
+        .inventory_namespace(&ns)
+        .resync_interval("1h");
+    let config_file = config.write(tmp.path());
+    let daemon = Daemon::start(&config_file);
+    eventually("the Unit Ready", Duration::from_secs(90), || async {
+        let u = unit(cp, &ns, &name).await?;
+        (condition(&u, "Ready")?.0 == "True").then_some(())
+    })
+    .await;
+
+    // A commit pushed with no webhook: a plain reconcile syncs what the daemon has.
+    let second = repo.commit_app(&name, &settings("second"));
+    let unit_args = ["--team", &name, "--cluster", cp.name, "--namespace", &ns];
+    let (code, out, _) = reconcile(cp, &[&unit_args[..], &["--wait"]].concat()).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Synced at"), "{out}");
+    assert_eq!(
+        keys(cp, &name).await,
+        ["first"],
+        "the source was not polled"
+    );
+
+    // With the source: the new commit is polled and synced before the answer, which
+    // comes within a second of the Unit's status saying so. Clusters from the config.
+    let config_arg = config_file.to_str().expect("path").to_owned();
+    let (code, out, returned) = reconcile(
+        cp,
+        &[
+            "--team",
+            &name,
+            "--config",
+            &config_arg,
+            "--with-source",
+            "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("Synced at {}", &second[..7])),
+        "{out}"
+    );
+    assert_eq!(keys(cp, &name).await, ["second"]);
+    let u = unit(cp, &ns, &name).await.expect("the Unit");
+    assert_eq!(u["status"]["revision"], Value::String(second.clone()));
+    let answered = audit::writes(cp.dir())
+        .into_iter()
+        .filter(|e| {
+            e.user_agent.starts_with("pontoon")
+                && e.object_ref
+                    .as_ref()
+                    .is_some_and(|o| o.resource == "units" && o.name == name)
+        })
+        .map(|e| e.at())
+        .max()
+        .expect("the Unit's status written");
+    let lag = returned.duration_since(answered);
+    assert!(
+        lag < jiff::SignedDuration::from_secs(1),
+        "reconcile --wait returned {lag:?} after the answer"
+    );
+
+    // A commit the API server refuses: the answer is Failed, with the error; exit 1.
+    repo.commit_app(&name, &settings("bad key!"));
+    let (code, out, _) =
+        reconcile(cp, &[&unit_args[..], &["--with-source", "--wait"]].concat()).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("Failed") && out.contains("bad key!"), "{out}");
+
+    // Without --wait: asked, exit 0 at once.
+    let (code, out, _) = reconcile(cp, &unit_args).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("reconcile requested"), "{out}");
 
     daemon.finish().await;
 }
