@@ -117,6 +117,27 @@ enum Command {
         #[arg(long, default_value = pontoon::config::DEFAULT_OWNER)]
         owner: String,
     },
+    /// Suspend a team's units: no new revision is applied, and drift is left alone
+    /// unless --keep-correcting (then corrected at the revision each runs). Sets
+    /// `spec.suspend` on each Unit as you (field manager `pontoon-cli:<your user>`).
+    Suspend {
+        #[command(flatten)]
+        units: UnitArgs,
+        /// Why, for whoever looks: the incident, the change.
+        #[arg(long)]
+        reason: String,
+        /// Resume by itself after this long (e.g. `2h`).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        for_: Option<std::time::Duration>,
+        /// Keep correcting drift at the revision each unit runs.
+        #[arg(long)]
+        keep_correcting: bool,
+    },
+    /// Resume a team's suspended units: each takes the newest revision.
+    Resume {
+        #[command(flatten)]
+        units: UnitArgs,
+    },
     /// Work with a unit's inventory on a cluster.
     Inventory {
         #[command(subcommand)]
@@ -151,6 +172,29 @@ enum Command {
     },
     /// Print the version.
     Version,
+}
+
+/// Which units an operator's command acts on (`suspend`, `resume`).
+#[derive(Debug, clap::Args)]
+struct UnitArgs {
+    /// The team as the platform repo names it.
+    #[arg(long)]
+    team: String,
+    /// One cluster; default: every cluster of `--config`.
+    #[arg(long, required_unless_present = "config")]
+    cluster: Option<String>,
+    /// The daemon's config: its clusters, namespace and owner.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The kubeconfig context to use; default: the context named like the cluster.
+    #[arg(long)]
+    context: Option<String>,
+    /// The daemon's `sync.namespace` (without `--config`).
+    #[arg(long, default_value = pontoon::config::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// The daemon's `sync.owner` (without `--config`).
+    #[arg(long, default_value = pontoon::config::DEFAULT_OWNER)]
+    owner: String,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -291,6 +335,30 @@ fn main() -> ExitCode {
                 wait: wait.then_some(timeout),
             },
         )),
+        Command::Suspend {
+            units,
+            reason,
+            for_,
+            keep_correcting,
+        } => run_on_worker(async move {
+            anyhow::ensure!(!reason.trim().is_empty(), "--reason may not be empty");
+            let until = match for_ {
+                Some(d) => Some(
+                    jiff::Timestamp::now()
+                        .checked_add(jiff::SignedDuration::try_from(d)?)?
+                        .round(jiff::Unit::Second)?
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let spec = pontoon::units::suspend::SuspendSpec {
+                reason: reason.trim().to_owned(),
+                until,
+                keep_correcting,
+            };
+            suspend_cmd(units, Some(spec)).await
+        }),
+        Command::Resume { units } => run_on_worker(suspend_cmd(units, None)),
     };
     match result {
         Ok(code) => code,
@@ -950,6 +1018,65 @@ async fn reconcile_cmd(
                 );
                 ok &= ready;
             }
+            Err(e) => {
+                eprintln!("{cluster}/{team}: {e}");
+                ok = false;
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Sets (or with None removes) `spec.suspend` on the team's Units, as the caller.
+async fn suspend_cmd(
+    args: UnitArgs,
+    spec: Option<pontoon::units::suspend::SuspendSpec>,
+) -> anyhow::Result<ExitCode> {
+    let (clusters, namespace, owner) = match &args.config {
+        Some(file) => {
+            let cfg = Config::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let clusters = match &args.cluster {
+                None => cfg.clusters.iter().map(|c| c.name.clone()).collect(),
+                Some(one) => vec![one.clone()],
+            };
+            (clusters, cfg.sync.namespace, cfg.sync.owner)
+        }
+        None => (
+            args.cluster.iter().cloned().collect(),
+            args.namespace.clone(),
+            pontoon::config::Owner::new(&args.owner).map_err(|e| anyhow::anyhow!("--owner {e}"))?,
+        ),
+    };
+    let team = pontoon::desired::TeamName(args.team.clone());
+    let name = pontoon::units::unit_name(&owner, &team);
+    let mut ok = true;
+    for cluster in clusters {
+        let unit = Unit {
+            cluster: cluster.clone(),
+            namespace: namespace.clone(),
+            context: args.context.clone(),
+            team: args.team.clone(),
+            owner: owner.to_string(),
+        };
+        let client = unit.client().await?;
+        let user = pontoon::units::request::whoami(&client).await?;
+        let api = pontoon::units::control::api(client, &namespace);
+        match pontoon::units::request::set_suspend(&api, &name, spec.as_ref(), &user).await {
+            Ok(()) => match &spec {
+                Some(s) => println!(
+                    "{cluster}/{team}: suspended by {user}: {}{}",
+                    s.reason,
+                    s.until
+                        .as_deref()
+                        .map(|u| format!(" (until {u})"))
+                        .unwrap_or_default()
+                ),
+                None => println!("{cluster}/{team}: resumed by {user}"),
+            },
             Err(e) => {
                 eprintln!("{cluster}/{team}: {e}");
                 ok = false;

@@ -59,6 +59,8 @@ struct Entry {
     drift_error: Option<String>,
     /// The objects the last sync found with no health rule and no status.
     no_health_rule: Vec<String>,
+    /// The unit's suspension in force, as said.
+    suspended: Option<String>,
 }
 
 impl Entry {
@@ -72,6 +74,7 @@ impl Entry {
             drifted: Vec::new(),
             drift_error: None,
             no_health_rule: Vec::new(),
+            suspended: None,
         }
     }
 }
@@ -281,6 +284,16 @@ impl Board {
     }
 
     /// The units the board shows on `cluster`.
+    /// A unit's suspension (`suspended by alice: INC-1234`), or its end.
+    pub fn suspended(&self, unit: &UnitId, why: Option<String>) {
+        let mut inner = self.lock();
+        let e = inner
+            .units
+            .entry(unit.clone())
+            .or_insert_with(Entry::pending);
+        e.suspended = why;
+    }
+
     pub fn units_on(&self, cluster: &ClusterName) -> Vec<UnitId> {
         self.lock()
             .units
@@ -311,6 +324,7 @@ impl StatusSource for Board {
                 drifted: e.drifted.clone(),
                 drift_error: e.drift_error.clone(),
                 no_health_rule: e.no_health_rule.clone(),
+                suspended: e.suspended.clone(),
             })
             .collect()
     }

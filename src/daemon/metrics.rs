@@ -34,6 +34,14 @@ pub struct Metrics {
     pub drift_watch_errors: IntCounterVec,
     /// 1 for a unit waiting on an earlier rollout stage, 0 for one in a stage that does not.
     pub rollout_waiting: IntGaugeVec,
+    /// Suspended units: 1 with who and why; since and until as timestamps.
+    pub suspended: IntGaugeVec,
+    pub suspended_since: GaugeVec,
+    pub suspended_until: GaugeVec,
+    /// Per unit: when its suspension has lasted too long (its `until`, at most a day after
+    /// it began); +Inf for a unit not suspended, so the alert's series always exist.
+    pub suspension_deadline: GaugeVec,
+    suspended_series: std::sync::Mutex<std::collections::HashMap<UnitId, (String, String)>>,
     /// The stage each unit's `rollout_waiting` series names, to drop it when that changes.
     rollout_series: std::sync::Mutex<std::collections::BTreeMap<UnitId, String>>,
     /// Policy debt: per platform rule, the objects of the newest render that break it.
@@ -154,6 +162,35 @@ impl Metrics {
                 &["team", "cluster", "stage"],
             )?,
             rollout_series: Default::default(),
+            suspended: IntGaugeVec::new(
+                Opts::new(
+                    "pontoon_unit_suspended",
+                    "1 while the unit is suspended, with who suspended it and why",
+                ),
+                &["team", "cluster", "by", "reason"],
+            )?,
+            suspended_series: Default::default(),
+            suspension_deadline: GaugeVec::new(
+                Opts::new(
+                    "pontoon_unit_suspension_deadline_timestamp_seconds",
+                    "When the unit's suspension lasts too long: its until, at most a day after it began (+Inf: not suspended)",
+                ),
+                &unit,
+            )?,
+            suspended_since: GaugeVec::new(
+                Opts::new(
+                    "pontoon_unit_suspended_since_timestamp_seconds",
+                    "When the unit's suspension was set",
+                ),
+                &unit,
+            )?,
+            suspended_until: GaugeVec::new(
+                Opts::new(
+                    "pontoon_unit_suspended_until_timestamp_seconds",
+                    "When the unit's suspension ends by itself (absent: never)",
+                ),
+                &unit,
+            )?,
             policy_violations: IntGaugeVec::new(
                 Opts::new(
                     "pontoon_policy_violations",
@@ -167,6 +204,44 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         Ok(m)
+    }
+
+    /// A unit's suspension in force (`Some`: who, why, since, until), or its end.
+    pub fn suspension(&self, unit: &UnitId, now: Option<(&str, &str, f64, Option<f64>)>) {
+        let (team, cluster) = (unit.team.0.as_str(), unit.cluster.0.as_str());
+        let mut series = self
+            .suspended_series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((by, reason)) = series.remove(unit) {
+            let _ = self
+                .suspended
+                .remove_label_values(&[team, cluster, &by, &reason]);
+        }
+        let _ = self.suspended_since.remove_label_values(&[team, cluster]);
+        let _ = self.suspended_until.remove_label_values(&[team, cluster]);
+        if let Some((by, reason, since, until)) = now {
+            self.suspended
+                .with_label_values(&[team, cluster, by, reason])
+                .set(1);
+            series.insert(unit.clone(), (by.to_owned(), reason.to_owned()));
+            self.suspended_since
+                .with_label_values(&[team, cluster])
+                .set(since);
+            if let Some(until) = until {
+                self.suspended_until
+                    .with_label_values(&[team, cluster])
+                    .set(until);
+            }
+            let deadline = until.unwrap_or(f64::INFINITY).min(since + 86_400.0);
+            self.suspension_deadline
+                .with_label_values(&[team, cluster])
+                .set(deadline);
+        } else {
+            self.suspension_deadline
+                .with_label_values(&[team, cluster])
+                .set(f64::INFINITY);
+        }
     }
 
     /// Registers every metric in `r`.
@@ -188,6 +263,10 @@ impl Metrics {
         r.register(Box::new(self.drift_correction.clone()))?;
         r.register(Box::new(self.rollout_waiting.clone()))?;
         r.register(Box::new(self.policy_violations.clone()))?;
+        r.register(Box::new(self.suspended.clone()))?;
+        r.register(Box::new(self.suspended_since.clone()))?;
+        r.register(Box::new(self.suspended_until.clone()))?;
+        r.register(Box::new(self.suspension_deadline.clone()))?;
         Ok(())
     }
 
@@ -241,6 +320,7 @@ impl Metrics {
         let _ = self.managed_objects.remove_label_values(&unit);
         let _ = self.prune_held.remove_label_values(&unit);
         let _ = self.drifted.remove_label_values(&unit);
+        let _ = self.suspension_deadline.remove_label_values(&unit);
     }
 
     /// The rollout gate's view of every unit in a stage: its stage and whether it waits.
@@ -277,6 +357,16 @@ impl Metrics {
             return;
         }
         self.set_state(&r.unit, r.state);
+        let suspended = self
+            .suspended_series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&r.unit);
+        if !suspended {
+            self.suspension_deadline
+                .with_label_values(&unit)
+                .set(f64::INFINITY);
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())

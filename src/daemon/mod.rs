@@ -200,6 +200,7 @@ pub async fn run_with(
                 namespace: config.sync.namespace.clone(),
                 owner: config.sync.owner.clone(),
                 poll_now: inputs.poll_now.clone(),
+                metrics: metrics.clone(),
             },
         },
         inputs.desired,
@@ -528,6 +529,7 @@ async fn leadership_terms(
         ctx.board.set_leading(true);
         tracing::info!("leading: scheduling units");
         let (term_reports, reports) = mpsc::channel(4096);
+        let (resumed_tx, mut resumed) = mpsc::channel(1024);
         let scheduler = Arc::new(Scheduler::new(
             ctx.syncers.clone(),
             ctx.options.clone(),
@@ -540,7 +542,10 @@ async fn leadership_terms(
             scheduler.clone(),
             reports,
             ctx.reports.clone(),
+            resumed_tx,
         );
+        // A suspended unit must be known so before it is handed any work.
+        unit_objects.ready(Duration::from_secs(30)).await;
         let drift = DriftHandling::start(
             &ctx.syncers,
             &ctx.drift,
@@ -577,9 +582,16 @@ async fn leadership_terms(
                             let (plan, at) = ctx.gate.plan(&state);
                             recheck = at;
                             scheduler.apply_staged(&state, &plan.held_work()).await;
+                            units::held_back_by_suspension(&scheduler, ctx.statuses.as_deref(), &state);
                             drift.ensure(&state, &plan.held_running()).await;
                             latest = Some(state);
                         }
+                    }
+                    false
+                }
+                Some(unit) = resumed.recv() => {
+                    if let Some(state) = &latest {
+                        units::resume_unit(&scheduler, &ctx.gate, state, &unit);
                     }
                     false
                 }

@@ -69,6 +69,10 @@ pub struct Scheduler {
     /// Units that must have been attempted once before the daemon is ready.
     expected: Mutex<BTreeSet<UnitId>>,
     attempted: Arc<Mutex<BTreeSet<UnitId>>>,
+    /// Suspended units, with whether they keep correcting drift: no new work reaches them
+    /// (they run the revision they run, or stay idle), and without correcting no resync
+    /// or drift trigger either.
+    suspended: Mutex<BTreeMap<UnitId, (bool, String)>>,
 }
 
 impl Scheduler {
@@ -88,6 +92,7 @@ impl Scheduler {
             shutdown: watch::Sender::new(false),
             expected: Mutex::new(BTreeSet::new()),
             attempted: Arc::new(Mutex::new(BTreeSet::new())),
+            suspended: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -206,6 +211,9 @@ impl Scheduler {
 
     /// Syncs one unit again with its current desired state (drift, resync).
     pub fn trigger(&self, unit: &UnitId) {
+        if self.frozen(unit) {
+            return;
+        }
         let generation = self.next_generation();
         let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(w) = workers.get(unit) {
@@ -217,9 +225,67 @@ impl Scheduler {
     pub fn trigger_all(&self) {
         let generation = self.next_generation();
         let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
-        for w in workers.values() {
-            w.tx.send_modify(|work| set_generation(work, generation));
+        for (id, w) in workers.iter() {
+            if !self.frozen(id) {
+                w.tx.send_modify(|work| set_generation(work, generation));
+            }
         }
+    }
+
+    /// Suspends a unit: it takes no new revision (nor a removal); with
+    /// `keep_correcting` its resyncs and drift corrections go on at the revision it runs,
+    /// without they stop too. A sync under way finishes.
+    pub fn suspend(&self, unit: &UnitId, keep_correcting: bool, why: &str) {
+        self.suspended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(unit.clone(), (keep_correcting, why.to_owned()));
+    }
+
+    /// The suspended units with why (`suspended by alice: INC-1234`), and the revision
+    /// each runs (None: idle).
+    pub fn suspended(&self) -> Vec<(UnitId, String, Option<String>)> {
+        let suspended = self
+            .suspended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        suspended
+            .into_iter()
+            .map(|(id, (_, why))| {
+                let revision = workers.get(&id).map(|w| match &*w.tx.borrow() {
+                    Work::Sync { revision, .. } | Work::Remove { revision, .. } => revision.clone(),
+                });
+                (id, why, revision)
+            })
+            .collect()
+    }
+
+    /// Ends a unit's suspension; true when it was suspended. The caller hands it the
+    /// newest desired state.
+    pub fn resume(&self, unit: &UnitId) -> bool {
+        self.suspended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(unit)
+            .is_some()
+    }
+
+    fn is_suspended(&self, unit: &UnitId) -> bool {
+        self.suspended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(unit)
+    }
+
+    /// Suspended without correcting drift: no sync at all.
+    fn frozen(&self, unit: &UnitId) -> bool {
+        self.suspended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(unit)
+            .is_some_and(|(keep, _)| !keep)
     }
 
     /// True once every expected unit has finished its first attempt.
@@ -246,6 +312,10 @@ impl Scheduler {
     }
 
     fn send(&self, id: &UnitId, work: Work) {
+        if self.is_suspended(id) {
+            tracing::debug!(unit = %id, "suspended: new work left for its resume");
+            return;
+        }
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(w) = workers.get(id)
             && !w.task.is_finished()

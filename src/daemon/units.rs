@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::board::Board;
@@ -23,6 +23,7 @@ use crate::desired::{ClusterName, Owner, TeamName, UnitId};
 use crate::status::SyncReport;
 use crate::sync::{Syncer, UnitState};
 use crate::units::control::{Asked, UnitWriter, watch_asked};
+use crate::units::suspend::Suspension;
 
 /// Where the Units live (the daemon's namespace and owner), and how to have the source
 /// polled before a sync someone asked for.
@@ -31,6 +32,8 @@ pub struct UnitSettings {
     pub namespace: String,
     pub owner: Owner,
     pub poll_now: Option<PollNow>,
+    /// Where a suspension shows (`pontoon_unit_suspended`).
+    pub metrics: Arc<super::metrics::Metrics>,
 }
 
 /// How long a reconcile with source waits for the poll before it syncs anyway.
@@ -43,6 +46,8 @@ const QUEUE: usize = 1024;
 /// The Unit tasks of one term.
 pub struct UnitsTerm {
     writers: Vec<JoinHandle<()>>,
+    /// Clusters whose Units (and the suspensions they hold) are read.
+    loaded: watch::Receiver<usize>,
 }
 
 impl UnitsTerm {
@@ -55,9 +60,12 @@ impl UnitsTerm {
         scheduler: Arc<Scheduler>,
         mut reports: mpsc::Receiver<SyncReport>,
         onward: mpsc::Sender<SyncReport>,
+        resumed: mpsc::Sender<UnitId>,
     ) -> UnitsTerm {
         let mut queues = HashMap::new();
         let mut writers = Vec::new();
+        let (loaded_tx, loaded) = watch::channel(0usize);
+        let loaded_tx = Arc::new(loaded_tx);
         for (cluster, syncer) in syncers {
             let (tx, rx) = mpsc::channel(QUEUE);
             queues.insert(cluster.clone(), tx);
@@ -68,6 +76,7 @@ impl UnitsTerm {
                 board.clone(),
                 scheduler.clone(),
                 rx,
+                (resumed.clone(), loaded_tx.clone()),
             )));
         }
         tokio::spawn(async move {
@@ -82,7 +91,21 @@ impl UnitsTerm {
                 }
             }
         });
-        UnitsTerm { writers }
+        UnitsTerm { writers, loaded }
+    }
+
+    /// Returns once every cluster's Units are read (so a suspended unit is known
+    /// suspended before it is handed any work), or after `timeout` (a cluster whose
+    /// Units cannot be read does not stop the others).
+    pub async fn ready(&self, timeout: Duration) {
+        let clusters = self.writers.len();
+        let mut loaded = self.loaded.clone();
+        if tokio::time::timeout(timeout, loaded.wait_for(|n| *n >= clusters))
+            .await
+            .is_err()
+        {
+            tracing::warn!("the Units of some cluster are not read yet; scheduling without them");
+        }
     }
 
     /// Stops every task that writes Units, and returns once each is gone.
@@ -112,6 +135,7 @@ async fn cluster_units(
     board: Arc<Board>,
     scheduler: Arc<Scheduler>,
     mut reports: mpsc::Receiver<SyncReport>,
+    (resumed, loaded): (mpsc::Sender<UnitId>, Arc<watch::Sender<usize>>),
 ) {
     let mut writer = UnitWriter::new(
         syncer.cluster().clone(),
@@ -119,13 +143,13 @@ async fn cluster_units(
         &settings.owner,
     );
     let mut failures = 0;
-    loop {
+    let listed = loop {
         let ready = match crate::units::crd::ensure(syncer.client(), &settings.owner).await {
             Ok(()) => writer.load().await,
             Err(e) => Err(e),
         };
         match ready {
-            Ok(()) => break,
+            Ok(listed) => break listed,
             Err(e) => {
                 failures += 1;
                 let wait = backoff(Duration::from_secs(2), Duration::from_secs(300), failures);
@@ -135,7 +159,19 @@ async fn cluster_units(
                 while reports.try_recv().is_ok() {}
             }
         }
+    };
+    let mut units = Suspensions {
+        cluster: cluster.clone(),
+        scheduler: scheduler.clone(),
+        resumed,
+        suspended: HashMap::new(),
+        metrics: settings.metrics.clone(),
+        board: board.clone(),
+    };
+    for a in &listed {
+        units.apply(a.team.clone(), a.suspend.clone());
     }
+    loaded.send_modify(|n| *n += 1);
     let mut asked = Box::pin(watch_asked(
         syncer.cluster(),
         &settings.namespace,
@@ -147,9 +183,19 @@ async fn cluster_units(
         tokio::select! {
             report = reports.recv() => {
                 let Some(r) = report else { return };
-                write_report(&mut writer, &board, &mut pending, &r).await;
+                let suspended = units.suspended.get(&r.result.unit.team).cloned();
+                write_report(&mut writer, &board, &mut pending, &r, suspended.as_ref()).await;
+            }
+            _ = sleep_until(units.next_expiry()) => {
+                for (team, generation) in units.expire() {
+                    write_suspension(&mut writer, &team, None, generation).await;
+                }
             }
             Some(a) = asked.next() => {
+                if units.apply(a.team.clone(), a.suspend.clone()) {
+                    let now = units.suspended.get(&a.team).cloned();
+                    write_suspension(&mut writer, &a.team, now.as_ref(), a.generation).await;
+                }
                 let Some((team, value, with_source)) = request(&mut pending, a) else { continue };
                 match &settings.poll_now {
                     Some(poll_now) if with_source => {
@@ -216,6 +262,7 @@ async fn write_report(
     board: &Board,
     pending: &mut HashMap<TeamName, Pending>,
     r: &SyncReport,
+    suspended: Option<&Suspension>,
 ) {
     let team = &r.result.unit.team;
     if r.removal {
@@ -236,7 +283,10 @@ async fn write_report(
     let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
         .map(|t| t.to_string())
         .unwrap_or_default();
-    match writer.record(&shown, answered.as_deref(), &now).await {
+    match writer
+        .record(&shown, answered.as_deref(), suspended, &now)
+        .await
+    {
         Ok(_) => {
             if answered.is_some() {
                 pending.remove(team);
@@ -244,6 +294,167 @@ async fn write_report(
         }
         Err(e) => {
             tracing::warn!(unit = %r.result.unit, error = %crate::describe(&e), "writing the Unit status")
+        }
+    }
+}
+
+/// The suspensions in force on one cluster, kept in step with the scheduler.
+struct Suspensions {
+    cluster: ClusterName,
+    scheduler: Arc<Scheduler>,
+    /// Units resumed, for the scheduling loop to hand the newest desired state.
+    resumed: mpsc::Sender<UnitId>,
+    suspended: HashMap<TeamName, Suspension>,
+    metrics: Arc<super::metrics::Metrics>,
+    board: Arc<Board>,
+}
+
+impl Suspensions {
+    /// On the page, `/api/status` and the metrics.
+    fn show(&self, unit: &UnitId, s: Option<&Suspension>) {
+        self.board.suspended(unit, s.map(Suspension::describe));
+        let seconds = |t: Option<jiff::Timestamp>| t.map(|t| t.as_second() as f64);
+        self.metrics.suspension(
+            unit,
+            s.map(|s| {
+                let since = seconds(s.since.parse().ok())
+                    .unwrap_or_else(|| jiff::Timestamp::now().as_second() as f64);
+                (
+                    s.by.as_str(),
+                    s.reason.as_str(),
+                    since,
+                    seconds(s.until_time()),
+                )
+            }),
+        );
+    }
+
+    fn unit(&self, team: TeamName) -> UnitId {
+        UnitId {
+            team,
+            cluster: self.cluster.clone(),
+        }
+    }
+
+    /// Puts in force what a Unit's spec asks (nothing once its `until` passed); true when
+    /// that changed anything.
+    fn apply(&mut self, team: TeamName, wanted: Option<Suspension>) -> bool {
+        let wanted = wanted.filter(|s| !s.expired(jiff::Timestamp::now()));
+        if self.suspended.get(&team) == wanted.as_ref() {
+            return false;
+        }
+        let unit = self.unit(team.clone());
+        match wanted {
+            Some(s) => {
+                tracing::info!(%unit, suspension = %s.describe(), "unit suspended");
+                self.scheduler
+                    .suspend(&unit, s.keep_correcting, &s.describe());
+                self.show(&unit, Some(&s));
+                self.suspended.insert(team, s);
+            }
+            None => {
+                self.suspended.remove(&team);
+                self.resume(unit);
+            }
+        }
+        true
+    }
+
+    fn resume(&self, unit: UnitId) {
+        tracing::info!(%unit, "unit resumed");
+        self.show(&unit, None);
+        if self.scheduler.resume(&unit) && self.resumed.try_send(unit).is_err() {
+            tracing::warn!(
+                "resume queue full; the unit takes the newest revision at the next render"
+            );
+        }
+    }
+
+    /// When the next suspension in force ends by itself.
+    fn next_expiry(&self) -> Option<jiff::Timestamp> {
+        self.suspended
+            .values()
+            .filter_map(Suspension::until_time)
+            .min()
+    }
+
+    /// Ends the suspensions whose `until` passed; the teams resumed.
+    fn expire(&mut self) -> Vec<(TeamName, i64)> {
+        let now = jiff::Timestamp::now();
+        let ended: Vec<TeamName> = self
+            .suspended
+            .iter()
+            .filter(|(_, s)| s.expired(now))
+            .map(|(t, _)| t.clone())
+            .collect();
+        let mut out = Vec::new();
+        for team in ended {
+            self.suspended.remove(&team);
+            self.resume(self.unit(team.clone()));
+            out.push((team, -1));
+        }
+        out
+    }
+}
+
+/// Waits until `at` (forever when None).
+async fn sleep_until(at: Option<jiff::Timestamp>) {
+    match at {
+        Some(at) => {
+            let left = jiff::Timestamp::now().duration_until(at);
+            let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+            tokio::time::sleep(left).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_suspension(
+    writer: &mut UnitWriter,
+    team: &TeamName,
+    suspended: Option<&Suspension>,
+    generation: i64,
+) {
+    let generation = if generation < 0 {
+        writer.generation(team)
+    } else {
+        generation
+    };
+    if let Err(e) = writer.suspension(team, suspended, generation).await {
+        tracing::warn!(%team, error = %crate::describe(&e), "writing the Unit's suspension");
+    }
+}
+
+/// Hands a resumed unit the newest desired state, or what the rollout gate lets it run.
+pub fn resume_unit(
+    scheduler: &Scheduler,
+    gate: &Arc<super::gatekeeper::Gatekeeper>,
+    state: &Arc<crate::desired::DesiredState>,
+    unit: &UnitId,
+) {
+    let (plan, _) = gate.plan(state);
+    match plan.held_work().remove(unit) {
+        Some(Some((desired, revision))) => scheduler.sync_unit(unit, desired, &revision),
+        Some(None) => {}
+        None => {
+            if let Some(u) = state.units.get(unit) {
+                scheduler.sync_unit(unit, Arc::new(u.clone()), &state.revision);
+            }
+        }
+    }
+}
+
+/// A new revision a suspended unit does not take gets a pending commit status saying
+/// who holds it back and why (`suspended by alice: INC-1234`).
+pub fn held_back_by_suspension(
+    scheduler: &Scheduler,
+    statuses: Option<&crate::status::Notifier>,
+    state: &crate::desired::DesiredState,
+) {
+    let Some(statuses) = statuses else { return };
+    for (unit, why, running) in scheduler.suspended() {
+        if state.units.contains_key(&unit) && running.as_deref() != Some(state.revision.as_str()) {
+            statuses.gated(&state.revision, &unit, false, &why);
         }
     }
 }

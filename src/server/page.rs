@@ -28,6 +28,9 @@ pub struct UnitView {
     /// they have no status (`Kind namespace/name`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub no_health_rule: Vec<String>,
+    /// The unit's suspension in force: `suspended by alice: INC-1234 (until …)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<String>,
 }
 
 /// An object that drifted: what, who changed it and when.
@@ -188,6 +191,9 @@ fn cell(h: &mut String, u: &UnitView) {
         h.push_str("</ul>");
     }
     h.push_str("</details>");
+    if let Some(s) = &u.suspended {
+        let _ = write!(h, "<div class=\"err\">{}</div>", escape(s));
+    }
     // The last error is shown without opening the cell too: on-call reads it at a glance.
     if let (false, Some(e)) = (state == "Synced", &u.last_error) {
         let first_line = e.lines().next().unwrap_or("");
@@ -213,6 +219,7 @@ mod tests {
             drifted: vec![],
             drift_error: None,
             no_health_rule: vec![],
+            suspended: None,
         }
     }
 

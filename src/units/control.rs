@@ -15,6 +15,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use super::status::{Observed, UnitStatus, next_status};
+use super::suspend::{SuspendSpec, Suspension, suspension};
 use super::{
     ANNOTATION_RECONCILE, ANNOTATION_RECONCILE_SOURCE, API_VERSION, GROUP, KIND, PLURAL, UnitError,
     VERSION,
@@ -73,7 +74,7 @@ impl UnitWriter {
 
     /// Reads the owner's Units once, so a restarted daemon writes none that is as its
     /// first sync would write it.
-    pub async fn load(&mut self) -> Result<(), UnitError> {
+    pub async fn load(&mut self) -> Result<Vec<Asked>, UnitError> {
         let _permit = self.cluster.read_permit().await;
         let list = self
             .api
@@ -83,7 +84,9 @@ impl UnitWriter {
                 name: format!("{}/*", self.namespace),
                 source,
             })?;
+        let mut asked = Vec::new();
         for o in list.items {
+            asked.extend(asked_of(&self.owner, &o));
             let Some(team) = o
                 .metadata
                 .name
@@ -94,7 +97,12 @@ impl UnitWriter {
             };
             self.known.insert(team, known_of(&o));
         }
-        Ok(())
+        Ok(asked)
+    }
+
+    /// The generation this process last saw of `team`'s Unit.
+    pub fn generation(&self, team: &TeamName) -> i64 {
+        self.known.get(team).map_or(0, |k| k.generation)
     }
 
     /// The status this process knows `team`'s Unit to have.
@@ -109,6 +117,7 @@ impl UnitWriter {
         &mut self,
         result: &UnitResult,
         handled: Option<&str>,
+        suspended: Option<&Suspension>,
         now: &str,
     ) -> Result<bool, UnitError> {
         let team = &result.unit.team;
@@ -128,6 +137,7 @@ impl UnitWriter {
                     generation,
                     handled_reconcile: handled.as_deref(),
                     now,
+                    suspended,
                 },
             )
         };
@@ -189,6 +199,52 @@ impl UnitWriter {
         Ok(true)
     }
 
+    /// Writes a suspension (or its end) that no sync reported, with the Unit's
+    /// `generation` observed, on the status last written; nothing when that is as it
+    /// would be, or when the unit has no status yet (its first report writes it).
+    pub async fn suspension(
+        &mut self,
+        team: &TeamName,
+        suspended: Option<&Suspension>,
+        generation: i64,
+    ) -> Result<bool, UnitError> {
+        let Some(mut status) = self.status(team).cloned() else {
+            return Ok(false);
+        };
+        status.suspended = suspended.cloned();
+        status.observed_generation = generation;
+        for c in &mut status.conditions {
+            c.observed_generation = generation;
+        }
+        if self.status(team) == Some(&status) {
+            return Ok(false);
+        }
+        let name = super::unit_name(&self.owner, team);
+        let _permit = self.cluster.write_permit().await;
+        let body = json!({
+            "apiVersion": API_VERSION, "kind": KIND,
+            "metadata": {"name": name, "namespace": self.namespace},
+            "status": status,
+        });
+        let params = crate::desired::apply_params(&self.owner).force();
+        let written = self
+            .api
+            .patch_status(&name, &params, &Patch::Apply(body))
+            .await
+            .map_err(|source| UnitError::Request {
+                name: format!("{}/{name}", self.namespace),
+                source,
+            })?;
+        self.known.insert(
+            team.clone(),
+            Known {
+                generation: known_of(&written).generation,
+                status: Some(status),
+            },
+        );
+        Ok(true)
+    }
+
     /// Deletes `team`'s Unit (its team left the cluster); one already gone is fine.
     pub async fn remove(&mut self, team: &TeamName) -> Result<(), UnitError> {
         let name = super::unit_name(&self.owner, team);
@@ -228,6 +284,10 @@ pub struct Asked {
     pub handled: Option<String>,
     /// The request asks for the platform repo to be polled first.
     pub with_source: bool,
+    /// The Unit's `metadata.generation`.
+    pub generation: i64,
+    /// The suspension its spec asks for, with who set it.
+    pub suspend: Option<Suspension>,
 }
 
 /// Every change of the owner's Units in `namespace`, as what they ask. The stream never
@@ -248,6 +308,12 @@ pub fn watch_asked(
                 Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
                     asked_of(&owner, &o)
                 }
+                // A Unit deleted asks nothing any more: a suspension it held ends.
+                Ok(watcher::Event::Delete(o)) => asked_of(&owner, &o).map(|a| Asked {
+                    reconcile: None,
+                    suspend: None,
+                    ..a
+                }),
                 Ok(_) => None,
                 Err(e) => {
                     tracing::warn!(error = %crate::describe(&e), "watching Units");
@@ -263,7 +329,24 @@ fn asked_of(owner: &Owner, o: &DynamicObject) -> Option<Asked> {
     let empty = BTreeMap::new();
     let annotations = o.metadata.annotations.as_ref().unwrap_or(&empty);
     let reconcile = annotations.get(ANNOTATION_RECONCILE).cloned();
+    let suspend = o.data.get("spec").and_then(|s| s.get("suspend")).and_then(|v| {
+        if v.is_null() {
+            return None;
+        }
+        match serde_json::from_value::<SuspendSpec>(v.clone()) {
+            Ok(spec) => Some(suspension(
+                &spec,
+                o.metadata.managed_fields.as_deref().unwrap_or_default(),
+            )),
+            Err(e) => {
+                tracing::warn!(unit = o.metadata.name.as_deref().unwrap_or(""), error = %e, "spec.suspend does not parse; not suspended");
+                None
+            }
+        }
+    });
     Some(Asked {
+        generation: o.metadata.generation.unwrap_or(0),
+        suspend,
         team,
         with_source: reconcile.is_some()
             && annotations.get(ANNOTATION_RECONCILE_SOURCE) == reconcile.as_ref(),

@@ -11,6 +11,7 @@ pub mod control;
 pub mod crd;
 pub mod request;
 pub mod status;
+pub mod suspend;
 
 use crate::desired::{Owner, TeamName};
 

@@ -13,6 +13,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use super::status::{RECONCILING, UnitStatus};
+use super::suspend::{CLI_MANAGER_PREFIX, SuspendSpec};
 use super::{ANNOTATION_RECONCILE, ANNOTATION_RECONCILE_SOURCE, UnitError};
 
 /// Why following a Unit ended without an answer.
@@ -101,6 +102,52 @@ pub async fn follow(
         Ok(Some(s)) => Ok(s),
         _ => Err(FollowError::TimedOut(timeout)),
     }
+}
+
+/// The user name the API server knows the caller by (a SelfSubjectReview): what
+/// `pontoon suspend` names itself after, so the Unit's managedFields say who.
+pub async fn whoami(client: &kube::Client) -> Result<String, UnitError> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let api: Api<SelfSubjectReview> = Api::all(client.clone());
+    let review = api
+        .create(
+            &kube::api::PostParams::default(),
+            &SelfSubjectReview::default(),
+        )
+        .await
+        .map_err(|source| UnitError::Request {
+            name: "selfsubjectreviews".to_owned(),
+            source,
+        })?;
+    Ok(review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .unwrap_or_else(|| "unknown".to_owned()))
+}
+
+/// Sets (`Some`) or removes (`None`) the Unit's `spec.suspend` as the field manager
+/// `pontoon-cli:<user>`.
+pub async fn set_suspend(
+    api: &Api<DynamicObject>,
+    name: &str,
+    suspend: Option<&SuspendSpec>,
+    user: &str,
+) -> Result<(), UnitError> {
+    api.patch(
+        name,
+        &PatchParams {
+            field_manager: Some(format!("{CLI_MANAGER_PREFIX}{user}")),
+            ..PatchParams::default()
+        },
+        &Patch::Merge(json!({"spec": {"suspend": suspend}})),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| UnitError::Request {
+        name: name.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

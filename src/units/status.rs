@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::suspend::Suspension;
 use crate::sync::{UnitResult, UnitState};
 
 /// One kstatus condition.
@@ -70,6 +71,9 @@ pub struct UnitStatus {
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+    /// The suspension in force (absent when none is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<Suspension>,
 }
 
 impl UnitStatus {
@@ -97,6 +101,8 @@ pub struct Observed<'a> {
     pub handled_reconcile: Option<&'a str>,
     /// Now, RFC 3339: the transition time of a condition that changes.
     pub now: &'a str,
+    /// The suspension in force.
+    pub suspended: Option<&'a Suspension>,
 }
 
 /// The status after `result`, given what is there (`previous`).
@@ -172,6 +178,7 @@ pub fn next_status(
             .clone()
             .filter(|_| !matches!(result.state, UnitState::Synced)),
         last_handled_reconcile_at: observed.handled_reconcile.map(str::to_owned),
+        suspended: observed.suspended.cloned(),
     }
 }
 
@@ -256,6 +263,7 @@ mod tests {
             generation: 1,
             handled_reconcile: None,
             now,
+            suspended: None,
         }
     }
 

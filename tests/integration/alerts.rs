@@ -37,7 +37,7 @@ fn ok(out: std::process::Output) -> String {
 #[test]
 fn rules_check_and_every_alert_has_a_passing_unit_test_and_a_runbook() {
     let checked = ok(promtool(&["check", "rules", "pontoon-rules.yaml"], None));
-    assert!(checked.contains("SUCCESS: 6 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 7 rules found"), "{checked}");
     ok(promtool(
         &["test", "rules", "tests/pontoon-rules.test.yaml"],
         None,

@@ -44,6 +44,7 @@ mod sops;
 mod source;
 mod ssh;
 mod stages;
+mod suspend;
 mod sync;
 mod units;
 mod webhook_secrets;

@@ -216,13 +216,13 @@ async fn a_unit_shows_each_sync_and_a_no_op_resync_writes_nothing() {
 }
 
 /// A work tree and the bare repository the daemon polls, pushed to on every commit.
-struct Repo {
-    work: std::path::PathBuf,
-    bare: std::path::PathBuf,
+pub struct Repo {
+    pub work: std::path::PathBuf,
+    pub bare: std::path::PathBuf,
 }
 
 impl Repo {
-    fn new(dir: &Path, cp: &ControlPlane, name: &str, app: &str) -> Repo {
+    pub fn new(dir: &Path, cp: &ControlPlane, name: &str, app: &str) -> Repo {
         let work = dir.join("work");
         std::fs::create_dir(&work).expect("mkdir");
         git(&work, &["init", "-q"]);
@@ -237,7 +237,7 @@ impl Repo {
     }
 
     /// Commits `app` as the team's app.yaml and pushes it; the new commit.
-    fn commit_app(&self, name: &str, app: &str) -> String {
+    pub fn commit_app(&self, name: &str, app: &str) -> String {
         write(&self.work, &format!("teams/{name}/app.yaml"), app);
         git(&self.work, &["commit", "-q", "-am", "change"]);
         git(
@@ -271,7 +271,7 @@ async fn reconcile(cp: &ControlPlane, args: &[&str]) -> (i32, String, jiff::Time
 }
 
 /// The `key` the live settings ConfigMap holds, if any.
-async fn keys(cp: &ControlPlane, namespace: &str) -> Vec<String> {
+pub async fn keys(cp: &ControlPlane, namespace: &str) -> Vec<String> {
     let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(cp.client().await, namespace);
     cms.get_opt("settings")
