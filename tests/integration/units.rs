@@ -180,7 +180,11 @@ async fn a_unit_shows_each_sync_and_a_no_op_resync_writes_nothing() {
     .await;
     let unit_writes: Vec<String> = audit::writes_by(cp.dir(), "pontoon", since)
         .iter()
-        .filter(|e| e.object_ref.as_ref().is_some_and(|o| o.resource == "units"))
+        .filter(|e| {
+            e.object_ref
+                .as_ref()
+                .is_some_and(|o| o.resource == "units" && o.namespace == ns)
+        })
         .map(audit::Event::describe)
         .collect();
     assert_eq!(
