@@ -236,6 +236,9 @@ impl Scheduler {
     /// `keep_correcting` its resyncs and drift corrections go on at the revision it runs,
     /// without they stop too. A sync under way finishes.
     pub fn suspend(&self, unit: &UnitId, keep_correcting: bool, why: &str) {
+        if let Some(s) = self.syncers.get(&unit.cluster) {
+            s.set_frozen(&unit.team, !keep_correcting);
+        }
         self.suspended
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -265,6 +268,9 @@ impl Scheduler {
     /// Ends a unit's suspension; true when it was suspended. The caller hands it the
     /// newest desired state.
     pub fn resume(&self, unit: &UnitId) -> bool {
+        if let Some(s) = self.syncers.get(&unit.cluster) {
+            s.set_frozen(&unit.team, false);
+        }
         self.suspended
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -150,7 +150,10 @@ impl DriftWatch {
             Some(add) if paths.is_empty() => add.manager.clone(),
             _ => manager,
         };
-        if a.desired.drift == DriftMode::Correct && !additions.is_empty() {
+        if a.desired.drift == DriftMode::Correct
+            && !additions.is_empty()
+            && !self.syncer.is_frozen(&team)
+        {
             self.remove_additions(resolved, &team, &key, a, &o, &additions);
         }
         let mut event = self.new_event(team, key, a, paths, manager, at);

@@ -177,6 +177,8 @@ pub struct Syncer {
     in_flight: InFlight,
     /// The platform's components on this cluster, as team units wait for them.
     components: components::ComponentBoard,
+    /// Teams suspended without correcting drift: drift leaves their objects as found.
+    frozen: std::sync::Mutex<std::collections::BTreeSet<TeamName>>,
 }
 
 impl Syncer {
@@ -188,6 +190,7 @@ impl Syncer {
             namespace_ready: tokio::sync::OnceCell::new(),
             in_flight: InFlight::default(),
             components: components::ComponentBoard::default(),
+            frozen: Default::default(),
         }
     }
 
@@ -200,6 +203,25 @@ impl Syncer {
     /// Returns once no sync of `team` is running on this cluster.
     pub async fn until_idle(&self, team: &TeamName) {
         self.in_flight.until_idle(team).await
+    }
+
+    /// Marks `team` suspended without correcting drift (or no longer): drift removes no
+    /// field a person added to its objects while it is.
+    pub fn set_frozen(&self, team: &TeamName, frozen: bool) {
+        let mut set = self.frozen.lock().unwrap_or_else(|e| e.into_inner());
+        if frozen {
+            set.insert(team.clone());
+        } else {
+            set.remove(team);
+        }
+    }
+
+    /// Whether `team` is suspended without correcting drift here.
+    pub fn is_frozen(&self, team: &TeamName) -> bool {
+        self.frozen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(team)
     }
 
     /// Whether a sync of `team` is running on this cluster right now.
