@@ -545,7 +545,7 @@ async fn leadership_terms(
             resumed_tx,
         );
         // A suspended unit must be known so before it is handed any work.
-        unit_objects.ready(Duration::from_secs(30)).await;
+        unit_objects.ready(Duration::from_secs(10)).await;
         let drift = DriftHandling::start(
             &ctx.syncers,
             &ctx.drift,

@@ -151,6 +151,10 @@ async fn cluster_units(
         match ready {
             Ok(listed) => break listed,
             Err(e) => {
+                if failures == 0 {
+                    // Scheduling waits for no cluster whose Units cannot be read.
+                    loaded.send_modify(|n| *n += 1);
+                }
                 failures += 1;
                 let wait = backoff(Duration::from_secs(2), Duration::from_secs(300), failures);
                 tracing::warn!(%cluster, error = %crate::describe(&e), retry_in = ?wait, "Units unavailable");
@@ -171,7 +175,9 @@ async fn cluster_units(
     for a in &listed {
         units.apply(a.team.clone(), a.suspend.clone());
     }
-    loaded.send_modify(|n| *n += 1);
+    if failures == 0 {
+        loaded.send_modify(|n| *n += 1);
+    }
     let mut asked = Box::pin(watch_asked(
         syncer.cluster(),
         &settings.namespace,
