@@ -255,7 +255,7 @@ async fn every_expression_returns_series(prom: &Prometheus, rules: &Path) {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    assert_eq!(loaded.len(), 6, "{r}");
+    assert_eq!(loaded.len(), 7, "{r}");
     for rule in &loaded {
         assert_eq!(rule["health"], "ok", "{rule}");
     }
