@@ -202,10 +202,18 @@ impl ChartFetcher {
         sources: impl IntoIterator<Item = &'a PackageSource>,
     ) -> BTreeMap<PackageSource, Result<FetchedChart, ChartError>> {
         use futures::StreamExt as _;
-        let distinct: std::collections::BTreeSet<&PackageSource> =
-            sources.into_iter().filter(|s| s.is_remote()).collect();
+        // Owned sources: a future borrowing each one would not be `Send` for every
+        // lifetime, and the daemon spawns what awaits this.
+        let distinct: std::collections::BTreeSet<PackageSource> = sources
+            .into_iter()
+            .filter(|s| s.is_remote())
+            .cloned()
+            .collect();
         futures::stream::iter(distinct)
-            .map(|source| async move { (source.clone(), self.fetch(source).await) })
+            .map(|source| async move {
+                let fetched = self.fetch(&source).await;
+                (source, fetched)
+            })
             .buffer_unordered(FETCH_CONCURRENCY)
             .collect()
             .await
