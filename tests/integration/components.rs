@@ -565,7 +565,11 @@ async fn a_kustomize_component_is_built_by_the_real_kustomize_and_synced_as_the_
     let s = Arc::new(syncer(cp, &id).await);
     let cluster = ClusterName(cp.name.into());
     let syncers = std::collections::BTreeMap::from([(cluster.clone(), s.clone())]);
-    let packages = pontoon::daemon::packages::Packages::new(&packages_config(), &syncers);
+    let packages = pontoon::daemon::packages::Packages::new(
+        &packages_config(),
+        &crate::packages::no_charts(),
+        &syncers,
+    );
     let snapshot = Arc::new(pontoon::source::Snapshot {
         revision: "r1".into(),
         files: kustomize_repo(cp.name, &id),

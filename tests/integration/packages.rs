@@ -41,6 +41,15 @@ fn bin(name: &str) -> PathBuf {
     .join(name)
 }
 
+/// Remote charts reached with nothing configured (these tests name none).
+pub(crate) fn no_charts() -> pontoon::config::ChartsConfig {
+    pontoon::config::ChartsConfig {
+        cache_dir: std::env::temp_dir().join("pontoon-test-charts"),
+        timeout: pontoon::config::DEFAULT_CHART_TIMEOUT,
+        hosts: Vec::new(),
+    }
+}
+
 pub(crate) fn packages_config() -> PackagesConfig {
     PackagesConfig {
         helm: bin("helm"),
@@ -173,7 +182,7 @@ async fn team_packages_sync_under_the_teams_rules_and_one_teams_broken_package_s
         unique_name("leaky"),
         unique_name("broken"),
     );
-    let packages = Packages::new(&packages_config(), &Default::default(), &syncers);
+    let packages = Packages::new(&packages_config(), &no_charts(), &syncers);
     let snapshot = Arc::new(Snapshot {
         revision: "r1".into(),
         files: repo(cp, &good, &leaky, &broken),
