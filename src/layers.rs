@@ -122,6 +122,19 @@ const RULES: &[(&str, &[&str])] = &[
     ("status", &["crate::daemon", "crate::server"]),
     ("units", &["crate::daemon", "crate::server"]),
     (
+        "notify",
+        &[
+            "crate::daemon",
+            "crate::server",
+            "crate::render",
+            "crate::sync",
+            "crate::drift",
+            "crate::status",
+            "crate::source",
+            "crate::cluster",
+        ],
+    ),
+    (
         "source",
         &[
             "crate::daemon",

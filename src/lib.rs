@@ -13,6 +13,7 @@ pub mod desired;
 pub mod drift;
 pub mod expand;
 pub mod model;
+pub mod notify;
 pub mod render;
 pub mod server;
 pub mod sops;

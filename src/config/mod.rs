@@ -11,11 +11,13 @@
 //!
 //! Files: `raw` the document as written, `validation` the checks that turn it into a
 //! [`Config`], `charts` reaching chart repositories and registries, `secrets` references
-//! to secrets and their reading, `durations` the way durations are written.
+//! to secrets and their reading, `durations` the way durations are written,
+//! `notifications` the receivers of state changes.
 
 mod charts;
 mod decryption;
 mod durations;
+mod notifications;
 mod raw;
 mod secrets;
 mod validation;
@@ -32,6 +34,7 @@ pub use crate::desired::{DEFAULT_NAMESPACE, DEFAULT_OWNER, Owner, is_dns_label};
 pub use charts::{ChartHost, ChartsConfig, DEFAULT_CHART_TIMEOUT};
 pub use decryption::{DecryptionConfig, KeyringError};
 pub use durations::HumanDuration;
+pub use notifications::{NotificationsConfig, ReceiverConfig, ReceiverKind, ReceiverUrl};
 pub use secrets::{Secret, SecretError, SecretRef};
 
 /// One problem in a config file, located by file, line and column.
@@ -123,6 +126,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// The age keys that decrypt SOPS files (none: an encrypted file fails its team).
     pub decryption: DecryptionConfig,
+    /// Who is told about units' state changes (none by default).
+    pub notifications: NotificationsConfig,
     /// How remote charts are reached: time limit, per-host credentials and plain HTTP.
     pub charts: ChartsConfig,
     pub packages: PackagesConfig,

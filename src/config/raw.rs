@@ -31,6 +31,9 @@ pub(super) struct RawConfig {
     pub(super) shutdown_timeout: Option<HumanDuration>,
     #[serde(default)]
     pub(super) decryption: Option<RawDecryption>,
+    /// `notifications`: receivers of state changes, and those told about every unit.
+    #[serde(default)]
+    pub(super) notifications: Option<super::notifications::RawNotifications>,
     /// `charts`: reaching chart repositories and registries.
     #[serde(default)]
     pub(super) charts: Option<super::charts::RawCharts>,

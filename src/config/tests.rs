@@ -297,6 +297,8 @@ fn the_shipped_example_config_is_valid() {
         "kubeconfigs/staging",
         "forge/token",
         "charts/password",
+        "notify/slack-url",
+        "notify/audit-hmac",
     ] {
         let p = root.join(file);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
@@ -315,6 +317,7 @@ fn the_shipped_example_config_is_valid() {
         Some(Provider::Gitea)
     );
     assert_eq!(cfg.charts.hosts.len(), 1);
+    assert_eq!(cfg.notifications.platform, ["platform-slack", "audit-log"]);
 }
 
 #[test]

@@ -67,7 +67,7 @@ impl<'a> Validator<'a> {
     }
 
     /// A problem with no single value to point at (a missing field): points at line 1.
-    fn problem_at_top(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn problem_at_top(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.problems.push(ConfigProblem {
             file: self.file.to_owned(),
             line: 1,
@@ -170,6 +170,7 @@ impl<'a> Validator<'a> {
         });
         let decryption = self.decryption(raw.decryption);
         let charts = self.charts(raw.charts, &source.cache_dir);
+        let notifications = self.notifications(raw.notifications);
         let log = LogConfig {
             format: raw.log.format,
             level: raw.log.level.unwrap_or_else(|| "info".to_owned()),
@@ -195,6 +196,7 @@ impl<'a> Validator<'a> {
                 decryption,
                 packages: self.packages(raw.packages),
                 charts,
+                notifications,
             })
         } else {
             self.problems.sort_by_key(|p| (p.line, p.column));

@@ -1,6 +1,7 @@
 //! The daemon's side of drift for one term of leadership: a drift watch per cluster, each
 //! drift event handed to the metrics, the board and (drift mode `correct`) the scheduler,
 //! which syncs the unit; each drift failure counted and shown on the units it concerns.
+//! Drift detected and corrected is told to the notifications too.
 //! A drift reported `again` (still open after the sync it asked for) only triggers one
 //! more sync: every edit that leaves an object drifted gets a sync after it.
 
@@ -33,6 +34,7 @@ impl DriftHandling {
         scheduler: Arc<Scheduler>,
         board: Arc<Board>,
         metrics: Arc<Metrics>,
+        notifications: super::notifications::Shared,
     ) -> DriftHandling {
         let (events_tx, mut events) = mpsc::channel::<DriftEvent>(QUEUE);
         let (failures_tx, mut failures) = mpsc::channel::<DriftFailure>(QUEUE);
@@ -49,6 +51,9 @@ impl DriftHandling {
             tokio::spawn(async move {
                 while let Some(e) = events.recv().await {
                     handle_drift(&e, &scheduler, &board, &metrics);
+                    if let Some(n) = &notifications {
+                        n.drift(&e);
+                    }
                 }
             })
         };

@@ -45,6 +45,8 @@ pub struct Gatekeeper {
     syncers: BTreeMap<ClusterName, Arc<Syncer>>,
     /// Units whose running revision a restore is looking for or found.
     restoring: Mutex<BTreeSet<UnitId>>,
+    /// Told when a stage stops a commit from reaching a unit.
+    notifications: super::notifications::Shared,
 }
 
 impl Gatekeeper {
@@ -70,7 +72,14 @@ impl Gatekeeper {
             owner,
             syncers,
             restoring: Mutex::new(BTreeSet::new()),
+            notifications: None,
         }
+    }
+
+    /// Tells `notifications` when a rollout stage stops a commit.
+    pub fn notifying(mut self, notifications: super::notifications::Shared) -> Gatekeeper {
+        self.notifications = notifications;
+        self
     }
 
     fn rollout(&self) -> std::sync::MutexGuard<'_, Rollout> {
@@ -100,6 +109,9 @@ impl Gatekeeper {
             tracing::info!(%unit, revision = %sha, %description, "rollout stage");
             if let Some(s) = &self.statuses {
                 s.gated(sha, unit, *stopped, description);
+            }
+            if *stopped && let Some(n) = &self.notifications {
+                n.rollout_stopped(unit, sha, description);
             }
             if plan.held.get(unit).is_some_and(Option::is_none) {
                 self.board.held_back(unit, description);

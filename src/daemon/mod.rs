@@ -14,6 +14,7 @@ mod gatekeeper;
 pub mod leader;
 pub mod metrics;
 pub mod packages;
+pub mod notifications;
 pub mod poll_and_render;
 pub mod pull_request_plans;
 pub mod rollout;
@@ -64,6 +65,8 @@ pub struct Handles {
     pub syncers: BTreeMap<ClusterName, Arc<Syncer>>,
     /// Commit statuses, when configured (and the source has commits).
     pub statuses: Option<Arc<crate::status::Notifier>>,
+    /// Notifications of state changes, when receivers are configured.
+    pub notifications: notifications::Shared,
 }
 
 impl Handles {
@@ -94,11 +97,19 @@ impl Handles {
             }
             None => None,
         };
+        let notifications = if config.notifications.receivers.is_empty() {
+            None
+        } else {
+            let notifier = crate::notify::Notifier::start(&config.notifications, &registry)
+                .context("notifications")?;
+            Some(Arc::new(notifications::Notifications::new(notifier)))
+        };
         Ok(Handles {
             board: Arc::new(Board::new()),
             registry,
             syncers: connect(config).await?,
             statuses,
+            notifications,
         })
     }
 }
@@ -142,6 +153,7 @@ pub async fn run_with(
         registry,
         syncers,
         statuses,
+        notifications,
     } = handles;
     let metrics = Arc::new(metrics::Metrics::register(&registry).context("registering metrics")?);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -158,20 +170,23 @@ pub async fn run_with(
     });
 
     let leadership = Leadership::start(&config, &syncers, stop_rx.clone())?;
-    let gate = Arc::new(gatekeeper::Gatekeeper::new(
-        (metrics.clone(), statuses.clone(), board.clone()),
-        (
-            inputs.history.clone(),
-            inputs.keys.clone(),
-            inputs.packages.clone(),
-        ),
-        config.sync.owner.clone(),
-        syncers.clone(),
-    ));
+    let gate = Arc::new(
+        gatekeeper::Gatekeeper::new(
+            (metrics.clone(), statuses.clone(), board.clone()),
+            (
+                inputs.history.clone(),
+                inputs.keys.clone(),
+                inputs.packages.clone(),
+            ),
+            config.sync.owner.clone(),
+            syncers.clone(),
+        )
+        .notifying(notifications.clone()),
+    );
     let (report_tx, reporting) = spawn_reporting(
         board.clone(),
         metrics.clone(),
-        statuses.clone(),
+        (statuses.clone(), notifications.clone()),
         gate.clone(),
     );
 
@@ -195,6 +210,7 @@ pub async fn run_with(
                 reporter_instance: leader::default_identity(),
             },
             statuses: statuses.clone(),
+            notifications: notifications.clone(),
             gate,
             units: units::UnitSettings {
                 namespace: config.sync.namespace.clone(),
@@ -235,6 +251,19 @@ pub async fn run_with(
             tracing::warn!(
                 unposted,
                 "shutdown deadline passed with commit statuses still owed"
+            );
+        }
+    }
+    if let Some(n) = &notifications {
+        let left = config
+            .shutdown_timeout
+            .saturating_sub(shutdown_started.elapsed())
+            .max(Duration::from_secs(2));
+        let unsent = n.finish(left).await;
+        if unsent > 0 {
+            tracing::warn!(
+                unsent,
+                "shutdown deadline passed with notifications still owed"
             );
         }
     }
@@ -293,12 +322,12 @@ impl Leadership {
     }
 }
 
-/// Reports → board, metrics and commit statuses, on a task of their own.
+/// Reports → board, metrics, commit statuses and notifications, on a task of their own.
 /// The rollout gate hears every report too, and is woken when one may open a stage.
 fn spawn_reporting(
     board: Arc<Board>,
     metrics: Arc<metrics::Metrics>,
-    statuses: Option<Arc<crate::status::Notifier>>,
+    (statuses, notifications): (Option<Arc<crate::status::Notifier>>, notifications::Shared),
     gate: Arc<gatekeeper::Gatekeeper>,
 ) -> (mpsc::Sender<SyncReport>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<SyncReport>(4096);
@@ -312,6 +341,9 @@ fn spawn_reporting(
             metrics.observe(&shown, r.removal);
             if let Some(s) = &statuses {
                 s.reported(&r);
+            }
+            if let Some(n) = &notifications {
+                n.reported(&shown, r.removal);
             }
             log_report(&r);
         }
@@ -507,6 +539,7 @@ struct TermContext {
     shutdown_timeout: Duration,
     drift: crate::drift::DriftSettings,
     statuses: Option<Arc<crate::status::Notifier>>,
+    notifications: notifications::Shared,
     gate: Arc<gatekeeper::Gatekeeper>,
     units: units::UnitSettings,
 }
@@ -552,6 +585,7 @@ async fn leadership_terms(
             scheduler.clone(),
             ctx.board.clone(),
             ctx.metrics.clone(),
+            ctx.notifications.clone(),
         );
         let mut tick = tokio::time::interval(ctx.resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
