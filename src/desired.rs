@@ -608,6 +608,20 @@ pub struct DesiredState {
     /// daemon's policy-debt metric shows without asking any cluster.
     #[serde(default)]
     pub policy_debt: BTreeMap<String, PolicyDebt>,
+    /// Per team, the notification receivers its team.yaml names (`notify`), each with
+    /// where it is written: the daemon's config defines them, and the daemon says at
+    /// that line when it does not.
+    #[serde(default)]
+    pub notify: BTreeMap<TeamName, Vec<ReceiverName>>,
+}
+
+/// A receiver named in a team.yaml's `notify`, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiverName {
+    pub name: String,
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
 }
 
 /// The order in which a commit reaches the clusters (`platform.yaml` `spec.rollout`), as

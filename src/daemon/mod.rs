@@ -612,6 +612,9 @@ async fn leadership_terms(
                         if let Some(s) = &ctx.statuses {
                             s.rendered(&state);
                         }
+                        if let Some(n) = &ctx.notifications {
+                            n.rendered(&state);
+                        }
                         if !state.platform_failed {
                             let (plan, at) = ctx.gate.plan(&state);
                             recheck = at;

@@ -5,13 +5,15 @@
 //! (`crate::notify`) sends each event once and queues it per receiver; nothing here waits
 //! for a receiver, so a sync is never delayed by one.
 //!
-//! Which receivers: the platform's (`notifications.platform`) for every unit.
+//! Which receivers: the platform's (`notifications.platform`) for every unit, plus those
+//! the unit's team.yaml names (`notify`). A name the daemon's config does not define is a
+//! warning at its team.yaml line, logged once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::desired::{DriftMode, UnitId};
+use crate::desired::{DesiredState, Diagnostic, DriftMode, Severity, TeamName, UnitId};
 use crate::drift::DriftEvent;
 use crate::notify::{Event, EventKind, Notifier};
 use crate::sync::{UnitResult, UnitState};
@@ -65,6 +67,10 @@ pub fn changes(last: Option<&Last>, r: &UnitResult) -> Vec<EventKind> {
 #[derive(Default)]
 struct Inner {
     last: HashMap<UnitId, Last>,
+    /// The receivers each team's team.yaml names, from the newest render.
+    teams: BTreeMap<TeamName, Vec<String>>,
+    /// Unknown receiver names already warned about (file:line: name).
+    warned: BTreeSet<String>,
 }
 
 /// The daemon's notifications: change detection in front of the engine's queues.
@@ -85,8 +91,12 @@ impl Notifications {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn send(&self, _inner: &Inner, event: Event) {
-        self.notifier.send(event, &[]);
+    fn send(&self, inner: &Inner, event: Event) {
+        let team = inner
+            .teams
+            .get(&event.unit.team)
+            .map_or(&[][..], Vec::as_slice);
+        self.notifier.send(event, team);
     }
 
     /// A finished sync, as the board shows it.
@@ -156,6 +166,44 @@ impl Notifications {
         self.send(&inner, event);
     }
 
+    /// A new render: the receivers each team names from now on. Returns a warning for
+    /// each name the config does not define, at its team.yaml line (each logged once).
+    pub fn rendered(&self, state: &DesiredState) -> Vec<Diagnostic> {
+        let mut inner = self.lock();
+        let mut unknown = Vec::new();
+        for (team, names) in &state.notify {
+            for n in names.iter().filter(|n| !self.notifier.defines(&n.name)) {
+                unknown.push(Diagnostic {
+                    file: n.file.clone(),
+                    line: n.line,
+                    column: n.column,
+                    team: Some(team.clone()),
+                    cluster: None,
+                    severity: Severity::Warning,
+                    rule: "unknown-receiver".to_owned(),
+                    message: format!(
+                        "notify: no receiver named {:?} in the daemon config's notifications.receivers; the team is not notified there",
+                        n.name
+                    ),
+                });
+            }
+        }
+        inner.teams = state
+            .notify
+            .iter()
+            .map(|(team, names)| (team.clone(), names.iter().map(|n| n.name.clone()).collect()))
+            .collect();
+        for d in &unknown {
+            if inner
+                .warned
+                .insert(format!("{}:{}: {}", d.file, d.line, d.message))
+            {
+                tracing::warn!("{d}");
+            }
+        }
+        unknown
+    }
+
     /// Sends what is queued, at most `deadline`. Returns how many were left unsent.
     pub async fn finish(&self, deadline: Duration) -> usize {
         self.notifier.finish(deadline).await
@@ -168,7 +216,7 @@ pub type Shared = Option<Arc<Notifications>>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::{ClusterName, ObjectKey, TeamName};
+    use crate::desired::{ClusterName, ObjectKey};
 
     fn result(state: UnitState, revision: &str) -> UnitResult {
         let mut r = UnitResult::for_tests(
@@ -232,5 +280,38 @@ mod tests {
         );
         assert!(changes(Some(&Last::of(&held)), &held).is_empty());
         assert!(changes(Some(&Last::of(&held)), &synced).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_receiver_the_config_does_not_define_is_a_warning_at_its_line() {
+        let config = crate::config::NotificationsConfig {
+            receivers: vec![crate::config::ReceiverConfig {
+                name: "ops".into(),
+                kind: crate::config::ReceiverKind::Slack,
+                url: crate::config::ReceiverUrl::Inline("http://127.0.0.1:9/".into()),
+                secret: None,
+            }],
+            ..Default::default()
+        };
+        let notifier = Notifier::start(&config, &prometheus::Registry::new()).expect("start");
+        let n = Notifications::new(notifier);
+        let at = |name: &str, line| crate::desired::ReceiverName {
+            name: name.into(),
+            file: "teams/shop/team.yaml".into(),
+            line,
+            column: 7,
+        };
+        let mut state = DesiredState::default();
+        state
+            .notify
+            .insert(TeamName("shop".into()), vec![at("ops", 8), at("opps", 9)]);
+        let warnings: Vec<String> = n.rendered(&state).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            [
+                "teams/shop/team.yaml:9:7: warning[unknown-receiver]: team shop: notify: no receiver named \"opps\" in the daemon config's notifications.receivers; the team is not notified there"
+            ]
+        );
+        n.finish(Duration::ZERO).await;
     }
 }

@@ -397,6 +397,11 @@ pub struct TeamSpec {
     /// How the team's commits roll out across the platform's stages.
     #[serde(default)]
     pub rollout: TeamRollout,
+    /// Receivers (by name, as the daemon's config defines them under
+    /// `notifications.receivers`) told about this team's state changes, on top of the
+    /// platform's. Names only: no URL or secret lives in the repo.
+    #[serde(default)]
+    pub notify: Vec<String>,
 }
 
 /// `spec.rollout` of a team.

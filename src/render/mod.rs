@@ -172,6 +172,7 @@ pub fn render_expanded(
     let mut team_yamls = teams::read_team_yamls(&files_by_team, &platform);
     let clusters_by_team = teams::clusters_by_team(&team_yamls, &platform);
     state.rollout = rollout::rollout(stages, &team_yamls);
+    state.notify = teams::receiver_names(&team_yamls);
     let namespace_owners = claims::claim_namespaces(&mut team_yamls, earlier);
     state.namespace_owners = namespace_owners.clone();
 

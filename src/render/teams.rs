@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use super::Files;
 use crate::desired::{
-    ClusterName, DEFAULT_NAMESPACE, Diagnostic, PLATFORM_UNIT, TEAM_IDENTITY_NAMESPACE, TeamName,
+    ClusterName, DEFAULT_NAMESPACE, Diagnostic, PLATFORM_UNIT, ReceiverName, TEAM_IDENTITY_NAMESPACE,
+    TeamName,
     is_dns_label,
 };
 use crate::model::{
@@ -86,6 +87,36 @@ fn read_team_yaml(
         )]),
         (_, false) => Err(problems),
     }
+}
+
+/// The notification receivers each team.yaml names (`notify`), with where each is
+/// written. Whether the daemon defines them is the daemon's to say: render knows no config.
+pub(super) fn receiver_names(team_yamls: &TeamYamls) -> BTreeMap<TeamName, Vec<ReceiverName>> {
+    let mut out = BTreeMap::new();
+    for (name, read) in team_yamls {
+        let Ok((doc, team)) = read else { continue };
+        if team.spec.notify.is_empty() {
+            continue;
+        }
+        let fields = doc.fields();
+        let names = team
+            .spec
+            .notify
+            .iter()
+            .enumerate()
+            .map(|(i, receiver)| {
+                let (line, column) = fields.position_of(&format!("spec.notify[{i}]"));
+                ReceiverName {
+                    name: receiver.clone(),
+                    file: doc.file.clone(),
+                    line,
+                    column,
+                }
+            })
+            .collect();
+        out.insert(TeamName(name.clone()), names);
+    }
+    out
 }
 
 /// The clusters of every team whose team.yaml reads, so that a team failing later is
@@ -236,5 +267,41 @@ fn reserved_namespace(ns: &str) -> Option<&'static str> {
         Some("pontoon (the teams' identities)")
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::desired::{ReceiverName, TeamName};
+    use crate::render::{Files, render};
+
+    #[test]
+    fn the_receivers_a_team_names_are_kept_with_their_lines() {
+        let mut files = Files::new();
+        files.insert(
+            "platform.yaml".into(),
+            b"apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {name: p}\nspec:\n  clusters: [{name: prod}]\n".to_vec(),
+        );
+        files.insert(
+            "teams/shop/team.yaml".into(),
+            b"apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {name: shop}\nspec:\n  namespaces: [shop]\n  clusters: {names: [prod]}\n  notify:\n    - shop-slack\n    - oncall\n".to_vec(),
+        );
+        files.insert(
+            "teams/quiet/team.yaml".into(),
+            b"apiVersion: pontoon.dev/v1alpha1\nkind: Team\nmetadata: {name: quiet}\nspec:\n  namespaces: [quiet]\n  clusters: {names: [prod]}\n".to_vec(),
+        );
+        let state = render(&files, "r1");
+        assert!(state.failed_teams.is_empty(), "{:?}", state.diagnostics);
+        let at = |name: &str, line| ReceiverName {
+            name: name.into(),
+            file: "teams/shop/team.yaml".into(),
+            line,
+            column: 7,
+        };
+        assert_eq!(
+            state.notify.get(&TeamName("shop".into())),
+            Some(&vec![at("shop-slack", 8), at("oncall", 9)])
+        );
+        assert!(!state.notify.contains_key(&TeamName("quiet".into())));
     }
 }
