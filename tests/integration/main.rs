@@ -28,6 +28,7 @@ mod hold;
 mod leader;
 mod manifests;
 mod namespaces;
+mod notifications;
 mod owners;
 mod packages;
 mod page;
