@@ -289,9 +289,9 @@ fn assert_teams_shape(v: &Value) {
     }
 }
 
-/// Drift, a failure and the recovery: each one message to each receiver (the platform's
-/// Slack and Teams, the team's webhook), in order, the webhook signed; then resyncs that
-/// change nothing send nothing more.
+/// Drift, a failure, the recovery and a held deletion: each one message to each receiver
+/// (the platform's Slack and Teams, the team's webhook), in order, the webhook signed;
+/// then resyncs that change nothing send nothing more.
 #[tokio::test]
 async fn each_state_change_is_one_message_to_each_receiver_and_a_resync_sends_none() {
     let cp: &ControlPlane = control_plane::shared();
@@ -337,10 +337,23 @@ async fn each_state_change_is_one_message_to_each_receiver_and_a_resync_sends_no
     platform(&repo, cp.name, &team, &["team-hook"], false);
     reaches(&daemon, &team, "Synced").await;
     delivered(&receiver, "/hook", 4).await;
-    // Resyncs every 2s that find nothing changed.
+    // A commit deleting every object of the team is held.
+    write(
+        &repo,
+        &format!("teams/{team}/app.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: newcomer}\ndata: {value: x}\n",
+    );
+    delivered(&receiver, "/hook", 5).await;
+    // Resyncs every 2s that find nothing changed (the unit still held).
     tokio::time::sleep(Duration::from_secs(8)).await;
 
-    let expected = ["drift-detected", "drift-corrected", "failed", "recovered"];
+    let expected = [
+        "drift-detected",
+        "drift-corrected",
+        "failed",
+        "recovered",
+        "deletions-held",
+    ];
     assert_eq!(events(&receiver, "/hook"), expected);
     let hooks = receiver.delivered("/hook");
     for r in &hooks {
@@ -354,6 +367,13 @@ async fn each_state_change_is_one_message_to_each_receiver_and_a_resync_sends_no
             .is_some_and(|m| m.contains("broken")),
         "the failure says what failed: {}",
         hooks[2].json()
+    );
+    assert!(
+        hooks[4].json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("pontoon release")),
+        "the hold says how to release it: {}",
+        hooks[4].json()
     );
     let slack = receiver.delivered("/slack");
     let titles: Vec<String> = hooks
@@ -380,7 +400,7 @@ async fn each_state_change_is_one_message_to_each_receiver_and_a_resync_sends_no
             "pontoon_notifications_total",
             &[("receiver", "team-hook"), ("result", "sent")]
         ),
-        Some(4.0)
+        Some(5.0)
     );
     daemon.finish().await;
 }
@@ -440,12 +460,19 @@ async fn a_receiver_that_is_down_gets_its_messages_afterwards_in_order() {
         (receiver.refused("/hook") >= 3).then_some(())
     })
     .await;
-    let queued = sample(
-        &daemon.metrics().await,
-        "pontoon_notifications_queued",
-        &[("receiver", "hook")],
-    );
-    assert_eq!(queued, Some(4.0), "four messages wait while it is down");
+    eventually(
+        "four messages wait while it is down",
+        Duration::from_secs(30),
+        || async {
+            let queued = sample(
+                &daemon.metrics().await,
+                "pontoon_notifications_queued",
+                &[("receiver", "hook")],
+            );
+            (queued == Some(4.0)).then_some(())
+        },
+    )
+    .await;
     assert_eq!(receiver.delivered("/hook").len(), before);
     receiver.set_down(false);
 
