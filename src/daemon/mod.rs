@@ -604,6 +604,9 @@ async fn leadership_terms(
                         let shown = ctx.board.rendered(&state, &ctx.clusters);
                         for unit in &shown.failed {
                             ctx.metrics.render_failed(unit);
+                            if let Some(n) = &ctx.notifications {
+                                n.render_failed(unit, &state);
+                            }
                         }
                         for unit in &shown.dropped {
                             ctx.metrics.forget(unit);

@@ -120,6 +120,40 @@ impl Notifications {
         }
     }
 
+    /// The unit's team fails to render at `state`'s revision: the unit shows Failed with
+    /// the render's first error from now on, without a sync of its own.
+    pub fn render_failed(&self, unit: &UnitId, state: &DesiredState) {
+        let message = state
+            .failed_teams
+            .get(&unit.team)
+            .and_then(|d| {
+                d.iter()
+                    .find(|d| d.severity == Severity::Error && d.concerns(&unit.cluster.0))
+                    .or(d.first())
+            })
+            .map_or_else(
+                || "its files fail to render".to_owned(),
+                |d| format!("render failed: {d}"),
+            );
+        let mut inner = self.lock();
+        let last = inner.last.entry(unit.clone()).or_insert_with(|| Last {
+            state: UnitState::Synced,
+            held: false,
+            revision: state.revision.clone(),
+        });
+        if last.state == UnitState::Failed {
+            return;
+        }
+        // The revision it runs stays the one drift is told at.
+        last.state = UnitState::Failed;
+        let event = Event {
+            unit: unit.clone(),
+            revision: state.revision.clone(),
+            kind: EventKind::Failed { message },
+        };
+        self.send(&inner, event);
+    }
+
     /// A drift event from the watches: detected (naming who) or corrected.
     pub fn drift(&self, e: &DriftEvent) {
         if e.again {
@@ -312,6 +346,58 @@ mod tests {
                 "teams/shop/team.yaml:9:7: warning[unknown-receiver]: team shop: notify: no receiver named \"opps\" in the daemon config's notifications.receivers; the team is not notified there"
             ]
         );
+        n.finish(Duration::ZERO).await;
+    }
+
+    #[tokio::test]
+    async fn a_render_failure_is_one_failed_event_and_its_fix_a_recovery() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        drop(listener);
+        let config = crate::config::NotificationsConfig {
+            receivers: vec![crate::config::ReceiverConfig {
+                name: "ops".into(),
+                kind: crate::config::ReceiverKind::Slack,
+                url: crate::config::ReceiverUrl::Inline(url),
+                secret: None,
+            }],
+            platform: vec!["ops".into()],
+            retry_initial: Duration::from_secs(60),
+            retry_max: Duration::from_secs(60),
+        };
+        let notifier = Notifier::start(&config, &prometheus::Registry::new()).expect("start");
+        let n = Notifications::new(notifier);
+        let synced = result(UnitState::Synced, "a");
+        n.reported(&synced, false);
+        let mut state = DesiredState {
+            revision: "b".into(),
+            ..DesiredState::default()
+        };
+        state.failed_teams.insert(
+            TeamName("shop".into()),
+            vec![crate::model::diag(
+                "teams/shop/web.yaml",
+                3,
+                1,
+                Some(&TeamName("shop".into())),
+                "schema",
+                "nope",
+            )],
+        );
+        n.render_failed(&synced.unit, &state);
+        assert_eq!(
+            n.notifier.outboxes_pending(),
+            1,
+            "told at the render, not at the next sync"
+        );
+        n.render_failed(&synced.unit, &state);
+        // The resync of the last good state, shown Failed as the board shows it.
+        n.reported(&result(UnitState::Failed, "a"), false);
+        assert_eq!(n.notifier.outboxes_pending(), 1, "failed once");
+        n.reported(&synced, false);
+        assert_eq!(n.notifier.outboxes_pending(), 2, "then recovered");
         n.finish(Duration::ZERO).await;
     }
 }

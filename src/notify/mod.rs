@@ -133,6 +133,11 @@ impl Notifier {
         true
     }
 
+    /// How many notifications wait, summed over the receivers.
+    pub fn outboxes_pending(&self) -> usize {
+        self.outboxes.values().map(Outbox::pending).sum()
+    }
+
     /// Sends what is queued, at most `deadline`, then stops. Returns what was left unsent.
     pub async fn finish(&self, deadline: Duration) -> usize {
         let until = tokio::time::Instant::now() + deadline;
