@@ -447,7 +447,14 @@ async fn a_receiver_that_is_down_gets_its_messages_afterwards_in_order() {
         let cms = cms.clone();
         async move { cms.get(name).await.ok()?.data?.remove("value") }
     };
-    for name in ["other", "settings"] {
+    let queued = || async {
+        sample(
+            &daemon.metrics().await,
+            "pontoon_notifications_queued",
+            &[("receiver", "hook")],
+        )
+    };
+    for (i, name) in ["other", "settings"].into_iter().enumerate() {
         hand_edit(&cms, name, "while-down").await;
         eventually(
             &format!("{name} corrected while the receiver is down"),
@@ -455,24 +462,24 @@ async fn a_receiver_that_is_down_gets_its_messages_afterwards_in_order() {
             || async { (value(name).await.as_deref() == Some("desired")).then_some(()) },
         )
         .await;
+        // The next edit once this one's correction is told, so the order is known.
+        let told = (2 * (i + 1)) as f64;
+        eventually(
+            &format!("{told} messages queued"),
+            Duration::from_secs(30),
+            || async { (queued().await == Some(told)).then_some(()) },
+        )
+        .await;
     }
     eventually("retries while down", Duration::from_secs(30), || async {
         (receiver.refused("/hook") >= 3).then_some(())
     })
     .await;
-    eventually(
-        "four messages wait while it is down",
-        Duration::from_secs(30),
-        || async {
-            let queued = sample(
-                &daemon.metrics().await,
-                "pontoon_notifications_queued",
-                &[("receiver", "hook")],
-            );
-            (queued == Some(4.0)).then_some(())
-        },
-    )
-    .await;
+    assert_eq!(
+        queued().await,
+        Some(4.0),
+        "four messages wait while it is down"
+    );
     assert_eq!(receiver.delivered("/hook").len(), before);
     receiver.set_down(false);
 
