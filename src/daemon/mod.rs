@@ -97,13 +97,7 @@ impl Handles {
             }
             None => None,
         };
-        let notifications = if config.notifications.receivers.is_empty() {
-            None
-        } else {
-            let notifier = crate::notify::Notifier::start(&config.notifications, &registry)
-                .context("notifications")?;
-            Some(Arc::new(notifications::Notifications::new(notifier)))
-        };
+        let notifications = notifications::start(&config.notifications, &registry)?;
         Ok(Handles {
             board: Arc::new(Board::new()),
             registry,
@@ -254,19 +248,7 @@ pub async fn run_with(
             );
         }
     }
-    if let Some(n) = &notifications {
-        let left = config
-            .shutdown_timeout
-            .saturating_sub(shutdown_started.elapsed())
-            .max(Duration::from_secs(2));
-        let unsent = n.finish(left).await;
-        if unsent > 0 {
-            tracing::warn!(
-                unsent,
-                "shutdown deadline passed with notifications still owed"
-            );
-        }
-    }
+    notifications::drain(&notifications, config.shutdown_timeout, shutdown_started).await;
     match http.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e).context("HTTP server"),

@@ -247,6 +247,35 @@ impl Notifications {
 /// Notifications of a running daemon, when any receiver is configured.
 pub type Shared = Option<Arc<Notifications>>;
 
+/// Starts sending to the configured receivers (none configured: nothing to start).
+pub fn start(
+    config: &crate::config::NotificationsConfig,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<Shared> {
+    if config.receivers.is_empty() {
+        return Ok(None);
+    }
+    let notifier =
+        Notifier::start(config, registry).map_err(|e| anyhow::anyhow!("notifications: {e}"))?;
+    Ok(Some(Arc::new(Notifications::new(notifier))))
+}
+
+/// At shutdown: sends what is owed within what is left of `deadline` since `started` (a
+/// moment at least), and says what was not sent.
+pub async fn drain(n: &Shared, deadline: Duration, started: tokio::time::Instant) {
+    let Some(n) = n else { return };
+    let left = deadline
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(2));
+    let unsent = n.finish(left).await;
+    if unsent > 0 {
+        tracing::warn!(
+            unsent,
+            "shutdown deadline passed with notifications still owed"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
