@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 
 use super::Files;
 use crate::desired::{
-    ClusterName, DEFAULT_NAMESPACE, Diagnostic, PLATFORM_UNIT, ReceiverName, TEAM_IDENTITY_NAMESPACE,
-    TeamName,
-    is_dns_label,
+    ClusterName, DEFAULT_NAMESPACE, Diagnostic, PLATFORM_UNIT, ReceiverName,
+    TEAM_IDENTITY_NAMESPACE, TeamName, is_dns_label,
 };
 use crate::model::{
     self, API_VERSION, ClusterDef, ClusterSelector, Document, Platform, Team, diag,
