@@ -110,13 +110,33 @@ impl Expander {
         fetched: &BTreeMap<String, FetchedChart>,
     ) -> Expansions {
         let none = ClusterCapabilities::default();
-        let mut out = Expansions::new();
-        for request in requests {
-            let caps = capabilities.get(&request.cluster).unwrap_or(&none);
-            let result = self.expand_one(files, request, caps, fetched.get(&request.key()));
-            out.insert(request, result);
-        }
-        out
+        // Tools run side by side, one per core: a first render of many charts is bound
+        // by them, a render from the cache by nothing.
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(requests.len().max(1));
+        let next = AtomicU64::new(0);
+        let results = Mutex::new(Expansions::new());
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        let Some(request) = requests.get(i) else {
+                            break;
+                        };
+                        let caps = capabilities.get(&request.cluster).unwrap_or(&none);
+                        let result =
+                            self.expand_one(files, request, caps, fetched.get(&request.key()));
+                        results
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(request, result);
+                    }
+                });
+            }
+        });
+        results.into_inner().unwrap_or_else(|e| e.into_inner())
     }
 
     /// One request's expansion, from the cache when its inputs were expanded before.

@@ -57,7 +57,9 @@ pub fn run(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let home = work.join("home");
-    let mut command = Command::new(program);
+    // The child's environment holds no PATH: a bare name is found on pontoon's own.
+    let program = on_path(program);
+    let mut command = Command::new(&program);
     command
         .args(args)
         .current_dir(work)
@@ -123,6 +125,20 @@ pub fn run(
     })
 }
 
+/// `program` itself when it names a path; else the first executable of that name on
+/// `PATH` (or the name alone, which then fails to start, saying so).
+fn on_path(program: &Path) -> std::path::PathBuf {
+    if program.components().count() > 1 {
+        return program.to_path_buf();
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| program.to_path_buf())
+}
+
 /// Reads a pipe to its end on a thread of its own, keeping at most
 /// [`MAX_OUTPUT_BYTES`]; `true` when there was more.
 fn reader<R: Read + Send + 'static>(mut pipe: R) -> std::thread::JoinHandle<(Vec<u8>, bool)> {
@@ -165,7 +181,8 @@ mod tests {
         assert!(matches!(err, RunError::Timeout { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(20));
         let out = run(
-            sh,
+            // A bare name, found on pontoon's PATH though the child gets none.
+            Path::new("sh"),
             &[
                 "-c".into(),
                 "echo \"$HOME $HTTPS_PROXY ${CARGO_MANIFEST_DIR:-cleared}\"".into(),
