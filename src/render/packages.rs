@@ -415,7 +415,7 @@ impl<'a> TeamRender<'a> {
         cluster: &str,
     ) {
         for document in &expansion.documents {
-            let before = self.errors.len();
+            let before = (self.errors.len(), self.denied.len(), self.warnings.len());
             let mut docs = model::documents(
                 at.0,
                 document.text.as_bytes(),
@@ -464,7 +464,14 @@ impl<'a> TeamRender<'a> {
                     self.add_manifest(at.0, &doc, &api_version, &kind);
                 }
             }
-            for e in &mut self.errors[before..] {
+            // A line in the tool's output means nothing in the repo: every diagnostic
+            // points at the package and names the document instead.
+            let (errors, denied, warnings) = before;
+            for e in self.errors[errors..]
+                .iter_mut()
+                .chain(&mut self.denied[denied..])
+                .chain(&mut self.warnings[warnings..])
+            {
                 e.file = at.0.to_owned();
                 e.line = at.1;
                 e.column = 1;
