@@ -20,7 +20,7 @@ use pontoon::desired::{ClusterName, TeamName, UnitId};
 use pontoon::source::Snapshot;
 use pontoon::sync::UnitState;
 
-use crate::support::control_plane::{self, ControlPlane, repo_root, unique_name};
+use crate::support::control_plane::{self, repo_root, unique_name};
 
 /// Where `helm` and `kustomize` are, built (or found in the cache) once per run.
 fn bin(name: &str) -> PathBuf {
@@ -97,18 +97,18 @@ const CHART_DOC: &str = "apiVersion: pontoon.dev/v1alpha1\nkind: Chart\nmetadata
 
 /// Teams `good` (a created chart and an overlay), `leaky` (an overlay into `good`'s
 /// namespace) and `broken` (a chart with a template error).
-fn repo(cp: &ControlPlane, good: &str, leaky: &str, broken: &str) -> BTreeMap<String, Vec<u8>> {
+fn repo(cluster: &str, good: &str, leaky: &str, broken: &str) -> BTreeMap<String, Vec<u8>> {
     let mut f = BTreeMap::new();
     f.insert(
         "platform.yaml".into(),
         format!(
             "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: p}}\nspec:\n  clusters: [{{name: {}}}]\n  teamPackages: {{kustomize: true, charts: true}}\n  policy:\n    allowedKinds:\n      - {{group: apps, kind: Deployment}}\n      - {{kind: Service}}\n      - {{kind: ServiceAccount}}\n      - {{kind: ConfigMap}}\n",
-            cp.name
+            cluster
         )
         .into_bytes(),
     );
     for team in [good, leaky, broken] {
-        f.insert(format!("teams/{team}/team.yaml"), team_yaml(team, cp.name));
+        f.insert(format!("teams/{team}/team.yaml"), team_yaml(team, cluster));
     }
     // good: a created chart, and an overlay with a patch and a component.
     helm_create(&format!("teams/{good}/web"), &mut f);
@@ -185,7 +185,7 @@ async fn team_packages_sync_under_the_teams_rules_and_one_teams_broken_package_s
     let packages = Packages::new(&packages_config(), &no_charts(), &syncers);
     let snapshot = Arc::new(Snapshot {
         revision: "r1".into(),
-        files: repo(cp, &good, &leaky, &broken),
+        files: repo(cp.name, &good, &leaky, &broken),
         skipped: Vec::new(),
         author: String::new(),
         message: String::new(),
@@ -305,4 +305,47 @@ async fn team_packages_sync_under_the_teams_rules_and_one_teams_broken_package_s
         runs,
         "unchanged packages are not rendered again"
     );
+}
+
+/// `pontoon validate` and `pontoon render` of a folder expand its packages with the
+/// `helm` and `kustomize` they find on `PATH`, as the daemon does.
+#[test]
+fn render_and_validate_cover_packages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (path, bytes) in repo("prod", "good", "leaky", "broken") {
+        let file = dir.path().join(&path);
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(file, bytes).expect("write");
+    }
+    let tools = bin("helm").parent().expect("bin dir").to_owned();
+    let pontoon = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pontoon"))
+            .args(args)
+            .arg(dir.path())
+            .env("PATH", &tools)
+            .output()
+            .expect("run pontoon")
+    };
+    let out = pontoon(&["validate"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("teams/leaky/app/kustomization.yaml:1:1: error[namespace-not-owned]: team leaky: kustomization teams/leaky/app, document 1 (ConfigMap sneaky)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("teams/broken/web.yaml:1:1: error[package-error]: team broken: chart teams/broken/web on cluster prod: web/templates/cm.yaml:6"),
+        "{text}"
+    );
+    assert!(!text.contains("package-not-expanded"), "{text}");
+    let out = pontoon(&["render", "--team", "good"]);
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "kind: Deployment",
+        "name: shop-web",
+        "colour: green",
+        "audited: \"yes\"",
+    ] {
+        assert!(yaml.contains(expected), "{expected} in {yaml}");
+    }
 }
