@@ -243,3 +243,25 @@ fn references_out_of_the_team_folder_are_refused() {
         ]
     );
 }
+
+#[test]
+fn a_policy_verdict_on_an_expanded_object_points_at_the_package() {
+    let mut files = allowing(OVERLAY);
+    let platform = format!(
+        "{PLATFORM}{ALLOW}  policies:\n    - id: labelled\n      action: warn\n      expression: has(object.metadata.labels.app)\n      message: \"${{object.metadata.name}} has no app label\"\n"
+    );
+    files.insert("platform.yaml".into(), platform.into_bytes());
+    let s = render_with(
+        &files,
+        &expand_all(
+            &files,
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: built\n  labels: {}\n",
+        ),
+    );
+    let text: Vec<String> = s.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(
+        text.iter().all(|d| d.starts_with("teams/a/app/kustomization.yaml:1:1: warning[policy/labelled]: team a: kustomization teams/a/app, templates/cm.yaml: ")),
+        "{text:#?}"
+    );
+    assert_eq!(text.len(), 2, "one per cluster: {text:#?}");
+}
