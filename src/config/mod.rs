@@ -267,6 +267,10 @@ pub struct SyncConfig {
     pub health_timeout: Duration,
     /// Full resync of every unit, the safety net under watches and webhooks.
     pub resync_interval: Duration,
+    /// How many shards split the teams across replicas (`sync.shards`, default 1: one
+    /// leader syncs every team). Each shard has a Lease of its own; a team's units belong
+    /// to shard `stable_hash(team) mod shards`.
+    pub shards: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +292,8 @@ pub const DEFAULT_APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(600);
 pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
+/// The most shards `sync.shards` may ask for: each is a Lease renewed every few seconds.
+pub const MAX_SHARDS: u32 = 64;
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Config {

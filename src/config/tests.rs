@@ -475,3 +475,29 @@ fn an_empty_webhook_secret_is_refused_naming_the_field() {
         )]
     );
 }
+
+#[test]
+fn shards_default_to_one_and_more_need_leader_election() {
+    let f = Fixture::new();
+    let cfg = f.load(GOOD).expect("valid");
+    assert_eq!(cfg.sync.shards, 1);
+    let three = GOOD.replace("sync:\n", "sync:\n  shards: 3\n");
+    let cfg = f
+        .load(&format!("{three}leaderElection:\n  cluster: prod\n"))
+        .expect("valid");
+    assert_eq!(cfg.sync.shards, 3);
+    let p = f.problems(&three);
+    assert!(
+        p[0].starts_with(
+            "pontoon.yaml:18:11: sync.shards: more than one shard needs `leaderElection`"
+        ),
+        "{}",
+        p[0]
+    );
+    let p = f.problems(&GOOD.replace("sync:\n", "sync:\n  shards: 0\n"));
+    assert!(
+        p[0].starts_with("pontoon.yaml:18:11: sync.shards: must be between 1 and 64"),
+        "{}",
+        p[0]
+    );
+}

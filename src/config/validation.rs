@@ -16,8 +16,8 @@ use super::{
     DEFAULT_APPLY_TIMEOUT, DEFAULT_CONCURRENCY, DEFAULT_GIT_TIMEOUT, DEFAULT_HEALTH_TIMEOUT,
     DEFAULT_LEASE_DURATION, DEFAULT_NAMESPACE, DEFAULT_POLL_INTERVAL, DEFAULT_RESYNC_INTERVAL,
     DEFAULT_SHUTDOWN_TIMEOUT, DecryptionConfig, DriftConfig, GitAuth, GitRef, LeaderElectionConfig,
-    ListenConfig, LogConfig, Owner, Provider, SecretRef, SourceConfig, SourceLocation, SyncConfig,
-    WebhookAuth, is_dns_label,
+    ListenConfig, LogConfig, MAX_SHARDS, Owner, Provider, SecretRef, SourceConfig, SourceLocation,
+    SyncConfig, WebhookAuth, is_dns_label,
 };
 
 pub(super) fn yaml_problem(path: &Path, e: &serde_saphyr::Error) -> ConfigProblem {
@@ -153,6 +153,7 @@ impl<'a> Validator<'a> {
         let source = self.source(raw.source);
         let clusters = self.clusters(raw.clusters);
         let commit_status = raw.commit_status.map(|c| self.commit_status(c));
+        let shards_at = raw.sync.shards.clone();
         let sync = self.sync(raw.sync);
         let leader_election = raw.leader_election.map(|l| {
             if !clusters.iter().any(|c| c.name == l.cluster.value) {
@@ -168,6 +169,13 @@ impl<'a> Validator<'a> {
                 lease_duration: l.lease_duration.map_or(DEFAULT_LEASE_DURATION, |d| d.0),
             }
         });
+        if let Some(at) = shards_at.filter(|_| sync.shards > 1 && leader_election.is_none()) {
+            self.problem(
+                &at,
+                "sync.shards",
+                "more than one shard needs `leaderElection`: each shard is a Lease on its cluster",
+            );
+        }
         let decryption = self.decryption(raw.decryption);
         let charts = self.charts(raw.charts, &source.cache_dir);
         let notifications = self.notifications(raw.notifications);
@@ -530,6 +538,18 @@ impl<'a> Validator<'a> {
             Some(c) => c.value,
             None => DEFAULT_CONCURRENCY,
         };
+        let shards = match raw.shards {
+            Some(n) if n.value == 0 || n.value > MAX_SHARDS => {
+                self.problem(
+                    &n,
+                    "sync.shards",
+                    format!("must be between 1 and {MAX_SHARDS}"),
+                );
+                1
+            }
+            Some(n) => n.value,
+            None => 1,
+        };
         SyncConfig {
             owner,
             namespace,
@@ -538,6 +558,7 @@ impl<'a> Validator<'a> {
             apply_timeout: raw.apply_timeout.map_or(DEFAULT_APPLY_TIMEOUT, |d| d.0),
             health_timeout: raw.health_timeout.map_or(DEFAULT_HEALTH_TIMEOUT, |d| d.0),
             resync_interval: raw.resync_interval.map_or(DEFAULT_RESYNC_INTERVAL, |d| d.0),
+            shards,
         }
     }
 }
