@@ -21,8 +21,27 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{ClusterConfig, ClusterConnection};
 
-/// What pontoon's requests to an apiserver say they come from.
+/// What pontoon's requests to an apiserver say they come from; every request carries it,
+/// followed by the process's identity (see [`user_agent`]).
 pub const USER_AGENT: &str = concat!("pontoon/", env!("CARGO_PKG_VERSION"));
+
+/// This process's identity, as Leases and audit logs name it: `$POD_NAME`, else
+/// `<hostname>-<pid>`.
+pub fn process_identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "pontoon".to_owned());
+        format!("{host}-{}", std::process::id())
+    })
+}
+
+/// The user agent of every request: `pontoon/<version> (<identity>)`, so an apiserver's
+/// audit log tells the replicas of one daemon apart.
+pub fn user_agent() -> http::HeaderValue {
+    http::HeaderValue::from_str(&format!("{USER_AGENT} ({})", process_identity()))
+        .unwrap_or_else(|_| http::HeaderValue::from_static(USER_AGENT))
+}
 use crate::desired::{Applier, ClusterName, TeamName};
 /// The team identity names live with the other shared names; kept here for callers.
 pub use crate::desired::{TEAM_GROUP, team_user};
@@ -154,10 +173,9 @@ impl Cluster {
             .iter()
             .any(|(h, _)| *h == http::header::USER_AGENT)
         {
-            config.headers.push((
-                http::header::USER_AGENT,
-                http::HeaderValue::from_static(USER_AGENT),
-            ));
+            config
+                .headers
+                .push((http::header::USER_AGENT, user_agent()));
         }
         let watch_timeout = watch_timeout(config.read_timeout);
         let client = Client::try_from(config).map_err(|source| ClusterError::Client {
