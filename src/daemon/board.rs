@@ -86,6 +86,8 @@ struct Inner {
     /// Units that must have been attempted once for `/readyz`.
     expected: BTreeSet<UnitId>,
     attempted: BTreeSet<UnitId>,
+    /// Who holds each shard (with `sync.shards` > 1).
+    shards: Vec<crate::server::ShardView>,
     /// Teams whose files fail to render at `revision`, with their diagnostics.
     render_failures: BTreeMap<TeamName, Vec<Diagnostic>>,
 }
@@ -283,6 +285,29 @@ impl Board {
         }
     }
 
+    /// Who holds each shard now.
+    pub fn set_shards(&self, shards: Vec<crate::server::ShardView>) {
+        self.lock().shards = shards;
+    }
+
+    /// Takes the units of the teams `gone` says off the board (their shard went to another
+    /// replica, which shows them now); returns them.
+    pub fn forget_teams(&self, gone: impl Fn(&crate::desired::TeamName) -> bool) -> Vec<UnitId> {
+        let mut inner = self.lock();
+        let ids: Vec<UnitId> = inner
+            .units
+            .keys()
+            .filter(|id| gone(&id.team))
+            .cloned()
+            .collect();
+        for id in &ids {
+            inner.units.remove(id);
+            inner.attempted.remove(id);
+            inner.expected.remove(id);
+        }
+        ids
+    }
+
     /// The units the board shows on `cluster`.
     /// A unit's suspension (`suspended by alice: INC-1234`), or its end.
     pub fn suspended(&self, unit: &UnitId, why: Option<String>) {
@@ -345,6 +370,10 @@ impl StatusSource for Board {
 
     fn leading(&self) -> bool {
         self.leading.load(Ordering::Relaxed)
+    }
+
+    fn shards(&self) -> Vec<crate::server::ShardView> {
+        self.lock().shards.clone()
     }
 }
 

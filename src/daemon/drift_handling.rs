@@ -35,6 +35,7 @@ impl DriftHandling {
         board: Arc<Board>,
         metrics: Arc<Metrics>,
         notifications: super::notifications::Shared,
+        teams: Option<&BTreeSet<crate::desired::TeamName>>,
     ) -> DriftHandling {
         let (events_tx, mut events) = mpsc::channel::<DriftEvent>(QUEUE);
         let (failures_tx, mut failures) = mpsc::channel::<DriftFailure>(QUEUE);
@@ -43,6 +44,9 @@ impl DriftHandling {
             .map(|(name, s)| {
                 let watch =
                     DriftWatch::new(s.clone(), events_tx.clone(), failures_tx.clone(), settings);
+                if let Some(teams) = teams {
+                    watch.only_teams(teams);
+                }
                 (name.clone(), watch)
             })
             .collect();
@@ -71,7 +75,6 @@ impl DriftHandling {
         }
     }
 
-    /// Watches the kinds `state` manages on each cluster.
     /// Watches the kinds `state` manages on each cluster, and those of the revisions the
     /// units in `held` run (a rollout stage holds them back: their drift is corrected at
     /// their own revision, which may use a kind the newest one dropped).

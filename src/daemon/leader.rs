@@ -15,6 +15,7 @@
 //! A standby keeps serving `/healthz` and `/metrics`; only the leader syncs, and the
 //! daemon stops every write of a leader the moment `leading` turns false.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -56,12 +57,7 @@ impl LeaseSettings {
 
 /// This process's identity for leases: `$POD_NAME`, else `<hostname>-<pid>`.
 pub fn default_identity() -> String {
-    std::env::var("POD_NAME").unwrap_or_else(|_| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "pontoon".to_owned());
-        format!("{host}-{}", std::process::id())
-    })
+    crate::cluster::process_identity()
 }
 
 /// Runs the election until `stop` turns true; `leading` says whether we hold the lease.
@@ -74,8 +70,10 @@ pub async fn run(
 ) {
     let api: Api<Lease> = Api::namespaced(client, &settings.namespace);
     let mut observed: Option<Observed> = None;
+    let mut shard_leases = HashMap::new();
     loop {
-        let held = match try_acquire_or_renew(&api, &settings, &mut observed).await {
+        let attempt = try_acquire_or_renew(&api, &settings, &mut observed, &mut shard_leases);
+        let held = match attempt.await {
             Ok(held) => held,
             Err(e) => {
                 tracing::warn!(error = %crate::describe(&e), lease = %settings.name, "lease request failed");
@@ -100,14 +98,14 @@ pub async fn run(
     }
 }
 
-fn now() -> MicroTime {
+pub(super) fn now() -> MicroTime {
     MicroTime(Timestamp::now())
 }
 
 /// The Lease record as this process last saw it, and when (by its own clock) it last saw
 /// it change. Only a change restarts the clock: a holder proves it lives by renewing.
 #[derive(Debug, Clone)]
-struct Observed {
+pub(super) struct Observed {
     record: Record,
     since: Instant,
 }
@@ -137,7 +135,11 @@ impl Record {
 /// Notes `spec` as seen at `now`, and says whether its holder's term has run out: no
 /// holder, or the record unchanged for its lease duration since this process first saw
 /// it as it is.
-fn observe_expired(observed: &mut Option<Observed>, spec: &LeaseSpec, now: Instant) -> bool {
+pub(super) fn observe_expired(
+    observed: &mut Option<Observed>,
+    spec: &LeaseSpec,
+    now: Instant,
+) -> bool {
     let record = Record::of(spec);
     let since = match observed {
         Some(o) if o.record == record => o.since,
@@ -150,13 +152,31 @@ fn observe_expired(observed: &mut Option<Observed>, spec: &LeaseSpec, now: Insta
     expired
 }
 
+/// Whether a sharded replica of our owner still holds a shard Lease: then the single
+/// Lease is not taken, since that replica may be writing for any of its teams.
+async fn sharded_replica_lives(
+    api: &Api<Lease>,
+    s: &LeaseSettings,
+    shard_leases: &mut HashMap<String, Option<Observed>>,
+) -> Result<bool, kube::Error> {
+    let live = super::shards::live_shard_lease(api, &s.owner, shard_leases).await?;
+    if let Some(lease) = &live {
+        tracing::warn!(%lease, "a replica with sync.shards > 1 still holds a shard Lease; not leading until it expires");
+    }
+    Ok(live.is_some())
+}
+
 async fn try_acquire_or_renew(
     api: &Api<Lease>,
     s: &LeaseSettings,
     observed: &mut Option<Observed>,
+    shard_leases: &mut HashMap<String, Option<Observed>>,
 ) -> Result<bool, kube::Error> {
     let duration_secs = i32::try_from(s.duration.as_secs().max(1)).unwrap_or(i32::MAX);
     let Some(mut lease) = api.get_opt(&s.name).await? else {
+        if sharded_replica_lives(api, s, shard_leases).await? {
+            return Ok(false);
+        }
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(s.name.clone()),
@@ -198,6 +218,9 @@ async fn try_acquire_or_renew(
         return Ok(false);
     }
     if !mine {
+        if sharded_replica_lives(api, s, shard_leases).await? {
+            return Ok(false);
+        }
         spec.holder_identity = Some(s.identity.clone());
         spec.acquire_time = Some(now());
         spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);

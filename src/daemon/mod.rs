@@ -14,12 +14,15 @@ mod gatekeeper;
 pub mod leader;
 pub mod metrics;
 pub mod notifications;
+pub mod ownership;
 pub mod packages;
 pub mod poll_and_render;
 pub mod pull_request_plans;
 pub mod rollout;
 pub mod scheduler;
+pub mod shards;
 pub mod stages;
+mod terms;
 pub mod units;
 
 /// The former name of [`poll_and_render`], kept for callers outside the crate.
@@ -38,8 +41,8 @@ use crate::desired::{ClusterName, DesiredState};
 use crate::status::SyncReport;
 use crate::sync::{SyncOptions, Syncer};
 use board::Board;
-use drift_handling::DriftHandling;
-use scheduler::{Scheduler, SchedulerOptions};
+use scheduler::SchedulerOptions;
+use terms::{Leadership, TermContext};
 
 /// What the daemon is fed with from outside: rendered states and extra HTTP routes.
 pub struct Inputs {
@@ -164,6 +167,7 @@ pub async fn run_with(
     });
 
     let leadership = Leadership::start(&config, &syncers, stop_rx.clone())?;
+    let shard_holders = spawn_shard_view(leadership.holders.clone(), board.clone(), &registry)?;
     let gate = Arc::new(
         gatekeeper::Gatekeeper::new(
             (metrics.clone(), statuses.clone(), board.clone()),
@@ -189,7 +193,7 @@ pub async fn run_with(
         ..SchedulerOptions::default()
     };
     let clusters: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();
-    let terms = tokio::spawn(leadership_terms(
+    let terms = tokio::spawn(terms::leadership_terms(
         TermContext {
             syncers,
             options,
@@ -212,9 +216,11 @@ pub async fn run_with(
                 poll_now: inputs.poll_now.clone(),
                 metrics: metrics.clone(),
             },
+            ownership: leadership.ownership.clone(),
         },
         inputs.desired,
-        leadership.leading.clone(),
+        leadership.held.clone(),
+        leadership.active,
         stop_rx.clone(),
     ));
 
@@ -233,6 +239,7 @@ pub async fn run_with(
     if let Some(e) = leadership.election {
         let _ = tokio::time::timeout(Duration::from_secs(5), e).await;
     }
+    shard_holders.abort();
     let _ = tokio::time::timeout(Duration::from_secs(2), reporting).await;
     if let Some(s) = &statuses {
         // The statuses owed get what is left of the deadline, and a moment at least.
@@ -256,52 +263,37 @@ pub async fn run_with(
     }
 }
 
-/// Whether this replica leads, and the election task deciding it.
-struct Leadership {
-    leading: watch::Receiver<bool>,
-    election: Option<tokio::task::JoinHandle<()>>,
-    /// Without election, the sender lives as long as the daemon: this replica leads.
-    _always_leading: Option<watch::Sender<bool>>,
-}
-
-impl Leadership {
-    fn start(
-        config: &Config,
-        syncers: &BTreeMap<ClusterName, Arc<Syncer>>,
-        stop: watch::Receiver<bool>,
-    ) -> anyhow::Result<Leadership> {
-        let (leading_tx, leading) = watch::channel(config.leader_election.is_none());
-        let Some(le) = &config.leader_election else {
-            return Ok(Leadership {
-                leading,
-                election: None,
-                _always_leading: Some(leading_tx),
-            });
-        };
-        let syncer = syncers
-            .get(&ClusterName(le.cluster.clone()))
-            .context("leader election cluster is not configured")?;
-        let settings = leader::LeaseSettings {
-            owner: config.sync.owner.clone(),
-            ..leader::LeaseSettings::new(
-                &config.sync.namespace,
-                &le.lease_name,
-                &leader::default_identity(),
-                le.lease_duration,
-            )
-        };
-        let election = tokio::spawn(leader::run(
-            syncer.client().clone(),
-            settings,
-            leading_tx,
-            stop,
-        ));
-        Ok(Leadership {
-            leading,
-            election: Some(election),
-            _always_leading: None,
-        })
-    }
+/// Who holds each shard, as the election reads the Leases, onto the board (the page and
+/// `/api/status` show it) and into `pontoon_shard_held{shard}` (1 for the shards this
+/// replica holds).
+fn spawn_shard_view(
+    mut holders: watch::Receiver<Vec<shards::ShardView>>,
+    board: Arc<Board>,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let held = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "pontoon_shard_held",
+            "1 for each shard this replica holds, 0 for the others (sync.shards > 1)",
+        ),
+        &["shard"],
+    )?;
+    registry
+        .register(Box::new(held.clone()))
+        .context("registering metrics")?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let shown = holders.borrow_and_update().clone();
+            for s in &shown {
+                held.with_label_values(&[s.shard.to_string().as_str()])
+                    .set(i64::from(s.this_replica));
+            }
+            board.set_shards(shown);
+            if holders.changed().await.is_err() {
+                return;
+            }
+        }
+    }))
 }
 
 /// Reports → board, metrics, commit statuses and notifications, on a task of their own.
@@ -507,149 +499,4 @@ pub fn watch_config(
         )
         .context("watching the config file")?;
     Ok(debouncer)
-}
-
-/// What every term of leadership needs.
-struct TermContext {
-    syncers: BTreeMap<ClusterName, Arc<Syncer>>,
-    options: SchedulerOptions,
-    reports: mpsc::Sender<SyncReport>,
-    board: Arc<Board>,
-    metrics: Arc<metrics::Metrics>,
-    clusters: Vec<String>,
-    resync: Duration,
-    shutdown_timeout: Duration,
-    drift: crate::drift::DriftSettings,
-    statuses: Option<Arc<crate::status::Notifier>>,
-    notifications: notifications::Shared,
-    gate: Arc<gatekeeper::Gatekeeper>,
-    units: units::UnitSettings,
-}
-
-/// One scheduler (and one set of drift watches) per term of leadership: created when
-/// this replica starts leading, drained when it stops. Returns the units abandoned at
-/// shutdown.
-async fn leadership_terms(
-    ctx: TermContext,
-    mut desired: watch::Receiver<Option<Arc<DesiredState>>>,
-    mut leading: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
-) -> Vec<crate::desired::UnitId> {
-    loop {
-        ctx.board.set_leading(*leading.borrow());
-        tokio::select! {
-            _ = until(&mut stop, true) => return Vec::new(),
-            open = until(&mut leading, true) => if !open { return Vec::new() },
-        }
-        ctx.board.set_leading(true);
-        tracing::info!("leading: scheduling units");
-        let (term_reports, reports) = mpsc::channel(4096);
-        let (resumed_tx, mut resumed) = mpsc::channel(1024);
-        let scheduler = Arc::new(Scheduler::new(
-            ctx.syncers.clone(),
-            ctx.options.clone(),
-            term_reports,
-        ));
-        let unit_objects = units::UnitsTerm::start(
-            &ctx.syncers,
-            &ctx.units,
-            ctx.board.clone(),
-            scheduler.clone(),
-            reports,
-            ctx.reports.clone(),
-            resumed_tx,
-        );
-        // A suspended unit must be known so before it is handed any work.
-        unit_objects.ready(Duration::from_secs(10)).await;
-        let drift = DriftHandling::start(
-            &ctx.syncers,
-            &ctx.drift,
-            scheduler.clone(),
-            ctx.board.clone(),
-            ctx.metrics.clone(),
-            ctx.notifications.clone(),
-        );
-        let mut tick = tokio::time::interval(ctx.resync);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        desired.mark_changed();
-        let mut latest: Option<Arc<DesiredState>> = None;
-        let mut recheck: Option<tokio::time::Instant> = None;
-        let ended_by_stop = loop {
-            let step_rollout = tokio::select! {
-                _ = until(&mut stop, true) => break true,
-                open = until(&mut leading, false) => break !open,
-                changed = desired.changed() => {
-                    if changed.is_err() { break true }
-                    let state = desired.borrow_and_update().clone();
-                    if let Some(state) = state {
-                        let shown = ctx.board.rendered(&state, &ctx.clusters);
-                        for unit in &shown.failed {
-                            ctx.metrics.render_failed(unit);
-                            if let Some(n) = &ctx.notifications {
-                                n.render_failed(unit, &state);
-                            }
-                        }
-                        for unit in &shown.dropped {
-                            ctx.metrics.forget(unit);
-                        }
-                        ctx.metrics.policy_debt(&state);
-                        if let Some(s) = &ctx.statuses {
-                            s.rendered(&state);
-                        }
-                        if let Some(n) = &ctx.notifications {
-                            n.rendered(&state);
-                        }
-                        if !state.platform_failed {
-                            let (plan, at) = ctx.gate.plan(&state);
-                            recheck = at;
-                            scheduler.apply_staged(&state, &plan.held_work()).await;
-                            units::held_back_by_suspension(&scheduler, ctx.statuses.as_deref(), &state);
-                            drift.ensure(&state, &plan.held_running()).await;
-                            latest = Some(state);
-                        }
-                    }
-                    false
-                }
-                Some(unit) = resumed.recv() => {
-                    if let Some(state) = &latest {
-                        units::resume_unit(&scheduler, &ctx.gate, state, &unit);
-                    }
-                    false
-                }
-                _ = ctx.gate.woken() => true,
-                _ = gatekeeper::sleep_until(recheck) => true,
-                _ = tick.tick() => { scheduler.trigger_all(); false }
-            };
-            if step_rollout {
-                recheck = None;
-                if let Some(state) = &latest {
-                    let (at, watch) = ctx.gate.step(&scheduler, state);
-                    recheck = at;
-                    if let Some(held) = watch {
-                        drift.ensure(state, &held).await;
-                    }
-                }
-            }
-        };
-        // The Units' writes stop before anything else of the term.
-        unit_objects.stop().await;
-        drift.stop();
-        if ended_by_stop {
-            return scheduler.shutdown(ctx.shutdown_timeout).await;
-        }
-        // Fenced: another replica may lead already, so nothing of this term may write
-        // again. In-flight syncs stop at their next request, as a crash would stop them;
-        // the inventory recorded before every apply keeps that safe.
-        let cancelled = scheduler.shutdown(Duration::ZERO).await;
-        tracing::warn!(
-            cancelled = cancelled.len(),
-            "lost leadership: in-flight syncs cancelled, no further writes"
-        );
-    }
-}
-
-/// Waits until a watched flag has `value`; false when the sender is gone.
-async fn until(rx: &mut watch::Receiver<bool>, value: bool) -> bool {
-    rx.wait_for(|v| *v == value).await.is_ok()
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::ownership::Ownership;
 use crate::backoff::backoff;
 use crate::desired::{ClusterName, DesiredState, PLATFORM_UNIT, PrunePolicy, UnitDesired, UnitId};
 use crate::status::SyncReport;
@@ -73,6 +74,8 @@ pub struct Scheduler {
     /// (they run the revision they run, or stay idle), and without correcting no resync
     /// or drift trigger either.
     suspended: Mutex<BTreeMap<UnitId, (bool, String)>>,
+    /// The teams this replica writes for: no other unit gets a worker.
+    ownership: Arc<Ownership>,
 }
 
 impl Scheduler {
@@ -93,7 +96,14 @@ impl Scheduler {
             expected: Mutex::new(BTreeSet::new()),
             attempted: Arc::new(Mutex::new(BTreeSet::new())),
             suspended: Mutex::new(BTreeMap::new()),
+            ownership: Arc::new(Ownership::everything()),
         }
+    }
+
+    /// Only the teams of the shards `ownership` holds get work (default: every team).
+    pub fn with_ownership(mut self, ownership: Arc<Ownership>) -> Self {
+        self.ownership = ownership;
+        self
     }
 
     fn next_generation(&self) -> u64 {
@@ -165,6 +175,10 @@ impl Scheduler {
                 }
             };
             for team in removed {
+                // Another replica's team, not one that left the repo.
+                if !self.ownership.holds(&team) {
+                    continue;
+                }
                 let id = UnitId {
                     team,
                     cluster: cluster.clone(),
@@ -318,6 +332,10 @@ impl Scheduler {
     }
 
     fn send(&self, id: &UnitId, work: Work) {
+        if !self.ownership.holds(&id.team) {
+            tracing::debug!(unit = %id, "not this replica's shard: no work handed to the unit");
+            return;
+        }
         if self.is_suspended(id) {
             tracing::debug!(unit = %id, "suspended: new work left for its resume");
             return;
@@ -343,6 +361,39 @@ impl Scheduler {
             self.attempted.clone(),
         ));
         workers.insert(id.clone(), Worker { tx, task });
+    }
+
+    /// Cancels the workers of the teams `lost` says (their shard went to another replica)
+    /// and returns once each is gone, with the units cancelled. Fenced as a lost leadership
+    /// is: a sync stops at its next await.
+    pub async fn stop_teams(
+        &self,
+        lost: impl Fn(&crate::desired::TeamName) -> bool,
+    ) -> Vec<UnitId> {
+        let tasks: Vec<(UnitId, JoinHandle<()>)> = {
+            let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+            let ids: Vec<UnitId> = workers
+                .keys()
+                .filter(|id| lost(&id.team))
+                .cloned()
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| workers.remove(&id).map(|w| (id, w.task)))
+                .collect()
+        };
+        let mut stopped = Vec::new();
+        for (id, task) in tasks {
+            task.abort();
+            if tokio::time::timeout(CANCEL_WAIT, task).await.is_err() {
+                tracing::warn!(unit = %id, "a cancelled sync did not stop within {CANCEL_WAIT:?}");
+            }
+            stopped.push(id);
+        }
+        self.expected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id| !lost(&id.team));
+        stopped
     }
 
     /// Stops taking work and waits for in-flight syncs, at most `deadline`. Returns the

@@ -69,6 +69,9 @@ pub struct DriftWatch {
     pub(super) publisher: EventPublisher,
     /// Removal patches and Events, bounded and under the cluster's write permits.
     pub(super) side_writes: SideWrites,
+    /// The teams watched, when not all (`pontoon.dev/team in (…)`): a replica holding some
+    /// shards watches only their teams' objects.
+    teams: Mutex<Option<String>>,
 }
 
 impl DriftWatch {
@@ -103,7 +106,20 @@ impl DriftWatch {
             watches: Mutex::new(HashMap::new()),
             open: Mutex::new(BTreeMap::new()),
             deferred: Mutex::new(HashMap::new()),
+            teams: Mutex::new(None),
         })
+    }
+
+    /// Watches only the objects of `teams` (every team's by default). Set before the first
+    /// [`DriftWatch::ensure`]: watches already running keep their selector.
+    pub fn only_teams(&self, teams: &BTreeSet<TeamName>) {
+        let names: Vec<&str> = teams.iter().map(|t| t.0.as_str()).collect();
+        *self.teams.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
+            "{},{} in ({})",
+            self.syncer.owner().selector_managed(),
+            crate::desired::LABEL_TEAM,
+            names.join(",")
+        ));
     }
 
     /// Starts a watch for each kind not watched yet and stops watches of kinds no unit
@@ -177,7 +193,12 @@ impl DriftWatch {
             kube::Api::all_with(self.syncer.client().clone(), &resolved.resource);
         // The daemon's own owner's objects only (the default owner's are told apart by
         // `judge_change`, since no selector singles out objects without an owner label).
-        let selector = self.syncer.owner().selector_managed();
+        let selector = self
+            .teams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| self.syncer.owner().selector_managed());
         // Closed by the server before the client's read timeout would cut a quiet watch.
         let config = watcher::Config::default()
             .labels(&selector)

@@ -13,7 +13,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
-pub use page::{DriftView, UnitView};
+pub use page::{DriftView, ShardView, UnitView};
 
 /// What the HTTP endpoints show, read fresh on every request.
 pub trait StatusSource: Send + Sync + 'static {
@@ -23,6 +23,10 @@ pub trait StatusSource: Send + Sync + 'static {
     /// Ready once every unit has been attempted once (or, on a standby, once it is up).
     fn ready(&self) -> bool;
     fn leading(&self) -> bool;
+    /// Who holds each shard (empty without `sync.shards` > 1).
+    fn shards(&self) -> Vec<ShardView> {
+        Vec::new()
+    }
 }
 
 #[derive(Clone)]
@@ -36,6 +40,8 @@ struct StatusDocument {
     revision: String,
     leading: bool,
     ready: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    shards: Vec<ShardView>,
     units: Vec<UnitView>,
 }
 
@@ -61,6 +67,7 @@ async fn index(State(s): State<AppState>) -> Html<String> {
         &s.status.units(),
         &s.status.revision(),
         s.status.leading(),
+        &s.status.shards(),
     ))
 }
 
@@ -69,6 +76,7 @@ async fn api_status(State(s): State<AppState>) -> axum::Json<StatusDocument> {
         revision: s.status.revision(),
         leading: s.status.leading(),
         ready: s.status.ready(),
+        shards: s.status.shards(),
         units: s.status.units(),
     })
 }

@@ -33,6 +33,20 @@ pub struct UnitView {
     pub suspended: Option<String>,
 }
 
+/// Who holds a shard (with `sync.shards` > 1), as the replica showing it last read the
+/// shard's Lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShardView {
+    pub shard: u32,
+    pub lease: String,
+    /// None: nobody (free, or released).
+    pub holder: Option<String>,
+    /// The holder's page (the Lease's `pontoon.dev/url` annotation).
+    pub url: Option<String>,
+    /// Whether the holder is the replica showing it.
+    pub this_replica: bool,
+}
+
 /// An object that drifted: what, who changed it and when.
 #[derive(Debug, Clone, Serialize)]
 pub struct DriftView {
@@ -86,7 +100,7 @@ details summary{cursor:pointer} ul{margin:.2rem 0;padding-left:1.1rem}
 ";
 
 /// Renders the whole page.
-pub fn render(units: &[UnitView], revision: &str, leading: bool) -> String {
+pub fn render(units: &[UnitView], revision: &str, leading: bool, shards: &[ShardView]) -> String {
     let clusters: BTreeSet<&str> = units.iter().map(|u| u.cluster.as_str()).collect();
     let mut by_team: BTreeMap<&str, BTreeMap<&str, &UnitView>> = BTreeMap::new();
     for u in units {
@@ -111,6 +125,7 @@ pub fn render(units: &[UnitView], revision: &str, leading: bool) -> String {
             " · <strong>standby</strong> (not leading)"
         }
     );
+    shard_table(&mut h, shards);
     h.push_str("<table><thead><tr><th>team</th>");
     for c in &clusters {
         let _ = write!(h, "<th>{}</th>", escape(c));
@@ -128,6 +143,29 @@ pub fn render(units: &[UnitView], revision: &str, leading: bool) -> String {
     }
     h.push_str("</tbody></table></body></html>");
     h
+}
+
+/// Which replica holds which shard, each holder linked to its own page: every replica
+/// shows its own units, and from here the others'.
+fn shard_table(h: &mut String, shards: &[ShardView]) {
+    if shards.is_empty() {
+        return;
+    }
+    h.push_str(
+        "<table class=\"shards\"><thead><tr><th>shard</th><th>held by</th></tr></thead><tbody>",
+    );
+    for s in shards {
+        let holder = match (&s.holder, &s.url) {
+            (None, _) => "<span class=\"small\">nobody</span>".to_owned(),
+            (Some(who), _) if s.this_replica => format!("{} (this replica)", escape(who)),
+            (Some(who), Some(url)) => {
+                format!("<a href=\"{}\">{}</a>", escape(url), escape(who))
+            }
+            (Some(who), None) => escape(who),
+        };
+        let _ = write!(h, "<tr><td>{}</td><td>{holder}</td></tr>", s.shard);
+    }
+    h.push_str("</tbody></table><p></p>");
 }
 
 fn cell(h: &mut String, u: &UnitView) {
@@ -227,7 +265,7 @@ mod tests {
     fn user_text_is_escaped() {
         let mut u = unit("<img src=x onerror=alert(1)>", "prod", "Failed");
         u.last_error = Some("bad \"quote\" & <script>".into());
-        let page = render(&[u], "rev", true);
+        let page = render(&[u], "rev", true, &[]);
         assert!(!page.contains("<img src=x"), "{page}");
         assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
         assert!(page.contains("bad &quot;quote&quot; &amp; &lt;script&gt;"));
@@ -240,7 +278,7 @@ mod tests {
             unit("a", "staging", "Failed"),
             unit("b", "prod", "OutOfSync"),
         ];
-        let page = render(&units, "0123456789abcdef", false);
+        let page = render(&units, "0123456789abcdef", false, &[]);
         assert!(page.contains("<th>prod</th><th>staging</th>"));
         assert!(
             page.contains("td class=\"none\""),
@@ -256,10 +294,45 @@ mod tests {
     fn objects_without_a_health_rule_are_named() {
         let mut u = unit("a", "prod", "Synced");
         u.no_health_rule = vec!["PrometheusRule.monitoring.coreos.com a/alerts".into()];
-        let page = render(&[u], "rev", true);
+        let page = render(&[u], "rev", true, &[]);
         assert!(
             page.contains("no health rule: PrometheusRule.monitoring.coreos.com a/alerts"),
             "{page}"
         );
+    }
+
+    #[test]
+    fn the_shard_holders_link_the_other_replicas_pages() {
+        let shard = |n: u32, holder: Option<&str>, url: Option<&str>, this_replica| ShardView {
+            shard: n,
+            lease: format!("pontoon-shard-{n}"),
+            holder: holder.map(Into::into),
+            url: url.map(Into::into),
+            this_replica,
+        };
+        let shards = [
+            shard(0, Some("pontoon-a"), Some("http://10.0.0.1:8080"), true),
+            shard(
+                1,
+                Some("pontoon-<b>"),
+                Some("http://10.0.0.2:8080/\"x"),
+                false,
+            ),
+            shard(2, None, None, false),
+        ];
+        let page = render(&[], "rev", true, &shards);
+        assert!(
+            page.contains("<td>0</td><td>pontoon-a (this replica)</td>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<a href=\"http://10.0.0.2:8080/&quot;x\">pontoon-&lt;b&gt;</a>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<td>2</td><td><span class=\"small\">nobody</span>"),
+            "{page}"
+        );
+        assert!(!render(&[], "rev", true, &[]).contains("shard"));
     }
 }

@@ -253,6 +253,12 @@ impl Syncer {
         self.memory.forget_last_apply(team);
     }
 
+    /// Forgets everything remembered of `team` (another replica syncs it now): its next
+    /// sync here starts from its inventory, as after a restart.
+    pub fn forget_team(&self, team: &TeamName) {
+        self.memory.drop_team(team);
+    }
+
     fn inventory_api(&self) -> Api<ConfigMap> {
         Api::namespaced(self.cluster.client().clone(), &self.options.namespace)
     }

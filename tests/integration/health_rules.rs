@@ -74,7 +74,7 @@ fn shown(cp: &ControlPlane, state: &Arc<DesiredState>, r: &UnitResult) -> [Strin
     board.record(r, false);
     let units = board.units();
     let api = units[0].last_error.clone().unwrap_or_default();
-    let page = pontoon::server::page::render(&units, &state.revision, true);
+    let page = pontoon::server::page::render(&units, &state.revision, true, &[]);
     let mut tracker = Tracker::new([cp.name.to_owned()]);
     tracker.rendered(state);
     let statuses = tracker.reported(&SyncReport {

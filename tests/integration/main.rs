@@ -41,6 +41,7 @@ mod rebuild;
 mod restart;
 mod rollouts;
 mod scheduler;
+mod shards;
 mod sops;
 mod source;
 mod ssh;

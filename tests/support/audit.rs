@@ -19,6 +19,15 @@ pub struct Event {
     pub request_uri: String,
     request_received_timestamp: String,
     stage_timestamp: String,
+    /// The HTTP status the apiserver answered with.
+    #[serde(default)]
+    pub response_status: Option<ResponseStatus>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ResponseStatus {
+    #[serde(default)]
+    pub code: u16,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +92,13 @@ pub fn writes_by(dir: &Path, agent: &str, after: Timestamp) -> Vec<Event> {
 }
 
 impl Event {
+    /// Whether the apiserver carried the write out (a 2xx answer), rather than refusing it.
+    pub fn succeeded(&self) -> bool {
+        self.response_status
+            .as_ref()
+            .is_some_and(|s| (200..300).contains(&s.code))
+    }
+
     /// Whether the request was a dry run (nothing written).
     pub fn dry_run(&self) -> bool {
         self.request_uri.contains("dryRun=All")

@@ -124,6 +124,11 @@ impl DaemonConfig {
         self.sync_field("namespace", json!(namespace))
     }
 
+    /// `sync.shards`: how many shard Leases split the teams across replicas.
+    pub fn shards(self, n: u32) -> DaemonConfig {
+        self.sync_field("shards", json!(n))
+    }
+
     /// `sync.owner`: the daemon instance this is (the default owner otherwise).
     pub fn owner(self, owner: &str) -> DaemonConfig {
         self.sync_field("owner", json!(owner))
