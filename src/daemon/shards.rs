@@ -493,6 +493,63 @@ mod tests {
         assert!(per.iter().all(|n| (200..=300).contains(n)), "{per:?}");
     }
 
+    fn lease(name: &str, role: Option<&str>, shards: Option<&str>, holder: Option<&str>) -> Lease {
+        let mut labels = labels(&Owner::default(), role.unwrap_or("shard"));
+        if role.is_none() {
+            labels.remove(LABEL_LEASE_ROLE);
+        }
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(labels),
+                annotations: shards
+                    .map(|n| BTreeMap::from([(ANNOTATION_SHARDS.to_owned(), n.to_owned())])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(Into::into),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn no_shard_is_taken_while_a_live_lease_says_another_shard_count() {
+        let s = ShardSettings {
+            lease: LeaseSettings::new("ns", "pontoon", "me", std::time::Duration::from_secs(3)),
+            count: 3,
+            url: None,
+        };
+        let check = |leases: Vec<Lease>, alive: bool| {
+            let live = leases
+                .iter()
+                .map(|l| (l.metadata.name.clone().unwrap_or_default(), alive))
+                .collect();
+            let leases = leases
+                .into_iter()
+                .map(|l| (l.metadata.name.clone().unwrap_or_default(), l))
+                .collect();
+            disagreeing(&s, &leases, &live)
+        };
+        let agreeing = lease("pontoon-shard-0", Some("shard"), Some("3"), Some("other"));
+        assert_eq!(check(vec![agreeing], true), None);
+        let four = lease("pontoon-shard-3", Some("shard"), Some("4"), Some("other"));
+        let why = check(vec![four.clone()], true).expect("another count");
+        assert!(
+            why.contains("pontoon-shard-3 is held by other with 4 shard(s)"),
+            "{why}"
+        );
+        // Expired, or released: its holder writes no more.
+        assert_eq!(check(vec![four], false), None);
+        let released = lease("pontoon-shard-3", Some("shard"), Some("4"), None);
+        assert_eq!(check(vec![released], true), None);
+        // The single leader Lease, held: a replica with one shard writes for every team.
+        let single = lease("pontoon", None, None, Some("leader"));
+        assert!(check(vec![single], true).is_some());
+        let member = lease("pontoon-member-x", Some("member"), None, Some("x"));
+        assert_eq!(check(vec![member], true), None);
+    }
+
     #[test]
     fn a_fair_share_rounds_up_and_never_divides_by_zero() {
         assert_eq!(fair_share(3, 1), 3);
