@@ -18,6 +18,7 @@
 //! two replicas that disagree on `hash(team) mod N` would both write for a team.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::Api;
@@ -81,6 +82,9 @@ pub struct ShardSettings {
     pub count: u32,
     /// This replica's page, written on the Leases it holds.
     pub url: Option<String>,
+    /// How long a stopping replica keeps its shards while its last syncs finish
+    /// (`shutdownTimeout`).
+    pub drain: Duration,
 }
 
 /// What the election loop keeps between rounds.
@@ -98,8 +102,8 @@ struct Round {
 /// may write for; `active` (from the daemon) which shards it schedules, so a shard given
 /// up is released only once the daemon has taken in the shards published since and
 /// stopped the syncs of that one; `holders` what every
-/// shard Lease says. On stop, every shard is fenced, then released, and the member Lease
-/// deleted.
+/// shard Lease says. On stop, the shards are kept while the daemon's last syncs finish
+/// (at most `drain`), then fenced, released, and the member Lease deleted.
 pub async fn run(
     client: kube::Client,
     s: ShardSettings,
@@ -144,10 +148,31 @@ pub async fn run(
             _ = stop.changed() => break,
         }
     }
-    // Fence first, then let go: a standby may write the moment a Lease is released.
+    // The daemon finishes its in-flight syncs (within `drain`): keep the shards meanwhile,
+    // or another replica could write beside them. Then fence, and let go: a standby may
+    // write the moment a Lease is released.
+    let deadline = Instant::now() + s.drain;
+    let mut kept: BTreeSet<u32> = round.held.union(&round.releasing).copied().collect();
+    while !active.borrow().is_empty() && Instant::now() < deadline && !kept.is_empty() {
+        for shard in kept.clone() {
+            let name = shard_lease_name(&s.lease.name, shard);
+            let renewed = match api.get_opt(&name).await {
+                Ok(lease) => write_lease(&api, &s, &name, lease.as_ref(), false).await,
+                Err(e) => Err(e),
+            };
+            if !matches!(renewed, Ok(true)) {
+                tracing::warn!(shard, "shard lost while the last syncs finish");
+                kept.remove(&shard);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(s.lease.retry) => {}
+            _ = active.changed() => {}
+        }
+    }
     held.send_replace(BTreeSet::new());
     let wait = active.wait_for(BTreeSet::is_empty);
-    let _ = tokio::time::timeout(s.lease.duration, wait).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
     if active.borrow().is_empty() {
         for shard in 0..s.count {
             let _ = release(&api, &shard_lease_name(&s.lease.name, shard), &s.lease).await;
@@ -516,9 +541,10 @@ mod tests {
     #[test]
     fn no_shard_is_taken_while_a_live_lease_says_another_shard_count() {
         let s = ShardSettings {
-            lease: LeaseSettings::new("ns", "pontoon", "me", std::time::Duration::from_secs(3)),
+            lease: LeaseSettings::new("ns", "pontoon", "me", Duration::from_secs(3)),
             count: 3,
             url: None,
+            drain: Duration::from_secs(30),
         };
         let check = |leases: Vec<Lease>, alive: bool| {
             let live = leases

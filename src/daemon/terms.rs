@@ -87,6 +87,7 @@ impl Leadership {
                 lease: settings,
                 count,
                 url: Some(page_url(config)),
+                drain: config.shutdown_timeout,
             };
             tokio::spawn(shards::run(client, s, held_tx, active_rx, holders_tx, stop))
         };
@@ -341,12 +342,10 @@ pub(super) async fn leadership_terms(
         // Fenced: another replica may lead already, so nothing of this term may write
         // again. In-flight syncs stop at their next request, as a crash would stop them;
         // the inventory recorded before every apply keeps that safe.
-        let cancelled = scheduler.shutdown(Duration::ZERO).await;
         if ctx.ownership.count() > 1 {
-            for unit in ctx.board.forget_teams(|_| true) {
-                ctx.metrics.forget(&unit);
-            }
+            ctx.fence(&scheduler, &holding).await;
         }
+        let cancelled = scheduler.shutdown(Duration::ZERO).await;
         tracing::warn!(
             cancelled = cancelled.len(),
             "lost leadership: in-flight syncs cancelled, no further writes"

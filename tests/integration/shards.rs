@@ -382,6 +382,29 @@ async fn three_replicas_share_the_teams_and_hand_shards_over_without_writing_twi
                 );
             }
         }
+        // Its metrics say which shard it holds.
+        let mine = holders(&s)
+            .await
+            .iter()
+            .position(|h| h.as_deref() == Some(r.identity.as_str()))
+            .expect("a shard of its own");
+        let metrics = reqwest::get(format!("{}/metrics", r.base))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics");
+        for shard in 0..SHARDS as usize {
+            let line = format!(
+                "pontoon_shard_held{{shard=\"{shard}\"}} {}",
+                u8::from(shard == mine)
+            );
+            assert!(
+                metrics.contains(&line),
+                "{}: no {line} in\n{metrics}",
+                r.identity
+            );
+        }
     }
 
     // Every object applied exactly once for the first revision.
