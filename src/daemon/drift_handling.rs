@@ -52,8 +52,14 @@ impl DriftHandling {
             .collect();
         let on_events = {
             let (board, metrics) = (board.clone(), metrics.clone());
+            let watched = teams.cloned();
             tokio::spawn(async move {
                 while let Some(e) = events.recv().await {
+                    // Only the teams watched: an event of a shard given up is its new
+                    // holder's to show.
+                    if watched.as_ref().is_some_and(|t| !t.contains(&e.unit.team)) {
+                        continue;
+                    }
                     handle_drift(&e, &scheduler, &board, &metrics);
                     if let Some(n) = &notifications {
                         n.drift(&e);

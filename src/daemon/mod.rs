@@ -186,6 +186,7 @@ pub async fn run_with(
         metrics.clone(),
         (statuses.clone(), notifications.clone()),
         gate.clone(),
+        leadership.ownership.clone(),
     );
 
     let options = SchedulerOptions {
@@ -296,17 +297,25 @@ fn spawn_shard_view(
     }))
 }
 
-/// Reports → board, metrics, commit statuses and notifications, on a task of their own.
+/// Reports → board, metrics, commit statuses and notifications, on a task of their own
+/// (those of a shard this replica no longer holds are dropped).
 /// The rollout gate hears every report too, and is woken when one may open a stage.
 fn spawn_reporting(
     board: Arc<Board>,
     metrics: Arc<metrics::Metrics>,
     (statuses, notifications): (Option<Arc<crate::status::Notifier>>, notifications::Shared),
     gate: Arc<gatekeeper::Gatekeeper>,
+    ownership: Arc<ownership::Ownership>,
 ) -> (mpsc::Sender<SyncReport>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<SyncReport>(4096);
     let task = tokio::spawn(async move {
         while let Some(r) = rx.recv().await {
+            // A sync of a shard given up, reporting after the fence: its new holder shows
+            // and posts the unit now.
+            if ownership.count() > 1 && !ownership.holds(&r.result.unit.team) {
+                tracing::debug!(unit = %r.result.unit, "report of a shard no longer held; dropped");
+                continue;
+            }
             if !r.removal {
                 gate.reported(&r.result);
             }
