@@ -297,7 +297,15 @@ async fn a_leader_whose_lease_is_taken_mid_sync_makes_no_write_once_it_notices()
 
     // Long enough for the sync to have written dozens more objects had it gone on.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let writes = |after| audit::writes_by(cp.dir(), pontoon::cluster::USER_AGENT, after);
+    // This daemon's requests only: its user agent ends with its identity, host and pid
+    // (other tests of this binary write with pontoon's user agent too).
+    let pid = format!("-{})", daemon.0.id());
+    let writes = |after| {
+        audit::writes_by(cp.dir(), pontoon::cluster::USER_AGENT, after)
+            .into_iter()
+            .filter(|e| e.user_agent.ends_with(&pid))
+            .collect::<Vec<_>>()
+    };
     let listed = |w: Vec<audit::Event>| {
         w.iter()
             .map(audit::Event::describe)
