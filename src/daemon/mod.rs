@@ -216,6 +216,7 @@ pub async fn run_with(
                 owner: config.sync.owner.clone(),
                 poll_now: inputs.poll_now.clone(),
                 metrics: metrics.clone(),
+                ownership: leadership.ownership.clone(),
             },
             ownership: leadership.ownership.clone(),
         },

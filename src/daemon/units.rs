@@ -34,6 +34,9 @@ pub struct UnitSettings {
     pub poll_now: Option<PollNow>,
     /// Where a suspension shows (`pontoon_unit_suspended`).
     pub metrics: Arc<super::metrics::Metrics>,
+    /// The teams this replica writes for: a late report of a shard given up, or the
+    /// expiry of another replica's team's suspension, writes no Unit here.
+    pub ownership: Arc<super::ownership::Ownership>,
 }
 
 /// How long a reconcile with source waits for the poll before it syncs anyway.
@@ -189,11 +192,17 @@ async fn cluster_units(
         tokio::select! {
             report = reports.recv() => {
                 let Some(r) = report else { return };
+                if !settings.ownership.holds(&r.result.unit.team) {
+                    continue;
+                }
                 let suspended = units.suspended.get(&r.result.unit.team).cloned();
                 write_report(&mut writer, &board, &mut pending, &r, suspended.as_ref()).await;
             }
             _ = sleep_until(units.next_expiry()) => {
                 for (team, generation) in units.expire() {
+                    if !settings.ownership.holds(&team) {
+                        continue;
+                    }
                     write_suspension(&mut writer, &team, None, generation).await;
                 }
             }
