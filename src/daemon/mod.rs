@@ -217,6 +217,7 @@ pub async fn run_with(
                 poll_now: inputs.poll_now.clone(),
                 metrics: metrics.clone(),
                 ownership: leadership.ownership.clone(),
+                notifications: notifications.clone(),
             },
             ownership: leadership.ownership.clone(),
         },

@@ -200,6 +200,37 @@ impl Notifications {
         self.send(&inner, event);
     }
 
+    /// Someone suspended `unit` (`Unit` `spec.suspend`). Told once per suspension: its
+    /// start time stands where a revision stands for the other events.
+    pub fn suspended(&self, unit: &UnitId, s: &crate::units::suspend::Suspension) {
+        let inner = self.lock();
+        let event = Event {
+            unit: unit.clone(),
+            revision: format!("suspended-at-{}", s.since),
+            kind: EventKind::Suspended {
+                by: s.by.clone(),
+                reason: s.reason.clone(),
+                until: s.until.clone(),
+            },
+        };
+        self.send(&inner, event);
+    }
+
+    /// `unit` takes new revisions again, ending the suspension `ended` (by a person who
+    /// cleared it, or at its expiry).
+    pub fn resumed(&self, unit: &UnitId, ended: Option<&crate::units::suspend::Suspension>) {
+        let inner = self.lock();
+        let now = jiff::Timestamp::now();
+        let by = ended.and_then(|s| (!s.expired(now)).then(|| s.by.clone()));
+        let since = ended.map_or_else(|| now.to_string(), |s| s.since.clone());
+        let event = Event {
+            unit: unit.clone(),
+            revision: format!("resumed-from-{since}"),
+            kind: EventKind::Resumed { by },
+        };
+        self.send(&inner, event);
+    }
+
     /// A new render: the receivers each team names from now on. Returns a warning for
     /// each name the config does not define, at its team.yaml line (each logged once).
     pub fn rendered(&self, state: &DesiredState) -> Vec<Diagnostic> {
@@ -427,6 +458,53 @@ mod tests {
         assert_eq!(n.notifier.outboxes_pending(), 1, "failed once");
         n.reported(&synced, false);
         assert_eq!(n.notifier.outboxes_pending(), 2, "then recovered");
+        n.finish(Duration::ZERO).await;
+    }
+
+    #[tokio::test]
+    async fn a_suspension_and_its_end_are_told_once_each() {
+        let config = crate::config::NotificationsConfig {
+            receivers: vec![crate::config::ReceiverConfig {
+                name: "ops".into(),
+                kind: crate::config::ReceiverKind::Slack,
+                url: crate::config::ReceiverUrl::Inline("http://127.0.0.1:9/".into()),
+                secret: None,
+            }],
+            platform: vec!["ops".into()],
+            retry_initial: Duration::from_secs(60),
+            retry_max: Duration::from_secs(60),
+        };
+        let notifier = Notifier::start(&config, &prometheus::Registry::new()).expect("start");
+        let n = Notifications::new(notifier);
+        let unit = result(UnitState::Synced, "a").unit;
+        let s = crate::units::suspend::Suspension {
+            reason: "INC-1234".into(),
+            by: "alice".into(),
+            since: "2026-11-27T03:00:00Z".into(),
+            until: None,
+            keep_correcting: false,
+            description: "alice: INC-1234".into(),
+        };
+        n.suspended(&unit, &s);
+        n.suspended(&unit, &s);
+        assert_eq!(
+            n.notifier.outboxes_pending(),
+            1,
+            "one suspension, told once"
+        );
+        n.resumed(&unit, Some(&s));
+        n.resumed(&unit, Some(&s));
+        assert_eq!(n.notifier.outboxes_pending(), 2, "its end, told once");
+        let again = crate::units::suspend::Suspension {
+            since: "2026-11-27T04:00:00Z".into(),
+            ..s
+        };
+        n.suspended(&unit, &again);
+        assert_eq!(
+            n.notifier.outboxes_pending(),
+            3,
+            "a later suspension is new"
+        );
         n.finish(Duration::ZERO).await;
     }
 }

@@ -37,6 +37,8 @@ pub struct UnitSettings {
     /// The teams this replica writes for: a late report of a shard given up, or the
     /// expiry of another replica's team's suspension, writes no Unit here.
     pub ownership: Arc<super::ownership::Ownership>,
+    /// Who is told when a unit is suspended or resumed.
+    pub notifications: super::notifications::Shared,
 }
 
 /// How long a reconcile with source waits for the poll before it syncs anyway.
@@ -174,10 +176,13 @@ async fn cluster_units(
         suspended: HashMap::new(),
         metrics: settings.metrics.clone(),
         board: board.clone(),
+        notifications: None,
+        ownership: settings.ownership.clone(),
     };
     for a in &listed {
         units.apply(a.team.clone(), a.suspend.clone());
     }
+    units.notifications = settings.notifications.clone();
     if failures == 0 {
         loaded.send_modify(|n| *n += 1);
     }
@@ -322,9 +327,25 @@ struct Suspensions {
     suspended: HashMap<TeamName, Suspension>,
     metrics: Arc<super::metrics::Metrics>,
     board: Arc<Board>,
+    /// Set once the Units a term starts with are read: a suspension found at start was
+    /// told when it began, by whichever replica saw it begin.
+    notifications: super::notifications::Shared,
+    ownership: Arc<super::ownership::Ownership>,
 }
 
 impl Suspensions {
+    /// Tells the receivers, for the teams this replica holds.
+    fn tell(&self, unit: &UnitId, change: Result<&Suspension, Option<&Suspension>>) {
+        let Some(n) = &self.notifications else { return };
+        if !self.ownership.holds(&unit.team) {
+            return;
+        }
+        match change {
+            Ok(s) => n.suspended(unit, s),
+            Err(ended) => n.resumed(unit, ended),
+        }
+    }
+
     /// On the page, `/api/status` and the metrics.
     fn show(&self, unit: &UnitId, s: Option<&Suspension>) {
         self.board.suspended(unit, s.map(Suspension::describe));
@@ -365,10 +386,12 @@ impl Suspensions {
                 self.scheduler
                     .suspend(&unit, s.keep_correcting, &s.describe());
                 self.show(&unit, Some(&s));
+                self.tell(&unit, Ok(&s));
                 self.suspended.insert(team, s);
             }
             None => {
-                self.suspended.remove(&team);
+                let ended = self.suspended.remove(&team);
+                self.tell(&unit, Err(ended.as_ref()));
                 self.resume(unit);
             }
         }
@@ -404,7 +427,8 @@ impl Suspensions {
             .collect();
         let mut out = Vec::new();
         for team in ended {
-            self.suspended.remove(&team);
+            let ended = self.suspended.remove(&team);
+            self.tell(&self.unit(team.clone()), Err(ended.as_ref()));
             self.resume(self.unit(team.clone()));
             out.push((team, -1));
         }
