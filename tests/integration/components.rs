@@ -607,6 +607,101 @@ async fn a_kustomize_component_is_built_by_the_real_kustomize_and_synced_as_the_
     );
 }
 
+/// A component from a chart folder of the repo: its `crds/`, a Namespace, and a ConfigMap
+/// of its values, with a per-cluster override of one value.
+fn chart_repo(cluster: &str, id: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut f = std::collections::BTreeMap::new();
+    let mut put = |path: &str, text: String| {
+        f.insert(path.to_owned(), text.into_bytes());
+    };
+    put(
+        "platform.yaml",
+        format!(
+            "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: p}}\nspec:\n  clusters: [{{name: {cluster}}}]\n"
+        ),
+    );
+    put(
+        "components/widgets.yaml",
+        format!(
+            "apiVersion: pontoon.dev/v1alpha1\nkind: Component\nmetadata: {{name: widgets}}\nspec:\n  clusters: {{names: [{cluster}]}}\n  namespace: {id}-widgets\n  source: {{chart: {{path: components/widgets/chart}}}}\n  values: {{greeting: hello, size: 3}}\n  overrides:\n    {cluster}:\n      values: {{greeting: bonjour}}\n"
+        ),
+    );
+    put(
+        "components/widgets/chart/Chart.yaml",
+        "apiVersion: v2\nname: widgets\nversion: 0.1.0\n".to_owned(),
+    );
+    put(
+        "components/widgets/chart/crds/widgets.yaml",
+        format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: widgets.{id}.example}}\nspec:\n  group: {id}.example\n  names: {{kind: Widget, plural: widgets, singular: widget, listKind: WidgetList}}\n  scope: Namespaced\n  versions:\n    - name: v1\n      served: true\n      storage: true\n      schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}\n"
+        ),
+    );
+    put(
+        "components/widgets/chart/templates/namespace.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {{ .Release.Namespace }}\n".to_owned(),
+    );
+    put(
+        "components/widgets/chart/templates/settings.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  greeting: {{ .Values.greeting | quote }}\n  size: {{ .Values.size | quote }}\n".to_owned(),
+    );
+    f
+}
+
+#[tokio::test]
+async fn a_chart_component_is_rendered_by_the_real_helm_with_its_cluster_values_and_crds() {
+    let cp = control_plane::shared();
+    let id = unique_name("comp-helm");
+    let s = Arc::new(syncer(cp, &id).await);
+    let cluster = ClusterName(cp.name.into());
+    let syncers = std::collections::BTreeMap::from([(cluster.clone(), s.clone())]);
+    let packages = pontoon::daemon::packages::Packages::new(
+        &packages_config(),
+        &crate::packages::no_charts(),
+        &syncers,
+    );
+    let snapshot = Arc::new(pontoon::source::Snapshot {
+        revision: "r1".into(),
+        files: chart_repo(cp.name, &id),
+        ..pontoon::source::Snapshot::default()
+    });
+    let (owner, keys) = (Default::default(), Default::default());
+    let state = pontoon::daemon::poll_and_render::render(
+        snapshot,
+        Default::default(),
+        &owner,
+        &keys,
+        &packages,
+    )
+    .await;
+    assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
+    let r = s.sync(&state.units[&unit(cp, PLATFORM_UNIT)], "r1").await;
+    assert_eq!(r.state, UnitState::Synced, "{r:?}");
+    // The chart's crds/ applied (cluster-scoped, as the platform may).
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(cp.client().await);
+    let crd = crds
+        .get_opt(&format!("widgets.{id}.example"))
+        .await
+        .expect("get")
+        .expect("the chart's CRD");
+    assert_eq!(
+        crd.metadata
+            .labels
+            .unwrap_or_default()
+            .get("pontoon.dev/team")
+            .map(String::as_str),
+        Some(PLATFORM_UNIT)
+    );
+    // Its values, with this cluster's override over the component's own.
+    let settings = configmap(cp, &format!("{id}-widgets"), "settings")
+        .await
+        .expect("the chart's ConfigMap");
+    let data = settings.data.unwrap_or_default();
+    assert_eq!(data.get("greeting").map(String::as_str), Some("bonjour"));
+    assert_eq!(data.get("size").map(String::as_str), Some("3"));
+    assert_eq!(packages.runs(), 1, "one helm run");
+}
+
 /// `helm` and `kustomize` as `tests/support/go-build.sh packages` builds them (or finds
 /// them in its cache).
 fn packages_config() -> pontoon::config::PackagesConfig {
