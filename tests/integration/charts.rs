@@ -684,8 +684,6 @@ async fn charts_fetched_together_are_fetched_once_each_and_fail_alone() {
 /// chart's team only, naming the chart.
 #[tokio::test]
 async fn a_teams_registry_chart_is_fetched_and_rendered_by_the_daemons_wiring() {
-    use pontoon::daemon::packages::Packages;
-    use pontoon::source::Snapshot;
     use std::collections::BTreeMap;
 
     let registry = Registry::start("charts");
@@ -732,25 +730,7 @@ async fn a_teams_registry_chart_is_fetched_and_rendered_by_the_daemons_wiring() 
     {
         files.insert(path, text.into_bytes());
     }
-    let packages = Packages::new(
-        &crate::packages::packages_config(),
-        &charts,
-        &BTreeMap::new(),
-    );
-    let snapshot = Arc::new(Snapshot {
-        revision: "r1".into(),
-        files,
-        ..Snapshot::default()
-    });
-    let (owner, keys) = (Default::default(), Default::default());
-    let state = pontoon::daemon::poll_and_render::render(
-        snapshot,
-        Default::default(),
-        &owner,
-        &keys,
-        &packages,
-    )
-    .await;
+    let (state, packages) = crate::packages::render_files(&BTreeMap::new(), &charts, files).await;
     let text: Vec<String> = state.diagnostics.iter().map(|d| d.to_string()).collect();
 
     // good's chart came from the registry: helm create's Deployment with the team's values.

@@ -565,25 +565,10 @@ async fn a_kustomize_component_is_built_by_the_real_kustomize_and_synced_as_the_
     let s = Arc::new(syncer(cp, &id).await);
     let cluster = ClusterName(cp.name.into());
     let syncers = std::collections::BTreeMap::from([(cluster.clone(), s.clone())]);
-    let packages = pontoon::daemon::packages::Packages::new(
-        &packages_config(),
-        &crate::packages::no_charts(),
+    let (state, packages) = crate::packages::render_files(
         &syncers,
-    );
-    let snapshot = Arc::new(pontoon::source::Snapshot {
-        revision: "r1".into(),
-        files: kustomize_repo(cp.name, &id),
-        skipped: Vec::new(),
-        author: String::new(),
-        message: String::new(),
-    });
-    let (owner, keys) = (Default::default(), Default::default());
-    let state = pontoon::daemon::poll_and_render::render(
-        snapshot,
-        Default::default(),
-        &owner,
-        &keys,
-        &packages,
+        &crate::packages::no_charts(),
+        kustomize_repo(cp.name, &id),
     )
     .await;
     assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
@@ -605,6 +590,7 @@ async fn a_kustomize_component_is_built_by_the_real_kustomize_and_synced_as_the_
         labels.get("pontoon.dev/team").map(String::as_str),
         Some(PLATFORM_UNIT)
     );
+    assert_eq!(packages.runs(), 1, "one kustomize run");
 }
 
 /// A component from a chart folder of the repo: its `crds/`, a Namespace, and a ConfigMap
@@ -654,23 +640,10 @@ async fn a_chart_component_is_rendered_by_the_real_helm_with_its_cluster_values_
     let s = Arc::new(syncer(cp, &id).await);
     let cluster = ClusterName(cp.name.into());
     let syncers = std::collections::BTreeMap::from([(cluster.clone(), s.clone())]);
-    let packages = pontoon::daemon::packages::Packages::new(
-        &packages_config(),
-        &crate::packages::no_charts(),
+    let (state, packages) = crate::packages::render_files(
         &syncers,
-    );
-    let snapshot = Arc::new(pontoon::source::Snapshot {
-        revision: "r1".into(),
-        files: chart_repo(cp.name, &id),
-        ..pontoon::source::Snapshot::default()
-    });
-    let (owner, keys) = (Default::default(), Default::default());
-    let state = pontoon::daemon::poll_and_render::render(
-        snapshot,
-        Default::default(),
-        &owner,
-        &keys,
-        &packages,
+        &crate::packages::no_charts(),
+        chart_repo(cp.name, &id),
     )
     .await;
     assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
@@ -700,25 +673,4 @@ async fn a_chart_component_is_rendered_by_the_real_helm_with_its_cluster_values_
     assert_eq!(data.get("greeting").map(String::as_str), Some("bonjour"));
     assert_eq!(data.get("size").map(String::as_str), Some("3"));
     assert_eq!(packages.runs(), 1, "one helm run");
-}
-
-/// `helm` and `kustomize` as `tests/support/go-build.sh packages` builds them (or finds
-/// them in its cache).
-fn packages_config() -> pontoon::config::PackagesConfig {
-    let script = crate::support::control_plane::repo_root().join("tests/support/go-build.sh");
-    let built = std::process::Command::new(&script)
-        .arg("packages")
-        .status()
-        .expect("run go-build.sh packages");
-    assert!(built.success(), "go-build.sh packages failed");
-    let out = std::process::Command::new(&script)
-        .arg("bin-dir")
-        .output()
-        .expect("bin-dir");
-    let dir = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    pontoon::config::PackagesConfig {
-        helm: dir.join("helm"),
-        kustomize: dir.join("kustomize"),
-        ..pontoon::config::PackagesConfig::default()
-    }
 }

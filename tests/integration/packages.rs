@@ -50,6 +50,31 @@ pub(crate) fn no_charts() -> pontoon::config::ChartsConfig {
     }
 }
 
+/// Renders `files` (revision `r1`) as the daemon does, expanding its packages with the
+/// real tools; the packages are returned to count their runs.
+pub(crate) async fn render_files(
+    syncers: &BTreeMap<ClusterName, Arc<pontoon::sync::Syncer>>,
+    charts: &pontoon::config::ChartsConfig,
+    files: BTreeMap<String, Vec<u8>>,
+) -> (pontoon::desired::DesiredState, Packages) {
+    let packages = Packages::new(&packages_config(), charts, syncers);
+    let snapshot = Arc::new(Snapshot {
+        revision: "r1".into(),
+        files,
+        ..Snapshot::default()
+    });
+    let (owner, keys) = (Default::default(), Default::default());
+    let state = pontoon::daemon::poll_and_render::render(
+        snapshot,
+        Default::default(),
+        &owner,
+        &keys,
+        &packages,
+    )
+    .await;
+    (state, packages)
+}
+
 pub(crate) fn packages_config() -> PackagesConfig {
     PackagesConfig {
         helm: bin("helm"),
