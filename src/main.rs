@@ -611,7 +611,9 @@ async fn audit_cmd(config_path: PathBuf, dir: Option<PathBuf>) -> anyhow::Result
     let snapshot = snapshot_for(&config, None, dir).await?;
     let syncers = pontoon::daemon::connect(&config).await?;
     let today = pontoon::daemon::poll_and_render::today();
-    let audit = pontoon::daemon::audit::audit(&snapshot, &syncers, today).await?;
+    let packages =
+        pontoon::daemon::packages::Packages::new(&config.packages, &config.charts, &syncers);
+    let audit = pontoon::daemon::audit::audit(&snapshot, &syncers, &packages, today).await?;
     print!("{}", pontoon::daemon::audit::report(&audit));
     Ok(if audit.denies() || !audit.problems.is_empty() {
         ExitCode::FAILURE

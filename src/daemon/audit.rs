@@ -8,6 +8,11 @@
 //! (`pontoon.dev/team`) on its cluster, and as the Kind instance its `pontoon.dev/source`
 //! annotation names, when it names one (its spec with the cluster's override, without
 //! the kind's defaults).
+//!
+//! The repo is rendered as the daemon renders it, its packages (charts, Kustomize
+//! folders) expanded through [`super::packages::Packages`]: the kinds a chart or an
+//! overlay makes are audited like those of plain manifests. A package that does not
+//! expand is a problem of the audit (what it makes cannot be listed), named with its team.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -22,6 +27,8 @@ use crate::model::{self, API_VERSION, ClusterDef, PolicyAction};
 use crate::render::Files;
 use crate::render::policies::{Policies, Subject};
 use crate::source::Snapshot;
+
+use super::packages::Packages;
 use crate::sync::Syncer;
 
 /// One live object that breaks one rule.
@@ -58,10 +65,12 @@ impl Audit {
 }
 
 /// Audits every cluster of `syncers` against the policies of `snapshot`'s
-/// `platform.yaml`, with the exceptions that hold on `today`.
+/// `platform.yaml`, with the exceptions that hold on `today`; the repo's packages are
+/// expanded by `packages`.
 pub async fn audit(
-    snapshot: &Snapshot,
+    snapshot: &Arc<Snapshot>,
     syncers: &BTreeMap<ClusterName, Arc<Syncer>>,
+    packages: &Packages,
     today: jiff::civil::Date,
 ) -> anyhow::Result<Audit> {
     let (clusters, policies) = crate::render::platform_policies(&snapshot.files, Some(today))
@@ -69,8 +78,24 @@ pub async fn audit(
             let lines: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
             anyhow::anyhow!("platform.yaml does not read: {}", lines.join("; "))
         })?;
-    let state = crate::render::render(&snapshot.files, &snapshot.revision);
+    let expansions = packages.expand(snapshot).await;
+    let state = crate::render::render_expanded(
+        &snapshot.files,
+        &[],
+        &snapshot.revision,
+        &NamespaceOwners::new(),
+        crate::render::Decryption::Keys(&crate::render::NO_KEYS),
+        None,
+        &expansions,
+    );
     let mut audit = Audit::default();
+    audit.problems.extend(
+        state
+            .diagnostics
+            .iter()
+            .filter(|d| d.rule.starts_with("package-"))
+            .map(|d| format!("what a package makes: {d}")),
+    );
     for (name, syncer) in syncers {
         let Some(cluster) = clusters.iter().find(|c| c.name == name.0) else {
             continue;

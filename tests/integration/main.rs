@@ -6,6 +6,7 @@ mod support;
 
 mod adoption;
 mod alerts;
+mod audit_packages;
 mod big_inventory;
 mod charts;
 mod cli;
