@@ -80,6 +80,30 @@ pub fn check_lookup(templates: &[(String, &[u8])]) -> Result<(), PackageError> {
     Ok(())
 }
 
+/// A hook's refusal with the line of its template (helm's name, among `templates`) that
+/// writes the hook annotation, where one does.
+pub fn at_hook_line(mut e: PackageError, templates: &[(String, Vec<u8>)]) -> PackageError {
+    let Some(hook) = HOOK.as_ref() else {
+        return e;
+    };
+    if e.line.is_some() || !e.message.starts_with("is a Helm hook") {
+        return e;
+    }
+    let template = templates
+        .iter()
+        .find(|(name, _)| Some(name.as_str()) == e.file.as_deref());
+    if let Some((_, bytes)) = template {
+        let text = String::from_utf8_lossy(bytes);
+        let at = hook
+            .find(&text)
+            .and_then(|m| m.as_str().find("helm.sh/hook").map(|i| m.start() + i))
+            // Written by a template expression: its first mention.
+            .or_else(|| text.find("helm.sh/hook"));
+        e.line = at.map(|at| text[..at].matches('\n').count() as u32 + 1);
+    }
+    e
+}
+
 /// Whether `path` (in a chart folder) is a template helm renders or includes.
 pub fn is_template(path: &str) -> bool {
     path.split('/').any(|p| p == "templates")

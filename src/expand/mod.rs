@@ -11,6 +11,7 @@
 //! number of expansions and forgets the least recently used. Everything here blocks:
 //! the daemon calls [`Expander::expand`] off the async runtime.
 
+mod archive;
 mod helm;
 mod kustomize;
 pub mod run;
@@ -57,6 +58,9 @@ impl Default for ExpandConfig {
 }
 
 type CacheKey = [u8; 32];
+
+/// A tool's run: its result, and whether a failure may not recur (not cached).
+type Ran = (Result<Expansion, PackageError>, bool);
 
 struct Cached {
     result: Result<Expansion, PackageError>,
@@ -220,7 +224,17 @@ impl Expander {
         request: &PackageRequest,
         inputs: &Inputs,
         capabilities: &ClusterCapabilities,
-    ) -> (Result<Expansion, PackageError>, bool) {
+    ) -> Ran {
+        // A chart's templates, read before helm runs: `lookup` is refused in the
+        // chart, its subcharts and any archive (fetched, or packed in `charts/`).
+        let templates = if request.source.is_chart() {
+            match chart_templates(request, inputs) {
+                Ok(t) => t,
+                Err(failed) => return failed,
+            }
+        } else {
+            Vec::new()
+        };
         let work = match materialise(inputs) {
             Ok(w) => w,
             Err(e) => return (Err(e), true),
@@ -245,9 +259,10 @@ impl Expander {
             out
         });
         match ran {
-            Ok(out) if out.success && request.source.is_chart() => {
-                (helm::documents(&out.stdout), false)
-            }
+            Ok(out) if out.success && request.source.is_chart() => (
+                helm::documents(&out.stdout).map_err(|e| helm::at_hook_line(e, &templates)),
+                false,
+            ),
             Ok(out) if out.success => (Ok(kustomize::documents(&out.stdout)), false),
             Ok(out) if request.source.is_chart() => (Err(helm::error(&out.stderr)), false),
             Ok(out) => (Err(kustomize::error(&request.source, &out.stderr)), false),
@@ -277,14 +292,6 @@ fn inputs<'f>(
             {
                 return Err(PackageError::new(format!("{path} holds no Chart.yaml")));
             }
-            // helm names a template from the chart's parent folder: `web/templates/x.yaml`.
-            let parent = path.rsplit_once('/').map_or(0, |(d, _)| d.len() + 1);
-            let templates: Vec<(String, &[u8])> = chart
-                .iter()
-                .filter(|(p, _)| helm::is_template(&p[prefix.len()..]))
-                .map(|(p, b)| (p[parent..].to_owned(), *b))
-                .collect();
-            helm::check_lookup(&templates)?;
             Ok(Inputs {
                 files: chart,
                 target: path.clone(),
@@ -320,6 +327,66 @@ fn inputs<'f>(
             ))),
         },
     }
+}
+
+/// The templates of the chart `inputs` hold, by the names helm gives them
+/// (`web/templates/x.yaml`, `web/charts/db/templates/y.yaml`), subcharts packed as `.tgz`
+/// unpacked, checked for `lookup`. A failure, and whether it may not recur (an archive
+/// that could not be read from the cache): the one [`Expander::run_tool`] returns.
+fn chart_templates(
+    request: &PackageRequest,
+    inputs: &Inputs,
+) -> Result<Vec<(String, Vec<u8>)>, Ran> {
+    let unpack = |name: &str, bytes: &[u8]| {
+        archive::files(bytes).map_err(|e| {
+            (
+                Err(PackageError {
+                    message: format!("chart archive {e}"),
+                    file: Some(name.to_owned()),
+                    line: None,
+                }),
+                false,
+            )
+        })
+    };
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    match &request.source {
+        PackageSource::ChartFolder { path } => {
+            // helm names a file from the chart's parent folder: `web/templates/x.yaml`.
+            let parent = path.rsplit_once('/').map_or(0, |(d, _)| d.len() + 1);
+            for (repo_path, bytes) in &inputs.files {
+                let name = &repo_path[parent.min(repo_path.len())..];
+                if archive::is_subchart_archive(name) {
+                    let under = name.rsplit_once('/').map_or("", |(d, _)| d);
+                    for (inner, b) in unpack(name, bytes)? {
+                        files.push((format!("{under}/{inner}"), b));
+                    }
+                } else if helm::is_template(name.split_once('/').map_or("", |(_, p)| p)) {
+                    files.push((name.to_owned(), bytes.to_vec()));
+                }
+            }
+        }
+        _ => {
+            let bytes = std::fs::read(&inputs.target).map_err(|e| {
+                (
+                    Err(PackageError::new(format!(
+                        "cannot read the fetched chart {}: {e}",
+                        inputs.target
+                    ))),
+                    true,
+                )
+            })?;
+            files = unpack(&request.source.to_string(), &bytes)?;
+        }
+    }
+    // Within the chart: its own folder's name is no `templates` folder.
+    files.retain(|(name, _)| helm::is_template(name.split_once('/').map_or("", |(_, p)| p)));
+    let named: Vec<(String, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.clone(), b.as_slice()))
+        .collect();
+    helm::check_lookup(&named).map_err(|e| (Err(e), false))?;
+    Ok(files)
 }
 
 /// The digest of everything a run's output depends on.

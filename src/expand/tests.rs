@@ -329,3 +329,118 @@ fn a_remote_chart_without_its_archive_fails_clearly() {
         err.message
     );
 }
+
+/// A fetched archive (as `helm package` lays it out) whose template, or whose subchart's,
+/// calls `lookup` is refused naming the template and line, before helm runs; a subchart
+/// packed as `.tgz` in a chart folder's `charts/` likewise.
+#[test]
+fn lookup_is_refused_inside_fetched_archives_and_packed_subcharts() {
+    use super::archive::tests::tgz;
+    let lookup = b"a: 1\nb: 2\n{{ $s := lookup \"v1\" \"Secret\" \"a\" \"x\" }}\n".as_slice();
+    let sub = tgz(&[
+        (
+            "db/Chart.yaml",
+            b"apiVersion: v2\nname: db\nversion: 1.0.0\n",
+        ),
+        ("db/templates/s.yaml", lookup),
+    ]);
+    let chart = tgz(&[
+        (
+            "app/Chart.yaml",
+            b"apiVersion: v2\nname: app\nversion: 0.1.0\n",
+        ),
+        ("app/templates/cm.yaml", b"kind: ConfigMap\n"),
+        ("app/charts/db-1.0.0.tgz", &sub),
+    ]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("app.tgz");
+    std::fs::write(&archive, &chart).expect("write");
+    let fetched = FetchedChart {
+        archive,
+        digest: format!("sha256:{}", hex::encode(sha2::Sha256::digest(&chart))),
+    };
+    let request = PackageRequest {
+        source: PackageSource::ChartRepository {
+            url: "https://charts.internal/stable".into(),
+            chart: "app".into(),
+            version: "0.1.0".into(),
+        },
+        ..chart_request("unused", json!({}))
+    };
+    let x = expander();
+    let err = x
+        .expand_one(&BTreeMap::new(), &request, &caps(), Some(&fetched))
+        .expect_err("lookup in a fetched subchart");
+    assert_eq!(
+        (err.file.as_deref(), err.line),
+        (Some("app/charts/db/templates/s.yaml"), Some(3)),
+        "{err:?}"
+    );
+    assert!(err.message.contains("calls lookup"), "{}", err.message);
+    assert_eq!(x.runs(), 0, "refused before helm runs");
+
+    // The same subchart packed in a chart folder of the repo.
+    let mut files = BTreeMap::new();
+    files.insert(
+        "teams/a/web/Chart.yaml".to_owned(),
+        b"apiVersion: v2\nname: web\nversion: 0.1.0\n".to_vec(),
+    );
+    files.insert("teams/a/web/charts/db-1.0.0.tgz".to_owned(), sub.clone());
+    let err = x
+        .expand_one(
+            &files,
+            &chart_request("teams/a/web", json!({})),
+            &caps(),
+            None,
+        )
+        .expect_err("lookup in a packed subchart");
+    assert_eq!(
+        (err.file.as_deref(), err.line),
+        (Some("web/charts/db/templates/s.yaml"), Some(3)),
+        "{err:?}"
+    );
+    // An archive that is not one is said so, naming it.
+    files.insert("teams/a/web/charts/db-1.0.0.tgz".to_owned(), b"x".to_vec());
+    let err = x
+        .expand_one(
+            &files,
+            &chart_request("teams/a/web", json!({})),
+            &caps(),
+            None,
+        )
+        .expect_err("not an archive");
+    assert_eq!(err.file.as_deref(), Some("web/charts/db-1.0.0.tgz"));
+    assert!(
+        err.message.starts_with("chart archive is not a gzip'd tar"),
+        "{}",
+        err.message
+    );
+    assert_eq!(x.runs(), 0);
+}
+
+/// A hook is refused naming its template and the line of its annotation.
+#[test]
+fn a_hook_is_refused_at_the_line_of_its_annotation() {
+    let mut files = BTreeMap::new();
+    files.insert(
+        "teams/a/web/Chart.yaml".to_owned(),
+        b"apiVersion: v2\nname: web\nversion: 0.1.0\n".to_vec(),
+    );
+    files.insert(
+        "teams/a/web/templates/job.yaml".to_owned(),
+        b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: migrate\n  annotations:\n    \"helm.sh/hook\": pre-upgrade\n".to_vec(),
+    );
+    let err = expander()
+        .expand_one(
+            &files,
+            &chart_request("teams/a/web", json!({})),
+            &caps(),
+            None,
+        )
+        .expect_err("hook");
+    assert_eq!(
+        (err.file.as_deref(), err.line),
+        (Some("web/templates/job.yaml"), Some(6)),
+        "{err:?}"
+    );
+}

@@ -36,7 +36,7 @@ fn helm_bin() -> PathBuf {
 }
 
 /// Runs the real helm with its homes in `home` (no user config, no repositories).
-fn helm(home: &Path, args: &[&str]) -> String {
+pub(crate) fn helm(home: &Path, args: &[&str]) -> String {
     let out = Command::new(helm_bin())
         .args(args)
         .env("HOME", home)
@@ -81,18 +81,18 @@ fn package(home: &Path, out: &Path, name: &str, version: &str) -> PathBuf {
     out.join(format!("{name}-{version}.tgz"))
 }
 
-fn sha256_hex(path: &Path) -> String {
+pub(crate) fn sha256_hex(path: &Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(path).expect("read")))
 }
 
 /// A static file server over a folder, with ETags, that writes down each request.
-struct FileServer {
-    url: String,
+pub(crate) struct FileServer {
+    pub(crate) url: String,
     seen: Arc<Mutex<Vec<String>>>,
 }
 
 impl FileServer {
-    async fn start(root: PathBuf) -> FileServer {
+    pub(crate) async fn start(root: PathBuf) -> FileServer {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
         let app = axum::Router::new().fallback(move |req: Request<Body>| {
@@ -108,7 +108,7 @@ impl FileServer {
     }
 
     /// The requests seen so far, as `GET /path STATUS`, forgotten afterwards.
-    fn take(&self) -> Vec<String> {
+    pub(crate) fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.seen.lock().expect("lock"))
     }
 }
@@ -161,7 +161,7 @@ fn serve_file(root: &Path, path: &str, headers: &HeaderMap, log: &Mutex<Vec<Stri
     response.body(Body::from(body)).expect("response")
 }
 
-fn config(cache: &Path, hosts: Vec<ChartHost>) -> ChartsConfig {
+pub(crate) fn config(cache: &Path, hosts: Vec<ChartHost>) -> ChartsConfig {
     ChartsConfig {
         cache_dir: cache.to_owned(),
         timeout: Duration::from_secs(30),
@@ -177,7 +177,7 @@ fn from_repository(url: &str, version: &str) -> PackageSource {
     }
 }
 
-fn cached_archives(cache: &Path) -> Vec<String> {
+pub(crate) fn cached_archives(cache: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(cache.join("charts"))
         .map(|d| {
             d.filter_map(Result::ok)

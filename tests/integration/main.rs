@@ -8,6 +8,7 @@ mod adoption;
 mod alerts;
 mod audit_packages;
 mod big_inventory;
+mod chart_cache;
 mod charts;
 mod cli;
 mod clusters;
