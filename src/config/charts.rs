@@ -2,7 +2,8 @@
 //! remote charts come from — a time limit per request, and per host the credentials
 //! (`{file: …}` or `{env: …}`, never inline) and whether plain HTTP is allowed there.
 //! Which chart and version to fetch is the platform repo's to say; the daemon only holds
-//! the means to reach them. Fetched archives live under `source.cacheDir`.
+//! the means to reach them. Fetched archives live under `source.cacheDir`;
+//! `keepUnused` says how long one that no render uses stays there.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,9 @@ use super::{HumanDuration, SecretRef};
 
 /// Limit for one request to a chart repository, a registry or its token service.
 pub const DEFAULT_CHART_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a fetched archive no render has used stays in the cache: a day, so that a
+/// pull request's chart planned today is not fetched again when it merges tomorrow.
+pub const DEFAULT_KEEP_UNUSED: Duration = Duration::from_secs(24 * 3600);
 
 /// `charts` of the config, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +29,10 @@ pub struct ChartsConfig {
     pub timeout: Duration,
     /// Per host (`name` or `name:port`): credentials and the plain-HTTP permission.
     pub hosts: Vec<ChartHost>,
+    /// How long an archive no render has used stays in the cache (`keepUnused`). The
+    /// archives of the daemon's current and previous revision, and of any render under
+    /// way, are kept whatever this says.
+    pub keep_unused: Duration,
 }
 
 /// One chart repository or registry host the daemon has something to say about.
@@ -56,6 +64,8 @@ pub(super) struct RawCharts {
     timeout: Option<HumanDuration>,
     #[serde(default)]
     hosts: Vec<RawChartHost>,
+    #[serde(default, rename = "keepUnused")]
+    keep_unused: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +124,7 @@ impl Validator<'_> {
             cache_dir: cache_dir.to_owned(),
             timeout: raw.timeout.map_or(DEFAULT_CHART_TIMEOUT, |d| d.0),
             hosts,
+            keep_unused: raw.keep_unused.map_or(DEFAULT_KEEP_UNUSED, |d| d.0),
         }
     }
 }
@@ -169,6 +180,9 @@ mod tests {
         assert_eq!(cfg.charts.timeout, super::DEFAULT_CHART_TIMEOUT);
         assert!(cfg.charts.cache_dir.ends_with("cache"));
         assert!(cfg.charts.hosts.is_empty());
+        assert_eq!(cfg.charts.keep_unused, super::DEFAULT_KEEP_UNUSED);
+        let cfg = load("charts:\n  keepUnused: 2h\n").expect("valid");
+        assert_eq!(cfg.charts.keep_unused, std::time::Duration::from_secs(7200));
     }
 
     #[test]

@@ -31,7 +31,7 @@ use serde::Deserialize;
 
 /// Names the platform repo shares with the daemon's config.
 pub use crate::desired::{DEFAULT_NAMESPACE, DEFAULT_OWNER, Owner, is_dns_label};
-pub use charts::{ChartHost, ChartsConfig, DEFAULT_CHART_TIMEOUT};
+pub use charts::{ChartHost, ChartsConfig, DEFAULT_CHART_TIMEOUT, DEFAULT_KEEP_UNUSED};
 pub use decryption::{DecryptionConfig, KeyringError};
 pub use durations::HumanDuration;
 pub use notifications::{NotificationsConfig, ReceiverConfig, ReceiverKind, ReceiverUrl};

@@ -377,6 +377,9 @@ pub async fn run_from_source(
         &config.charts,
         &handles.syncers,
     ));
+    packages
+        .register_metrics(&handles.registry)
+        .context("registering chart metrics")?;
     let (desired_tx, desired_rx) = watch::channel(None);
     // Pull-request plans, for a Git source: planned wherever the webhook lands (they
     // only read), posted when commit statuses are configured.

@@ -8,8 +8,12 @@
 //! (`source::charts`) before expansion, each pin once and kept by digest; a chart that
 //! cannot be fetched is the error of its own packages only. `render` and `validate`,
 //! which read a folder and no config, fetch nothing: a remote chart fails there, saying so.
+//!
+//! A render holds the archives it fetched until its expansion is done; the daemon's
+//! poll loop then says which render it published ([`Packages::published`]), and the
+//! chart cache is cleaned up keeping that render's archives and the previous one's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,13 +23,16 @@ use crate::desired::{
 };
 use crate::expand::{ExpandConfig, Expander};
 use crate::source::Snapshot;
-use crate::source::charts::ChartFetcher;
+use crate::source::charts::{ChartFetcher, Hold, Swept, digest_hex};
 use crate::sync::Syncer;
 
 /// How long a cluster's capabilities are kept before discovery is asked again.
 const CAPABILITIES_TTL: Duration = Duration::from_secs(600);
 /// How long discovery may take before a cluster's packages render without it.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Renders whose archives are remembered until the daemon says which it published
+/// (pull-request plans render between the daemon's own renders).
+const RECENT_RENDERS: usize = 16;
 
 impl Default for Packages {
     /// The default tools, from `PATH`, and no cluster to ask.
@@ -39,6 +46,7 @@ impl Default for Packages {
 type Fetched = (
     BTreeMap<String, FetchedChart>,
     Vec<(PackageRequest, PackageError)>,
+    Option<Hold>,
 );
 
 /// The expander and what each cluster says about itself.
@@ -48,6 +56,8 @@ pub struct Packages {
     /// `None` where no config says how to reach chart repositories, or it is unusable.
     charts: Option<Arc<ChartFetcher>>,
     capabilities: Mutex<BTreeMap<ClusterName, (Instant, ClusterCapabilities)>>,
+    /// The archives (sha256 hex) each recent render's revision used, newest last.
+    recent: Mutex<VecDeque<(String, BTreeSet<String>)>>,
 }
 
 impl Packages {
@@ -81,6 +91,44 @@ impl Packages {
             syncers: BTreeMap::new(),
             charts: None,
             capabilities: Mutex::new(BTreeMap::new()),
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Registers the chart fetcher's metrics (none without a fetcher).
+    pub fn register_metrics(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        match &self.charts {
+            Some(charts) => charts.metrics().register(registry),
+            None => Ok(()),
+        }
+    }
+
+    /// The daemon published its render of `revision`: that render's archives and the
+    /// previous published one's are kept, and the chart cache is cleaned up.
+    pub async fn published(&self, revision: &str) -> Swept {
+        let Some(charts) = &self.charts else {
+            return Swept::default();
+        };
+        let archives = {
+            let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            recent
+                .iter()
+                .rev()
+                .find(|(r, _)| r == revision)
+                .map(|(_, a)| a.clone())
+                .unwrap_or_default()
+        };
+        charts.publish(archives);
+        charts.sweep().await
+    }
+
+    fn remember_render(&self, revision: &str, fetched: &BTreeMap<String, FetchedChart>) {
+        let archives = fetched.values().map(|f| digest_hex(f).to_owned()).collect();
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.retain(|(r, _)| r != revision);
+        recent.push_back((revision.to_owned(), archives));
+        while recent.len() > RECENT_RENDERS {
+            recent.pop_front();
         }
     }
 
@@ -109,7 +157,9 @@ impl Packages {
             return Expansions::new();
         }
         let capabilities = self.capabilities(&requests).await;
-        let (fetched, failed) = self.fetch(&requests).await;
+        // Held until the expansion read them.
+        let (fetched, failed, _hold) = self.fetch(&requests).await;
+        self.remember_render(&snapshot.revision, &fetched);
         let expander = self.expander.clone();
         let snapshot = snapshot.clone();
         let mut expansions = tokio::task::spawn_blocking(move || {
@@ -130,9 +180,12 @@ impl Packages {
     async fn fetch(&self, requests: &[PackageRequest]) -> Fetched {
         let (mut fetched, mut failed) = (BTreeMap::new(), Vec::new());
         let Some(charts) = &self.charts else {
-            return (fetched, failed);
+            return (fetched, failed, None);
         };
-        let by_source = charts.fetch_all(requests.iter().map(|r| &r.source)).await;
+        let hold = charts.hold();
+        let by_source = charts
+            .fetch_all_held(requests.iter().map(|r| &r.source), &hold)
+            .await;
         for request in requests {
             match by_source.get(&request.source) {
                 Some(Ok(chart)) => {
@@ -142,7 +195,7 @@ impl Packages {
                 None => {}
             }
         }
-        (fetched, failed)
+        (fetched, failed, Some(hold))
     }
 
     /// Expands what `files` asks for on this thread, with no cluster's capabilities: for

@@ -349,6 +349,7 @@ pub async fn poll_loop(
         }
         tracing::info!(revision = %snapshot.revision, author = %snapshot.author, message = %snapshot.message, "new revision");
         let state = render(snapshot, owners, &owner, &keys, &packages).await;
+        packages.published(&state.revision).await;
         owners = state.namespace_owners.clone();
         let errors = state
             .diagnostics

@@ -13,14 +13,24 @@
 //! its digest was checked, and a pin only after its archive, each written whole (temp
 //! file, then rename), so a failed fetch leaves the cache as it was. A failure is the
 //! error of that one chart. No file work runs on the async runtime.
+//!
+//! What is no longer used is cleaned up (`cache`): an archive stays while a render
+//! holds it, while the daemon's current or previous revision uses it, and for
+//! `charts.keepUnused` after its last use. Fetches are counted (`metrics`).
 
+mod cache;
 mod http;
 mod index;
+mod metrics;
 mod oci;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use cache::{Hold, Swept};
+pub use metrics::FetchMetrics;
 
 use sha2::Digest as _;
 
@@ -76,6 +86,8 @@ pub enum FetchError {
     },
     #[error("cache {}: {message}", path.display())]
     Cache { path: PathBuf, message: String },
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 /// Fetches remote charts into the cache, each pin once.
@@ -86,6 +98,10 @@ pub struct ChartFetcher {
     known: Mutex<HashMap<String, FetchedChart>>,
     /// One fetch per pin at a time: a second waits and then finds the first's archive.
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Which archives are in use, for the cleanup.
+    uses: cache::SharedUses,
+    keep_unused: Duration,
+    metrics: FetchMetrics,
 }
 
 /// A remote chart and the pin that names it.
@@ -118,6 +134,14 @@ impl Remote<'_> {
             } => format!("oci {reference} {version} {}", digest.unwrap_or("-")),
         }
     }
+
+    /// The kind of source, as the metrics label it.
+    fn kind(&self) -> &'static str {
+        match self {
+            Remote::Repository { .. } => metrics::SOURCES[0],
+            Remote::Oci { .. } => metrics::SOURCES[1],
+        }
+    }
 }
 
 /// What a fetch downloaded: the archive, and its digest, already verified.
@@ -133,12 +157,37 @@ impl ChartFetcher {
             dir: config.cache_dir.join("charts"),
             known: Mutex::new(HashMap::new()),
             fetching: Mutex::new(HashMap::new()),
+            uses: Arc::default(),
+            keep_unused: config.keep_unused,
+            metrics: FetchMetrics::new().map_err(|e| FetchError::Metrics(e.to_string()))?,
         })
     }
 
+    /// The fetcher's metrics, to register where they are served.
+    pub fn metrics(&self) -> &FetchMetrics {
+        &self.metrics
+    }
+
+    /// A hold for one render's archives: what is fetched with it stays in the cache
+    /// while it lives.
+    pub fn hold(&self) -> Hold {
+        Hold::new(&self.uses)
+    }
+
     /// The chart `source` pins, from the cache when this pin was fetched before (no
-    /// request), else fetched, verified and stored.
+    /// request), else fetched, verified and stored. Nothing holds it afterwards: a
+    /// render fetches with [`ChartFetcher::fetch_held`].
     pub async fn fetch(&self, source: &PackageSource) -> Result<FetchedChart, ChartError> {
+        self.fetch_held(source, &self.hold()).await
+    }
+
+    /// [`ChartFetcher::fetch`], its archive held by `hold` from before it is looked for:
+    /// a cleanup meanwhile cannot remove it.
+    pub async fn fetch_held(
+        &self,
+        source: &PackageSource,
+        hold: &Hold,
+    ) -> Result<FetchedChart, ChartError> {
         let fail = |reason| ChartError {
             chart: source.to_string(),
             reason,
@@ -172,9 +221,16 @@ impl ChartFetcher {
             fetching.entry(pin.clone()).or_default().clone()
         };
         let _one_at_a_time = lock.lock().await;
+        let kind = remote.kind();
         if let Some(found) = self.cached(&pin).await {
-            return Ok(found);
+            hold.add(digest_hex(&found));
+            // Held now; a cleanup before it may have taken the file.
+            if tokio::fs::try_exists(&found.archive).await.unwrap_or(false) {
+                self.count(kind, "cached");
+                return Ok(found);
+            }
         }
+        let started = Instant::now();
         let downloaded = match remote {
             Remote::Repository {
                 url,
@@ -186,12 +242,67 @@ impl ChartFetcher {
                 version,
                 digest,
             } => oci::fetch(&self.http, reference, version, digest).await,
-        }
-        .map_err(fail)?;
-        let fetched = self.store(&pin, downloaded).await.map_err(fail)?;
+        };
+        let stored = match downloaded {
+            Ok(d) => {
+                hold.add(&d.sha256_hex);
+                let size = d.bytes.len();
+                self.store(&pin, d).await.map(|f| (f, size))
+            }
+            Err(e) => Err(e),
+        };
+        self.metrics
+            .duration
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_secs_f64());
+        let (fetched, size) = stored.map_err(|e| {
+            self.count(kind, "failed");
+            fail(e)
+        })?;
+        self.count(kind, "fetched");
+        self.metrics.cache_bytes.add(size as i64);
         tracing::info!(chart = %source, digest = %fetched.digest, "fetched a remote chart");
         self.remember(&pin, &fetched);
         Ok(fetched)
+    }
+
+    fn count(&self, kind: &str, result: &str) {
+        self.metrics
+            .fetches
+            .with_label_values(&[kind, result])
+            .inc();
+    }
+
+    /// The archives of the daemon's newest published render (by sha256 hex): they and
+    /// the previous render's stay in the cache whatever their age.
+    pub fn publish(&self, archives: BTreeSet<String>) {
+        cache::publish(&self.uses, archives);
+    }
+
+    /// Removes what no render holds, the daemon's current and previous renders do not
+    /// use, and nothing used for `charts.keepUnused`; off the async runtime.
+    pub async fn sweep(&self) -> Swept {
+        let (dir, uses, keep) = (self.dir.clone(), self.uses.clone(), self.keep_unused);
+        let swept = tokio::task::spawn_blocking(move || {
+            cache::sweep(&dir, &uses, keep, std::time::SystemTime::now())
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "chart cache cleanup failed");
+            Swept::default()
+        });
+        if !swept.removed.is_empty() {
+            let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            known.retain(|_, f| !swept.removed.iter().any(|r| r == digest_hex(f)));
+            tracing::info!(
+                removed = swept.removed.len(),
+                kept_bytes = swept.kept_bytes,
+                "removed chart archives no render has used for charts.keepUnused"
+            );
+        }
+        self.metrics.removed.inc_by(swept.removed.len() as u64);
+        self.metrics.cache_bytes.set(swept.kept_bytes as i64);
+        swept
     }
 
     /// Every remote chart among `sources`, each distinct pin fetched once, a few at a
@@ -200,6 +311,15 @@ impl ChartFetcher {
     pub async fn fetch_all<'a>(
         &self,
         sources: impl IntoIterator<Item = &'a PackageSource>,
+    ) -> BTreeMap<PackageSource, Result<FetchedChart, ChartError>> {
+        self.fetch_all_held(sources, &self.hold()).await
+    }
+
+    /// [`ChartFetcher::fetch_all`], every archive held by `hold`.
+    pub async fn fetch_all_held<'a>(
+        &self,
+        sources: impl IntoIterator<Item = &'a PackageSource>,
+        hold: &Hold,
     ) -> BTreeMap<PackageSource, Result<FetchedChart, ChartError>> {
         use futures::StreamExt as _;
         // Owned sources: a future borrowing each one would not be `Send` for every
@@ -211,7 +331,7 @@ impl ChartFetcher {
             .collect();
         futures::stream::iter(distinct)
             .map(|source| async move {
-                let fetched = self.fetch(&source).await;
+                let fetched = self.fetch_held(&source, hold).await;
                 (source, fetched)
             })
             .buffer_unordered(FETCH_CONCURRENCY)
@@ -265,6 +385,14 @@ impl ChartFetcher {
             message: format!("store task failed: {e}"),
         })?
     }
+}
+
+/// The sha256 hex of a fetched chart's digest (`sha256:<hex>`).
+pub fn digest_hex(chart: &FetchedChart) -> &str {
+    chart
+        .digest
+        .strip_prefix("sha256:")
+        .unwrap_or(&chart.digest)
 }
 
 fn archive_path(dir: &Path, sha256_hex: &str) -> PathBuf {

@@ -1,17 +1,21 @@
 //! Fetched charts through the daemon's own wiring (`daemon::packages`), with the real
 //! `helm` and an HTTP chart repository (`helm repo index` output behind a file server
 //! that counts what it is asked): a fetched chart that calls `lookup` is refused naming
-//! the chart, template and line while the other team renders.
+//! the chart, template and line while the other team renders; the cache keeps the
+//! archives of the published revision and the previous one, removes what neither uses,
+//! and never fetches a kept pin again; and the fetches, their time and the cache's size
+//! are counted in the metrics.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pontoon::daemon::packages::Packages;
 use pontoon::desired::DesiredState;
 use pontoon::source::Snapshot;
 
-use crate::charts::{FileServer, config, helm};
+use crate::charts::{FileServer, cached_archives, config, helm, sha256_hex};
 
 /// A chart `name` at `version` with the templates given, packaged by the real helm
 /// into `out`.
@@ -127,4 +131,151 @@ async fn a_fetched_chart_that_calls_lookup_is_refused_naming_chart_template_and_
     assert!(state.units.keys().any(|u| u.team.0 == "good"), "{text:#?}");
     assert!(!state.units.keys().any(|u| u.team.0 == "looks"));
     assert_eq!(packages.runs(), 1, "helm ran for good's chart only");
+}
+
+/// The values of the series of `name` (a histogram: its `_count`) whose labels include
+/// `labels`, summed, as the registry exposes them.
+fn metric(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+    use prometheus::Encoder as _;
+    let mut text = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&registry.gather(), &mut text)
+        .expect("encode");
+    String::from_utf8_lossy(&text)
+        .lines()
+        .filter(|l| {
+            let series = l.split(['{', ' ']).next().unwrap_or_default();
+            series == name || series == format!("{name}_count")
+        })
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn an_unused_charts_archive_goes_and_a_kept_pin_is_never_fetched_again() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (home, served, cache) = (
+        tmp.path().join("helm"),
+        tmp.path().join("www"),
+        tmp.path().join("cache"),
+    );
+    let charts = served.join("charts");
+    for version in ["0.1.0", "0.2.0", "0.3.0"] {
+        package_with(&home, &charts, "app", version, &[("cm.yaml", CONFIGMAP)]);
+    }
+    helm(&home, &["repo", "index", charts.to_str().expect("path")]);
+    let archive = |v: &str| {
+        format!(
+            "sha256-{}.tgz",
+            sha256_hex(&charts.join(format!("app-{v}.tgz")))
+        )
+    };
+    let size = |v: &str| {
+        std::fs::metadata(charts.join(format!("app-{v}.tgz")))
+            .expect("archive")
+            .len() as f64
+    };
+    let server = FileServer::start(served).await;
+    // No grace: only what the published revisions and renders under way use stays.
+    let mut charts_config = config(&cache, vec![]);
+    charts_config.keep_unused = Duration::ZERO;
+    let packages = Packages::new(
+        &crate::packages::packages_config(),
+        &charts_config,
+        &BTreeMap::new(),
+    );
+    let registry = prometheus::Registry::new();
+    packages.register_metrics(&registry).expect("register");
+    let fetches = |result: &str| {
+        metric(
+            &registry,
+            "pontoon_chart_fetches_total",
+            &[("source", "repository"), ("result", result)],
+        )
+    };
+
+    // r1: a pins 0.1.0, b 0.2.0. A pull request's plan renders b at 0.3.0 between the
+    // daemon's renders: it is not published.
+    let state = render(
+        &packages,
+        "r1",
+        repo(&server.url, &[("a", "0.1.0"), ("b", "0.2.0")]),
+    )
+    .await;
+    assert!(state.diagnostics.is_empty(), "{:#?}", diagnostics(&state));
+    packages.published("r1").await;
+    render(
+        &packages,
+        "pr",
+        repo(&server.url, &[("a", "0.1.0"), ("b", "0.3.0")]),
+    )
+    .await;
+    assert_eq!((fetches("fetched"), fetches("cached")), (3.0, 1.0));
+    assert_eq!(
+        metric(
+            &registry,
+            "pontoon_chart_fetch_duration_seconds",
+            &[("source", "repository")]
+        ),
+        3.0,
+        "each fetch that went to the network is timed"
+    );
+    // r2: b moves to 0.3.0. 0.2.0 is the previous revision's: kept.
+    render(
+        &packages,
+        "r2",
+        repo(&server.url, &[("a", "0.1.0"), ("b", "0.3.0")]),
+    )
+    .await;
+    let swept = packages.published("r2").await;
+    assert!(swept.removed.is_empty(), "{swept:?}");
+    assert_eq!(cached_archives(&cache).len(), 3);
+    // r3: b drops its chart. 0.2.0 is used by neither r3 nor r2: removed with its pin.
+    render(
+        &packages,
+        "r3",
+        repo(&server.url, &[("a", "0.1.0"), ("b", "")]),
+    )
+    .await;
+    let swept = packages.published("r3").await;
+    assert_eq!(swept.removed.len(), 1, "{swept:?}");
+    let mut kept = vec![archive("0.1.0"), archive("0.3.0")];
+    kept.sort();
+    assert_eq!(cached_archives(&cache), kept);
+    assert_eq!(
+        metric(&registry, "pontoon_chart_cache_removed_total", &[]),
+        1.0
+    );
+    assert_eq!(
+        metric(&registry, "pontoon_chart_cache_bytes", &[]),
+        size("0.1.0") + size("0.3.0")
+    );
+
+    // a's pin, kept throughout, was downloaded once; b going back to 0.2.0 fetches it again.
+    let before = fetches("fetched");
+    render(
+        &packages,
+        "r4",
+        repo(&server.url, &[("a", "0.1.0"), ("b", "0.2.0")]),
+    )
+    .await;
+    let asked = server.take();
+    let downloads = |v: &str| {
+        asked
+            .iter()
+            .filter(|r| r.starts_with(&format!("GET /charts/app-{v}.tgz 200")))
+            .count()
+    };
+    assert_eq!(
+        (downloads("0.1.0"), downloads("0.2.0"), downloads("0.3.0")),
+        (1, 2, 1),
+        "{asked:#?}"
+    );
+    assert_eq!(fetches("fetched"), before + 1.0);
+    assert_eq!(fetches("failed"), 0.0);
 }

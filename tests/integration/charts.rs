@@ -166,6 +166,7 @@ pub(crate) fn config(cache: &Path, hosts: Vec<ChartHost>) -> ChartsConfig {
         cache_dir: cache.to_owned(),
         timeout: Duration::from_secs(30),
         hosts,
+        keep_unused: pontoon::config::DEFAULT_KEEP_UNUSED,
     }
 }
 

@@ -47,6 +47,7 @@ pub(crate) fn no_charts() -> pontoon::config::ChartsConfig {
         cache_dir: std::env::temp_dir().join("pontoon-test-charts"),
         timeout: pontoon::config::DEFAULT_CHART_TIMEOUT,
         hosts: Vec::new(),
+        keep_unused: pontoon::config::DEFAULT_KEEP_UNUSED,
     }
 }
 

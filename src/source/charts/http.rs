@@ -398,6 +398,7 @@ mod tests {
         let config = ChartsConfig {
             cache_dir: "/nonexistent".into(),
             timeout: std::time::Duration::from_secs(1),
+            keep_unused: std::time::Duration::ZERO,
             hosts: vec![
                 ChartHost {
                     host: "mirror.internal:8080".into(),
