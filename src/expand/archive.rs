@@ -77,133 +77,55 @@ fn unpack_into(
     Ok(())
 }
 
-/// The regular files of an uncompressed tar (ustar, with PAX and GNU long names).
+/// The regular files of an uncompressed tar, read by the `tar` crate (ustar, GNU and
+/// PAX long names). A header that does not parse is refused at its offset.
 fn entries(tar: &[u8]) -> Result<Vec<(String, &[u8])>, ArchiveError> {
+    let mut archive = tar::Archive::new(tar);
     let mut out = Vec::new();
-    let mut at = 0;
-    let mut long_name: Option<String> = None;
-    while at + BLOCK <= tar.len() {
-        let header = &tar[at..at + BLOCK];
-        if header.iter().all(|b| *b == 0) {
-            break;
-        }
-        let size = octal(&header[124..136]).ok_or(ArchiveError::Header(at))?;
-        let start = at + BLOCK;
-        let end = usize::try_from(size)
+    // Where the next header starts: the end of the last entry's data, block-aligned.
+    let mut next = 0usize;
+    for entry in archive.entries().map_err(|_| ArchiveError::Header(0))? {
+        let entry = entry.map_err(|_| ArchiveError::Header(next))?;
+        let at = usize::try_from(entry.raw_header_position()).unwrap_or(usize::MAX);
+        let end = usize::try_from(entry.raw_file_position())
             .ok()
-            .and_then(|s| start.checked_add(s))
-            .filter(|e| *e <= tar.len())
+            .zip(usize::try_from(entry.size()).ok())
+            .and_then(|(start, size)| Some((start, start.checked_add(size)?)))
+            .filter(|(_, end)| *end <= tar.len())
             .ok_or(ArchiveError::Header(at))?;
-        let data = &tar[start..end];
-        match header[156] {
-            b'x' => long_name = pax_path(data).or(long_name),
-            b'L' => long_name = Some(text(data)),
-            b'0' | 0 => {
-                let name = long_name.take().unwrap_or_else(|| ustar_name(header));
-                out.push((name.trim_start_matches("./").to_owned(), data));
-            }
-            _ => long_name = None,
+        next = end.1.div_ceil(BLOCK) * BLOCK;
+        if !entry.header().entry_type().is_file() {
+            continue;
         }
-        at = start + size.div_ceil(BLOCK as u64) as usize * BLOCK;
+        let path = entry.path_bytes();
+        let name = String::from_utf8_lossy(&path)
+            .trim_start_matches("./")
+            .to_owned();
+        out.push((name, &tar[end.0..end.1]));
     }
     Ok(out)
-}
-
-/// A header's name: `prefix/name` for ustar, `name` otherwise.
-fn ustar_name(header: &[u8]) -> String {
-    let name = text(&header[0..100]);
-    let prefix = if &header[257..262] == b"ustar" && header[262] == 0 {
-        text(&header[345..500])
-    } else {
-        String::new()
-    };
-    if prefix.is_empty() {
-        name
-    } else {
-        format!("{prefix}/{name}")
-    }
-}
-
-/// The `path` record of a PAX extended header (`<len> path=<value>\n` records).
-fn pax_path(data: &[u8]) -> Option<String> {
-    let mut rest = data;
-    while !rest.is_empty() {
-        let space = rest.iter().position(|b| *b == b' ')?;
-        let len: usize = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
-        let record = rest.get(space + 1..len)?;
-        if let Some(value) = record.strip_prefix(b"path=") {
-            return Some(text(value.strip_suffix(b"\n").unwrap_or(value)));
-        }
-        rest = &rest[len..];
-    }
-    None
-}
-
-/// A NUL-terminated field as text.
-fn text(field: &[u8]) -> String {
-    let end = field.iter().position(|b| *b == 0).unwrap_or(field.len());
-    String::from_utf8_lossy(&field[..end]).into_owned()
-}
-
-/// A numeric field: octal ASCII, or big-endian binary when its first byte's high bit is set.
-fn octal(field: &[u8]) -> Option<u64> {
-    if field.first().is_some_and(|b| b & 0x80 != 0) {
-        return field[1..]
-            .iter()
-            .try_fold(u64::from(field[0] & 0x7f), |n, b| {
-                n.checked_mul(256).map(|n| n + u64::from(*b))
-            });
-    }
-    let digits = text(field);
-    let digits = digits.trim_matches(|c: char| c == ' ' || c == '\0');
-    if digits.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(digits, 8).ok()
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
-    /// A tar of `files`, ustar headers (a long name goes in a PAX header), gzip'd.
+    /// A tar of `files` as `tar::Builder` writes it (a long name gets a GNU long-name
+    /// entry), gzip'd.
     pub(crate) fn tgz(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut tar = Vec::new();
+        let mut builder = tar::Builder::new(Vec::new());
         for (name, bytes) in files {
-            if name.len() > 99 {
-                let record = format!("path={name}\n");
-                // The length counts its own digits.
-                let mut len = record.len() + 2;
-                while record.len() + 1 + len.to_string().len() != len {
-                    len = record.len() + 1 + len.to_string().len();
-                }
-                let pax = format!("{len} {record}");
-                push_entry(&mut tar, "PaxHeader", b'x', pax.as_bytes());
-                push_entry(&mut tar, "long", b'0', bytes);
-            } else {
-                push_entry(&mut tar, name, b'0', bytes);
-            }
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            builder
+                .append_data(&mut header, name, *bytes)
+                .expect("tar entry");
         }
-        tar.extend([0u8; BLOCK * 2]);
+        let tar = builder.into_inner().expect("tar");
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &tar).expect("gzip");
         gz.finish().expect("gzip")
-    }
-
-    fn push_entry(tar: &mut Vec<u8>, name: &str, kind: u8, bytes: &[u8]) {
-        let mut h = [0u8; BLOCK];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        h[100..107].copy_from_slice(b"0000644");
-        h[124..135].copy_from_slice(format!("{:011o}", bytes.len()).as_bytes());
-        h[156] = kind;
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
-        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-        tar.extend(h);
-        tar.extend(bytes);
-        tar.extend(vec![0u8; bytes.len().div_ceil(BLOCK) * BLOCK - bytes.len()]);
     }
 
     #[test]
