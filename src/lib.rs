@@ -6,6 +6,7 @@
 //! `main.rs` only wires the CLI to this library, so tests and benchmarks reach everything.
 
 pub mod backoff;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod daemon;

@@ -197,6 +197,19 @@ struct UnitArgs {
     owner: String,
 }
 
+impl From<UnitArgs> for pontoon::cli::Units {
+    fn from(a: UnitArgs) -> Self {
+        pontoon::cli::Units {
+            team: a.team,
+            cluster: a.cluster,
+            config: a.config,
+            context: a.context,
+            namespace: a.namespace,
+            owner: a.owner,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Format {
     Text,
@@ -261,7 +274,7 @@ fn main() -> ExitCode {
                     dry_run,
                 },
         } => run_on_worker(rebuild_cmd(
-            Unit {
+            pontoon::cli::Target {
                 team,
                 cluster,
                 context,
@@ -302,7 +315,7 @@ fn main() -> ExitCode {
             namespace,
             owner,
         } => run_on_worker(release_cmd(
-            Unit {
+            pontoon::cli::Target {
                 team,
                 cluster,
                 context,
@@ -321,16 +334,16 @@ fn main() -> ExitCode {
             context,
             namespace,
             owner,
-        } => run_on_worker(reconcile_cmd(
-            Unit {
+        } => run_on_worker(pontoon::cli::reconcile::reconcile(
+            pontoon::cli::Units {
                 team,
-                cluster: cluster.unwrap_or_default(),
+                cluster,
+                config,
                 context,
                 namespace,
                 owner,
             },
-            config,
-            Asking {
+            pontoon::cli::reconcile::Asking {
                 with_source,
                 wait: wait.then_some(timeout),
             },
@@ -341,24 +354,17 @@ fn main() -> ExitCode {
             for_,
             keep_correcting,
         } => run_on_worker(async move {
-            anyhow::ensure!(!reason.trim().is_empty(), "--reason may not be empty");
-            let until = match for_ {
-                Some(d) => Some(
-                    jiff::Timestamp::now()
-                        .checked_add(jiff::SignedDuration::try_from(d)?)?
-                        .round(jiff::Unit::Second)?
-                        .to_string(),
-                ),
-                None => None,
-            };
-            let spec = pontoon::units::suspend::SuspendSpec {
-                reason: reason.trim().to_owned(),
-                until,
+            let spec = pontoon::cli::suspend::Suspending {
+                reason,
+                for_,
                 keep_correcting,
-            };
-            suspend_cmd(units, Some(spec)).await
+            }
+            .spec()?;
+            pontoon::cli::suspend::suspend(units.into(), Some(spec)).await
         }),
-        Command::Resume { units } => run_on_worker(suspend_cmd(units, None)),
+        Command::Resume { units } => {
+            run_on_worker(pontoon::cli::suspend::suspend(units.into(), None))
+        }
     };
     match result {
         Ok(code) => code,
@@ -849,45 +855,8 @@ fn print_plan(id: &str, plan: &pontoon::sync::plan::UnitPlan) {
     }
 }
 
-/// The unit an operator's command (`release`, `inventory rebuild`) acts on, and how to
-/// reach its cluster.
-struct Unit {
-    team: String,
-    cluster: String,
-    context: Option<String>,
-    namespace: String,
-    owner: String,
-}
-
-impl Unit {
-    /// A client with the caller's kubeconfig (never the daemon's credentials), in the
-    /// context given or else the one named like the cluster.
-    async fn client(&self) -> anyhow::Result<kube::Client> {
-        let kubeconfig = kube::config::Kubeconfig::read().context("reading your kubeconfig")?;
-        let context = match &self.context {
-            Some(c) => c.clone(),
-            None if kubeconfig.contexts.iter().any(|c| c.name == self.cluster) => {
-                self.cluster.clone()
-            }
-            None => anyhow::bail!(
-                "your kubeconfig has no context named {}: pass --context with the one that reaches cluster {}",
-                self.cluster,
-                self.cluster
-            ),
-        };
-        let options = kube::config::KubeConfigOptions {
-            context: Some(context.clone()),
-            ..Default::default()
-        };
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-            .await
-            .with_context(|| format!("kubeconfig context {context}"))?;
-        kube::Client::try_from(config).context("connecting")
-    }
-}
-
 /// Rebuilds a unit's inventory from the objects labelled for the team, as the caller.
-async fn rebuild_cmd(req: Unit, dry_run: bool) -> anyhow::Result<ExitCode> {
+async fn rebuild_cmd(req: pontoon::cli::Target, dry_run: bool) -> anyhow::Result<ExitCode> {
     let owner =
         pontoon::config::Owner::new(&req.owner).map_err(|e| anyhow::anyhow!("--owner {e}"))?;
     let client = req.client().await?;
@@ -921,7 +890,7 @@ async fn rebuild_cmd(req: Unit, dry_run: bool) -> anyhow::Result<ExitCode> {
 
 /// Connects with the caller's kubeconfig (never the daemon's credentials) and writes the
 /// release on the unit's inventory.
-async fn release_cmd(req: Unit, revision: String) -> anyhow::Result<ExitCode> {
+async fn release_cmd(req: pontoon::cli::Target, revision: String) -> anyhow::Result<ExitCode> {
     let revision = revision.trim().to_owned();
     anyhow::ensure!(!revision.is_empty(), "--revision may not be empty");
     let owner =
@@ -942,152 +911,4 @@ async fn release_cmd(req: Unit, revision: String) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
-}
-
-/// What `pontoon reconcile` asks and whether it follows the answer.
-struct Asking {
-    with_source: bool,
-    /// `--wait`, with its timeout.
-    wait: Option<std::time::Duration>,
-}
-
-/// Asks each of the team's units (one cluster, or every cluster of the daemon config) for
-/// a sync now, as the caller; with `--wait`, follows each until the daemon answered.
-async fn reconcile_cmd(
-    req: Unit,
-    config: Option<PathBuf>,
-    asking: Asking,
-) -> anyhow::Result<ExitCode> {
-    let (clusters, namespace, owner) = match &config {
-        Some(file) => {
-            let cfg = Config::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let clusters = match req.cluster.as_str() {
-                "" => cfg.clusters.iter().map(|c| c.name.clone()).collect(),
-                one => vec![one.to_owned()],
-            };
-            (clusters, cfg.sync.namespace, cfg.sync.owner)
-        }
-        None => (
-            vec![req.cluster.clone()],
-            req.namespace.clone(),
-            pontoon::config::Owner::new(&req.owner).map_err(|e| anyhow::anyhow!("--owner {e}"))?,
-        ),
-    };
-    let team = pontoon::desired::TeamName(req.team.clone());
-    let name = pontoon::units::unit_name(&owner, &team);
-    let value = jiff::Timestamp::now().to_string();
-    let mut ok = true;
-    for cluster in clusters {
-        let unit = Unit {
-            cluster: cluster.clone(),
-            namespace: namespace.clone(),
-            context: req.context.clone(),
-            team: req.team.clone(),
-            owner: owner.to_string(),
-        };
-        let api = pontoon::units::control::api(unit.client().await?, &namespace);
-        let asked = pontoon::units::request::request_reconcile(
-            &api,
-            &name,
-            &value,
-            asking.with_source,
-            "pontoon-reconcile",
-        )
-        .await;
-        if let Err(e) = asked {
-            eprintln!("{cluster}/{team}: {e}");
-            ok = false;
-            continue;
-        }
-        let Some(timeout) = asking.wait else {
-            println!("{cluster}/{team}: reconcile requested ({value})");
-            continue;
-        };
-        match pontoon::units::request::follow(&api, &name, &value, timeout).await {
-            Ok(status) => {
-                let ready = status.is(pontoon::units::status::READY);
-                let reason = status
-                    .condition(pontoon::units::status::READY)
-                    .map(|c| c.reason.clone())
-                    .unwrap_or_default();
-                let said = match (&status.last_error, ready) {
-                    (Some(e), false) => e.clone(),
-                    _ => status.summary.text.clone(),
-                };
-                println!(
-                    "{cluster}/{team}: {reason} at {}: {said}",
-                    status.short_revision
-                );
-                ok &= ready;
-            }
-            Err(e) => {
-                eprintln!("{cluster}/{team}: {e}");
-                ok = false;
-            }
-        }
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-/// Sets (or with None removes) `spec.suspend` on the team's Units, as the caller.
-async fn suspend_cmd(
-    args: UnitArgs,
-    spec: Option<pontoon::units::suspend::SuspendSpec>,
-) -> anyhow::Result<ExitCode> {
-    let (clusters, namespace, owner) = match &args.config {
-        Some(file) => {
-            let cfg = Config::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let clusters = match &args.cluster {
-                None => cfg.clusters.iter().map(|c| c.name.clone()).collect(),
-                Some(one) => vec![one.clone()],
-            };
-            (clusters, cfg.sync.namespace, cfg.sync.owner)
-        }
-        None => (
-            args.cluster.iter().cloned().collect(),
-            args.namespace.clone(),
-            pontoon::config::Owner::new(&args.owner).map_err(|e| anyhow::anyhow!("--owner {e}"))?,
-        ),
-    };
-    let team = pontoon::desired::TeamName(args.team.clone());
-    let name = pontoon::units::unit_name(&owner, &team);
-    let mut ok = true;
-    for cluster in clusters {
-        let unit = Unit {
-            cluster: cluster.clone(),
-            namespace: namespace.clone(),
-            context: args.context.clone(),
-            team: args.team.clone(),
-            owner: owner.to_string(),
-        };
-        let client = unit.client().await?;
-        let user = pontoon::units::request::whoami(&client).await?;
-        let api = pontoon::units::control::api(client, &namespace);
-        match pontoon::units::request::set_suspend(&api, &name, spec.as_ref(), &user).await {
-            Ok(()) => match &spec {
-                Some(s) => println!(
-                    "{cluster}/{team}: suspended by {user}: {}{}",
-                    s.reason,
-                    s.until
-                        .as_deref()
-                        .map(|u| format!(" (until {u})"))
-                        .unwrap_or_default()
-                ),
-                None => println!("{cluster}/{team}: resumed by {user}"),
-            },
-            Err(e) => {
-                eprintln!("{cluster}/{team}: {e}");
-                ok = false;
-            }
-        }
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
