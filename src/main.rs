@@ -133,10 +133,41 @@ enum Command {
         #[arg(long)]
         keep_correcting: bool,
     },
-    /// Resume a team's suspended units: each takes the newest revision.
+    /// Resume suspended units: each takes the newest revision its rollout stage allows.
+    /// One team with `--team`, or with `--all` every suspended unit of the config's
+    /// clusters, in waves: stage by stage, each cluster's `platform` unit before its
+    /// teams; `--wait` resumes a wave only once the one before is Ready and stops at the
+    /// first that is not (exit 1, the rest left suspended).
     Resume {
-        #[command(flatten)]
-        units: UnitArgs,
+        /// The team as the platform repo names it; with `--all`, repeat to resume only
+        /// these teams.
+        #[arg(long, required_unless_present = "all")]
+        team: Vec<String>,
+        /// Every suspended unit of the config's clusters, in the rollout's order.
+        #[arg(long, requires = "config")]
+        all: bool,
+        /// One cluster; default: every cluster of `--config`. With `--all` it may repeat.
+        #[arg(long, required_unless_present = "config")]
+        cluster: Vec<String>,
+        /// The daemon's config: its platform repo, clusters, namespace and owner.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// With `--all`: resume a wave once the one before is Ready, stop at a failure.
+        #[arg(long, requires = "all")]
+        wait: bool,
+        /// How long `--wait` waits for each wave.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// The kubeconfig context to use (one cluster); default: the context named like
+        /// the cluster.
+        #[arg(long, conflicts_with = "all")]
+        context: Option<String>,
+        /// The daemon's `sync.namespace` (without `--config`).
+        #[arg(long, default_value = pontoon::config::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// The daemon's `sync.owner` (without `--config`).
+        #[arg(long, default_value = pontoon::config::DEFAULT_OWNER)]
+        owner: String,
     },
     /// Work with a unit's inventory on a cluster.
     Inventory {
@@ -362,9 +393,42 @@ fn main() -> ExitCode {
             .spec()?;
             pontoon::cli::suspend::suspend(units.into(), Some(spec)).await
         }),
-        Command::Resume { units } => {
-            run_on_worker(pontoon::cli::suspend::suspend(units.into(), None))
-        }
+        Command::Resume {
+            team,
+            all,
+            cluster,
+            config,
+            wait,
+            timeout,
+            context,
+            namespace,
+            owner,
+        } => match config {
+            Some(config) if all => run_on_worker(pontoon::cli::resume::resume_all(
+                pontoon::cli::resume::Resuming {
+                    config,
+                    clusters: cluster,
+                    teams: team,
+                    wait: wait.then_some(timeout),
+                },
+            )),
+            config => match (<[String; 1]>::try_from(team), cluster.len()) {
+                (Ok([team]), 0 | 1) => {
+                    let units = pontoon::cli::Units {
+                        team,
+                        cluster: cluster.into_iter().next(),
+                        config,
+                        context,
+                        namespace,
+                        owner,
+                    };
+                    run_on_worker(pontoon::cli::suspend::suspend(units, None))
+                }
+                _ => Err(anyhow::anyhow!(
+                    "repeat --team or --cluster only with --all"
+                )),
+            },
+        },
     };
     match result {
         Ok(code) => code,

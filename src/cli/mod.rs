@@ -7,6 +7,7 @@
 //! Writes only the Units' `spec.suspend` and annotations; never a managed object.
 
 pub mod reconcile;
+pub mod resume;
 pub mod suspend;
 
 use std::path::Path;
@@ -119,4 +120,15 @@ fn exit(ok: bool) -> std::process::ExitCode {
     } else {
         std::process::ExitCode::FAILURE
     }
+}
+
+/// The newest snapshot of the platform repo the daemon's config points at.
+pub async fn snapshot(cfg: &Config) -> anyhow::Result<std::sync::Arc<crate::source::Snapshot>> {
+    let mut source =
+        crate::source::Source::from_config(&cfg.source).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let polled = source.poll().await;
+    if let Some(e) = polled.error {
+        anyhow::bail!("cannot read the platform repo: {e}");
+    }
+    source.last().context("the platform repo gave no snapshot")
 }

@@ -324,6 +324,23 @@ pub fn watch_asked(
         })
 }
 
+/// What each of `owner`'s Units in `api` asks, read once (for a command: its suspension,
+/// its reconcile request).
+pub async fn list_asked(api: &Api<DynamicObject>, owner: &Owner) -> Result<Vec<Asked>, UnitError> {
+    let list = api
+        .list(&ListParams::default().labels(&selector(owner)))
+        .await
+        .map_err(|source| UnitError::Request {
+            name: "*".to_owned(),
+            source,
+        })?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|o| asked_of(owner, o))
+        .collect())
+}
+
 fn asked_of(owner: &Owner, o: &DynamicObject) -> Option<Asked> {
     let team = super::team_of(owner, o.metadata.name.as_deref()?)?;
     let empty = BTreeMap::new();

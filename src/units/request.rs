@@ -150,6 +150,36 @@ pub async fn set_suspend(
     })
 }
 
+/// Removes the Unit's `spec.suspend` as `pontoon-cli:<user>` and, in the same write, asks
+/// for a sync with the source polled first under the request `value`: the daemon resumes
+/// the unit before it takes the request, so the answer to `value` is the resumed unit's
+/// sync of the newest revision (what [`follow`] waits for).
+pub async fn resume_and_request(
+    api: &Api<DynamicObject>,
+    name: &str,
+    user: &str,
+    value: &str,
+) -> Result<(), UnitError> {
+    let patch = json!({
+        "metadata": {"annotations": {ANNOTATION_RECONCILE: value, ANNOTATION_RECONCILE_SOURCE: value}},
+        "spec": {"suspend": null},
+    });
+    api.patch(
+        name,
+        &PatchParams {
+            field_manager: Some(format!("{CLI_MANAGER_PREFIX}{user}")),
+            ..PatchParams::default()
+        },
+        &Patch::Merge(patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| UnitError::Request {
+        name: name.to_owned(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

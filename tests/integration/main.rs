@@ -41,6 +41,7 @@ mod prune_safety;
 mod rbac;
 mod rebuild;
 mod restart;
+mod resume;
 mod rollouts;
 mod scheduler;
 mod shards;
