@@ -193,7 +193,7 @@ impl Gatekeeper {
     }
 
     /// What `unit` runs according to its inventory, rendered again.
-    async fn running_of(
+    pub(super) async fn running_of(
         &self,
         unit: &UnitId,
         state: &DesiredState,

@@ -292,6 +292,47 @@ impl Scheduler {
             .is_some()
     }
 
+    /// Suspended units that keep correcting drift yet have no worker (the daemon
+    /// restarted since they were suspended): they need the revision they run found.
+    pub fn idle_correcting(&self) -> Vec<UnitId> {
+        let suspended = self.suspended.lock().unwrap_or_else(|e| e.into_inner());
+        let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        suspended
+            .iter()
+            .filter(|(id, (keep, _))| {
+                *keep && workers.get(*id).is_none_or(|w| w.task.is_finished())
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Starts a suspended unit that keeps correcting drift on the revision it runs
+    /// (found again after a restart), unless it has a worker already or is no longer so
+    /// suspended. Its resyncs and drift corrections then go on at that revision.
+    pub fn run_suspended(&self, id: &UnitId, desired: Arc<UnitDesired>, revision: &str) -> bool {
+        let correcting = self
+            .suspended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .is_some_and(|(keep, _)| *keep);
+        if !correcting || !self.ownership.holds(&id.team) {
+            return false;
+        }
+        let generation = self.next_generation();
+        let work = Work::Sync {
+            desired,
+            revision: revision.to_owned(),
+            generation,
+        };
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if workers.get(id).is_some_and(|w| !w.task.is_finished()) {
+            return false;
+        }
+        self.spawn(&mut workers, id, work);
+        true
+    }
+
     fn is_suspended(&self, unit: &UnitId) -> bool {
         self.suspended
             .lock()
@@ -347,6 +388,11 @@ impl Scheduler {
             w.tx.send_replace(work);
             return;
         }
+        self.spawn(&mut workers, id, work);
+    }
+
+    /// Starts the worker of `id` with `work`.
+    fn spawn(&self, workers: &mut HashMap<UnitId, Worker>, id: &UnitId, work: Work) {
         let Some(syncer) = self.syncers.get(&id.cluster).cloned() else {
             return;
         };

@@ -247,6 +247,7 @@ pub(super) async fn leadership_terms(
         let mut full: Option<Arc<DesiredState>> = None;
         let mut latest: Option<Arc<DesiredState>> = None;
         let mut recheck: Option<tokio::time::Instant> = None;
+        let restoring = Arc::default();
         let ended_by_stop = loop {
             let step_rollout = tokio::select! {
                 _ = until(&mut stop, true) => break true,
@@ -304,6 +305,7 @@ pub(super) async fn leadership_terms(
                             recheck = at;
                             scheduler.apply_staged(&state, &plan.held_work()).await;
                             units::held_back_by_suspension(&scheduler, ctx.statuses.as_deref(), &state);
+                            units::restore_suspended(&scheduler, &ctx.gate, &state, &restoring);
                             drift.handling.ensure(&state, &plan.held_running()).await;
                             latest = Some(state);
                         }

@@ -497,3 +497,55 @@ pub fn held_back_by_suspension(
         }
     }
 }
+
+/// Suspended units that keep correcting drift with nothing to run (the daemon restarted
+/// since they were suspended) start on the revision their inventory records, rendered
+/// again from the source (fetched by commit when the cache lacks it), so a freeze still
+/// corrects drift after a restart while newer commits wait. `restoring` keeps a unit
+/// from being looked for twice; one whose revision cannot be rendered is tried again at
+/// the next render.
+pub fn restore_suspended(
+    scheduler: &Arc<Scheduler>,
+    gate: &Arc<super::gatekeeper::Gatekeeper>,
+    state: &Arc<crate::desired::DesiredState>,
+    restoring: &Arc<std::sync::Mutex<std::collections::BTreeSet<UnitId>>>,
+) {
+    let units: Vec<UnitId> = {
+        let mut r = restoring.lock().unwrap_or_else(|e| e.into_inner());
+        scheduler
+            .idle_correcting()
+            .into_iter()
+            .filter(|u| r.insert(u.clone()))
+            .collect()
+    };
+    if units.is_empty() {
+        return;
+    }
+    let (scheduler, gate, state, restoring) = (
+        scheduler.clone(),
+        gate.clone(),
+        state.clone(),
+        restoring.clone(),
+    );
+    tokio::spawn(async move {
+        for unit in units {
+            match gate.running_of(&unit, &state).await {
+                Ok(Some(running)) => {
+                    if scheduler.run_suspended(&unit, running.desired, &running.revision) {
+                        tracing::info!(%unit, revision = %running.revision, "suspended, correcting drift: runs the revision its inventory records");
+                    }
+                }
+                Ok(None) => {
+                    tracing::info!(%unit, "suspended, correcting drift, with no revision applied yet: nothing to correct until it resumes");
+                }
+                Err(e) => {
+                    tracing::warn!(%unit, error = %e, "suspended, correcting drift, and the revision it runs cannot be rendered again: tried again at the next render");
+                    restoring
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&unit);
+                }
+            }
+        }
+    });
+}

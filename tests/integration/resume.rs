@@ -3,7 +3,8 @@
 //! team's Kind requires) and a team: the Units are resumed stage by stage, the platform
 //! unit before the team, each wave only once the one before is Ready (the order read
 //! from the apiservers' audit logs of writes), and a wave that fails stops the rest,
-//! which stay suspended.
+//! which stay suspended. And what a unit suspended with keepCorrecting runs until it is
+//! resumed, after a restart: the revision its inventory records, drift put back to it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -311,5 +312,101 @@ async fn resume_all_goes_stage_by_stage_platform_first_and_a_failing_wave_stops_
         value(prod, &format!("{id}-ops"), "base").await.as_deref(),
         Some("v2")
     );
+    daemon.finish().await;
+}
+
+/// The value of each key of the ConfigMap `settings` in `ns`.
+async fn settings_data(cp: &ControlPlane, ns: &str) -> std::collections::BTreeMap<String, String> {
+    let cms: Api<ConfigMap> = Api::namespaced(cp.client().await, ns);
+    let cm = cms.get("settings").await.expect("settings");
+    cm.data.unwrap_or_default()
+}
+
+#[tokio::test]
+async fn after_a_restart_a_unit_suspended_with_keep_correcting_corrects_drift_at_its_revision() {
+    let cp = control_plane::shared();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (name, ns) = (unique_name("freeze"), unique_name("pontoon-freeze"));
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).expect("mkdir");
+    crate::support::git::git(&work, &["init", "-q"]);
+    crate::units::repo(&work, cp, &name, &crate::units::settings("first"));
+    crate::support::git::git(&work, &["add", "-A"]);
+    crate::support::git::git(&work, &["commit", "-q", "-m", "first"]);
+    let config = DaemonConfig::git_file(&work, &tmp.path().join("cache"))
+        .cluster(cp.name, &cp.kubeconfig)
+        .inventory_namespace(&ns)
+        .resync_interval("1s")
+        .write(tmp.path());
+    let daemon = Daemon::start(&config);
+    eventually("the Unit Ready", Duration::from_secs(90), || async {
+        let u = crate::units::unit(cp, &ns, &name).await?;
+        (crate::units::condition(&u, "Ready")?.0 == "True").then_some(())
+    })
+    .await;
+    let (code, out) = pontoon(
+        &cp.kubeconfig,
+        &[
+            "suspend",
+            "--team",
+            &name,
+            "--cluster",
+            cp.name,
+            "--namespace",
+            &ns,
+            "--context",
+            "local",
+            "--reason",
+            "INC-9",
+            "--keep-correcting",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    eventually("the suspension seen", Duration::from_secs(30), || async {
+        let u = crate::units::unit(cp, &ns, &name).await?;
+        u["status"]["suspended"]["keepCorrecting"]
+            .as_bool()?
+            .then_some(())
+    })
+    .await;
+    daemon.finish().await;
+
+    // A commit while the daemon is down, then a new process: the unit keeps the first
+    // revision and puts a hand edit back to it.
+    crate::units::repo(&work, cp, &name, &crate::units::settings("second"));
+    crate::support::git::git(&work, &["commit", "-q", "-am", "second"]);
+    let daemon = Daemon::start(&config);
+    let cms: Api<ConfigMap> = Api::namespaced(cp.client().await, &name);
+    cms.patch(
+        "settings",
+        &kube::api::PatchParams::apply("kubectl-edit").force(),
+        &kube::api::Patch::Apply(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "settings"}, "data": {"first": "by hand"}})),
+    )
+    .await
+    .expect("hand edit");
+    eventually(
+        "the hand edit put back",
+        Duration::from_secs(60),
+        || async {
+            (settings_data(cp, &name)
+                .await
+                .get("first")
+                .map(String::as_str)
+                == Some("x"))
+            .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let data = settings_data(cp, &name).await;
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        ["first"],
+        "the second commit was applied"
+    );
+    let u = crate::units::unit(cp, &ns, &name).await.expect("the Unit");
+    assert_eq!(u["spec"]["suspend"]["reason"], "INC-9");
     daemon.finish().await;
 }
