@@ -31,6 +31,7 @@ mod leader;
 mod manifests;
 mod namespaces;
 mod notifications;
+mod notify_rollout;
 mod owners;
 mod packages;
 mod page;

@@ -26,7 +26,7 @@ const SECRET: &str = "the-hmac-key";
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
-struct Request {
+pub(crate) struct Request {
     path: String,
     headers: HeaderMap,
     body: Bytes,
@@ -35,7 +35,7 @@ struct Request {
 }
 
 impl Request {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 }
@@ -48,13 +48,13 @@ struct Recorded {
 
 /// A local HTTP server answering every POST, recording it.
 #[derive(Clone)]
-struct Receiver {
+pub(crate) struct Receiver {
     recorded: Arc<Mutex<Recorded>>,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let app = axum::Router::new()
             .route("/{*path}", axum::routing::post(record))
@@ -72,7 +72,7 @@ impl Receiver {
     }
 
     /// The requests to `path` it answered 200, in order.
-    fn delivered(&self, path: &str) -> Vec<Request> {
+    pub(crate) fn delivered(&self, path: &str) -> Vec<Request> {
         self.recorded
             .lock()
             .expect("lock")
@@ -112,7 +112,7 @@ async fn record(
 }
 
 /// The `event` of each webhook request delivered to `path`, in order.
-fn events(receiver: &Receiver, path: &str) -> Vec<String> {
+pub(crate) fn events(receiver: &Receiver, path: &str) -> Vec<String> {
     receiver
         .delivered(path)
         .iter()
@@ -150,7 +150,11 @@ fn platform(repo: &Path, cluster: &str, team: &str, notify: &[&str], broken: boo
 }
 
 /// The daemon's config with `notifications` added.
-fn config_with(config: &DaemonConfig, dir: &Path, notifications: Value) -> std::path::PathBuf {
+pub(crate) fn config_with(
+    config: &DaemonConfig,
+    dir: &Path,
+    notifications: Value,
+) -> std::path::PathBuf {
     std::fs::write(dir.join("hmac"), format!("{SECRET}\n")).expect("write secret");
     let mut doc = config.to_value();
     doc["notifications"] = notifications;
@@ -203,7 +207,7 @@ async fn delivered(receiver: &Receiver, path: &str, n: usize) {
 }
 
 /// The signature the receiver expects: HMAC-SHA256 of `<timestamp>.<body>`.
-fn assert_signed(r: &Request) {
+pub(crate) fn assert_signed(r: &Request) {
     let header = |name: &str| {
         r.headers
             .get(name)
