@@ -18,6 +18,7 @@ pub mod ownership;
 pub mod packages;
 pub mod poll_and_render;
 pub mod pull_request_plans;
+mod replicas;
 pub mod rollout;
 pub mod scheduler;
 pub mod shards;

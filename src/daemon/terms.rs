@@ -20,7 +20,7 @@ use super::metrics::Metrics;
 use super::ownership::Ownership;
 use super::scheduler::{Scheduler, SchedulerOptions};
 use super::shards::ShardView;
-use super::{leader, notifications, shards, units};
+use super::{leader, notifications, replicas, shards, units};
 use crate::config::Config;
 use crate::desired::{ClusterName, DesiredState, TeamName, UnitId};
 use crate::status::SyncReport;
@@ -303,7 +303,11 @@ pub(super) async fn leadership_terms(
                         if !state.platform_failed {
                             let (plan, at) = ctx.gate.plan(&state);
                             recheck = at;
-                            scheduler.apply_staged(&state, &plan.held_work()).await;
+                            let held = plan.held_work();
+                            if let Some(full) = &full {
+                                replicas::expect_platform_elsewhere(&ctx.syncers, &ctx.ownership, full, &state, &held);
+                            }
+                            scheduler.apply_staged(&state, &held).await;
                             units::held_back_by_suspension(&scheduler, ctx.statuses.as_deref(), &state);
                             units::restore_suspended(&scheduler, &ctx.gate, &state, &restoring);
                             drift.handling.ensure(&state, &plan.held_running()).await;

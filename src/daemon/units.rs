@@ -2,6 +2,9 @@
 //! status (when it changed), a Unit removed with its team, and a reconcile request read
 //! from a Unit handed to the scheduler as a sync now.
 //!
+//! The same watch tells what the Units of the units other shard replicas sync say
+//! (`replicas`): the `platform` unit's components' health.
+//!
 //! Fenced as every write is: the tasks that write live inside the term and are aborted
 //! first when it ends, before the scheduler drains, so a replica that lost the lease
 //! writes no status afterwards. Reports still reach the board and metrics through the
@@ -186,6 +189,10 @@ async fn cluster_units(
     if failures == 0 {
         loaded.send_modify(|n| *n += 1);
     }
+    let others = super::replicas::OtherReplicas {
+        syncer: syncer.clone(),
+        ownership: settings.ownership.clone(),
+    };
     let mut asked = Box::pin(watch_asked(
         syncer.cluster(),
         &settings.namespace,
@@ -201,7 +208,8 @@ async fn cluster_units(
                     continue;
                 }
                 let suspended = units.suspended.get(&r.result.unit.team).cloned();
-                write_report(&mut writer, &board, &mut pending, &r, suspended.as_ref()).await;
+                let components = platform_components(&syncer, &r.result.unit.team);
+                write_report(&mut writer, &board, &mut pending, &r, (suspended.as_ref(), &components)).await;
             }
             _ = sleep_until(units.next_expiry()) => {
                 for (team, generation) in units.expire() {
@@ -212,6 +220,7 @@ async fn cluster_units(
                 }
             }
             Some(a) = asked.next() => {
+                others.observe(&a);
                 if units.apply(a.team.clone(), a.suspend.clone()) {
                     let now = units.suspended.get(&a.team).cloned();
                     write_suspension(&mut writer, &a.team, now.as_ref(), a.generation).await;
@@ -277,12 +286,31 @@ fn request(
     Some((asked.team, value, asked.with_source))
 }
 
+/// What the `platform` unit's syncs found of each component, for its Unit's status;
+/// nothing for a team.
+fn platform_components(
+    syncer: &Syncer,
+    team: &TeamName,
+) -> BTreeMap<String, crate::units::status::ComponentHealth> {
+    if team.0 != crate::desired::PLATFORM_UNIT {
+        return BTreeMap::new();
+    }
+    syncer
+        .components()
+        .found()
+        .map(|(at, found)| crate::units::status::component_health(&at, &found))
+        .unwrap_or_default()
+}
+
 async fn write_report(
     writer: &mut UnitWriter,
     board: &Board,
     pending: &mut HashMap<TeamName, Pending>,
     r: &SyncReport,
-    suspended: Option<&Suspension>,
+    (suspended, components): (
+        Option<&Suspension>,
+        &BTreeMap<String, crate::units::status::ComponentHealth>,
+    ),
 ) {
     let team = &r.result.unit.team;
     if r.removal {
@@ -304,7 +332,7 @@ async fn write_report(
         .map(|t| t.to_string())
         .unwrap_or_default();
     match writer
-        .record(&shown, answered.as_deref(), suspended, &now)
+        .record(&shown, answered.as_deref(), suspended, components, &now)
         .await
     {
         Ok(_) => {

@@ -6,7 +6,9 @@
 //! applied: it waits (`waiting for component cloudnative-pg`), desired, never pruned, like
 //! an object whose `dependsOn` is not healthy, and the unit is Progressing for as long as
 //! the component is not healthy, with the component's own reason. Nothing here sends a
-//! request: it is what the `platform` unit's syncs found.
+//! request: it is what the `platform` unit's syncs found, on this replica or (when another
+//! replica holds the `platform` team's shard) as that replica wrote it in the `platform`
+//! Unit's status ([`ComponentBoard::observe`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -35,6 +37,8 @@ pub struct ComponentBoard {
     readiness: watch::Sender<BTreeMap<String, Readiness>>,
     /// The revision the `platform` unit is to sync before teams do; `None`: no wait.
     platform_turn: watch::Sender<Option<String>>,
+    /// The revision of the platform unit's sync that `readiness` is from.
+    found_at: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for ComponentBoard {
@@ -42,14 +46,26 @@ impl Default for ComponentBoard {
         ComponentBoard {
             readiness: watch::Sender::new(BTreeMap::new()),
             platform_turn: watch::Sender::new(None),
+            found_at: std::sync::Mutex::new(None),
         }
     }
 }
 
 impl ComponentBoard {
-    /// The `platform` unit is about to sync `revision`: teams wait for its turn.
+    /// The `platform` unit is about to sync `revision`: teams wait for its turn, unless
+    /// what is known already comes from a sync of that revision.
     pub fn expect_platform(&self, revision: &str) {
+        if self.found_at().as_deref() == Some(revision) {
+            return;
+        }
         self.platform_turn.send_replace(Some(revision.to_owned()));
+    }
+
+    fn found_at(&self) -> Option<String> {
+        self.found_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Returns once the `platform` unit has had its turn at the revision it was handed,
@@ -72,19 +88,38 @@ impl ComponentBoard {
         if desired.unit.team.0 != PLATFORM_UNIT {
             return;
         }
-        let found = readiness_of(desired, r);
+        self.observe(&r.revision, readiness_of(desired, r));
+    }
+
+    /// Takes what a sync of the `platform` unit at `revision` found, here or on the
+    /// replica that holds the `platform` team's shard (read from its Unit): dependents
+    /// waiting for a component move, and teams waiting for the platform unit's turn at
+    /// that revision go ahead.
+    pub fn observe(&self, revision: &str, found: BTreeMap<String, Readiness>) {
+        // Held while the readiness changes, so `found` reads the two together.
+        let mut at = self.found_at.lock().unwrap_or_else(|e| e.into_inner());
+        *at = Some(revision.to_owned());
         self.readiness.send_if_modified(|now| {
             let changed = *now != found;
             *now = found;
             changed
         });
+        drop(at);
         self.platform_turn.send_if_modified(|turn| {
-            let done = turn.as_deref() == Some(r.revision.as_str());
+            let done = turn.as_deref() == Some(revision);
             if done {
                 *turn = None;
             }
             done
         });
+    }
+
+    /// Each component's readiness and the revision of the platform unit's sync that found
+    /// it; None before any was found.
+    pub fn found(&self) -> Option<(String, BTreeMap<String, Readiness>)> {
+        let at = self.found_at.lock().unwrap_or_else(|e| e.into_inner());
+        let revision = at.clone()?;
+        Some((revision, self.readiness.borrow().clone()))
     }
 
     /// The first of `required` that is not healthy on this cluster, and why.
@@ -244,6 +279,40 @@ mod tests {
                 "the platform unit failed: cannot reach the cluster".into()
             ))
         );
+    }
+
+    #[tokio::test]
+    async fn what_another_replica_found_is_waited_for_and_used_as_a_sync_here_would_be() {
+        let board = ComponentBoard::default();
+        let required = ["cnpg".to_owned()];
+        board.expect_platform("r2");
+        let waiting = board.platform_first();
+        tokio::pin!(waiting);
+        // Found healthy at the previous revision: the teams of r2 still wait for the
+        // platform unit's turn at r2, as they do on one replica.
+        board.observe("r1", [("cnpg".to_owned(), Readiness::Healthy)].into());
+        assert_eq!(board.first_not_healthy(&required), None);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut waiting)
+                .await
+                .is_err(),
+            "a component found at r1 is not the platform unit's turn at r2"
+        );
+        let why = Readiness::NotHealthy("Deployment.apps ops/cnpg: 0 of 1 ready".into());
+        board.observe("r2", [("cnpg".to_owned(), why)].into());
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the platform unit's sync at r2, read from its Unit, lets teams go");
+        assert_eq!(
+            board.first_not_healthy(&required),
+            Some(("cnpg", "Deployment.apps ops/cnpg: 0 of 1 ready".into()))
+        );
+        assert_eq!(board.found().map(|(at, _)| at).as_deref(), Some("r2"));
+        // Asked for a revision already found: no wait.
+        board.expect_platform("r2");
+        tokio::time::timeout(Duration::from_millis(500), board.platform_first())
+            .await
+            .expect("no wait for a turn already taken");
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
-use super::status::{Observed, UnitStatus, next_status};
+use super::status::{ComponentHealth, Observed, UnitStatus, next_status};
 use super::suspend::{SuspendSpec, Suspension, suspension};
 use super::{
     ANNOTATION_RECONCILE, ANNOTATION_RECONCILE_SOURCE, API_VERSION, GROUP, KIND, PLURAL, UnitError,
@@ -112,12 +112,14 @@ impl UnitWriter {
 
     /// Writes the status `result` leaves the Unit in, unless it already has it; creates
     /// the Unit first when there is none. `handled`: the reconcile request this sync
-    /// answers, if it answers one. Returns whether anything was written.
+    /// answers, if it answers one; `components`: the `platform` unit's components' health
+    /// (empty for a team). Returns whether anything was written.
     pub async fn record(
         &mut self,
         result: &UnitResult,
         handled: Option<&str>,
         suspended: Option<&Suspension>,
+        components: &BTreeMap<String, ComponentHealth>,
         now: &str,
     ) -> Result<bool, UnitError> {
         let team = &result.unit.team;
@@ -129,8 +131,9 @@ impl UnitWriter {
                 .and_then(|k| k.status.as_ref())
                 .and_then(|s| s.last_handled_reconcile_at.clone())
         });
-        let decide = |generation| {
-            next_status(
+        let decide = |generation| UnitStatus {
+            components: components.clone(),
+            ..next_status(
                 result,
                 known.as_ref().and_then(|k| k.status.as_ref()),
                 Observed {
@@ -288,6 +291,10 @@ pub struct Asked {
     pub generation: i64,
     /// The suspension its spec asks for, with who set it.
     pub suspend: Option<Suspension>,
+    /// Its status as the replica writing for its team left it (None before its first).
+    pub status: Option<UnitStatus>,
+    /// The Unit was deleted (its team left the cluster).
+    pub gone: bool,
 }
 
 /// Every change of the owner's Units in `namespace`, as what they ask. The stream never
@@ -312,6 +319,7 @@ pub fn watch_asked(
                 Ok(watcher::Event::Delete(o)) => asked_of(&owner, &o).map(|a| Asked {
                     reconcile: None,
                     suspend: None,
+                    gone: true,
                     ..a
                 }),
                 Ok(_) => None,
@@ -363,6 +371,8 @@ fn asked_of(owner: &Owner, o: &DynamicObject) -> Option<Asked> {
     });
     Some(Asked {
         generation: o.metadata.generation.unwrap_or(0),
+        status: known_of(o).status,
+        gone: false,
         suspend,
         team,
         with_source: reconcile.is_some()

@@ -6,10 +6,16 @@
 //! A condition's `lastTransitionTime` moves only when its status changes, and a resync
 //! that changes nothing keeps the summary of the sync that brought the revision (as the
 //! status page does), so a no-op resync decides exactly the status already written.
+//!
+//! The `platform` unit's status also carries each component's health (`components`), so
+//! a replica that does not sync the `platform` unit reads it from there.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::suspend::Suspension;
+use crate::sync::components::Readiness;
 use crate::sync::{UnitResult, UnitState};
 
 /// One kstatus condition.
@@ -74,6 +80,9 @@ pub struct UnitStatus {
     /// The suspension in force (absent when none is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspended: Option<Suspension>,
+    /// The `platform` unit only: each component's health on this cluster.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<String, ComponentHealth>,
 }
 
 impl UnitStatus {
@@ -179,7 +188,72 @@ pub fn next_status(
             .filter(|_| !matches!(result.state, UnitState::Synced)),
         last_handled_reconcile_at: observed.handled_reconcile.map(str::to_owned),
         suspended: observed.suspended.cloned(),
+        components: BTreeMap::new(),
     }
+}
+
+/// One platform component's health on the cluster, as the `platform` unit's sync at
+/// `revision` found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentHealth {
+    pub healthy: bool,
+    /// Why it is not healthy, in the platform unit's words (empty when healthy).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// The revision of the platform repo the platform unit's sync that found it ran.
+    #[serde(default)]
+    pub revision: String,
+}
+
+/// The `components` of the platform unit's status from what its syncs found at `revision`.
+pub fn component_health(
+    revision: &str,
+    found: &BTreeMap<String, Readiness>,
+) -> BTreeMap<String, ComponentHealth> {
+    found
+        .iter()
+        .map(|(name, r)| {
+            let (healthy, reason) = match r {
+                Readiness::Healthy => (true, String::new()),
+                Readiness::NotHealthy(why) => (false, why.clone()),
+            };
+            let health = ComponentHealth {
+                healthy,
+                reason,
+                revision: revision.to_owned(),
+            };
+            (name.clone(), health)
+        })
+        .collect()
+}
+
+/// What the platform unit's status says of its components, as a sync here would have
+/// found it, and the revision it was found at (the newest any component names, else the
+/// status's own); None when the status names no revision.
+pub fn found_components(status: &UnitStatus) -> Option<(String, BTreeMap<String, Readiness>)> {
+    let at = status
+        .components
+        .values()
+        .map(|c| c.revision.as_str())
+        .find(|r| !r.is_empty())
+        .unwrap_or(status.revision.as_str());
+    if at.is_empty() {
+        return None;
+    }
+    let found = status
+        .components
+        .iter()
+        .map(|(name, c)| {
+            let r = if c.healthy {
+                Readiness::Healthy
+            } else {
+                Readiness::NotHealthy(c.reason.clone())
+            };
+            (name.clone(), r)
+        })
+        .collect();
+    Some((at.to_owned(), found))
 }
 
 /// `new` with the previous transition time when its status did not change.
@@ -352,6 +426,35 @@ mod tests {
                 .map(|c| (c.last_transition_time.as_str(), c.message.as_str())),
             Some(("2026-01-01T00:01:00Z", "boom again"))
         );
+    }
+
+    #[test]
+    fn component_health_reads_back_as_the_platform_unit_found_it() {
+        let found: BTreeMap<String, Readiness> = [
+            ("cnpg".to_owned(), Readiness::Healthy),
+            (
+                "strimzi".to_owned(),
+                Readiness::NotHealthy("Deployment.apps ops/strimzi: 0 of 1 ready".into()),
+            ),
+        ]
+        .into();
+        let mut status = next_status(&result(UnitState::Synced), None, at("2026-01-01T00:00:00Z"));
+        status.components = component_health("r9", &found);
+        let json = serde_json::to_value(&status).expect("json");
+        assert_eq!(
+            json["components"]["cnpg"],
+            serde_json::json!({"healthy": true, "revision": "r9"})
+        );
+        assert_eq!(
+            json["components"]["strimzi"]["reason"],
+            "Deployment.apps ops/strimzi: 0 of 1 ready"
+        );
+        let back: UnitStatus = serde_json::from_value(json).expect("parses");
+        assert_eq!(found_components(&back), Some(("r9".to_owned(), found)));
+        // A team's status has none, and says nothing of them.
+        let team = next_status(&result(UnitState::Synced), None, at("2026-01-01T00:00:00Z"));
+        let json = serde_json::to_value(&team).expect("json");
+        assert!(json.get("components").is_none(), "{json}");
     }
 
     #[test]
