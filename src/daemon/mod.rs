@@ -168,6 +168,9 @@ pub async fn run_with(
     });
 
     let leadership = Leadership::start(&config, &syncers, stop_rx.clone())?;
+    if let Some(s) = &statuses {
+        s.set_scope(leadership.ownership.clone());
+    }
     let shard_holders = spawn_shard_view(leadership.holders.clone(), board.clone(), &registry)?;
     let gate = Arc::new(
         gatekeeper::Gatekeeper::new(
@@ -219,6 +222,7 @@ pub async fn run_with(
                 metrics: metrics.clone(),
                 ownership: leadership.ownership.clone(),
                 notifications: notifications.clone(),
+                statuses: statuses.clone(),
             },
             ownership: leadership.ownership.clone(),
         },

@@ -1,13 +1,15 @@
 //! Which teams this replica writes for: the teams of the shards it holds. The scheduler
 //! asks it before it hands a unit any work (and before it removes a team that left the
 //! repo), so no unit of a shard this replica does not hold gets a worker, whatever asks;
-//! the render it is shown (board, metrics, statuses, rollout gate) is restricted to them.
+//! the render it is shown (board, metrics, rollout gate) is restricted to them. On the
+//! forge it posts the statuses of those teams' units, and the per-cluster summaries while
+//! it holds the shard of the `platform` team (whose unit on each cluster it then syncs).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
 use super::shards::shard_of;
-use crate::desired::{DesiredState, TeamName};
+use crate::desired::{DesiredState, PLATFORM_UNIT, TeamName};
 
 /// The shards held, shared by the scheduling loop (which changes it as Leases come and
 /// go) and the scheduler (which checks it).
@@ -113,6 +115,18 @@ impl Ownership {
             notify: state.notify.clone(),
         };
         Arc::new(mine)
+    }
+}
+
+impl crate::status::Scope for Ownership {
+    fn reports(&self, team: &TeamName) -> bool {
+        self.holds(team)
+    }
+
+    /// One replica posts the summaries: the one holding the `platform` team's shard
+    /// (with one shard, the leader).
+    fn summarizes(&self) -> bool {
+        self.holds(&TeamName(PLATFORM_UNIT.to_owned()))
     }
 }
 

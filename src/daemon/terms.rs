@@ -295,7 +295,8 @@ pub(super) async fn leadership_terms(
                         }
                         ctx.metrics.policy_debt(&state);
                         if let Some(s) = &ctx.statuses {
-                            s.rendered(&state);
+                            // Every team's units: the summaries count them all.
+                            s.rendered(full.as_ref().unwrap_or(&state));
                         }
                         if let Some(n) = &ctx.notifications {
                             n.rendered(&state);

@@ -3,7 +3,8 @@
 //! from a Unit handed to the scheduler as a sync now.
 //!
 //! The same watch tells what the Units of the units other shard replicas sync say
-//! (`replicas`): the `platform` unit's components' health.
+//! (`replicas`): the `platform` unit's components' health, and where each unit stands for
+//! the per-cluster commit status summaries.
 //!
 //! Fenced as every write is: the tasks that write live inside the term and are aborted
 //! first when it ends, before the scheduler drains, so a replica that lost the lease
@@ -42,6 +43,8 @@ pub struct UnitSettings {
     pub ownership: Arc<super::ownership::Ownership>,
     /// Who is told when a unit is suspended or resumed.
     pub notifications: super::notifications::Shared,
+    /// Commit statuses, whose summaries count the units other replicas sync.
+    pub statuses: Option<Arc<crate::status::Notifier>>,
 }
 
 /// How long a reconcile with source waits for the poll before it syncs anyway.
@@ -190,8 +193,10 @@ async fn cluster_units(
         loaded.send_modify(|n| *n += 1);
     }
     let others = super::replicas::OtherReplicas {
+        cluster: cluster.clone(),
         syncer: syncer.clone(),
         ownership: settings.ownership.clone(),
+        statuses: settings.statuses.clone(),
     };
     let mut asked = Box::pin(watch_asked(
         syncer.cluster(),

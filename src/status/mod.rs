@@ -7,10 +7,15 @@
 //! (Synced), `failure` (Failed, OutOfSync, a render error) or `error` (superseded by a
 //! newer commit before it finished). A unit a rollout stage holds back from a commit
 //! stays `pending` with why, or turns `failure` when an earlier stage failed there.
+//!
+//! Across shard replicas ([`Scope`]): each posts the statuses of the units it syncs, and
+//! one posts the summaries, counting the other replicas' units as their Units say they
+//! stand ([`Notifier::observed`], in `summary`).
 
 pub mod forge;
 pub mod poster;
 mod report;
+mod summary;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -18,6 +23,8 @@ use crate::desired::{ClusterName, DesiredState, TeamName, UnitId};
 use crate::sync::{UnitResult, UnitState};
 
 pub use report::SyncReport;
+use summary::summary;
+pub use summary::{Elsewhere, Everything, Scope};
 
 /// Why commit statuses cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +78,18 @@ impl Notifier {
     /// A rollout stage holds a unit back from a commit (see [`Tracker::gated`]).
     pub fn gated(&self, sha: &str, unit: &UnitId, stopped: bool, description: &str) {
         let out = self.tracker().gated(sha, unit, stopped, description);
+        self.poster.post(out);
+    }
+
+    /// Which units this process posts the statuses of, and whether it posts the
+    /// summaries (default: every unit, and the summaries).
+    pub fn set_scope(&self, scope: std::sync::Arc<dyn Scope>) {
+        self.tracker().scope = scope;
+    }
+
+    /// Where a unit another replica syncs stands, as its Unit says.
+    pub fn observed(&self, unit: &UnitId, now: Elsewhere) {
+        let out = self.tracker().observed(unit, now);
         self.poster.post(out);
     }
 
@@ -204,6 +223,8 @@ struct Commit {
     own: BTreeSet<UnitId>,
     /// Teams whose files fail to render at this commit, per cluster they were on.
     broken: BTreeMap<UnitId, String>,
+    /// Units this commit removes (their team left the repo or the cluster).
+    removed: BTreeSet<UnitId>,
     /// The platform itself fails to render: one failure per cluster, nothing else.
     platform: Option<String>,
 }
@@ -216,6 +237,10 @@ pub struct Tracker {
     /// The last good render, shared with the scheduler (never copied).
     last: Option<std::sync::Arc<DesiredState>>,
     commits: VecDeque<Commit>,
+    /// Which units get their own statuses here, and whether the summaries are posted.
+    scope: std::sync::Arc<dyn Scope>,
+    /// Where the units another replica syncs stand, as their Units say.
+    elsewhere: BTreeMap<UnitId, Elsewhere>,
 }
 
 impl Tracker {
@@ -224,15 +249,19 @@ impl Tracker {
             clusters: clusters.into_iter().map(ClusterName).collect(),
             last: None,
             commits: VecDeque::new(),
+            scope: std::sync::Arc::new(Everything),
+            elsewhere: BTreeMap::new(),
         }
     }
 
-    /// A new render was handed to the scheduler. The first render after start counts
-    /// every unit as changed (there is nothing to compare with).
+    /// A new render (every team's, also those another replica syncs) was handed to the
+    /// scheduler. The first render after start counts every unit as changed (there is
+    /// nothing to compare with).
     pub fn rendered(&mut self, state: &std::sync::Arc<DesiredState>) -> Vec<Status> {
         if self.commits.iter().any(|c| c.sha == state.revision) {
             return Vec::new();
         }
+        let (scope, summarizes) = (self.scope.clone(), self.scope.summarizes());
         let sha = state.revision.as_str();
         let mut out = Vec::new();
         let mut commit = Commit {
@@ -240,6 +269,7 @@ impl Tracker {
             units: BTreeMap::new(),
             own: BTreeSet::new(),
             broken: BTreeMap::new(),
+            removed: BTreeSet::new(),
             platform: None,
         };
         if state.platform_failed {
@@ -249,7 +279,7 @@ impl Tracker {
                 .find(|d| d.severity == crate::desired::Severity::Error)
                 .map(|d| d.to_string())
                 .unwrap_or_else(|| "the platform does not render".to_owned());
-            for cluster in &self.clusters {
+            for cluster in self.clusters.iter().filter(|_| summarizes) {
                 out.push(Status::summary(
                     sha,
                     cluster,
@@ -269,7 +299,7 @@ impl Tracker {
             }
             commit.units.insert(id.clone(), Progress::Waiting);
             let changed = previous.is_none_or(|p| p.units.get(id) != Some(unit));
-            if changed {
+            if changed && scope.reports(&id.team) {
                 commit.own.insert(id.clone());
                 out.push(Status::unit(sha, id, State::Pending, "syncing"));
             }
@@ -284,6 +314,10 @@ impl Tracker {
                     continue;
                 }
                 commit.units.insert(id.clone(), Progress::Waiting);
+                commit.removed.insert(id.clone());
+                if !scope.reports(&id.team) {
+                    continue;
+                }
                 commit.own.insert(id.clone());
                 out.push(Status::unit(
                     sha,
@@ -312,22 +346,26 @@ impl Tracker {
                     .iter()
                     .find(|d| d.concerns(&id.cluster.0))
                     .map_or_else(|| first.clone(), |d| d.to_string());
-                out.push(Status::unit(
-                    sha,
-                    &id,
-                    State::Failure,
-                    format!("not synced: {first}"),
-                ));
+                if scope.reports(team) {
+                    out.push(Status::unit(
+                        sha,
+                        &id,
+                        State::Failure,
+                        format!("not synced: {first}"),
+                    ));
+                }
                 commit.broken.insert(id, first.clone());
-            }
-        }
-        for cluster in &self.clusters {
-            if let Some(s) = summary(&commit, cluster) {
-                out.push(s);
             }
         }
         self.last = Some(std::sync::Arc::clone(state));
         self.push(commit);
+        // What the other replicas' units did at this commit before it was rendered here.
+        out.extend(self.catch_up());
+        if summarizes && let Some(commit) = self.commits.back() {
+            for cluster in &self.clusters {
+                out.extend(summary(commit, cluster));
+            }
+        }
         out
     }
 
@@ -360,29 +398,37 @@ impl Tracker {
         if commit.own.contains(&result.unit) {
             out.push(Status::unit(&commit.sha, &result.unit, state, description));
         }
-        if let Some(s) = summary(commit, &result.unit.cluster) {
-            out.push(s);
+        if self.scope.summarizes() {
+            out.extend(summary(commit, &result.unit.cluster));
         }
-        // Older commits this unit never finished: it has moved on, they never will.
-        let newer = short(&result.revision).to_owned();
+        out.extend(self.supersede(index, &result.unit));
+        out
+    }
+
+    /// The commits before `index` that `unit` never finished: it has moved on to the
+    /// commit at `index`, they never will.
+    fn supersede(&mut self, index: usize, unit: &UnitId) -> Vec<Status> {
+        let mut out = Vec::new();
+        let summarizes = self.scope.summarizes();
+        let newer = short(&self.commits[index].sha).to_owned();
         for older in self.commits.iter_mut().take(index) {
-            let Some(p) = older.units.get_mut(&result.unit) else {
+            let Some(p) = older.units.get_mut(unit) else {
                 continue;
             };
             if p.finished() {
                 continue;
             }
             *p = Progress::Superseded(newer.clone());
-            if older.own.contains(&result.unit) {
+            if older.own.contains(unit) {
                 out.push(Status::unit(
                     &older.sha,
-                    &result.unit,
+                    unit,
                     State::Error,
                     format!("superseded by {newer} before it finished"),
                 ));
             }
-            if let Some(s) = summary(older, &result.unit.cluster) {
-                out.push(s);
+            if summarizes {
+                out.extend(summary(older, &unit.cluster));
             }
         }
         out
@@ -417,8 +463,8 @@ impl Tracker {
         if commit.own.contains(unit) {
             out.push(Status::unit(sha, unit, state, description));
         }
-        if let Some(s) = summary(commit, &unit.cluster) {
-            out.push(s);
+        if self.scope.summarizes() {
+            out.extend(summary(commit, &unit.cluster));
         }
         out
     }
@@ -504,81 +550,6 @@ pub fn counts(result: &UnitResult) -> String {
     }
     s.push_str(&format!(", {} drift", result.drifted.len()));
     s
-}
-
-/// The `pontoon/<cluster>` status of a commit, or None when it has nothing there.
-fn summary(commit: &Commit, cluster: &ClusterName) -> Option<Status> {
-    if let Some(p) = &commit.platform {
-        return Some(Status::summary(
-            &commit.sha,
-            cluster,
-            State::Failure,
-            format!("nothing synced: {p}"),
-        ));
-    }
-    let units: Vec<(&UnitId, &Progress)> = commit
-        .units
-        .iter()
-        .filter(|(id, _)| &id.cluster == cluster)
-        .collect();
-    let broken: Vec<&TeamName> = commit
-        .broken
-        .keys()
-        .filter(|id| &id.cluster == cluster)
-        .map(|id| &id.team)
-        .collect();
-    if units.is_empty() && broken.is_empty() {
-        return None;
-    }
-    let total = units.len() + broken.len();
-    let synced = units
-        .iter()
-        .filter(|(_, p)| **p == Progress::Succeeded)
-        .count();
-    let failed: Vec<&str> = units
-        .iter()
-        .filter(|(_, p)| matches!(p, Progress::Failed(_)))
-        .map(|(id, _)| id.team.0.as_str())
-        .collect();
-    let superseded: Vec<&str> = units
-        .iter()
-        .filter(|(_, p)| matches!(p, Progress::Superseded(_)))
-        .map(|(id, _)| id.team.0.as_str())
-        .collect();
-    let waiting: Vec<&str> = units
-        .iter()
-        .filter(|(_, p)| !p.finished())
-        .map(|(id, _)| id.team.0.as_str())
-        .collect();
-    let mut parts = vec![format!("{synced}/{total} teams synced")];
-    if !failed.is_empty() {
-        parts.push(format!("failed: {}", failed.join(", ")));
-    }
-    if !broken.is_empty() {
-        let names: Vec<&str> = broken.iter().map(|t| t.0.as_str()).collect();
-        parts.push(format!("not rendered: {}", names.join(", ")));
-    }
-    if !superseded.is_empty() {
-        parts.push(format!("superseded: {}", superseded.join(", ")));
-    }
-    if !waiting.is_empty() {
-        parts.push(format!("waiting: {}", waiting.join(", ")));
-    }
-    let state = if !waiting.is_empty() {
-        State::Pending
-    } else if !failed.is_empty() || !broken.is_empty() {
-        State::Failure
-    } else if !superseded.is_empty() {
-        State::Error
-    } else {
-        State::Success
-    };
-    Some(Status::summary(
-        &commit.sha,
-        cluster,
-        state,
-        parts.join("; "),
-    ))
 }
 
 /// The first 7 characters of a commit id.

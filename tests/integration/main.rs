@@ -45,6 +45,7 @@ mod restart;
 mod resume;
 mod rollouts;
 mod scheduler;
+mod shard_view;
 mod shards;
 mod sops;
 mod source;
