@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{ClusterSelector, Metadata};
+use crate::desired::PackageSource;
 
 /// `components/<name>.yaml`, `metadata.name` = the file's name.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -85,6 +86,31 @@ pub struct ChartRef {
     /// The OCI manifest digest the version must have (`sha256:…`).
     #[serde(default)]
     pub digest: Option<String>,
+}
+
+impl ChartRef {
+    /// The package source it names: `None` unless exactly one of `path`, `repository`
+    /// and `oci` is given (a missing name or version reads as empty: checked where the
+    /// reference is read).
+    pub fn source(&self) -> Option<PackageSource> {
+        let version = || self.version.clone().unwrap_or_default();
+        Some(match (&self.path, &self.repository, &self.oci) {
+            (Some(path), None, None) => PackageSource::ChartFolder {
+                path: path.trim_end_matches('/').to_owned(),
+            },
+            (None, Some(url), None) => PackageSource::ChartRepository {
+                url: url.clone(),
+                chart: self.name.clone().unwrap_or_default(),
+                version: version(),
+            },
+            (None, None, Some(reference)) => PackageSource::ChartOci {
+                reference: reference.clone(),
+                version: version(),
+                digest: self.digest.clone(),
+            },
+            _ => return None,
+        })
+    }
 }
 
 /// What changes on one cluster.

@@ -40,26 +40,7 @@ pub(super) fn request_on(c: &ReadComponent, cluster: &str) -> Option<PackageRequ
             },
             false,
         ),
-        (None, Some(chart)) => {
-            let version = || chart.version.clone().unwrap_or_default();
-            let source = match (&chart.path, &chart.repository, &chart.oci) {
-                (Some(path), _, _) => PackageSource::ChartFolder {
-                    path: path.trim_end_matches('/').to_owned(),
-                },
-                (None, Some(url), _) => PackageSource::ChartRepository {
-                    url: url.clone(),
-                    chart: chart.name.clone().unwrap_or_default(),
-                    version: version(),
-                },
-                (None, None, Some(reference)) => PackageSource::ChartOci {
-                    reference: reference.clone(),
-                    version: version(),
-                    digest: chart.digest.clone(),
-                },
-                (None, None, None) => return None,
-            };
-            (source, true)
-        }
+        (None, Some(chart)) => (chart.source()?, true),
         (None, None) => return None,
     };
     // As a team's packages are asked for: Kustomize takes no release, namespace or values.
