@@ -18,8 +18,8 @@ pub use component::{
 pub use document::{Document, MAX_FILE_BYTES, documents, typed};
 pub use locate::Fields;
 pub use package::{
-    CHART_KIND, ChartDoc, ChartSpec, KUSTOMIZATION_FILES, KustomizeInputs, KustomizeRefError,
-    TeamPackages, join, kustomization_file, kustomize_inputs, resolve,
+    CHART_KIND, ChartDoc, ChartSpec, KUSTOMIZATION_FILES, KindChart, KustomizeInputs,
+    KustomizeRefError, TeamPackages, join, kustomization_file, kustomize_inputs, resolve,
 };
 pub use skipped::{SkipReason, Skipped};
 
@@ -440,12 +440,21 @@ pub struct KindSpec {
     /// The parameters an instance's `spec` may set.
     #[serde(default)]
     pub parameters: BTreeMap<String, Param>,
+    /// The objects each instance produces, as templates; may be empty when `chart`
+    /// produces them.
+    #[serde(default)]
     pub resources: Vec<ResourceTemplate>,
 
     /// Platform components (`components/<name>.yaml`) an instance of this kind needs:
     /// its objects on a cluster wait until every one of them is healthy there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requires: Vec<String>,
+
+    /// A Helm chart each instance also renders (beside `resources`, or instead of them):
+    /// one release per instance, named after it, in its namespace, with values from CEL
+    /// over the instance. Its objects meet the team's rules as the templates' objects do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<KindChart>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]

@@ -1,5 +1,6 @@
 //! Packages in the platform repo, as written: what `platform.yaml` lets teams hold
-//! (`spec.teamPackages`), a team's chart reference (`kind: Chart`), and a Kustomize
+//! (`spec.teamPackages`), a team's chart reference (`kind: Chart`), a Kind's chart
+//! (`spec.chart`, values templated over each instance), and a Kustomize
 //! folder's references read without running kustomize: which files of the repo it reads,
 //! and what it names outside the repo (a remote base), which pontoon refuses.
 
@@ -8,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{ClusterSelector, Metadata};
+use super::{ChartRef, ClusterSelector, Metadata};
 
 /// `spec.teamPackages` of `platform.yaml`: the packages a team folder may hold. Both off by
 /// default: a team's folder then holds instances and plain manifests only.
@@ -77,6 +78,27 @@ pub struct ChartSpec {
     #[serde(default)]
     #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     pub values: Value,
+}
+
+/// `spec.chart` of a Kind: a Helm chart that every instance of the kind renders, as one
+/// release named after the instance, in the instance's namespace. Its values are
+/// templates over the instance, as the kind's resource templates are: a string may hold
+/// `${expression}` in CEL (`replicaCount: ${spec.replicas}`), over the same variables.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KindChart {
+    /// Where the chart is: a folder of the platform repo (`path`, from the repo's root,
+    /// outside `kinds/` and `teams/`), a chart of an HTTP chart repository (`repository`,
+    /// `name`, `version`) or of an OCI registry (`oci`, `version`, optional `digest`).
+    pub source: ChartRef,
+    /// Helm values, as templates over the instance.
+    #[serde(default)]
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
+    pub values: Value,
+    /// Per cluster name: values (templates too) merged over `values` on that cluster.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, serde_json::Map<String, serde_json::Value>>")]
+    pub cluster_values: BTreeMap<String, Value>,
 }
 
 /// The names kustomize reads a folder's kustomization from.

@@ -1,7 +1,8 @@
 //! An instance of a platform kind, in a team's folder: its per-cluster overrides merged
 //! over its spec, the spec validated against the kind's parameters (defaults filled), and
 //! the kind's resource templates rendered with CEL ([`super::expr`]) once per cluster the
-//! instance goes to. What comes out is placed and stamped like any team object.
+//! instance goes to, and the kind's chart read from its expansion ([`super::kind_charts`]).
+//! What comes out is placed and stamped like any team object.
 
 use std::sync::Arc;
 
@@ -18,16 +19,16 @@ use crate::model::{self, ClusterDef, Document, Instance, diag};
 
 /// One instance document being rendered: where it is, the kind it names and that
 /// kind's definition, and what holds for its objects on every cluster.
-struct InstanceDoc<'d> {
-    path: &'d str,
-    doc: &'d Document,
-    kind: &'d str,
-    definition: &'d model::Kind,
-    instance: Instance,
+pub(super) struct InstanceDoc<'d> {
+    pub path: &'d str,
+    pub doc: &'d Document,
+    pub kind: &'d str,
+    pub definition: &'d model::Kind,
+    pub instance: Instance,
     /// The namespace its objects go to unless a template names one.
-    namespace: String,
-    drift: DriftMode,
-    ignore_fields: Vec<String>,
+    pub namespace: String,
+    pub drift: DriftMode,
+    pub ignore_fields: Vec<String>,
 }
 
 impl TeamRender<'_> {
@@ -231,6 +232,9 @@ impl TeamRender<'_> {
                     health,
                 });
         }
+        if let Some(chart) = &definition.spec.chart {
+            self.add_kind_chart(instance_doc, chart, &scope, &spec, cluster, &mut rendered);
+        }
         let name = instance_name(kind, &instance.metadata.name);
         self.dependencies.rendered(&name, &cluster.name, &rendered);
     }
@@ -247,11 +251,7 @@ impl TeamRender<'_> {
             instance,
             ..
         } = instance_doc;
-        let mut spec = instance.spec.clone();
-        if let Some(o) = instance.overrides.get(&cluster.name) {
-            merge_override(&mut spec, o);
-        }
-        let problems = match schema::validate(&definition.spec.parameters, &spec) {
+        let problems = match spec_for(definition, instance, &cluster.name) {
             Ok(valid) => return Some(valid),
             Err(problems) => problems,
         };
@@ -282,10 +282,24 @@ impl TeamRender<'_> {
     }
 }
 
+/// An instance's spec on one cluster: the cluster's override merged over its `spec`,
+/// validated against the kind's parameters with defaults filled; or every problem.
+pub(super) fn spec_for(
+    definition: &model::Kind,
+    instance: &Instance,
+    cluster: &str,
+) -> Result<Value, Vec<schema::SpecProblem>> {
+    let mut spec = instance.spec.clone();
+    if let Some(o) = instance.overrides.get(cluster) {
+        merge_override(&mut spec, o);
+    }
+    schema::validate(&definition.spec.parameters, &spec)
+}
+
 /// The variables a kind's expressions see for one instance on one cluster. `namespace`
 /// is a reserved word in CEL: expressions read it as `metadata.namespace` (and the name
 /// as `name` or `metadata.name`).
-fn expression_scope(
+pub(super) fn expression_scope(
     spec: &Value,
     instance: &Instance,
     namespace: &str,

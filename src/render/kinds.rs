@@ -1,13 +1,13 @@
 //! The platform's kinds, from `kinds/*.yaml`: each Kind document checked on its own
-//! (see [`super::schema`]). A broken kind is remembered by name, so only the teams that
+//! (see [`super::schema`], and [`super::kind_charts`] for a kind's chart). A broken kind is remembered by name, so only the teams that
 //! use it fail, each with a pointer to the kind's own error.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Files, health, is_yaml, schema};
+use super::{Files, health, is_yaml, kind_charts, schema};
 use crate::desired::{Diagnostic, HealthRule, TeamName};
-use crate::model::{self, API_VERSION, Document, diag};
+use crate::model::{self, API_VERSION, Document, Platform, diag};
 
 /// The kinds of a revision.
 pub(super) struct Kinds {
@@ -21,7 +21,7 @@ pub(super) struct Kinds {
 }
 
 /// Reads every kind file; problems go to `diags`.
-pub(super) fn read(files: &Files, diags: &mut Vec<Diagnostic>) -> Kinds {
+pub(super) fn read(files: &Files, platform: &Platform, diags: &mut Vec<Diagnostic>) -> Kinds {
     let mut kinds = Kinds {
         defined: BTreeMap::new(),
         broken: BTreeMap::new(),
@@ -34,7 +34,7 @@ pub(super) fn read(files: &Files, diags: &mut Vec<Diagnostic>) -> Kinds {
         if !is_yaml(path) {
             continue;
         }
-        let problems = kinds.read_file(path, bytes);
+        let problems = kinds.read_file(path, bytes, files, platform);
         // A kind file we could not read at all still marks its name as broken when the
         // name is the file's stem, so teams using it fail with a pointer here.
         if let (Some(first), Some(stem)) = (
@@ -55,7 +55,13 @@ pub(super) fn read(files: &Files, diags: &mut Vec<Diagnostic>) -> Kinds {
 
 impl Kinds {
     /// Adds the kinds one file defines; returns the file's problems.
-    fn read_file(&mut self, path: &str, bytes: &[u8]) -> Vec<Diagnostic> {
+    fn read_file(
+        &mut self,
+        path: &str,
+        bytes: &[u8],
+        files: &Files,
+        platform: &Platform,
+    ) -> Vec<Diagnostic> {
         let mut problems = Vec::new();
         for doc in model::documents(path, bytes, None, &mut problems) {
             match model::typed::<model::Kind>(&doc, None) {
@@ -72,6 +78,7 @@ impl Kinds {
                 Ok(k) => {
                     let mut errs = schema::check_kind(&doc, &k);
                     errs.extend(health::check_kind(&doc, &k));
+                    errs.extend(kind_charts::check_kind(&doc, &k, files, platform));
                     if let Some(first) = errs.first() {
                         self.broken.insert(k.metadata.name.clone(), first.clone());
                         problems.extend(errs);

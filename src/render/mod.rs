@@ -23,6 +23,7 @@ mod dependencies;
 pub mod expr;
 mod health;
 mod instances;
+mod kind_charts;
 mod kinds;
 mod manifests;
 mod packages;
@@ -48,10 +49,12 @@ pub use report::{format_github, format_text};
 pub use secrets::{Decryption, NO_KEYS, REDACTED, is_secret, redacted};
 
 /// Every package a revision asks to expand before [`render_expanded`] renders it: the
-/// teams' (Kustomize folders, charts) and the platform's components'.
+/// teams' (Kustomize folders, charts), the platform's components', and the charts of the
+/// kinds that have one, per instance.
 pub fn package_requests(files: &Files) -> Vec<PackageRequest> {
     let mut requests = packages::package_requests(files);
     requests.extend(components::package_requests(files));
+    requests.extend(kind_charts::package_requests(files));
     requests
 }
 
@@ -162,7 +165,7 @@ pub fn render_expanded(
         return state;
     };
     state.default_prune = platform::prune_policy(&platform);
-    let mut kinds = kinds::read(files, &mut diags);
+    let mut kinds = kinds::read(files, &platform, &mut diags);
     for (stem, d) in skipped.kinds {
         kinds.broken.entry(stem).or_insert_with(|| d.clone());
         diags.push(d);

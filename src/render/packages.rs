@@ -498,7 +498,7 @@ fn not_allowed(file: &str, team: &TeamName, what: &str, field: &str) -> Diagnost
 
 /// A package that did not expand, at the request's file, naming the template and line
 /// where known.
-fn package_error(
+pub(super) fn package_error(
     at: (&str, u64),
     team: &TeamName,
     what: &str,

@@ -11,6 +11,7 @@ mod autoscaling;
 mod components;
 mod dependencies;
 mod health;
+mod kind_charts;
 mod kubectl;
 mod packages;
 mod policies;

@@ -230,7 +230,7 @@ fn check_source(c: &Component, problem: &mut impl FnMut(&str, &str, String)) {
 }
 
 /// Why a source folder cannot be read: outside the repo, or a team's.
-fn folder_problem(path: &str) -> Option<&'static str> {
+pub(in crate::render) fn folder_problem(path: &str) -> Option<&'static str> {
     let path = path.trim_end_matches('/');
     if path.is_empty() || path.starts_with('/') || path.split('/').any(|s| s == ".." || s == ".") {
         Some("is not a folder of the platform repo (relative, without . or ..)")
