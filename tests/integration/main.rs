@@ -27,6 +27,7 @@ mod gitea;
 mod github;
 mod health_rules;
 mod hold;
+mod kind_charts;
 mod leader;
 mod manifests;
 mod namespaces;

@@ -103,7 +103,7 @@ fn read_tree(dir: &Path, prefix: &str, out: &mut BTreeMap<String, Vec<u8>>) {
 }
 
 /// A chart made by the real `helm create web`, as the folder `prefix` of the repo.
-fn helm_create(prefix: &str, files: &mut BTreeMap<String, Vec<u8>>) {
+pub(crate) fn helm_create(prefix: &str, files: &mut BTreeMap<String, Vec<u8>>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new(bin("helm"))
         .args(["create", "web"])
