@@ -451,3 +451,67 @@ fn an_encrypted_instance_of_a_chart_kind_is_refused_not_handed_to_helm() {
         texts(&s)
     );
 }
+
+#[test]
+fn the_platforms_policies_judge_the_charts_objects_per_instance() {
+    let rule = "  policies:\n    - id: max-replicas\n      match:\n        kinds: [{group: apps, kind: Deployment}]\n      expression: object.spec.replicas <= 3\n      message: at most 3 replicas\n";
+    let mut files = charted(&[
+        ("teams/a/cache.yaml", &cache("sessions", "{replicas: 2}")),
+        ("teams/b/cache.yaml", &cache("queue", "{replicas: 2}")),
+    ]);
+    let exempt = "  policyExceptions:\n    - {policy: max-replicas, team: b, instance: queue, reason: load test}\n";
+    files.insert(
+        "platform.yaml".into(),
+        format!("{PLATFORM}{rule}{exempt}").into_bytes(),
+    );
+    let s = render_with(&files, &expand(&files, None));
+    let text = texts(&s);
+    assert_eq!(
+        text,
+        [
+            "teams/a/cache.yaml:1:1: error[policy/max-replicas]: team a: Cache sessions on prod: kind Cache (kinds/cache.yaml:1), chart charts/cache, cache/templates/deploy.yaml: policy max-replicas on prod: Deployment a/sessions: at most 3 replicas"
+        ],
+        "prod's values give 4 replicas; b's instance is exempted"
+    );
+    let units: Vec<String> = s
+        .units
+        .keys()
+        .filter(|u| u.team.0 != "platform")
+        .map(|u| format!("{}@{}", u.team, u.cluster))
+        .collect();
+    assert_eq!(units, ["a@staging", "b@prod", "b@staging"]);
+}
+
+#[test]
+fn a_kinds_chart_from_a_repository_or_registry_is_asked_for_by_its_pin() {
+    for (source, want) in [
+        (
+            "{repository: https://charts.example/stable, name: cache, version: 1.2.3}",
+            PackageSource::ChartRepository {
+                url: "https://charts.example/stable".into(),
+                chart: "cache".into(),
+                version: "1.2.3".into(),
+            },
+        ),
+        (
+            "{oci: oci://charts.example/platform/cache, version: 1.2.3, digest: \"sha256:00\"}",
+            PackageSource::ChartOci {
+                reference: "oci://charts.example/platform/cache".into(),
+                version: "1.2.3".into(),
+                digest: Some("sha256:00".into()),
+            },
+        ),
+    ] {
+        let kind = CACHE.replace("{path: charts/cache}", source);
+        let files = charted(&[
+            ("kinds/cache.yaml", &kind),
+            ("teams/a/cache.yaml", &cache("sessions", "{}")),
+        ]);
+        let sources: BTreeSet<PackageSource> = package_requests(&files)
+            .into_iter()
+            .filter(|r| matches!(r.owner, PackageOwner::Team(_)))
+            .map(|r| r.source)
+            .collect();
+        assert_eq!(sources, BTreeSet::from([want]), "{source}");
+    }
+}
