@@ -3,7 +3,8 @@
 //! rendered with values from CEL over its own parameters and this cluster's values over
 //! the kind's, synced as the team's objects; an instance whose values fail to evaluate,
 //! and one whose chart output leaves its team's namespaces, fail their own teams only,
-//! named at the instance, while the other teams sync.
+//! named at the instance, while the other teams sync; and an instance of a chart kind
+//! that `requires` a component waits for it, then is healthy as its chart's objects are.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -248,4 +249,152 @@ async fn a_chart_kind_renders_each_instance_with_its_own_values_and_a_failing_on
         spilled.is_none(),
         "leaky's settings never reach a's namespace"
     );
+}
+
+/// Writes a Deployment's status as its controller would once it rolled out: the shared
+/// control plane runs no controllers.
+async fn roll_out(cp: &control_plane::ControlPlane, ns: &str, name: &str) {
+    let api: Api<Deployment> = Api::namespaced(cp.client().await, ns);
+    let status = serde_json::json!({"status": {"observedGeneration": 1, "replicas": 1,
+        "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
+    api.patch_status(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&status),
+    )
+    .await
+    .expect("status");
+}
+
+/// A platform whose Cache kind (the created chart) requires component `operator` (a
+/// Deployment in `<id>-ops`), and team `<id>` with one Cache.
+fn requiring_repo(cluster: &str, id: &str) -> BTreeMap<String, Vec<u8>> {
+    let mut f = BTreeMap::new();
+    let mut put = |path: &str, text: String| f.insert(path.to_owned(), text.into_bytes());
+    put(
+        "platform.yaml",
+        format!(
+            "apiVersion: pontoon.dev/v1alpha1\nkind: Platform\nmetadata: {{name: p}}\nspec:\n  clusters: [{{name: {cluster}}}]\n"
+        ),
+    );
+    put(
+        "components/operator.yaml",
+        format!(
+            "apiVersion: pontoon.dev/v1alpha1\nkind: Component\nmetadata: {{name: operator}}\nspec:\n  clusters: {{names: [{cluster}]}}\n  namespace: {id}-ops\n  source: {{manifests: {{path: components/operator}}}}\n"
+        ),
+    );
+    put(
+        "components/operator/operator.yaml",
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {id}-ops}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: operator, namespace: {id}-ops}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: operator}}}}\n  template:\n    metadata: {{labels: {{app: operator}}}}\n    spec: {{containers: [{{name: operator, image: operator:1}}]}}\n"
+        ),
+    );
+    put(
+        "kinds/cache.yaml",
+        "apiVersion: pontoon.dev/v1alpha1\nkind: Kind\nmetadata: {name: Cache}\nspec:\n  requires: [operator]\n  chart:\n    source: {path: charts/cache}\n    values:\n      fullnameOverride: ${name}\n".to_owned(),
+    );
+    put(
+        &format!("teams/{id}/team.yaml"),
+        String::from_utf8_lossy(&team_yaml(id, &[cluster])).into_owned(),
+    );
+    put(
+        &format!("teams/{id}/cache.yaml"),
+        String::from_utf8_lossy(&cache("sessions", "{}")).into_owned(),
+    );
+    helm_create("charts/cache", &mut f);
+    f
+}
+
+#[tokio::test]
+async fn a_chart_kinds_instance_waits_for_its_component_and_is_healthy_as_its_objects_are() {
+    let cp = control_plane::shared();
+    let id = unique_name("kcreq");
+    let cluster = ClusterName(cp.name.into());
+    // Inventories in a namespace of this test's own: its platform unit is no other's.
+    let options = pontoon::sync::SyncOptions {
+        namespace: format!("{id}-pontoon"),
+        ..pontoon::sync::SyncOptions::default()
+    };
+    let connection = pontoon::cluster::Cluster::from_config(cluster.clone(), cp.config().await, 16)
+        .expect("cluster");
+    let s = Arc::new(pontoon::sync::Syncer::new(Arc::new(connection), options));
+    let syncers = BTreeMap::from([(cluster.clone(), s.clone())]);
+    let (state, _packages) =
+        render_files(&syncers, &no_charts(), requiring_repo(cp.name, &id)).await;
+    assert!(state.diagnostics.is_empty(), "{:?}", state.diagnostics);
+    let team = UnitId {
+        team: TeamName(id.clone()),
+        cluster: cluster.clone(),
+    };
+    let platform = UnitId {
+        team: TeamName(pontoon::desired::PLATFORM_UNIT.into()),
+        cluster: cluster.clone(),
+    };
+    let deployments: Api<Deployment> = Api::namespaced(cp.client().await, &id);
+
+    // The operator has not rolled out: the chart's objects wait for it.
+    let results = s.sync_cluster(&state).await;
+    let find = |u: &UnitId| {
+        results
+            .iter()
+            .find(|r| r.unit == *u)
+            .cloned()
+            .unwrap_or_else(|| panic!("no result for {u}"))
+    };
+    let first = find(&team);
+    assert_eq!(first.state, UnitState::Progressing, "{first:?}");
+    let message = first.message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with("waiting for component operator to be healthy"),
+        "{message}"
+    );
+    assert!(
+        deployments
+            .get_opt("sessions")
+            .await
+            .expect("get")
+            .is_none(),
+        "the chart's Deployment waits"
+    );
+
+    // The operator rolls out; the instance's objects are applied, and the unit is
+    // healthy once the chart's Deployment is.
+    roll_out(cp, &format!("{id}-ops"), "operator").await;
+    let settled = s
+        .settle(
+            &state.units[&platform],
+            "r1",
+            find(&platform),
+            std::time::Instant::now(),
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_millis(200),
+        )
+        .await;
+    assert_eq!(settled.state, UnitState::Synced, "{settled:?}");
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        s.components().moved_since(&first),
+    )
+    .await
+    .expect("the board says the component moved");
+    let applied = s.sync(&state.units[&team], "r1").await;
+    assert!(applied.errors.is_empty(), "{applied:?}");
+    assert_eq!(applied.state, UnitState::Progressing, "{applied:?}");
+    let message = applied.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("sessions"),
+        "the chart's Deployment: {message}"
+    );
+    roll_out(cp, &id, "sessions").await;
+    let healthy = s
+        .settle(
+            &state.units[&team],
+            "r1",
+            applied,
+            std::time::Instant::now(),
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_millis(200),
+        )
+        .await;
+    assert_eq!(healthy.state, UnitState::Synced, "{healthy:?}");
 }
