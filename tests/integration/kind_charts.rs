@@ -2,9 +2,10 @@
 //! `helm` (4.3.1): a chart made by `helm create` behind the kind, each team's instance
 //! rendered with values from CEL over its own parameters and this cluster's values over
 //! the kind's, synced as the team's objects; an instance whose values fail to evaluate,
-//! and one whose chart output leaves its team's namespaces, fail their own teams only,
-//! named at the instance, while the other teams sync; and an instance of a chart kind
-//! that `requires` a component waits for it, then is healthy as its chart's objects are.
+//! one whose chart output leaves its team's namespaces, and one the chart's template
+//! fails (naming chart, template and line) each fail their own team only, named at the
+//! instance, while the other teams sync; and an instance of a chart kind that
+//! `requires` a component waits for it, then is healthy as its chart's objects are.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -53,8 +54,11 @@ spec:
 }
 
 /// A template added to the created chart: the instance's tier, in the namespace the
-/// values name (the release's when they name none).
-const SETTINGS: &str = "apiVersion: v1
+/// values name (the release's when they name none); tier `none` fails the chart.
+const SETTINGS: &str = "{{- if eq .Values.tier \"none\" }}
+{{- fail \"a cache of tier none has no settings\" }}
+{{- end }}
+apiVersion: v1
 kind: ConfigMap
 metadata:
   name: {{ include \"web.fullname\" . }}-settings
@@ -81,13 +85,15 @@ fn cache(name: &str, spec: &str) -> Vec<u8> {
 }
 
 /// Teams `a` and `b` (instances with different parameters, on both clusters), `broken`
-/// (an instance whose values divide by zero) and `leaky` (an instance whose settings go
-/// to `a`'s namespace). No platform `allowedKinds`: the kind is the platform's.
+/// (an instance whose values divide by zero), `leaky` (an instance whose settings go
+/// to `a`'s namespace) and `failing` (an instance the chart's template fails). No
+/// platform `allowedKinds`: the kind is the platform's.
 struct Teams {
     a: String,
     b: String,
     broken: String,
     leaky: String,
+    failing: String,
 }
 
 fn repo(cluster: &str, t: &Teams) -> BTreeMap<String, Vec<u8>> {
@@ -108,7 +114,7 @@ fn repo(cluster: &str, t: &Teams) -> BTreeMap<String, Vec<u8>> {
             team_yaml(team, &[cluster, ELSEWHERE]),
         );
     }
-    for team in [&t.broken, &t.leaky] {
+    for team in [&t.broken, &t.leaky, &t.failing] {
         f.insert(
             format!("teams/{team}/team.yaml"),
             team_yaml(team, &[cluster]),
@@ -129,6 +135,10 @@ fn repo(cluster: &str, t: &Teams) -> BTreeMap<String, Vec<u8>> {
     f.insert(
         format!("teams/{}/cache.yaml", t.leaky),
         cache("spill", &format!("{{settingsNamespace: {}}}", t.a)),
+    );
+    f.insert(
+        format!("teams/{}/cache.yaml", t.failing),
+        cache("bare", "{tier: none}"),
     );
     f
 }
@@ -158,6 +168,7 @@ async fn a_chart_kind_renders_each_instance_with_its_own_values_and_a_failing_on
         b: unique_name("kcb"),
         broken: unique_name("kcbroken"),
         leaky: unique_name("kcleaky"),
+        failing: unique_name("kcfailing"),
     };
     let (state, _packages) = render_files(&syncers, &no_charts(), repo(cp.name, &t)).await;
     let text: Vec<String> = state.diagnostics.iter().map(|d| d.to_string()).collect();
@@ -175,7 +186,15 @@ async fn a_chart_kind_renders_each_instance_with_its_own_values_and_a_failing_on
         text.contains(&format!("teams/{leaky}/cache.yaml:1:1: error[namespace-not-owned]: team {leaky}: Cache spill on {}: kind Cache (kinds/cache.yaml:1), chart charts/cache, web/templates/settings.yaml: ConfigMap in namespace {}, which belongs to team {}", cp.name, t.a, t.a)),
         "{text:#?}"
     );
-    assert_eq!(text.len(), 2, "a and b render clean: {text:#?}");
+    // The chart's own failure names the chart, the template and the line.
+    let failing = &t.failing;
+    assert!(
+        text.iter().any(|d| d.starts_with(&format!("teams/{failing}/cache.yaml:1:1: error[package-error]: team {failing}: Cache bare on {0}: kind Cache (kinds/cache.yaml:1), chart charts/cache on cluster {0}: web/templates/settings.yaml:2: helm template:", cp.name))
+            && d.contains("a cache of tier none has no settings")),
+        "{text:#?}"
+    );
+    assert_eq!(text.len(), 3, "a and b render clean: {text:#?}");
+    assert!(state.failed_teams.contains_key(&TeamName(failing.clone())));
     assert!(state.failed_teams.contains_key(&TeamName(broken.clone())));
     assert!(state.failed_teams.contains_key(&TeamName(leaky.clone())));
 
