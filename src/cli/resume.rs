@@ -132,7 +132,9 @@ pub async fn resume_all(req: Resuming) -> anyhow::Result<ExitCode> {
         }
         if let Some(timeout) = req.wait {
             let (reach, value, name) = (&reach, &value, &name);
-            let answers = futures::future::join_all(wave.units.iter().map(|u| async move {
+            // A unit whose resume was refused is not waited for: it already stops this.
+            let resumed = wave.units.iter().filter(|u| !failed.contains(*u));
+            let answers = futures::future::join_all(resumed.map(|u| async move {
                 let r = reach.get(&u.cluster)?;
                 Some((u, request::follow(&r.api, &name(u), value, timeout).await))
             }))

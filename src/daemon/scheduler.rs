@@ -292,37 +292,34 @@ impl Scheduler {
             .is_some()
     }
 
+    /// Suspended units that keep correcting drift. Copied out: `trigger_all` reads this
+    /// lock while it holds the workers', so no one may hold both the other way round.
+    fn correcting(&self) -> Vec<UnitId> {
+        let suspended = self.suspended.lock().unwrap_or_else(|e| e.into_inner());
+        let keep = suspended.iter().filter(|(_, (keep, _))| *keep);
+        keep.map(|(id, _)| id.clone()).collect()
+    }
+
     /// Suspended units that keep correcting drift yet have no worker (the daemon
     /// restarted since they were suspended): they need the revision they run found.
     pub fn idle_correcting(&self) -> Vec<UnitId> {
-        let suspended = self.suspended.lock().unwrap_or_else(|e| e.into_inner());
+        let correcting = self.correcting();
         let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
-        suspended
-            .iter()
-            .filter(|(id, (keep, _))| {
-                *keep && workers.get(*id).is_none_or(|w| w.task.is_finished())
-            })
-            .map(|(id, _)| id.clone())
-            .collect()
+        let idle = |id: &UnitId| workers.get(id).is_none_or(|w| w.task.is_finished());
+        correcting.into_iter().filter(|id| idle(id)).collect()
     }
 
     /// Starts a suspended unit that keeps correcting drift on the revision it runs
     /// (found again after a restart), unless it has a worker already or is no longer so
     /// suspended. Its resyncs and drift corrections then go on at that revision.
     pub fn run_suspended(&self, id: &UnitId, desired: Arc<UnitDesired>, revision: &str) -> bool {
-        let correcting = self
-            .suspended
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .is_some_and(|(keep, _)| *keep);
-        if !correcting || !self.ownership.holds(&id.team) {
+        if !self.correcting().contains(id) || !self.ownership.holds(&id.team) {
             return false;
         }
-        let generation = self.next_generation();
+        let (revision, generation) = (revision.to_owned(), self.next_generation());
         let work = Work::Sync {
             desired,
-            revision: revision.to_owned(),
+            revision,
             generation,
         };
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
