@@ -330,6 +330,19 @@ impl Scheduler {
         true
     }
 
+    /// What the suspended units that keep correcting run: their drift is watched too,
+    /// though the newest revision may no longer use its kinds.
+    pub fn suspended_running(&self) -> Vec<Arc<UnitDesired>> {
+        let correcting = self.correcting();
+        let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        let work = correcting.iter().filter_map(|id| workers.get(id));
+        work.filter_map(|w| match &*w.tx.borrow() {
+            Work::Sync { desired, .. } => Some(desired.clone()),
+            Work::Remove { .. } => None,
+        })
+        .collect()
+    }
+
     fn is_suspended(&self, unit: &UnitId) -> bool {
         self.suspended
             .lock()

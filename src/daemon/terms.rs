@@ -248,6 +248,10 @@ pub(super) async fn leadership_terms(
         let mut latest: Option<Arc<DesiredState>> = None;
         let mut recheck: Option<tokio::time::Instant> = None;
         let restoring = Arc::default();
+        // What rollout stages hold back, for the drift watches; and word of a suspended
+        // unit started on its own revision, whose kinds they then watch too.
+        let mut held_running = Vec::new();
+        let (restored_tx, mut restored) = mpsc::channel::<()>(16);
         let ended_by_stop = loop {
             let step_rollout = tokio::select! {
                 _ = until(&mut stop, true) => break true,
@@ -310,8 +314,9 @@ pub(super) async fn leadership_terms(
                             }
                             scheduler.apply_staged(&state, &held).await;
                             units::held_back_by_suspension(&scheduler, ctx.statuses.as_deref(), &state);
-                            units::restore_suspended(&scheduler, &ctx.gate, &state, &restoring);
-                            drift.handling.ensure(&state, &plan.held_running()).await;
+                            units::restore_suspended(&scheduler, &ctx.gate, &state, (&restoring, &restored_tx));
+                            held_running = plan.held_running();
+                            drift.handling.ensure(&state, &units::with_suspended(&held_running, &scheduler)).await;
                             latest = Some(state);
                         }
                     }
@@ -320,6 +325,12 @@ pub(super) async fn leadership_terms(
                 Some(unit) = resumed.recv() => {
                     if let Some(state) = &latest {
                         units::resume_unit(&scheduler, &ctx.gate, state, &unit);
+                    }
+                    false
+                }
+                Some(()) = restored.recv() => {
+                    if let Some(state) = &latest {
+                        drift.handling.ensure(state, &units::with_suspended(&held_running, &scheduler)).await;
                     }
                     false
                 }
@@ -333,7 +344,11 @@ pub(super) async fn leadership_terms(
                     let (at, watch) = ctx.gate.step(&scheduler, state);
                     recheck = at;
                     if let Some(held) = watch {
-                        drift.handling.ensure(state, &held).await;
+                        held_running = held;
+                        drift
+                            .handling
+                            .ensure(state, &units::with_suspended(&held_running, &scheduler))
+                            .await;
                     }
                 }
             }

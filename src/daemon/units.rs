@@ -541,7 +541,10 @@ pub fn restore_suspended(
     scheduler: &Arc<Scheduler>,
     gate: &Arc<super::gatekeeper::Gatekeeper>,
     state: &Arc<crate::desired::DesiredState>,
-    restoring: &Arc<std::sync::Mutex<std::collections::BTreeSet<UnitId>>>,
+    (restoring, restored): (
+        &Arc<std::sync::Mutex<std::collections::BTreeSet<UnitId>>>,
+        &mpsc::Sender<()>,
+    ),
 ) {
     let units: Vec<UnitId> = {
         let mut r = restoring.lock().unwrap_or_else(|e| e.into_inner());
@@ -554,11 +557,12 @@ pub fn restore_suspended(
     if units.is_empty() {
         return;
     }
-    let (scheduler, gate, state, restoring) = (
+    let (scheduler, gate, state, restoring, restored) = (
         scheduler.clone(),
         gate.clone(),
         state.clone(),
         restoring.clone(),
+        restored.clone(),
     );
     tokio::spawn(async move {
         for unit in units {
@@ -566,6 +570,7 @@ pub fn restore_suspended(
                 Ok(Some(running)) => {
                     if scheduler.run_suspended(&unit, running.desired, &running.revision) {
                         tracing::info!(%unit, revision = %running.revision, "suspended, correcting drift: runs the revision its inventory records");
+                        let _ = restored.try_send(());
                     }
                 }
                 Ok(None) => {
@@ -581,4 +586,15 @@ pub fn restore_suspended(
             }
         }
     });
+}
+
+/// What rollout stages hold (`held`) and what suspended units that keep correcting run:
+/// every revision whose kinds the drift watches cover besides the newest.
+pub fn with_suspended(
+    held: &[Arc<crate::desired::UnitDesired>],
+    scheduler: &Scheduler,
+) -> Vec<Arc<crate::desired::UnitDesired>> {
+    let mut all = held.to_vec();
+    all.extend(scheduler.suspended_running());
+    all
 }

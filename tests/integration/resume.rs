@@ -315,6 +315,19 @@ async fn resume_all_goes_stage_by_stage_platform_first_and_a_failing_wave_stops_
     daemon.finish().await;
 }
 
+/// A Service only the first commit of the keepCorrecting test has.
+const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80}]\n";
+
+/// The one-cluster platform of the Unit tests, its teams allowed Services too.
+fn services_allowed(work: &Path, cp: &ControlPlane) {
+    let platform = crate::units::platform(cp.name).replace(
+        "kind: ConfigMap}]",
+        "kind: ConfigMap}, {group: \"\", kind: Service}]",
+    );
+    assert!(platform.contains("Service"), "{platform}");
+    write(work, "platform.yaml", &platform);
+}
+
 /// The value of each key of the ConfigMap `settings` in `ns`.
 async fn settings_data(cp: &ControlPlane, ns: &str) -> std::collections::BTreeMap<String, String> {
     let cms: Api<ConfigMap> = Api::namespaced(cp.client().await, ns);
@@ -331,12 +344,15 @@ async fn after_a_restart_a_unit_suspended_with_keep_correcting_corrects_drift_at
     std::fs::create_dir(&work).expect("mkdir");
     crate::support::git::git(&work, &["init", "-q"]);
     crate::units::repo(&work, cp, &name, &crate::units::settings("first"));
+    services_allowed(&work, cp);
+    write(&work, &format!("teams/{name}/web.yaml"), SERVICE);
     crate::support::git::git(&work, &["add", "-A"]);
     crate::support::git::git(&work, &["commit", "-q", "-m", "first"]);
+    // No resync in the test's time: what corrects drift is the drift watches.
     let config = DaemonConfig::git_file(&work, &tmp.path().join("cache"))
         .cluster(cp.name, &cp.kubeconfig)
         .inventory_namespace(&ns)
-        .resync_interval("1s")
+        .resync_interval("1h")
         .write(tmp.path());
     let daemon = Daemon::start(&config);
     eventually("the Unit Ready", Duration::from_secs(90), || async {
@@ -375,7 +391,12 @@ async fn after_a_restart_a_unit_suspended_with_keep_correcting_corrects_drift_at
     // A commit while the daemon is down, then a new process: the unit keeps the first
     // revision and puts a hand edit back to it.
     crate::units::repo(&work, cp, &name, &crate::units::settings("second"));
-    crate::support::git::git(&work, &["commit", "-q", "-am", "second"]);
+    services_allowed(&work, cp);
+    crate::support::git::git(&work, &["rm", "-q", &format!("teams/{name}/web.yaml")]);
+    crate::support::git::git(
+        &work,
+        &["commit", "-q", "-am", "second, without the Service"],
+    );
     let daemon = Daemon::start(&config);
     let cms: Api<ConfigMap> = Api::namespaced(cp.client().await, &name);
     cms.patch(
@@ -398,6 +419,27 @@ async fn after_a_restart_a_unit_suspended_with_keep_correcting_corrects_drift_at
             .then_some(())
         },
     )
+    .await;
+    // A kind only the revision it runs has (the newest dropped the Service) is watched
+    // too: a hand edit there is put back as well.
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(cp.client().await, &name);
+    services
+        .patch(
+            "web",
+            &kube::api::PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"selector": {"app": "by-hand"}}})),
+        )
+        .await
+        .expect("hand edit of the Service");
+    eventually("the Service put back", Duration::from_secs(60), || async {
+        let s = services.get("web").await.ok()?;
+        let app = s.spec?.selector?.get("app").cloned();
+        (app.as_deref() == Some("web")).then_some(())
+    })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let data = settings_data(cp, &name).await;
