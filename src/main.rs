@@ -3,11 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use pontoon::config::{Config, GitRef, LogFormat, SourceLocation};
+use pontoon::config::{Config, LogFormat};
 use pontoon::desired::Severity;
 
 /// GitOps reconciliation daemon for platform teams.
@@ -654,31 +653,9 @@ async fn run_cmd(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn snapshot_for(
-    config: &Config,
-    revision: Option<String>,
-    dir: Option<PathBuf>,
-) -> anyhow::Result<Arc<pontoon::source::Snapshot>> {
-    let mut source_cfg = config.source.clone();
-    if let Some(d) = dir {
-        source_cfg.location = SourceLocation::Directory(d);
-    } else if let (Some(rev), SourceLocation::Git { git_ref, .. }) =
-        (revision, &mut source_cfg.location)
-    {
-        *git_ref = GitRef::Commit(rev);
-    }
-    let mut source =
-        pontoon::source::Source::from_config(&source_cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let polled = source.poll().await;
-    if let Some(e) = polled.error {
-        anyhow::bail!("cannot read the platform repo: {e}");
-    }
-    source.last().context("the platform repo gave no snapshot")
-}
-
 async fn audit_cmd(config_path: PathBuf, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let config = load_config(&config_path)?;
-    let snapshot = snapshot_for(&config, None, dir).await?;
+    let snapshot = pontoon::cli::snapshot_at(&config, None, dir).await?;
     let syncers = pontoon::daemon::connect(&config).await?;
     let today = pontoon::daemon::poll_and_render::today();
     let packages =
@@ -695,7 +672,7 @@ async fn audit_cmd(config_path: PathBuf, dir: Option<PathBuf>) -> anyhow::Result
 async fn sync_once(config_path: PathBuf) -> anyhow::Result<ExitCode> {
     let config = load_config(&config_path)?;
     init_tracing(&config);
-    let snapshot = snapshot_for(&config, None, None).await?;
+    let snapshot = pontoon::cli::snapshot_at(&config, None, None).await?;
     let syncers = pontoon::daemon::connect(&config).await?;
     let owners = pontoon::daemon::poll_and_render::namespace_owners(&syncers).await;
     let keys = pontoon::daemon::poll_and_render::load_keys(&config.decryption).await?;
@@ -810,7 +787,7 @@ async fn plan_cmd(
     dir: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let config = load_config(&config_path)?;
-    let snapshot = snapshot_for(&config, revision, dir).await?;
+    let snapshot = pontoon::cli::snapshot_at(&config, revision, dir).await?;
     let syncers = pontoon::daemon::connect(&config).await?;
     let owners = pontoon::daemon::poll_and_render::namespace_owners(&syncers).await;
     let keys = pontoon::daemon::poll_and_render::load_keys(&config.decryption).await?;

@@ -124,8 +124,27 @@ fn exit(ok: bool) -> std::process::ExitCode {
 
 /// The newest snapshot of the platform repo the daemon's config points at.
 pub async fn snapshot(cfg: &Config) -> anyhow::Result<std::sync::Arc<crate::source::Snapshot>> {
+    snapshot_at(cfg, None, None).await
+}
+
+/// A snapshot of the platform repo: of `dir` when given (a checkout on disk), else of
+/// `revision` (a commit) of the config's repo when given, else its newest.
+pub async fn snapshot_at(
+    cfg: &Config,
+    revision: Option<String>,
+    dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<std::sync::Arc<crate::source::Snapshot>> {
+    use crate::config::{GitRef, SourceLocation};
+    let mut source_cfg = cfg.source.clone();
+    if let Some(d) = dir {
+        source_cfg.location = SourceLocation::Directory(d);
+    } else if let (Some(rev), SourceLocation::Git { git_ref, .. }) =
+        (revision, &mut source_cfg.location)
+    {
+        *git_ref = GitRef::Commit(rev);
+    }
     let mut source =
-        crate::source::Source::from_config(&cfg.source).map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::source::Source::from_config(&source_cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
     let polled = source.poll().await;
     if let Some(e) = polled.error {
         anyhow::bail!("cannot read the platform repo: {e}");
