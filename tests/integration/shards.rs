@@ -217,6 +217,25 @@ fn configmap_applies(s: &Setup, after: jiff::Timestamp) -> BTreeMap<String, Vec<
     out
 }
 
+/// [`configmap_applies`] once the audit logs hold `expected` objects, or after 15 s: the
+/// apiserver logs a request's event after it has answered it, so a sync the replicas
+/// report done may still have events on their way to the log. Fewer than `expected`
+/// after that is a missing apply; more is a write too many either way.
+async fn settled_applies(
+    s: &Setup,
+    after: jiff::Timestamp,
+    expected: usize,
+) -> BTreeMap<String, Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let applies = configmap_applies(s, after);
+        if applies.len() >= expected || Instant::now() >= deadline {
+            return applies;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Who holds each shard Lease now (None: free, absent or released).
 async fn holders(s: &Setup) -> Vec<Option<String>> {
     let leases: Api<Lease> = Api::namespaced(s.one.client().await, &s.system);
@@ -408,7 +427,7 @@ async fn three_replicas_share_the_teams_and_hand_shards_over_without_writing_twi
     }
 
     // Every object applied exactly once for the first revision.
-    let applies = configmap_applies(&s, start);
+    let applies = settled_applies(&s, start, s.teams.len() * 2 * 3).await;
     assert_eq!(applies.len(), s.teams.len() * 2 * 3, "{applies:#?}");
     for (object, writes) in &applies {
         assert_eq!(
@@ -423,7 +442,7 @@ async fn three_replicas_share_the_teams_and_hand_shards_over_without_writing_twi
     write_repo(&s, 2);
     let rev2 = all_synced(&s, &[&r0, &r1, &r2], &rev1, Duration::from_secs(60)).await;
     let by_shard = holders(&s).await;
-    let applies = configmap_applies(&s, changed);
+    let applies = settled_applies(&s, changed, s.teams.len() * 2 * 3).await;
     assert_eq!(applies.len(), s.teams.len() * 2 * 3, "{applies:#?}");
     for (object, writes) in &applies {
         let team = object.split('/').nth(1).unwrap_or_default();
@@ -516,7 +535,7 @@ async fn three_replicas_share_the_teams_and_hand_shards_over_without_writing_twi
             .map(|(t, e)| format!("{t}: {}", e.describe()))
             .collect::<Vec<_>>()
     );
-    let applies = configmap_applies(&s, pushed);
+    let applies = settled_applies(&s, pushed, s.teams.len() * 2 * 3).await;
     assert_eq!(applies.len(), s.teams.len() * 2 * 3, "{applies:#?}");
     for (object, writes) in &applies {
         assert_eq!(
