@@ -37,11 +37,12 @@ fn idle_percent(f: &Figures) -> Vec<f64> {
 pub fn print_run(f: &Figures) {
     let s = &f.steady;
     println!(
-        "  converged: {} units ({:.0} objects) Synced {:.1} s after start; {} writes; replicas' CPU {} s; servers' CPU {:.1} s",
+        "  converged: {} units ({:.0} objects) Synced {:.1} s after start; {} writes, the last {:.1} s after start; replicas' CPU {} s; servers' CPU {:.1} s",
         f.units,
         f.objects,
         f.converge,
         f.converge_writes,
+        f.writes_done,
         per_replica(&f.converge_cpu, "", 1),
         f.converge_servers_cpu
     );

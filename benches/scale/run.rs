@@ -65,8 +65,11 @@ pub struct Figures {
     /// Per replica: objects it manages, in steady state.
     pub managed: Vec<f64>,
     pub converge: f64,
-    /// Successful writes pontoon sent while converging (Leases apart).
+    /// Successful writes pontoon sent until its writes ended (Leases apart).
     pub converge_writes: usize,
+    /// Seconds from the start until pontoon's last write of the convergence (Leases apart):
+    /// the Unit resources trail the syncs.
+    pub writes_done: f64,
     pub converge_cpu: Vec<f64>,
     pub converge_servers_cpu: f64,
     pub steady: Steady,
@@ -177,6 +180,47 @@ async fn unit_states(http: &reqwest::Client, replicas: &[Replica]) -> BTreeMap<S
         }
     }
     out
+}
+
+/// The apiservers' write requests so far (Leases apart), the three summed.
+fn write_count(cps: &[ControlPlane]) -> u64 {
+    const WRITES: [&str; 6] = [
+        "POST",
+        "PUT",
+        "PATCH",
+        "APPLY",
+        "DELETE",
+        "DELETECOLLECTION",
+    ];
+    requests(cps)
+        .by_verb
+        .iter()
+        .filter(|(verb, _)| WRITES.contains(&verb.as_str()))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// Waits until the apiservers have counted no write (Leases apart) for `quiet`, so the
+/// steady window holds no trailing write of the convergence (the Unit resources are
+/// written after their units sync); returns the seconds from `start` to pontoon's last
+/// write.
+async fn writes_quiet(cps: &[ControlPlane], start: jiff::Timestamp, quiet: Duration) -> f64 {
+    let mut last = (write_count(cps), Instant::now());
+    while last.1.elapsed() < quiet {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let now = write_count(cps);
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
+    let newest = cps
+        .iter()
+        .flat_map(|cp| audit::writes_by(&cp.dir, pontoon::cluster::USER_AGENT, start))
+        .filter(|e| e.object_ref.as_ref().is_none_or(|o| o.resource != "leases"))
+        .map(|e| e.received())
+        .max()
+        .unwrap_or(start);
+    newest.duration_since(start).as_secs_f64()
 }
 
 /// Polls until all `units` are Synced; panics after `timeout`.
@@ -331,8 +375,10 @@ pub async fn run(plan: &Plan) -> Figures {
     let converge = t.elapsed().as_secs_f64();
     let converge_cpu: Vec<f64> = replicas.iter().map(Replica::cpu_seconds).collect();
     let converge_servers_cpu = servers_cpu(&cps) - servers0;
+    eprintln!("    converged in {converge:.1} s; waiting for the writes to end");
+    let writes_done = writes_quiet(&cps, mark, Duration::from_secs(20)).await;
+    eprintln!("    last write {writes_done:.1} s after start; waiting for a resync of every unit");
     let converge_writes = writes_since(&cps, mark).iter().filter(|(_, l)| !l).count();
-    eprintln!("    converged in {converge:.1} s; waiting for a resync of every unit");
 
     let settle = plan.resync * 3 + Duration::from_secs(600);
     resynced_after(&http, &replicas, units, unix_now(), settle).await;
@@ -368,6 +414,7 @@ pub async fn run(plan: &Plan) -> Figures {
         managed,
         converge,
         converge_writes,
+        writes_done,
         converge_cpu,
         converge_servers_cpu,
         steady,
