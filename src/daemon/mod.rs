@@ -481,11 +481,17 @@ pub fn watch_config(
     let name = file.file_name().map(|n| n.to_owned());
     // Only a change of the file's content counts; the folder may hold logs and caches.
     let mut last = std::fs::read(&file).ok();
-    let mut debouncer = notify_debouncer_mini::new_debouncer(
+    // Watch the folder: editors replace files rather than write them in place.
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let watch = crate::source::watch::watch(
+        dir,
+        notify::RecursiveMode::NonRecursive,
         Duration::from_millis(500),
-        move |res: notify_debouncer_mini::DebounceEventResult| {
-            let Ok(events) = res else { return };
-            if !events.iter().any(|e| e.path.file_name() == name.as_deref()) {
+        move |paths| {
+            if !paths.iter().any(|p| p.file_name() == name.as_deref()) {
                 return;
             }
             let now = std::fs::read(&file).ok();
@@ -505,17 +511,32 @@ pub fn watch_config(
         },
     )
     .context("watching the config file")?;
-    // Watch the folder: editors replace files rather than write them in place.
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    debouncer
-        .watcher()
-        .watch(
-            dir,
-            notify_debouncer_mini::notify::RecursiveMode::NonRecursive,
-        )
-        .context("watching the config file")?;
-    Ok(debouncer)
+    Ok(Box::new(watch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reading the config file (as `watch_config` itself does) is no change: only a new
+    /// content is sent, once.
+    #[tokio::test]
+    async fn the_config_watch_sends_a_changed_file_and_ignores_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pontoon.yaml");
+        std::fs::write(dir.path().join("kubeconfig"), "").expect("write");
+        let text = "source:\n  path: .\nclusters:\n  - name: a\n    kubeconfig: kubeconfig\n";
+        std::fs::write(&path, text).expect("write");
+        Config::load(&path).expect("the config loads");
+        let (tx, mut rx) = mpsc::channel(4);
+        let _watch = watch_config(&path, tx).expect("watch");
+        for _ in 0..5 {
+            std::fs::read(&path).expect("read");
+        }
+        let quiet = tokio::time::timeout(Duration::from_millis(1500), rx.recv()).await;
+        assert!(quiet.is_err(), "a read was taken for a change");
+        std::fs::write(&path, format!("{text}\n# edited\n")).expect("write");
+        let changed = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        assert!(matches!(changed, Ok(Some(_))), "{changed:?}");
+    }
 }

@@ -135,29 +135,20 @@ fn read_entry(
     }
 }
 
-/// Watches a folder; `notify` fires once per debounced burst of changes. The watcher
-/// lives as long as the returned value.
+/// Watches a folder; `wake` is notified once per debounced burst of changes (reading the
+/// folder, as a poll does, is none). The watcher lives as long as the returned value.
 pub fn watch(
     root: &Path,
     wake: std::sync::Arc<tokio::sync::Notify>,
 ) -> Result<impl Drop + use<>, SourceError> {
-    let mut debouncer =
-        notify_debouncer_mini::new_debouncer(Duration::from_millis(300), move |res| {
-            if let Ok(events) = res
-                && !Vec::<notify_debouncer_mini::DebouncedEvent>::is_empty(&events)
-            {
-                wake.notify_one();
-            }
-        })
-        .map_err(|e| SourceError::Directory(format!("cannot watch {}: {e}", root.display())))?;
-    debouncer
-        .watcher()
-        .watch(
-            root,
-            notify_debouncer_mini::notify::RecursiveMode::Recursive,
-        )
-        .map_err(|e| SourceError::Directory(format!("cannot watch {}: {e}", root.display())))?;
-    Ok(debouncer)
+    super::watch::watch(
+        root,
+        notify::RecursiveMode::Recursive,
+        Duration::from_millis(300),
+        move |_| wake.notify_one(),
+    )
+    .map(Box::new)
+    .map_err(|e| SourceError::Directory(format!("cannot watch {}: {e}", root.display())))
 }
 
 #[cfg(test)]

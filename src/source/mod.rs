@@ -12,6 +12,7 @@
 pub mod charts;
 pub mod dir;
 pub mod git;
+pub mod watch;
 pub mod webhook;
 
 use std::collections::BTreeMap;
