@@ -100,6 +100,22 @@ impl UnitWriter {
         Ok(asked)
     }
 
+    /// Takes what the watch saw of a Unit another replica writes: when this replica takes
+    /// the team's shard over, its first sync then writes nothing the Unit already says.
+    pub fn observe(&mut self, asked: &Asked) {
+        if asked.gone {
+            self.known.remove(&asked.team);
+        } else {
+            self.known.insert(
+                asked.team.clone(),
+                Known {
+                    generation: asked.generation,
+                    status: asked.status.clone(),
+                },
+            );
+        }
+    }
+
     /// The generation this process last saw of `team`'s Unit.
     pub fn generation(&self, team: &TeamName) -> i64 {
         self.known.get(team).map_or(0, |k| k.generation)
