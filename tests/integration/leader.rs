@@ -295,7 +295,11 @@ async fn a_leader_whose_lease_is_taken_mid_sync_makes_no_write_once_it_notices()
         "the sync ended before the Lease was taken ({created} objects)"
     );
 
-    // Long enough for the sync to have written dozens more objects had it gone on.
+    // A write the apiserver received before the leader noticed may still finish: count
+    // once those have (a second, as for `late` below), then wait long enough for the sync
+    // to have written dozens more objects had it gone on.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let settled = control_plane::configmap_names(&cms).await.len();
     tokio::time::sleep(Duration::from_secs(4)).await;
     // This daemon's requests only: its user agent ends with its identity, host and pid
     // (other tests of this binary write with pontoon's user agent too).
@@ -348,7 +352,7 @@ async fn a_leader_whose_lease_is_taken_mid_sync_makes_no_write_once_it_notices()
     );
     assert_eq!(
         control_plane::configmap_names(&cms).await.len(),
-        created,
+        settled,
         "objects appeared after the leader noticed"
     );
 }
