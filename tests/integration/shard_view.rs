@@ -14,7 +14,6 @@ use std::process::Child;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -215,19 +214,7 @@ async fn replica_users(s: &Setup) {
 
 /// Who holds each shard Lease now.
 async fn holders(s: &Setup) -> Vec<Option<String>> {
-    let leases: Api<Lease> = Api::namespaced(s.one.client().await, &s.system);
-    let mut out = Vec::new();
-    for shard in 0..SHARDS {
-        let name = pontoon::daemon::shards::shard_lease_name(&s.lease, shard);
-        let holder = leases
-            .get_opt(&name)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|l| l.spec?.holder_identity);
-        out.push(holder);
-    }
-    out
+    crate::shards::lease_holders(s.one, &s.system, &s.lease, SHARDS).await
 }
 
 /// Writes the operator Deployment's status as its controller would once it rolled out.

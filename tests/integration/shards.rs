@@ -238,10 +238,20 @@ async fn settled_applies(
 
 /// Who holds each shard Lease now (None: free, absent or released).
 async fn holders(s: &Setup) -> Vec<Option<String>> {
-    let leases: Api<Lease> = Api::namespaced(s.one.client().await, &s.system);
+    lease_holders(s.one, &s.system, &s.lease, SHARDS).await
+}
+
+/// Who holds each of the `shards` shard Leases named after `lease` in `system`.
+pub(crate) async fn lease_holders(
+    cp: &ControlPlane,
+    system: &str,
+    lease: &str,
+    shards: u32,
+) -> Vec<Option<String>> {
+    let leases: Api<Lease> = Api::namespaced(cp.client().await, system);
     let mut out = Vec::new();
-    for shard in 0..SHARDS {
-        let name = pontoon::daemon::shards::shard_lease_name(&s.lease, shard);
+    for shard in 0..shards {
+        let name = pontoon::daemon::shards::shard_lease_name(lease, shard);
         let holder = leases
             .get_opt(&name)
             .await
