@@ -226,6 +226,11 @@ async fn cluster_units(
             }
             Some(a) = asked.next() => {
                 others.observe(&a);
+                if !settings.ownership.holds(&a.team) {
+                    // Written by another replica: known here, so taking its shard over
+                    // writes no Unit that already says what this replica's sync finds.
+                    writer.observe(&a);
+                }
                 if units.apply(a.team.clone(), a.suspend.clone()) {
                     let now = units.suspended.get(&a.team).cloned();
                     write_suspension(&mut writer, &a.team, now.as_ref(), a.generation).await;

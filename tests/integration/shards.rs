@@ -162,6 +162,7 @@ fn team_of<'a>(s: &'a Setup, e: &Event) -> Option<&'a str> {
         let inventory = format!("pontoon-inventory-{t}");
         o.namespace == *t
             || (o.resource == "namespaces" && o.name == *t)
+            || (o.resource == "units" && o.namespace == s.system && o.name == *t)
             || (o.namespace == s.system
                 && (o.name == inventory || o.name.starts_with(&format!("{inventory}-"))))
     })
