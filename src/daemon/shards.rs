@@ -6,7 +6,8 @@
 //! own clock, renewed with the resourceVersion read, so two replicas never both hold it.
 //!
 //! Fairness: each replica also holds a member Lease (`<leaseName>-member-<identity>`), so
-//! every replica knows how many replicas live. A replica takes a free shard only while it
+//! every replica knows how many replicas live; a replica takes no shard in the round that
+//! announced it, so replicas started together count each other first. A replica takes a free shard only while it
 //! holds fewer than its fair share, `ceil(shards / live replicas)`, and gives up one shard
 //! per round while it holds more (a replica joined): it fences the shard first (its syncs
 //! cancelled, `active` says when) and only then releases the Lease, so the next holder
@@ -96,6 +97,11 @@ struct Round {
     releasing: BTreeSet<u32>,
     /// Every Lease seen, by name: when it last changed, by our clock.
     observed: HashMap<String, Option<Observed>>,
+    /// Whether this replica's member Lease has stood for a round: until then it takes
+    /// no shard, so replicas started together see each other before they split the
+    /// shards, rather than the first taking them all and cancelling its syncs to hand
+    /// them on.
+    joined: bool,
 }
 
 /// Runs the shard election until `stop` turns true. `held` says which shards this replica
@@ -213,7 +219,12 @@ async fn one_round(
     round.observed.retain(|name, _| leases.contains_key(name));
 
     let members = renew_member(api, s, &leases, &live).await?;
-    let share = fair_share(s.count, members);
+    let share = if round.joined {
+        fair_share(s.count, members)
+    } else {
+        round.joined = true;
+        0
+    };
     let disagreeing = disagreeing(s, &leases, &live);
     if let Some(why) = &disagreeing {
         tracing::error!(%why, "not taking shards while another shard count is live; fencing every shard");

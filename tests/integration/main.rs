@@ -46,6 +46,7 @@ mod restart;
 mod resume;
 mod rollouts;
 mod scheduler;
+mod shard_start;
 mod shard_view;
 mod shards;
 mod sops;
