@@ -9,11 +9,13 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::desired::{ClusterName, DesiredState, NamespaceOwners, Severity};
+use crate::desired::{
+    ClusterName, DesiredState, Diagnostic, NamespaceOwners, PLATFORM_UNIT, Severity,
+};
 use crate::sops::Keyring;
 use crate::source::git::GitTarget;
 use crate::source::webhook::PullRequest;
-use crate::status::{Notifier, State, Status};
+use crate::status::{DESCRIPTION_LIMIT, Notifier, State, Status};
 use crate::sync::Syncer;
 use crate::sync::plan::{Action, UnitPlan};
 
@@ -108,31 +110,81 @@ pub async fn plan_pull_request(
 }
 
 /// `3 errors: teams/a/web.yaml:4:3: error[unknown-field]: …; …`, or None when it renders.
+/// Said as `pontoon validate` says them where that fits the forge's limit; otherwise
+/// what each error's file already says is left out, step by step ([`Brevity`]), so
+/// that the place a chart's template failed is not what the limit cuts off.
 fn render_errors(state: &DesiredState) -> Option<String> {
-    let errors: Vec<String> = state
+    let errors: Vec<&Diagnostic> = state
         .diagnostics
         .iter()
         .filter(|d| d.severity == Severity::Error)
-        .map(|d| d.to_string())
         .collect();
     if errors.is_empty() && !state.platform_failed && state.failed_teams.is_empty() {
         return None;
     }
     let n = errors.len().max(1);
-    let shown: Vec<&str> = errors
-        .iter()
-        .take(SHOWN_ERRORS)
-        .map(String::as_str)
-        .collect();
-    Some(format!(
-        "{n} error{}: {}",
-        if n == 1 { "" } else { "s" },
-        if shown.is_empty() {
-            "the platform does not render".to_owned()
-        } else {
-            shown.join("; ")
+    let head = format!("{n} error{}: ", if n == 1 { "" } else { "s" });
+    if errors.is_empty() {
+        return Some(format!("{head}the platform does not render"));
+    }
+    let say = |brevity: Brevity| {
+        let shown: Vec<String> = errors
+            .iter()
+            .take(SHOWN_ERRORS)
+            .map(|d| brevity.say(d))
+            .collect();
+        format!("{head}{}", shown.join("; "))
+    };
+    let fits = |s: &String| s.chars().count() <= DESCRIPTION_LIMIT;
+    let whole = say(Brevity::Whole);
+    if fits(&whole) {
+        return Some(whole);
+    }
+    let without_team = say(Brevity::WithoutTeam);
+    if fits(&without_team) {
+        return Some(without_team);
+    }
+    Some(say(Brevity::WithoutPackage))
+}
+
+/// How much of an error a pull request's status says, each step leaving out more of
+/// what the error's file already names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Brevity {
+    /// As `pontoon validate` prints it.
+    Whole,
+    /// Without `team T: ` where the file is in the team's folder (or, for the platform
+    /// unit, in `components/`).
+    WithoutTeam,
+    /// Also without the package a `package-error` names (`chart teams/a/web on cluster
+    /// prod: ` becomes `cluster prod: `): the file is the document that declares it, and
+    /// the place the tool gave (`web/templates/cm.yaml:6`) starts with the chart's name.
+    WithoutPackage,
+}
+
+impl Brevity {
+    fn say(self, d: &Diagnostic) -> String {
+        if self == Brevity::Whole {
+            return d.to_string();
         }
-    ))
+        let team = d.team.as_ref().filter(|t| {
+            let in_folder = d.file.starts_with(&format!("teams/{t}/"));
+            let platforms = t.0 == PLATFORM_UNIT && d.file.starts_with("components/");
+            !(in_folder || platforms)
+        });
+        let message = match d.message.split_once(" on cluster ") {
+            Some((_, rest)) if self == Brevity::WithoutPackage && d.rule == "package-error" => {
+                format!("cluster {rest}")
+            }
+            _ => d.message.clone(),
+        };
+        let team = team.map(|t| format!("team {t}: ")).unwrap_or_default();
+        // Only errors are said.
+        format!(
+            "{}:{}:{}: error[{}]: {team}{message}",
+            d.file, d.line, d.column, d.rule
+        )
+    }
 }
 
 /// Totals per cluster.
@@ -252,6 +304,77 @@ mod tests {
             bad.description,
             "prod +1 ~0 -0 !1; prod/payments: Deployment payments/web: forbidden"
         );
+    }
+
+    fn error(file: &str, team: &str, rule: &str, message: &str) -> Diagnostic {
+        Diagnostic {
+            file: file.into(),
+            line: 1,
+            column: 1,
+            team: Some(crate::desired::TeamName(team.into())),
+            cluster: None,
+            severity: Severity::Error,
+            rule: rule.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The description of the failed plan, as the forge gets it.
+    fn failing(diagnostics: Vec<Diagnostic>) -> String {
+        let state = DesiredState {
+            diagnostics,
+            ..DesiredState::default()
+        };
+        let said = render_errors(&state).expect("errors");
+        Status::plan("abc", State::Failure, said).description
+    }
+
+    #[test]
+    fn render_errors_are_said_whole_where_they_fit() {
+        let d = error("teams/a/x.yaml", "a", "parse", "expected a mapping");
+        assert_eq!(
+            failing(vec![d.clone(), d]),
+            "2 errors: teams/a/x.yaml:1:1: error[parse]: team a: expected a mapping; teams/a/x.yaml:1:1: error[parse]: team a: expected a mapping"
+        );
+    }
+
+    #[test]
+    fn a_chart_error_keeps_its_template_and_line_within_the_forges_limit() {
+        let place = "web/templates/settings.yaml:6: helm template: parse error at (web/templates/settings.yaml:6): function \"nope\" not defined";
+        let team = error(
+            "teams/payments/web.yaml",
+            "payments",
+            "package-error",
+            &format!("chart teams/payments/web on cluster prod: {place}"),
+        );
+        let said = failing(vec![team]);
+        assert!(
+            said.starts_with("1 error: teams/payments/web.yaml:1:1: error[package-error]: cluster prod: web/templates/settings.yaml:6: helm template: "),
+            "{said}"
+        );
+        let component = error(
+            "components/cloudnative-pg.yaml",
+            PLATFORM_UNIT,
+            "package-error",
+            &format!(
+                "component cloudnative-pg: chart components/cloudnative-pg/chart on cluster prod: {place}"
+            ),
+        );
+        let said = failing(vec![component]);
+        assert!(
+            said.starts_with("1 error: components/cloudnative-pg.yaml:1:1: error[package-error]: cluster prod: web/templates/settings.yaml:6: "),
+            "{said}"
+        );
+        // What the file does not say stays: a team's error in a platform file.
+        let kind = error(
+            "kinds/cache.yaml",
+            "payments",
+            "expression",
+            &format!("instance sessions: {}", "x".repeat(140)),
+        );
+        assert!(failing(vec![kind]).starts_with(
+            "1 error: kinds/cache.yaml:1:1: error[expression]: team payments: instance sessions: x"
+        ),);
     }
 
     #[test]

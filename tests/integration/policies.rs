@@ -289,10 +289,15 @@ async fn a_pull_request_breaking_a_rule_fails_its_plan_on_gitea_naming_the_rule_
         .open_pull_request(&repo, "no-cost-center", "main", "drop the label")
         .await;
     let d = wait_status(gitea, &repo, &head, "pontoon/plan", "failure").await;
+    // `team T: ` is left out where the whole would not fit the forge's limit: the file
+    // already names the team.
+    let (rule, policy) = (
+        format!("1 error: {app}:5:3: error[policy/cost-center]: "),
+        "policy cost-center on rules",
+    );
     assert!(
-        d.starts_with(&format!(
-            "1 error: {app}:5:3: error[policy/cost-center]: team {team}: policy cost-center on rules"
-        )),
+        d.starts_with(&format!("{rule}team {team}: {policy}"))
+            || d.starts_with(&format!("{rule}{policy}")),
         "{d}"
     );
     let cms: Api<ConfigMap> = Api::namespaced(cp.client().await, &team);
