@@ -36,6 +36,7 @@ mod notify_rollout;
 mod owners;
 mod packages;
 mod page;
+mod plan_packages;
 mod plans;
 mod policies;
 mod prometheus;

@@ -192,7 +192,12 @@ async fn a_deny_on_one_cluster_stops_the_team_there_alone_until_an_exception_and
 }
 
 /// Commits everything in `work` and pushes `branch`; the new commit.
-fn commit_and_push(gitea: &gitea::Gitea, work: &Path, repo: &str, branch: &str) -> String {
+pub(crate) fn commit_and_push(
+    gitea: &gitea::Gitea,
+    work: &Path,
+    repo: &str,
+    branch: &str,
+) -> String {
     git(work, &["add", "-A"]);
     git(work, &["commit", "-q", "-m", branch]);
     gitea.push(work, repo, branch);
@@ -200,7 +205,7 @@ fn commit_and_push(gitea: &gitea::Gitea, work: &Path, repo: &str, branch: &str) 
 }
 
 /// Waits until `context` on `sha` is `state`; its description.
-async fn wait_status(
+pub(crate) async fn wait_status(
     gitea: &gitea::Gitea,
     repo: &str,
     sha: &str,
@@ -224,6 +229,25 @@ async fn wait_status(
         },
     )
     .await
+}
+
+/// Gitea's own pull-request webhook of `repo`, signed with the secret `s3cret`, to the
+/// daemon listening on `port`.
+pub(crate) async fn pull_request_webhook(gitea: &gitea::Gitea, repo: &str, port: u16) {
+    let owner = gitea.user();
+    let hook = gitea
+        .api(Method::POST, &format!("/repos/{owner}/{repo}/hooks"))
+        .json(&json!({
+            "type": "gitea",
+            "active": true,
+            "events": ["pull_request"],
+            "config": {"url": format!("http://127.0.0.1:{port}/webhooks/gitea"),
+                       "content_type": "json", "secret": "s3cret"},
+        }))
+        .send()
+        .await
+        .expect("create hook");
+    assert!(hook.status().is_success(), "{:?}", hook.text().await);
 }
 
 #[tokio::test]
@@ -268,19 +292,7 @@ async fn a_pull_request_breaking_a_rule_fails_its_plan_on_gitea_naming_the_rule_
     let port = config.port();
     let daemon = Daemon::start(&config.write(tmp.path()));
     wait_status(gitea, &repo, &main, "pontoon/rules", "success").await;
-    let hook = gitea
-        .api(Method::POST, &format!("/repos/{owner}/{repo}/hooks"))
-        .json(&json!({
-            "type": "gitea",
-            "active": true,
-            "events": ["pull_request"],
-            "config": {"url": format!("http://127.0.0.1:{port}/webhooks/gitea"),
-                       "content_type": "json", "secret": "s3cret"},
-        }))
-        .send()
-        .await
-        .expect("create hook");
-    assert!(hook.status().is_success(), "{:?}", hook.text().await);
+    pull_request_webhook(gitea, &repo, port).await;
 
     git(&work, &["checkout", "-q", "-b", "no-cost-center"]);
     write(&work, &app, &settings("green", "{app: web}"));

@@ -30,6 +30,7 @@ pub struct DaemonConfig {
     commit_status: Option<Map<String, Value>>,
     leader_election: Option<Value>,
     log: Map<String, Value>,
+    packages: Map<String, Value>,
 }
 
 impl DaemonConfig {
@@ -42,6 +43,7 @@ impl DaemonConfig {
             commit_status: None,
             leader_election: None,
             log: Map::new(),
+            packages: Map::new(),
         }
     }
 
@@ -166,6 +168,14 @@ impl DaemonConfig {
         self
     }
 
+    /// `packages.helm` and `packages.kustomize`: the tools that expand charts and
+    /// Kustomize folders (the daemon finds them on `PATH` otherwise).
+    pub fn packages(mut self, helm: &Path, kustomize: &Path) -> DaemonConfig {
+        self.packages.insert("helm".into(), json!(helm));
+        self.packages.insert("kustomize".into(), json!(kustomize));
+        self
+    }
+
     /// `log.level`.
     pub fn log_level(mut self, level: &str) -> DaemonConfig {
         self.log.insert("level".into(), json!(level));
@@ -188,7 +198,11 @@ impl DaemonConfig {
         doc.insert("source".into(), Value::Object(self.source.clone()));
         doc.insert("clusters".into(), Value::Array(self.clusters.clone()));
         doc.insert("listen".into(), json!({"http": self.listen.to_string()}));
-        for (field, part) in [("sync", &self.sync), ("log", &self.log)] {
+        for (field, part) in [
+            ("sync", &self.sync),
+            ("log", &self.log),
+            ("packages", &self.packages),
+        ] {
             if !part.is_empty() {
                 doc.insert(field.into(), Value::Object(part.clone()));
             }
@@ -249,6 +263,7 @@ mod tests {
             .gitea_statuses("https://forge.example.com/api/v1", "me/p", "token")
             .status_target_url("https://pontoon.example.com/#{cluster}/{team}")
             .leader_election("b", "lead", "7s")
+            .packages(&dir.path().join("helm"), &dir.path().join("kustomize"))
             .log_level("warn");
         let config = pontoon::config::Config::load(&built.write(dir.path()))
             .unwrap_or_else(|e| panic!("{e}\n{}", built.to_yaml()));
@@ -278,6 +293,10 @@ mod tests {
                 le.lease_duration
             ),
             ("b", "lead", Duration::from_secs(7))
+        );
+        assert_eq!(
+            (config.packages.helm, config.packages.kustomize),
+            (dir.path().join("helm"), dir.path().join("kustomize"))
         );
         let statuses = config.commit_status.expect("commit statuses");
         assert_eq!(
