@@ -267,6 +267,10 @@ pub struct SyncConfig {
     pub health_timeout: Duration,
     /// Full resync of every unit, the safety net under watches and webhooks.
     pub resync_interval: Duration,
+    /// Of the resyncs of an unchanged unit, every this-many-th lists the unit's objects
+    /// even when the drift watches could answer it (`sync.fullResyncEvery`; default
+    /// [`full_resync_every_default`]).
+    pub full_resync_every: u32,
     /// How many shards split the teams across replicas (`sync.shards`, default 1: one
     /// leader syncs every team). Each shard has a Lease of its own; a team's units belong
     /// to shard `stable_hash(team) mod shards`.
@@ -291,6 +295,17 @@ pub const DEFAULT_CONCURRENCY: u32 = 16;
 pub const DEFAULT_APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(600);
+/// Without `sync.fullResyncEvery`, an unchanged unit is listed at least this often.
+pub const FULL_CHECK_AT_LEAST_EVERY: Duration = Duration::from_secs(600);
+
+/// `sync.fullResyncEvery` when it is not set: as many resyncs as fit in
+/// [`FULL_CHECK_AT_LEAST_EVERY`], at least one (every resync lists, as with the default
+/// `resyncInterval` of 10 minutes).
+pub fn full_resync_every_default(resync_interval: Duration) -> u32 {
+    let fit = FULL_CHECK_AT_LEAST_EVERY.as_secs_f64() / resync_interval.as_secs_f64().max(1e-3);
+    (fit.floor() as u32).max(1)
+}
+
 pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
 /// The most shards `sync.shards` may ask for: each is a Lease renewed every few seconds.
 pub const MAX_SHARDS: u32 = 64;

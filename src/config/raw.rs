@@ -167,6 +167,8 @@ pub(super) struct RawSync {
     pub(super) apply_timeout: Option<HumanDuration>,
     pub(super) health_timeout: Option<HumanDuration>,
     pub(super) resync_interval: Option<HumanDuration>,
+    /// `sync.fullResyncEvery`: of an unchanged unit's resyncs, every this-many-th lists.
+    pub(super) full_resync_every: Option<Spanned<u32>>,
     /// `sync.shards`: how many shard Leases split the teams across replicas.
     pub(super) shards: Option<Spanned<u32>>,
 }

@@ -501,3 +501,27 @@ fn shards_default_to_one_and_more_need_leader_election() {
         p[0]
     );
 }
+
+#[test]
+fn full_resync_every_defaults_to_a_full_check_every_ten_minutes_and_is_at_least_one() {
+    let f = Fixture::new();
+    // resyncInterval 5m: every second resync lists.
+    assert_eq!(f.load(GOOD).expect("valid").sync.full_resync_every, 2);
+    let every = |interval: &str| {
+        let text = GOOD.replace("resyncInterval: 5m", &format!("resyncInterval: {interval}"));
+        f.load(&text).expect("valid").sync.full_resync_every
+    };
+    assert_eq!(every("10m"), 1, "the default interval: every resync lists");
+    assert_eq!(every("1h"), 1);
+    assert_eq!(every("1m"), 10);
+    assert_eq!(every("30s"), 20);
+    assert_eq!(every("7m"), 1);
+    let set = GOOD.replace("sync:\n", "sync:\n  fullResyncEvery: 4\n");
+    assert_eq!(f.load(&set).expect("valid").sync.full_resync_every, 4);
+    let p = f.problems(&GOOD.replace("sync:\n", "sync:\n  fullResyncEvery: 0\n"));
+    assert!(
+        p[0].starts_with("pontoon.yaml:18:20: sync.fullResyncEvery: must be at least 1"),
+        "{}",
+        p[0]
+    );
+}

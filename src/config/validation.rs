@@ -17,7 +17,7 @@ use super::{
     DEFAULT_LEASE_DURATION, DEFAULT_NAMESPACE, DEFAULT_POLL_INTERVAL, DEFAULT_RESYNC_INTERVAL,
     DEFAULT_SHUTDOWN_TIMEOUT, DecryptionConfig, DriftConfig, GitAuth, GitRef, LeaderElectionConfig,
     ListenConfig, LogConfig, MAX_SHARDS, Owner, Provider, SecretRef, SourceConfig, SourceLocation,
-    SyncConfig, WebhookAuth, is_dns_label,
+    SyncConfig, WebhookAuth, full_resync_every_default, is_dns_label,
 };
 
 pub(super) fn yaml_problem(path: &Path, e: &serde_saphyr::Error) -> ConfigProblem {
@@ -550,6 +550,15 @@ impl<'a> Validator<'a> {
             Some(n) => n.value,
             None => 1,
         };
+        let resync_interval = raw.resync_interval.map_or(DEFAULT_RESYNC_INTERVAL, |d| d.0);
+        let full_resync_every = match raw.full_resync_every {
+            Some(n) if n.value == 0 => {
+                self.problem(&n, "sync.fullResyncEvery", "must be at least 1");
+                1
+            }
+            Some(n) => n.value,
+            None => full_resync_every_default(resync_interval),
+        };
         SyncConfig {
             owner,
             namespace,
@@ -557,7 +566,8 @@ impl<'a> Validator<'a> {
             force_conflicts: raw.force_conflicts.unwrap_or(true),
             apply_timeout: raw.apply_timeout.map_or(DEFAULT_APPLY_TIMEOUT, |d| d.0),
             health_timeout: raw.health_timeout.map_or(DEFAULT_HEALTH_TIMEOUT, |d| d.0),
-            resync_interval: raw.resync_interval.map_or(DEFAULT_RESYNC_INTERVAL, |d| d.0),
+            resync_interval,
+            full_resync_every,
             shards,
         }
     }

@@ -1,7 +1,10 @@
 //! The drift watches of one cluster: one watch per managed kind (label-filtered, never per
 //! object), started and stopped as the kinds the units manage change. Each change a watch
 //! delivers is judged (see `judge.rs`); a change seen while its team's sync runs is
-//! deferred and judged once that sync is over, against what it applied.
+//! deferred and judged once that sync is over, against what it applied. Each watch also
+//! leaves the uid and resourceVersion of what it sees with the sync engine
+//! (`crate::sync::Watched`), and says when it (re)lists, errs or stops, so that a resync
+//! of an unchanged unit can be answered from it without a list.
 //!
 //! A watch never writes; it only reads, judges and reports.
 
@@ -206,23 +209,37 @@ impl DriftWatch {
         // The watcher re-lists after an expired resourceVersion; objects whose version is
         // what pontoon applied are skipped, so a re-list causes no re-applies.
         let mut stream = watcher(api, config).default_backoff().boxed();
+        // What this watch sees, for resyncs answered without lists; it stops counting
+        // when the task ends or is aborted (the feed is dropped).
+        let feed = self
+            .syncer
+            .watched()
+            .feed(&resolved.resource.group, &resolved.resource.kind);
         while let Some(event) = stream.next().await {
             match event {
                 Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
+                    feed.seen(&o.metadata);
                     self.judge_change(&resolved, o, Change::Written)
                 }
-                Ok(watcher::Event::Delete(o)) => self.judge_change(&resolved, o, Change::Deleted),
+                Ok(watcher::Event::Delete(o)) => {
+                    feed.gone(&o.metadata);
+                    self.judge_change(&resolved, o, Change::Deleted)
+                }
                 Ok(watcher::Event::InitDone) => {
+                    feed.listed();
                     listed.send_replace(true);
                 }
-                Ok(watcher::Event::Init) => {}
-                Err(source) => self.failures.kind(
-                    &resolved.resource.kind,
-                    DriftError::Watch {
-                        kind: resolved.resource.kind.clone(),
-                        source,
-                    },
-                ),
+                Ok(watcher::Event::Init) => feed.listing(),
+                Err(source) => {
+                    feed.interrupted();
+                    self.failures.kind(
+                        &resolved.resource.kind,
+                        DriftError::Watch {
+                            kind: resolved.resource.kind.clone(),
+                            source,
+                        },
+                    )
+                }
             }
         }
     }

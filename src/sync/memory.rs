@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use super::inventory::{Entry, Inventory};
 use super::live::Live;
 use super::resolve::{Planned, api_version_of};
+use super::watched::Epochs;
 use crate::cluster::Resolved;
 use crate::desired::{DesiredObject, Digest, ObjectKey, TeamName, UnitDesired};
 
@@ -64,6 +65,22 @@ pub(super) struct LastApply {
     inventory: BTreeSet<ObjectKey>,
     /// Every object was healthy then (or became so while the daemon waited).
     healthy: bool,
+    /// A full sync found nothing to do since that apply (see [`Checked`]).
+    pub checked: Option<Checked>,
+}
+
+/// What a full sync that found nothing to do leaves for the resyncs after it, which may
+/// answer from the drift watches instead of listing (`super::watched`).
+#[derive(Debug, Clone)]
+pub(super) struct Checked {
+    /// The epoch of the watch of each of the unit's kinds before it listed.
+    pub epochs: Epochs,
+    /// The inventory's resourceVersion it read.
+    pub inventory: String,
+    /// Its objects found with no health rule and no status, as it reported them.
+    pub no_health_rule: Vec<ObjectKey>,
+    /// Resyncs answered from the watches since.
+    pub answered: u32,
 }
 
 impl LastApply {
@@ -82,7 +99,16 @@ impl LastApply {
                 .collect(),
             inventory: applied.keys().cloned().collect(),
             healthy,
+            checked: None,
         }
+    }
+
+    /// The same manifest as last applied, and the object with `uid` at
+    /// `resource_version` is the one that apply left (or found holding it).
+    pub fn holds_at(&self, p: &Planned, uid: &str, resource_version: &str) -> bool {
+        self.objects.get(&p.key).is_some_and(|v| {
+            v.digest == p.digest && v.resource_version == resource_version && v.uid == uid
+        })
     }
 
     /// The same manifest as last applied, and the live object still at the version that
@@ -102,13 +128,19 @@ impl LastApply {
         planned: &[Planned],
         live: &HashMap<ObjectKey, Live>,
     ) -> bool {
+        self.same_objects(previous, desired_keys)
+            && planned
+                .iter()
+                .all(|p| live.get(&p.key).is_some_and(|l| self.unchanged(p, l)))
+    }
+
+    /// The last apply was healthy, and it, the inventory and the desired state name the
+    /// same objects: what [`LastApply::still_holds`] asks besides the live objects.
+    pub fn same_objects(&self, previous: &Inventory, desired_keys: &BTreeSet<ObjectKey>) -> bool {
         self.healthy
             && previous.exists
             && self.inventory == *desired_keys
             && previous.keys() == *desired_keys
-            && planned
-                .iter()
-                .all(|p| live.get(&p.key).is_some_and(|l| self.unchanged(p, l)))
     }
 }
 
@@ -216,6 +248,22 @@ impl Memory {
     /// Forgets the last apply, so the next sync re-checks every object.
     pub fn forget_last_apply(&self, team: &TeamName) {
         self.last().remove(team);
+    }
+
+    /// A full sync of `team` found nothing to do: the resyncs after it may answer from
+    /// the drift watches, as `checked` says (`None`: they may not, a watch was not
+    /// listed when it began).
+    pub fn checked(&self, team: &TeamName, checked: Option<Checked>) {
+        if let Some(last) = self.last().get_mut(team) {
+            last.checked = checked;
+        }
+    }
+
+    /// A resync of `team` was answered from the drift watches.
+    pub fn answered(&self, team: &TeamName) {
+        if let Some(c) = self.last().get_mut(team).and_then(|l| l.checked.as_mut()) {
+            c.answered += 1;
+        }
     }
 
     /// The team's last apply has become healthy (after a wait for its rollouts).

@@ -7,7 +7,9 @@
 //! 2. if the desired objects and the live resourceVersions are what the last sync left,
 //!    stop: no write request at all (with nothing remembered, after a restart, the
 //!    inventory's uids, resourceVersions and digests say the same per object, and such an
-//!    object gets no request in step 5);
+//!    object gets no request in step 5); a resync after such a stop may take the live
+//!    resourceVersions from the drift watches instead of the lists (`watched`), while they
+//!    have run without a gap since;
 //! 3. refuse a sync that would delete more than the platform's share of the team's own
 //!    objects (held, reported), unless released for this revision; leave out what
 //!    another team owns, and what exists without pontoon's labels unless the platform
@@ -27,7 +29,8 @@
 //! Where each part lives: the result model in `result`, resolving kinds in `resolve`,
 //! what is live and who owns it in `live`, what a team may take over in `adopt`, one object's apply in `apply`, the phases in
 //! `order` and `phases`, waves of what depends on other objects in `waves`, pruning in `prune` and its guarded delete in `delete`, what is
-//! remembered between syncs in `memory`, syncs in flight in `in_flight`, health rules in
+//! remembered between syncs in `memory`, what the drift watches saw (and the resyncs
+//! answered from it) in `watched`, syncs in flight in `in_flight`, health rules in
 //! `health` and the waits for them in `health_wait`, teams that left in `removal`, the
 //! dry run in `plan`.
 //!
@@ -52,6 +55,7 @@ pub mod rebuild;
 mod removal;
 mod resolve;
 mod result;
+mod watched;
 mod waves;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,6 +76,7 @@ use resolve::Planned;
 
 pub use memory::AppliedObject;
 pub use result::{ObjectError, UnitResult, UnitState, Waiting};
+pub use watched::{Feed, Watched};
 
 /// Settings of the sync engine (from the daemon config's `sync` section).
 #[derive(Debug, Clone)]
@@ -85,6 +90,9 @@ pub struct SyncOptions {
     /// Field managers that stand for people (kubectl's, and the drift config's): the
     /// fields they add to an object pontoon applies are removed when it is corrected.
     pub human_managers: Vec<String>,
+    /// Of the resyncs of an unchanged unit, every this-many-th lists its objects even
+    /// when the drift watches could answer it (`sync.fullResyncEvery`; 1: every one).
+    pub full_resync_every: u32,
 }
 
 impl SyncOptions {
@@ -115,6 +123,7 @@ impl From<&SyncConfig> for SyncOptions {
             force_conflicts: c.force_conflicts,
             apply_timeout: c.apply_timeout,
             human_managers: kubectl_managers(),
+            full_resync_every: c.full_resync_every,
         }
     }
 }
@@ -128,6 +137,9 @@ impl Default for SyncOptions {
             force_conflicts: true,
             apply_timeout: crate::config::DEFAULT_APPLY_TIMEOUT,
             human_managers: kubectl_managers(),
+            full_resync_every: crate::config::full_resync_every_default(
+                crate::config::DEFAULT_RESYNC_INTERVAL,
+            ),
         }
     }
 }
@@ -179,6 +191,8 @@ pub struct Syncer {
     components: components::ComponentBoard,
     /// Teams suspended without correcting drift: drift leaves their objects as found.
     frozen: std::sync::Mutex<std::collections::BTreeSet<TeamName>>,
+    /// What the drift watches of this cluster have seen, for resyncs answered without lists.
+    watched: Arc<Watched>,
 }
 
 impl Syncer {
@@ -191,6 +205,7 @@ impl Syncer {
             in_flight: InFlight::default(),
             components: components::ComponentBoard::default(),
             frozen: Default::default(),
+            watched: Arc::default(),
         }
     }
 
@@ -227,6 +242,12 @@ impl Syncer {
     /// Whether a sync of `team` is running on this cluster right now.
     pub fn is_syncing(&self, team: &TeamName) -> bool {
         self.in_flight.contains(team)
+    }
+
+    /// Where the drift watches of this cluster leave what they see of pontoon's objects,
+    /// so that a resync of an unchanged unit needs no list.
+    pub fn watched(&self) -> &Arc<Watched> {
+        &self.watched
     }
 
     /// The daemon instance this syncer writes as: it touches no other owner's objects.
@@ -365,6 +386,16 @@ impl Syncer {
         resolve::put_named_roles(&mut planned, &named);
         let desired_keys: BTreeSet<ObjectKey> = planned.iter().map(|p| p.key.clone()).collect();
         let last = self.memory.last_apply(team);
+        // Nothing changed since a full sync found nothing to do, as the drift watches
+        // saw it: no list, no write.
+        if r.errors.is_empty()
+            && let Some(l) = &last
+            && self.answered_by_watches(l, &previous, &desired_keys, &planned, r)
+        {
+            self.memory.answered(team);
+            return Ok(());
+        }
+        let epochs = self.watched.epochs(&watched::kinds_of(&planned, &previous));
         let known = Known {
             last: last.as_ref(),
             inventory: &previous,
@@ -378,16 +409,7 @@ impl Syncer {
                 .as_ref()
                 .is_some_and(|l| l.still_holds(&previous, &desired_keys, &planned, &live))
         {
-            r.unchanged = planned.len();
-            r.no_health_rule = planned
-                .iter()
-                .filter(|p| {
-                    live.get(&p.key).and_then(|l| l.health.as_ref())
-                        == Some(&health::Health::NoRule)
-                })
-                .map(|p| p.key.clone())
-                .collect();
-            r.no_health_rule.sort();
+            self.found_unchanged(team, &planned, &live, &previous, epochs, r);
             return Ok(());
         }
 

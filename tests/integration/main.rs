@@ -45,6 +45,7 @@ mod rbac;
 mod rebuild;
 mod restart;
 mod resume;
+mod resync_cost;
 mod rollouts;
 mod scheduler;
 mod shard_start;
