@@ -13,7 +13,9 @@
 //! ClusterIP, and its Events). The first run creates everything; the
 //! second finds the cluster exactly as the first left it, as every restart, leader
 //! handover or pipeline run of an unchanged repo does. For the daemon: its peak RSS once
-//! every unit is Synced and again after one resync.
+//! every unit is Synced and again after one resync; then the requests of the next two
+//! resyncs of every unit, the first of which lists (it finds every unit unchanged) and the
+//! second answered from the drift watches.
 //!
 //! The control plane runs no controller manager, so this program plays the Deployment
 //! controller: it watches the managed Deployments and writes each one's status as rolled
@@ -353,6 +355,21 @@ fn daemon_round(rt: &tokio::runtime::Runtime, cp: &ControlPlane, work: &Path) ->
         all_synced(&http, &base, t, Duration::from_secs(300)).await;
     });
     let (peak_after_resync, rss_after_resync) = (proc_mib(pid, "VmHWM:"), proc_mib(pid, "VmRSS:"));
+    // The resync after that finds every unit unchanged and lists it (what every resync
+    // cost before the drift watches answered them); the one after is answered by them.
+    let listed = rt.block_on(resync_window(cp, &base));
+    let answered = rt.block_on(resync_window(cp, &base));
+    for (what, r) in [
+        ("a resync of every unchanged unit that lists", &listed),
+        ("the next, answered from the drift watches", &answered),
+    ] {
+        println!(
+            "  pontoon run, {what}: {} requests ({:.2} per unit): {}",
+            r.total(),
+            r.total() as f64 / TEAMS as f64,
+            counts(&r.by_resource)
+        );
+    }
     let killed = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -372,6 +389,41 @@ struct Round {
     first: Run,
     second: Run,
     daemon: Daemon,
+}
+
+/// The requests of the daemon's next resync of every unit, until each unit's last
+/// attempt is later than the window's start.
+async fn resync_window(cp: &ControlPlane, base: &str) -> Requests {
+    let http = reqwest::Client::new();
+    let every_unit_after = |since: f64| {
+        let http = http.clone();
+        async move {
+            let t = Instant::now();
+            loop {
+                let attempts = last_attempts(&http, base).await;
+                if attempts.len() == TEAMS && attempts.iter().all(|&a| a > since) {
+                    return;
+                }
+                assert!(
+                    t.elapsed() < Duration::from_secs(300),
+                    "no resync of every unit within 5 minutes"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    // Called as a resync of every unit ends, well before the next tick: the window
+    // holds exactly the next one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (before, at) = (Requests::read(cp), now());
+    every_unit_after(at).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Requests::read(cp).since(&before)
 }
 
 /// Both `sync --once` runs on a fresh control plane, then the daemon on another.
