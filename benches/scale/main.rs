@@ -15,7 +15,9 @@
 //! `PONTOON_SCALE_TIMEOUT` (1800 seconds to converge).
 //!
 //! Per run: the time from starting the replicas until every unit is Synced (from each
-//! replica's `/api/status`); the writes that took (from the audit logs, by user agent);
+//! replica's `/api/status`), with when each share of the units was Synced and its Unit
+//! resource said Ready (`timeline`), and the requests that took by verb and resource;
+//! the writes that took (from the audit logs, by user agent);
 //! then, once every unit has been resynced once, one resync interval of steady state:
 //! the unit syncs in it (the replicas' `pontoon_sync_duration_seconds_count`), the
 //! requests the apiservers counted (`apiserver_request_total`, Leases apart), pontoon's
@@ -50,6 +52,7 @@ mod run;
 #[path = "../../tests/support/script.rs"]
 #[allow(dead_code)]
 mod script;
+mod timeline;
 
 use std::time::Duration;
 

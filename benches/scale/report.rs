@@ -46,6 +46,12 @@ pub fn print_run(f: &Figures) {
         per_replica(&f.converge_cpu, "", 1),
         f.converge_servers_cpu
     );
+    println!("    {}", f.timeline.describe());
+    println!(
+        "    requests until every unit was Synced {}: {}",
+        f.converge_requests.total(),
+        counts(&f.converge_requests.by_resource)
+    );
     println!(
         "  steady, one resync interval ({:.1} s): {:.0} unit syncs; pontoon's writes: {} (Lease renewals {}); apiserver requests {}: {}",
         s.window,

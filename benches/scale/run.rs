@@ -18,6 +18,7 @@ use crate::measure::Requests;
 use crate::platform::{CLUSTERS, team};
 use crate::recovery::{self, Recovery};
 use crate::replica::{Replica, metric_sum, samples};
+use crate::timeline::{Point, Timeline, units_ready};
 use crate::{audit, common};
 
 /// The shard and leader Leases' base name.
@@ -65,6 +66,10 @@ pub struct Figures {
     /// Per replica: objects it manages, in steady state.
     pub managed: Vec<f64>,
     pub converge: f64,
+    /// Units Synced and Units Ready over the convergence.
+    pub timeline: Timeline,
+    /// Requests the apiservers counted until every unit was Synced (Leases apart).
+    pub converge_requests: Requests,
     /// Successful writes pontoon sent until its writes ended (Leases apart).
     pub converge_writes: usize,
     /// Seconds from the start until pontoon's last write of the convergence (Leases apart):
@@ -223,15 +228,35 @@ async fn writes_quiet(cps: &[ControlPlane], start: jiff::Timestamp, quiet: Durat
     newest.duration_since(start).as_secs_f64()
 }
 
-/// Polls until all `units` are Synced; panics after `timeout`.
-async fn converged(http: &reqwest::Client, replicas: &[Replica], units: usize, timeout: Duration) {
-    let t = Instant::now();
+/// Polls until all `units` are Synced, listing the Units every `UNITS_EVERY` meanwhile;
+/// panics after `timeout`. Returns what it saw over time (seconds from `t`).
+async fn converged(
+    http: &reqwest::Client,
+    (cps, replicas): (&[ControlPlane], &[Replica]),
+    (units, t): (usize, Instant),
+    timeout: Duration,
+) -> Timeline {
     let mut told = Instant::now();
+    let mut timeline = Timeline {
+        total: units,
+        ..Timeline::default()
+    };
+    let mut looked = None::<Instant>;
     loop {
         let states = unit_states(http, replicas).await;
         let synced = states.values().filter(|s| **s).count();
+        if synced == units || looked.is_none_or(|l| l.elapsed() >= UNITS_EVERY) {
+            looked = Some(Instant::now());
+            let units_ready = units_ready(cps).await;
+            let at = t.elapsed().as_secs_f64();
+            timeline.points.push(Point {
+                at,
+                synced,
+                units_ready,
+            });
+        }
         if synced == units {
-            return;
+            return timeline;
         }
         if told.elapsed() > Duration::from_secs(30) {
             eprintln!(
@@ -248,6 +273,30 @@ async fn converged(http: &reqwest::Client, replicas: &[Replica], units: usize, t
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
+
+/// After every unit is Synced: lists the Units until each says Ready, at most
+/// `UNITS_TRAIL`, adding what it sees to `timeline`.
+async fn units_trail(cps: &[ControlPlane], timeline: &mut Timeline, t: Instant) {
+    let until = Instant::now() + UNITS_TRAIL;
+    loop {
+        let units_ready = units_ready(cps).await;
+        timeline.points.push(Point {
+            at: t.elapsed().as_secs_f64(),
+            synced: timeline.total,
+            units_ready,
+        });
+        if units_ready >= timeline.total || Instant::now() > until {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// How often the Unit resources are listed while units converge.
+const UNITS_EVERY: Duration = Duration::from_secs(5);
+
+/// How long after every unit is Synced the Units are waited for.
+const UNITS_TRAIL: Duration = Duration::from_secs(180);
 
 /// Waits until every unit has been attempted after `since` (a resync after convergence),
 /// so the steady window starts in steady state.
@@ -369,12 +418,15 @@ pub async fn run(plan: &Plan) -> Figures {
 
     let mark = jiff::Timestamp::now();
     let servers0 = servers_cpu(&cps);
+    let requests0 = requests(&cps);
     let t = Instant::now();
     let mut replicas = start_replicas(plan, &cps, &dir);
-    converged(&http, &replicas, units, plan.timeout).await;
+    let mut timeline = converged(&http, (&cps, &replicas), (units, t), plan.timeout).await;
     let converge = t.elapsed().as_secs_f64();
+    let converge_requests = requests(&cps).since(&requests0);
     let converge_cpu: Vec<f64> = replicas.iter().map(Replica::cpu_seconds).collect();
     let converge_servers_cpu = servers_cpu(&cps) - servers0;
+    units_trail(&cps, &mut timeline, t).await;
     eprintln!("    converged in {converge:.1} s; waiting for the writes to end");
     let writes_done = writes_quiet(&cps, mark, Duration::from_secs(20)).await;
     eprintln!("    last write {writes_done:.1} s after start; waiting for a resync of every unit");
@@ -413,6 +465,8 @@ pub async fn run(plan: &Plan) -> Figures {
         objects: managed.iter().sum(),
         managed,
         converge,
+        timeline,
+        converge_requests,
         converge_writes,
         writes_done,
         converge_cpu,
