@@ -414,64 +414,66 @@ impl Syncer {
         Ok(others.unmanaged)
     }
 
-    /// Owners (other teams, or none: no pontoon labels) of the cluster-scoped objects
-    /// about to be created, from one list per kind (metadata only, no label selector, so
-    /// that objects without pontoon's labels are seen too) instead of one read per object.
-    /// (The namespaced ones came with the unit's own lists.)
+    /// Owners (other teams, other daemons, or none: no pontoon labels) of the
+    /// cluster-scoped objects about to be created, from one metadata read of each by name
+    /// (a 404 says it is free). The namespaced ones came with the unit's own lists. A list
+    /// of the kind would see them too, but it returns every object of the kind on the
+    /// cluster: every team's Namespace for each team's first sync, so a thousand teams'
+    /// first syncs would read a million. A read per new object costs what the unit is.
     async fn foreign_owners(
         &self,
         new: &[&Planned<'_>],
         team: &TeamName,
     ) -> Result<Others, kube::Error> {
-        let mut kinds: BTreeMap<(String, String), (Resolved, BTreeSet<ObjectKey>)> =
-            BTreeMap::new();
-        for p in new {
-            let Some(res) = p.resolved.as_ref().filter(|r| !r.namespaced) else {
+        let reads = new.iter().filter_map(|p| {
+            let res = p.resolved.as_ref().filter(|r| !r.namespaced)?;
+            Some(self.read_foreign(res, &p.key))
+        });
+        let found = futures::future::join_all(reads).await;
+        let mut out = Others::default();
+        for f in found {
+            let Some((key, held, live)) = f? else {
                 continue;
             };
-            kinds
-                .entry((res.resource.api_version.clone(), res.resource.kind.clone()))
-                .or_insert_with(|| (res.clone(), BTreeSet::new()))
-                .1
-                .insert(p.key.clone());
-        }
-        let lists = futures::future::join_all(
-            kinds
-                .into_values()
-                .map(|(res, keys)| self.list_foreign(res, keys)),
-        )
-        .await;
-        let mut out = Others::default();
-        for l in lists {
-            for (key, held, live) in l? {
-                match held {
-                    HeldBy::Team(owner) if owner == team.0 => {}
-                    HeldBy::Team(owner) => {
-                        out.teams.insert(key, owner);
-                    }
-                    HeldBy::Daemon { owner, team } => {
-                        out.daemons.insert(key, (owner, team));
-                    }
-                    HeldBy::Unmanaged => {
-                        out.unmanaged.insert(key, live.uid);
-                    }
+            match held {
+                HeldBy::Team(owner) if owner == team.0 => {}
+                HeldBy::Team(owner) => {
+                    out.teams.insert(key, owner);
+                }
+                HeldBy::Daemon { owner, team } => {
+                    out.daemons.insert(key, (owner, team));
+                }
+                HeldBy::Unmanaged => {
+                    out.unmanaged.insert(key, live.uid);
                 }
             }
         }
         Ok(out)
     }
 
-    async fn list_foreign(
+    /// One cluster-scoped object's metadata by name, with who its labels say owns it;
+    /// `None` when there is no such object.
+    async fn read_foreign(
         &self,
-        res: Resolved,
-        keys: BTreeSet<ObjectKey>,
-    ) -> Result<Vec<(ObjectKey, HeldBy, Live)>, kube::Error> {
-        Ok(self
-            .list_live_in(res, String::new(), "", Detail::Metadata)
-            .await?
-            .into_iter()
-            .filter(|(key, _, _)| keys.contains(key))
-            .collect())
+        res: &Resolved,
+        key: &ObjectKey,
+    ) -> Result<Option<(ObjectKey, HeldBy, Live)>, kube::Error> {
+        let api = Cluster::api(self.cluster.client().clone(), res, "");
+        let found = {
+            let _permit = self.cluster.read_permit().await;
+            retry_transport(|| api.get_metadata_opt(&key.name)).await?
+        };
+        Ok(found.map(|o| {
+            let m = &o.metadata;
+            let live = Live {
+                resource_version: m.resource_version.clone().unwrap_or_default(),
+                uid: m.uid.clone().unwrap_or_default(),
+                prune_disabled: prune_disabled(m),
+                health: None,
+                object: None,
+            };
+            (key.clone(), held_by(m, &self.options.owner), live)
+        }))
     }
 
     /// Every object matching `selector` (`""`: every object), page by page, each page under the cluster's read

@@ -22,6 +22,7 @@ mod drift;
 mod drift_bursts;
 mod example;
 mod faults;
+mod first_sync;
 mod forge;
 mod gitea;
 mod github;
