@@ -24,6 +24,7 @@ pub mod scheduler;
 pub mod shards;
 pub mod stages;
 mod terms;
+mod unit_writes;
 pub mod units;
 
 /// The former name of [`poll_and_render`], kept for callers outside the crate.

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use super::board::Board;
 use super::poll_and_render::PollNow;
 use super::scheduler::Scheduler;
+use super::unit_writes::{UnitWrites, Write};
 use crate::backoff::backoff;
 use crate::desired::{ClusterName, Owner, TeamName, UnitId};
 use crate::status::SyncReport;
@@ -148,11 +149,11 @@ async fn cluster_units(
     mut reports: mpsc::Receiver<SyncReport>,
     (resumed, loaded): (mpsc::Sender<UnitId>, Arc<watch::Sender<usize>>),
 ) {
-    let mut writer = UnitWriter::new(
+    let writer = Arc::new(UnitWriter::new(
         syncer.cluster().clone(),
         &settings.namespace,
         &settings.owner,
-    );
+    ));
     let mut failures = 0;
     let listed = loop {
         let ready = match crate::units::crd::ensure(syncer.client(), &settings.owner).await {
@@ -205,35 +206,47 @@ async fn cluster_units(
     ));
     let mut pending: HashMap<TeamName, Pending> = HashMap::new();
     let (polled_tx, mut polled) = mpsc::channel::<(TeamName, String)>(QUEUE);
+    let mut writes = UnitWrites::new(writer.clone());
     loop {
         tokio::select! {
             report = reports.recv() => {
                 let Some(r) = report else { return };
-                if !settings.ownership.holds(&r.result.unit.team) {
+                let team = &r.result.unit.team;
+                if !settings.ownership.holds(team) {
                     continue;
                 }
-                let suspended = units.suspended.get(&r.result.unit.team).cloned();
-                let components = platform_components(&syncer, &r.result.unit.team);
-                write_report(&mut writer, &board, &mut pending, &r, (suspended.as_ref(), &components)).await;
+                let suspended = units.suspended.get(team).cloned();
+                let components = platform_components(&syncer, team);
+                if let Some(write) = report_write(&board, &pending, &r, suspended, components) {
+                    writes.push(team.clone(), write);
+                }
+            }
+            Some(done) = writes.finished(), if writes.busy() => {
+                if let Some(value) = done.answered
+                    && pending.get(&done.team).is_some_and(|p| p.value == value)
+                {
+                    pending.remove(&done.team);
+                }
             }
             _ = sleep_until(units.next_expiry()) => {
                 for (team, generation) in units.expire() {
                     if !settings.ownership.holds(&team) {
                         continue;
                     }
-                    write_suspension(&mut writer, &team, None, generation).await;
+                    writes.push(team, Write::Suspension { suspended: None, generation });
                 }
             }
             Some(a) = asked.next() => {
                 others.observe(&a);
                 if !settings.ownership.holds(&a.team) {
-                    // Written by another replica: known here, so taking its shard over
-                    // writes no Unit that already says what this replica's sync finds.
+                    // Written by the replica that holds the team: what it wrote is what
+                    // this one compares with once it takes the team's shard over.
                     writer.observe(&a);
                 }
                 if units.apply(a.team.clone(), a.suspend.clone()) {
-                    let now = units.suspended.get(&a.team).cloned();
-                    write_suspension(&mut writer, &a.team, now.as_ref(), a.generation).await;
+                    let suspended = units.suspended.get(&a.team).cloned();
+                    let generation = a.generation;
+                    writes.push(a.team.clone(), Write::Suspension { suspended, generation });
                 }
                 let Some((team, value, with_source)) = request(&mut pending, a) else { continue };
                 match &settings.poll_now {
@@ -312,48 +325,36 @@ fn platform_components(
         .unwrap_or_default()
 }
 
-async fn write_report(
-    writer: &mut UnitWriter,
+/// The write a report asks of its Unit: its status (with the reconcile request it
+/// answers, if its sync started after the request was handed on), or the Unit's removal
+/// once the team's removal is done.
+fn report_write(
     board: &Board,
-    pending: &mut HashMap<TeamName, Pending>,
+    pending: &HashMap<TeamName, Pending>,
     r: &SyncReport,
-    (suspended, components): (
-        Option<&Suspension>,
-        &BTreeMap<String, crate::units::status::ComponentHealth>,
-    ),
-) {
-    let team = &r.result.unit.team;
+    suspended: Option<Suspension>,
+    components: BTreeMap<String, crate::units::status::ComponentHealth>,
+) -> Option<Write> {
     if r.removal {
-        if r.result.state == UnitState::Synced
-            && let Err(e) = writer.remove(team).await
-        {
-            tracing::warn!(unit = %r.result.unit, error = %crate::describe(&e), "removing the Unit");
-        }
-        return;
+        return (r.result.state == UnitState::Synced).then_some(Write::Remove);
     }
     // A sync that started after the request answers it.
     let started = Instant::now().checked_sub(r.result.duration);
     let answered = pending
-        .get(team)
+        .get(&r.result.unit.team)
         .filter(|p| started.zip(p.at).is_some_and(|(s, at)| s >= at))
         .map(|p| p.value.clone());
-    let shown = board.with_render_failure(&r.result, false);
+    let shown = board.with_render_failure(&r.result, false).into_owned();
     let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
         .map(|t| t.to_string())
         .unwrap_or_default();
-    match writer
-        .record(&shown, answered.as_deref(), suspended, components, &now)
-        .await
-    {
-        Ok(_) => {
-            if answered.is_some() {
-                pending.remove(team);
-            }
-        }
-        Err(e) => {
-            tracing::warn!(unit = %r.result.unit, error = %crate::describe(&e), "writing the Unit status")
-        }
-    }
+    Some(Write::Report {
+        result: Box::new(shown),
+        answered,
+        suspended,
+        components,
+        now,
+    })
 }
 
 /// The suspensions in force on one cluster, kept in step with the scheduler.
@@ -483,22 +484,6 @@ async fn sleep_until(at: Option<jiff::Timestamp>) {
             tokio::time::sleep(left).await;
         }
         None => std::future::pending().await,
-    }
-}
-
-async fn write_suspension(
-    writer: &mut UnitWriter,
-    team: &TeamName,
-    suspended: Option<&Suspension>,
-    generation: i64,
-) {
-    let generation = if generation < 0 {
-        writer.generation(team)
-    } else {
-        generation
-    };
-    if let Err(e) = writer.suspension(team, suspended, generation).await {
-        tracing::warn!(%team, error = %crate::describe(&e), "writing the Unit's suspension");
     }
 }
 

@@ -3,16 +3,21 @@
 //! nothing), the Unit created with its first status, removed with its team, and the
 //! watch that reads what people ask of a unit (the reconcile annotation).
 //!
-//! Each write takes the cluster's write permit, as every apply does.
+//! Unit writes have a limit of their own per cluster ([`WRITES_AT_ONCE`]) instead of
+//! taking the cluster's write permits: behind a first sync's thousands of queued applies,
+//! each Unit would wait its turn twice (create, then status) and show a unit Synced
+//! minutes after it was. The apiserver sees at most `sync.concurrency` applies and
+//! [`WRITES_AT_ONCE`] Unit writes from pontoon at once.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
 use kube::Api;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 use super::status::{ComponentHealth, Observed, UnitStatus, next_status};
 use super::suspend::{SuspendSpec, Suspension, suspension};
@@ -45,6 +50,9 @@ pub fn selector(owner: &Owner) -> String {
     format!("{LABEL_OWNER}={owner}")
 }
 
+/// Unit writes in flight at once per cluster.
+pub const WRITES_AT_ONCE: usize = 8;
+
 /// What is known of one Unit on the cluster.
 #[derive(Debug, Clone, Default)]
 struct Known {
@@ -52,13 +60,15 @@ struct Known {
     status: Option<UnitStatus>,
 }
 
-/// The Units of one cluster, as this process wrote or listed them.
+/// The Units of one cluster, as this process wrote or listed them. Writes of different
+/// teams may run at once; the caller keeps each team's writes in order (one at a time).
 pub struct UnitWriter {
     cluster: Arc<Cluster>,
     api: Api<DynamicObject>,
     namespace: String,
     owner: Owner,
-    known: HashMap<TeamName, Known>,
+    known: Mutex<HashMap<TeamName, Known>>,
+    writes: Semaphore,
 }
 
 impl UnitWriter {
@@ -68,13 +78,31 @@ impl UnitWriter {
             cluster,
             namespace: namespace.to_owned(),
             owner: owner.clone(),
-            known: HashMap::new(),
+            known: Mutex::new(HashMap::new()),
+            writes: Semaphore::new(WRITES_AT_ONCE),
         }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<TeamName, Known>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A turn among this cluster's Unit writes.
+    async fn write_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        // The semaphore is never closed.
+        self.writes.acquire().await.ok()
+    }
+
+    fn remember(&self, team: &TeamName, known: Option<Known>) {
+        match known {
+            Some(k) => self.known().insert(team.clone(), k),
+            None => self.known().remove(team),
+        };
     }
 
     /// Reads the owner's Units once, so a restarted daemon writes none that is as its
     /// first sync would write it.
-    pub async fn load(&mut self) -> Result<Vec<Asked>, UnitError> {
+    pub async fn load(&self) -> Result<Vec<Asked>, UnitError> {
         let _permit = self.cluster.read_permit().await;
         let list = self
             .api
@@ -95,35 +123,29 @@ impl UnitWriter {
             else {
                 continue;
             };
-            self.known.insert(team, known_of(&o));
+            self.remember(&team, Some(known_of(&o)));
         }
         Ok(asked)
     }
 
     /// Takes what the watch saw of a Unit another replica writes: when this replica takes
     /// the team's shard over, its first sync then writes nothing the Unit already says.
-    pub fn observe(&mut self, asked: &Asked) {
-        if asked.gone {
-            self.known.remove(&asked.team);
-        } else {
-            self.known.insert(
-                asked.team.clone(),
-                Known {
-                    generation: asked.generation,
-                    status: asked.status.clone(),
-                },
-            );
-        }
+    pub fn observe(&self, asked: &Asked) {
+        let known = (!asked.gone).then(|| Known {
+            generation: asked.generation,
+            status: asked.status.clone(),
+        });
+        self.remember(&asked.team, known);
     }
 
     /// The generation this process last saw of `team`'s Unit.
     pub fn generation(&self, team: &TeamName) -> i64 {
-        self.known.get(team).map_or(0, |k| k.generation)
+        self.known().get(team).map_or(0, |k| k.generation)
     }
 
     /// The status this process knows `team`'s Unit to have.
-    pub fn status(&self, team: &TeamName) -> Option<&UnitStatus> {
-        self.known.get(team).and_then(|k| k.status.as_ref())
+    pub fn status(&self, team: &TeamName) -> Option<UnitStatus> {
+        self.known().get(team).and_then(|k| k.status.clone())
     }
 
     /// Writes the status `result` leaves the Unit in, unless it already has it; creates
@@ -131,7 +153,7 @@ impl UnitWriter {
     /// answers, if it answers one; `components`: the `platform` unit's components' health
     /// (empty for a team). Returns whether anything was written.
     pub async fn record(
-        &mut self,
+        &self,
         result: &UnitResult,
         handled: Option<&str>,
         suspended: Option<&Suspension>,
@@ -140,7 +162,7 @@ impl UnitWriter {
     ) -> Result<bool, UnitError> {
         let team = &result.unit.team;
         let name = super::unit_name(&self.owner, team);
-        let known = self.known.get(team).cloned();
+        let known = self.known().get(team).cloned();
         let handled = handled.map(str::to_owned).or_else(|| {
             known
                 .as_ref()
@@ -166,7 +188,7 @@ impl UnitWriter {
         {
             return Ok(false);
         }
-        let _permit = self.cluster.write_permit().await;
+        let _turn = self.write_turn().await;
         let request = |source| UnitError::Request {
             name: format!("{}/{name}", self.namespace),
             source,
@@ -203,18 +225,16 @@ impl UnitWriter {
         {
             Err(kube::Error::Api(s)) if s.code == 404 => {
                 // Deleted by someone since: the next report creates it again.
-                self.known.remove(team);
+                self.remember(team, None);
                 return Err(request(kube::Error::Api(s)));
             }
             other => other.map_err(request)?,
         };
-        self.known.insert(
-            team.clone(),
-            Known {
-                generation: known_of(&written).generation,
-                status: Some(status),
-            },
-        );
+        let written = Known {
+            generation: known_of(&written).generation,
+            status: Some(status),
+        };
+        self.remember(team, Some(written));
         Ok(true)
     }
 
@@ -222,12 +242,12 @@ impl UnitWriter {
     /// `generation` observed, on the status last written; nothing when that is as it
     /// would be, or when the unit has no status yet (its first report writes it).
     pub async fn suspension(
-        &mut self,
+        &self,
         team: &TeamName,
         suspended: Option<&Suspension>,
         generation: i64,
     ) -> Result<bool, UnitError> {
-        let Some(mut status) = self.status(team).cloned() else {
+        let Some(mut status) = self.status(team) else {
             return Ok(false);
         };
         status.suspended = suspended.cloned();
@@ -235,11 +255,11 @@ impl UnitWriter {
         for c in &mut status.conditions {
             c.observed_generation = generation;
         }
-        if self.status(team) == Some(&status) {
+        if self.status(team).as_ref() == Some(&status) {
             return Ok(false);
         }
         let name = super::unit_name(&self.owner, team);
-        let _permit = self.cluster.write_permit().await;
+        let _turn = self.write_turn().await;
         let body = json!({
             "apiVersion": API_VERSION, "kind": KIND,
             "metadata": {"name": name, "namespace": self.namespace},
@@ -254,20 +274,18 @@ impl UnitWriter {
                 name: format!("{}/{name}", self.namespace),
                 source,
             })?;
-        self.known.insert(
-            team.clone(),
-            Known {
-                generation: known_of(&written).generation,
-                status: Some(status),
-            },
-        );
+        let written = Known {
+            generation: known_of(&written).generation,
+            status: Some(status),
+        };
+        self.remember(team, Some(written));
         Ok(true)
     }
 
     /// Deletes `team`'s Unit (its team left the cluster); one already gone is fine.
-    pub async fn remove(&mut self, team: &TeamName) -> Result<(), UnitError> {
+    pub async fn remove(&self, team: &TeamName) -> Result<(), UnitError> {
         let name = super::unit_name(&self.owner, team);
-        let _permit = self.cluster.write_permit().await;
+        let _turn = self.write_turn().await;
         match self.api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -278,7 +296,7 @@ impl UnitWriter {
                 });
             }
         }
-        self.known.remove(team);
+        self.remember(team, None);
         Ok(())
     }
 }

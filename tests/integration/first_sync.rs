@@ -1,17 +1,21 @@
 //! The first sync of many teams, against a real kube-apiserver: a team's first sync reads
 //! its own new Namespace, not every Namespace on the cluster (so a thousand teams' first
-//! syncs do not read a million).
+//! syncs do not read a million); and a Unit's status is written while every apply permit
+//! of the cluster is taken, so the Unit resources do not trail a first sync's queue of
+//! applies.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{DynamicObject, PostParams};
 use pontoon::cluster::Cluster;
 use pontoon::desired::*;
-use pontoon::sync::{SyncOptions, Syncer, UnitState};
+use pontoon::sync::{SyncOptions, Syncer, UnitResult, UnitState};
+use pontoon::units::control::UnitWriter;
 use serde_json::json;
 
 use crate::support::control_plane::{self, ControlPlane, RequestKey, unique_name};
@@ -121,4 +125,53 @@ async fn a_first_sync_reads_the_teams_new_namespace_not_every_namespace() {
                 && e.message.contains(&format!("belongs to team {holder}"))),
         "{r:?}"
     );
+}
+
+/// A Unit's status is written while every apply permit of its cluster is held (by a first
+/// sync's queue of applies, say): Units have a limit of their own.
+#[tokio::test]
+async fn a_units_status_is_written_while_every_apply_permit_is_taken() {
+    let cp = plane();
+    let cluster = cluster(cp, 1).await;
+    let owner = Owner::default();
+    pontoon::units::crd::ensure(cluster.client(), &owner)
+        .await
+        .expect("the Unit definition");
+    let namespace = unique_name("units");
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("ns");
+    Api::<Namespace>::all(cp.client().await)
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("the Units' namespace");
+    let writer = UnitWriter::new(cluster.clone(), &namespace, &owner);
+    writer.load().await.expect("read the Units");
+
+    let team = unique_name("waiting");
+    let mut result = UnitResult::new(unit(&team, cp.name), "0123456789abcdef");
+    result.state = UnitState::Synced;
+    let _every_apply = cluster.write_permit().await;
+    let written = tokio::time::timeout(
+        Duration::from_secs(60),
+        writer.record(
+            &result,
+            None,
+            None,
+            &BTreeMap::new(),
+            "2026-01-01T00:00:00Z",
+        ),
+    )
+    .await
+    .expect("the Unit written though no apply permit is free")
+    .expect("the Unit written");
+    assert!(written);
+    let units: Api<DynamicObject> = pontoon::units::control::api(cp.client().await, &namespace);
+    let name = pontoon::units::unit_name(&owner, &TeamName(team.clone()));
+    let unit = units.get(&name).await.expect("the Unit");
+    let ready = unit.data["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    assert!(ready, "{:?}", unit.data["status"]);
 }

@@ -151,7 +151,7 @@ fn write_repo(s: &Setup, version: u32) {
     }
 }
 
-/// The team a write was for: an object in its namespace, its Namespace, or its
+/// The team a write was for: an object in its namespace, its Namespace, its Unit, or its
 /// inventory (and the inventory's pages) in the daemon's namespace.
 fn team_of<'a>(s: &'a Setup, e: &Event) -> Option<&'a str> {
     let o = e.object_ref.as_ref()?;
