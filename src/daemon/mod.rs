@@ -26,6 +26,7 @@ pub mod stages;
 mod terms;
 mod unit_writes;
 pub mod units;
+mod worker;
 
 /// The former name of [`poll_and_render`], kept for callers outside the crate.
 pub use poll_and_render as feed;
@@ -196,6 +197,7 @@ pub async fn run_with(
 
     let options = SchedulerOptions {
         health_timeout: config.sync.health_timeout,
+        units_at_once: scheduler::units_at_once(config.sync.concurrency),
         ..SchedulerOptions::default()
     };
     let clusters: Vec<String> = config.clusters.iter().map(|c| c.name.clone()).collect();

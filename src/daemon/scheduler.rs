@@ -1,26 +1,32 @@
 //! The scheduler: one worker per unit (team × cluster), each with a queue of length one
 //! that coalesces triggers, so a burst of webhooks, resync ticks and drift reports becomes
 //! one sync of the newest desired state. A slow or failing unit never delays another:
-//! every worker runs on its own task, and the only thing units share is their cluster's
-//! request limit. Failed units retry with capped, jittered exponential backoff; a new
-//! trigger cuts a backoff short.
+//! every worker runs on its own task, and the only things units share are their
+//! cluster's request limits and its limit of units syncing at once
+//! ([`SchedulerOptions::units_at_once`]). Failed units retry with capped, jittered
+//! exponential backoff; a new trigger cuts a backoff short.
+//!
+//! Why a limit of units and not only of requests: a thousand units started together
+//! each take their turn at every step of a sync (the reads, the Namespace, the rest) behind
+//! the same queue of requests, so all of them finish together at the end, and the first
+//! unit is Synced only when the last one is. Admitted a few dozen at a time, they finish
+//! one after another from the first seconds on, for the same requests in all.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::ownership::Ownership;
-use crate::backoff::backoff;
 use crate::desired::{ClusterName, DesiredState, PLATFORM_UNIT, PrunePolicy, UnitDesired, UnitId};
 use crate::status::SyncReport;
-use crate::sync::{Syncer, UnitResult, UnitState};
+use crate::sync::Syncer;
 
 /// What a unit's worker should do next. Only the newest is kept.
 #[derive(Debug, Clone)]
-enum Work {
+pub(super) enum Work {
     Sync {
         desired: Arc<UnitDesired>,
         revision: String,
@@ -41,6 +47,10 @@ pub struct SchedulerOptions {
     pub backoff_cap: Duration,
     pub health_timeout: Duration,
     pub health_poll: Duration,
+    /// Units of one cluster that sync at once (a sync's requests, not its health wait,
+    /// which holds nothing); the others wait their turn in the order they came. The
+    /// `platform` unit never waits for one: teams wait for it.
+    pub units_at_once: usize,
 }
 
 impl Default for SchedulerOptions {
@@ -50,8 +60,16 @@ impl Default for SchedulerOptions {
             backoff_cap: Duration::from_secs(300),
             health_timeout: crate::config::DEFAULT_HEALTH_TIMEOUT,
             health_poll: Duration::from_secs(2),
+            units_at_once: units_at_once(crate::config::DEFAULT_CONCURRENCY as usize),
         }
     }
+}
+
+/// Units of a cluster syncing at once for `sync.concurrency` applies in flight: enough
+/// to keep the cluster's write and read limits busy (a unit's sync waits on its reads
+/// between its phases of applies), few enough that units finish as they go.
+pub fn units_at_once(concurrency: usize) -> usize {
+    concurrency.max(1) * crate::cluster::READS_PER_WRITE
 }
 
 struct Worker {
@@ -76,6 +94,8 @@ pub struct Scheduler {
     suspended: Mutex<BTreeMap<UnitId, (bool, String)>>,
     /// The teams this replica writes for: no other unit gets a worker.
     ownership: Arc<Ownership>,
+    /// Per cluster, the turns of its units to sync ([`SchedulerOptions::units_at_once`]).
+    turns: BTreeMap<ClusterName, Arc<Semaphore>>,
 }
 
 impl Scheduler {
@@ -86,7 +106,15 @@ impl Scheduler {
         options: SchedulerOptions,
         reports: mpsc::Sender<SyncReport>,
     ) -> Self {
+        let turns = syncers
+            .keys()
+            .map(|c| {
+                let n = options.units_at_once.max(1);
+                (c.clone(), Arc::new(Semaphore::new(n)))
+            })
+            .collect();
         Scheduler {
+            turns,
             syncers,
             options,
             workers: Mutex::new(HashMap::new()),
@@ -403,13 +431,16 @@ impl Scheduler {
 
     /// Starts the worker of `id` with `work`.
     fn spawn(&self, workers: &mut HashMap<UnitId, Worker>, id: &UnitId, work: Work) {
-        let Some(syncer) = self.syncers.get(&id.cluster).cloned() else {
+        let (Some(syncer), Some(turns)) = (
+            self.syncers.get(&id.cluster).cloned(),
+            self.turns.get(&id.cluster).cloned(),
+        ) else {
             return;
         };
         let (tx, rx) = watch::channel(work);
-        let task = tokio::spawn(run_worker(
+        let task = tokio::spawn(super::worker::run_worker(
             id.clone(),
-            syncer,
+            (syncer, turns),
             rx,
             self.shutdown.subscribe(),
             self.reports.clone(),
@@ -486,118 +517,5 @@ const CANCEL_WAIT: Duration = Duration::from_secs(5);
 fn set_generation(work: &mut Work, generation: u64) {
     match work {
         Work::Sync { generation: g, .. } | Work::Remove { generation: g, .. } => *g = generation,
-    }
-}
-
-async fn run_worker(
-    id: UnitId,
-    syncer: Arc<Syncer>,
-    mut rx: watch::Receiver<Work>,
-    mut shutdown: watch::Receiver<bool>,
-    reports: mpsc::Sender<SyncReport>,
-    options: SchedulerOptions,
-    attempted: Arc<Mutex<BTreeSet<UnitId>>>,
-) {
-    let mut failures: u32 = 0;
-    let mut progressing_since: Option<(String, Instant)> = None;
-    let mut first = true;
-    // The value present at spawn counts as new work.
-    rx.mark_changed();
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.changed() => return,
-            changed = rx.changed() => if changed.is_err() { return },
-        }
-        if *shutdown.borrow() {
-            return;
-        }
-        let work = rx.borrow_and_update().clone();
-        let result = match &work {
-            Work::Sync {
-                desired, revision, ..
-            } => {
-                let mut result = syncer.sync(desired, revision).await;
-                if result.state == UnitState::Progressing {
-                    let since = match &progressing_since {
-                        Some((rev, at)) if rev == revision => *at,
-                        _ => {
-                            let now = Instant::now();
-                            progressing_since = Some((revision.clone(), now));
-                            now
-                        }
-                    };
-                    // Report Progressing now, then wait for health (syncing again
-                    // when objects waiting for others can be applied) unless new work
-                    // comes.
-                    send_report(&reports, &attempted, &result, &mut first, false);
-                    tokio::select! {
-                        r = syncer.settle(desired, revision, result.clone(), since, options.health_timeout, options.health_poll) => result = r,
-                        _ = rx.changed() => { rx.mark_changed(); continue; }
-                        _ = shutdown.changed() => return,
-                    }
-                }
-                if result.state != UnitState::Progressing {
-                    progressing_since = None;
-                }
-                result
-            }
-            Work::Remove {
-                policy, revision, ..
-            } => syncer.remove_team(&id.team, policy, revision).await,
-        };
-        send_report(
-            &reports,
-            &attempted,
-            &result,
-            &mut first,
-            matches!(work, Work::Remove { .. }),
-        );
-        if result.state == UnitState::Failed {
-            failures += 1;
-            let wait = backoff(options.backoff_base, options.backoff_cap, failures);
-            tracing::warn!(unit = %id, failures, retry_in = ?wait, message = result.message.as_deref().unwrap_or(""), "sync failed");
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => rx.mark_changed(),
-                changed = rx.changed() => { if changed.is_err() { return } rx.mark_changed(); }
-                _ = shutdown.changed() => return,
-            }
-        } else {
-            failures = 0;
-            if matches!(work, Work::Remove { .. }) && result.state == UnitState::Synced {
-                // The team is gone from this cluster; the worker has nothing left to do.
-                return;
-            }
-            if result.waits_for_components() {
-                // Objects wait for a platform component: sync again once the platform
-                // unit finds it healthy (or failing for another reason), or on new work.
-                tokio::select! {
-                    _ = syncer.components().moved_since(&result) => rx.mark_changed(),
-                    changed = rx.changed() => { if changed.is_err() { return } rx.mark_changed(); }
-                    _ = shutdown.changed() => return,
-                }
-            }
-        }
-    }
-}
-
-fn send_report(
-    reports: &mpsc::Sender<SyncReport>,
-    attempted: &Mutex<BTreeSet<UnitId>>,
-    result: &UnitResult,
-    first: &mut bool,
-    removal: bool,
-) {
-    attempted
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(result.unit.clone());
-    let report = SyncReport {
-        result: result.clone(),
-        first_attempt: std::mem::take(first),
-        removal,
-    };
-    if reports.try_send(report).is_err() {
-        tracing::warn!(unit = %result.unit, "status queue full; a report was dropped");
     }
 }

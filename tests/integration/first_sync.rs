@@ -1,8 +1,8 @@
 //! The first sync of many teams, against a real kube-apiserver: a team's first sync reads
 //! its own new Namespace, not every Namespace on the cluster (so a thousand teams' first
-//! syncs do not read a million); and a Unit's status is written while every apply permit
-//! of the cluster is taken, so the Unit resources do not trail a first sync's queue of
-//! applies.
+//! syncs do not read a million); the units of a cluster take turns to sync, a bounded
+//! number at once; and a Unit's status is written while every apply permit of the cluster
+//! is taken, so the Unit resources do not trail a first sync's queue of applies.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,10 +13,13 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::{DynamicObject, PostParams};
 use pontoon::cluster::Cluster;
+use pontoon::daemon::scheduler::{Scheduler, SchedulerOptions};
 use pontoon::desired::*;
+use pontoon::status::SyncReport;
 use pontoon::sync::{SyncOptions, Syncer, UnitResult, UnitState};
 use pontoon::units::control::UnitWriter;
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use crate::support::control_plane::{self, ControlPlane, RequestKey, unique_name};
 use crate::support::fixtures::*;
@@ -125,6 +128,69 @@ async fn a_first_sync_reads_the_teams_new_namespace_not_every_namespace() {
                 && e.message.contains(&format!("belongs to team {holder}"))),
         "{r:?}"
     );
+}
+
+/// Sixty units handed to the scheduler at once, on a cluster with two applies in flight
+/// and four units syncing at a time: no more than four are ever syncing (sampled while
+/// they run), and all sixty are Synced in the end. Sharing only the request limits,
+/// every one of them started at once.
+#[tokio::test]
+async fn units_of_a_cluster_take_turns_to_sync() {
+    let cp = plane();
+    // Inventories of their own: the scheduler removes the teams whose inventories the
+    // state does not name, and the other tests' teams are not this state's.
+    let options = SyncOptions {
+        namespace: unique_name("turns-system"),
+        ..SyncOptions::default()
+    };
+    let syncer = Arc::new(Syncer::new(cluster(cp, 2).await, options));
+    let (tx, mut rx) = mpsc::channel::<SyncReport>(256);
+    let options = SchedulerOptions {
+        units_at_once: 4,
+        ..SchedulerOptions::default()
+    };
+    let scheduler = Scheduler::new(
+        BTreeMap::from([(ClusterName(cp.name.into()), syncer.clone())]),
+        options,
+        tx,
+    );
+    let prefix = unique_name("turns");
+    let teams: Vec<TeamName> = (0..60).map(|i| TeamName(format!("{prefix}-{i}"))).collect();
+    let mut state = DesiredState {
+        revision: "r1".into(),
+        ..DesiredState::default()
+    };
+    for team in &teams {
+        let t = team.0.as_str();
+        let mut objects = team_base(t, &[t]);
+        for c in 0..3 {
+            objects.push(configmap(t, t, &format!("c{c}"), json!({"c": "1"})));
+        }
+        let u = unit_desired(t, cp.name, &[t], objects);
+        state.units.insert(u.unit.clone(), u);
+    }
+    scheduler.apply(&state).await;
+
+    let mut most = 0;
+    let mut synced = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while synced < teams.len() {
+        let syncing = teams.iter().filter(|t| syncer.is_syncing(t)).count();
+        most = most.max(syncing);
+        tokio::select! {
+            r = rx.recv() => {
+                let r = r.expect("reports open");
+                assert_eq!(r.result.state, UnitState::Synced, "{:?}", r.result);
+                synced += 1;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            _ = tokio::time::sleep_until(deadline) => panic!("{synced} of 60 units Synced in 5 minutes"),
+        }
+    }
+    eprintln!("units of 60 syncing at once, at most: {most}");
+    assert!(most <= 4, "{most} units synced at once");
+    assert!(most >= 1, "no sync was seen running");
+    assert!(scheduler.shutdown(Duration::from_secs(10)).await.is_empty());
 }
 
 /// A Unit's status is written while every apply permit of its cluster is held (by a first
