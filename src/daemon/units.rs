@@ -257,20 +257,21 @@ async fn cluster_units(
                             let _ = tx.send((team, value)).await;
                         });
                     }
-                    _ => trigger(&cluster, &scheduler, &mut pending, team, &value),
+                    _ => trigger(&cluster, (&scheduler, &syncer), &mut pending, team, &value),
                 }
             }
             Some((team, value)) = polled.recv() => {
-                trigger(&cluster, &scheduler, &mut pending, team, &value);
+                trigger(&cluster, (&scheduler, &syncer), &mut pending, team, &value);
             }
         }
     }
 }
 
-/// Hands a request to the scheduler, unless a newer one replaced it meanwhile.
+/// Hands a request to the scheduler, unless a newer one replaced it meanwhile; the sync
+/// it asks for lists the unit's objects rather than trust the drift watches.
 fn trigger(
     cluster: &ClusterName,
-    scheduler: &Scheduler,
+    (scheduler, syncer): (&Scheduler, &Syncer),
     pending: &mut HashMap<TeamName, Pending>,
     team: TeamName,
     value: &str,
@@ -279,6 +280,7 @@ fn trigger(
         return;
     };
     p.at = Some(Instant::now());
+    syncer.list_on_next_sync(&team);
     let unit = UnitId {
         team,
         cluster: cluster.clone(),

@@ -250,6 +250,13 @@ impl Syncer {
         &self.watched
     }
 
+    /// The next sync of `team` lists its objects even if the drift watches could answer
+    /// it: someone asked for a reconcile (`pontoon reconcile`, the Unit's annotation),
+    /// and a reconcile asked for checks the cluster itself.
+    pub fn list_on_next_sync(&self, team: &TeamName) {
+        self.memory.checked(team, None);
+    }
+
     /// The daemon instance this syncer writes as: it touches no other owner's objects.
     pub fn owner(&self) -> &Owner {
         &self.options.owner

@@ -188,6 +188,10 @@ async fn a_resync_of_an_unchanged_unit_lists_nothing_while_the_watches_run_and_e
     );
     let again = resync(cp, &s, &u, "the resync after that").await;
     assert_eq!(lists(&again), 0, "the count starts over: {again:?}");
+    // A reconcile someone asked for checks the cluster itself.
+    s.list_on_next_sync(&u.unit.team);
+    let asked = resync(cp, &s, &u, "a reconcile asked for").await;
+    assert!(lists(&asked) >= 4, "a reconcile asked for lists: {asked:?}");
     eprintln!(
         "requests per unit: full resync {} ({} lists), answered from the watches {}",
         full.values().sum::<u64>(),
