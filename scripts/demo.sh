@@ -19,7 +19,10 @@ rm -rf "$work"
 mkdir -p "$work"
 pids=()
 cleanup() {
-  trap - EXIT INT TERM
+  # Ignore further signals rather than die halfway: a group-wide SIGTERM is often followed
+  # by the caller's own, and a server left unkilled outlives us.
+  trap - EXIT
+  trap '' INT TERM
   say "stopping"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done

@@ -40,7 +40,10 @@ api_pid=
 # The controllers, scheduler and kwok go first, while the apiserver still answers them.
 node_pids=()
 stop() {
-  trap - EXIT INT TERM
+  # Ignore further signals rather than die halfway: a group-wide SIGTERM is often followed
+  # by the caller's own, and a server left unkilled outlives us.
+  trap - EXIT
+  trap '' INT TERM
   for pid in "${node_pids[@]}"; do stop_pid "$pid"; done
   [ -z "$api_pid" ] || stop_pid "$api_pid"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done

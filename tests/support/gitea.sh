@@ -27,7 +27,10 @@ dir=$(cd "$dir" && pwd)
 
 pid=
 stop() {
-  trap - EXIT INT TERM
+  # Ignore further signals rather than die halfway: a group-wide SIGTERM is often followed
+  # by the caller's own, and a server left unkilled outlives us.
+  trap - EXIT
+  trap '' INT TERM
   stop_pid "$pid"
   [ "${PONTOON_GITEA_CLEANUP:-}" = 1 ] && rm -rf "$dir"
   return 0

@@ -43,7 +43,10 @@ require("fs").writeFileSync(out, JSON.stringify({openapi: d.openapi, info: d.inf
 port=$(free_port)
 pid=
 stop() {
-  trap - EXIT INT TERM
+  # Ignore further signals rather than die halfway: a group-wide SIGTERM is often followed
+  # by the caller's own, and a server left unkilled outlives us.
+  trap - EXIT
+  trap '' INT TERM
   stop_pid "$pid"
   [ "${PONTOON_PRISM_CLEANUP:-}" = 1 ] && rm -rf "$dir"
   return 0
