@@ -163,21 +163,9 @@ async fn commits_and_pull_requests_get_statuses_on_gitea() {
     write(&work, "teams/data/app.yaml", &configmap("pipeline", "v1"));
     let first = commit_and_push(gitea, &work, &repo, "main", "first");
 
-    std::fs::write(tmp.path().join("token"), gitea.token()).expect("token");
-    std::fs::write(tmp.path().join("hook-secret"), "s3cret\n").expect("secret");
-    let owner = gitea.user();
-    let config = DaemonConfig::git(
-        &format!("{}/{owner}/{repo}.git", gitea.url()),
-        &tmp.path().join("cache"),
-    )
-    .git_token(owner, "token")
-    .webhook_secret("hook-secret")
-    .cluster("forge", &cp.kubeconfig)
-    .gitea_statuses(
-        &format!("{}/api/v1", gitea.url()),
-        &format!("{owner}/{repo}"),
-        "token",
-    );
+    let config = gitea
+        .daemon_config(&repo, tmp.path())
+        .cluster("forge", &cp.kubeconfig);
     let port = config.port();
     let config =
         config.status_target_url(&format!("http://127.0.0.1:{port}/#{{cluster}}/{{team}}"));

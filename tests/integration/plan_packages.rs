@@ -16,7 +16,6 @@ use kube::Api;
 use crate::policies::{commit_and_push, pull_request_webhook, wait_status};
 use crate::support::control_plane::{self, unique_name};
 use crate::support::daemon::{Daemon, write};
-use crate::support::daemon_config::DaemonConfig;
 use crate::support::git::git;
 use crate::support::gitea;
 
@@ -167,23 +166,11 @@ async fn pull_request_plans_count_what_components_team_charts_and_chart_kinds_ma
     platform_repo(&work, &id);
     let main = commit_and_push(gitea, &work, &repo, "main");
 
-    std::fs::write(tmp.path().join("token"), gitea.token()).expect("token");
-    std::fs::write(tmp.path().join("hook-secret"), "s3cret\n").expect("secret");
-    let owner = gitea.user();
-    let config = DaemonConfig::git(
-        &format!("{}/{owner}/{repo}.git", gitea.url()),
-        &tmp.path().join("cache"),
-    )
-    .git_token(owner, "token")
-    .webhook_secret("hook-secret")
-    .cluster(CLUSTER, &cp.kubeconfig)
-    .inventory_namespace(&format!("{id}-pontoon"))
-    .packages(&tools.helm, &tools.kustomize)
-    .gitea_statuses(
-        &format!("{}/api/v1", gitea.url()),
-        &format!("{owner}/{repo}"),
-        "token",
-    );
+    let config = gitea
+        .daemon_config(&repo, tmp.path())
+        .cluster(CLUSTER, &cp.kubeconfig)
+        .inventory_namespace(&format!("{id}-pontoon"))
+        .packages(&tools.helm, &tools.kustomize);
     let port = config.port();
     let config = config.write(tmp.path());
     let daemon = Daemon::start(&config);

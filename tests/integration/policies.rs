@@ -273,22 +273,10 @@ async fn a_pull_request_breaking_a_rule_fails_its_plan_on_gitea_naming_the_rule_
     write(&work, &app, &settings("blue", "{cost-center: c1}"));
     let main = commit_and_push(gitea, &work, &repo, "main");
 
-    std::fs::write(tmp.path().join("token"), gitea.token()).expect("token");
-    std::fs::write(tmp.path().join("hook-secret"), "s3cret\n").expect("secret");
-    let owner = gitea.user();
-    let config = DaemonConfig::git(
-        &format!("{}/{owner}/{repo}.git", gitea.url()),
-        &tmp.path().join("cache"),
-    )
-    .git_token(owner, "token")
-    .webhook_secret("hook-secret")
-    .cluster("rules", &cp.kubeconfig)
-    .inventory_namespace(&format!("{team}-pontoon"))
-    .gitea_statuses(
-        &format!("{}/api/v1", gitea.url()),
-        &format!("{owner}/{repo}"),
-        "token",
-    );
+    let config = gitea
+        .daemon_config(&repo, tmp.path())
+        .cluster("rules", &cp.kubeconfig)
+        .inventory_namespace(&format!("{team}-pontoon"));
     let port = config.port();
     let daemon = Daemon::start(&config.write(tmp.path()));
     wait_status(gitea, &repo, &main, "pontoon/rules", "success").await;

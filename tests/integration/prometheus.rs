@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 
 use crate::support::control_plane::{self, eventually, repo_root, unique_name};
 use crate::support::daemon::{Daemon, free_port, write};
-use crate::support::daemon_config::DaemonConfig;
 use crate::support::git::git;
 use crate::support::gitea;
 
@@ -277,22 +276,10 @@ async fn every_panel_and_alert_expression_returns_series_from_a_real_prometheus(
     first_commit(&work);
     gitea.push(&work, &repo, "main");
 
-    std::fs::write(tmp.path().join("token"), gitea.token()).expect("token");
-    std::fs::write(tmp.path().join("hook-secret"), "s3cret\n").expect("secret");
-    let owner = gitea.user();
-    let config = DaemonConfig::git(
-        &format!("{}/{owner}/{repo}.git", gitea.url()),
-        &tmp.path().join("cache"),
-    )
-    .poll_interval("1h")
-    .git_token(owner, "token")
-    .webhook_secret("hook-secret")
-    .cluster("prom", &cp.kubeconfig)
-    .gitea_statuses(
-        &format!("{}/api/v1", gitea.url()),
-        &format!("{owner}/{repo}"),
-        "token",
-    );
+    let config = gitea
+        .daemon_config(&repo, tmp.path())
+        .poll_interval("1h")
+        .cluster("prom", &cp.kubeconfig);
     let port = config.port();
     let daemon = Daemon::start(&config.write(tmp.path()));
     let rules = repo_root().join("deploy/prometheus/pontoon-rules.yaml");

@@ -10,6 +10,7 @@ use std::sync::{Mutex, OnceLock};
 
 use serde_json::{Value, json};
 
+use super::daemon_config::DaemonConfig;
 use super::git::git;
 use super::script::Script;
 
@@ -95,6 +96,27 @@ impl Gitea {
     /// The admin user, who owns every repository `create_repo` makes.
     pub fn user(&self) -> &str {
         &self.user
+    }
+
+    /// A daemon config for this Gitea's repository `repo`: cloned over HTTP into
+    /// `dir/cache` with the user's token, webhooks checked against the secret `s3cret`,
+    /// commit statuses posted to the repository. The token and the secret are written to
+    /// `dir` as the files the config names.
+    pub fn daemon_config(&self, repo: &str, dir: &Path) -> DaemonConfig {
+        std::fs::write(dir.join("token"), self.token()).expect("token");
+        std::fs::write(dir.join("hook-secret"), "s3cret\n").expect("secret");
+        let owner = self.user();
+        DaemonConfig::git(
+            &format!("{}/{owner}/{repo}.git", self.url()),
+            &dir.join("cache"),
+        )
+        .git_token(owner, "token")
+        .webhook_secret("hook-secret")
+        .gitea_statuses(
+            &format!("{}/api/v1", self.url()),
+            &format!("{owner}/{repo}"),
+            "token",
+        )
     }
 
     /// A request to `/api/v1{path}` authenticated with the token.
